@@ -1,0 +1,110 @@
+/* common — logging, random numbers, paths, size parsing (layer 0). */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/random.h>
+
+static vd_log_fn *log_fn;
+static void *log_opaque;
+
+void vd_log_set(vd_log_fn *fn, void *opaque)
+{
+	log_fn = fn;
+	log_opaque = opaque;
+}
+
+void vd_log(enum vd_log_level level, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	if (!log_fn)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	log_fn(log_opaque, level, msg);
+}
+
+bool vd_is_zero(const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	/* check the first 16 bytes, then compare the buffer with itself shifted */
+	for (size_t i = 0; i < len && i < 16; i++)
+		if (p[i])
+			return false;
+	return len <= 16 || memcmp(p, p + 16, len - 16) == 0;
+}
+
+uint32_t vd_random32(void)
+{
+	uint32_t v = 0;
+
+	while (getrandom(&v, sizeof v, 0) != sizeof v)
+		;
+	return v;
+}
+
+char *vd_strdup(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+char *vd_dirname(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (!slash)
+		return strdup(".");
+	if (slash == path)
+		return strdup("/");
+	return strndup(path, (size_t)(slash - path));
+}
+
+char *vd_path_join(const char *dir, const char *name)
+{
+	char *out;
+
+	if (name[0] == '/' || !dir || !strcmp(dir, "."))
+		return strdup(name);
+	if (asprintf(&out, "%s/%s", dir, name) < 0)
+		return NULL;
+	return out;
+}
+
+int vd_parse_size(const char *s, uint64_t *out)
+{
+	static const char units[] = "KMGTP";
+	char *end;
+	unsigned long long v;
+	int shift = 0;
+
+	if (!s || !isdigit((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return -EINVAL;
+	if (*end) {
+		const char *u = strchr(units, toupper((unsigned char)*end));
+		if (!u)
+			return -EINVAL;
+		shift = 10 * (int)(u - units + 1);
+		end++;
+		if (*end == 'i')
+			end++;
+		if (*end == 'B' || *end == 'b')
+			end++;
+		if (*end)
+			return -EINVAL;
+	}
+	if (shift && v > (UINT64_MAX >> shift))
+		return -ERANGE;
+	*out = (uint64_t)v << shift;
+	return 0;
+}

@@ -1,0 +1,482 @@
+/* common — POSIX I/O ops and the fault-injecting wrapper used by crash
+ * tests (layer 0).  See common.h for the contract. */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- POSIX -------------------------------------------------------------------- */
+
+static int posix_pread(struct vd_file *f, void *buf, size_t len, uint64_t off)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = pread(f->fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0) { /* past end of file: zeros */
+			memset(p, 0, len);
+			return 0;
+		}
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+static int posix_pwrite(struct vd_file *f, const void *buf, size_t len, uint64_t off)
+{
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = pwrite(f->fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+static int posix_sync(struct vd_file *f)
+{
+	return fdatasync(f->fd) ? -errno : 0;
+}
+
+static int posix_size(struct vd_file *f, uint64_t *size)
+{
+	struct stat st;
+
+	if (fstat(f->fd, &st))
+		return -errno;
+	*size = (uint64_t)st.st_size;
+	return 0;
+}
+
+static int posix_truncate(struct vd_file *f, uint64_t size)
+{
+	return ftruncate(f->fd, (off_t)size) ? -errno : 0;
+}
+
+static int posix_lock(struct vd_file *f, const struct vd_lock_req *r, bool unlock)
+{
+	struct flock fl = {
+		.l_type = unlock ? F_UNLCK : (r->write ? F_WRLCK : F_RDLCK),
+		.l_whence = SEEK_SET,
+		.l_start = (off_t)r->start,
+		.l_len = (off_t)r->len,
+	};
+
+	if (fcntl(f->fd, F_OFD_SETLK, &fl))
+		return errno == EACCES ? -EAGAIN : -errno;
+	return 0;
+}
+
+static int posix_lock_test(struct vd_file *f, const struct vd_lock_req *r, bool *held)
+{
+	struct flock fl = {
+		.l_type = r->write ? F_WRLCK : F_RDLCK,
+		.l_whence = SEEK_SET,
+		.l_start = (off_t)r->start,
+		.l_len = (off_t)r->len,
+	};
+
+	if (fcntl(f->fd, F_OFD_GETLK, &fl))
+		return -errno;
+	*held = fl.l_type != F_UNLCK;
+	return 0;
+}
+
+static void posix_close(struct vd_file *f)
+{
+	close(f->fd);
+	free(f->path);
+	free(f);
+}
+
+static const struct vd_file_ops posix_file_ops = {
+	.pread = posix_pread,
+	.pwrite = posix_pwrite,
+	.sync = posix_sync,
+	.size = posix_size,
+	.truncate = posix_truncate,
+	.lock = posix_lock,
+	.lock_test = posix_lock_test,
+	.close = posix_close,
+};
+
+static int posix_open(const struct vd_io *io, const char *path, unsigned flags,
+		      struct vd_file **out)
+{
+	int oflags = O_CLOEXEC | ((flags & VD_O_RDWR) ? O_RDWR : O_RDONLY);
+	struct vd_file *f;
+
+	(void)io;
+	if (flags & VD_O_CREATE)
+		oflags |= O_CREAT | O_EXCL | O_RDWR;
+	if (flags & VD_O_TRUNC)
+		oflags |= O_TRUNC;
+	f = calloc(1, sizeof *f);
+	if (!f)
+		return -ENOMEM;
+	f->fd = open(path, oflags, 0644);
+	if (f->fd < 0) {
+		int err = -errno;
+		free(f);
+		return err;
+	}
+	f->ops = &posix_file_ops;
+	f->path = strdup(path);
+	if (!f->path) {
+		posix_close(f);
+		return -ENOMEM;
+	}
+	*out = f;
+	return 0;
+}
+
+static int posix_sync_dir(const struct vd_io *io, const char *path)
+{
+	char *dir = vd_dirname(path);
+	int fd, err = 0;
+
+	(void)io;
+	if (!dir)
+		return -ENOMEM;
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	free(dir);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd))
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+static int posix_rename(const struct vd_io *io, const char *from, const char *to)
+{
+	(void)io;
+	return rename(from, to) ? -errno : 0;
+}
+
+static int posix_unlink(const struct vd_io *io, const char *path)
+{
+	(void)io;
+	return unlink(path) ? -errno : 0;
+}
+
+static const struct vd_io posix_io = {
+	.open = posix_open,
+	.sync_dir = posix_sync_dir,
+	.rename = posix_rename,
+	.unlink = posix_unlink,
+};
+
+const struct vd_io *vd_io_posix(void)
+{
+	return &posix_io;
+}
+
+void vd_close(struct vd_file *f)
+{
+	if (f)
+		f->ops->close(f);
+}
+
+/* ---- fault injection -------------------------------------------------------------
+ * Each write made through a faulty file records an undo entry (the bytes it
+ * overwrote and the file size before) until the file is synced.  A crash
+ * replays the undo entries in reverse when drop_unsynced is set. */
+
+struct undo {
+	struct undo *next;
+	char *path;
+	uint64_t off;
+	uint64_t old_size;
+	size_t len;
+	uint8_t data[];
+};
+
+struct vd_faultio {
+	struct vd_io io;
+	pthread_mutex_t lock;
+	long writes_left;
+	long writes;
+	bool drop_unsynced;
+	bool crashed;
+	struct undo *undo; /* newest first */
+};
+
+struct fault_file {
+	struct vd_file base; /* must be first */
+	struct vd_file *inner;
+	struct vd_faultio *fi;
+};
+
+static struct vd_file *inner_of(struct vd_file *f)
+{
+	return ((struct fault_file *)f)->inner;
+}
+
+static int fault_pread(struct vd_file *f, void *buf, size_t len, uint64_t off)
+{
+	return vd_pread(inner_of(f), buf, len, off);
+}
+
+/* Consume one write credit; false means the io has crashed. */
+static bool fault_take(struct vd_faultio *fi)
+{
+	fi->writes++;
+	if (fi->crashed || fi->writes_left <= 0) {
+		fi->crashed = true;
+		return false;
+	}
+	fi->writes_left--;
+	return true;
+}
+
+static int fault_record(struct vd_faultio *fi, struct vd_file *inner, size_t len,
+			uint64_t off)
+{
+	struct undo *u = malloc(sizeof *u + len);
+	int err;
+
+	if (!u)
+		return -ENOMEM;
+	u->path = strdup(inner->path);
+	u->off = off;
+	u->len = len;
+	err = vd_fsize(inner, &u->old_size);
+	if (!err && len)
+		err = vd_pread(inner, u->data, len, off);
+	if (err || !u->path) {
+		free(u->path);
+		free(u);
+		return err ? err : -ENOMEM;
+	}
+	u->next = fi->undo;
+	fi->undo = u;
+	return 0;
+}
+
+static int fault_write_common(struct vd_file *f, const void *buf, size_t len,
+			      uint64_t off, bool is_trunc)
+{
+	struct fault_file *ff = (struct fault_file *)f;
+	struct vd_faultio *fi = ff->fi;
+	int err = -EIO;
+
+	pthread_mutex_lock(&fi->lock);
+	if (fault_take(fi)) {
+		err = fault_record(fi, ff->inner, is_trunc ? 0 : len, off);
+		if (!err)
+			err = is_trunc ? ff->inner->ops->truncate(ff->inner, off)
+				       : vd_pwrite(ff->inner, buf, len, off);
+	}
+	pthread_mutex_unlock(&fi->lock);
+	return err;
+}
+
+static int fault_pwrite(struct vd_file *f, const void *buf, size_t len, uint64_t off)
+{
+	return fault_write_common(f, buf, len, off, false);
+}
+
+static int fault_truncate(struct vd_file *f, uint64_t size)
+{
+	return fault_write_common(f, NULL, 0, size, true);
+}
+
+/* A sync makes this file's pending writes durable: forget their undo. */
+static int fault_sync(struct vd_file *f)
+{
+	struct fault_file *ff = (struct fault_file *)f;
+	struct vd_faultio *fi = ff->fi;
+	struct undo **pp;
+
+	pthread_mutex_lock(&fi->lock);
+	if (fi->crashed) {
+		pthread_mutex_unlock(&fi->lock);
+		return -EIO;
+	}
+	for (pp = &fi->undo; *pp;) {
+		struct undo *u = *pp;
+		if (!strcmp(u->path, f->path)) {
+			*pp = u->next;
+			free(u->path);
+			free(u);
+		} else {
+			pp = &u->next;
+		}
+	}
+	pthread_mutex_unlock(&fi->lock);
+	return vd_sync(ff->inner);
+}
+
+static int fault_size(struct vd_file *f, uint64_t *size)
+{
+	return vd_fsize(inner_of(f), size);
+}
+
+static int fault_lock(struct vd_file *f, const struct vd_lock_req *r, bool unlock)
+{
+	struct vd_file *in = inner_of(f);
+	return in->ops->lock(in, r, unlock);
+}
+
+static int fault_lock_test(struct vd_file *f, const struct vd_lock_req *r, bool *held)
+{
+	struct vd_file *in = inner_of(f);
+	return in->ops->lock_test(in, r, held);
+}
+
+static void fault_close(struct vd_file *f)
+{
+	struct fault_file *ff = (struct fault_file *)f;
+
+	vd_close(ff->inner);
+	free(f->path);
+	free(ff);
+}
+
+static const struct vd_file_ops fault_file_ops = {
+	.pread = fault_pread,
+	.pwrite = fault_pwrite,
+	.sync = fault_sync,
+	.size = fault_size,
+	.truncate = fault_truncate,
+	.lock = fault_lock,
+	.lock_test = fault_lock_test,
+	.close = fault_close,
+};
+
+static int fault_open(const struct vd_io *io, const char *path, unsigned flags,
+		      struct vd_file **out)
+{
+	struct vd_faultio *fi = io->opaque;
+	struct fault_file *ff;
+	int err;
+
+	if ((flags & (VD_O_CREATE | VD_O_TRUNC)) && fi->crashed)
+		return -EIO;
+	ff = calloc(1, sizeof *ff);
+	if (!ff)
+		return -ENOMEM;
+	err = vd_io_posix()->open(vd_io_posix(), path, flags, &ff->inner);
+	if (err) {
+		free(ff);
+		return err;
+	}
+	ff->base.ops = &fault_file_ops;
+	ff->base.path = strdup(path);
+	ff->base.fd = ff->inner->fd;
+	ff->fi = fi;
+	*out = &ff->base;
+	return 0;
+}
+
+static int fault_sync_dir(const struct vd_io *io, const char *path)
+{
+	struct vd_faultio *fi = io->opaque;
+	return fi->crashed ? -EIO : vd_io_posix()->sync_dir(vd_io_posix(), path);
+}
+
+static int fault_rename(const struct vd_io *io, const char *from, const char *to)
+{
+	struct vd_faultio *fi = io->opaque;
+	bool ok;
+
+	pthread_mutex_lock(&fi->lock);
+	ok = fault_take(fi);
+	pthread_mutex_unlock(&fi->lock);
+	return ok ? vd_io_posix()->rename(vd_io_posix(), from, to) : -EIO;
+}
+
+static int fault_unlink(const struct vd_io *io, const char *path)
+{
+	struct vd_faultio *fi = io->opaque;
+	bool ok;
+
+	pthread_mutex_lock(&fi->lock);
+	ok = fault_take(fi);
+	pthread_mutex_unlock(&fi->lock);
+	return ok ? vd_io_posix()->unlink(vd_io_posix(), path) : -EIO;
+}
+
+int vd_faultio_create(long writes_left, bool drop_unsynced, struct vd_faultio **out)
+{
+	struct vd_faultio *fi = calloc(1, sizeof *fi);
+
+	if (!fi)
+		return -ENOMEM;
+	pthread_mutex_init(&fi->lock, NULL);
+	fi->writes_left = writes_left;
+	fi->drop_unsynced = drop_unsynced;
+	fi->io = (struct vd_io){ fault_open, fault_sync_dir, fault_rename,
+				 fault_unlink, fi };
+	*out = fi;
+	return 0;
+}
+
+const struct vd_io *vd_faultio_io(struct vd_faultio *fi) { return &fi->io; }
+long vd_faultio_writes(const struct vd_faultio *fi) { return fi->writes; }
+bool vd_faultio_crashed(const struct vd_faultio *fi) { return fi->crashed; }
+
+static int undo_apply(const struct undo *u)
+{
+	struct vd_file *f;
+	int err = vd_io_posix()->open(vd_io_posix(), u->path, VD_O_RDWR, &f);
+
+	if (err)
+		return err;
+	if (u->len)
+		err = vd_pwrite(f, u->data, u->len, u->off);
+	if (!err)
+		err = f->ops->truncate(f, u->old_size);
+	vd_close(f);
+	return err;
+}
+
+int vd_faultio_crash(struct vd_faultio *fi)
+{
+	int err = 0;
+
+	fi->crashed = true;
+	while (fi->undo) {
+		struct undo *u = fi->undo;
+		if (fi->drop_unsynced && !err)
+			err = undo_apply(u);
+		fi->undo = u->next;
+		free(u->path);
+		free(u);
+	}
+	return err;
+}
+
+void vd_faultio_destroy(struct vd_faultio *fi)
+{
+	if (!fi)
+		return;
+	while (fi->undo) {
+		struct undo *u = fi->undo;
+		fi->undo = u->next;
+		free(u->path);
+		free(u);
+	}
+	pthread_mutex_destroy(&fi->lock);
+	free(fi);
+}
