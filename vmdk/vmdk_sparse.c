@@ -391,7 +391,7 @@ static int grain_zero(struct vmdk_extent *e, struct sparse *s, uint64_t g)
 	if (gte == 0 && s->gt.zeroed_ok)
 		return vmdk_gt_set(&s->gt, g, VMDK_GTE_ZEROED, &s->append_at);
 	if (gte == 0)
-		return grain_alloc(e, s, g, gte, NULL, 0, 0);
+		return grain_alloc(e, s, g, gte, NULL, s->gt.grain_size, 0); /* zeros, not the backing */
 	return -EAGAIN; /* allocated: the caller writes real zeros */
 }
 
@@ -404,7 +404,7 @@ static int sparse_pwrite_zeroes(struct vmdk_extent *e, size_t len, uint64_t off)
 
 	while (len && !err) {
 		size_t n = VD_MIN(len, gs - off % gs);
-		if (n == gs || off + n == e->size) {
+		if (off % gs == 0 && (n == gs || off + n == e->size)) {
 			pthread_mutex_lock(&e->disk->lock);
 			err = grain_zero(e, s, off / gs);
 			pthread_mutex_unlock(&e->disk->lock);
