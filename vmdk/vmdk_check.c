@@ -98,6 +98,9 @@ static int check_entries(struct gt_check *c, uint32_t i)
 	for (uint32_t j = 0; !err && j < t->gtes_per_gt && first + j < t->nr_grains; j++) {
 		uint32_t gte = t->gts[i][j];
 		uint64_t at = (uint64_t)gte * VD_SECTOR;
+		if (gte == VMDK_GTE_ZEROED && !t->zeroed_ok && !t->stream)
+			problem(c, true, "grain %llu: GTE 1 (zeroed grain) without the "
+				"zeroed-grain flag", (unsigned long long)(first + j));
 		if (gte <= VMDK_GTE_ZEROED)
 			continue;
 		if (!t->stream && (at < c->overhead || at + t->grain_size >
@@ -115,7 +118,6 @@ static int check_table(struct gt_check *c, uint32_t i)
 {
 	struct vmdk_gt *t = c->gt;
 	uint64_t off = (uint64_t)t->gd[i] * VD_SECTOR;
-	uint32_t gte;
 	int err;
 
 	if (off < VD_SECTOR || off + table_bytes(t) > VD_ROUND_UP(t->file_size, VD_SECTOR)) {
@@ -123,9 +125,7 @@ static int check_table(struct gt_check *c, uint32_t i)
 			t->gd[i]);
 		return 0;
 	}
-	err = vmdk_gt_lookup(t, (uint64_t)i * t->gtes_per_gt, &gte); /* loads the GT */
-	if (err == -VD_EBADDATA)
-		err = 0; /* the entry walk below reports it */
+	err = vmdk_gt_load(t, i);
 	if (err || !t->gts[i])
 		return err;
 	err = check_entries(c, i);
@@ -179,8 +179,9 @@ int vmdk_gt_check(struct vmdk_extent *e, struct vmdk_gt *gt, uint64_t overhead,
 		if (gt->gd[i])
 			err = check_table(&c, i);
 		else if (gt->rgd && gt->rgd[i])
-			problem(&c, true, "grain directory entry %u is 0 but the redundant "
-				"entry is %u", i, gt->rgd[i]);
+			problem(&c, !unclean, "grain directory entry %u is 0 but the redundant "
+				"entry is %u%s", i, gt->rgd[i],
+				unclean ? " (interrupted allocation; fixed on next write open)" : "");
 	}
 	pthread_mutex_unlock(&e->disk->lock);
 	if (!err)

@@ -66,6 +66,8 @@ static int opts_check(const char *path, const struct vmdk_create_opts *o)
 		adapter_ok |= o->adapter && !strcmp(o->adapter, adapters[i]);
 #define REFUSE(cond, ...) if (cond) { vd_err(__VA_ARGS__); return -EINVAL; }
 	REFUSE((unsigned)o->subformat >= VMDK_SUBFORMAT_COUNT, "%s: unknown subformat", path);
+	REFUSE(strpbrk(path, "\"\n\r"), "%s: a disk name may not contain '\"' or a line "
+	       "break (the descriptor grammar has no escapes)", path);
 	REFUSE(!adapter_ok, "%s: unknown adapter type \"%s\"", path, o->adapter);
 	REFUSE(o->capacity == 0 || o->capacity > VMDK_MAX_CAPACITY,
 	       "%s: size %llu is out of range (1 byte .. 64 TiB)", path,

@@ -197,6 +197,12 @@ static int parse_extent(struct parse_ctx *c, char *line, enum vmdk_access access
 	uint64_t size, offset = 0;
 	bool quoted, has_offset = false;
 
+	unsigned quotes = 0;
+
+	for (const char *q = line; *q; q++)
+		quotes += *q == '"';
+	if (quotes != 0 && quotes != 2)
+		return bad_line(c, "unbalanced quotes (a file name cannot contain '\"')");
 	next_token(&cur, &quoted); /* access word, already known */
 	tok = next_token(&cur, &quoted);
 	if (parse_u64(tok, &size) || size > VMDK_MAX_CAPACITY / VD_SECTOR)

@@ -11,6 +11,9 @@
  *      entry that points to it: GTs, sync, then directory entries, sync.
  *  G4. Nothing is ever written in place of live data: grains and new
  *      tables are appended past the end of the file.
+ *  G5. A new directory entry is written to the redundant directory before
+ *      the primary one: the primary entry is the commit point, and a
+ *      redundant entry without a primary one is dropped on recovery.
  * A crash at any point therefore leaves every grain reading its old or its
  * new content; the worst case is a leaked grain or table. */
 #include "vmdk_int.h"
@@ -129,8 +132,10 @@ static int read_table(struct vmdk_gt *t, uint32_t sector, uint32_t **out)
 	return 0;
 }
 
-static int load_gt(struct vmdk_gt *t, uint32_t i)
+int vmdk_gt_load(struct vmdk_gt *t, uint32_t i)
 {
+	if (t->gts[i] || !t->gd[i])
+		return 0;
 	uint64_t off = (uint64_t)t->gd[i] * VD_SECTOR;
 	int err;
 
@@ -157,7 +162,7 @@ int vmdk_gt_lookup(struct vmdk_gt *t, uint64_t grain, uint32_t *gte)
 		*gte = 0;
 		return 0;
 	}
-	if (!t->gts[i] && (err = load_gt(t, (uint32_t)i)))
+	if (!t->gts[i] && (err = vmdk_gt_load(t, (uint32_t)i)))
 		return err;
 	v = t->gts[i][grain % t->gtes_per_gt];
 	if (v == VMDK_GTE_ZEROED && !t->zeroed_ok && !t->stream) {
@@ -165,9 +170,11 @@ int vmdk_gt_lookup(struct vmdk_gt *t, uint64_t grain, uint32_t *gte)
 		       t->path, (unsigned long long)grain);
 		return -VD_EBADDATA;
 	}
-	if (v > VMDK_GTE_ZEROED && (uint64_t)v * VD_SECTOR >= t->file_size) {
-		vd_err("%s: grain %llu: GTE %u points past the end of the file", t->path,
-		       (unsigned long long)grain, v);
+	if (v > VMDK_GTE_ZEROED && ((uint64_t)v * VD_SECTOR >= t->file_size ||
+				    (uint64_t)v * VD_SECTOR < t->data_start)) {
+		vd_err("%s: grain %llu: GTE %u points %s", t->path, (unsigned long long)grain,
+		       v, (uint64_t)v * VD_SECTOR < t->data_start ? "into the metadata area"
+								 : "past the end of the file");
 		return -VD_EBADDATA;
 	}
 	*gte = v;
@@ -233,13 +240,14 @@ static int write_dir_entry(struct vmdk_gt *t, uint32_t i)
 	uint8_t le[4];
 	int err;
 
-	put_le32(le, t->gd[i]);
-	err = vd_pwrite(t->file, le, 4, t->gd_off + 4ull * i);
-	if (!err && t->rgd) {
+	if (t->rgd) { /* [G5] redundant entry first: the primary one commits */
 		put_le32(le, t->rgd[i]);
 		err = vd_pwrite(t->file, le, 4, t->rgd_off + 4ull * i);
+		if (err)
+			return err;
 	}
-	return err;
+	put_le32(le, t->gd[i]);
+	return vd_pwrite(t->file, le, 4, t->gd_off + 4ull * i);
 }
 
 static int flush_tables(struct vmdk_gt *t)
@@ -315,9 +323,16 @@ int vmdk_gt_repair_redundant(struct vmdk_gt *t, unsigned *fixed)
 	*fixed = 0;
 	for (uint32_t i = 0; t->rgd && !err && i < t->nr_gd; i++) {
 		uint32_t *rgt;
+		if (!t->gd[i] && t->rgd[i]) { /* [G5] allocation never committed */
+			uint8_t zero[4] = { 0 };
+			err = vd_pwrite(t->file, zero, 4, t->rgd_off + 4ull * i);
+			t->rgd[i] = 0;
+			(*fixed)++;
+			continue;
+		}
 		if (!t->gd[i] || !t->rgd[i])
 			continue;
-		if (!t->gts[i] && (err = load_gt(t, i)))
+		if (!t->gts[i] && (err = vmdk_gt_load(t, i)))
 			break;
 		if ((uint64_t)t->rgd[i] * VD_SECTOR + gt_bytes(t) > t->file_size)
 			continue; /* reported by check */

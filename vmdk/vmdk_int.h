@@ -190,6 +190,7 @@ struct vmdk_gt {
 	uint8_t *dirty;           /* per GD entry: 1 GT changed, 2 GD entry new */
 	bool any_dirty;
 	uint64_t file_size;       /* bytes, for bounds checks; raised on alloc */
+	uint64_t data_start;      /* bytes: a GTE below this is corrupt (0: any) */
 	bool zeroed_ok;           /* GTE 1 means zeroed grain */
 	bool stream;              /* GTEs point at grain markers */
 };
@@ -205,6 +206,8 @@ void vmdk_gt_destroy(struct vmdk_gt *t);
 /* GTE of grain g (0 when the GT is not allocated).  Loads the GT on demand;
  * checks that a GTE pointing at data lies inside the file. */
 int vmdk_gt_lookup(struct vmdk_gt *t, uint64_t grain, uint32_t *gte);
+/* Load GT i into the cache without checking its entries (check uses it). */
+int vmdk_gt_load(struct vmdk_gt *t, uint32_t i);
 /* Set the GTE of grain g in memory.  When the GD entry is 0 a GT (and an
  * RGT) is allocated at *append_at (bytes, advanced).  Written by flush. */
 int vmdk_gt_set(struct vmdk_gt *t, uint64_t grain, uint32_t gte, uint64_t *append_at);

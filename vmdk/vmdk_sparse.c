@@ -147,11 +147,14 @@ static int sparse_open_tables(struct vmdk_extent *e, struct sparse *s)
 			   h->nr_gtes_per_gt, h->capacity_sectors * VD_SECTOR,
 			   h->gd_offset_sectors * VD_SECTOR, rgd * VD_SECTOR);
 	s->gt.zeroed_ok = h->flags & KDMV_FLAG_ZEROED_GTE;
+	s->gt.data_start = h->overhead_sectors * VD_SECTOR;
 	e->grain_size = h->grain_size_sectors * VD_SECTOR;
 	s->append_at = VD_MAX(VD_ROUND_UP(s->gt.file_size, s->gt.grain_size),
 			      h->overhead_sectors * VD_SECTOR);
 	return err;
 }
+
+static int sparse_set_dirty(struct vmdk_extent *e, bool dirty);
 
 /* After a crash the redundant tables may lag the primary ones: catch up
  * before writing anything else. */
@@ -160,12 +163,14 @@ static int sparse_recover(struct vmdk_extent *e, struct sparse *s)
 	unsigned fixed;
 	int err = vmdk_gt_repair_redundant(&s->gt, &fixed);
 
-	if (err)
+	if (err) {
 		vd_err("%s: repairing redundant grain tables: %s", e->path, strerror(-err));
-	else if (fixed)
+		return err;
+	}
+	if (fixed)
 		vd_log(VD_LOG_INFO, "%s: %u redundant grain tables brought in line after "
 		       "an unclean shutdown", e->path, fixed);
-	return err;
+	return sparse_set_dirty(e, false); /* consistent again; set anew on write */
 }
 
 static int sparse_open(struct vmdk_extent *e, const uint8_t *hdr)
@@ -190,6 +195,12 @@ static int sparse_open(struct vmdk_extent *e, const uint8_t *hdr)
 	}
 	if (!err)
 		err = sparse_open_tables(e, s);
+	if (!err && s->h.unclean_shutdown && e->disk->writable &&
+	    !(e->disk->open_flags & VMDK_OPEN_DIRTY_OK)) {
+		vd_err("%s: uncleanShutdown is set (not closed cleanly); run `vdelta check` "
+		       "and open with the dirty override to write", e->path);
+		err = -EBUSY;
+	}
 	if (!err && s->h.unclean_shutdown && e->disk->writable)
 		err = sparse_recover(e, s);
 	return err;
