@@ -225,7 +225,7 @@ struct vmdk_check_result {
 	uint64_t leaked;       /* bytes of grains no table points to */
 	uint64_t allocated;    /* bytes of grain data referenced */
 };
-/* Called for each problem found, with the file and a message. */
+/* Called for each problem found, with the file and a message (NULL: count only). */
 typedef void vmdk_check_fn(void *opaque, bool is_error, const char *file,
 			   const char *msg);
 /* Check every extent of an open disk (open it with VMDK_OPEN_DIRTY_OK). */

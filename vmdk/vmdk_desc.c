@@ -166,7 +166,8 @@ static char *next_token(char **cursor, bool *quoted)
 	} else {
 		tok = p;
 		while (*p && !isspace((unsigned char)*p))
-			p++;
+			if (*p++ == '"')
+				return NULL; /* a quote inside a bare word */
 	}
 	if (*p)
 		*p++ = '\0';

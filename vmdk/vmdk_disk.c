@@ -475,6 +475,7 @@ static int write_separate(struct vmdk_disk *d, const char *text, size_t len)
 	}
 	if (err || asprintf(&tmp_path, "%s.vdelta-tmp", d->path) < 0)
 		return err ? err : -ENOMEM;
+	d->io->unlink(d->io, tmp_path); /* a stale one from an interrupted rewrite */
 	err = d->io->open(d->io, tmp_path, VD_O_CREATE | VD_O_RDWR, &tmp);
 	if (!err) {
 		err = vd_pwrite(tmp, text, len, 0);
