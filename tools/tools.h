@@ -1,0 +1,126 @@
+/* tools — private header of the vdelta command-line program (top layer).
+ * Never included outside tools/.
+ *
+ * Owns: the command table entry (struct tools_cmd), exit codes, the error
+ * helpers every command uses, the JSON writer (tools_json.c), the progress
+ * meter (tools_progress.c) and the one place that opens a disk for reading
+ * (tools_disk.c).
+ *
+ * Adding a command: write tools_NAME.c defining
+ *	const struct tools_cmd tools_cmd_NAME = { "NAME", summary, usage, run };
+ * add the file to tools/meson.build and one X(NAME) line to TOOLS_CMDS in
+ * vdelta.c.
+ *
+ * Errors: the library reports its own errors through the log callback that
+ * vdelta.c installs (printed as "vdelta: <msg>").  A command reports only
+ * what it detects itself (tools_err) and ends a failed command with
+ * tools_fail(), which prints a generic "FILE: strerror" only when no error
+ * was printed since the last tools_fail — so every failure is reported
+ * exactly once.
+ */
+#ifndef VDELTA_TOOLS_H
+#define VDELTA_TOOLS_H
+
+#include <stdio.h>
+
+#include "common.h"
+#include "vmdk.h"
+
+/* ---- commands and exit status -------------------------------------------------- */
+
+enum { TOOLS_OK = 0, TOOLS_ERR = 1, TOOLS_USAGE = 2 };
+
+struct tools_cmd {
+	const char *name;
+	const char *summary; /* one line, for `vdelta help` */
+	/* Synopsis after "vdelta NAME " on the first line, then an optional
+	 * blank line and option descriptions, for `vdelta help NAME`. */
+	const char *usage;
+	/* argv[0] is "vdelta NAME" (for getopt's messages); returns TOOLS_*. */
+	int (*run)(int argc, char **argv);
+};
+
+/* Print "vdelta: <msg>" to stderr (a newline is added). */
+void tools_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Report a failure on `file` unless an error (library or tools_err) was
+ * printed since the last tools_fail; returns TOOLS_ERR. */
+int tools_fail(const char *file, int rc);
+/* Usage error: print msg (may be NULL: getopt already spoke) and a hint to
+ * `vdelta help NAME`; returns TOOLS_USAGE. */
+int tools_usage(const struct tools_cmd *cmd, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Number of error messages logged so far (library and tools). */
+unsigned tools_nr_errors(void);
+
+/* ---- JSON writer (tools_json.c) --------------------------------------------------
+ * Streams pretty-printed JSON to a FILE.  Inside an object every value has
+ * a key; inside an array key is NULL.  Strings are escaped; invalid UTF-8
+ * bytes become U+FFFD.  A NULL string value is written as null. */
+#define TOOLS_JSON_MAX_DEPTH 16
+
+struct tools_json {
+	FILE *f;
+	int depth;
+	bool has_items[TOOLS_JSON_MAX_DEPTH];
+};
+
+void tools_json_init(struct tools_json *j, FILE *f);
+void tools_json_obj_begin(struct tools_json *j, const char *key);
+void tools_json_obj_end(struct tools_json *j);
+void tools_json_arr_begin(struct tools_json *j, const char *key);
+void tools_json_arr_end(struct tools_json *j);
+void tools_json_str(struct tools_json *j, const char *key, const char *val);
+void tools_json_u64(struct tools_json *j, const char *key, uint64_t val);
+void tools_json_bool(struct tools_json *j, const char *key, bool val);
+
+/* ---- progress meter (tools_progress.c) -------------------------------------------
+ * A one-line percentage on stderr, redrawn at most 10 times a second.  Shown
+ * only when stderr is a terminal and the work has lasted over a second, or
+ * from the start when forced (-p). */
+struct tools_progress {
+	uint64_t total;
+	bool enabled, forced, shown;
+	double start, last; /* seconds, CLOCK_MONOTONIC */
+};
+
+void tools_progress_init(struct tools_progress *p, uint64_t total, bool force);
+void tools_progress_update(struct tools_progress *p, uint64_t done);
+/* Draw the final state (if a meter is shown or forced) and end the line. */
+void tools_progress_end(struct tools_progress *p, uint64_t done);
+
+/* ---- readable disks (tools_disk.c) -------------------------------------------------
+ * The ONE place where commands open a disk to read its content: a raw file
+ * or a VMDK (a delta is read through its chain).  Errors are reported inside. */
+enum tools_fmt { TOOLS_FMT_AUTO, TOOLS_FMT_RAW, TOOLS_FMT_VMDK };
+
+struct tools_disk;
+
+/* "raw" / "vmdk" -> fmt; -EINVAL otherwise */
+int tools_fmt_parse(const char *s, enum tools_fmt *out);
+/* Guess from the first bytes: VMDK magics or a text descriptor, else raw. */
+int tools_fmt_detect(const char *path, enum tools_fmt *out);
+int tools_disk_open(const char *path, enum tools_fmt fmt, struct tools_disk **out);
+void tools_disk_close(struct tools_disk *d); /* NULL is a no-op */
+uint64_t tools_disk_size(const struct tools_disk *d); /* bytes of content */
+const char *tools_disk_path(const struct tools_disk *d);
+/* The VMDK behind the disk (the top layer of a chain); NULL for raw. */
+struct vmdk_disk *tools_disk_vmdk(struct tools_disk *d);
+/* Kind (VMDK_BS_*) and length of the run at off; a raw file's holes are
+ * VMDK_BS_UNALLOC. */
+int tools_disk_status(struct tools_disk *d, uint64_t off, uint64_t max_len,
+		      enum vmdk_bs *kind, uint64_t *run_len);
+int tools_disk_pread(struct tools_disk *d, void *buf, size_t len, uint64_t off);
+
+/* ---- chain options of other commands (tools_chain*.c, owner: chainer) ------------- */
+
+/* `create --parent PARENT NEW`: a blank delta over PARENT; returns TOOLS_*. */
+int tools_chain_create_child(const char *parent, const char *new_path);
+/* `info --chain [--json] DISK`: every layer of DISK's chain; returns TOOLS_*. */
+int tools_chain_info(const char *path, bool json);
+
+/* ---- small shared helpers (vdelta.c) ----------------------------------------------- */
+
+/* "1.5 GiB" style rendering into buf. */
+const char *tools_human_size(uint64_t bytes, char *buf, size_t len);
+
+#endif

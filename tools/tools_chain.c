@@ -1,0 +1,125 @@
+/* tools — the chain commands that make layers: `snapshot`, `clone`, and the
+ * `--parent` option of `create` (top layer, over chain.h).
+ *
+ * Owns: argument parsing and output of these commands; the chain layer does
+ * the work and reports its own errors.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+
+#include "chain.h"
+#include "tools.h"
+
+extern const struct tools_cmd tools_cmd_snapshot, tools_cmd_clone;
+
+/* `vdelta create --parent PARENT NEW` (called by tools_create.c). */
+int tools_chain_create_child(const char *parent, const char *new_path)
+{
+	int rc = chain_create_child(parent, new_path, false, NULL);
+
+	return rc < 0 ? tools_fail(new_path, rc) : TOOLS_OK;
+}
+
+/* ---- snapshot ----------------------------------------------------------------- */
+
+static int snapshot_run(int argc, char **argv)
+{
+	char *new_top;
+	int rc;
+
+	if (getopt_long(argc, argv, "", (const struct option[]){{0}}, NULL) != -1)
+		return tools_usage(&tools_cmd_snapshot, NULL);
+	if (optind != argc - 1)
+		return tools_usage(&tools_cmd_snapshot, "expected one DISK");
+	rc = chain_snapshot(argv[optind], NULL, &new_top);
+	if (rc < 0)
+		return tools_fail(argv[optind], rc);
+	printf("%s\n", new_top);
+	free(new_top);
+	return TOOLS_OK;
+}
+
+const struct tools_cmd tools_cmd_snapshot = {
+	.name = "snapshot",
+	.summary = "freeze a disk's top layer and add an empty delta over it",
+	.usage = "DISK\n"
+		 "\n"
+		 "DISK is the current top.  The top is marked frozen (ddb.vdelta.frozen)\n"
+		 "and never written again; a new empty delta NAME-00000N.vmdk is made\n"
+		 "beside it.  Prints the new top's path: write into that from now on.",
+	.run = snapshot_run,
+};
+
+/* ---- clone -------------------------------------------------------------------- */
+
+enum clone_mode { CLONE_NONE, CLONE_LINKED, CLONE_FROM_CURRENT, CLONE_FULL };
+
+static const struct option clone_opts[] = {
+	{"linked", no_argument, NULL, 'l'},
+	{"from-current", no_argument, NULL, 'c'},
+	{"full", no_argument, NULL, 'f'},
+	{"subformat", required_argument, NULL, 't'},
+	{NULL, 0, NULL, 0},
+};
+
+static int clone_do(enum clone_mode mode, const char *src, const char *dst,
+		    enum vmdk_subformat sf)
+{
+	switch (mode) {
+	case CLONE_LINKED:
+		return chain_create_child(src, dst, true, NULL);
+	case CLONE_FROM_CURRENT:
+		return chain_clone_from_current(src, dst, NULL);
+	default:
+		return chain_clone_full(src, dst, sf, NULL);
+	}
+}
+
+static int clone_run(int argc, char **argv)
+{
+	enum clone_mode mode = CLONE_NONE;
+	enum vmdk_subformat sf = VMDK_MONOLITHIC_SPARSE;
+	bool have_sf = false;
+	int c, rc;
+
+	while ((c = getopt_long(argc, argv, "t:", clone_opts, NULL)) != -1) {
+		if (c == 't' && vmdk_subformat_parse(optarg, &sf) == 0) {
+			have_sf = true;
+			continue;
+		}
+		if (c == 't')
+			return tools_usage(&tools_cmd_clone, "unknown subformat '%s'", optarg);
+		if (c == '?' || mode != CLONE_NONE)
+			return tools_usage(&tools_cmd_clone, c == '?' ? NULL :
+					   "give one of --linked, --from-current, --full");
+		mode = c == 'l' ? CLONE_LINKED : c == 'c' ? CLONE_FROM_CURRENT : CLONE_FULL;
+	}
+	if (mode == CLONE_NONE)
+		return tools_usage(&tools_cmd_clone, "give one of --linked, --from-current, --full");
+	if (have_sf && mode != CLONE_FULL)
+		return tools_usage(&tools_cmd_clone, "-t goes with --full only");
+	if (optind != argc - 2)
+		return tools_usage(&tools_cmd_clone, "expected SOURCE and NEW");
+	rc = clone_do(mode, argv[optind], argv[optind + 1], sf);
+	return rc < 0 ? tools_fail(argv[optind + 1], rc) : TOOLS_OK;
+}
+
+const struct tools_cmd tools_cmd_clone = {
+	.name = "clone",
+	.summary = "make a linked, from-current or full clone of a disk",
+	.usage = "--linked SNAPSHOT NEW | --from-current DISK NEW | "
+		 "--full [-t SUBFORMAT] DISK NEW\n"
+		 "\n"
+		 "  --linked        NEW is an empty delta over SNAPSHOT, a frozen layer\n"
+		 "                  (a writable top is refused: snapshot it first)\n"
+		 "  --from-current  NEW gets a copy of DISK's top delta and shares every\n"
+		 "                  layer below it\n"
+		 "  --full          NEW is one independent disk with DISK's content\n"
+		 "  -t SUBFORMAT    for --full: monolithicSparse (default),\n"
+		 "                  twoGbMaxExtentSparse, monolithicFlat,\n"
+		 "                  twoGbMaxExtentFlat, streamOptimized\n"
+		 "\n"
+		 "NEW may be in another folder; parent hints are written relative to it.",
+	.run = clone_run,
+};
