@@ -1,0 +1,209 @@
+/* chain — the copy-on-write chain layer (layer 2): a disk is a chain of
+ * VMDK layers, a top and its parents down to a base.  Reads fall through
+ * the layers, writes land in the top only.
+ *
+ * Owns: opening a chain from its top (parent hint resolution, CID /
+ * capacity / cycle / depth validation, qemu-compatible locking), the merged
+ * grain map, reads and copy-on-write writes, freezing, and the chain
+ * operations (snapshot, linked / from-current / full clones, digest, tree).
+ * Uses only vmdk.h and common.h.
+ *
+ * Units: bytes unless the name says otherwise.  Layer 0 is the top; layer
+ * chain_depth()-1 is the base.
+ *
+ * MERGED MAP: the virtual disk is cut into map units (the top's grain size,
+ * or 64 KiB when the top has no grains).  For each unit the map holds ONE
+ * BYTE: the index of the topmost layer that holds the unit (data or a
+ * zeroed grain), "nobody" (zeros), or "mixed" (the unit is split between
+ * layers of finer grain; such units are read by walking the layers).  It is
+ * built lazily, CHAIN_MAP_CHUNK units at a time, from each layer's block
+ * status, and kept current by every write.  Memory: 1 byte per unit of
+ * virtual size (16 KiB per GiB with 64 KiB grains) plus one pointer per
+ * chunk.  A read costs one map lookup whatever the depth, and a run of
+ * units owned by one layer is read with one call into that layer.
+ *
+ * FROZEN LAYERS: a layer that has (or is about to get) a child is marked in
+ * its descriptor with ddb.vdelta.frozen = "1" (VMware and qemu ignore
+ * unknown DDB keys).  chain_open refuses to open a frozen top for writing.
+ * Parents are always opened read-only, so a frozen layer's CID never
+ * changes.
+ *
+ * LOCKING (qemu's scheme, see vmdk_lock in vmdk.h): a writable top holds
+ * read+write+resize and denies write+resize; a read-only top and every
+ * parent hold read and deny write+resize.  A conflict is -EAGAIN with a
+ * message naming the file, the permission and, when it can be found, the
+ * holding process.  CHAIN_OPEN_NOLOCK (qemu's force-share) skips it.
+ *
+ * THREAD MODEL: a struct chain may be shared by threads.  chain_pread,
+ * chain_pwrite, chain_pwrite_zeroes, chain_status and chain_flush may run
+ * concurrently.  Map entries are single bytes read and written atomically;
+ * chunks are built under one mutex and published with release ordering.
+ * Writes to one grain are serialised by the format layer (which holds the
+ * top's mutex for a copy-on-write and calls back into the chain to read the
+ * layers below; that callback never builds map chunks or touches the top,
+ * so it cannot deadlock).  A concurrent read of a range being written
+ * returns old or new data per unit.  chain_open/chain_close are not
+ * concurrent with I/O.
+ *
+ * ERRORS: 0 or -errno; every failure is reported once through the common
+ * log callback naming the file(s) involved.  Broken links: CID mismatch
+ * -ESTALE (names both files and both CIDs), missing parent -ENOENT,
+ * capacity mismatch -VD_EBADDATA, cycle or too deep -ELOOP, frozen top
+ * opened for writing -EPERM, lock conflict -EAGAIN.
+ */
+#ifndef VDELTA_CHAIN_H
+#define VDELTA_CHAIN_H
+
+#include "common.h"
+#include "vmdk.h"
+
+/* vSphere allows 32 snapshot levels; qemu has no bound.  128 keeps map
+ * entries in a byte and the read walk's recursion shallow. */
+#define CHAIN_MAX_DEPTH 128u
+#define CHAIN_MAP_CHUNK 4096u /* units built at once */
+#define CHAIN_FROZEN_KEY "ddb.vdelta.frozen"
+
+struct chain;
+
+enum {
+	CHAIN_OPEN_RDONLY = 0,
+	CHAIN_OPEN_RDWR = 1,        /* the top only; parents are always read-only */
+	CHAIN_OPEN_IGNORE_CID = 2,  /* forensics: warn on a CID mismatch (read-only) */
+	CHAIN_OPEN_NOLOCK = 4,      /* take no locks (like qemu's -U) */
+	CHAIN_OPEN_DIRTY_OK = 8,    /* pass VMDK_OPEN_DIRTY_OK to every layer */
+	CHAIN_OPEN_NO_PARENT = 16,  /* open the top alone (no parents, no map
+				     * fall-through: unallocated reads as zeros) */
+};
+
+/* ---- open / close ---------------------------------------------------------- */
+
+/* Open the disk whose top layer is `path` and every parent below it.
+ * `io` NULL means POSIX. */
+int chain_open(const char *path, unsigned flags, const struct vd_io *io,
+	       struct chain **out);
+/* Close every layer (top first); returns the first error. NULL is a no-op. */
+int chain_close(struct chain *c);
+
+uint64_t chain_capacity(const struct chain *c);
+unsigned chain_depth(const struct chain *c); /* layers, >= 1 */
+struct vmdk_disk *chain_layer(const struct chain *c, unsigned i);
+const char *chain_path(const struct chain *c); /* the top as opened */
+bool chain_writable(const struct chain *c);
+uint64_t chain_unit(const struct chain *c); /* map unit, bytes */
+
+/* ---- data ------------------------------------------------------------------ */
+
+int chain_pread(struct chain *c, void *buf, size_t len, uint64_t off);
+/* Writes go into the top; a partial write into a grain the top lacks copies
+ * the rest of the grain up from the layers below. */
+int chain_pwrite(struct chain *c, const void *buf, size_t len, uint64_t off);
+int chain_pwrite_zeroes(struct chain *c, size_t len, uint64_t off);
+int chain_flush(struct chain *c);
+
+/* ---- map --------------------------------------------------------------------- */
+
+enum chain_kind {
+	CHAIN_DATA,    /* layer `layer` holds the bytes */
+	CHAIN_ZERO,    /* layer `layer` has zeroed grains (masks what is below) */
+	CHAIN_UNALLOC, /* no layer holds it: zeros; layer = -1 */
+};
+
+struct chain_run {
+	uint64_t off, len;
+	enum chain_kind kind;
+	int layer;
+};
+
+/* The run at `off` (at most max_len, never past capacity) with one owner
+ * and kind.  Runs are merged like `qemu-img map`. */
+int chain_status(struct chain *c, uint64_t off, uint64_t max_len, struct chain_run *out);
+/* The same as VMDK block status of the whole disk: DATA, ZERO (zeroed or
+ * unallocated everywhere reads as zeros: ZERO when a layer masks,
+ * UNALLOC when nobody holds it). For readers like tools_disk. */
+int chain_block_status(struct chain *c, uint64_t off, uint64_t max_len,
+		       enum vmdk_bs *kind, uint64_t *run_len);
+
+/* ---- frozen layers ------------------------------------------------------------- */
+
+bool chain_is_frozen(struct vmdk_disk *d);
+/* Mark the layer at `path` frozen (descriptor rewrite; CID unchanged). */
+int chain_freeze(const char *path, const struct vd_io *io);
+
+/* ---- operations (chain_ops.c, chain_clone.c) -------------------------------------
+ * NEW paths must not exist.  Parent hints are written relative to NEW's
+ * folder where possible. */
+
+/* Freeze the top of DISK and add an empty delta beside it
+ * (name-000001.vmdk, -000002, ...: the next free number, same hosted
+ * sparse family).  *new_top is the new top's path (malloc'd). */
+int chain_snapshot(const char *disk, const struct vd_io *io, char **new_top);
+/* A blank delta at new_path over the layer `parent`.  require_frozen:
+ * refuse a parent that is not frozen (clone --linked); otherwise freeze it
+ * (create --parent). */
+int chain_create_child(const char *parent, const char *new_path, bool require_frozen,
+		       const struct vd_io *io);
+/* Copy only DISK's top delta to new_path, sharing every layer below. */
+int chain_clone_from_current(const char *disk, const char *new_path,
+			     const struct vd_io *io);
+/* One independent disk at new_path with the chain's content. */
+int chain_clone_full(const char *disk, const char *new_path, enum vmdk_subformat sf,
+		     const struct vd_io *io);
+
+/* ---- digest (chain_digest.c) ------------------------------------------------------
+ * XXH3-128 of the logical content; hex is the canonical (big-endian) form
+ * that `xxhsum -H2` prints.  Zero runs are hashed from a static buffer
+ * without reading. */
+int chain_digest(struct chain *c, uint8_t out[16]);
+void chain_digest_hex(const uint8_t d[16], char hex[33]);
+
+/* ---- tree (chain_tree.c) ----------------------------------------------------------
+ * Every VMDK disk found in some folders (descriptors and single-file disks;
+ * extent files are recognised and skipped), linked to its parent.  Parents
+ * outside the folders are added too.  Nothing is locked or written. */
+
+enum {
+	CHAIN_TREE_BROKEN = 1u << 0,  /* parentCID != the parent's CID */
+	CHAIN_TREE_MISSING = 1u << 1, /* the parent hint resolves to nothing */
+	CHAIN_TREE_ORPHAN = 1u << 2,  /* frozen, but no disk uses it any more */
+	CHAIN_TREE_UNREADABLE = 1u << 3, /* vmdk_open failed (reported) */
+	CHAIN_TREE_OUTSIDE = 1u << 4, /* a parent outside the folders scanned */
+	CHAIN_TREE_CAPACITY = 1u << 5, /* capacity differs from the parent's */
+};
+
+struct chain_tree_node {
+	char *path;
+	int parent;           /* index, -1 for a base or a missing parent */
+	uint32_t cid, parent_cid;
+	const char *hint;     /* points into hint_buf; NULL for a base */
+	char *hint_buf;
+	uint64_t capacity;
+	uint64_t file_bytes;  /* bytes of storage of every file of the layer */
+	unsigned nr_children;
+	unsigned reach;       /* disks (leaves) whose chain includes this layer */
+	bool frozen;
+	unsigned flags;       /* CHAIN_TREE_* */
+	uint64_t full_bytes;  /* leaves: data bytes of the whole chain */
+	int root;             /* index of its group's root */
+};
+
+struct chain_tree {
+	struct chain_tree_node *nodes;
+	unsigned nr_nodes;
+};
+
+int chain_tree_scan(char *const *dirs, unsigned nr_dirs, struct chain_tree **out);
+void chain_tree_free(struct chain_tree *t);
+
+/* ---- paths (chain_hint.c) --------------------------------------------------------- */
+
+/* Resolve a parent hint seen in `child_path`: relative to the child's
+ * folder, absolute, a Windows path by its basename in the child's folder,
+ * then native_hint (ddb.nativeParentHint, may be NULL) the same way.
+ * *out is malloc'd; -ENOENT (reported) when nothing exists. */
+int chain_hint_resolve(const char *child_path, const char *hint,
+		       const char *native_hint, char **out);
+/* The hint to write in a child at child_path for parent_path: relative to
+ * the child's folder when both are reachable that way, else absolute. */
+int chain_hint_make(const char *child_path, const char *parent_path, char **out);
+
+#endif

@@ -1,0 +1,59 @@
+/* chain — private declarations of the chain layer.  Never included outside
+ * chain/. */
+#ifndef VDELTA_CHAIN_INT_H
+#define VDELTA_CHAIN_INT_H
+
+#include <pthread.h>
+#include <sys/types.h>
+
+#include "chain.h"
+
+/* Map entry values besides a layer index (0 .. CHAIN_MAX_DEPTH-1). */
+#define CHAIN_E_NONE 0xffu  /* no layer holds the unit: zeros */
+#define CHAIN_E_MIXED 0xfeu /* split between layers: walk them */
+
+struct chain_layer {
+	struct vmdk_disk *disk;
+	dev_t dev;
+	ino_t ino;
+};
+
+struct chain {
+	const struct vd_io *io;
+	unsigned flags;
+	char *path;
+	unsigned nr_layers;
+	struct chain_layer layers[CHAIN_MAX_DEPTH];
+	uint64_t capacity;
+	uint64_t unit;       /* map unit, bytes (power of two) */
+	unsigned unit_shift;
+	uint64_t nr_units;
+	uint64_t nr_chunks;
+	uint8_t **chunks;    /* CHAIN_MAP_CHUNK entries each, NULL until built */
+	pthread_mutex_t map_lock;
+};
+
+/* chain_map.c */
+int chain_map_init(struct chain *c);
+void chain_map_destroy(struct chain *c);
+/* Entries of chunk ci, building it if needed (build=false: NULL if not built). */
+int chain_map_chunk(struct chain *c, uint64_t ci, bool build, uint8_t **out);
+/* Entry of unit u; -EAGAIN when its chunk is not built and build is false. */
+int chain_map_get(struct chain *c, uint64_t u, bool build, uint8_t *out);
+void chain_map_set(struct chain *c, uint64_t first_unit, uint64_t nr_units, uint8_t e);
+/* Recompute the entries of [off, off+len) from the layers (after a failed
+ * write whose effect is unknown). */
+int chain_map_refresh(struct chain *c, uint64_t off, uint64_t len);
+
+/* chain_io.c: read [off, off+len) as seen from layer `first` down. */
+int chain_io_read_from(struct chain *c, unsigned first, void *buf, size_t len,
+		       uint64_t off, bool build);
+
+/* chain_hint.c: chain_hint_resolve without the message. */
+int chain_hint_find(const char *child_path, const char *hint, const char *native_hint,
+		    char **out);
+
+/* chain_lock.c */
+int chain_lock_layer(struct chain *c, unsigned i, bool writable);
+
+#endif

@@ -1,0 +1,234 @@
+/* chain — freezing, snapshots and blank children (layer 2).
+ *
+ * Owns: the frozen mark (ddb.vdelta.frozen = "1"), `snapshot` (freeze the
+ * top, add name-00000N.vmdk beside it) and `create --parent` / `clone
+ * --linked` (a blank delta over a layer).
+ *
+ * Order, so that a crash never leaves a child over a writable parent:
+ * 1. the parent's chain is validated (opened read-only, locks taken);
+ * 2. the parent is frozen (descriptor rewritten durably; CID unchanged);
+ * 3. the child is created (vmdk_create writes it durably, then its name
+ *    appears).  A crash between 2 and 3 leaves a frozen layer without a
+ *    child: still readable, and `snapshot` again gives it one.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "chain_int.h"
+
+#define SNAPSHOT_MAX 999999u /* name-NNNNNN.vmdk */
+
+/* What a child needs to know of its parent. */
+struct parent_info {
+	uint64_t capacity;
+	uint32_t cid;
+	uint64_t grain_size;
+	bool split;       /* twoGbMaxExtentSparse family */
+	char adapter[32];
+	int hwversion;
+};
+
+static void describe(struct vmdk_disk *d, struct parent_info *pi)
+{
+	const char *type = vmdk_desc_get(d, "createType");
+	const char *adapter = vmdk_desc_get(d, "ddb.adapterType");
+	const char *hw = vmdk_desc_get(d, "ddb.virtualHWVersion");
+
+	pi->capacity = vmdk_capacity(d);
+	pi->cid = vmdk_cid(d);
+	pi->grain_size = vmdk_grain_size(d);
+	pi->split = type && !strcmp(type, "twoGbMaxExtentSparse");
+	snprintf(pi->adapter, sizeof pi->adapter, "%s", adapter ? adapter : "");
+	pi->hwversion = hw ? atoi(hw) : 0;
+	if (pi->hwversion < 0 || pi->hwversion > 99)
+		pi->hwversion = 0;
+}
+
+/* Set (frozen) or clear the mark on the layer at path, holding it locked
+ * for writing; pi (may be NULL) gets its description. */
+static int set_frozen(const char *path, bool frozen, const struct vd_io *io,
+		      struct parent_info *pi)
+{
+	struct vmdk_disk *d;
+	int err = vmdk_open(path, VMDK_OPEN_RDWR, io, &d);
+
+	if (err)
+		return err;
+	err = vmdk_lock(d, VMDK_PERM_READ | VMDK_PERM_WRITE,
+			VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
+	if (!err && chain_is_frozen(d) != frozen) {
+		err = vmdk_desc_set(d, CHAIN_FROZEN_KEY, frozen ? "1" : NULL);
+		if (!err)
+			err = vmdk_desc_write(d);
+	}
+	if (!err && pi)
+		describe(d, pi);
+	if (vmdk_close(d) && !err)
+		err = -EIO;
+	return err;
+}
+
+int chain_freeze(const char *path, const struct vd_io *io)
+{
+	return set_frozen(path, true, io, NULL);
+}
+
+/* Open the chain below and including `path` read-only: every link valid. */
+static int validate(const char *path, const struct vd_io *io, struct parent_info *pi)
+{
+	struct chain *c;
+	int err = chain_open(path, CHAIN_OPEN_RDONLY, io, &c);
+
+	if (err)
+		return err;
+	if (pi)
+		describe(chain_layer(c, 0), pi);
+	return chain_close(c);
+}
+
+static int create_delta(const char *new_path, const char *parent,
+			const struct parent_info *pi, const struct vd_io *io)
+{
+	struct vmdk_create_opts o = {
+		.capacity = pi->capacity,
+		.subformat = pi->split ? VMDK_TWOGB_SPARSE : VMDK_MONOLITHIC_SPARSE,
+		.adapter = pi->adapter[0] ? pi->adapter : NULL,
+		.hwversion = pi->hwversion,
+		.grain_size = pi->grain_size >= 4096 && vd_is_pow2(pi->grain_size)
+				      ? pi->grain_size : 0,
+		.parent_cid = pi->cid,
+	};
+	char *hint;
+	int err = chain_hint_make(new_path, parent, &hint);
+
+	if (err)
+		return err;
+	o.parent_hint = hint;
+	err = vmdk_create(new_path, &o, io);
+	free(hint);
+	return err;
+}
+
+/* Can the mark be written?  Not into a kind vdelta never writes (seSparse)
+ * nor into files we may not write: such a layer stays as it is anyway. */
+static bool markable(struct vmdk_disk *d)
+{
+	struct vmdk_info vi;
+	struct vmdk_extent_info e;
+
+	vmdk_info_get(d, &vi);
+	for (unsigned i = 0; i < vi.nr_extents; i++)
+		if (!vmdk_extent_info_get(d, i, &e) && e.kind == VMDK_EXT_SESPARSE)
+			return false;
+	for (unsigned i = 0; i < vmdk_nr_files(d); i++)
+		if (access(vmdk_file_path(d, i), W_OK))
+			return false;
+	return true;
+}
+
+/* Freeze `parent` (unless it must be frozen already) and put a blank delta
+ * at new_path over it; the mark is undone if we set it and creation fails. */
+static int child_over(const char *parent, const char *new_path, bool require_frozen,
+		      const struct vd_io *io)
+{
+	struct parent_info pi;
+	bool was_frozen, can_mark;
+	struct vmdk_disk *d;
+	int err = vmdk_open(parent, VMDK_OPEN_RDONLY, io, &d);
+
+	if (err)
+		return err;
+	was_frozen = chain_is_frozen(d);
+	can_mark = markable(d);
+	describe(d, &pi);
+	vmdk_close(d);
+	if (require_frozen && !was_frozen && can_mark) {
+		vd_err("%s: not a snapshot (it is a writable top, not frozen): snapshot "
+		       "it first (vdelta snapshot %s) and clone the frozen layer",
+		       parent, parent);
+		return -EPERM;
+	}
+	if (!can_mark && !was_frozen)
+		vd_warn("%s: read-only (kind or permissions): not marked frozen; vdelta "
+			"never writes it", parent);
+	if (can_mark)
+		err = set_frozen(parent, true, io, &pi);
+	if (!err)
+		err = create_delta(new_path, parent, &pi, io);
+	if (err && !was_frozen && can_mark)
+		set_frozen(parent, false, io, NULL);
+	return err;
+}
+
+int chain_create_child(const char *parent, const char *new_path, bool require_frozen,
+		       const struct vd_io *io)
+{
+	struct stat st;
+	int err;
+
+	if (!lstat(new_path, &st)) {
+		vd_err("%s: already exists", new_path);
+		return -EEXIST;
+	}
+	err = validate(parent, io, NULL);
+	return err ? err : child_over(parent, new_path, require_frozen, io);
+}
+
+/* dir/stem-NNNNNN.vmdk for the first NNNNNN whose name is free; the stem
+ * loses a -NNNNNN suffix it already has (disk-000001 -> disk-000002). */
+static int snapshot_name(const char *top, unsigned n, char **out)
+{
+	char *dir = vd_dirname(top), *stem, *file = NULL;
+	const char *base = strrchr(top, '/') ? strrchr(top, '/') + 1 : top;
+	size_t len = strlen(base);
+	int r;
+
+	if (!dir)
+		return -ENOMEM;
+	if (len > 5 && !strcasecmp(base + len - 5, ".vmdk"))
+		len -= 5;
+	if (len > 7 && base[len - 7] == '-' &&
+	    strspn(base + len - 6, "0123456789") >= 6)
+		len -= 7;
+	stem = strndup(base, len);
+	r = stem ? asprintf(&file, "%s-%06u.vmdk", stem, n) : -1;
+	*out = r < 0 ? NULL : vd_path_join(dir, file);
+	r = *out ? 0 : -1;
+	free(file);
+	free(stem);
+	free(dir);
+	return r < 0 ? -ENOMEM : 0;
+}
+
+int chain_snapshot(const char *disk, const struct vd_io *io, char **new_top)
+{
+	struct stat st;
+	char *name = NULL;
+	int err = validate(disk, io, NULL);
+
+	for (unsigned n = 1; !err && n <= SNAPSHOT_MAX; n++) {
+		err = snapshot_name(disk, n, &name);
+		if (!err && lstat(name, &st)) {
+			err = child_over(disk, name, false, io);
+			if (err != -EEXIST)
+				break; /* done, or failed */
+			err = 0;   /* an extent name was taken: next number */
+		}
+		free(name);
+		name = NULL;
+	}
+	if (!err && !name) {
+		vd_err("%s: no free snapshot name up to -%06u", disk, SNAPSHOT_MAX);
+		err = -EEXIST;
+	}
+	if (err) {
+		free(name);
+		return err;
+	}
+	*new_top = name;
+	return 0;
+}

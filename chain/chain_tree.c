@@ -1,0 +1,315 @@
+/* chain — the parent graph of the disks in some folders (layer 2).
+ *
+ * Owns: finding the disks in folders (sniffing the first sector so extent
+ * files — split sparse extents, flat data, COWD and seSparse — are not
+ * taken for disks), linking each to its parent by hint resolution and
+ * device+inode identity, and the figures `vdelta tree` prints: children,
+ * how many disks reach each layer, group roots, broken links, missing
+ * parents, orphaned snapshots, and the space a group would take as full
+ * clones (data bytes of each disk's whole chain; 0 for a broken chain).  Opens everything read-only without locks; writes nothing.
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "chain_int.h"
+
+#define KDMV_MAGIC_LE 0x564d444bu
+#define COWD_MAGIC_LE 0x44574f43u
+#define SESPARSE_MAGIC 0xcafebabeull
+#define TREE_MAX_NODES 100000u /* bounds memory on a hostile folder */
+
+struct scan {
+	struct chain_tree *t;
+	dev_t *dev;
+	ino_t *ino;
+	bool *text;     /* node i is a text descriptor (linked first) */
+	bool *extent;   /* node i is an extent file of another disk */
+	unsigned cap;
+};
+
+enum sniff { NOT_DISK, TEXT_DISK, SPARSE_DISK };
+
+/* A disk of its own: descriptor text, or a sparse file with room for an
+ * embedded descriptor (split extents made by qemu have that room too: they
+ * are recognised later, as extents of their descriptor). */
+static enum sniff sniff(const char *path)
+{
+	uint8_t b[1024] = {0};
+	FILE *f = fopen(path, "rb");
+	size_t n;
+
+	if (!f)
+		return NOT_DISK;
+	n = fread(b, 1, sizeof b - 1, f);
+	fclose(f);
+	if (n >= 64 && get_le32(b) == KDMV_MAGIC_LE)
+		return get_le64(b + 28) ? SPARSE_DISK : NOT_DISK; /* descriptorOffset */
+	if (n >= 8 && (get_le32(b) == COWD_MAGIC_LE || get_le64(b) == SESPARSE_MAGIC))
+		return NOT_DISK;
+	return (b[0] == '#' || isalpha(b[0])) && strstr((char *)b, "createType")
+		       ? TEXT_DISK : NOT_DISK;
+}
+
+static int find_node(struct scan *s, const struct stat *st)
+{
+	for (unsigned i = 0; i < s->t->nr_nodes; i++)
+		if (s->dev[i] == st->st_dev && s->ino[i] == st->st_ino)
+			return (int)i;
+	return -1;
+}
+
+/* Index of the node for path, added when new (*added). */
+static int add_node(struct scan *s, const char *path, bool *added)
+{
+	struct chain_tree *t = s->t;
+	struct stat st;
+	int i;
+
+	*added = false;
+	if (stat(path, &st))
+		return -errno;
+	if ((i = find_node(s, &st)) >= 0)
+		return i;
+	if (t->nr_nodes >= TREE_MAX_NODES)
+		return -E2BIG;
+	if (t->nr_nodes == s->cap) {
+		s->cap = s->cap ? 2 * s->cap : 64;
+		t->nodes = reallocarray(t->nodes, s->cap, sizeof *t->nodes);
+		s->dev = reallocarray(s->dev, s->cap, sizeof *s->dev);
+		s->ino = reallocarray(s->ino, s->cap, sizeof *s->ino);
+		s->text = reallocarray(s->text, s->cap, sizeof *s->text);
+		s->extent = reallocarray(s->extent, s->cap, sizeof *s->extent);
+		if (!t->nodes || !s->dev || !s->ino || !s->text || !s->extent)
+			return -ENOMEM;
+	}
+	i = (int)t->nr_nodes++;
+	t->nodes[i] = (struct chain_tree_node){ .path = strdup(path), .parent = -1,
+						.root = i };
+	s->dev[i] = st.st_dev;
+	s->ino[i] = st.st_ino;
+	s->text[i] = s->extent[i] = false;
+	*added = true;
+	return t->nodes[i].path ? i : -ENOMEM;
+}
+
+static int scan_dir(struct scan *s, const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	bool added;
+	int err = 0;
+
+	if (!d) {
+		err = -errno;
+		vd_err("%s: %s", dir, strerror(errno));
+		return err;
+	}
+	while (!err && (e = readdir(d))) {
+		size_t len = strlen(e->d_name);
+		char *path;
+		if (len < 6 || strcasecmp(e->d_name + len - 5, ".vmdk"))
+			continue;
+		enum sniff k = NOT_DISK;
+		path = vd_path_join(dir, e->d_name);
+		if (!path)
+			err = -ENOMEM;
+		else if ((k = sniff(path)) != NOT_DISK)
+			err = add_node(s, path, &added);
+		if (err >= 0 && k == TEXT_DISK)
+			s->text[err] = true;
+		err = VD_MIN(err, 0);
+		free(path);
+	}
+	closedir(d);
+	return err;
+}
+
+static uint64_t disk_file_bytes(struct vmdk_disk *d)
+{
+	uint64_t sum = 0;
+	struct stat st;
+
+	for (unsigned i = 0; i < vmdk_nr_files(d); i++)
+		if (stat(vmdk_file_path(d, i), &st) == 0)
+			sum += (uint64_t)st.st_blocks * 512;
+	return sum;
+}
+
+/* The files of d other than its descriptor are extents, not disks. */
+static void mark_extents(struct scan *s, struct vmdk_disk *d)
+{
+	struct stat st;
+	int k;
+
+	for (unsigned f = 1; f < vmdk_nr_files(d); f++)
+		if (!stat(vmdk_file_path(d, f), &st) && (k = find_node(s, &st)) >= 0)
+			s->extent[k] = true;
+}
+
+/* Drop the extent nodes, renumbering parents. */
+static void drop_extents(struct scan *s)
+{
+	struct chain_tree *t = s->t;
+	unsigned n = 0;
+	int *map = malloc((t->nr_nodes ? t->nr_nodes : 1) * sizeof *map);
+
+	if (!map)
+		return;
+	for (unsigned i = 0; i < t->nr_nodes; i++) {
+		map[i] = s->extent[i] ? -1 : (int)n;
+		if (s->extent[i]) {
+			free(t->nodes[i].path);
+			free(t->nodes[i].hint_buf);
+		} else {
+			t->nodes[n++] = t->nodes[i];
+		}
+	}
+	for (unsigned i = 0; i < n; i++) {
+		if (t->nodes[i].parent >= 0)
+			t->nodes[i].parent = map[t->nodes[i].parent];
+		t->nodes[i].root = (int)i;
+	}
+	t->nr_nodes = n;
+	free(map);
+}
+
+/* Read node i's descriptor and find (or add) its parent. */
+static int link_node(struct scan *s, unsigned i)
+{
+	struct chain_tree_node *n = &s->t->nodes[i];
+	struct vmdk_disk *d;
+	char *ppath;
+	bool added;
+	int p;
+
+	if (s->extent[i])
+		return 0;
+	if (vmdk_open(n->path, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, NULL, &d)) {
+		n->flags |= CHAIN_TREE_UNREADABLE;
+		return 0;
+	}
+	mark_extents(s, d);
+	n->cid = vmdk_cid(d);
+	n->parent_cid = vmdk_parent_cid(d);
+	n->capacity = vmdk_capacity(d);
+	n->frozen = chain_is_frozen(d);
+	n->file_bytes = disk_file_bytes(d);
+	n->hint = n->hint_buf = vd_strdup(vmdk_parent_hint(d));
+	if (n->hint && chain_hint_find(n->path, n->hint,
+				       vmdk_desc_get(d, "ddb.nativeParentHint"), &ppath))
+		n->flags |= CHAIN_TREE_MISSING;
+	else if (n->hint) {
+		p = add_node(s, ppath, &added);
+		free(ppath);
+		if (p < 0) {
+			vmdk_close(d);
+			return p;
+		}
+		n = &s->t->nodes[i]; /* add_node may move the array */
+		n->parent = p;
+		if (added)
+			s->t->nodes[p].flags |= CHAIN_TREE_OUTSIDE;
+	}
+	vmdk_close(d);
+	return 0;
+}
+
+/* Bytes of data the whole chain of a leaf holds: its size as a full clone. */
+static uint64_t full_size(const char *path)
+{
+	struct chain *c;
+	struct chain_run r;
+	uint64_t sum = 0;
+
+	if (chain_open(path, CHAIN_OPEN_RDONLY | CHAIN_OPEN_NOLOCK | CHAIN_OPEN_DIRTY_OK,
+		       NULL, &c))
+		return 0;
+	for (uint64_t off = 0; off < c->capacity; off += r.len) {
+		if (chain_status(c, off, c->capacity - off, &r))
+			break;
+		if (r.kind == CHAIN_DATA)
+			sum += r.len;
+	}
+	chain_close(c);
+	return sum;
+}
+
+/* Links, children, reach, roots and flags, once every node is linked. */
+static void finish(struct chain_tree *t)
+{
+	for (unsigned i = 0; i < t->nr_nodes; i++) {
+		struct chain_tree_node *n = &t->nodes[i], *p;
+		if (n->parent < 0)
+			continue;
+		p = &t->nodes[n->parent];
+		p->nr_children++;
+		if (!(p->flags & CHAIN_TREE_UNREADABLE) && n->parent_cid != p->cid)
+			n->flags |= CHAIN_TREE_BROKEN;
+		if (!(p->flags & CHAIN_TREE_UNREADABLE) && n->capacity != p->capacity)
+			n->flags |= CHAIN_TREE_CAPACITY;
+	}
+	for (unsigned i = 0; i < t->nr_nodes; i++) {
+		struct chain_tree_node *n = &t->nodes[i];
+		int at = (int)i, steps = 0;
+		bool leaf = n->nr_children == 0, readable = true;
+		for (; at >= 0 && steps++ <= (int)t->nr_nodes; at = t->nodes[at].parent) {
+			t->nodes[at].reach += leaf;
+			readable &= !(t->nodes[at].flags &
+				      (CHAIN_TREE_MISSING | CHAIN_TREE_UNREADABLE |
+				       CHAIN_TREE_BROKEN | CHAIN_TREE_CAPACITY));
+			n->root = at;
+		}
+		if (n->frozen && leaf)
+			n->flags |= CHAIN_TREE_ORPHAN;
+		if (leaf && readable)
+			n->full_bytes = full_size(n->path);
+	}
+}
+
+int chain_tree_scan(char *const *dirs, unsigned nr_dirs, struct chain_tree **out)
+{
+	struct scan s = { .t = calloc(1, sizeof *s.t) };
+	int err = s.t ? 0 : -ENOMEM;
+
+	for (unsigned i = 0; !err && i < nr_dirs; i++)
+		err = scan_dir(&s, dirs[i]);
+	/* text descriptors first: they name their extent files */
+	for (unsigned i = 0; !err && i < s.t->nr_nodes; i++)
+		if (s.text[i])
+			err = link_node(&s, i);
+	for (unsigned i = 0; !err && i < s.t->nr_nodes; i++)
+		if (!s.text[i])
+			err = link_node(&s, i);
+	if (!err) {
+		drop_extents(&s);
+		finish(s.t);
+	}
+	free(s.dev);
+	free(s.ino);
+	free(s.text);
+	free(s.extent);
+	if (err) {
+		chain_tree_free(s.t);
+		return err;
+	}
+	*out = s.t;
+	return 0;
+}
+
+void chain_tree_free(struct chain_tree *t)
+{
+	if (!t)
+		return;
+	for (unsigned i = 0; i < t->nr_nodes; i++) {
+		free(t->nodes[i].path);
+		free(t->nodes[i].hint_buf);
+	}
+	free(t->nodes);
+	free(t);
+}
