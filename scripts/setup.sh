@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# setup.sh — make a fresh Debian 12 machine ready to build vdelta, then build.
+#
+# Installs (as root, with apt-get) whatever of the build and test
+# dependencies is missing, configures build/ with meson if needed and builds
+# it with ninja.  Running it again changes nothing that is already in place.
+#
+# Environment:
+#   BUILD_DIR   build directory (default: build, relative to the source root)
+#   MESON_ARGS  extra arguments for the first `meson setup` (e.g. -Dwerror=true)
+set -euo pipefail
+
+src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${BUILD_DIR:-build}
+case $build in /*) ;; *) build=$src/$build ;; esac
+
+# Build tools, libraries, and the oracles the tests compare against
+# (qemu-utils: qemu-img/qemu-io; libvmdk-utils: vmdkinfo, vmdkmount;
+# xxhash: xxhsum for `vdelta digest`; libssl-dev: fast hashing of the
+# multi-GiB corpus disks in the stream unit tests; python3: test helpers).
+packages=(meson ninja-build pkg-config gcc libfuse3-dev fuse3 zlib1g-dev
+	  libzstd-dev libxxhash-dev xxhash libcmocka-dev libssl-dev qemu-utils
+	  libvmdk-utils python3)
+
+missing=()
+for p in "${packages[@]}"; do
+	# dpkg -s alone also succeeds for removed packages with config left
+	[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] ||
+		missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "setup: missing packages: ${missing[*]}" >&2
+		echo "setup: run as root, or: sudo apt-get install -y ${missing[*]}" >&2
+		exit 1
+	fi
+	echo "setup: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q
+	apt-get install -y -q "${missing[@]}"
+fi
+
+if [ ! -f "$build/build.ninja" ]; then
+	# shellcheck disable=SC2086 # MESON_ARGS is a word list on purpose
+	meson setup "$build" "$src" ${MESON_ARGS:-}
+fi
+ninja -C "$build"
