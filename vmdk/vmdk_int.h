@@ -168,6 +168,8 @@ struct kdmv_header {
  * incompatible flags, newline bytes, grain and GTE counts, capacity). */
 int kdmv_header_decode(const uint8_t *buf, const char *file, struct kdmv_header *h);
 void kdmv_header_encode(const struct kdmv_header *h, uint8_t *buf);
+/* Copy the header fields into an extent info. */
+void kdmv_header_info(const struct kdmv_header *h, struct vmdk_extent_info *out);
 
 /* ---- 32-bit two-level grain tables (vmdk_gt.c): KDMV, stream, COWD ------------------
  * GD entries and GTEs are u32 sector numbers in the extent file.  GTs are

@@ -462,12 +462,8 @@ static int sparse_set_dirty(struct vmdk_extent *e, bool dirty)
 
 /* ---- info and check ---------------------------------------------------------------------- */
 
-static int sparse_info(struct vmdk_extent *e, struct vmdk_extent_info *out)
+void kdmv_header_info(const struct kdmv_header *h, struct vmdk_extent_info *out)
 {
-	struct sparse *s = e->priv;
-	const struct kdmv_header *h = &s->h;
-	int err;
-
 	out->version = h->version;
 	out->flags = h->flags;
 	out->header_capacity_sectors = h->capacity_sectors;
@@ -475,12 +471,20 @@ static int sparse_info(struct vmdk_extent *e, struct vmdk_extent_info *out)
 	out->descriptor_offset_sectors = h->desc_offset_sectors;
 	out->descriptor_size_sectors = h->desc_size_sectors;
 	out->nr_gtes_per_gt = h->nr_gtes_per_gt;
-	out->nr_gd_entries = s->gt.nr_gd;
 	out->rgd_offset_sectors = h->rgd_offset_sectors;
 	out->gd_offset_sectors = h->gd_offset_sectors;
 	out->overhead_sectors = h->overhead_sectors;
 	out->unclean_shutdown = h->unclean_shutdown;
 	out->compress_algorithm = h->compress_algorithm;
+}
+
+static int sparse_info(struct vmdk_extent *e, struct vmdk_extent_info *out)
+{
+	struct sparse *s = e->priv;
+	int err;
+
+	kdmv_header_info(&s->h, out);
+	out->nr_gd_entries = s->gt.nr_gd;
 	pthread_mutex_lock(&e->disk->lock);
 	err = vmdk_gt_allocated(&s->gt, &out->allocated);
 	pthread_mutex_unlock(&e->disk->lock);

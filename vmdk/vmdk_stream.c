@@ -973,18 +973,7 @@ static int stream_info(struct vmdk_extent *e, struct vmdk_extent_info *out)
 
 	out->kind = VMDK_EXT_STREAM;
 	out->file_size = s->w ? s->w->next_sector * VD_SECTOR : s->file_size;
-	out->version = h->version;
-	out->flags = h->flags;
-	out->header_capacity_sectors = h->capacity_sectors;
-	out->grain_size_sectors = h->grain_size_sectors;
-	out->descriptor_offset_sectors = h->desc_offset_sectors;
-	out->descriptor_size_sectors = h->desc_size_sectors;
-	out->nr_gtes_per_gt = h->nr_gtes_per_gt;
-	out->rgd_offset_sectors = h->rgd_offset_sectors;
-	out->gd_offset_sectors = h->gd_offset_sectors;
-	out->overhead_sectors = h->overhead_sectors;
-	out->unclean_shutdown = h->unclean_shutdown;
-	out->compress_algorithm = h->compress_algorithm;
+	kdmv_header_info(h, out);
 	if (s->mode == STREAM_READ) {
 		out->nr_gd_entries = s->gt.nr_gd;
 		pthread_mutex_lock(&e->disk->lock);
