@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# test_layers.sh — the layer rule (docs/architecture.md): a folder includes
+# only its own headers and the public headers of the layers below it
+# (common -> vmdk -> chain -> {fuse, tools}); a private *_int.h never
+# leaves its folder.  Reads the sources; needs no build.
+set -u
+src=${SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+declare -A allowed=(
+	[common]="common.h"
+	[vmdk]="common.h vmdk.h vmdk_int.h"
+	[chain]="common.h vmdk.h chain.h chain_int.h"
+	[tools]="common.h vmdk.h chain.h tools.h"
+	[fuse]="common.h vmdk.h chain.h fuse_int.h"
+)
+fail=0 checked=0
+for dir in "${!allowed[@]}"; do
+	[ -d "$src/$dir" ] || continue
+	for f in "$src/$dir"/*.[ch]; do
+		[ -e "$f" ] || continue
+		while read -r inc; do
+			checked=$((checked + 1))
+			case " ${allowed[$dir]} " in
+			*" $inc "*) ;;
+			*) echo "FAIL: $dir/$(basename "$f") includes \"$inc\" (allowed: ${allowed[$dir]})"
+			   fail=$((fail + 1)) ;;
+			esac
+		done < <(sed -n 's/^#include "\(.*\)".*/\1/p' "$f")
+	done
+done
+[ "$checked" -gt 0 ] || { echo "FAIL: no includes found under $src"; exit 1; }
+echo "$checked includes checked, $fail violations"
+[ "$fail" -eq 0 ]
