@@ -490,9 +490,13 @@ static int write_separate(struct vmdk_disk *d, const char *text, size_t len)
 	if (err)
 		d->io->unlink(d->io, tmp_path);
 	free(tmp_path);
-	if (!err) { /* follow the new inode */
+	if (!err) /* follow the new inode, and keep holding our locks on it */
+		err = d->io->open(d->io, d->path, VD_O_RDWR, &tmp);
+	if (!err) {
 		vd_close(d->files[0].file);
-		err = d->io->open(d->io, d->path, VD_O_RDWR, &d->files[0].file);
+		d->files[0].file = tmp;
+		if (d->lock_held || d->lock_denied)
+			err = vmdk_lock(d, d->lock_held, d->lock_denied);
 	}
 	return err;
 }

@@ -131,6 +131,7 @@ struct vmdk_disk {
 	pthread_mutex_t lock; /* tables, allocation, dirty */
 	vmdk_backing_fn *backing;
 	void *backing_opaque;
+	unsigned lock_held, lock_denied; /* as last taken by vmdk_lock */
 };
 
 /* Backing read for the bytes of extent e at extent offset off (adds e->start);

@@ -207,13 +207,18 @@ int vmdk_lock(struct vmdk_disk *d, unsigned held, unsigned denied)
 		if (!err)
 			err = check(f, d->files[i].path, held, denied);
 	}
-	if (err)
+	if (err) {
 		vmdk_unlock(d);
-	return err;
+		return err;
+	}
+	d->lock_held = held;
+	d->lock_denied = denied;
+	return 0;
 }
 
 void vmdk_unlock(struct vmdk_disk *d)
 {
+	d->lock_held = d->lock_denied = 0;
 	for (unsigned i = 0; i < d->nr_files; i++)
 		unlock_file(d->files[i].file);
 }
