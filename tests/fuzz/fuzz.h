@@ -7,8 +7,11 @@
 #ifndef VDELTA_FUZZ_H
 #define VDELTA_FUZZ_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -18,6 +21,16 @@ void fuzz_make_seeds(const char *dir);
 
 /* Abort with a message on a broken invariant (libFuzzer and the driver
  * both treat an abort as a finding). */
-void fuzz_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static inline __attribute__((format(printf, 1, 2), noreturn)) void
+fuzz_fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	abort();
+}
 
 #endif

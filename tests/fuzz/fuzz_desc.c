@@ -24,17 +24,6 @@
 #include "fuzz.h"
 #include "vmdk_int.h"
 
-void fuzz_fail(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	abort();
-}
-
 void fuzz_make_seeds(const char *dir)
 {
 	(void)dir; /* text seeds live in tests/fuzz/seeds */

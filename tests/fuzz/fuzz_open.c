@@ -30,17 +30,6 @@
 #include "fuzz.h"
 #include "vmdk.h"
 
-void fuzz_fail(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	abort();
-}
-
 static char *work_dir;
 static char *input_path;
 
