@@ -17,10 +17,12 @@ case $build in /*) ;; *) build=$src/$build ;; esac
 # Build tools, libraries, and the oracles the tests compare against
 # (qemu-utils: qemu-img/qemu-io; libvmdk-utils: vmdkinfo, vmdkmount;
 # xxhash: xxhsum for `vdelta digest`; libssl-dev: fast hashing of the
-# multi-GiB corpus disks in the stream unit tests; python3: test helpers).
+# multi-GiB corpus disks in the stream unit tests; python3: test helpers;
+# fio, e2fsprogs, util-linux: workloads, mkfs/fsck and loop devices through
+# a mount; strace: independent I/O counts; gnuplot-nox: bench plots).
 packages=(meson ninja-build pkg-config gcc libfuse3-dev fuse3 zlib1g-dev
 	  libzstd-dev libxxhash-dev xxhash libcmocka-dev libssl-dev qemu-utils
-	  libvmdk-utils python3)
+	  libvmdk-utils python3 fio e2fsprogs util-linux strace gnuplot-nox)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -111,7 +111,7 @@ int tools_disk_status(struct tools_disk *d, uint64_t off, uint64_t max_len,
 		      enum vmdk_bs *kind, uint64_t *run_len);
 int tools_disk_pread(struct tools_disk *d, void *buf, size_t len, uint64_t off);
 
-/* ---- chain options of other commands (tools_chain*.c, owner: chainer) ------------- */
+/* ---- chain options of other commands (tools_chain*.c) ----------------------------- */
 
 /* `create --parent PARENT NEW`: a blank delta over PARENT; returns TOOLS_*. */
 int tools_chain_create_child(const char *parent, const char *new_path);

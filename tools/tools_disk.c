@@ -33,7 +33,7 @@ struct tools_disk {
 	uint64_t size;
 	int fd;                 /* raw */
 	struct vmdk_disk *vmdk; /* vmdk; for a chain, its top */
-	struct chain *chain;    /* a VMDK with a parent (tools_chain*.c owner) */
+	struct chain *chain;    /* a VMDK with a parent */
 };
 
 /* Report a failed system call on path; returns -errno. */

@@ -1,5 +1,5 @@
 /* tests — corpus oracles for the stream/COWD/seSparse unit tests (test
- * layer; owner: streamer).  Looks a file's expected SHA-256 up in the
+ * layer).  Looks a file's expected SHA-256 up in the
  * corpus INDEX.md (written by the corpus collector from qemu-img/libvmdk
  * output, independent of this code) and hashes a disk's content read
  * through the vmdk API.  SHA-256 comes from libcrypto when built with it

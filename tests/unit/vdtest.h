@@ -58,13 +58,13 @@ static inline uint64_t vdt_below(uint64_t *s, uint64_t n)
 	return n ? vdt_rand(s) % n : 0;
 }
 
-/* A fresh scratch directory under /tmp/tester (removed by vdt_rmtree). */
+/* A fresh scratch directory under /tmp/vdelta-test (removed by vdt_rmtree). */
 static inline char *vdt_mkdtemp(const char *tag)
 {
 	char *p;
 
-	mkdir("/tmp/tester", 0755);
-	if (asprintf(&p, "/tmp/tester/%s.XXXXXX", tag) < 0)
+	mkdir("/tmp/vdelta-test", 0755);
+	if (asprintf(&p, "/tmp/vdelta-test/%s.XXXXXX", tag) < 0)
 		return NULL;
 	if (!mkdtemp(p)) {
 		free(p);
