@@ -3,6 +3,8 @@
  * -fsanitize=fuzzer (then libFuzzer supplies main()).
  *
  * usage: fuzz_X [-n MUTATIONS] [-t SECONDS] [-s SEED] PATH...
+ *        fuzz_X -g DIR      write the generated seeds into DIR and exit
+ *                           (for a libFuzzer corpus: tests/fuzz/run_long.sh)
  * Every regular file under each PATH (recursively) is a seed; files larger
  * than 1 MiB are cut to their first 1 MiB.  Each seed runs as is, then in
  * MUTATIONS deterministic variants: bit flips, little-endian field sets at
@@ -254,8 +256,11 @@ int main(int argc, char **argv)
 	const char *target = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
 	int opt;
 
-	while ((opt = getopt(argc, argv, "n:t:s:")) != -1) {
-		if (opt == 'n')
+	while ((opt = getopt(argc, argv, "n:t:s:g:")) != -1) {
+		if (opt == 'g') {
+			fuzz_make_seeds(optarg);
+			return 0;
+		} else if (opt == 'n')
 			mutations = atol(optarg);
 		else if (opt == 't')
 			budget = atol(optarg);
