@@ -145,6 +145,17 @@ static int cowd_check_gd(struct vmdk_extent *e, struct cowd *c)
 	return 0;
 }
 
+/* Header, directory and tables against each other and the file's end (a
+ * writable open is refused on any problem). */
+static int cowd_regions(struct vmdk_extent *e, struct cowd *c)
+{
+	bool strict = e->disk->writable && e->access == VMDK_ACCESS_RW;
+	int ret = vmdk_regions_add(&c->gt.meta, 0, COWD_HEADER_SIZE / VD_SECTOR,
+				   VMDK_REG_HEADER, 0);
+
+	return ret ? ret : vmdk_gt_regions(&c->gt, strict);
+}
+
 static int cowd_open(struct vmdk_extent *e, const uint8_t *hdr)
 {
 	struct cowd *c = calloc(1, sizeof *c);
@@ -167,12 +178,14 @@ static int cowd_open(struct vmdk_extent *e, const uint8_t *hdr)
 		ret = vd_fsize(e->file, &c->file_size);
 	if (!ret)
 		ret = cowd_check_gd(e, c);
+	if (!ret)
+		ret = cowd_regions(e, c);
 	c->append_at = VD_MAX(VD_MAX((uint64_t)c->free_sector * VD_SECTOR,
 				     VD_ROUND_UP(c->file_size, VD_SECTOR)),
 			      cowd_gd_end(c));
 	free(h);
 	if (ret) {
-		if (c && c->gt.gd)
+		if (c && c->gt.slots)
 			vmdk_gt_destroy(&c->gt);
 		free(c);
 		return ret;
@@ -254,6 +267,8 @@ static int cowd_block_status(struct vmdk_extent *e, uint64_t off, uint64_t max_l
 			*kind = k;
 		else if (k != *kind)
 			break;
+		if (!c->gt.gd[g / COWD_GTES_PER_GT]) /* no table: its whole range */
+			g = g / COWD_GTES_PER_GT * COWD_GTES_PER_GT + COWD_GTES_PER_GT - 1;
 		pos = (g + 1) * gs;
 	}
 	*run_len = VD_MIN(pos, end) - off;
@@ -365,6 +380,14 @@ static int cowd_flush(struct vmdk_extent *e)
 	return ret;
 }
 
+/* Disk lock held (called from vmdk_disk_mark_dirty). */
+static int cowd_prepare_write(struct vmdk_extent *e)
+{
+	struct cowd *c = e->priv;
+
+	return vmdk_gt_verify(&c->gt);
+}
+
 static int cowd_set_dirty(struct vmdk_extent *e, bool dirty)
 {
 	struct cowd *c = e->priv;
@@ -430,6 +453,7 @@ const struct vmdk_extent_ops vmdk_cowd_ops = {
     .pwrite = cowd_pwrite,
     .block_status = cowd_block_status,
     .flush = cowd_flush,
+    .prepare_write = cowd_prepare_write,
     .set_dirty = cowd_set_dirty,
     .info = cowd_info,
     .check = cowd_check,

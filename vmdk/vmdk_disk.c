@@ -418,6 +418,12 @@ int vmdk_disk_mark_dirty(struct vmdk_disk *d)
 		return 0;
 	if (!d->writable)
 		return -EROFS;
+	for (unsigned i = 0; i < d->nr_extents; i++) { /* before anything is written */
+		struct vmdk_extent *e = &d->extents[i];
+		if (e->ops->prepare_write && e->access == VMDK_ACCESS_RW &&
+		    (err = e->ops->prepare_write(e)))
+			return err;
+	}
 	err = set_cid(d, new_cid(vmdk_cid(d)));
 	if (!err)
 		err = vmdk_desc_write(d);
@@ -431,23 +437,26 @@ int vmdk_disk_mark_dirty(struct vmdk_disk *d)
 	return err;
 }
 
+/* Rewrite the embedded descriptor, zero padded, within the desc_room bytes
+ * the extent proved free of every other region at open (never the whole
+ * descriptorSize a header merely claims). */
 static int write_embedded(struct vmdk_disk *d, const char *text, size_t len)
 {
 	struct vd_file *f = d->files[0].file;
 	char *buf;
 	int err;
 
-	if (len >= d->desc_size) {
+	if (len >= d->desc_room) {
 		vd_err("%s: descriptor (%zu bytes) does not fit in the embedded area "
-		       "(descriptorSize %llu bytes)", d->path, len,
-		       (unsigned long long)d->desc_size);
+		       "(descriptorSize %llu bytes, %llu free of other regions)", d->path, len,
+		       (unsigned long long)d->desc_size, (unsigned long long)d->desc_room);
 		return -ENOSPC;
 	}
-	buf = calloc(1, d->desc_size);
+	buf = calloc(1, d->desc_room);
 	if (!buf)
 		return -ENOMEM;
 	memcpy(buf, text, len);
-	err = vd_pwrite(f, buf, d->desc_size, d->desc_offset);
+	err = vd_pwrite(f, buf, d->desc_room, d->desc_offset);
 	free(buf);
 	return err ? err : vd_sync(f);
 }

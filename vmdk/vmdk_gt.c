@@ -1,6 +1,23 @@
 /* vmdk — 32-bit two-level grain tables shared by hosted sparse, stream and
- * COWD extents (format layer): lazy loading, bounds checks, in-memory
+ * COWD extents (format layer): the fixed-size table cache, region checks
+ * of directories and tables, grain checks as tables load, in-memory
  * updates and their ordered write-back.
+ *
+ * CACHE: VMDK_GT_CACHE_BYTES of tables (2048 KDMV/stream tables of 2 KiB,
+ * 256 COWD tables of 16 KiB; fewer for small disks), direct mapped by the
+ * table's sector, so memory never depends on the directory size a header
+ * claims, and directory entries naming one table share one slot.  A hit
+ * costs a multiply and a compare.  A dirty table is pinned until flush: a
+ * miss on its slot flushes first (all invariants below hold; flushing
+ * early is always allowed).  A miss reads the table and checks each grain
+ * against the sorted metadata regions: O(gtes log regions).
+ * REGIONS: header, descriptor, directories and every table are checked
+ * against each other and the file's end at open (vmdk_gt_regions: a sort
+ * of at most 2 regions per directory entry).  Grain-versus-metadata is
+ * checked as tables load, and before the first write of an open every
+ * allocated table is loaded once (vmdk_gt_verify), so no in-place write
+ * (header, descriptor, table, grain) can land on another region; grain
+ * versus grain is left to vmdk_gt_check (sort of all grains).
  *
  * WRITE-ORDER INVARIANTS (kept by vmdk_gt_flush; cited as [Gn] elsewhere):
  *  G1. Grain data is durable before any table entry that points to it:
@@ -10,7 +27,9 @@
  *  G3. A newly allocated GT (and RGT) is durable before the GD (and RGD)
  *      entry that points to it: GTs, sync, then directory entries, sync.
  *  G4. Nothing is ever written in place of live data: grains and new
- *      tables are appended past the end of the file.
+ *      tables are appended past the end of the file, and a table or grain
+ *      rewritten in place was proved (vmdk_gt_regions, vmdk_gt_verify) to
+ *      overlap no other region.
  *  G5. A new directory entry is written to the redundant directory before
  *      the primary one: the primary entry is the commit point, and a
  *      redundant entry without a primary one is dropped on recovery.
@@ -21,9 +40,17 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#define GT_MAX_REPORTS 10u /* region problems logged at open */
+
 static uint64_t gt_bytes(const struct vmdk_gt *t)
 {
 	return VD_ROUND_UP((uint64_t)t->gtes_per_gt * 4, VD_SECTOR);
+}
+
+static struct vmdk_gt_slot *gt_slot(const struct vmdk_gt *t, uint32_t sector)
+{
+	return &t->slots[(uint32_t)(((uint64_t)sector * 0x9e3779b97f4a7c15ull) >> 40) &
+			 t->slot_mask];
 }
 
 static int read_dir(struct vmdk_gt *t, uint64_t off, uint32_t **out, const char *what)
@@ -59,6 +86,20 @@ static int read_dir(struct vmdk_gt *t, uint64_t off, uint32_t **out, const char 
 	return 0;
 }
 
+/* Slots: the cache's bytes over a table's, a power of two, no more than
+ * the directory needs. */
+static int cache_init(struct vmdk_gt *t)
+{
+	uint64_t want = VD_MAX(VMDK_GT_CACHE_BYTES / gt_bytes(t), 1), n = 1;
+
+	while (n * 2 <= want && n < t->nr_gd)
+		n *= 2;
+	t->slots = calloc(n, sizeof *t->slots);
+	t->slot_mask = (uint32_t)n - 1;
+	t->flags = calloc(t->nr_gd ? t->nr_gd : 1, 1);
+	return t->slots && t->flags ? 0 : -ENOMEM;
+}
+
 int vmdk_gt_init(struct vmdk_gt *t, struct vd_file *f, const char *path,
 		 uint64_t grain_size, uint32_t gtes_per_gt, uint64_t extent_size,
 		 uint64_t gd_off, uint64_t rgd_off)
@@ -82,16 +123,13 @@ int vmdk_gt_init(struct vmdk_gt *t, struct vd_file *f, const char *path,
 	t->gd_off = gd_off;
 	t->rgd_off = rgd_off;
 	err = vd_fsize(f, &t->file_size);
+	t->open_size = t->file_size;
 	if (!err)
 		err = read_dir(t, gd_off, &t->gd, "grain directory (gdOffset)");
 	if (!err && rgd_off)
 		err = read_dir(t, rgd_off, &t->rgd, "redundant grain directory (rgdOffset)");
-	if (!err) {
-		t->gts = calloc(t->nr_gd ? t->nr_gd : 1, sizeof *t->gts);
-		t->dirty = calloc(t->nr_gd ? t->nr_gd : 1, 1);
-		if (!t->gts || !t->dirty)
-			err = -ENOMEM;
-	}
+	if (!err)
+		err = cache_init(t);
 	if (err)
 		vmdk_gt_destroy(t);
 	return err;
@@ -99,72 +137,170 @@ int vmdk_gt_init(struct vmdk_gt *t, struct vd_file *f, const char *path,
 
 void vmdk_gt_destroy(struct vmdk_gt *t)
 {
-	if (t->gts)
-		for (uint32_t i = 0; i < t->nr_gd; i++)
-			free(t->gts[i]);
-	free(t->gts);
+	for (uint32_t i = 0; t->slots && i <= t->slot_mask; i++)
+		free(t->slots[i].gt);
+	free(t->slots);
 	free(t->gd);
 	free(t->rgd);
-	free(t->dirty);
-	t->gts = NULL;
+	free(t->flags);
+	vmdk_regions_free(&t->meta);
+	t->slots = NULL;
 	t->gd = t->rgd = NULL;
-	t->dirty = NULL;
+	t->flags = NULL;
 }
 
-/* Read the table at sector `sector` into a new array. */
-static int read_table(struct vmdk_gt *t, uint32_t sector, uint32_t **out)
+/* ---- region checks ----------------------------------------------------------------------- */
+
+struct region_report {
+	struct vmdk_gt *t;
+	bool strict;
+	uint64_t n;
+};
+
+static void region_problem(void *opaque, const struct vmdk_region *a,
+			   const struct vmdk_region *b, const char *msg)
 {
-	uint64_t off = (uint64_t)sector * VD_SECTOR, len = (uint64_t)t->gtes_per_gt * 4;
-	uint8_t *raw = malloc(len);
-	uint32_t *gt = malloc(len);
-	int err = raw && gt ? 0 : -ENOMEM;
+	struct region_report *rr = opaque;
+
+	(void)a;
+	if (b->kind == VMDK_REG_GT)
+		rr->t->flags[b->index] |= VMDK_GT_BAD;
+	if (rr->n++ < GT_MAX_REPORTS)
+		vd_log(rr->strict ? VD_LOG_ERROR : VD_LOG_WARN, "%s: %s", rr->t->path, msg);
+}
+
+static int add_tables(struct vmdk_gt *t)
+{
+	uint64_t gd_sectors = VD_DIV_ROUND_UP((uint64_t)t->nr_gd * 4, VD_SECTOR);
+	uint64_t gt_sectors = gt_bytes(t) / VD_SECTOR;
+	int err = vmdk_regions_add(&t->meta, t->gd_off / VD_SECTOR, gd_sectors,
+				   VMDK_REG_GD, 0);
+
+	if (!err && t->rgd)
+		err = vmdk_regions_add(&t->meta, t->rgd_off / VD_SECTOR, gd_sectors,
+				       VMDK_REG_RGD, 0);
+	for (uint32_t i = 0; !err && i < t->nr_gd; i++) {
+		if (t->gd[i])
+			err = vmdk_regions_add(&t->meta, t->gd[i], gt_sectors, VMDK_REG_GT, i);
+		if (!err && t->rgd && t->rgd[i])
+			err = vmdk_regions_add(&t->meta, t->rgd[i], gt_sectors, VMDK_REG_RGT, i);
+	}
+	return err;
+}
+
+int vmdk_gt_regions(struct vmdk_gt *t, bool strict)
+{
+	struct region_report rr = { .t = t, .strict = strict };
+	int err = add_tables(t);
 
 	if (!err)
-		err = vd_pread(t->file, raw, len, off);
-	for (uint32_t i = 0; !err && i < t->gtes_per_gt; i++)
-		gt[i] = get_le32(raw + 4 * i);
-	free(raw);
-	if (err) {
-		free(gt);
+		err = vmdk_regions_check(&t->meta, t->file_size, region_problem, &rr,
+					 &t->nr_overlaps);
+	t->strict = strict;
+	if (err || !t->nr_overlaps)
 		return err;
+	if (rr.n > GT_MAX_REPORTS)
+		vd_log(strict ? VD_LOG_ERROR : VD_LOG_WARN, "%s: %llu more region problems",
+		       t->path, (unsigned long long)(rr.n - GT_MAX_REPORTS));
+	if (!strict) {
+		vd_warn("%s: metadata regions overlap or lie outside the file: reading "
+			"anyway (read-only); run `vdelta check`", t->path);
+		return 0;
 	}
-	*out = gt;
-	return 0;
+	vd_err("%s: metadata regions overlap or lie outside the file: refusing to open "
+	       "for writing (a write would destroy data)", t->path);
+	return -VD_EBADDATA;
 }
 
-int vmdk_gt_load(struct vmdk_gt *t, uint32_t i)
+/* ---- the table cache ---------------------------------------------------------------------- */
+
+/* A grain of table i against the metadata (and, before writes, the file's
+ * end at open): an error when strict, else one warning per extent. */
+static int grain_problem(struct vmdk_gt *t, uint32_t i, uint32_t j, uint32_t v,
+			 const struct vmdk_region *r)
 {
-	if (t->gts[i] || !t->gd[i])
+	char name[128] = "the end of the file";
+	uint64_t g = (uint64_t)i * t->gtes_per_gt + j;
+
+	if (r)
+		vmdk_region_name(r, name, sizeof name);
+	if (!t->strict && t->warned)
 		return 0;
-	uint64_t off = (uint64_t)t->gd[i] * VD_SECTOR;
-	int err;
+	vd_log(t->strict ? VD_LOG_ERROR : VD_LOG_WARN, "%s: grain %llu at sector %u (grain "
+	       "table of directory entry %u) %s %s%s", t->path, (unsigned long long)g, v, i,
+	       r ? "overlaps the" : "lies past", name,
+	       t->strict ? ": refusing to write" : ": reading anyway (read-only)");
+	t->warned = true;
+	return t->strict ? -VD_EBADDATA : 0;
+}
+
+static int table_validate(struct vmdk_gt *t, uint32_t i, const uint32_t *gt)
+{
+	uint64_t len = t->stream ? 1 : t->grain_size / VD_SECTOR;
+	int err = 0;
+
+	if (!t->meta.sorted)
+		return 0;
+	for (uint32_t j = 0; !err && j < t->gtes_per_gt; j++) {
+		const struct vmdk_region *r;
+		if (gt[j] <= VMDK_GTE_ZEROED)
+			continue;
+		r = vmdk_regions_find(&t->meta, gt[j], len);
+		if (r || (!t->verified && (uint64_t)gt[j] * VD_SECTOR >= t->open_size))
+			err = grain_problem(t, i, j, gt[j], r);
+	}
+	return err;
+}
+
+/* Read table i (at gd[i]) into slot; a dirty occupant is flushed first. */
+static int table_load(struct vmdk_gt *t, uint32_t i, struct vmdk_gt_slot *slot)
+{
+	uint64_t off = (uint64_t)t->gd[i] * VD_SECTOR, len = (uint64_t)t->gtes_per_gt * 4;
+	int err = 0;
 
 	if (off < VD_SECTOR || off + gt_bytes(t) > VD_ROUND_UP(t->file_size, VD_SECTOR)) {
 		vd_err("%s: grain directory entry %u = %u points outside the file", t->path,
 		       i, t->gd[i]);
 		return -VD_EBADDATA;
 	}
-	err = read_table(t, t->gd[i], &t->gts[i]);
-	if (err)
+	if (slot->dirty && (err = vmdk_gt_flush(t)))
+		return err;
+	slot->sector = 0;
+	if (!slot->gt && !(slot->gt = malloc(len)))
+		return -ENOMEM;
+	err = vd_pread(t->file, slot->gt, len, off);
+	if (err) {
 		vd_err("%s: reading grain table %u: %s", t->path, i, strerror(-err));
+		return err;
+	}
+	for (uint32_t j = 0; j < t->gtes_per_gt; j++)
+		slot->gt[j] = get_le32((uint8_t *)slot->gt + 4 * j);
+	err = table_validate(t, i, slot->gt);
+	if (!err) {
+		slot->sector = t->gd[i];
+		slot->index = i;
+	}
 	return err;
 }
 
-int vmdk_gt_lookup(struct vmdk_gt *t, uint64_t grain, uint32_t *gte)
+int vmdk_gt_table(struct vmdk_gt *t, uint32_t i, uint32_t **out)
 {
-	uint64_t i = grain / t->gtes_per_gt;
-	uint32_t v;
-	int err;
+	struct vmdk_gt_slot *slot;
+	int err = 0;
 
-	if (grain >= t->nr_grains)
-		return -EINVAL;
-	if (!t->gts[i] && !t->gd[i]) {
-		*gte = 0;
+	*out = NULL;
+	if (!t->gd[i])
 		return 0;
-	}
-	if (!t->gts[i] && (err = vmdk_gt_load(t, (uint32_t)i)))
+	slot = gt_slot(t, t->gd[i]);
+	if (slot->sector != t->gd[i] && (err = table_load(t, i, slot)))
 		return err;
-	v = t->gts[i][grain % t->gtes_per_gt];
+	*out = slot->gt;
+	return 0;
+}
+
+/* Is GTE v of grain g usable? */
+static int gte_check(const struct vmdk_gt *t, uint64_t grain, uint32_t v)
+{
 	if (v == VMDK_GTE_ZEROED && !t->zeroed_ok && !t->stream) {
 		vd_err("%s: grain %llu: GTE 1 (zeroed grain) without the zeroed-grain flag",
 		       t->path, (unsigned long long)grain);
@@ -177,22 +313,58 @@ int vmdk_gt_lookup(struct vmdk_gt *t, uint64_t grain, uint32_t *gte)
 								 : "past the end of the file");
 		return -VD_EBADDATA;
 	}
-	*gte = v;
 	return 0;
 }
 
+int vmdk_gt_lookup(struct vmdk_gt *t, uint64_t grain, uint32_t *gte)
+{
+	uint64_t i = grain / t->gtes_per_gt;
+	struct vmdk_gt_slot *slot;
+	uint32_t v;
+	int err;
+
+	if (grain >= t->nr_grains)
+		return -EINVAL;
+	if (!t->gd[i]) {
+		*gte = 0;
+		return 0;
+	}
+	slot = gt_slot(t, t->gd[i]);
+	if (slot->sector != t->gd[i] && (err = table_load(t, (uint32_t)i, slot)))
+		return err;
+	v = slot->gt[grain % t->gtes_per_gt];
+	if (v > VMDK_GTE_ZEROED && (uint64_t)v * VD_SECTOR < t->file_size &&
+	    (uint64_t)v * VD_SECTOR >= t->data_start) {
+		*gte = v; /* the common case, checked in one go */
+		return 0;
+	}
+	err = gte_check(t, grain, v);
+	if (!err)
+		*gte = v;
+	return err;
+}
+
+/* A new, zeroed table for GD entry i at *append_at, cached and pinned. */
 static int alloc_gt(struct vmdk_gt *t, uint32_t i, uint64_t *append_at)
 {
 	uint64_t at = VD_ROUND_UP(*append_at, VD_SECTOR);
+	struct vmdk_gt_slot *slot;
+	int err = 0;
 
-	t->gts[i] = calloc(t->gtes_per_gt, 4);
-	if (!t->gts[i])
-		return -ENOMEM;
 	if (at / VD_SECTOR + 2 * gt_bytes(t) / VD_SECTOR > UINT32_MAX) {
 		vd_err("%s: file would exceed 2 TiB of sectors", t->path);
 		return -EFBIG;
 	}
+	slot = gt_slot(t, (uint32_t)(at / VD_SECTOR));
+	if (slot->dirty && (err = vmdk_gt_flush(t)))
+		return err;
+	if (!slot->gt && !(slot->gt = malloc((size_t)t->gtes_per_gt * 4)))
+		return -ENOMEM;
+	memset(slot->gt, 0, (size_t)t->gtes_per_gt * 4);
 	t->gd[i] = (uint32_t)(at / VD_SECTOR);
+	slot->sector = t->gd[i];
+	slot->index = i;
+	slot->dirty = 2;
 	at += gt_bytes(t);
 	if (t->rgd) {
 		t->rgd[i] = (uint32_t)(at / VD_SECTOR);
@@ -200,22 +372,23 @@ static int alloc_gt(struct vmdk_gt *t, uint32_t i, uint64_t *append_at)
 	}
 	*append_at = at;
 	t->file_size = VD_MAX(t->file_size, at);
-	t->dirty[i] |= 2;
 	return 0;
 }
 
 int vmdk_gt_set(struct vmdk_gt *t, uint64_t grain, uint32_t gte, uint64_t *append_at)
 {
 	uint64_t i = grain / t->gtes_per_gt;
+	struct vmdk_gt_slot *slot;
 	uint32_t old;
-	int err = vmdk_gt_lookup(t, grain, &old);
+	int err = vmdk_gt_lookup(t, grain, &old); /* loads (and pins below) the table */
 
 	if (err)
 		return err;
 	if (!t->gd[i] && (err = alloc_gt(t, (uint32_t)i, append_at)))
 		return err;
-	t->gts[i][grain % t->gtes_per_gt] = gte;
-	t->dirty[i] |= 1;
+	slot = gt_slot(t, t->gd[i]);
+	slot->gt[grain % t->gtes_per_gt] = gte;
+	slot->dirty |= 1;
 	t->any_dirty = true;
 	return 0;
 }
@@ -254,12 +427,13 @@ static int flush_tables(struct vmdk_gt *t)
 {
 	int err = 0;
 
-	for (uint32_t i = 0; !err && i < t->nr_gd; i++) {
-		if (!(t->dirty[i] & 1))
+	for (uint32_t k = 0; !err && k <= t->slot_mask; k++) {
+		struct vmdk_gt_slot *slot = &t->slots[k];
+		if (!(slot->dirty & 1))
 			continue;
-		err = write_table(t, t->gts[i], t->gd[i]); /* [G2] primary first */
+		err = write_table(t, slot->gt, slot->sector); /* [G2] primary first */
 		if (!err && t->rgd)
-			err = write_table(t, t->gts[i], t->rgd[i]);
+			err = write_table(t, slot->gt, t->rgd[slot->index]);
 	}
 	return err;
 }
@@ -268,9 +442,9 @@ static int flush_dir(struct vmdk_gt *t)
 {
 	int err = 0;
 
-	for (uint32_t i = 0; !err && i < t->nr_gd; i++)
-		if (t->dirty[i] & 2)
-			err = write_dir_entry(t, i);
+	for (uint32_t k = 0; !err && k <= t->slot_mask; k++)
+		if (t->slots[k].dirty & 2)
+			err = write_dir_entry(t, t->slots[k].index);
 	return err;
 }
 
@@ -293,57 +467,98 @@ int vmdk_gt_flush(struct vmdk_gt *t)
 		vd_err("%s: writing grain tables: %s", t->path, strerror(-err));
 		return err;
 	}
-	memset(t->dirty, 0, t->nr_gd);
+	for (uint32_t k = 0; k <= t->slot_mask; k++)
+		t->slots[k].dirty = 0;
 	t->any_dirty = false;
 	return 0;
 }
 
+int vmdk_gt_verify(struct vmdk_gt *t)
+{
+	uint32_t *gt;
+	int err = 0;
+
+	for (uint32_t i = 0; !t->verified && !err && i < t->nr_gd; i++) {
+		struct vmdk_gt_slot *slot = t->gd[i] ? gt_slot(t, t->gd[i]) : NULL;
+		if (slot && slot->sector == t->gd[i]) /* checked when it loaded */
+			err = table_validate(t, i, slot->gt);
+		else if (slot)
+			err = vmdk_gt_table(t, i, &gt);
+	}
+	if (!err)
+		t->verified = true;
+	return err;
+}
+
+/* Allocated grains of one table (entries past the extent's end ignored). */
+static int table_allocated(struct vmdk_gt *t, uint32_t i, uint64_t *n)
+{
+	uint64_t first = (uint64_t)i * t->gtes_per_gt;
+	uint32_t *gt;
+	int err = vmdk_gt_table(t, i, &gt);
+
+	for (uint32_t j = 0; !err && j < t->gtes_per_gt && first + j < t->nr_grains; j++) {
+		if (gt[j] <= VMDK_GTE_ZEROED && (gt[j] == 0 || t->zeroed_ok || t->stream))
+			continue;
+		err = gte_check(t, first + j, gt[j]);
+		*n += !err;
+	}
+	return err;
+}
+
+/* Tables flagged VMDK_GT_BAD (sharing or overlapping another region) are
+ * not counted: each table once, so the cost follows the file, not the
+ * directory's claims. */
 int vmdk_gt_allocated(struct vmdk_gt *t, uint64_t *bytes)
 {
 	uint64_t n = 0;
 	int err = 0;
 
-	for (uint64_t g = 0; g < t->nr_grains && !err; g++) {
-		uint32_t gte;
-		if (!t->gd[g / t->gtes_per_gt] && !t->gts[g / t->gtes_per_gt]) {
-			g += t->gtes_per_gt - 1 - g % t->gtes_per_gt;
-			continue;
-		}
-		err = vmdk_gt_lookup(t, g, &gte);
-		n += !err && gte > VMDK_GTE_ZEROED;
-	}
+	for (uint32_t i = 0; !err && i < t->nr_gd; i++)
+		if (t->gd[i] && !(t->flags[i] & VMDK_GT_BAD))
+			err = table_allocated(t, i, &n);
 	*bytes = n * t->grain_size;
+	return err;
+}
+
+/* RGT i against GT i (loaded): rewritten when it differs. */
+static int repair_one(struct vmdk_gt *t, uint32_t i, unsigned *fixed)
+{
+	uint64_t len = (uint64_t)t->gtes_per_gt * 4;
+	uint8_t *raw;
+	uint32_t *gt;
+	int err = vmdk_gt_table(t, i, &gt);
+
+	if (err || (uint64_t)t->rgd[i] * VD_SECTOR + gt_bytes(t) > t->file_size)
+		return err; /* outside: reported by check */
+	raw = malloc(len);
+	if (!raw)
+		return -ENOMEM;
+	err = vd_pread(t->file, raw, len, (uint64_t)t->rgd[i] * VD_SECTOR);
+	for (uint32_t j = 0; !err && j < t->gtes_per_gt; j++)
+		if (get_le32(raw + 4 * j) != gt[j]) {
+			err = write_table(t, gt, t->rgd[i]);
+			(*fixed)++;
+			break;
+		}
+	free(raw);
 	return err;
 }
 
 int vmdk_gt_repair_redundant(struct vmdk_gt *t, unsigned *fixed)
 {
-	int err = 0;
+	int err = t->rgd ? vmdk_gt_verify(t) : 0; /* before any write */
 
 	*fixed = 0;
 	for (uint32_t i = 0; t->rgd && !err && i < t->nr_gd; i++) {
-		uint32_t *rgt;
 		if (!t->gd[i] && t->rgd[i]) { /* [G5] allocation never committed */
 			uint8_t zero[4] = { 0 };
 			err = vd_pwrite(t->file, zero, 4, t->rgd_off + 4ull * i);
 			t->rgd[i] = 0;
 			(*fixed)++;
-			continue;
+		} else if (t->gd[i] && t->rgd[i]) {
+			err = repair_one(t, i, fixed);
 		}
-		if (!t->gd[i] || !t->rgd[i])
-			continue;
-		if (!t->gts[i] && (err = vmdk_gt_load(t, i)))
-			break;
-		if ((uint64_t)t->rgd[i] * VD_SECTOR + gt_bytes(t) > t->file_size)
-			continue; /* reported by check */
-		err = read_table(t, t->rgd[i], &rgt);
-		if (err)
-			break;
-		if (memcmp(rgt, t->gts[i], (size_t)t->gtes_per_gt * 4)) {
-			err = write_table(t, t->gts[i], t->rgd[i]);
-			(*fixed)++;
-		}
-		free(rgt);
 	}
 	return err ? err : (*fixed ? vd_sync(t->file) : 0);
 }

@@ -65,6 +65,7 @@ int vmdk_desc_parse_cid(const char *s, uint32_t *out);
 /* ---- extents ------------------------------------------------------------------------ */
 
 struct vmdk_extent;
+struct vmdk_regions;
 
 struct vmdk_extent_ops {
 	const char *name;
@@ -83,6 +84,10 @@ struct vmdk_extent_ops {
 	int (*flush)(struct vmdk_extent *e);           /* NULL: sync the file */
 	/* Set or clear the on-disk "unclean shutdown" mark, durably. */
 	int (*set_dirty)(struct vmdk_extent *e, bool dirty); /* NULL: none */
+	/* Before the first write of an open (before the descriptor and header
+	 * are touched): prove in-place writes cannot land on another region.
+	 * NULL: nothing to prove. */
+	int (*prepare_write)(struct vmdk_extent *e);
 	/* Finish a sequential format (stream) at close. NULL: nothing. */
 	int (*finish)(struct vmdk_extent *e);
 	int (*info)(struct vmdk_extent *e, struct vmdk_extent_info *out);
@@ -121,6 +126,9 @@ struct vmdk_disk {
 	bool embedded;
 	unsigned desc_file;  /* index into files */
 	uint64_t desc_offset, desc_size;
+	/* bytes from desc_offset the header's extent proved free of every
+	 * other region at open (write_embedded writes no further); 0: none */
+	uint64_t desc_room;
 	struct vmdk_disk_file *files;
 	unsigned nr_files;
 	struct vmdk_extent *extents;
@@ -169,14 +177,80 @@ struct kdmv_header {
  * incompatible flags, newline bytes, grain and GTE counts, capacity). */
 int kdmv_header_decode(const uint8_t *buf, const char *file, struct kdmv_header *h);
 void kdmv_header_encode(const struct kdmv_header *h, uint8_t *buf);
+/* Add the header sector and the descriptor area to rs. */
+int kdmv_add_regions(const struct kdmv_header *h, struct vmdk_regions *rs);
+/* When e's file holds the disk's embedded descriptor: the bytes of it no
+ * other region in rs (nor the data area past overHead) touches become
+ * disk->desc_room, the most write_embedded may write. */
+void kdmv_set_desc_room(struct vmdk_extent *e, const struct kdmv_header *h,
+			const struct vmdk_regions *rs);
 /* Copy the header fields into an extent info. */
 void kdmv_header_info(const struct kdmv_header *h, struct vmdk_extent_info *out);
 
+/* ---- metadata regions of one extent file (vmdk_region.c) ---------------------------
+ * Header, descriptor area, directories and tables as sector ranges; checked
+ * against each other and the file's end at open, and searched when grains
+ * are checked against them (cost: see vmdk_region.c). */
+
+enum vmdk_region_kind {
+	VMDK_REG_HEADER, VMDK_REG_DESC, VMDK_REG_GD, VMDK_REG_RGD, VMDK_REG_GT,
+	VMDK_REG_RGT, VMDK_REG_FOOTER,
+};
+
+struct vmdk_region {
+	uint64_t sector, nr_sectors;
+	uint32_t index;               /* directory entry of a table */
+	enum vmdk_region_kind kind;
+};
+
+struct vmdk_regions {
+	struct vmdk_region *r;
+	size_t n, cap;
+	uint64_t *max_end;            /* running maximum of ends, once sorted */
+	bool sorted;
+};
+
+/* a: the earlier region b overlaps, or NULL when b lies outside the file. */
+typedef void vmdk_region_fn(void *opaque, const struct vmdk_region *a,
+			    const struct vmdk_region *b, const char *msg);
+
+int vmdk_regions_add(struct vmdk_regions *rs, uint64_t sector, uint64_t nr_sectors,
+		     enum vmdk_region_kind kind, uint32_t index);
+void vmdk_regions_free(struct vmdk_regions *rs);
+/* Sort; call fn for every region outside the file or starting inside an
+ * earlier one; *nr_problems: how many. */
+int vmdk_regions_check(struct vmdk_regions *rs, uint64_t file_size, vmdk_region_fn *fn,
+		       void *opaque, uint64_t *nr_problems);
+/* A region overlapping [sector, sector + nr_sectors), or NULL.  Sorted only. */
+const struct vmdk_region *vmdk_regions_find(const struct vmdk_regions *rs, uint64_t sector,
+					    uint64_t nr_sectors);
+/* Sectors from `sector` (at most nr_sectors) that no region other than
+ * those of kind `self` touches. */
+uint64_t vmdk_regions_room(const struct vmdk_regions *rs, uint64_t sector,
+			   uint64_t nr_sectors, enum vmdk_region_kind self);
+/* "grain table of directory entry 3 (sectors 21..24)" */
+void vmdk_region_name(const struct vmdk_region *r, char *buf, size_t size);
+
 /* ---- 32-bit two-level grain tables (vmdk_gt.c): KDMV, stream, COWD ------------------
  * GD entries and GTEs are u32 sector numbers in the extent file.  GTs are
- * loaded lazily and kept (4 bytes per grain at most).  Updates are made in
- * memory and written back by vmdk_gt_flush in the order the invariants in
- * vmdk_gt.c require.  All calls are made with the disk lock held. */
+ * loaded on demand into a fixed-size cache (VMDK_GT_CACHE_BYTES, direct
+ * mapped by table sector: directory entries that share a table share a
+ * slot).  Updates are made in the cached copy, which stays pinned until
+ * vmdk_gt_flush writes it back in the order the invariants in vmdk_gt.c
+ * require; a miss that lands on a dirty slot flushes first.  All calls are
+ * made with the disk lock held; a table pointer is valid until the next
+ * call. */
+
+#define VMDK_GT_CACHE_BYTES (4u << 20)
+
+struct vmdk_gt_slot {
+	uint32_t *gt;             /* gtes_per_gt entries, NULL until first use */
+	uint32_t sector;          /* key: the table's sector; 0 = empty */
+	uint32_t index;           /* directory entry it was loaded for */
+	uint8_t dirty;            /* 1: table changed, 2: directory entry new */
+};
+
+#define VMDK_GT_BAD 1u            /* flags[]: table overlaps another region */
 
 struct vmdk_gt {
 	struct vd_file *file;
@@ -188,41 +262,58 @@ struct vmdk_gt {
 	uint64_t gd_off, rgd_off; /* bytes; rgd_off 0: no redundant copy */
 	uint32_t *gd;             /* primary directory (sector numbers) */
 	uint32_t *rgd;            /* redundant directory or NULL */
-	uint32_t **gts;           /* cached GTs, NULL until loaded */
-	uint32_t **rgts;          /* RGT contents where they differ on load (check) */
-	uint8_t *dirty;           /* per GD entry: 1 GT changed, 2 GD entry new */
+	uint8_t *flags;           /* per GD entry: VMDK_GT_BAD */
+	struct vmdk_gt_slot *slots;
+	uint32_t slot_mask;       /* nr slots - 1 (a power of two) */
 	bool any_dirty;
 	uint64_t file_size;       /* bytes, for bounds checks; raised on alloc */
+	uint64_t open_size;       /* bytes: the file's size at open */
 	uint64_t data_start;      /* bytes: a GTE below this is corrupt (0: any) */
 	bool zeroed_ok;           /* GTE 1 means zeroed grain */
 	bool stream;              /* GTEs point at grain markers */
+	bool strict;              /* writable: a grain over metadata is an error */
+	bool warned;              /* read-only: grain-over-metadata warning given */
+	bool verified;            /* every table's grains checked (before writes) */
+	struct vmdk_regions meta; /* header, descriptor, directories, tables */
+	uint64_t nr_overlaps;     /* region problems found at open */
 };
 
 #define VMDK_GTE_ZEROED 1u
 
 /* Set up with GD/RGD at the given byte offsets (rgd_off 0: none); reads and
- * bounds-checks the directory. */
+ * bounds-checks the directory.  The caller then adds its own regions
+ * (header, descriptor, footer) to t->meta and calls vmdk_gt_regions. */
 int vmdk_gt_init(struct vmdk_gt *t, struct vd_file *f, const char *path,
 		 uint64_t grain_size, uint32_t gtes_per_gt, uint64_t extent_size,
 		 uint64_t gd_off, uint64_t rgd_off);
 void vmdk_gt_destroy(struct vmdk_gt *t);
+/* Add the directories and every table to t->meta and check all regions
+ * against each other and the file's end: when `strict` (a writable open)
+ * any problem fails with -VD_EBADDATA naming the regions, otherwise each is
+ * a warning.  Tables that overlap an earlier region get VMDK_GT_BAD. */
+int vmdk_gt_regions(struct vmdk_gt *t, bool strict);
 /* GTE of grain g (0 when the GT is not allocated).  Loads the GT on demand;
  * checks that a GTE pointing at data lies inside the file. */
 int vmdk_gt_lookup(struct vmdk_gt *t, uint64_t grain, uint32_t *gte);
-/* Load GT i into the cache without checking its entries (check uses it). */
-int vmdk_gt_load(struct vmdk_gt *t, uint32_t i);
+/* Table of GD entry i (NULL when unallocated) without checking its entries
+ * (check uses it); valid until the next call on t. */
+int vmdk_gt_table(struct vmdk_gt *t, uint32_t i, uint32_t **out);
 /* Set the GTE of grain g in memory.  When the GD entry is 0 a GT (and an
  * RGT) is allocated at *append_at (bytes, advanced).  Written by flush. */
 int vmdk_gt_set(struct vmdk_gt *t, uint64_t grain, uint32_t gte, uint64_t *append_at);
 /* Make data and table updates durable, in order (see vmdk_gt.c). */
 int vmdk_gt_flush(struct vmdk_gt *t);
+/* Before the first write of an open: every table's grains against the
+ * metadata regions, once (reads every allocated table). */
+int vmdk_gt_verify(struct vmdk_gt *t);
 /* Bytes of grains referenced (grain_size per allocated GTE). */
 int vmdk_gt_allocated(struct vmdk_gt *t, uint64_t *bytes);
 /* Copy primary GTs over redundant ones that differ (after a crash). */
 int vmdk_gt_repair_redundant(struct vmdk_gt *t, unsigned *fixed);
-/* Check the tables of a 32-bit table extent (vmdk_check.c): directory and
- * tables inside the file, grains at or past `overhead` and inside the file,
- * no two grains overlapping, GT == RGT (a mismatch is only a warning when
+/* Check the tables of a 32-bit table extent (vmdk_check.c): every metadata
+ * region against the others and the file's end (shared tables included),
+ * grains at or past `overhead`, inside the file and off the metadata, no
+ * two grains overlapping, GT == RGT (a mismatch is only a warning when
  * `unclean`: an interrupted update), leaked space. */
 int vmdk_gt_check(struct vmdk_extent *e, struct vmdk_gt *gt, uint64_t overhead,
 		  bool unclean, vmdk_check_fn *fn, void *opaque,

@@ -131,6 +131,50 @@ void kdmv_header_encode(const struct kdmv_header *h, uint8_t *buf)
 	put_le16(buf + 77, h->compress_algorithm);
 }
 
+/* ---- regions ------------------------------------------------------------------------------ */
+
+int kdmv_add_regions(const struct kdmv_header *h, struct vmdk_regions *rs)
+{
+	int err = vmdk_regions_add(rs, 0, 1, VMDK_REG_HEADER, 0);
+
+	if (!err && h->desc_offset_sectors && h->desc_size_sectors)
+		err = vmdk_regions_add(rs, h->desc_offset_sectors, h->desc_size_sectors,
+				       VMDK_REG_DESC, 0);
+	return err;
+}
+
+void kdmv_set_desc_room(struct vmdk_extent *e, const struct kdmv_header *h,
+			const struct vmdk_regions *rs)
+{
+	struct vmdk_disk *d = e->disk;
+	uint64_t room;
+
+	if (!d->desc_offset || e->file != d->files[0].file ||
+	    d->desc_offset != h->desc_offset_sectors * VD_SECTOR)
+		return;
+	room = vmdk_regions_room(rs, h->desc_offset_sectors, h->desc_size_sectors,
+				 VMDK_REG_DESC);
+	if (h->overhead_sectors > h->desc_offset_sectors)
+		room = VD_MIN(room, h->overhead_sectors - h->desc_offset_sectors);
+	else
+		room = 0; /* a descriptor in the data area: nothing proven free */
+	d->desc_room = VD_MIN(room * VD_SECTOR, d->desc_size);
+}
+
+/* Header, descriptor, directories and tables against each other; a
+ * writable open is refused on any problem. */
+static int sparse_regions(struct vmdk_extent *e, struct sparse *s)
+{
+	bool strict = e->disk->writable && e->access == VMDK_ACCESS_RW;
+	int err = kdmv_add_regions(&s->h, &s->gt.meta);
+
+	if (!err)
+		err = vmdk_gt_regions(&s->gt, strict);
+	if (!err)
+		kdmv_set_desc_room(e, &s->h, &s->gt.meta);
+	return err;
+}
+
 /* ---- open / close ------------------------------------------------------------------------ */
 
 static int sparse_open_tables(struct vmdk_extent *e, struct sparse *s)
@@ -195,6 +239,8 @@ static int sparse_open(struct vmdk_extent *e, const uint8_t *hdr)
 	}
 	if (!err)
 		err = sparse_open_tables(e, s);
+	if (!err)
+		err = sparse_regions(e, s);
 	if (!err && s->h.unclean_shutdown && e->disk->writable &&
 	    !(e->disk->open_flags & VMDK_OPEN_DIRTY_OK)) {
 		vd_err("%s: uncleanShutdown is set (not closed cleanly); run `vdelta check` "
@@ -239,7 +285,7 @@ static int sparse_map(struct sparse *s, uint64_t off, uint64_t len, uint32_t *gt
 	while (!err && done < len) {
 		uint32_t gpt = s->gt.gtes_per_gt;
 		expect += gte_kind(expect) == VMDK_BS_DATA ? (uint32_t)(gs / VD_SECTOR) : 0;
-		if (!s->gt.gd[(g + 1) / gpt] && !s->gt.gts[(g + 1) / gpt] && !*gte0) {
+		if (!s->gt.gd[(g + 1) / gpt] && !*gte0) {
 			/* whole unallocated grain table: skip it at once */
 			uint64_t skip = (gpt - (g + 1) % gpt) * gs;
 			done = VD_MIN(len, done + skip);
@@ -445,6 +491,14 @@ static int sparse_flush(struct vmdk_extent *e)
 	return err;
 }
 
+/* Disk lock held (called from vmdk_disk_mark_dirty). */
+static int sparse_prepare_write(struct vmdk_extent *e)
+{
+	struct sparse *s = e->priv;
+
+	return vmdk_gt_verify(&s->gt);
+}
+
 static int sparse_set_dirty(struct vmdk_extent *e, bool dirty)
 {
 	struct sparse *s = e->priv;
@@ -514,6 +568,7 @@ const struct vmdk_extent_ops vmdk_sparse_ops = {
 	.pwrite_zeroes = sparse_pwrite_zeroes,
 	.block_status = sparse_block_status,
 	.flush = sparse_flush,
+	.prepare_write = sparse_prepare_write,
 	.set_dirty = sparse_set_dirty,
 	.info = sparse_info,
 	.check = sparse_check,

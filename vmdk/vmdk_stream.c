@@ -242,6 +242,27 @@ static int stream_open_tables(struct vmdk_extent *e, struct stream *s)
 
 static int stream_writer_init(struct vmdk_extent *e, struct stream *s);
 
+/* Header, descriptor, footer, directory and tables against each other (a
+ * writable open is refused on any problem); then how much of the
+ * descriptor area a rewrite may use. */
+static int stream_regions(struct vmdk_extent *e, struct stream *s)
+{
+	bool strict = (e->disk->open_flags & VMDK_OPEN_RDWR) && e->access == VMDK_ACCESS_RW;
+	struct vmdk_regions fresh = { 0 };
+	struct vmdk_regions *rs = s->gt_ready ? &s->gt.meta : &fresh;
+	uint64_t file_sectors = s->file_size / VD_SECTOR;
+	int ret = kdmv_add_regions(&s->h, rs);
+
+	if (!ret && s->footer && file_sectors >= 3) /* footer marker + footer */
+		ret = vmdk_regions_add(rs, file_sectors - 3, 2, VMDK_REG_FOOTER, 0);
+	if (!ret && s->gt_ready)
+		ret = vmdk_gt_regions(&s->gt, strict);
+	if (!ret)
+		kdmv_set_desc_room(e, &s->h, rs);
+	vmdk_regions_free(&fresh);
+	return ret;
+}
+
 /* Pick the mode (see the top of the file) and set it up. */
 static int stream_open_mode(struct vmdk_extent *e, struct stream *s)
 {
@@ -259,6 +280,8 @@ static int stream_open_mode(struct vmdk_extent *e, struct stream *s)
 	if (fresh) {
 		s->mode = rw ? STREAM_EXPORT : STREAM_EMPTY;
 		ret = stream_check_size(e, s);
+		if (!ret)
+			ret = stream_regions(e, s);
 		return ret || !rw ? ret : stream_writer_init(e, s);
 	}
 	if (s->h.gd_offset_sectors == KDMV_GD_AT_END) {
@@ -274,7 +297,9 @@ static int stream_open_mode(struct vmdk_extent *e, struct stream *s)
 	}
 	s->mode = STREAM_READ;
 	ret = stream_check_size(e, s);
-	return ret ? ret : stream_open_tables(e, s);
+	if (!ret)
+		ret = stream_open_tables(e, s);
+	return ret ? ret : stream_regions(e, s);
 }
 
 static void stream_writer_free(struct stream_writer *w);
@@ -541,7 +566,7 @@ static int stream_block_status(struct vmdk_extent *e, uint64_t off, uint64_t max
 		return 0;
 	}
 	while (pos < end) {
-		uint64_t g = pos / s->grain_size;
+		uint64_t g = pos / s->grain_size, gpt = s->gt.gtes_per_gt;
 		uint32_t gte;
 		int ret = stream_lookup(e, s, g, &gte);
 		enum vmdk_bs k;
@@ -555,6 +580,8 @@ static int stream_block_status(struct vmdk_extent *e, uint64_t off, uint64_t max
 			*kind = k;
 		else if (k != *kind)
 			break;
+		if (!s->gt.gd[g / gpt]) /* no table: the rest of its range at once */
+			g = g / gpt * gpt + gpt - 1;
 		pos = (g + 1) * s->grain_size;
 	}
 	*run_len = VD_MIN(pos, end) - off;
@@ -1009,8 +1036,10 @@ static int stream_check_grains(struct vmdk_extent *e, vmdk_check_fn *fn, void *o
 		uint32_t gte;
 		int ret;
 
-		if (g % s->gt.gtes_per_gt == 0 && !s->gt.gd[g / s->gt.gtes_per_gt]) {
-			g += s->gt.gtes_per_gt - 1;
+		uint64_t i = g / s->gt.gtes_per_gt;
+		if (g % s->gt.gtes_per_gt == 0 &&
+		    (!s->gt.gd[i] || (s->gt.flags[i] & VMDK_GT_BAD))) {
+			g += s->gt.gtes_per_gt - 1; /* none, or reported by the region check */
 			continue;
 		}
 		ret = stream_lookup(e, s, g, &gte);
