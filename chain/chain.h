@@ -73,6 +73,7 @@ enum {
 	CHAIN_OPEN_DIRTY_OK = 8,    /* pass VMDK_OPEN_DIRTY_OK to every layer */
 	CHAIN_OPEN_NO_PARENT = 16,  /* open the top alone (no parents, no map
 				     * fall-through: unallocated reads as zeros) */
+	CHAIN_OPEN_STRICT_PATHS = 32, /* pass VMDK_OPEN_STRICT_PATHS to every layer */
 };
 
 /* ---- open / close ---------------------------------------------------------- */

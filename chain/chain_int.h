@@ -29,17 +29,21 @@ struct chain {
 	unsigned unit_shift;
 	uint64_t nr_units;
 	uint64_t nr_chunks;
-	uint8_t **chunks;    /* CHAIN_MAP_CHUNK entries each, NULL until built */
+	uintptr_t *chunks;   /* per chunk: 0, a uniform entry or an array (chain_map.c) */
 	pthread_mutex_t map_lock;
 };
 
 /* chain_map.c */
 int chain_map_init(struct chain *c);
 void chain_map_destroy(struct chain *c);
-/* Entries of chunk ci, building it if needed (build=false: NULL if not built). */
-int chain_map_chunk(struct chain *c, uint64_t ci, bool build, uint8_t **out);
+/* Build chunk ci if needed; -EAGAIN when it is not built and build is false. */
+int chain_map_chunk(struct chain *c, uint64_t ci, bool build);
 /* Entry of unit u; -EAGAIN when its chunk is not built and build is false. */
 int chain_map_get(struct chain *c, uint64_t u, bool build, uint8_t *out);
+/* Entry *e of unit u and *nr_units (1 .. max_units) units from u that share
+ * it; stops before a chunk that is not built (build false) or fails. */
+int chain_map_run(struct chain *c, uint64_t u, uint64_t max_units, bool build,
+		  uint8_t *e, uint64_t *nr_units);
 void chain_map_set(struct chain *c, uint64_t first_unit, uint64_t nr_units, uint8_t e);
 /* Recompute the entries of [off, off+len) from the layers (after a failed
  * write whose effect is unknown). */

@@ -60,22 +60,13 @@ static int walk(struct chain *c, unsigned layer, uint8_t *buf, size_t len, uint6
 static int run_of(struct chain *c, uint64_t off, uint64_t len, bool build,
 		  uint8_t *e, uint64_t *run)
 {
-	uint64_t u = off >> c->unit_shift, end = (u + 1) << c->unit_shift;
-	uint8_t next;
-	int err = chain_map_get(c, u, build, e);
+	uint64_t u = off >> c->unit_shift, n;
+	int err = chain_map_run(c, u, ((off + len - 1) >> c->unit_shift) - u + 1, build,
+				e, &n);
 
-	if (err)
-		return err;
-	while (end < off + len) {
-		err = chain_map_get(c, end >> c->unit_shift, build, &next);
-		if (err == -EAGAIN || (!err && next != *e))
-			break;
-		if (err)
-			return err;
-		end += c->unit;
-	}
-	*run = VD_MIN(end, off + len) - off;
-	return 0;
+	if (!err)
+		*run = VD_MIN((u + n) << c->unit_shift, off + len) - off;
+	return err;
 }
 
 int chain_io_read_from(struct chain *c, unsigned first, void *buf, size_t len,
@@ -117,7 +108,6 @@ int chain_pread(struct chain *c, void *buf, size_t len, uint64_t off)
  * the write touches first. */
 static int write_prepare(struct chain *c, size_t len, uint64_t off)
 {
-	uint8_t *p;
 	int err;
 
 	if (!chain_writable(c)) {
@@ -129,7 +119,7 @@ static int write_prepare(struct chain *c, size_t len, uint64_t off)
 		return err;
 	for (uint64_t ci = (off >> c->unit_shift) / CHAIN_MAP_CHUNK;
 	     !err && ci <= ((off + len - 1) >> c->unit_shift) / CHAIN_MAP_CHUNK; ci++)
-		err = chain_map_chunk(c, ci, true, &p);
+		err = chain_map_chunk(c, ci, true);
 	return err;
 }
 

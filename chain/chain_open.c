@@ -83,6 +83,8 @@ static int open_layer(struct chain *c, const char *path)
 		vflags |= VMDK_OPEN_RDWR;
 	if (c->flags & CHAIN_OPEN_DIRTY_OK)
 		vflags |= VMDK_OPEN_DIRTY_OK;
+	if (c->flags & CHAIN_OPEN_STRICT_PATHS)
+		vflags |= VMDK_OPEN_STRICT_PATHS;
 	err = vmdk_open(path, vflags, c->io, &c->layers[i].disk);
 	if (err)
 		return err;

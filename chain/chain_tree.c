@@ -12,10 +12,12 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "chain_int.h"
 
@@ -41,13 +43,15 @@ enum sniff { NOT_DISK, TEXT_DISK, SPARSE_DISK };
 static enum sniff sniff(const char *path)
 {
 	uint8_t b[1024] = {0};
-	FILE *f = fopen(path, "rb");
+	int fd = vd_open_fd(path, O_RDONLY | O_CLOEXEC, 0); /* FIFOs etc. skipped */
+	ssize_t r;
 	size_t n;
 
-	if (!f)
+	if (fd < 0)
 		return NOT_DISK;
-	n = fread(b, 1, sizeof b - 1, f);
-	fclose(f);
+	r = pread(fd, b, sizeof b - 1, 0);
+	close(fd);
+	n = r > 0 ? (size_t)r : 0;
 	if (n >= 64 && get_le32(b) == KDMV_MAGIC_LE)
 		return get_le64(b + 28) ? SPARSE_DISK : NOT_DISK; /* descriptorOffset */
 	if (n >= 8 && (get_le32(b) == COWD_MAGIC_LE || get_le64(b) == SESPARSE_MAGIC))

@@ -142,8 +142,22 @@ struct vd_io {
 	void *opaque;
 };
 
-/* The default: POSIX files. */
+/* The default: POSIX files.  Its open never blocks (O_NONBLOCK, cleared
+ * once the kind is known) and accepts only regular files and block devices:
+ * a FIFO, socket, character device or directory is -VD_ENOTFILE. */
 const struct vd_io *vd_io_posix(void);
+
+/* A path that is neither a regular file nor a block device. */
+#define VD_ENOTFILE ENODEV
+/* open(2) for a disk file, as the POSIX io does it: never blocks on a FIFO,
+ * refuses other kinds than regular files and block devices (-VD_ENOTFILE).
+ * Returns the descriptor or -errno. */
+int vd_open_fd(const char *path, int oflags, mode_t mode);
+/* "regular file", "FIFO", "socket", "directory", ... of path (stat). */
+const char *vd_file_type(const char *path);
+/* The message for an open error on path: says the file's kind for
+ * -VD_ENOTFILE ("is a FIFO, not a regular file or block device"). */
+const char *vd_open_strerror(int err, const char *path);
 
 static inline int vd_pread(struct vd_file *f, void *buf, size_t len, uint64_t off)
 {

@@ -61,10 +61,17 @@ static int posix_sync(struct vd_file *f)
 static int posix_size(struct vd_file *f, uint64_t *size)
 {
 	struct stat st;
+	off_t end;
 
 	if (fstat(f->fd, &st))
 		return -errno;
 	*size = (uint64_t)st.st_size;
+	if (!S_ISBLK(st.st_mode))
+		return 0;
+	end = lseek(f->fd, 0, SEEK_END); /* st_size is 0 for a block device */
+	if (end < 0)
+		return -errno;
+	*size = (uint64_t)end;
 	return 0;
 }
 
@@ -120,6 +127,77 @@ static const struct vd_file_ops posix_file_ops = {
 	.close = posix_close,
 };
 
+int vd_open_fd(const char *path, int oflags, mode_t mode)
+{
+	int fd = open(path, oflags | O_NONBLOCK | O_NOCTTY, mode), fl;
+	struct stat st;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st)) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		close(fd);
+		return -VD_ENOTFILE;
+	}
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK)) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+/* Kind of path and, for the kinds a disk file cannot be, the sentence
+ * vd_open_strerror gives. */
+static const char *file_kind(const char *path, const char **why)
+{
+	struct stat st;
+
+	*why = NULL;
+	if (stat(path, &st))
+		return "missing file";
+	switch (st.st_mode & S_IFMT) {
+	case S_IFREG: return "regular file";
+	case S_IFBLK: return "block device";
+	case S_IFDIR:
+		*why = "is a directory, not a regular file or block device";
+		return "directory";
+	case S_IFIFO:
+		*why = "is a FIFO, not a regular file or block device";
+		return "FIFO";
+	case S_IFSOCK:
+		*why = "is a socket, not a regular file or block device";
+		return "socket";
+	case S_IFCHR:
+		*why = "is a character device, not a regular file or block device";
+		return "character device";
+	default:
+		*why = "is not a regular file or block device";
+		return "special file";
+	}
+}
+
+const char *vd_file_type(const char *path)
+{
+	const char *why;
+
+	return file_kind(path, &why);
+}
+
+const char *vd_open_strerror(int err, const char *path)
+{
+	const char *why = NULL;
+
+	if (err == -VD_ENOTFILE || err == -EISDIR || err == -ENXIO)
+		file_kind(path, &why);
+	return why ? why : strerror(-err);
+}
+
 static int posix_open(const struct vd_io *io, const char *path, unsigned flags,
 		      struct vd_file **out)
 {
@@ -134,9 +212,9 @@ static int posix_open(const struct vd_io *io, const char *path, unsigned flags,
 	f = calloc(1, sizeof *f);
 	if (!f)
 		return -ENOMEM;
-	f->fd = open(path, oflags, 0644);
+	f->fd = vd_open_fd(path, oflags, 0644);
 	if (f->fd < 0) {
-		int err = -errno;
+		int err = f->fd;
 		free(f);
 		return err;
 	}

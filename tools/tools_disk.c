@@ -103,10 +103,12 @@ int tools_fmt_detect(const char *path, enum tools_fmt *out)
 {
 	unsigned char buf[DETECT_LEN];
 	ssize_t n;
-	int rc, fd = open(path, O_RDONLY | O_CLOEXEC);
+	int rc, fd = vd_open_fd(path, O_RDONLY | O_CLOEXEC, 0);
 
-	if (fd < 0)
-		return sys_err(path, "");
+	if (fd < 0) {
+		tools_err("%s: %s", path, vd_open_strerror(fd, path));
+		return fd;
+	}
 	n = pread(fd, buf, sizeof buf, 0);
 	rc = n < 0 ? sys_err(path, "read") : 0;
 	close(fd);
@@ -179,9 +181,11 @@ static int raw_open(struct tools_disk *d)
 {
 	off_t end;
 
-	d->fd = open(d->path, O_RDONLY | O_CLOEXEC);
-	if (d->fd < 0)
-		return sys_err(d->path, "");
+	d->fd = vd_open_fd(d->path, O_RDONLY | O_CLOEXEC, 0);
+	if (d->fd < 0) {
+		tools_err("%s: %s", d->path, vd_open_strerror(d->fd, d->path));
+		return d->fd;
+	}
 	end = lseek(d->fd, 0, SEEK_END); /* works for block devices too */
 	if (end < 0) {
 		int rc = sys_err(d->path, "size");

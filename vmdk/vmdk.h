@@ -42,6 +42,11 @@ enum {
 	/* Open a disk whose uncleanShutdown flag is set (default: allowed
 	 * read-only with a warning, refused read-write). */
 	VMDK_OPEN_DIRTY_OK = 2,
+	/* Extent files of a text descriptor must resolve (symlinks followed)
+	 * inside the descriptor's folder: no absolute path or ".." leading
+	 * out.  For disks from untrusted sources.  Default: VMware's and
+	 * qemu's rule (absolute and relative names alike, anywhere). */
+	VMDK_OPEN_STRICT_PATHS = 4,
 };
 
 /* Open the disk whose descriptor (or single-file image) is at `path`.

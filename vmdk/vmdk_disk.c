@@ -8,7 +8,10 @@
  *   - a KDMV file with capacity 0: a descriptor container, extents by name;
  *   - a KDMV file without descriptor, or a bare COWD / seSparse extent: a
  *     one-extent descriptor is synthesised;
- *   - a text descriptor naming extent files relative to its folder.
+ *   - a text descriptor naming extent files relative to its folder
+ *     (absolute names and ".." allowed, as VMware and qemu allow them,
+ *     unless VMDK_OPEN_STRICT_PATHS keeps them inside the folder).
+ * A single-file disk names no other file: see check_embedded().
  */
 #define _GNU_SOURCE
 #include "vmdk_int.h"
@@ -193,30 +196,93 @@ static const struct vmdk_extent_ops *ops_for(const struct vmdk_desc_extent *de,
 	return NULL;
 }
 
-/* The path of extent i: in a single-file disk the sparse extent is the
- * file itself, whatever name the embedded descriptor gives it. */
-static char *extent_path(struct vmdk_disk *d, const struct vmdk_desc_extent *de,
-			 unsigned i)
+/* A single-file disk (an embedded descriptor) is self-contained: its one
+ * extent is the file itself, whatever name the descriptor gives it.  More
+ * extent lines, or an extent of another kind, would make vdelta read other
+ * files (or none) where VMware and qemu read this one (qemu ignores the
+ * extent lines of an embedded descriptor): such a file is refused, not
+ * half-read. */
+static int check_embedded(struct vmdk_disk *d)
 {
-	if (d->embedded && i == 0 && strcmp(de->type, "ZERO"))
-		return strdup(d->path);
-	return vd_path_join(d->dir, de->name);
+	const struct vmdk_desc_extent *de = &d->desc->ext[0];
+
+	if (d->desc->nr_ext > 1) {
+		de = &d->desc->ext[1];
+		vd_err("%s: embedded descriptor lists %u extents (extent 2: %s \"%s\"): "
+		       "a single-file disk holds one extent, itself; refusing to read "
+		       "other files", d->path, d->desc->nr_ext, de->type,
+		       de->name ? de->name : "");
+		return -VD_EBADDATA;
+	}
+	if (strcmp(de->type, "SPARSE")) {
+		vd_err("%s: embedded descriptor extent 1 is of type %s, not SPARSE: a "
+		       "single-file disk's extent is the file itself", d->path, de->type);
+		return -VD_EBADDATA;
+	}
+	return 0;
+}
+
+/* Strict paths: the extent file, symlinks resolved, lies inside the
+ * descriptor's folder (resolved too).  A missing file passes here and is
+ * reported by the open that follows. */
+static int check_strict(struct vmdk_disk *d, const char *path, unsigned i)
+{
+	char *dir = realpath(d->dir, NULL), *file = realpath(path, NULL);
+	size_t n = dir ? strlen(dir) : 0;
+	int err = 0;
+
+	if (!dir || !file)
+		err = errno == ENOENT ? 0 : -errno;
+	else if (strncmp(file, dir, n) || (file[n] != '/' && strcmp(dir, "/")))
+		err = -EPERM;
+	if (err == -EPERM)
+		vd_err("%s: extent %u file \"%s\" resolves to %s, outside the "
+		       "descriptor's folder %s (strict paths)", d->path, i + 1,
+		       d->desc->ext[i].name, file, dir);
+	else if (err)
+		vd_err("%s: extent %u file \"%s\": %s", d->path, i + 1, path,
+		       strerror(-err));
+	free(dir);
+	free(file);
+	return err;
+}
+
+/* The path of extent i: the file itself in a single-file disk, else the
+ * name relative to the descriptor's folder (absolute names and ".." are
+ * followed as VMware and qemu do, unless VMDK_OPEN_STRICT_PATHS). */
+static int extent_path(struct vmdk_disk *d, const struct vmdk_desc_extent *de,
+		       unsigned i, char **out)
+{
+	int err;
+
+	*out = d->embedded ? strdup(d->path) : vd_path_join(d->dir, de->name);
+	if (!*out)
+		return -ENOMEM;
+	if (d->embedded || !(d->open_flags & VMDK_OPEN_STRICT_PATHS))
+		return 0;
+	err = check_strict(d, *out, i);
+	if (err) {
+		free(*out);
+		*out = NULL;
+	}
+	return err;
 }
 
 static int extent_file(struct vmdk_disk *d, struct vmdk_extent *e, unsigned i,
 		       uint8_t *hdr)
 {
 	const struct vmdk_desc_extent *de = &d->desc->ext[i];
-	char *path = extent_path(d, de, i);
+	char *path;
 	unsigned idx;
-	int err;
+	int err = extent_path(d, de, i, &path);
 
-	if (!path)
-		return -ENOMEM;
+	if (err)
+		return err;
 	err = disk_file_open(d, path, &idx);
 	if (err)
 		vd_err("%s: extent %u file \"%s\": %s%s", d->path, i + 1, path,
-		       strerror(-err), err == -ENOENT ? " (extent file not found)" : "");
+		       vd_open_strerror(err, path),
+		       err == -ENOENT ? " (extent file not found)" : "");
 	free(path);
 	if (err)
 		return err;
@@ -266,6 +332,8 @@ static int open_extents(struct vmdk_disk *d)
 		vd_err("%s: descriptor lists no extents", d->path);
 		return -VD_EBADDATA;
 	}
+	if (d->embedded && (err = check_embedded(d)))
+		return err;
 	d->extents = calloc(d->desc->nr_ext, sizeof *d->extents);
 	if (!d->extents)
 		return -ENOMEM;
@@ -320,7 +388,7 @@ int vmdk_open(const char *path, unsigned flags, const struct vd_io *io,
 	if (!d->path || !d->dir)
 		err = -ENOMEM;
 	else if ((err = disk_file_open(d, path, &idx)))
-		vd_err("%s: %s", path, strerror(-err));
+		vd_err("%s: %s", path, vd_open_strerror(err, path));
 	if (!err)
 		err = load_descriptor(d);
 	if (!err)
