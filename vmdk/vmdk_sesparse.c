@@ -11,6 +11,13 @@
  * as qemu), 2 zero grain, 3 allocated with the cluster index split as
  * ((e >> 48) & 0xfff) | ((e & 0xffffffffffff) << 12).
  *
+ * A truncated file never reads as zeros: the volatile and journal headers
+ * and the directory entries the capacity needs must lie in the file at
+ * open, a grain table when it is loaded, a grain when it is looked up
+ * ("points past the end of the file"); check counts each as an error.
+ * Memory: the directory (8 bytes per 16 MiB of capacity) is read only
+ * once it is known to be in the file.
+ *
  * Writing seSparse needs the free bitmap, backmap and journal kept
  * consistent; it is out of scope, so pwrite is NULL.
  *
@@ -212,6 +219,38 @@ static int ses_check_geometry(struct vmdk_extent *e, struct ses *s)
 	return 0;
 }
 
+/* Bytes [off, off+len) of the file exist; otherwise report `what` as
+ * pointing past the end of the file. */
+static int ses_in_file(struct vmdk_extent *e, const struct ses *s, uint64_t off,
+		       uint64_t len, const char *what)
+{
+	if (off <= s->file_size && len <= s->file_size - off)
+		return 0;
+	vd_err("%s: seSparse %s points past the end of the file (bytes %" PRIu64
+	       "..%" PRIu64 ", file size %" PRIu64 ")",
+	       e->path, what, off, off + len, s->file_size);
+	return -VD_EBADDATA;
+}
+
+/* The headers and the directory entries the capacity needs lie inside the
+ * file (a truncated file must not read as zeros). */
+static int ses_check_truncated(struct vmdk_extent *e, const struct ses *s)
+{
+	static const unsigned need[] = {SES_VOLATILE, SES_JOURNAL_HDR};
+	int ret;
+
+	for (unsigned i = 0; i < sizeof need / sizeof need[0]; i++) {
+		const struct ses_region *r = &s->r[need[i]];
+		ret = ses_in_file(e, s, r->offset_sectors * VD_SECTOR,
+				  VD_MIN(r->size_sectors, 1) * VD_SECTOR,
+				  ses_region_name[need[i]]);
+		if (ret)
+			return ret;
+	}
+	return ses_in_file(e, s, s->r[SES_GD].offset_sectors * VD_SECTOR, s->nr_gd * 8,
+			   "grain_dir");
+}
+
 static int ses_load_gd(struct vmdk_extent *e, struct ses *s)
 {
 	size_t len = (size_t)s->nr_gd * 8;
@@ -257,12 +296,14 @@ static int ses_open(struct vmdk_extent *e, const uint8_t *hdr)
 	if (!ret)
 		ret = ses_read_regions(s, hdr, e->path);
 	if (!ret)
-		ret = ses_check_volatile(e, s);
+		ret = vd_fsize(e->file, &s->file_size);
 	s->capacity_sectors = get_le64(hdr + SES_OFF_CAPACITY);
 	if (!ret)
 		ret = ses_check_geometry(e, s);
 	if (!ret)
-		ret = vd_fsize(e->file, &s->file_size);
+		ret = ses_check_truncated(e, s);
+	if (!ret)
+		ret = ses_check_volatile(e, s);
 	if (!ret)
 		ret = ses_load_gd(e, s);
 	if (ret) {
@@ -288,9 +329,16 @@ static int ses_load_gt(struct vmdk_extent *e, struct ses *s, uint64_t gd_index,
 {
 	uint64_t off =
 	    (s->r[SES_GTS].offset_sectors + gt_index * SES_GT_SECTORS) * VD_SECTOR;
-	uint8_t *raw = malloc(SES_GTES_PER_GT * 8);
+	uint8_t *raw;
 	int ret;
+	char what[64];
 
+	snprintf(what, sizeof what, "grain table %" PRIu64 " (directory entry %" PRIu64 ")",
+		 gt_index, gd_index);
+	ret = ses_in_file(e, s, off, SES_GTES_PER_GT * 8, what);
+	if (ret)
+		return ret;
+	raw = malloc(SES_GTES_PER_GT * 8);
 	if (!raw)
 		return -ENOMEM;
 	if (!slot->gt && !(slot->gt = malloc(SES_GTES_PER_GT * 8))) {
@@ -346,6 +394,18 @@ static int ses_gte_locked(struct vmdk_extent *e, struct ses *s, uint64_t g, uint
 	return 0;
 }
 
+static int ses_grain_in_file(struct vmdk_extent *e, const struct ses *s, uint64_t g,
+			     uint64_t gte, uint64_t data_off)
+{
+	char what[96];
+
+	if (data_off <= s->file_size && s->file_size - data_off >= SES_GRAIN_SECTORS * VD_SECTOR)
+		return 0;
+	snprintf(what, sizeof what,
+		 "grain table entry of grain %" PRIu64 " = 0x%016" PRIx64, g, gte);
+	return ses_in_file(e, s, data_off, SES_GRAIN_SECTORS * VD_SECTOR, what);
+}
+
 /* Classify grain g; for data, *data_off is the byte offset of the grain. */
 static int ses_lookup(struct vmdk_extent *e, uint64_t g, enum ses_kind *kind,
 		      uint64_t *data_off)
@@ -377,7 +437,7 @@ static int ses_lookup(struct vmdk_extent *e, uint64_t g, enum ses_kind *kind,
 		*data_off =
 		    (s->r[SES_GRAINS].offset_sectors + cluster * SES_GRAIN_SECTORS) *
 		    VD_SECTOR;
-		return 0;
+		return ses_grain_in_file(e, s, g, gte, *data_off);
 	}
 	vd_err("%s: seSparse grain table entry of grain %" PRIu64 " = 0x%016" PRIx64
 	       " invalid (grains region holds %" PRIu64 " grains)",
@@ -452,6 +512,21 @@ struct ses_tally {
 	uint64_t nr_data, nr_zero, nr_bad;
 };
 
+/* GD entry gde names a table inside the region and the file (each bad one
+ * reported once). */
+static bool ses_gt_readable(struct vmdk_extent *e, const struct ses *s, uint64_t gde)
+{
+	uint64_t off;
+	char what[64];
+
+	if (!ses_gde_valid(s, gde))
+		return false;
+	off = (s->r[SES_GTS].offset_sectors + (gde & 0xffffffffull) * SES_GT_SECTORS) *
+	      VD_SECTOR;
+	snprintf(what, sizeof what, "grain table %" PRIu64, (uint64_t)(gde & 0xffffffffu));
+	return ses_in_file(e, s, off, SES_GTES_PER_GT * 8, what) == 0;
+}
+
 /* Classify every grain (whole unallocated GTs at once); bad entries are
  * counted, other errors returned. */
 static int ses_count(struct vmdk_extent *e, struct ses_tally *t)
@@ -466,7 +541,7 @@ static int ses_count(struct vmdk_extent *e, struct ses_tally *t)
 
 		uint64_t gde = s->gd[g / SES_GTES_PER_GT];
 
-		if (g % SES_GTES_PER_GT == 0 && !ses_gde_valid(s, gde)) {
+		if (g % SES_GTES_PER_GT == 0 && !ses_gt_readable(e, s, gde)) {
 			t->nr_bad += gde != 0; /* once per table, not per grain */
 			g += SES_GTES_PER_GT - 1;
 			continue;
@@ -504,6 +579,23 @@ static int ses_info(struct vmdk_extent *e, struct vmdk_extent_info *out)
 	return 0;
 }
 
+/* The journal, free bitmap and backmap a writer maintains lie inside the
+ * file; returns how many do not (each reported). */
+static unsigned ses_check_regions(struct vmdk_extent *e)
+{
+	static const unsigned meta[] = {SES_JOURNAL, SES_BITMAP, SES_BACKMAP};
+	struct ses *s = e->priv;
+	unsigned bad = 0;
+
+	for (unsigned i = 0; i < sizeof meta / sizeof meta[0]; i++) {
+		const struct ses_region *r = &s->r[meta[i]];
+		bad += ses_in_file(e, s, r->offset_sectors * VD_SECTOR,
+				   r->size_sectors * VD_SECTOR,
+				   ses_region_name[meta[i]]) != 0;
+	}
+	return bad;
+}
+
 /* Every GD entry and GTE decodes to a table or grain inside its region
  * (each bad one was reported by the lookup; summarised here). */
 static int ses_check(struct vmdk_extent *e, vmdk_check_fn *fn, void *opaque,
@@ -515,11 +607,12 @@ static int ses_check(struct vmdk_extent *e, vmdk_check_fn *fn, void *opaque,
 
 	if (ret)
 		return ret;
+	t.nr_bad += ses_check_regions(e);
 	if (t.nr_bad) {
 		res->errors += (unsigned)VD_MIN(t.nr_bad, (uint64_t)UINT32_MAX);
 		snprintf(msg, sizeof msg,
 			 "%" PRIu64 " seSparse grain directory or table "
-			 "entries are invalid",
+			 "entries or regions are invalid or past the end of the file",
 			 t.nr_bad);
 		fn(opaque, true, e->path, msg);
 	}

@@ -7,7 +7,9 @@
  * ESXi seSparse's first 16 MiB are 'a'); the same extents rebuilt here
  * from the format notes (as the corpus mk.py scripts do) read alike; and
  * hand-damaged headers and tables are refused with a message naming the
- * file, under an address-space limit. */
+ * file, under an address-space limit; truncated seSparse files are refused
+ * (read and check) and left unchanged; headers claiming huge tables from a
+ * few sectors are refused within 12 MiB of address space. */
 #define _GNU_SOURCE
 #include <setjmp.h> /* cmocka.h needs these three first */
 #include <stdarg.h>
@@ -16,6 +18,8 @@
 #include <cmocka.h>
 #include <pthread.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "vdt_corpus_hash.h"
 #include "vmdk_int.h"
@@ -728,6 +732,137 @@ static void test_sesparse_check(void **state)
 	free(ext);
 }
 
+
+/* ---- truncated and oversized seSparse ------------------------------------------------ */
+
+/* Opens the truncated image, reads it all and checks it; the read must be
+ * refused naming the file and `word`, check must count an error, and the
+ * file must be unchanged. */
+static void expect_truncated_refused(const char *what, const uint8_t *f, size_t len,
+				     uint64_t read_from, const char *word)
+{
+	char *dir = vdt_mkdtemp("esx"), *ext = vdt_join(dir, "trunc-sesparse.vmdk");
+	struct vmdk_disk *d = NULL;
+	uint8_t *after = malloc(len + 1), *buf = malloc(32 << 20);
+	int rc;
+
+	assert_int_equal(vdt_write_file(ext, f, len), 0);
+	vdt_last_msg[0] = 0;
+	rc = vmdk_open(ext, VMDK_OPEN_RDONLY, NULL, &d);
+	if (!rc) {
+		struct vmdk_check_result res;
+		assert_int_equal(vmdk_check(d, check_cb, NULL, &res), 0);
+		if (res.errors == 0)
+			fail_msg("%s: check found no error", what);
+		vdt_last_msg[0] = 0;
+		rc = vmdk_pread(d, buf, vmdk_capacity(d) - read_from, read_from);
+		vmdk_close(d);
+	}
+	if (rc >= 0)
+		fail_msg("%s: read as if complete", what);
+	if (!strstr(vdt_last_msg, "trunc-sesparse.vmdk") ||
+	    !strstr(vdt_last_msg, "past the end of the file") ||
+	    !strstr(vdt_last_msg, word))
+		fail_msg("%s: message \"%s\" should name the file, \"%s\" and say past "
+			 "the end of the file", what, vdt_last_msg, word);
+	assert_int_equal(vdt_peek(ext, after, len, 0), 0);
+	assert_memory_equal(after, f, len);
+	vdt_rmtree(dir);
+	free(dir);
+	free(ext);
+	free(after);
+	free(buf);
+}
+
+static void test_sesparse_truncated(void **state)
+{
+	static const struct {
+		const char *what;
+		size_t len;
+		uint64_t read_from;
+		const char *word;
+	} cut[] = {
+	    {"in the volatile header", 512 + 100, 0, "volatile_header"},
+	    {"in the journal header", 2 * 512 + 8, 0, "journal_header"},
+	    {"in the directory", 4 * 512 + 12, 0, "grain_dir"},
+	    {"in the first table", 8 * 512 + 100, 0, "grain table 0"},
+	    {"in the second table", 100 * 512, 16 << 20, "grain table 1"},
+	    {"in grain 0", 256 * 512 + 4000, 0, "grain 0 "},
+	    {"before grain 4101", 264 * 512, 16 << 20, "grain 4101 "},
+	};
+	uint8_t *f = malloc(SES_SECTORS * 512);
+
+	(void)state;
+	mk_sesparse(f);
+	for (size_t i = 0; i < sizeof cut / sizeof cut[0]; i++)
+		expect_truncated_refused(cut[i].what, f, cut[i].len, cut[i].read_from,
+					 cut[i].word);
+	free(f);
+}
+
+/* Bytes of address space in use (VmSize). */
+static uint64_t vm_size(void)
+{
+	char line[256];
+	unsigned long long kb = 0;
+	FILE *fp = fopen("/proc/self/status", "r");
+
+	assert_non_null(fp);
+	while (fgets(line, sizeof line, fp))
+		if (sscanf(line, "VmSize: %llu kB", &kb) == 1)
+			break;
+	fclose(fp);
+	return (uint64_t)kb << 10;
+}
+
+/* In a child limited to 12 MiB more address space than it uses, headers
+ * that claim a 64 TiB directory (32 MiB) or 2 TiB of COWD tables from a
+ * file of a few sectors are refused as bad data, not as out of memory. */
+static void expect_refused_small(const char *what, const uint8_t *f, size_t len,
+				 const char *type)
+{
+	pid_t pid = fork();
+	int status;
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct rlimit rl;
+		int rc;
+
+		rl.rlim_cur = rl.rlim_max = vm_size() + (12u << 20);
+		setrlimit(RLIMIT_AS, &rl);
+		rc = try_image(f, len, type, 0);
+		if (rc != -VD_EBADDATA)
+			fprintf(stderr, "%s: rc %d (%s)\n", what, rc, vdt_last_msg);
+		_exit(rc == -VD_EBADDATA ? 0 : 1);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	if (!WIFEXITED(status) || WEXITSTATUS(status))
+		fail_msg("%s: not refused as bad data under a 12 MiB memory bound", what);
+}
+
+static void test_hostile_sizes_bounded(void **state)
+{
+	uint8_t *f = malloc(SES_SECTORS * 512);
+
+	(void)state;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	skip();
+#endif
+	mk_sesparse(f);
+	put_le64(f + 16, 64ull << 31);	     /* capacity 64 TiB */
+	put_le64(f + 136, 1ull << 16);	     /* grain_dir_size: 32 MiB */
+	put_le64(f + 152, 1ull << 28);	     /* grain_tables_size */
+	put_le64(f + 200, 1ull << 40);	     /* grains_size */
+	expect_refused_small("seSparse 64 TiB in 20 sectors", f, 20 * 512, "SESPARSE");
+	mk_cowd(f);
+	put_le32(f + 12, 0xffffffffu);	     /* numSectors: 2 TiB */
+	put_le32(f + 24, 1u << 20);	     /* numGDEntries for grain 1 */
+	expect_refused_small("COWD 2 TiB in 39 sectors", f, COWD_SECTORS * 512,
+			     "VMFSSPARSE");
+	free(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -741,6 +876,8 @@ int main(void)
 	    cmocka_unit_test(test_cowd_hostile),
 	    cmocka_unit_test(test_sesparse_hostile),
 	    cmocka_unit_test(test_sesparse_check),
+	    cmocka_unit_test(test_sesparse_truncated),
+	    cmocka_unit_test(test_hostile_sizes_bounded),
 	};
 
 	vd_log_set(vdt_log, NULL);
