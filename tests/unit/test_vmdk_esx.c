@@ -18,6 +18,7 @@
 #include <cmocka.h>
 #include <pthread.h>
 #include <sys/resource.h>
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -733,6 +734,224 @@ static void test_sesparse_check(void **state)
 }
 
 
+/* ---- seSparse writes ----------------------------------------------------------------- */
+
+/* 40 MiB + 1.5 KiB: three GTs, the last grain partial */
+#define SESW_CAP ((40ull << 20) + 1536)
+
+struct ses_op {
+	uint64_t off;
+	size_t len;
+	int byte; /* -1: a zero write */
+};
+
+static const struct ses_op ses_script[] = {
+    {1000, 100, 'a'},		       /* partial, new GT: rest from below */
+    {8192, 4096, 'b'},		       /* a whole grain */
+    {(16 << 20) - 2000, 5000, 'c'},   /* across GT 0/1: a second new GT */
+    {20480, 3 * 4096, -1},	       /* whole zero grains over nothing */
+    {8192 + 10, 100, -1},	       /* partial zeros into data */
+    {1 << 20, 4096, 'd'},	       /* a grain, freed again next */
+    {1 << 20, 4096, -1},	       /* data -> zero grain, cluster freed */
+    {20480 + 100, 50, 'e'},	       /* into a zero grain: rest zeros */
+    {SESW_CAP - 700, 700, 'f'},	       /* the partial last grain */
+    {1000 + 10, 10, 'g'},	       /* in place */
+    {(32 << 20) + 4096 * 9, 4096, -1}, /* zero grain in a third new GT */
+};
+
+/* Apply ops to d and to raw (what the disk shows over a parent of 'P'). */
+static void ses_apply(struct vmdk_disk *d, uint8_t *raw, const struct ses_op *ops,
+		      size_t n)
+{
+	static uint8_t buf[4 * 4096];
+
+	for (size_t i = 0; i < n; i++) {
+		const struct ses_op *o = &ops[i];
+		for (uint64_t b = o->off / 4096 * 4096; b < o->off + o->len; b += 4096) {
+			enum vmdk_bs k;
+			uint64_t run;
+			assert_int_equal(vmdk_block_status(d, b, 1, &k, &run), 0);
+			if (k == VMDK_BS_ZERO) /* a zero grain: the parent no longer shows */
+				memset(raw + b, 0, VD_MIN(4096, SESW_CAP - b));
+		}
+		memset(buf, o->byte < 0 ? 0 : o->byte, o->len);
+		if (o->byte < 0)
+			assert_int_equal(vmdk_pwrite_zeroes(d, o->len, o->off), 0);
+		else
+			assert_int_equal(vmdk_pwrite(d, buf, o->len, o->off), 0);
+		memcpy(raw + o->off, buf, o->len);
+	}
+}
+
+/* Every grain of d reads as raw (unallocated grains: raw shows 'P'). */
+static void ses_expect_content(struct vmdk_disk *d, const uint8_t *raw)
+{
+	static uint8_t buf[4096], p[4096];
+
+	memset(p, 'P', sizeof p);
+	for (uint64_t b = 0; b < SESW_CAP; b += 4096) {
+		size_t n = (size_t)VD_MIN(4096, SESW_CAP - b);
+		enum vmdk_bs k;
+		uint64_t run;
+		assert_int_equal(vmdk_block_status(d, b, n, &k, &run), 0);
+		assert_int_equal(vmdk_pread(d, buf, n, b), 0);
+		if (memcmp(k == VMDK_BS_UNALLOC ? p : buf, raw + b, n))
+			fail_msg("grain at %llu (kind %d) differs", (unsigned long long)b, k);
+	}
+}
+
+static char *ses_new_disk(const char *dir)
+{
+	char *desc = vdt_join(dir, "w.vmdk");
+	struct vmdk_create_opts o = {.capacity = SESW_CAP, .subformat = VMDK_SESPARSE,
+				     .parent_cid = 0x1234, .parent_hint = "p.vmdk"};
+
+	assert_int_equal(vmdk_create(desc, &o, NULL), 0);
+	return desc;
+}
+
+static void test_sesparse_write(void **state)
+{
+	char *dir = vdt_mkdtemp("esx"), *desc = ses_new_disk(dir);
+	uint8_t *raw = malloc(SESW_CAP);
+	struct vmdk_check_result res;
+	struct vmdk_disk *d;
+
+	(void)state;
+	memset(raw, 'P', SESW_CAP);
+	d = open_ok_rw(desc);
+	vmdk_set_backing(d, backing_p, NULL);
+	ses_apply(d, raw, ses_script, sizeof ses_script / sizeof ses_script[0]);
+	ses_expect_content(d, raw);
+	assert_int_equal(vmdk_close(d), 0);
+	d = open_ok(desc);
+	ses_expect_content(d, raw);
+	assert_int_equal(vmdk_check(d, check_cb, NULL, &res), 0);
+	assert_int_equal(res.errors, 0);
+	assert_int_equal(res.warnings, 0);
+	assert_int_equal(res.leaked, 0);
+	/* grains 0 (a), 2 (b), 4095-4096 (c), 5 (e), 10240 (f) hold data */
+	assert_int_equal(res.allocated, 6 * 4096);
+	vmdk_close(d);
+	free(raw);
+	vdt_rmtree(dir);
+	free(dir);
+	free(desc);
+}
+
+/* Crash test of seSparse writes: a disk holding grains 256 and 300 ('O')
+ * gets an allocating write in a new GT, one in an existing GT, a zero
+ * write over grain 256 and an in-place write into grain 300; cut after each prefix of its writes,
+ * with and without unsynced writes dropped, it must open, check without
+ * errors or map warnings, and each grain read old or new. */
+static const struct ses_op ses_crash_ops[] = {
+    {(20 << 20) + 100, 200, 'N'}, /* new GT 1 */
+    {4096 * 3, 4096, 'M'},	  /* existing GT 0 */
+    {4096 * 256, 4096, -1},	  /* data -> zero grain */
+    {4096 * 300 + 8, 8, 'Q'},	  /* in place */
+};
+
+static long ses_crash_op(const char *desc, long budget, bool drop, bool *crashed)
+{
+	struct vd_faultio *fi;
+	struct vmdk_disk *d;
+	uint8_t *raw = malloc(SESW_CAP);
+	long writes;
+
+	assert_int_equal(vd_faultio_create(budget, drop, &fi), 0);
+	if (!vmdk_open(desc, VMDK_OPEN_RDWR, vd_faultio_io(fi), &d)) {
+		for (size_t i = 0; i < 4; i++) {
+			const struct ses_op *o = &ses_crash_ops[i];
+			static uint8_t buf[4096];
+			memset(buf, o->byte < 0 ? 0 : o->byte, o->len);
+			if ((o->byte < 0 ? vmdk_pwrite_zeroes(d, o->len, o->off)
+					 : vmdk_pwrite(d, buf, o->len, o->off)))
+				break;
+		}
+		vmdk_close(d);
+	}
+	*crashed = vd_faultio_crashed(fi);
+	writes = vd_faultio_writes(fi);
+	assert_int_equal(vd_faultio_crash(fi), 0);
+	vd_faultio_destroy(fi);
+	free(raw);
+	return writes;
+}
+
+/* Each op's bytes read all old or all new (all new when nothing was cut). */
+static void ses_crash_verify(const char *desc, bool all_new)
+{
+	static const int old_byte[4] = {0, 0, 'O', 'O'};
+	struct vmdk_disk *d = NULL;
+	struct vmdk_check_result res;
+	uint8_t buf[4096], old[4096], new[4096];
+
+	assert_int_equal(vmdk_open(desc, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, NULL, &d),
+			 0);
+	for (size_t i = 0; i < 4; i++) {
+		const struct ses_op *o = &ses_crash_ops[i];
+		int nb = o->byte < 0 ? 0 : o->byte;
+		memset(old, old_byte[i], o->len);
+		memset(new, nb, o->len);
+		assert_int_equal(vmdk_pread(d, buf, o->len, o->off), 0);
+		if (memcmp(buf, new, o->len) && (all_new || memcmp(buf, old, o->len)))
+			fail_msg("op %zu: neither old nor new (0x%02x)", i, buf[0]);
+	}
+	assert_int_equal(vmdk_check(d, check_cb, NULL, &res), 0);
+	if (res.errors || res.warnings)
+		fail_msg("check: %u errors %u warnings", res.errors, res.warnings);
+	vmdk_close(d);
+}
+
+static void restore(const char *path, const uint8_t *img, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)len), 0);
+	for (size_t at = 0; at < len; at += 4096) /* keep the holes */
+		if (!vd_is_zero(img + at, VD_MIN(4096, len - at)))
+			assert_true(pwrite(fd, img + at, VD_MIN(4096, len - at), (off_t)at) > 0);
+	close(fd);
+}
+
+static void test_sesparse_crash(void **state)
+{
+	char *dir = vdt_mkdtemp("esx"), *desc = ses_new_disk(dir);
+	char *ext = vdt_join(dir, "w-sesparse.vmdk"), *tmp = vdt_join(dir, "w.vmdk.vdelta-tmp");
+	uint8_t *img, *text, buf[4096];
+	size_t img_len = 0, text_len = 0;
+	struct vmdk_disk *d = open_ok_rw(desc);
+	bool crashed;
+	long total;
+
+	(void)state;
+	memset(buf, 'O', sizeof buf);
+	assert_int_equal(vmdk_pwrite(d, buf, sizeof buf, 4096 * 256), 0);
+	assert_int_equal(vmdk_pwrite(d, buf, sizeof buf, 4096 * 300), 0);
+	assert_int_equal(vmdk_close(d), 0);
+	img = vdt_slurp(ext, &img_len);
+	text = vdt_slurp(desc, &text_len);
+	total = ses_crash_op(desc, 1000000, true, &crashed);
+	assert_false(crashed);
+	assert_true(total > 8);
+	for (int drop = 0; drop < 2; drop++)
+		for (long k = 0; k <= total; k++) {
+			unlink(tmp);
+			restore(ext, img, img_len);
+			assert_int_equal(vdt_write_file(desc, text, text_len), 0);
+			ses_crash_op(desc, k, drop, &crashed);
+			ses_crash_verify(desc, !crashed);
+		}
+	free(img);
+	free(text);
+	vdt_rmtree(dir);
+	free(dir);
+	free(desc);
+	free(ext);
+	free(tmp);
+}
+
 /* ---- truncated and oversized seSparse ------------------------------------------------ */
 
 /* Opens the truncated image, reads it all and checks it; the read must be
@@ -876,6 +1095,8 @@ int main(void)
 	    cmocka_unit_test(test_cowd_hostile),
 	    cmocka_unit_test(test_sesparse_hostile),
 	    cmocka_unit_test(test_sesparse_check),
+	    cmocka_unit_test(test_sesparse_write),
+	    cmocka_unit_test(test_sesparse_crash),
 	    cmocka_unit_test(test_sesparse_truncated),
 	    cmocka_unit_test(test_hostile_sizes_bounded),
 	};
