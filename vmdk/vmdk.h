@@ -143,6 +143,9 @@ enum vmdk_subformat {
 	VMDK_MONOLITHIC_FLAT,
 	VMDK_TWOGB_FLAT,
 	VMDK_STREAM_OPTIMIZED,
+	VMDK_VMFS,        /* ESXi base: NAME.vmdk + NAME-flat.vmdk (VMFS extent) */
+	VMDK_VMFS_SPARSE, /* ESXi delta, COWD: NAME.vmdk + NAME-delta.vmdk */
+	VMDK_SESPARSE,    /* ESXi delta, seSparse: NAME.vmdk + NAME-sesparse.vmdk */
 	VMDK_SUBFORMAT_COUNT,
 };
 /* "monolithicSparse" etc. -> enum; -EINVAL if unknown */
@@ -155,9 +158,11 @@ struct vmdk_create_opts {
 	const char *adapter;          /* ide (default), lsilogic, buslogic, legacyESX, lsisas1068, pvscsi */
 	int hwversion;                /* 0: 4 */
 	bool zeroed_grain;            /* version 2 + flag bit 2 (sparse only) */
-	uint64_t grain_size;          /* 0: 64 KiB */
+	uint64_t grain_size;          /* 0: 64 KiB (vmfsSparse: 512 B, as ESXi) */
 	uint64_t split_size;          /* twoGb* extent size; 0: 2047 MiB */
-	/* Delta: parent CID and hint (NULL for a base).  Sparse subformats only. */
+	bool preallocate;             /* flat/vmfs: allocate every byte (else a sparse file) */
+	/* Delta: parent CID and hint (NULL for a base).  Sparse subformats
+	 * (hosted sparse, vmfsSparse, seSparse) only. */
 	uint32_t parent_cid;
 	const char *parent_hint;
 };

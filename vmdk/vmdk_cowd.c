@@ -458,3 +458,34 @@ const struct vmdk_extent_ops vmdk_cowd_ops = {
     .info = cowd_info,
     .check = cowd_check,
 };
+
+/* ---- create ------------------------------------------------------------------- */
+
+/* An empty COWD extent as ESXi starts one: header (version 1, flags 3),
+ * the directory at sector 4, freeSector right after it; no tables yet
+ * (they are allocated on demand by the writer, [C2]). */
+int vmdk_cowd_create_file(struct vd_file *f, uint64_t sectors, uint64_t grain_sectors)
+{
+	uint64_t cover = COWD_GTES_PER_GT * grain_sectors;
+	uint32_t nr_gd = (uint32_t)VD_DIV_ROUND_UP(sectors, cover);
+	uint32_t gd_sectors = (uint32_t)VD_DIV_ROUND_UP(nr_gd * 4ull, VD_SECTOR);
+	uint8_t h[COWD_HEADER_SIZE] = {0};
+	int err;
+
+	if (sectors == 0 || sectors > UINT32_MAX || grain_sectors == 0 ||
+	    grain_sectors > VMDK_MAX_GRAIN_SECTORS)
+		return -EINVAL;
+	put_le32(h + COWD_OFF_MAGIC, COWD_MAGIC);
+	put_le32(h + COWD_OFF_VERSION, 1);
+	put_le32(h + COWD_OFF_FLAGS, 3);
+	put_le32(h + COWD_OFF_CAPACITY, (uint32_t)sectors);
+	put_le32(h + COWD_OFF_GRAIN, (uint32_t)grain_sectors);
+	put_le32(h + COWD_OFF_GD, COWD_HEADER_SIZE / VD_SECTOR);
+	put_le32(h + COWD_OFF_NR_GD, nr_gd);
+	put_le32(h + COWD_OFF_FREE, COWD_HEADER_SIZE / VD_SECTOR + gd_sectors);
+	err = f->ops->truncate(f, (uint64_t)(COWD_HEADER_SIZE / VD_SECTOR + gd_sectors) *
+				       VD_SECTOR);
+	if (!err)
+		err = vd_pwrite(f, h, sizeof h, 0);
+	return err;
+}

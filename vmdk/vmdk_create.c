@@ -1,6 +1,9 @@
 /* vmdk — creating new disks (format layer): monolithic and split sparse,
- * monolithic and split flat, stream (via vmdk_stream.c), and sparse deltas
- * that name a parent by CID and hint.
+ * monolithic and split flat, stream (via vmdk_stream.c), ESXi's vmfs base
+ * (NAME-flat.vmdk) and its deltas (vmfsSparse NAME-delta.vmdk via
+ * vmdk_cowd.c, seSparse NAME-sesparse.vmdk via vmdk_sesparse.c, named and
+ * described as ESXi writes them: isNativeSnapshot, ddb.longContentID,
+ * ddb.grain), and sparse deltas that name a parent by CID and hint.
  *
  * Layout of a hosted sparse extent we create (what VMware and qemu write,
  * format doc §2.4; all tables preallocated so that qemu, which cannot
@@ -16,6 +19,7 @@
 #include "vmdk_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -26,7 +30,7 @@
 
 static const char *const subformat_names[VMDK_SUBFORMAT_COUNT] = {
 	"monolithicSparse", "twoGbMaxExtentSparse", "monolithicFlat",
-	"twoGbMaxExtentFlat", "streamOptimized",
+	"twoGbMaxExtentFlat", "streamOptimized", "vmfs", "vmfsSparse", "seSparse",
 };
 
 int vmdk_subformat_parse(const char *name, enum vmdk_subformat *out)
@@ -47,6 +51,17 @@ const char *vmdk_subformat_name(enum vmdk_subformat sf)
 static bool is_sparse(enum vmdk_subformat sf)
 {
 	return sf == VMDK_MONOLITHIC_SPARSE || sf == VMDK_TWOGB_SPARSE;
+}
+
+/* ESXi's delta kinds */
+static bool is_esx_delta(enum vmdk_subformat sf)
+{
+	return sf == VMDK_VMFS_SPARSE || sf == VMDK_SESPARSE;
+}
+
+static bool is_esx(enum vmdk_subformat sf)
+{
+	return sf == VMDK_VMFS || is_esx_delta(sf);
 }
 
 static bool is_split(enum vmdk_subformat sf)
@@ -77,8 +92,21 @@ static int opts_check(const char *path, const struct vmdk_create_opts *o)
 	       "%s: monolithicSparse holds at most 2 TiB; use twoGbMaxExtentSparse", path);
 	REFUSE(o->zeroed_grain && !is_sparse(o->subformat),
 	       "%s: zeroed grains need a sparse subformat", path);
-	REFUSE(o->parent_hint && !is_sparse(o->subformat),
-	       "%s: a delta must be sparse (monolithicSparse or twoGbMaxExtentSparse)", path);
+	REFUSE(o->parent_hint && !is_sparse(o->subformat) && !is_esx_delta(o->subformat),
+	       "%s: a delta must be sparse (monolithicSparse, twoGbMaxExtentSparse, "
+	       "vmfsSparse or seSparse)", path);
+	REFUSE(o->subformat == VMDK_VMFS_SPARSE &&
+	       VD_ROUND_UP(o->capacity, VD_SECTOR) / VD_SECTOR > UINT32_MAX,
+	       "%s: vmfsSparse holds at most 2 TiB - 512 B (32-bit sector count); use "
+	       "seSparse", path);
+	REFUSE(o->subformat == VMDK_SESPARSE && o->grain_size && o->grain_size != 4096,
+	       "%s: seSparse grains are 4 KiB", path);
+	REFUSE(o->subformat == VMDK_VMFS_SPARSE && o->grain_size > (1u << 20),
+	       "%s: vmfsSparse grains of at most 1 MiB", path);
+	REFUSE(o->preallocate && o->subformat != VMDK_VMFS &&
+	       o->subformat != VMDK_MONOLITHIC_FLAT && o->subformat != VMDK_TWOGB_FLAT,
+	       "%s: --preallocate needs a flat subformat (vmfs, monolithicFlat, "
+	       "twoGbMaxExtentFlat)", path);
 	REFUSE(o->grain_size && (!vd_is_pow2(o->grain_size) || o->grain_size < VD_SECTOR ||
 				 o->grain_size > VMDK_MAX_GRAIN_SECTORS * VD_SECTOR),
 	       "%s: grain size %llu is not a power of two between 512 B and 32 MiB", path,
@@ -93,6 +121,41 @@ static int opts_check(const char *path, const struct vmdk_create_opts *o)
 
 /* ---- descriptor ----------------------------------------------------------------------------- */
 
+static char *long_content_id(char buf[33], uint32_t cid)
+{
+	snprintf(buf, 33, "%08x%08x%08x%08x", vd_random32(), vd_random32(), vd_random32(),
+		 cid);
+	return buf;
+}
+
+/* ESXi deltas carry only the content id (and seSparse its grain). */
+static int desc_ddb_esx_delta(struct vmdk_desc *d, const struct vmdk_create_opts *o,
+			      uint32_t cid)
+{
+	char lcid[33];
+	int err = 0;
+
+	if (o->subformat == VMDK_SESPARSE)
+		err = vmdk_desc_kv_set(d, "ddb.encoding", "UTF-8", true);
+	if (!err && o->subformat == VMDK_SESPARSE)
+		err = vmdk_desc_kv_set(d, "ddb.grain", "8", true);
+	if (!err)
+		err = vmdk_desc_kv_set(d, "ddb.longContentID", long_content_id(lcid, cid), true);
+	return err;
+}
+
+/* ddb.uuid as ESXi spells it: "xx xx .. xx-xx .. xx" */
+static int desc_uuid(struct vmdk_desc *d)
+{
+	char buf[48], *p = buf;
+
+	for (int i = 0; i < 16; i++) {
+		snprintf(p, 4, "%02x%s", vd_random32() & 0xff, i == 15 ? "" : i == 7 ? "-" : " ");
+		p += strlen(p);
+	}
+	return vmdk_desc_kv_set(d, "ddb.uuid", buf, true);
+}
+
 static int desc_ddb(struct vmdk_desc *d, const struct vmdk_create_opts *o,
 		    uint64_t sectors, uint32_t cid)
 {
@@ -104,8 +167,7 @@ static int desc_ddb(struct vmdk_desc *d, const struct vmdk_create_opts *o,
 
 	cyl = VD_MIN(cyl, ide ? 16383u : 65535u);
 	snprintf(buf[0], sizeof buf[0], "%d", o->hwversion ? o->hwversion : 4);
-	snprintf(buf[1], sizeof buf[1], "%08x%08x%08x%08x", vd_random32(), vd_random32(),
-		 vd_random32(), cid);
+	long_content_id(buf[1], cid);
 	err = vmdk_desc_kv_set(d, "ddb.virtualHWVersion", buf[0], true);
 	if (!err)
 		err = vmdk_desc_kv_set(d, "ddb.longContentID", buf[1], true);
@@ -118,6 +180,10 @@ static int desc_ddb(struct vmdk_desc *d, const struct vmdk_create_opts *o,
 		err = vmdk_desc_kv_set(d, "ddb.geometry.sectors", "63", true);
 	if (!err)
 		err = vmdk_desc_kv_set(d, "ddb.adapterType", adapter, true);
+	if (!err && o->subformat == VMDK_VMFS && !o->preallocate)
+		err = vmdk_desc_kv_set(d, "ddb.thinProvisioned", "1", true);
+	if (!err && o->subformat == VMDK_VMFS)
+		err = desc_uuid(d);
 	return err;
 }
 
@@ -137,6 +203,8 @@ static int desc_header(struct vmdk_desc *d, const struct vmdk_create_opts *o,
 		err = vmdk_desc_kv_set(d, "CID", cids[0], false);
 	if (!err)
 		err = vmdk_desc_kv_set(d, "parentCID", cids[1], false);
+	if (!err && is_esx(o->subformat))
+		err = vmdk_desc_kv_set(d, "isNativeSnapshot", "no", true);
 	if (!err)
 		err = vmdk_desc_kv_set(d, "createType", subformat_names[o->subformat], true);
 	if (!err && o->parent_hint)
@@ -172,8 +240,12 @@ static char **extent_names(const char *path, const struct vmdk_create_opts *o,
 			r = asprintf(&names[i], "%s-s%03u.vmdk", stem, i + 1);
 		else if (o->subformat == VMDK_TWOGB_FLAT)
 			r = asprintf(&names[i], "%s-f%03u.vmdk", stem, i + 1);
-		else if (o->subformat == VMDK_MONOLITHIC_FLAT)
+		else if (o->subformat == VMDK_MONOLITHIC_FLAT || o->subformat == VMDK_VMFS)
 			r = asprintf(&names[i], "%s-flat.vmdk", stem);
+		else if (o->subformat == VMDK_VMFS_SPARSE)
+			r = asprintf(&names[i], "%s-delta.vmdk", stem);
+		else if (o->subformat == VMDK_SESPARSE)
+			r = asprintf(&names[i], "%s-sesparse.vmdk", stem);
 		else
 			names[i] = strdup(base ? base + 1 : path);
 		if (r < 0)
@@ -292,6 +364,21 @@ static int finish_file(struct vd_file *f, int err)
 	return err;
 }
 
+/* A flat extent: a sparse file, or every byte allocated. */
+static int write_flat(struct vd_file *f, uint64_t size, bool preallocate)
+{
+	static const uint8_t zeros[1 << 16];
+	int err = f->ops->truncate(f, size);
+
+	if (err || !preallocate)
+		return err;
+	if (f->fd >= 0 && posix_fallocate(f->fd, 0, (off_t)size) == 0)
+		return 0;
+	for (uint64_t at = 0; !err && at < size; at += sizeof zeros)
+		err = vd_pwrite(f, zeros, (size_t)VD_MIN(size - at, (uint64_t)sizeof zeros), at);
+	return err;
+}
+
 static int create_extent(struct created *c, const char *path, uint64_t sectors,
 			 const struct vmdk_create_opts *o, const char *desc_text)
 {
@@ -302,8 +389,13 @@ static int create_extent(struct created *c, const char *path, uint64_t sectors,
 		return err;
 	if (is_sparse(o->subformat))
 		err = write_sparse(f, sectors, o, desc_text);
+	else if (o->subformat == VMDK_VMFS_SPARSE)
+		err = vmdk_cowd_create_file(f, sectors,
+					    o->grain_size ? o->grain_size / VD_SECTOR : 1);
+	else if (o->subformat == VMDK_SESPARSE)
+		err = vmdk_sesparse_create_file(f, sectors);
 	else
-		err = f->ops->truncate(f, sectors * VD_SECTOR);
+		err = write_flat(f, sectors * VD_SECTOR, o->preallocate);
 	return finish_file(f, err);
 }
 
@@ -322,8 +414,9 @@ static int write_text_file(struct created *c, const char *path, const char *text
 static int build_desc(const struct vmdk_create_opts *o, char **names, unsigned n,
 		      uint64_t split, struct vmdk_desc **out)
 {
-	static const char *const types[VMDK_SUBFORMAT_COUNT] = { "SPARSE", "SPARSE", "FLAT",
-								 "FLAT", "SPARSE" };
+	static const char *const types[VMDK_SUBFORMAT_COUNT] = {
+		"SPARSE", "SPARSE", "FLAT", "FLAT", "SPARSE", "VMFS", "VMFSSPARSE", "SESPARSE"};
+	bool has_offset = o->subformat == VMDK_MONOLITHIC_FLAT || o->subformat == VMDK_TWOGB_FLAT;
 	uint64_t sectors = VD_DIV_ROUND_UP(o->capacity, VD_SECTOR), left = sectors;
 	uint32_t cid = vd_random32();
 	struct vmdk_desc *d = calloc(1, sizeof *d);
@@ -336,12 +429,12 @@ static int build_desc(const struct vmdk_create_opts *o, char **names, unsigned n
 	for (unsigned i = 0; !err && i < n; i++) {
 		uint64_t ext = is_split(o->subformat) ? VD_MIN(left, split / VD_SECTOR) : left;
 		err = vmdk_desc_add_extent(d, VMDK_ACCESS_RW, ext, types[o->subformat], names[i],
-					   0, !is_sparse(o->subformat) &&
-						      o->subformat != VMDK_STREAM_OPTIMIZED);
+					   0, has_offset);
 		left -= ext;
 	}
 	if (!err)
-		err = desc_ddb(d, o, sectors, cid);
+		err = is_esx_delta(o->subformat) ? desc_ddb_esx_delta(d, o, cid)
+						 : desc_ddb(d, o, sectors, cid);
 	if (err)
 		vmdk_desc_free(d);
 	else

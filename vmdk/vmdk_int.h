@@ -325,4 +325,9 @@ int vmdk_gt_check(struct vmdk_extent *e, struct vmdk_gt *gt, uint64_t overhead,
 int vmdk_stream_create(const char *path, const struct vmdk_create_opts *o,
 		       const struct vd_io *io, const char *desc_text);
 
+/* ---- ESXi delta files (vmdk_cowd.c, vmdk_sesparse.c) -------------------------------------- */
+/* Write an empty extent of `sectors` into the fresh file f (not synced). */
+int vmdk_cowd_create_file(struct vd_file *f, uint64_t sectors, uint64_t grain_sectors);
+int vmdk_sesparse_create_file(struct vd_file *f, uint64_t sectors);
+
 #endif

@@ -7,7 +7,9 @@
  * ESXi seSparse's first 16 MiB are 'a'); the same extents rebuilt here
  * from the format notes (as the corpus mk.py scripts do) read alike; and
  * hand-damaged headers and tables are refused with a message naming the
- * file, under an address-space limit. */
+ * file, under an address-space limit; truncated seSparse files are refused
+ * (read and check) and left unchanged; headers claiming huge tables from a
+ * few sectors are refused within 12 MiB of address space. */
 #define _GNU_SOURCE
 #include <setjmp.h> /* cmocka.h needs these three first */
 #include <stdarg.h>
@@ -16,6 +18,9 @@
 #include <cmocka.h>
 #include <pthread.h>
 #include <sys/resource.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "vdt_corpus_hash.h"
 #include "vmdk_int.h"
@@ -728,6 +733,355 @@ static void test_sesparse_check(void **state)
 	free(ext);
 }
 
+
+/* ---- seSparse writes ----------------------------------------------------------------- */
+
+/* 40 MiB + 1.5 KiB: three GTs, the last grain partial */
+#define SESW_CAP ((40ull << 20) + 1536)
+
+struct ses_op {
+	uint64_t off;
+	size_t len;
+	int byte; /* -1: a zero write */
+};
+
+static const struct ses_op ses_script[] = {
+    {1000, 100, 'a'},		       /* partial, new GT: rest from below */
+    {8192, 4096, 'b'},		       /* a whole grain */
+    {(16 << 20) - 2000, 5000, 'c'},   /* across GT 0/1: a second new GT */
+    {20480, 3 * 4096, -1},	       /* whole zero grains over nothing */
+    {8192 + 10, 100, -1},	       /* partial zeros into data */
+    {1 << 20, 4096, 'd'},	       /* a grain, freed again next */
+    {1 << 20, 4096, -1},	       /* data -> zero grain, cluster freed */
+    {20480 + 100, 50, 'e'},	       /* into a zero grain: rest zeros */
+    {SESW_CAP - 700, 700, 'f'},	       /* the partial last grain */
+    {1000 + 10, 10, 'g'},	       /* in place */
+    {(32 << 20) + 4096 * 9, 4096, -1}, /* zero grain in a third new GT */
+};
+
+/* Apply ops to d and to raw (what the disk shows over a parent of 'P'). */
+static void ses_apply(struct vmdk_disk *d, uint8_t *raw, const struct ses_op *ops,
+		      size_t n)
+{
+	static uint8_t buf[4 * 4096];
+
+	for (size_t i = 0; i < n; i++) {
+		const struct ses_op *o = &ops[i];
+		for (uint64_t b = o->off / 4096 * 4096; b < o->off + o->len; b += 4096) {
+			enum vmdk_bs k;
+			uint64_t run;
+			assert_int_equal(vmdk_block_status(d, b, 1, &k, &run), 0);
+			if (k == VMDK_BS_ZERO) /* a zero grain: the parent no longer shows */
+				memset(raw + b, 0, VD_MIN(4096, SESW_CAP - b));
+		}
+		memset(buf, o->byte < 0 ? 0 : o->byte, o->len);
+		if (o->byte < 0)
+			assert_int_equal(vmdk_pwrite_zeroes(d, o->len, o->off), 0);
+		else
+			assert_int_equal(vmdk_pwrite(d, buf, o->len, o->off), 0);
+		memcpy(raw + o->off, buf, o->len);
+	}
+}
+
+/* Every grain of d reads as raw (unallocated grains: raw shows 'P'). */
+static void ses_expect_content(struct vmdk_disk *d, const uint8_t *raw)
+{
+	static uint8_t buf[4096], p[4096];
+
+	memset(p, 'P', sizeof p);
+	for (uint64_t b = 0; b < SESW_CAP; b += 4096) {
+		size_t n = (size_t)VD_MIN(4096, SESW_CAP - b);
+		enum vmdk_bs k;
+		uint64_t run;
+		assert_int_equal(vmdk_block_status(d, b, n, &k, &run), 0);
+		assert_int_equal(vmdk_pread(d, buf, n, b), 0);
+		if (memcmp(k == VMDK_BS_UNALLOC ? p : buf, raw + b, n))
+			fail_msg("grain at %llu (kind %d) differs", (unsigned long long)b, k);
+	}
+}
+
+static char *ses_new_disk(const char *dir)
+{
+	char *desc = vdt_join(dir, "w.vmdk");
+	struct vmdk_create_opts o = {.capacity = SESW_CAP, .subformat = VMDK_SESPARSE,
+				     .parent_cid = 0x1234, .parent_hint = "p.vmdk"};
+
+	assert_int_equal(vmdk_create(desc, &o, NULL), 0);
+	return desc;
+}
+
+static void test_sesparse_write(void **state)
+{
+	char *dir = vdt_mkdtemp("esx"), *desc = ses_new_disk(dir);
+	uint8_t *raw = malloc(SESW_CAP);
+	struct vmdk_check_result res;
+	struct vmdk_disk *d;
+
+	(void)state;
+	memset(raw, 'P', SESW_CAP);
+	d = open_ok_rw(desc);
+	vmdk_set_backing(d, backing_p, NULL);
+	ses_apply(d, raw, ses_script, sizeof ses_script / sizeof ses_script[0]);
+	ses_expect_content(d, raw);
+	assert_int_equal(vmdk_close(d), 0);
+	d = open_ok(desc);
+	ses_expect_content(d, raw);
+	assert_int_equal(vmdk_check(d, check_cb, NULL, &res), 0);
+	assert_int_equal(res.errors, 0);
+	assert_int_equal(res.warnings, 0);
+	assert_int_equal(res.leaked, 0);
+	/* grains 0 (a), 2 (b), 4095-4096 (c), 5 (e), 10240 (f) hold data */
+	assert_int_equal(res.allocated, 6 * 4096);
+	vmdk_close(d);
+	free(raw);
+	vdt_rmtree(dir);
+	free(dir);
+	free(desc);
+}
+
+/* Crash test of seSparse writes: a disk holding grains 256 and 300 ('O')
+ * gets an allocating write in a new GT, one in an existing GT, a zero
+ * write over grain 256 and an in-place write into grain 300; cut after each prefix of its writes,
+ * with and without unsynced writes dropped, it must open, check without
+ * errors or map warnings, and each grain read old or new. */
+static const struct ses_op ses_crash_ops[] = {
+    {(20 << 20) + 100, 200, 'N'}, /* new GT 1 */
+    {4096 * 3, 4096, 'M'},	  /* existing GT 0 */
+    {4096 * 256, 4096, -1},	  /* data -> zero grain */
+    {4096 * 300 + 8, 8, 'Q'},	  /* in place */
+};
+
+static long ses_crash_op(const char *desc, long budget, bool drop, bool *crashed)
+{
+	struct vd_faultio *fi;
+	struct vmdk_disk *d;
+	uint8_t *raw = malloc(SESW_CAP);
+	long writes;
+
+	assert_int_equal(vd_faultio_create(budget, drop, &fi), 0);
+	if (!vmdk_open(desc, VMDK_OPEN_RDWR, vd_faultio_io(fi), &d)) {
+		for (size_t i = 0; i < 4; i++) {
+			const struct ses_op *o = &ses_crash_ops[i];
+			static uint8_t buf[4096];
+			memset(buf, o->byte < 0 ? 0 : o->byte, o->len);
+			if ((o->byte < 0 ? vmdk_pwrite_zeroes(d, o->len, o->off)
+					 : vmdk_pwrite(d, buf, o->len, o->off)))
+				break;
+		}
+		vmdk_close(d);
+	}
+	*crashed = vd_faultio_crashed(fi);
+	writes = vd_faultio_writes(fi);
+	assert_int_equal(vd_faultio_crash(fi), 0);
+	vd_faultio_destroy(fi);
+	free(raw);
+	return writes;
+}
+
+/* Each op's bytes read all old or all new (all new when nothing was cut). */
+static void ses_crash_verify(const char *desc, bool all_new)
+{
+	static const int old_byte[4] = {0, 0, 'O', 'O'};
+	struct vmdk_disk *d = NULL;
+	struct vmdk_check_result res;
+	uint8_t buf[4096], old[4096], new[4096];
+
+	assert_int_equal(vmdk_open(desc, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, NULL, &d),
+			 0);
+	for (size_t i = 0; i < 4; i++) {
+		const struct ses_op *o = &ses_crash_ops[i];
+		int nb = o->byte < 0 ? 0 : o->byte;
+		memset(old, old_byte[i], o->len);
+		memset(new, nb, o->len);
+		assert_int_equal(vmdk_pread(d, buf, o->len, o->off), 0);
+		if (memcmp(buf, new, o->len) && (all_new || memcmp(buf, old, o->len)))
+			fail_msg("op %zu: neither old nor new (0x%02x)", i, buf[0]);
+	}
+	assert_int_equal(vmdk_check(d, check_cb, NULL, &res), 0);
+	if (res.errors || res.warnings)
+		fail_msg("check: %u errors %u warnings", res.errors, res.warnings);
+	vmdk_close(d);
+}
+
+static void restore(const char *path, const uint8_t *img, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)len), 0);
+	for (size_t at = 0; at < len; at += 4096) /* keep the holes */
+		if (!vd_is_zero(img + at, VD_MIN(4096, len - at)))
+			assert_true(pwrite(fd, img + at, VD_MIN(4096, len - at), (off_t)at) > 0);
+	close(fd);
+}
+
+static void test_sesparse_crash(void **state)
+{
+	char *dir = vdt_mkdtemp("esx"), *desc = ses_new_disk(dir);
+	char *ext = vdt_join(dir, "w-sesparse.vmdk"), *tmp = vdt_join(dir, "w.vmdk.vdelta-tmp");
+	uint8_t *img, *text, buf[4096];
+	size_t img_len = 0, text_len = 0;
+	struct vmdk_disk *d = open_ok_rw(desc);
+	bool crashed;
+	long total;
+
+	(void)state;
+	memset(buf, 'O', sizeof buf);
+	assert_int_equal(vmdk_pwrite(d, buf, sizeof buf, 4096 * 256), 0);
+	assert_int_equal(vmdk_pwrite(d, buf, sizeof buf, 4096 * 300), 0);
+	assert_int_equal(vmdk_close(d), 0);
+	img = vdt_slurp(ext, &img_len);
+	text = vdt_slurp(desc, &text_len);
+	total = ses_crash_op(desc, 1000000, true, &crashed);
+	assert_false(crashed);
+	assert_true(total > 8);
+	for (int drop = 0; drop < 2; drop++)
+		for (long k = 0; k <= total; k++) {
+			unlink(tmp);
+			restore(ext, img, img_len);
+			assert_int_equal(vdt_write_file(desc, text, text_len), 0);
+			ses_crash_op(desc, k, drop, &crashed);
+			ses_crash_verify(desc, !crashed);
+		}
+	free(img);
+	free(text);
+	vdt_rmtree(dir);
+	free(dir);
+	free(desc);
+	free(ext);
+	free(tmp);
+}
+
+/* ---- truncated and oversized seSparse ------------------------------------------------ */
+
+/* Opens the truncated image, reads it all and checks it; the read must be
+ * refused naming the file and `word`, check must count an error, and the
+ * file must be unchanged. */
+static void expect_truncated_refused(const char *what, const uint8_t *f, size_t len,
+				     uint64_t read_from, const char *word)
+{
+	char *dir = vdt_mkdtemp("esx"), *ext = vdt_join(dir, "trunc-sesparse.vmdk");
+	struct vmdk_disk *d = NULL;
+	uint8_t *after = malloc(len + 1), *buf = malloc(32 << 20);
+	int rc;
+
+	assert_int_equal(vdt_write_file(ext, f, len), 0);
+	vdt_last_msg[0] = 0;
+	rc = vmdk_open(ext, VMDK_OPEN_RDONLY, NULL, &d);
+	if (!rc) {
+		struct vmdk_check_result res;
+		assert_int_equal(vmdk_check(d, check_cb, NULL, &res), 0);
+		if (res.errors == 0)
+			fail_msg("%s: check found no error", what);
+		vdt_last_msg[0] = 0;
+		rc = vmdk_pread(d, buf, vmdk_capacity(d) - read_from, read_from);
+		vmdk_close(d);
+	}
+	if (rc >= 0)
+		fail_msg("%s: read as if complete", what);
+	if (!strstr(vdt_last_msg, "trunc-sesparse.vmdk") ||
+	    !strstr(vdt_last_msg, "past the end of the file") ||
+	    !strstr(vdt_last_msg, word))
+		fail_msg("%s: message \"%s\" should name the file, \"%s\" and say past "
+			 "the end of the file", what, vdt_last_msg, word);
+	assert_int_equal(vdt_peek(ext, after, len, 0), 0);
+	assert_memory_equal(after, f, len);
+	vdt_rmtree(dir);
+	free(dir);
+	free(ext);
+	free(after);
+	free(buf);
+}
+
+static void test_sesparse_truncated(void **state)
+{
+	static const struct {
+		const char *what;
+		size_t len;
+		uint64_t read_from;
+		const char *word;
+	} cut[] = {
+	    {"in the volatile header", 512 + 100, 0, "volatile_header"},
+	    {"in the journal header", 2 * 512 + 8, 0, "journal_header"},
+	    {"in the directory", 4 * 512 + 12, 0, "grain_dir"},
+	    {"in the first table", 8 * 512 + 100, 0, "grain table 0"},
+	    {"in the second table", 100 * 512, 16 << 20, "grain table 1"},
+	    {"in grain 0", 256 * 512 + 4000, 0, "grain 0 "},
+	    {"before grain 4101", 264 * 512, 16 << 20, "grain 4101 "},
+	};
+	uint8_t *f = malloc(SES_SECTORS * 512);
+
+	(void)state;
+	mk_sesparse(f);
+	for (size_t i = 0; i < sizeof cut / sizeof cut[0]; i++)
+		expect_truncated_refused(cut[i].what, f, cut[i].len, cut[i].read_from,
+					 cut[i].word);
+	free(f);
+}
+
+/* Bytes of address space in use (VmSize). */
+static uint64_t vm_size(void)
+{
+	char line[256];
+	unsigned long long kb = 0;
+	FILE *fp = fopen("/proc/self/status", "r");
+
+	assert_non_null(fp);
+	while (fgets(line, sizeof line, fp))
+		if (sscanf(line, "VmSize: %llu kB", &kb) == 1)
+			break;
+	fclose(fp);
+	return (uint64_t)kb << 10;
+}
+
+/* In a child limited to 12 MiB more address space than it uses, headers
+ * that claim a 64 TiB directory (32 MiB) or 2 TiB of COWD tables from a
+ * file of a few sectors are refused as bad data, not as out of memory. */
+static void expect_refused_small(const char *what, const uint8_t *f, size_t len,
+				 const char *type)
+{
+	pid_t pid = fork();
+	int status;
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct rlimit rl;
+		int rc;
+
+		rl.rlim_cur = rl.rlim_max = vm_size() + (12u << 20);
+		setrlimit(RLIMIT_AS, &rl);
+		rc = try_image(f, len, type, 0);
+		if (rc != -VD_EBADDATA)
+			fprintf(stderr, "%s: rc %d (%s)\n", what, rc, vdt_last_msg);
+		_exit(rc == -VD_EBADDATA ? 0 : 1);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	if (!WIFEXITED(status) || WEXITSTATUS(status))
+		fail_msg("%s: not refused as bad data under a 12 MiB memory bound", what);
+}
+
+static void test_hostile_sizes_bounded(void **state)
+{
+	uint8_t *f = malloc(SES_SECTORS * 512);
+
+	(void)state;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	skip();
+#endif
+	mk_sesparse(f);
+	put_le64(f + 16, 64ull << 31);	     /* capacity 64 TiB */
+	put_le64(f + 136, 1ull << 16);	     /* grain_dir_size: 32 MiB */
+	put_le64(f + 152, 1ull << 28);	     /* grain_tables_size */
+	put_le64(f + 200, 1ull << 40);	     /* grains_size */
+	expect_refused_small("seSparse 64 TiB in 20 sectors", f, 20 * 512, "SESPARSE");
+	mk_cowd(f);
+	put_le32(f + 12, 0xffffffffu);	     /* numSectors: 2 TiB */
+	put_le32(f + 24, 1u << 20);	     /* numGDEntries for grain 1 */
+	expect_refused_small("COWD 2 TiB in 39 sectors", f, COWD_SECTORS * 512,
+			     "VMFSSPARSE");
+	free(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -741,6 +1095,10 @@ int main(void)
 	    cmocka_unit_test(test_cowd_hostile),
 	    cmocka_unit_test(test_sesparse_hostile),
 	    cmocka_unit_test(test_sesparse_check),
+	    cmocka_unit_test(test_sesparse_write),
+	    cmocka_unit_test(test_sesparse_crash),
+	    cmocka_unit_test(test_sesparse_truncated),
+	    cmocka_unit_test(test_hostile_sizes_bounded),
 	};
 
 	vd_log_set(vdt_log, NULL);

@@ -655,7 +655,7 @@ static void test_subformat_names(void **state)
 {
 	static const char *names[] = { "monolithicSparse", "twoGbMaxExtentSparse",
 				       "monolithicFlat", "twoGbMaxExtentFlat",
-				       "streamOptimized" };
+				       "streamOptimized", "vmfs", "vmfsSparse", "seSparse" };
 	enum vmdk_subformat sf;
 
 	(void)state;
@@ -664,7 +664,7 @@ static void test_subformat_names(void **state)
 		assert_int_equal(sf, i);
 		assert_string_equal(vmdk_subformat_name(sf), names[i]);
 	}
-	assert_int_equal(vmdk_subformat_parse("vmfs", &sf), -EINVAL);
+	assert_int_equal(vmdk_subformat_parse("vmfsThin", &sf), -EINVAL);
 	assert_int_equal(vmdk_subformat_parse("", &sf), -EINVAL);
 	assert_int_equal(vmdk_subformat_parse("monolithicsparse", &sf), -EINVAL);
 }
