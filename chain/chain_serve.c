@@ -126,8 +126,38 @@ static int open_nonpersistent(struct chain_server *s, struct chain_served *d)
 	return err;
 }
 
+/* Whether any extent of the layer at path has its unclean flag set. */
+static bool was_unclean(const char *path)
+{
+	struct vmdk_disk *d;
+	struct vmdk_extent_info ei;
+	struct vmdk_info info;
+	bool unclean = false;
+
+	if (vmdk_open(path, VMDK_OPEN_RDONLY, NULL, &d))
+		return false; /* the real open reports it */
+	vmdk_info_get(d, &info);
+	for (unsigned i = 0; i < info.nr_extents && !unclean; i++)
+		unclean = !vmdk_extent_info_get(d, i, &ei) && ei.unclean_shutdown;
+	vmdk_close(d);
+	return unclean;
+}
+
+/* A top left unclean was recovered by its dirty open: say so, once, with
+ * the grains a crash leaked (wasted space, not an error). */
+static void report_recovery(struct chain_served *d)
+{
+	struct vmdk_check_result r = { 0 };
+
+	vmdk_check(chain_layer(d->chain, 0), NULL, NULL, &r);
+	vd_warn("%s: was not closed cleanly (killed server or power loss): tables "
+		"recovered, %llu bytes of leaked grains (`vdelta check`), serving",
+		d->top, (unsigned long long)r.leaked);
+}
+
 static int served_open(struct chain_server *s, struct chain_served *d)
 {
+	bool unclean;
 	int err;
 
 	switch (d->mode) {
@@ -142,9 +172,13 @@ static int served_open(struct chain_server *s, struct chain_served *d)
 		d->top = strdup(d->path);
 		err = d->top ? 0 : -ENOMEM;
 	}
-	if (!err)
-		err = chain_open_pool(d->top, CHAIN_OPEN_RDWR | CHAIN_OPEN_DIRTY_OK, NULL,
-				      s->pool, &d->chain);
+	if (err)
+		return err;
+	unclean = was_unclean(d->top);
+	err = chain_open_pool(d->top, CHAIN_OPEN_RDWR | CHAIN_OPEN_DIRTY_OK, NULL,
+			      s->pool, &d->chain);
+	if (!err && unclean)
+		report_recovery(d);
 	return err;
 }
 
