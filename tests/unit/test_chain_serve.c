@@ -1,0 +1,232 @@
+/* tests — unit tests of the layer pool (chain_pool.c) and the serving core
+ * (chain_serve.c), without FUSE (test layer).
+ *
+ * Setup: a base with known data written through the format layer, frozen,
+ * and linked clones over it made by chain_create_child.  Oracles: the
+ * bytes written (a pattern per region), the files' bytes before/after
+ * (nonpersistent), pointer identity of pooled layers.
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "chain.h"
+#include "vdtest.h"
+
+#define CAP (8u << 20)
+#define GRAIN (64u << 10)
+#define NR_CLONES 3
+
+struct fx {
+	char *dir;
+	char *base;
+	char *clone[NR_CLONES];
+};
+
+static void fill(uint8_t *b, size_t n, uint8_t v) { memset(b, v, n); }
+
+/* base: 1 MiB of 0xb0 at 0, a zeroed hole elsewhere; clones over it. */
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof *f);
+	struct vmdk_create_opts o = { .capacity = CAP, .subformat = VMDK_MONOLITHIC_SPARSE };
+	struct vmdk_disk *d;
+	uint8_t *buf = malloc(1 << 20);
+
+	assert_non_null(f);
+	f->dir = vdt_mkdtemp("chain_serve");
+	f->base = vdt_join(f->dir, "base.vmdk");
+	assert_int_equal(vmdk_create(f->base, &o, NULL), 0);
+	assert_int_equal(vmdk_open(f->base, VMDK_OPEN_RDWR, NULL, &d), 0);
+	fill(buf, 1 << 20, 0xb0);
+	assert_int_equal(vmdk_pwrite(d, buf, 1 << 20, 0), 0);
+	assert_int_equal(vmdk_close(d), 0);
+	for (unsigned i = 0; i < NR_CLONES; i++) {
+		char name[32];
+		snprintf(name, sizeof name, "c%u.vmdk", i);
+		f->clone[i] = vdt_join(f->dir, name);
+		assert_int_equal(chain_create_child(f->base, f->clone[i], false, NULL), 0);
+	}
+	free(buf);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	vdt_rmtree(f->dir);
+	for (unsigned i = 0; i < NR_CLONES; i++)
+		free(f->clone[i]);
+	free(f->base);
+	free(f->dir);
+	free(f);
+	return 0;
+}
+
+/* ---- pool ------------------------------------------------------------------------ */
+
+static void test_pool_shares_parents(void **state)
+{
+	struct fx *f = *state;
+	struct chain_pool *p;
+	struct chain *c[NR_CLONES], *alone;
+	uint8_t buf[4096];
+
+	assert_int_equal(chain_pool_create(&p), 0);
+	for (unsigned i = 0; i < NR_CLONES; i++)
+		assert_int_equal(chain_open_pool(f->clone[i], CHAIN_OPEN_RDWR, NULL, p, &c[i]), 0);
+	assert_int_equal(chain_pool_nr_layers(p), 1);
+	assert_ptr_equal(chain_layer(c[0], 1), chain_layer(c[2], 1));
+	assert_ptr_not_equal(chain_layer(c[0], 0), chain_layer(c[1], 0)); /* tops private */
+	/* without a pool, a chain has its own copy */
+	assert_int_equal(chain_open(f->clone[0], CHAIN_OPEN_RDONLY | CHAIN_OPEN_NOLOCK, NULL,
+				    &alone), 0);
+	assert_ptr_not_equal(chain_layer(alone, 1), chain_layer(c[0], 1));
+	chain_close(alone);
+	/* a shared layer outlives the chains that let it go */
+	assert_int_equal(chain_close(c[0]), 0);
+	assert_int_equal(chain_close(c[1]), 0);
+	assert_int_equal(chain_pool_nr_layers(p), 1);
+	assert_int_equal(chain_pread(c[2], buf, sizeof buf, 4096), 0);
+	for (size_t i = 0; i < sizeof buf; i++)
+		assert_int_equal(buf[i], 0xb0);
+	assert_int_equal(chain_close(c[2]), 0);
+	assert_int_equal(chain_pool_nr_layers(p), 0);
+	chain_pool_destroy(p);
+}
+
+/* The pooled base is locked once: a writer is still refused. */
+static void test_pool_locks_base(void **state)
+{
+	struct fx *f = *state;
+	struct chain_pool *p;
+	struct chain *c;
+	struct vmdk_disk *w;
+
+	assert_int_equal(chain_pool_create(&p), 0);
+	assert_int_equal(chain_open_pool(f->clone[0], CHAIN_OPEN_RDONLY, NULL, p, &c), 0);
+	/* a writer (qemu's lock bytes) is refused while the pool holds it */
+	assert_int_equal(vmdk_open(f->base, VMDK_OPEN_RDONLY, NULL, &w), 0);
+	assert_int_equal(vmdk_lock(w, VMDK_PERM_READ | VMDK_PERM_WRITE, 0), -EAGAIN);
+	vmdk_close(w);
+	chain_close(c);
+	chain_pool_destroy(p);
+}
+
+/* ---- serving core ----------------------------------------------------------------- */
+
+static void test_serve_rw_semantics(void **state)
+{
+	struct fx *f = *state;
+	struct chain_server *s;
+	struct chain_served *d;
+	struct chain_serve_stats st;
+	uint8_t buf[8192], pat[1000];
+	size_t done;
+
+	assert_int_equal(chain_server_create(&s), 0);
+	assert_int_equal(chain_server_add(s, f->clone[0], "a", CHAIN_SERVE_RW, &d), 0);
+	assert_int_equal(chain_served_size(d), CAP);
+	/* end of disk: short, then empty reads; writes past it refused */
+	assert_int_equal(chain_served_read(d, buf, sizeof buf, CAP - 100, &done), 0);
+	assert_int_equal(done, 100);
+	assert_int_equal(chain_served_read(d, buf, sizeof buf, CAP, &done), 0);
+	assert_int_equal(done, 0);
+	assert_int_equal(chain_served_write(d, buf, 512, CAP - 256), -EFBIG);
+	/* a partial write over the base's data copies one grain up */
+	fill(pat, sizeof pat, 0x5e);
+	assert_int_equal(chain_served_write(d, pat, sizeof pat, 3 * GRAIN + 100), 0);
+	assert_int_equal(chain_served_read(d, buf, sizeof buf, 3 * GRAIN, &done), 0);
+	for (size_t i = 0; i < sizeof buf; i++)
+		assert_int_equal(buf[i], i >= 100 && i < 1100 ? 0x5e : 0xb0);
+	/* unallocated everywhere: zeros */
+	assert_int_equal(chain_served_read(d, buf, 4096, 4u << 20, &done), 0);
+	assert_true(vd_is_zero(buf, 4096));
+	assert_int_equal(chain_served_read(d, buf, 4096, 0, &done), 0); /* base's */
+	assert_int_equal(buf[4095], 0xb0);
+	assert_int_equal(chain_served_flush(d), 0);
+	chain_served_stats(d, &st);
+	assert_int_equal(st.cow_grains, 1);
+	assert_int_equal(st.writes, 1);
+	assert_int_equal(st.write_bytes, sizeof pat);
+	assert_int_equal(st.flushes, 1);
+	assert_int_equal(st.nr_layers, 2);
+	assert_int_equal(st.layer_bytes[0], 8192); /* inside the copied-up grain */
+	assert_int_equal(st.layer_bytes[1], 4096);
+	assert_int_equal(st.zero_bytes, 100 + 4096);
+	assert_int_equal(st.read_bytes, 100 + 8192 + 4096 + 4096);
+	assert_int_equal(st.zero_bytes + st.layer_bytes[0] + st.layer_bytes[1], st.read_bytes);
+	assert_int_equal(chain_server_close(s), 0);
+}
+
+static void test_serve_modes(void **state)
+{
+	struct fx *f = *state;
+	struct chain_server *s;
+	struct chain_served *ro, *np, *snap;
+	uint8_t buf[4096], *before, *after;
+	size_t len0, len1, done;
+
+	before = vdt_slurp(f->clone[1], &len0);
+	assert_non_null(before);
+	assert_int_equal(chain_server_create(&s), 0);
+	assert_int_equal(chain_server_add(s, f->clone[0], "ro", CHAIN_SERVE_RO, &ro), 0);
+	assert_int_equal(chain_server_add(s, f->clone[1], "np", CHAIN_SERVE_NONPERSISTENT, &np), 0);
+	assert_int_equal(chain_server_add(s, f->clone[2], "snap", CHAIN_SERVE_SNAPSHOT, &snap), 0);
+	assert_int_equal(chain_pool_nr_layers(chain_server_pool(s)), 3); /* base, c1, c2 */
+	fill(buf, sizeof buf, 0x77);
+	assert_int_equal(chain_served_write(ro, buf, sizeof buf, 0), -EROFS);
+	assert_false(chain_served_writable(ro));
+	assert_int_equal(chain_served_write(np, buf, sizeof buf, 0), 0);
+	assert_int_equal(chain_served_write(snap, buf, sizeof buf, 0), 0);
+	assert_int_equal(chain_served_read(np, buf, sizeof buf, 0, &done), 0);
+	assert_int_equal(buf[0], 0x77);
+	assert_non_null(chain_served_top(snap));
+	assert_string_not_equal(chain_served_top(snap), f->clone[2]);
+	assert_int_equal(chain_server_close(s), 0);
+	/* nonpersistent: the top's bytes are the same */
+	after = vdt_slurp(f->clone[1], &len1);
+	assert_int_equal(len0, len1);
+	assert_memory_equal(before, after, len0);
+	free(before);
+	free(after);
+}
+
+/* Two servers cannot write one top. */
+static void test_serve_refuses_second_writer(void **state)
+{
+	struct fx *f = *state;
+	struct chain_server *a, *b;
+
+	assert_int_equal(chain_server_create(&a), 0);
+	assert_int_equal(chain_server_create(&b), 0);
+	assert_int_equal(chain_server_add(a, f->clone[0], "x", CHAIN_SERVE_RW, NULL), 0);
+	assert_int_equal(chain_server_add(b, f->clone[0], "x", CHAIN_SERVE_RW, NULL), -EAGAIN);
+	assert_int_equal(chain_server_nr_disks(b), 0);
+	assert_int_equal(chain_server_close(b), 0);
+	assert_int_equal(chain_server_close(a), 0);
+	/* a frozen layer is refused for writing */
+	assert_int_equal(chain_server_create(&a), 0);
+	assert_int_equal(chain_server_add(a, f->base, "b", CHAIN_SERVE_RW, NULL), -EPERM);
+	assert_int_equal(chain_server_close(a), 0);
+}
+
+static void quiet(void *opaque, enum vd_log_level level, const char *msg) {}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_pool_shares_parents, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pool_locks_base, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_serve_rw_semantics, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_serve_modes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_serve_refuses_second_writer, setup, teardown),
+	};
+
+	vd_log_set(quiet, NULL);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
