@@ -46,7 +46,7 @@ static int read_dir(struct vmdk_gt *t, uint64_t off, uint32_t **out, const char 
 		free(dir);
 		return -ENOMEM;
 	}
-	err = vd_pread(t->file, raw, len, off);
+	err = vd_pread_meta(t->file, raw, len, off);
 	for (uint32_t i = 0; !err && i < t->nr_gd; i++)
 		dir[i] = get_le32(raw + 4 * i);
 	free(raw);
@@ -120,7 +120,7 @@ static int read_table(struct vmdk_gt *t, uint32_t sector, uint32_t **out)
 	int err = raw && gt ? 0 : -ENOMEM;
 
 	if (!err)
-		err = vd_pread(t->file, raw, len, off);
+		err = vd_pread_meta(t->file, raw, len, off);
 	for (uint32_t i = 0; !err && i < t->gtes_per_gt; i++)
 		gt[i] = get_le32(raw + 4 * i);
 	free(raw);
