@@ -23,7 +23,8 @@
 	X(clone)      \
 	X(map)        \
 	X(digest)     \
-	X(tree)
+	X(tree)       \
+	X(bench)
 
 #define TOOLS_DECLARE(n) extern const struct tools_cmd tools_cmd_##n;
 #define TOOLS_REF(n) &tools_cmd_##n,
