@@ -74,6 +74,7 @@ struct bench_disk {
 	unsigned depth;
 	uint64_t capacity, unit;
 	uint64_t open_reads, open_bytes; /* read to open the chain */
+	uint64_t scan_reads, scan_bytes; /* read to build the merged map */
 	uint64_t map_bytes;              /* merged map, fully built */
 	uint64_t file_bytes;             /* storage of every layer now */
 	uint64_t data_bytes;             /* bytes of DATA runs of the chain */

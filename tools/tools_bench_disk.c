@@ -2,8 +2,9 @@
  *
  * Owns: opening the chain read-only through the counting io (so every
  * physical read is counted per file, metadata apart from data), mapping
- * the counted files to layers, the open cost, the memory of the merged
- * map, the consolidate prediction, warming the page cache, and the
+ * the counted files to layers, the open cost, the cost and memory of the
+ * merged map (built whole by walking the chain's status before any
+ * workload, so workloads see a warm map), the consolidate prediction, warming the page cache, and the
  * throw-away delta that write workloads use.
  *
  * The throw-away delta is a new monolithicSparse file in a fresh folder
@@ -80,7 +81,12 @@ int bench_disk_open(struct bench_disk *d, const char *path)
 	units = VD_DIV_ROUND_UP(d->capacity, d->unit);
 	d->map_bytes = units + VD_DIV_ROUND_UP(units, CHAIN_MAP_CHUNK) * sizeof(void *);
 	disk_layers(d);
-	return disk_data_bytes(d);
+	vd_countio_reset(d->count);
+	err = disk_data_bytes(d);
+	vd_countio_total(d->count, &s);
+	d->scan_reads = s.meta_reads + s.data_reads;
+	d->scan_bytes = s.meta_bytes + s.data_bytes;
+	return err;
 }
 
 void bench_disk_close(struct bench_disk *d)

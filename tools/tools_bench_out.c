@@ -64,9 +64,9 @@ static void table_disk(const struct bench_disk *d, FILE *f)
 
 	fprintf(f, "\ndepth %u: %s (%s virtual)\n", d->depth, d->path,
 		tools_human_size(d->capacity, cap, sizeof cap));
-	fprintf(f, "  open: %" PRIu64 " reads, %s; merged map: %s\n", d->open_reads,
-		tools_human_size(d->open_bytes, ob, sizeof ob),
-		tools_human_size(d->map_bytes, mb, sizeof mb));
+	fprintf(f, "  open: %" PRIu64 " reads, %s; merged map: %s, built with %" PRIu64
+		" reads\n", d->open_reads, tools_human_size(d->open_bytes, ob, sizeof ob),
+		tools_human_size(d->map_bytes, mb, sizeof mb), d->scan_reads);
 	fprintf(f, "  consolidate: depth %u -> 1, storage %s -> ~%s, predicted "
 		"amplification 1.00 read per read\n", d->depth,
 		tools_human_size(d->file_bytes, now, sizeof now),
@@ -134,6 +134,8 @@ static void json_disk(struct tools_json *j, const struct bench_disk *d)
 	tools_json_u64(j, "open_reads", d->open_reads);
 	tools_json_u64(j, "open_bytes", d->open_bytes);
 	tools_json_u64(j, "map_bytes", d->map_bytes);
+	tools_json_u64(j, "map_build_reads", d->scan_reads);
+	tools_json_u64(j, "map_build_bytes", d->scan_bytes);
 	tools_json_u64(j, "file_bytes", d->file_bytes);
 	tools_json_arr_begin(j, "layers");
 	for (unsigned l = 0; l < d->depth; l++) {
@@ -333,7 +335,7 @@ int bench_out_plot(const struct bench_run *b, const char *path)
 	fprintf(g, "set terminal %s size 1200,400\nset output '%s'\n",
 		png ? "pngcairo" : "svg dynamic", path);
 	fputs("set datafile missing NaN\nset key top right\nset xlabel 'chain depth'\n"
-	      "set grid\nset logscale x 2\nset multiplot layout 1,3\n", g);
+	      "set grid\nset logscale x 2\nset yrange [0:*]\nset multiplot layout 1,3\n", g);
 	plot_data(b, sys, n, g);
 	plot_panel(g, sys, n, 2, "random 4 KiB reads (IOPS)");
 	plot_panel(g, sys, n, 3, "sequential 1 MiB reads (MiB/s)");
