@@ -81,6 +81,21 @@ enum {
  * `io` NULL means POSIX. */
 int chain_open(const char *path, unsigned flags, const struct vd_io *io,
 	       struct chain **out);
+/* ---- layer pool (chain_pool.c) ---------------------------------------------
+ * Chains opened with a pool share their parents: one struct vmdk_disk (one
+ * descriptor, one copy of the grain tables, one lock) per parent file,
+ * refcounted, whatever the number of chains that reach it.  Tops stay
+ * private.  A pool outlives its chains: close them all, then destroy it.
+ * Thread model: open/close of pooled chains may run concurrently (the pool
+ * has a mutex); I/O never touches the pool. */
+struct chain_pool;
+int chain_pool_create(struct chain_pool **out);
+void chain_pool_destroy(struct chain_pool *p); /* NULL is a no-op */
+unsigned chain_pool_nr_layers(struct chain_pool *p); /* files held open */
+/* chain_open with every parent taken from `pool` (NULL: like chain_open). */
+int chain_open_pool(const char *path, unsigned flags, const struct vd_io *io,
+		    struct chain_pool *pool, struct chain **out);
+
 /* Close every layer (top first); returns the first error. NULL is a no-op. */
 int chain_close(struct chain *c);
 
@@ -193,6 +208,90 @@ struct chain_tree {
 
 int chain_tree_scan(char *const *dirs, unsigned nr_dirs, struct chain_tree **out);
 void chain_tree_free(struct chain_tree *t);
+
+/* ---- serving core (chain_serve.c) ------------------------------------------------
+ * The set of disks one server process (a FUSE mount, later an NBD server)
+ * exposes: each disk a chain opened through one shared pool, a mode, and
+ * live counters.  Front ends translate their requests into the calls
+ * below and never see a struct chain's internals.
+ *
+ * Modes: RW writes into the top (a frozen top is -EPERM, see chain_open);
+ * RO opens it read-only; NONPERSISTENT writes into a throw-away delta over
+ * the top, made in $TMPDIR (or /tmp) and unlinked as soon as it is open,
+ * so no file of the disk changes and nothing is left behind even after a
+ * kill; SNAPSHOT runs chain_snapshot at add time (the top is frozen as it
+ * is) and writes into the new delta (chain_served_top names it).
+ * RW, NONPERSISTENT and SNAPSHOT open the written top with
+ * CHAIN_OPEN_DIRTY_OK: a top left unclean by a crash is recovered by the
+ * format layer (redundant tables brought in line), which says so.
+ *
+ * Close order (chain_server_close): every disk flushed, then each chain
+ * closed (top first: its final flush, unclean flag cleared, locks
+ * released), then the pool's shared layers.
+ *
+ * THREAD MODEL: add/close are single-threaded (before and after serving);
+ * read/write/zero/flush/map/stats of any disks may run concurrently
+ * (counters are atomic; no lock on the read path).
+ * ERRORS: 0/-errno, reported once.  A read past the end returns fewer
+ * bytes (0 at or past the end); a write past the end is -EFBIG; a write
+ * to a read-only disk is -EROFS. */
+enum chain_serve_mode {
+	CHAIN_SERVE_RW,
+	CHAIN_SERVE_RO,
+	CHAIN_SERVE_NONPERSISTENT,
+	CHAIN_SERVE_SNAPSHOT,
+};
+
+struct chain_server;
+struct chain_served;
+
+struct chain_serve_stats {
+	uint64_t reads, read_bytes;
+	uint64_t writes, write_bytes;
+	uint64_t flushes;
+	uint64_t cow_grains;    /* partial writes into a grain held below the top */
+	uint64_t zero_bytes;    /* read bytes no layer holds */
+	uint64_t walked_bytes;  /* read bytes of mixed units (layers walked) */
+	uint64_t direct_bytes;  /* read bytes handed out as (fd, offset) */
+	unsigned nr_layers;
+	uint64_t layer_bytes[CHAIN_MAX_DEPTH]; /* read bytes served by layer i */
+};
+
+const char *chain_serve_mode_name(enum chain_serve_mode m);
+int chain_serve_mode_parse(const char *s, enum chain_serve_mode *out);
+
+int chain_server_create(struct chain_server **out);
+/* Open the disk whose top is `path` in `mode`, served under `name`. */
+int chain_server_add(struct chain_server *s, const char *path, const char *name,
+		     enum chain_serve_mode mode, struct chain_served **out);
+unsigned chain_server_nr_disks(const struct chain_server *s);
+struct chain_served *chain_server_disk(const struct chain_server *s, unsigned i);
+struct chain_pool *chain_server_pool(const struct chain_server *s);
+/* Flush every disk (first error returned, every disk tried). */
+int chain_server_flush(struct chain_server *s);
+/* Flush, close every chain, then the pool; frees s.  NULL is a no-op. */
+int chain_server_close(struct chain_server *s);
+
+const char *chain_served_name(const struct chain_served *d);
+/* The top layer the disk was asked for / the layer writes go into (the
+ * new delta for SNAPSHOT, the top for RW, NULL for RO and NONPERSISTENT). */
+const char *chain_served_path(const struct chain_served *d);
+const char *chain_served_top(const struct chain_served *d);
+enum chain_serve_mode chain_served_mode(const struct chain_served *d);
+uint64_t chain_served_size(const struct chain_served *d);
+bool chain_served_writable(const struct chain_served *d);
+struct chain *chain_served_chain(const struct chain_served *d);
+
+/* Read up to len bytes at off into buf; *done is what was read (short
+ * only at the end of the disk). */
+int chain_served_read(struct chain_served *d, void *buf, size_t len, uint64_t off,
+		      size_t *done);
+int chain_served_write(struct chain_served *d, const void *buf, size_t len,
+		       uint64_t off);
+int chain_served_write_zeroes(struct chain_served *d, size_t len, uint64_t off);
+/* Every acknowledged write and its tables durable (fsync of the top). */
+int chain_served_flush(struct chain_served *d);
+void chain_served_stats(struct chain_served *d, struct chain_serve_stats *out);
 
 /* ---- paths (chain_hint.c) --------------------------------------------------------- */
 

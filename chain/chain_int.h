@@ -16,10 +16,12 @@ struct chain_layer {
 	struct vmdk_disk *disk;
 	dev_t dev;
 	ino_t ino;
+	bool pooled; /* owned by chain->pool, shared with other chains */
 };
 
 struct chain {
 	const struct vd_io *io;
+	struct chain_pool *pool; /* NULL: every layer private */
 	unsigned flags;
 	char *path;
 	unsigned nr_layers;
@@ -45,6 +47,11 @@ void chain_map_set(struct chain *c, uint64_t first_unit, uint64_t nr_units, uint
  * write whose effect is unknown). */
 int chain_map_refresh(struct chain *c, uint64_t off, uint64_t len);
 
+/* chain_io.c: the map entry of off's unit and the bytes from off (up to
+ * len) whose units share it; -EAGAIN when off's chunk is not built and
+ * build is false. */
+int chain_io_run(struct chain *c, uint64_t off, uint64_t len, bool build,
+		 uint8_t *e, uint64_t *run);
 /* chain_io.c: read [off, off+len) as seen from layer `first` down. */
 int chain_io_read_from(struct chain *c, unsigned first, void *buf, size_t len,
 		       uint64_t off, bool build);
@@ -52,6 +59,14 @@ int chain_io_read_from(struct chain *c, unsigned first, void *buf, size_t len,
 /* chain_hint.c: chain_hint_resolve without the message. */
 int chain_hint_find(const char *child_path, const char *hint, const char *native_hint,
 		    char **out);
+
+/* chain_pool.c: take a parent layer from the pool (opened read-only and,
+ * when lock, locked on first use); put it back (closed by the last user). */
+struct stat;
+int chain_pool_get(struct chain_pool *p, const char *path, const struct stat *st,
+		   unsigned vflags, const struct vd_io *io, bool lock,
+		   struct vmdk_disk **out);
+int chain_pool_put(struct chain_pool *p, struct vmdk_disk *d);
 
 /* chain_lock.c */
 int chain_lock_layer(struct chain *c, unsigned i, bool writable);

@@ -57,8 +57,8 @@ static int walk(struct chain *c, unsigned layer, uint8_t *buf, size_t len, uint6
 
 /* Bytes from off (up to len) whose units share the entry of off's unit.
  * -EAGAIN when off's chunk is not built and build is false. */
-static int run_of(struct chain *c, uint64_t off, uint64_t len, bool build,
-		  uint8_t *e, uint64_t *run)
+int chain_io_run(struct chain *c, uint64_t off, uint64_t len, bool build,
+		 uint8_t *e, uint64_t *run)
 {
 	uint64_t u = off >> c->unit_shift, end = (u + 1) << c->unit_shift;
 	uint8_t next;
@@ -86,7 +86,7 @@ int chain_io_read_from(struct chain *c, unsigned first, void *buf, size_t len,
 	int err;
 
 	while (len) {
-		err = run_of(c, off, len, build, &e, &run);
+		err = chain_io_run(c, off, len, build, &e, &run);
 		if (err == -EAGAIN) /* map not built here (backing read) */
 			return walk(c, first, p, len, off);
 		if (err)
@@ -202,7 +202,7 @@ static int status_one(struct chain *c, uint64_t off, uint64_t len, struct chain_
 {
 	uint64_t run;
 	uint8_t e;
-	int err = run_of(c, off, len, true, &e, &run);
+	int err = chain_io_run(c, off, len, true, &e, &run);
 
 	if (err)
 		return err;

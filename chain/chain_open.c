@@ -4,7 +4,8 @@
  * validation of every link: the child's parentCID equals the parent's CID,
  * equal capacities, no layer seen twice (device + inode), depth at most
  * CHAIN_MAX_DEPTH.  Only the top may be writable, and only when it is not
- * frozen.  Locks are taken layer by layer as they are opened.
+ * frozen.  Locks are taken layer by layer as they are opened.  With a pool
+ * (chain_pool.c) every parent comes from it and goes back to it at close.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -70,6 +71,22 @@ static int check_link(struct chain *c, unsigned i)
 	return -ESTALE;
 }
 
+static int open_pooled(struct chain *c, const char *path, const struct stat *st,
+		       unsigned vflags)
+{
+	unsigned i = c->nr_layers;
+	int err = chain_pool_get(c->pool, path, st, vflags, c->io,
+				 !(c->flags & CHAIN_OPEN_NOLOCK), &c->layers[i].disk);
+
+	if (err)
+		return err;
+	c->layers[i].dev = st->st_dev;
+	c->layers[i].ino = st->st_ino;
+	c->layers[i].pooled = true;
+	c->nr_layers++;
+	return check_link(c, i);
+}
+
 static int open_layer(struct chain *c, const char *path)
 {
 	unsigned i = c->nr_layers, vflags = 0;
@@ -83,6 +100,8 @@ static int open_layer(struct chain *c, const char *path)
 		vflags |= VMDK_OPEN_RDWR;
 	if (c->flags & CHAIN_OPEN_DIRTY_OK)
 		vflags |= VMDK_OPEN_DIRTY_OK;
+	if (i && c->pool) /* a shared parent: opened and locked once */
+		return open_pooled(c, path, &st, vflags);
 	err = vmdk_open(path, vflags, c->io, &c->layers[i].disk);
 	if (err)
 		return err;
@@ -140,6 +159,12 @@ static int chain_backing(void *opaque, void *buf, size_t len, uint64_t off)
 int chain_open(const char *path, unsigned flags, const struct vd_io *io,
 	       struct chain **out)
 {
+	return chain_open_pool(path, flags, io, NULL, out);
+}
+
+int chain_open_pool(const char *path, unsigned flags, const struct vd_io *io,
+		    struct chain_pool *pool, struct chain **out)
+{
 	struct chain *c;
 	int err;
 
@@ -154,6 +179,7 @@ int chain_open(const char *path, unsigned flags, const struct vd_io *io,
 		return -ENOMEM;
 	c->io = io ? io : vd_io_posix();
 	c->flags = flags;
+	c->pool = pool;
 	pthread_mutex_init(&c->map_lock, NULL);
 	c->path = strdup(path);
 	err = c->path ? open_layers(c) : -ENOMEM;
@@ -176,7 +202,8 @@ int chain_close(struct chain *c)
 	if (!c)
 		return 0;
 	for (unsigned i = 0; i < c->nr_layers; i++) {
-		int e = vmdk_close(c->layers[i].disk);
+		int e = c->layers[i].pooled ? chain_pool_put(c->pool, c->layers[i].disk)
+					    : vmdk_close(c->layers[i].disk);
 		if (!err)
 			err = e;
 	}

@@ -119,6 +119,13 @@ int tools_chain_create_child(const char *parent, const char *new_path);
 /* `info --chain [--json] DISK`: every layer of DISK's chain; returns TOOLS_*. */
 int tools_chain_info(const char *path, bool json);
 
+/* ---- mount (tools_mount*.c) --------------------------------------------------------- */
+
+/* `mount --status [--json] MOUNTPOINT`; returns TOOLS_*. */
+int tools_mount_status(const char *mnt, bool json);
+/* The pid of the daemon serving MOUNTPOINT (from its control file). */
+int tools_mount_pid(const char *mnt, long *pid);
+
 /* ---- small shared helpers (vdelta.c) ----------------------------------------------- */
 
 /* "1.5 GiB" style rendering into buf. */

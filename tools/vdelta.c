@@ -24,6 +24,8 @@
 	X(map)        \
 	X(digest)     \
 	X(tree)       \
+	X(mount)      \
+	X(umount)     \
 	X(bench)
 
 #define TOOLS_DECLARE(n) extern const struct tools_cmd tools_cmd_##n;

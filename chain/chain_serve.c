@@ -1,0 +1,406 @@
+/* chain — the serving core (layer 2): the disks one server process exposes
+ * (see "serving core" in chain.h).
+ *
+ * Owns: opening each served disk in its mode through one shared layer
+ * pool, the throw-away delta of a nonpersistent disk, per-disk live
+ * counters, clipping requests to the disk's size, and the flush/close
+ * order.  Front ends (fuse/) only translate their protocol into these
+ * calls.
+ *
+ * Close order (invariants):
+ * 1. Every disk is flushed before any chain is closed, so a failure while
+ *    closing one disk cannot leave another's acknowledged writes unsynced.
+ * 2. Chains are closed before the pool: a top's final flush and the
+ *    clearing of its unclean flag happen while its parents are still open
+ *    and locked (no one can write a parent under an open child).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "chain_int.h"
+
+struct chain_served {
+	char *name;
+	char *path;     /* the top asked for */
+	char *top;      /* the layer written into (NULL: none that persists) */
+	enum chain_serve_mode mode;
+	struct chain *chain;
+	struct chain_serve_stats st; /* updated with relaxed atomics */
+};
+
+struct chain_server {
+	struct chain_pool *pool;
+	struct chain_served **disks;
+	unsigned nr_disks;
+};
+
+static const char *const mode_names[] = {
+	[CHAIN_SERVE_RW] = "rw",
+	[CHAIN_SERVE_RO] = "ro",
+	[CHAIN_SERVE_NONPERSISTENT] = "nonpersistent",
+	[CHAIN_SERVE_SNAPSHOT] = "snapshot",
+};
+
+const char *chain_serve_mode_name(enum chain_serve_mode m)
+{
+	return m < sizeof mode_names / sizeof mode_names[0] ? mode_names[m] : "?";
+}
+
+int chain_serve_mode_parse(const char *s, enum chain_serve_mode *out)
+{
+	for (unsigned i = 0; i < sizeof mode_names / sizeof mode_names[0]; i++) {
+		if (!strcmp(s, mode_names[i])) {
+			*out = i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+int chain_server_create(struct chain_server **out)
+{
+	struct chain_server *s = calloc(1, sizeof *s);
+	int err = s ? chain_pool_create(&s->pool) : -ENOMEM;
+
+	if (err) {
+		free(s);
+		return err;
+	}
+	*out = s;
+	return 0;
+}
+
+/* ---- nonpersistent: a delta nobody will ever see ------------------------------ */
+
+/* Create an empty delta over `top` in a fresh temp folder (without freezing
+ * top: it is only read, and must not change by a byte). */
+static int throwaway_create(const char *top, char **dir_out, char **delta_out)
+{
+	const char *tmp = getenv("TMPDIR");
+	char *dir = NULL, *delta = NULL, *abs_top = realpath(top, NULL);
+	struct vmdk_create_opts o = { .subformat = VMDK_MONOLITHIC_SPARSE };
+	struct vmdk_disk *d = NULL;
+	int err = abs_top ? vmdk_open(top, VMDK_OPEN_RDONLY, NULL, &d) : -errno;
+
+	if (!err && asprintf(&dir, "%s/vdelta-np.XXXXXX", tmp && *tmp ? tmp : "/tmp") < 0)
+		err = -ENOMEM;
+	if (!err && !mkdtemp(dir)) {
+		err = -errno;
+		vd_err("%s: cannot make a folder for the throw-away delta: %s", dir,
+		       strerror(errno));
+	}
+	if (!err && !(delta = vd_path_join(dir, "nonpersistent.vmdk")))
+		err = -ENOMEM;
+	if (!err) {
+		o.capacity = vmdk_capacity(d);
+		o.parent_cid = vmdk_cid(d);
+		o.parent_hint = abs_top;
+		err = vmdk_create(delta, &o, NULL);
+	}
+	vmdk_close(d);
+	free(abs_top);
+	*dir_out = dir;
+	*delta_out = delta;
+	return err;
+}
+
+/* Open the throw-away delta, then unlink it: the open descriptors keep it
+ * alive until close, and a killed server leaves nothing behind. */
+static int open_nonpersistent(struct chain_server *s, struct chain_served *d)
+{
+	char *dir = NULL, *delta = NULL;
+	int err = throwaway_create(d->path, &dir, &delta);
+
+	if (!err)
+		err = chain_open_pool(delta, CHAIN_OPEN_RDWR, NULL, s->pool, &d->chain);
+	if (delta)
+		unlink(delta);
+	if (dir)
+		rmdir(dir);
+	free(delta);
+	free(dir);
+	return err;
+}
+
+/* Whether any extent of the layer at path has its unclean flag set. */
+static bool was_unclean(const char *path)
+{
+	struct vmdk_disk *d;
+	struct vmdk_extent_info ei;
+	struct vmdk_info info;
+	bool unclean = false;
+
+	if (vmdk_open(path, VMDK_OPEN_RDONLY, NULL, &d))
+		return false; /* the real open reports it */
+	vmdk_info_get(d, &info);
+	for (unsigned i = 0; i < info.nr_extents && !unclean; i++)
+		unclean = !vmdk_extent_info_get(d, i, &ei) && ei.unclean_shutdown;
+	vmdk_close(d);
+	return unclean;
+}
+
+/* A top left unclean was recovered by its dirty open: say so, once, with
+ * the grains a crash leaked (wasted space, not an error). */
+static void report_recovery(struct chain_served *d)
+{
+	struct vmdk_check_result r = { 0 };
+
+	vmdk_check(chain_layer(d->chain, 0), NULL, NULL, &r);
+	vd_warn("%s: was not closed cleanly (killed server or power loss): tables "
+		"recovered, %llu bytes of leaked grains (`vdelta check`), serving",
+		d->top, (unsigned long long)r.leaked);
+}
+
+static int served_open(struct chain_server *s, struct chain_served *d)
+{
+	bool unclean;
+	int err;
+
+	switch (d->mode) {
+	case CHAIN_SERVE_RO:
+		return chain_open_pool(d->path, CHAIN_OPEN_RDONLY, NULL, s->pool, &d->chain);
+	case CHAIN_SERVE_NONPERSISTENT:
+		return open_nonpersistent(s, d);
+	case CHAIN_SERVE_SNAPSHOT:
+		err = chain_snapshot(d->path, NULL, &d->top);
+		break;
+	default:
+		d->top = strdup(d->path);
+		err = d->top ? 0 : -ENOMEM;
+	}
+	if (err)
+		return err;
+	unclean = was_unclean(d->top);
+	err = chain_open_pool(d->top, CHAIN_OPEN_RDWR | CHAIN_OPEN_DIRTY_OK, NULL,
+			      s->pool, &d->chain);
+	if (!err && unclean)
+		report_recovery(d);
+	return err;
+}
+
+static void served_free(struct chain_served *d)
+{
+	if (!d)
+		return;
+	free(d->name);
+	free(d->path);
+	free(d->top);
+	free(d);
+}
+
+int chain_server_add(struct chain_server *s, const char *path, const char *name,
+		     enum chain_serve_mode mode, struct chain_served **out)
+{
+	struct chain_served *d = calloc(1, sizeof *d), **v;
+	int err = d ? 0 : -ENOMEM;
+
+	v = d ? realloc(s->disks, (s->nr_disks + 1) * sizeof *v) : NULL;
+	if (d && !v)
+		err = -ENOMEM;
+	if (v)
+		s->disks = v;
+	if (!err) {
+		d->mode = mode;
+		d->name = strdup(name);
+		d->path = strdup(path);
+		err = d->name && d->path ? served_open(s, d) : -ENOMEM;
+	}
+	if (err) {
+		chain_close(d ? d->chain : NULL);
+		served_free(d);
+		return err;
+	}
+	d->st.nr_layers = chain_depth(d->chain);
+	s->disks[s->nr_disks++] = d;
+	if (out)
+		*out = d;
+	return 0;
+}
+
+unsigned chain_server_nr_disks(const struct chain_server *s) { return s->nr_disks; }
+struct chain_pool *chain_server_pool(const struct chain_server *s) { return s->pool; }
+
+struct chain_served *chain_server_disk(const struct chain_server *s, unsigned i)
+{
+	return i < s->nr_disks ? s->disks[i] : NULL;
+}
+
+int chain_server_flush(struct chain_server *s)
+{
+	int err = 0;
+
+	for (unsigned i = 0; i < s->nr_disks; i++) {
+		int e = chain_served_flush(s->disks[i]);
+		if (!err)
+			err = e;
+	}
+	return err;
+}
+
+int chain_server_close(struct chain_server *s)
+{
+	int err;
+
+	if (!s)
+		return 0;
+	err = chain_server_flush(s); /* invariant 1 */
+	for (unsigned i = 0; i < s->nr_disks; i++) {
+		int e = chain_close(s->disks[i]->chain); /* invariant 2 */
+		if (!err)
+			err = e;
+		served_free(s->disks[i]);
+	}
+	chain_pool_destroy(s->pool);
+	free(s->disks);
+	free(s);
+	return err;
+}
+
+/* ---- per-disk ------------------------------------------------------------------ */
+
+const char *chain_served_name(const struct chain_served *d) { return d->name; }
+const char *chain_served_path(const struct chain_served *d) { return d->path; }
+const char *chain_served_top(const struct chain_served *d) { return d->top; }
+enum chain_serve_mode chain_served_mode(const struct chain_served *d) { return d->mode; }
+uint64_t chain_served_size(const struct chain_served *d) { return chain_capacity(d->chain); }
+bool chain_served_writable(const struct chain_served *d) { return chain_writable(d->chain); }
+struct chain *chain_served_chain(const struct chain_served *d) { return d->chain; }
+
+static void count(uint64_t *ctr, uint64_t n)
+{
+	__atomic_fetch_add(ctr, n, __ATOMIC_RELAXED);
+}
+
+/* One run of units with one owner: from that layer, zeros, or a walk. */
+static int read_run(struct chain_served *d, uint8_t *buf, uint64_t len, uint64_t off,
+		    uint64_t *run)
+{
+	struct chain *c = d->chain;
+	uint8_t e;
+	int err = chain_io_run(c, off, len, true, &e, run);
+
+	if (err)
+		return err;
+	if (e == CHAIN_E_NONE) {
+		memset(buf, 0, *run);
+		count(&d->st.zero_bytes, *run);
+		return 0;
+	}
+	if (e == CHAIN_E_MIXED) {
+		count(&d->st.walked_bytes, *run);
+		return chain_io_read_from(c, 0, buf, *run, off, true);
+	}
+	count(&d->st.layer_bytes[e], *run);
+	return vmdk_pread(c->layers[e].disk, buf, *run, off);
+}
+
+int chain_served_read(struct chain_served *d, void *buf, size_t len, uint64_t off,
+		      size_t *done)
+{
+	uint64_t size = chain_capacity(d->chain), run;
+	uint8_t *p = buf;
+	int err = 0;
+
+	len = off >= size ? 0 : VD_MIN(len, size - off);
+	*done = 0;
+	count(&d->st.reads, 1);
+	for (uint64_t at = 0; at < len && !err; at += run)
+		err = read_run(d, p + at, len - at, off + at, &run);
+	if (err)
+		return err;
+	count(&d->st.read_bytes, len);
+	*done = len;
+	return 0;
+}
+
+static void cow_check(struct chain_served *d, uint64_t unit)
+{
+	uint8_t e;
+
+	if (!chain_map_get(d->chain, unit, true, &e) && e != 0 && e != CHAIN_E_NONE)
+		count(&d->st.cow_grains, 1);
+}
+
+/* Units the write covers only in part and that a layer below the top
+ * holds: each is a grain copied up (the head and the tail at most). */
+static void count_cow(struct chain_served *d, size_t len, uint64_t off)
+{
+	struct chain *c = d->chain;
+	uint64_t mask = c->unit - 1, end = off + len;
+	uint64_t head = off >> c->unit_shift, tail = (end - 1) >> c->unit_shift;
+
+	if (off & mask)
+		cow_check(d, head);
+	if ((end & mask) && (tail != head || !(off & mask)))
+		cow_check(d, tail);
+}
+
+static int write_check(struct chain_served *d, size_t len, uint64_t off)
+{
+	uint64_t size = chain_capacity(d->chain);
+
+	if (!chain_writable(d->chain))
+		return -EROFS;
+	if (off > size || len > size - off)
+		return -EFBIG; /* a block device does not grow */
+	if (len)
+		count_cow(d, len, off);
+	return 0;
+}
+
+int chain_served_write(struct chain_served *d, const void *buf, size_t len,
+		       uint64_t off)
+{
+	int err = write_check(d, len, off);
+
+	if (!err)
+		err = chain_pwrite(d->chain, buf, len, off);
+	if (!err) {
+		count(&d->st.writes, 1);
+		count(&d->st.write_bytes, len);
+	}
+	return err;
+}
+
+int chain_served_write_zeroes(struct chain_served *d, size_t len, uint64_t off)
+{
+	int err = write_check(d, len, off);
+
+	if (!err)
+		err = chain_pwrite_zeroes(d->chain, len, off);
+	if (!err) {
+		count(&d->st.writes, 1);
+		count(&d->st.write_bytes, len);
+	}
+	return err;
+}
+
+int chain_served_flush(struct chain_served *d)
+{
+	count(&d->st.flushes, 1);
+	return chain_flush(d->chain);
+}
+
+static uint64_t load(const uint64_t *ctr)
+{
+	return __atomic_load_n(ctr, __ATOMIC_RELAXED);
+}
+
+void chain_served_stats(struct chain_served *d, struct chain_serve_stats *out)
+{
+	const struct chain_serve_stats *st = &d->st;
+
+	*out = (struct chain_serve_stats){
+		.reads = load(&st->reads), .read_bytes = load(&st->read_bytes),
+		.writes = load(&st->writes), .write_bytes = load(&st->write_bytes),
+		.flushes = load(&st->flushes), .cow_grains = load(&st->cow_grains),
+		.zero_bytes = load(&st->zero_bytes), .walked_bytes = load(&st->walked_bytes),
+		.direct_bytes = load(&st->direct_bytes), .nr_layers = st->nr_layers,
+	};
+	for (unsigned i = 0; i < out->nr_layers; i++)
+		out->layer_bytes[i] = load(&st->layer_bytes[i]);
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# test_mount_clones.sh — 32 linked clones of one base served by one daemon:
+# each clone reads back its own writes (qemu-io through the served files,
+# then qemu-io on each .vmdk after unmount), the base's sha256 is
+# unchanged, and the daemon holds the base open once (/proc/PID/fd).
+# Prints the daemon's RSS for 1 and for 32 disks.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib_mount.sh"
+need sha256sum
+
+N=32
+SIZE=$((256 << 20))
+cd "$T" || die "cd $T"
+mkdir d
+run qemu-img create -q -f vmdk d/base.vmdk $SIZE || die "create base"
+run qemu-io -f vmdk -c "write -P 0x3c 0 32M" -c "write -P 0x7e 200M 8M" d/base.vmdk ||
+	die "fill base"
+run "$VDELTA" snapshot d/base.vmdk || die "freeze base"
+rm -f d/base-000001.vmdk
+for i in $(seq $N); do
+	run "$VDELTA" clone --linked d/base.vmdk d/c$i.vmdk || die "clone $i"
+done
+sha_base=$(sha256sum <d/base.vmdk)
+
+rss_kib()
+{
+	sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status"
+}
+
+# one disk, for the RSS figure
+m=$(mnt_new m)
+expect_ok "mount one clone" vd_mount d/c1.vmdk "$m"
+run qemu-img compare -q -f raw -F vmdk "$m/c1" d/base.vmdk # touch every grain table
+rss1=$(rss_kib "$(mount_pid "$m")")
+expect_ok "umount one" vd_umount "$m"
+
+args=()
+for i in $(seq $N); do args+=(d/c$i.vmdk); done
+expect_ok "mount $N clones in one daemon" vd_mount "${args[@]}" "$m"
+pid=$(mount_pid "$m")
+[ "$(ls "$m" | wc -l)" = $N ] && pass "$N files served" || fail "served: $(ls "$m" | wc -l)"
+base_fds=$(ls -l "/proc/$pid/fd" | grep -c " -> $T/d/base.vmdk\$")
+[ "$base_fds" = 1 ] && pass "base open once in the daemon" ||
+	fail "base open $base_fds times"
+
+for i in $(seq $N); do
+	run qemu-io -f raw -c "write -P $i 1M 4k" -c "write -P $((i + 100)) $((4 * 1048576 + i * 65536 + 512)) 1000" \
+		"$m/c$i" || fail "write clone $i"
+done
+bad=0
+for i in $(seq $N); do
+	run qemu-io -f raw -c "read -P $i 1M 4k" -c "read -P $((i + 100)) $((4 * 1048576 + i * 65536 + 512)) 1000" \
+		-c "read -P 0x3c $((1 << 20 | 4096)) 60k" -c "read -P 0x7e 200M 8M" "$m/c$i" || bad=$((bad + 1))
+done
+[ $bad = 0 ] && pass "each clone reads its own writes over the base" || fail "$bad clones read wrong"
+rss32=$(rss_kib "$pid")
+echo "daemon RSS: 1 disk ${rss1} KiB, $N disks ${rss32} KiB (base $((SIZE >> 20)) MiB, 40 MiB of data)"
+expect_ok "status" "$VDELTA" mount --status --json "$m"
+grep -q '"pool_layers": 1' "$T/last.out" && pass "pool holds 1 shared layer" ||
+	fail "pool: $(grep pool_layers "$T/last.out")"
+expect_ok "umount $N" vd_umount "$m"
+
+[ "$(sha256sum <d/base.vmdk)" = "$sha_base" ] && pass "base sha256 unchanged" ||
+	fail "base changed"
+bad=0
+for i in $(seq $N); do
+	run qemu-io -f vmdk -c "read -P $i 1M 4k" -c "read -P $((i + 100)) $((4 * 1048576 + i * 65536 + 512)) 1000" \
+		-c "read -P 0x3c 2M 1M" d/c$i.vmdk || bad=$((bad + 1))
+done
+[ $bad = 0 ] && pass "each clone's chain holds its writes (qemu-io)" || fail "$bad clones wrong"
+expect_ok "qemu-img check c$N" qemu-img check -q d/c$N.vmdk
+
+finish
