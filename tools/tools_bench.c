@@ -148,9 +148,6 @@ static int opts_check(const struct bench_opts *o, int nr_disks)
 	if (!vd_is_pow2(o->grain) || o->grain < 4096 || o->grain > (16u << 20) ||
 	    !o->size || o->size % o->grain)
 		return tools_usage(cmd, "--grain must be a power of two in 4K..16M dividing --size");
-	if (o->fuse)
-		return tools_err("--fuse: this build has no `vdelta mount` to serve through"),
-		       TOOLS_USAGE;
 	return nr_disks > BENCH_MAX_DEPTHS ? tools_usage(cmd, "too many DISKs") : TOOLS_OK;
 }
 
@@ -214,7 +211,7 @@ static int run_peer(struct bench_run *b, unsigned disk, struct bench_peer *peer,
 {
 	struct bench_target t = { .fd = -1, .size = b->disks[disk].capacity };
 	struct bench_result *r = result_new(b, name, disk, p, threads);
-	uint64_t cr0 = 0, ch0 = 0, cr1 = 0, ch1 = 0, reqs;
+	uint64_t cr0 = 0, ch0 = 0, cr1 = 0, ch1 = 0;
 	int err;
 
 	if (!r)
@@ -227,8 +224,7 @@ static int run_peer(struct bench_run *b, unsigned disk, struct bench_peer *peer,
 	bench_peer_io(peer, &cr0, &ch0);
 	err = bench_run_workload(&t, &b->o, &b->trace, r);
 	r->counted = !bench_peer_io(peer, &cr1, &ch1);
-	reqs = bench_peer_fuse_requests(r->ops, r->bytes);
-	r->data_reads = cr1 - cr0 > reqs ? cr1 - cr0 - reqs : 0;
+	r->data_reads = cr1 - cr0;
 	r->data_bytes = ch1 - ch0;
 	close(t.fd);
 	return err ? tools_fail(bench_peer_file(peer), err), err : 0;
@@ -291,12 +287,12 @@ static int run_reads(struct bench_run *b, unsigned disk, struct bench_peer **pee
 static int run_disk(struct bench_run *b, unsigned disk)
 {
 	struct bench_disk *d = &b->disks[disk];
-	struct bench_peer *peers[2] = {NULL, NULL};
+	struct bench_peer *peers[3] = {NULL, NULL, NULL};
 	int err = 0;
 
 	bench_disk_warm(d);
-	for (unsigned k = 0; b->o.peers && k < bench_nr_peers && !err; k++)
-		if (bench_peer_available(k))
+	for (unsigned k = 0; k < bench_nr_peers && !err; k++)
+		if ((k ? b->o.peers : b->o.fuse) && bench_peer_available(k))
 			err = bench_peer_start(k, d->path, d->depth, b->o.tmpdir, &peers[k]);
 	if (!err)
 		err = run_reads(b, disk, peers);
@@ -418,7 +414,7 @@ const struct tools_cmd tools_cmd_bench = {
 	"Systems:\n"
 	"  --peers            also through qemu-storage-daemon's FUSE export and\n"
 	"                     vmdkmount when installed, alternating with vdelta\n"
-	"  --fuse             also through a vdelta mount (when built with mount)\n"
+	"  --fuse             also through `vdelta mount --ro` (FUSE, direct I/O)\n"
 	"Output:\n"
 	"  --json | --csv     machine-readable (schema: docs/bench.schema.json)\n"
 	"  --plot FILE        gnuplot .svg or .png: throughput and amplification\n"

@@ -53,7 +53,7 @@ struct bench_layer_count {
 
 /* The figures of one workload on one system. */
 struct bench_result {
-	const char *system;    /* "vdelta", "qemu-fuse", "vmdkmount", ... */
+	const char *system;    /* "vdelta", "vdelta-fuse", "qemu-fuse", "vmdkmount" */
 	unsigned disk;         /* index into the run's disks */
 	enum bench_pattern pattern;
 	unsigned threads;
@@ -135,7 +135,8 @@ int bench_synth_build(const struct bench_opts *o, const char *dir, char **tops);
 
 /* ---- tools_bench_peer.c ---- */
 struct bench_peer;
-/* Names of the peers that may run ("qemu-fuse", "vmdkmount"). */
+/* Names of the FUSE servers that may run: "vdelta-fuse" (--fuse), then the
+ * peers "qemu-fuse" and "vmdkmount" (--peers). */
 extern const char *const bench_peer_names[];
 extern const unsigned bench_nr_peers;
 bool bench_peer_available(unsigned peer);
@@ -143,7 +144,6 @@ bool bench_peer_available(unsigned peer);
 int bench_peer_start(unsigned peer, const char *top, unsigned depth, const char *tmpdir,
 		     struct bench_peer **out);
 const char *bench_peer_file(const struct bench_peer *p);
-uint64_t bench_peer_fuse_requests(uint64_t ops, uint64_t bytes);
 /* /proc/PID/io of the serving process: read syscalls and bytes. */
 int bench_peer_io(const struct bench_peer *p, uint64_t *syscr, uint64_t *rchar);
 void bench_peer_stop(struct bench_peer *p);

@@ -4,8 +4,8 @@
  * docs/bench.schema.json), the CSV rows and the gnuplot plot (random 4 KiB
  * IOPS, sequential MiB/s and random-read amplification against depth, one
  * line per system).  Amplification is physical reads (or bytes) per
- * logical one; for a peer the physical reads are its read syscalls minus
- * one /dev/fuse read per request.
+ * logical one; for a FUSE server the physical reads are all its read
+ * syscalls, its reads of requests from /dev/fuse included.
  */
 #define _GNU_SOURCE
 #include <errno.h>

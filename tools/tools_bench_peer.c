@@ -1,14 +1,15 @@
-/* tools — the peers of `vdelta bench --peers` (top layer).
+/* tools — the FUSE servers of `vdelta bench --fuse/--peers` (top layer).
  *
- * Owns: serving a chain with another program so the bench reads it through
- * FUSE beside vdelta: qemu-storage-daemon's FUSE export (read-only, qemu
- * follows the parent hints itself) and vmdkmount (libvmdk; DIR/vmdkN is the
- * whole chain).  Each runs as our child in a fresh folder under the temp
- * dir; its physical reads are the `syscr`/`rchar` lines of /proc/PID/io
- * (every thread of the process).  They include one read of /dev/fuse per
- * FUSE request, which bench_peer_fuse_requests estimates so the caller can
- * take them off.  Stopping sends SIGTERM to that child only and unmounts its own
- * mountpoint if it is still mounted.
+ * Owns: serving a chain through FUSE so the bench reads it there beside
+ * vdelta in process: `vdelta mount -f --ro` (this program, --fuse),
+ * qemu-storage-daemon's FUSE export (read-only, qemu follows the parent
+ * hints itself) and vmdkmount (libvmdk; DIR/vmdkN is the whole chain).
+ * Each runs as our child in a fresh folder under the temp dir; its
+ * physical reads are the `syscr`/`rchar` lines of /proc/PID/io (every
+ * thread of the process).  They include the server's reads of requests
+ * from /dev/fuse (one per FUSE request; the kernel cuts a large read into
+ * several requests), so they are the server's whole read cost.  Stopping
+ * unmounts our own mountpoint and waits for our own child, never another.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,9 +28,10 @@
 #define FUSE_SUPER_MAGIC 0x65735546
 #define START_TIMEOUT_MS 15000
 
-const char *const bench_peer_names[] = {"qemu-fuse", "vmdkmount"};
-const unsigned bench_nr_peers = 2;
-static const char *const peer_progs[] = {"qemu-storage-daemon", "vmdkmount"};
+const char *const bench_peer_names[] = {"vdelta-fuse", "qemu-fuse", "vmdkmount"};
+const unsigned bench_nr_peers = 3;
+static const char *const peer_progs[] = {"vdelta", "qemu-storage-daemon", "vmdkmount"};
+enum { PEER_VDELTA, PEER_QEMU, PEER_VMDKMOUNT };
 
 struct bench_peer {
 	pid_t pid;
@@ -55,7 +57,8 @@ static bool in_path(const char *prog)
 
 bool bench_peer_available(unsigned peer)
 {
-	return peer < bench_nr_peers && in_path(peer_progs[peer]) && in_path("fusermount3");
+	return peer < bench_nr_peers && in_path("fusermount3") &&
+	       (peer == PEER_VDELTA || in_path(peer_progs[peer]));
 }
 
 static void peer_exec(unsigned peer, const char *top, const struct bench_peer *p)
@@ -65,9 +68,14 @@ static void peer_exec(unsigned peer, const char *top, const struct bench_peer *p
 
 	dup2(null, STDIN_FILENO);
 	dup2(null, STDOUT_FILENO);
-	if (peer == 1) { /* -v: stay in the foreground (and talk on stderr) */
+	if (peer == PEER_VMDKMOUNT) { /* -v: stay in the foreground (and talk) */
 		dup2(null, STDERR_FILENO);
 		execlp("vmdkmount", "vmdkmount", "-v", top, p->mnt, (char *)NULL);
+	}
+	if (peer == PEER_VDELTA) { /* this very program; --ro: reads only */
+		snprintf(file, sizeof file, "%s=disk", top);
+		execl("/proc/self/exe", "vdelta", "mount", "-f", "--ro", file, p->mnt,
+		      (char *)NULL);
 	}
 	snprintf(file, sizeof file, "driver=file,node-name=f,filename=%s,read-only=on", top);
 	snprintf(exp, sizeof exp, "type=fuse,id=e,node-name=n,mountpoint=%s,writable=off",
@@ -104,9 +112,12 @@ static int peer_prepare(unsigned peer, unsigned depth, const char *tmpdir,
 	snprintf(p->dir, sizeof p->dir, "%s/vdelta-bench-peer-XXXXXX", tmpdir);
 	if (!mkdtemp(p->dir))
 		return -errno;
-	snprintf(p->mnt, sizeof p->mnt, "%s/%s", p->dir, peer == 1 ? "mnt" : "disk.img");
-	if (peer == 1) {
-		snprintf(p->file, sizeof p->file, "%s/vmdk%u", p->mnt, depth);
+	snprintf(p->mnt, sizeof p->mnt, "%s/%s", p->dir, peer == PEER_QEMU ? "disk.img" : "mnt");
+	if (peer != PEER_QEMU) {
+		if (peer == PEER_VMDKMOUNT)
+			snprintf(p->file, sizeof p->file, "%s/vmdk%u", p->mnt, depth);
+		else
+			snprintf(p->file, sizeof p->file, "%s/disk", p->mnt);
 		return mkdir(p->mnt, 0755) ? -errno : 0;
 	}
 	snprintf(p->file, sizeof p->file, "%s", p->mnt);
@@ -143,16 +154,6 @@ int bench_peer_start(unsigned peer, const char *top, unsigned depth, const char 
 	return 0;
 }
 
-/* FUSE requests the kernel made for ops reads of len bytes: a direct read
- * is cut into requests of at most 128 KiB (max_pages 32, the default of
- * libfuse 3.14 and qemu's export). */
-uint64_t bench_peer_fuse_requests(uint64_t ops, uint64_t bytes)
-{
-	uint64_t len = ops ? VD_DIV_ROUND_UP(bytes, ops) : 0;
-
-	return ops * VD_MAX(VD_DIV_ROUND_UP(len, 128u << 10), 1u);
-}
-
 const char *bench_peer_file(const struct bench_peer *p)
 {
 	return p->file;
@@ -179,28 +180,60 @@ int bench_peer_io(const struct bench_peer *p, uint64_t *syscr, uint64_t *rchar)
 
 static bool peer_mounted(const struct bench_peer *p)
 {
-	struct statfs sf;
+	FILE *f = fopen("/proc/self/mounts", "re");
+	char line[PATH_MAX + 256], want[PATH_MAX];
+	bool found = false;
 
-	return !statfs(p->mnt, &sf) && sf.f_type == FUSE_SUPER_MAGIC;
+	snprintf(want, sizeof want, " %s fuse", p->mnt);
+	while (f && !found && fgets(line, sizeof line, f))
+		found = strstr(line, want) != NULL;
+	if (f)
+		fclose(f);
+	return found;
 }
 
+static void peer_unmount(const struct bench_peer *p)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		execlp("fusermount3", "fusermount3", "-u", "-z", p->mnt, (char *)NULL);
+		_exit(127);
+	}
+	if (pid > 0)
+		waitpid(pid, NULL, 0);
+}
+
+/* Wait up to timeout_ms for our child to exit; true when it did. */
+static bool peer_reaped(pid_t pid, int timeout_ms)
+{
+	struct timespec ts = { 0, 20 * 1000000 };
+
+	for (int ms = 0; ms < timeout_ms; ms += 20) {
+		if (waitpid(pid, NULL, WNOHANG) == pid)
+			return true;
+		nanosleep(&ts, NULL);
+	}
+	return false;
+}
+
+/* Unmount (every FUSE server exits then, having flushed), then SIGTERM,
+ * then SIGKILL: only our own child and our own mountpoint. */
 void bench_peer_stop(struct bench_peer *p)
 {
 	if (!p)
 		return;
-	if (p->pid > 0) {
+	if (peer_mounted(p))
+		peer_unmount(p);
+	if (p->pid > 0 && !peer_reaped(p->pid, 5000)) {
 		kill(p->pid, SIGTERM);
-		waitpid(p->pid, NULL, 0);
-	}
-	if (peer_mounted(p)) {
-		pid_t pid = fork();
-		if (pid == 0) {
-			execlp("fusermount3", "fusermount3", "-u", "-z", p->mnt, (char *)NULL);
-			_exit(127);
+		if (!peer_reaped(p->pid, 5000)) {
+			kill(p->pid, SIGKILL);
+			waitpid(p->pid, NULL, 0);
 		}
-		if (pid > 0)
-			waitpid(pid, NULL, 0);
 	}
+	if (peer_mounted(p))
+		peer_unmount(p);
 	unlink(p->mnt);
 	rmdir(p->mnt);
 	rmdir(p->dir);
