@@ -107,6 +107,10 @@ struct vd_lock_req {
 
 struct vd_file_ops {
 	int (*pread)(struct vd_file *f, void *buf, size_t len, uint64_t off);
+	/* Optional: the same as pread for a read of format metadata (headers,
+	 * descriptors, grain directories/tables, stream markers) so a counting
+	 * io can tell it from a data read.  NULL: pread is used. */
+	int (*pread_meta)(struct vd_file *f, void *buf, size_t len, uint64_t off);
 	int (*pwrite)(struct vd_file *f, const void *buf, size_t len, uint64_t off);
 	int (*sync)(struct vd_file *f);
 	int (*size)(struct vd_file *f, uint64_t *size);
@@ -163,6 +167,14 @@ static inline int vd_pread(struct vd_file *f, void *buf, size_t len, uint64_t of
 {
 	return f->ops->pread(f, buf, len, off);
 }
+/* A read of metadata (see pread_meta): the format layer uses it at every
+ * header, descriptor and table read site. */
+static inline int vd_pread_meta(struct vd_file *f, void *buf, size_t len, uint64_t off)
+{
+	if (f->ops->pread_meta)
+		return f->ops->pread_meta(f, buf, len, off);
+	return f->ops->pread(f, buf, len, off);
+}
 static inline int vd_pwrite(struct vd_file *f, const void *buf, size_t len,
 			    uint64_t off)
 {
@@ -192,6 +204,34 @@ bool vd_faultio_crashed(const struct vd_faultio *fi);
  * closed (or abandoned) first. */
 int vd_faultio_crash(struct vd_faultio *fi);
 void vd_faultio_destroy(struct vd_faultio *fi);
+
+/* ---- counting io (common_count.c) ---------------------------------------------
+ * Wraps another io (NULL: POSIX) and counts, per file path, the reads (ops
+ * and bytes, metadata and data apart: see vd_pread_meta), writes and syncs
+ * that go through it.  Files opened twice under one path share one record.
+ * Counters are updated atomically: any number of threads may do I/O; read
+ * them (vd_countio_get) when the I/O of interest is over. */
+struct vd_countio;
+struct vd_count_stats {
+	const char *path; /* as opened; valid until destroy */
+	uint64_t meta_reads, meta_bytes;
+	uint64_t data_reads, data_bytes;
+	uint64_t writes, write_bytes, syncs;
+};
+int vd_countio_create(const struct vd_io *inner, struct vd_countio **out);
+const struct vd_io *vd_countio_io(struct vd_countio *ci);
+/* Files seen so far (in order of first open); i < vd_countio_nr_files. */
+unsigned vd_countio_nr_files(const struct vd_countio *ci);
+void vd_countio_get(const struct vd_countio *ci, unsigned i, struct vd_count_stats *out);
+/* The record of `path`; -ENOENT when it was never opened. */
+int vd_countio_find(const struct vd_countio *ci, const char *path,
+		    struct vd_count_stats *out);
+/* Sum of every file's counters (path NULL). */
+void vd_countio_total(const struct vd_countio *ci, struct vd_count_stats *out);
+/* Zero every counter (no I/O may run meanwhile). */
+void vd_countio_reset(struct vd_countio *ci);
+/* Files must be closed first.  NULL is a no-op. */
+void vd_countio_destroy(struct vd_countio *ci);
 
 /* ---- misc -------------------------------------------------------------------- */
 

@@ -72,6 +72,7 @@ void tools_json_arr_end(struct tools_json *j);
 void tools_json_str(struct tools_json *j, const char *key, const char *val);
 void tools_json_u64(struct tools_json *j, const char *key, uint64_t val);
 void tools_json_bool(struct tools_json *j, const char *key, bool val);
+void tools_json_f64(struct tools_json *j, const char *key, double val);
 
 /* ---- progress meter (tools_progress.c) -------------------------------------------
  * A one-line percentage on stderr, redrawn at most 10 times a second.  Shown

@@ -149,3 +149,13 @@ void tools_json_bool(struct tools_json *j, const char *key, bool val)
 	item_start(j, key);
 	fputs(val ? "true" : "false", j->f);
 }
+
+/* A finite number with up to 6 significant digits; NaN/inf become null. */
+void tools_json_f64(struct tools_json *j, const char *key, double val)
+{
+	item_start(j, key);
+	if (val != val || val > 1e300 || val < -1e300)
+		fputs("null", j->f);
+	else
+		fprintf(j->f, "%.6g", val);
+}

@@ -25,7 +25,8 @@
 	X(digest)     \
 	X(tree)       \
 	X(mount)      \
-	X(umount)
+	X(umount)     \
+	X(bench)
 
 #define TOOLS_DECLARE(n) extern const struct tools_cmd tools_cmd_##n;
 #define TOOLS_REF(n) &tools_cmd_##n,

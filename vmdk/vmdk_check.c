@@ -84,7 +84,7 @@ static int check_rgt(struct gt_check *c, uint32_t i, const uint32_t *gt)
 	raw = malloc(len);
 	if (!raw)
 		return -ENOMEM;
-	err = vd_pread(t->file, raw, len, off);
+	err = vd_pread_meta(t->file, raw, len, off);
 	for (uint32_t j = 0; !err && j < t->gtes_per_gt; j++)
 		if (get_le32(raw + 4 * j) != gt[j]) {
 			problem(c, !c->unclean, "grain table %u entry %u: primary %u, redundant %u%s",

@@ -163,7 +163,7 @@ static int cowd_open(struct vmdk_extent *e, const uint8_t *hdr)
 	int ret = c && h ? 0 : -ENOMEM;
 
 	(void)hdr; /* the header is 2048 bytes; read it whole */
-	if (!ret && (ret = vd_pread(e->file, h, COWD_HEADER_SIZE, 0)) < 0)
+	if (!ret && (ret = vd_pread_meta(e->file, h, COWD_HEADER_SIZE, 0)) < 0)
 		vd_err("%s: reading the COWD header: %s", e->path, strerror(-ret));
 	if (!ret)
 		ret = cowd_decode(c, h, e->path);

@@ -62,7 +62,7 @@ static int read_text(struct vmdk_disk *d, struct vd_file *f, uint64_t off, uint6
 
 	if (!text)
 		return -ENOMEM;
-	err = vd_pread(f, text, len, off);
+	err = vd_pread_meta(f, text, len, off);
 	text[len] = '\0';
 	if (err)
 		vd_err("%s: reading %s: %s", d->path, what, strerror(-err));
@@ -144,7 +144,7 @@ static int load_descriptor(struct vmdk_disk *d)
 	int err = vd_fsize(f, &size);
 
 	if (!err)
-		err = vd_pread(f, hdr, sizeof hdr, 0);
+		err = vd_pread_meta(f, hdr, sizeof hdr, 0);
 	if (err) {
 		vd_err("%s: %s", d->path, strerror(-err));
 		return err;
@@ -288,7 +288,7 @@ static int extent_file(struct vmdk_disk *d, struct vmdk_extent *e, unsigned i,
 		return err;
 	e->path = d->files[idx].path;
 	e->file = d->files[idx].file;
-	err = vd_pread(e->file, hdr, VD_SECTOR, 0);
+	err = vd_pread_meta(e->file, hdr, VD_SECTOR, 0);
 	if (err)
 		vd_err("%s: reading header: %s", e->path, strerror(-err));
 	return err;

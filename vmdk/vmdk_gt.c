@@ -73,7 +73,7 @@ static int read_dir(struct vmdk_gt *t, uint64_t off, uint32_t **out, const char 
 		free(dir);
 		return -ENOMEM;
 	}
-	err = vd_pread(t->file, raw, len, off);
+	err = vd_pread_meta(t->file, raw, len, off);
 	for (uint32_t i = 0; !err && i < t->nr_gd; i++)
 		dir[i] = get_le32(raw + 4 * i);
 	free(raw);
@@ -268,7 +268,7 @@ static int table_load(struct vmdk_gt *t, uint32_t i, struct vmdk_gt_slot *slot)
 	slot->sector = 0;
 	if (!slot->gt && !(slot->gt = malloc(len)))
 		return -ENOMEM;
-	err = vd_pread(t->file, slot->gt, len, off);
+	err = vd_pread_meta(t->file, slot->gt, len, off);
 	if (err) {
 		vd_err("%s: reading grain table %u: %s", t->path, i, strerror(-err));
 		return err;
@@ -534,7 +534,7 @@ static int repair_one(struct vmdk_gt *t, uint32_t i, unsigned *fixed)
 	raw = malloc(len);
 	if (!raw)
 		return -ENOMEM;
-	err = vd_pread(t->file, raw, len, (uint64_t)t->rgd[i] * VD_SECTOR);
+	err = vd_pread_meta(t->file, raw, len, (uint64_t)t->rgd[i] * VD_SECTOR);
 	for (uint32_t j = 0; !err && j < t->gtes_per_gt; j++)
 		if (get_le32(raw + 4 * j) != gt[j]) {
 			err = write_table(t, gt, t->rgd[i]);

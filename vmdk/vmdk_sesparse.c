@@ -197,7 +197,7 @@ static int ses_check_volatile(struct vmdk_extent *e, struct ses *s)
 		return -VD_EBADDATA;
 	}
 	ret =
-	    vd_pread(e->file, v, sizeof v, s->r[SES_VOLATILE].offset_sectors * VD_SECTOR);
+	    vd_pread_meta(e->file, v, sizeof v, s->r[SES_VOLATILE].offset_sectors * VD_SECTOR);
 	if (ret < 0) {
 		vd_err("%s: reading the seSparse volatile header: %s", e->path,
 		       strerror(-ret));
@@ -300,7 +300,7 @@ static int ses_load_gd(struct vmdk_extent *e, struct ses *s)
 		free(raw);
 		return -ENOMEM;
 	}
-	ret = vd_pread(e->file, raw, len, s->r[SES_GD].offset_sectors * VD_SECTOR);
+	ret = vd_pread_meta(e->file, raw, len, s->r[SES_GD].offset_sectors * VD_SECTOR);
 	if (ret < 0) {
 		vd_err("%s: reading the seSparse grain directory: %s", e->path,
 		       strerror(-ret));
@@ -401,7 +401,7 @@ static int ses_load_gt(struct vmdk_extent *e, struct ses *s, uint64_t gd_index,
 		free(raw);
 		return -ENOMEM;
 	}
-	ret = vd_pread(e->file, raw, SES_GTES_PER_GT * 8, off);
+	ret = vd_pread_meta(e->file, raw, SES_GTES_PER_GT * 8, off);
 	if (ret < 0) {
 		vd_err("%s: reading seSparse grain table %" PRIu64 ": %s", e->path,
 		       gt_index, strerror(-ret));

@@ -136,7 +136,7 @@ static int stream_read_footer(struct vmdk_extent *e, struct stream *s)
 		       e->path, s->file_size);
 		return -VD_EBADDATA;
 	}
-	ret = vd_pread(e->file, t, sizeof t, s->file_size - sizeof t);
+	ret = vd_pread_meta(e->file, t, sizeof t, s->file_size - sizeof t);
 	if (ret < 0) {
 		vd_err("%s: reading the stream footer: %s", e->path, strerror(-ret));
 		return ret;
@@ -178,7 +178,7 @@ static int stream_check_gd_marker(struct vmdk_extent *e, struct stream *s)
 		vd_err("%s: footer gdOffset = %" PRIu64 " outside the file", e->path, gd);
 		return -VD_EBADDATA;
 	}
-	ret = vd_pread(e->file, m, sizeof m, (gd - 1) * VD_SECTOR);
+	ret = vd_pread_meta(e->file, m, sizeof m, (gd - 1) * VD_SECTOR);
 	if (ret < 0) {
 		vd_err("%s: reading the GD marker: %s", e->path, strerror(-ret));
 		return ret;
@@ -1074,7 +1074,7 @@ static int stream_check_gt_markers(struct vmdk_extent *e, vmdk_check_fn *fn, voi
 		int ret;
 		if (at < 2)
 			continue; /* 0: none; 1: reported by the table check */
-		ret = vd_pread(e->file, m, sizeof m, (uint64_t)(at - 1) * VD_SECTOR);
+		ret = vd_pread_meta(e->file, m, sizeof m, (uint64_t)(at - 1) * VD_SECTOR);
 		if (ret < 0)
 			return ret;
 		if (get_le32(m + 8) || get_le32(m + 12) != MARKER_GT) {

@@ -1,0 +1,195 @@
+/* tools — a disk under `vdelta bench` (top layer, over chain.h).
+ *
+ * Owns: opening the chain read-only through the counting io (so every
+ * physical read is counted per file, metadata apart from data), mapping
+ * the counted files to layers, the open cost, the cost and memory of the
+ * merged map (built whole by walking the chain's status before any
+ * workload, so workloads see a warm map), the consolidate prediction, warming the page cache, and the
+ * throw-away delta that write workloads use.
+ *
+ * The throw-away delta is a new monolithicSparse file in a fresh folder
+ * whose parentCID is the top's CID and whose hint is the top's absolute
+ * path.  The top is never opened for writing, frozen or otherwise touched:
+ * chain_open opens every parent read-only.  The folder is removed after.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tools_bench.h"
+
+static uint64_t file_storage(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) ? 0 : (uint64_t)st.st_blocks * 512;
+}
+
+/* Layer paths and file sizes; every file of a layer counts toward it. */
+static void disk_layers(struct bench_disk *d)
+{
+	d->file_bytes = 0;
+	for (unsigned i = 0; i < d->depth; i++) {
+		struct vmdk_disk *v = chain_layer(d->chain, i);
+		d->layer_paths[i] = vd_strdup(vmdk_path(v));
+		d->layer_file_bytes[i] = 0;
+		for (unsigned k = 0; k < vmdk_nr_files(v); k++)
+			d->layer_file_bytes[i] += file_storage(vmdk_file_path(v, k));
+		d->file_bytes += d->layer_file_bytes[i];
+	}
+}
+
+/* Bytes the chain holds as DATA: what a consolidated disk would store. */
+static int disk_data_bytes(struct bench_disk *d)
+{
+	struct chain_run r;
+	int err;
+
+	d->data_bytes = 0;
+	for (uint64_t off = 0; off < d->capacity; off += r.len) {
+		if ((err = chain_status(d->chain, off, d->capacity - off, &r)))
+			return err;
+		if (r.kind == CHAIN_DATA)
+			d->data_bytes += r.len;
+	}
+	return 0;
+}
+
+int bench_disk_open(struct bench_disk *d, const char *path)
+{
+	struct vd_count_stats s;
+	uint64_t units;
+	int err;
+
+	d->path = vd_strdup(path);
+	if (!d->path || (err = vd_countio_create(NULL, &d->count)))
+		return -ENOMEM;
+	err = chain_open(path, CHAIN_OPEN_RDONLY, vd_countio_io(d->count), &d->chain);
+	if (err)
+		return err;
+	vd_countio_total(d->count, &s);
+	d->open_reads = s.meta_reads + s.data_reads;
+	d->open_bytes = s.meta_bytes + s.data_bytes;
+	d->depth = chain_depth(d->chain);
+	d->capacity = chain_capacity(d->chain);
+	d->unit = chain_unit(d->chain);
+	units = VD_DIV_ROUND_UP(d->capacity, d->unit);
+	d->map_bytes = units + VD_DIV_ROUND_UP(units, CHAIN_MAP_CHUNK) * sizeof(void *);
+	disk_layers(d);
+	vd_countio_reset(d->count);
+	err = disk_data_bytes(d);
+	vd_countio_total(d->count, &s);
+	d->scan_reads = s.meta_reads + s.data_reads;
+	d->scan_bytes = s.meta_bytes + s.data_bytes;
+	return err;
+}
+
+void bench_disk_close(struct bench_disk *d)
+{
+	chain_close(d->chain);
+	vd_countio_destroy(d->count);
+	for (unsigned i = 0; i < d->depth; i++)
+		free(d->layer_paths[i]);
+	free(d->path);
+	memset(d, 0, sizeof *d);
+}
+
+static void warm_file(const char *path)
+{
+	static char buf[1 << 20];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	while (read(fd, buf, sizeof buf) > 0)
+		;
+	close(fd);
+}
+
+void bench_disk_warm(const struct bench_disk *d)
+{
+	for (unsigned i = 0; i < d->depth; i++) {
+		struct vmdk_disk *v = chain_layer(d->chain, i);
+		for (unsigned k = 0; k < vmdk_nr_files(v); k++)
+			warm_file(vmdk_file_path(v, k));
+	}
+}
+
+void bench_disk_count_begin(struct bench_disk *d)
+{
+	vd_countio_reset(d->count);
+}
+
+/* Add one file's counters to layer l of r. */
+static void count_fold(struct bench_result *r, unsigned l, const struct vd_count_stats *s)
+{
+	r->layers[l].meta_reads += s->meta_reads;
+	r->layers[l].meta_bytes += s->meta_bytes;
+	r->layers[l].data_reads += s->data_reads;
+	r->layers[l].data_bytes += s->data_bytes;
+	r->meta_reads += s->meta_reads;
+	r->meta_bytes += s->meta_bytes;
+	r->data_reads += s->data_reads;
+	r->data_bytes += s->data_bytes;
+}
+
+void bench_disk_count_end(struct bench_disk *d, struct bench_result *r)
+{
+	struct vd_count_stats s;
+
+	r->counted = r->per_layer = true;
+	for (unsigned i = 0; i < d->depth; i++) {
+		struct vmdk_disk *v = chain_layer(d->chain, i);
+		for (unsigned k = 0; k < vmdk_nr_files(v); k++)
+			if (!vd_countio_find(d->count, vmdk_file_path(v, k), &s))
+				count_fold(r, i, &s);
+	}
+}
+
+/* ---- the throw-away delta ------------------------------------------------------ */
+
+int bench_disk_scratch(const struct bench_disk *d, const char *tmpdir, char **dir_out,
+		       char **delta_out)
+{
+	struct vmdk_disk *top = chain_layer(d->chain, 0);
+	char tmpl[PATH_MAX], top_abs[PATH_MAX];
+	struct vmdk_create_opts co = {
+		.capacity = d->capacity,
+		.subformat = VMDK_MONOLITHIC_SPARSE,
+		.grain_size = vmdk_grain_size(top) ? vmdk_grain_size(top) : 65536,
+		.parent_cid = vmdk_cid(top),
+	};
+	int err;
+
+	if (!realpath(vmdk_path(top), top_abs))
+		return tools_fail(vmdk_path(top), -errno), -EIO;
+	snprintf(tmpl, sizeof tmpl, "%s/vdelta-bench-XXXXXX", tmpdir);
+	if (!mkdtemp(tmpl))
+		return tools_fail(tmpl, -errno), -EIO;
+	co.parent_hint = top_abs;
+	*dir_out = vd_strdup(tmpl);
+	*delta_out = vd_path_join(tmpl, "scratch.vmdk");
+	if (!*dir_out || !*delta_out)
+		return -ENOMEM;
+	err = vmdk_create(*delta_out, &co, NULL);
+	return err;
+}
+
+void bench_disk_scratch_remove(const char *dir)
+{
+	DIR *dh = opendir(dir);
+	struct dirent *e;
+
+	if (!dh)
+		return;
+	while ((e = readdir(dh)))
+		if (e->d_name[0] != '.')
+			unlinkat(dirfd(dh), e->d_name, 0);
+	closedir(dh);
+	rmdir(dir);
+}

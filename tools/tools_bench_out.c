@@ -1,0 +1,350 @@
+/* tools — the output of `vdelta bench` (top layer).
+ *
+ * Owns: the table printed on a terminal, the JSON document (its schema is
+ * docs/bench.schema.json), the CSV rows and the gnuplot plot (random 4 KiB
+ * IOPS, sequential MiB/s and random-read amplification against depth, one
+ * line per system).  Amplification is physical reads (or bytes) per
+ * logical one; for a FUSE server the physical reads are all its read
+ * syscalls, its reads of requests from /dev/fuse included.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tools_bench.h"
+
+static double ratio(double a, double b)
+{
+	return b > 0 ? a / b : 0;
+}
+
+double bench_out_amp(const struct bench_result *r, bool bytes)
+{
+	if (bytes)
+		return ratio((double)(r->meta_bytes + r->data_bytes), (double)r->bytes);
+	return ratio((double)(r->meta_reads + r->data_reads), (double)r->ops);
+}
+
+static double iops(const struct bench_result *r)
+{
+	return ratio((double)r->ops, r->seconds);
+}
+
+static double mibs(const struct bench_result *r)
+{
+	return ratio((double)r->bytes / 1048576.0, r->seconds);
+}
+
+/* Throughput of r over vdelta's on the same disk and workload (0: none). */
+static double vs_vdelta(const struct bench_run *b, const struct bench_result *r)
+{
+	for (unsigned i = 0; i < b->nr_results; i++) {
+		const struct bench_result *v = &b->results[i];
+		if (!strcmp(v->system, "vdelta") && v->disk == r->disk &&
+		    v->pattern == r->pattern && v->threads == r->threads)
+			return ratio(iops(r), iops(v));
+	}
+	return 0;
+}
+
+/* Share of the data reads served by layer l. */
+static double layer_share(const struct bench_result *r, unsigned l)
+{
+	return ratio((double)r->layers[l].data_reads, (double)r->data_reads);
+}
+
+/* ---- table ---------------------------------------------------------------------- */
+
+static void table_disk(const struct bench_disk *d, FILE *f)
+{
+	char cap[32], ob[32], mb[32], now[32], after[32];
+
+	fprintf(f, "\ndepth %u: %s (%s virtual)\n", d->depth, d->path,
+		tools_human_size(d->capacity, cap, sizeof cap));
+	fprintf(f, "  open: %" PRIu64 " reads, %s; merged map: %s, built with %" PRIu64
+		" reads\n", d->open_reads, tools_human_size(d->open_bytes, ob, sizeof ob),
+		tools_human_size(d->map_bytes, mb, sizeof mb), d->scan_reads);
+	fprintf(f, "  consolidate: depth %u -> 1, storage %s -> ~%s, predicted "
+		"amplification 1.00 read per read\n", d->depth,
+		tools_human_size(d->file_bytes, now, sizeof now),
+		tools_human_size(d->data_bytes, after, sizeof after));
+	fprintf(f, "  %-10s %-20s %3s %8s %9s %8s %8s %8s %8s %7s %7s %7s %6s\n", "system",
+		"pattern", "thr", "ops", "IOPS", "MiB/s", "p50 us", "p99 us", "p99.9 us",
+		"amp", "amp B", "meta/op", "x vd");
+}
+
+static void table_layers(const struct bench_result *r, unsigned depth, FILE *f)
+{
+	unsigned shown = 0;
+
+	fprintf(f, "  %-10s data reads by layer (0 = top):", "");
+	for (unsigned l = 0; l < depth; l++) {
+		if (!r->layers[l].data_reads)
+			continue;
+		if (++shown > 8) {
+			fputs(" ...", f);
+			break;
+		}
+		fprintf(f, " %u:%.1f%%", l, 100 * layer_share(r, l));
+	}
+	fputc('\n', f);
+}
+
+static void table_row(const struct bench_run *b, const struct bench_result *r, FILE *f)
+{
+	fprintf(f, "  %-10s %-20s %3u %8" PRIu64 " %9.0f %8.1f %8.1f %8.1f %8.1f", r->system,
+		bench_pattern_name(r->pattern), r->threads, r->ops, iops(r), mibs(r),
+		r->lat_ns[0] / 1e3, r->lat_ns[1] / 1e3, r->lat_ns[2] / 1e3);
+	if (r->counted)
+		fprintf(f, " %7.2f %7.2f %7.3f", bench_out_amp(r, false), bench_out_amp(r, true),
+			ratio((double)r->meta_reads, (double)r->ops));
+	else
+		fprintf(f, " %7s %7s %7s", "-", "-", "-");
+	if (strcmp(r->system, "vdelta"))
+		fprintf(f, " %6.2f", vs_vdelta(b, r));
+	fputc('\n', f);
+	if (r->per_layer && r->pattern != BENCH_WRITE)
+		table_layers(r, b->disks[r->disk].depth, f);
+}
+
+void bench_out_table(const struct bench_run *b, FILE *f)
+{
+	for (unsigned d = 0; d < b->nr_disks; d++) {
+		table_disk(&b->disks[d], f);
+		for (unsigned i = 0; i < b->nr_results; i++)
+			if (b->results[i].disk == d)
+				table_row(b, &b->results[i], f);
+	}
+	fputs("\namp = physical reads per logical read (amp B: bytes); meta/op = metadata "
+	      "reads per request; x vd = throughput against vdelta\n", f);
+}
+
+/* ---- JSON ----------------------------------------------------------------------- */
+
+static void json_disk(struct tools_json *j, const struct bench_disk *d)
+{
+	tools_json_obj_begin(j, NULL);
+	tools_json_str(j, "path", d->path);
+	tools_json_u64(j, "depth", d->depth);
+	tools_json_u64(j, "capacity", d->capacity);
+	tools_json_u64(j, "map_unit", d->unit);
+	tools_json_u64(j, "open_reads", d->open_reads);
+	tools_json_u64(j, "open_bytes", d->open_bytes);
+	tools_json_u64(j, "map_bytes", d->map_bytes);
+	tools_json_u64(j, "map_build_reads", d->scan_reads);
+	tools_json_u64(j, "map_build_bytes", d->scan_bytes);
+	tools_json_u64(j, "file_bytes", d->file_bytes);
+	tools_json_arr_begin(j, "layers");
+	for (unsigned l = 0; l < d->depth; l++) {
+		tools_json_obj_begin(j, NULL);
+		tools_json_str(j, "path", d->layer_paths[l]);
+		tools_json_u64(j, "file_bytes", d->layer_file_bytes[l]);
+		tools_json_obj_end(j);
+	}
+	tools_json_arr_end(j);
+	tools_json_obj_begin(j, "consolidate");
+	tools_json_u64(j, "depth", 1);
+	tools_json_u64(j, "file_bytes", d->data_bytes);
+	tools_json_f64(j, "predicted_amplification", 1.0);
+	tools_json_obj_end(j);
+	tools_json_obj_end(j);
+}
+
+static void json_physical(struct tools_json *j, const struct bench_result *r)
+{
+	tools_json_obj_begin(j, "physical");
+	tools_json_str(j, "source", r->per_layer ? "counting-io" : "proc-pid-io");
+	tools_json_u64(j, "reads", r->meta_reads + r->data_reads);
+	tools_json_u64(j, "bytes", r->meta_bytes + r->data_bytes);
+	tools_json_u64(j, "meta_reads", r->meta_reads);
+	tools_json_u64(j, "meta_bytes", r->meta_bytes);
+	tools_json_u64(j, "data_reads", r->data_reads);
+	tools_json_u64(j, "data_bytes", r->data_bytes);
+	tools_json_f64(j, "amplification_ops", bench_out_amp(r, false));
+	tools_json_f64(j, "amplification_bytes", bench_out_amp(r, true));
+	tools_json_obj_end(j);
+}
+
+static void json_layers(struct tools_json *j, const struct bench_result *r, unsigned depth)
+{
+	tools_json_arr_begin(j, "layers");
+	for (unsigned l = 0; r->per_layer && l < depth; l++) {
+		tools_json_obj_begin(j, NULL);
+		tools_json_u64(j, "layer", l);
+		tools_json_u64(j, "meta_reads", r->layers[l].meta_reads);
+		tools_json_u64(j, "meta_bytes", r->layers[l].meta_bytes);
+		tools_json_u64(j, "data_reads", r->layers[l].data_reads);
+		tools_json_u64(j, "data_bytes", r->layers[l].data_bytes);
+		tools_json_f64(j, "share", layer_share(r, l));
+		tools_json_obj_end(j);
+	}
+	tools_json_arr_end(j);
+}
+
+static void json_result(struct tools_json *j, const struct bench_run *b,
+			const struct bench_result *r)
+{
+	tools_json_obj_begin(j, NULL);
+	tools_json_str(j, "system", r->system);
+	tools_json_u64(j, "disk", r->disk);
+	tools_json_u64(j, "depth", b->disks[r->disk].depth);
+	tools_json_str(j, "pattern", bench_pattern_name(r->pattern));
+	tools_json_u64(j, "threads", r->threads);
+	tools_json_u64(j, "ops", r->ops);
+	tools_json_u64(j, "bytes", r->bytes);
+	tools_json_f64(j, "seconds", r->seconds);
+	tools_json_f64(j, "iops", iops(r));
+	tools_json_f64(j, "mib_per_s", mibs(r));
+	tools_json_obj_begin(j, "latency_us");
+	tools_json_f64(j, "p50", r->lat_ns[0] / 1e3);
+	tools_json_f64(j, "p99", r->lat_ns[1] / 1e3);
+	tools_json_f64(j, "p99_9", r->lat_ns[2] / 1e3);
+	tools_json_obj_end(j);
+	if (r->counted)
+		json_physical(j, r);
+	json_layers(j, r, b->disks[r->disk].depth);
+	tools_json_f64(j, "vs_vdelta", strcmp(r->system, "vdelta") ? vs_vdelta(b, r) : 1.0);
+	tools_json_obj_end(j);
+}
+
+void bench_out_json(const struct bench_run *b, FILE *f)
+{
+	struct tools_json j;
+	double load[3] = {0};
+
+	getloadavg(load, 3);
+	tools_json_init(&j, f);
+	tools_json_obj_begin(&j, NULL);
+	tools_json_str(&j, "vdelta_version", VDELTA_VERSION);
+	tools_json_u64(&j, "cpus", (uint64_t)sysconf(_SC_NPROCESSORS_ONLN));
+	tools_json_f64(&j, "load_average", load[0]);
+	tools_json_arr_begin(&j, "disks");
+	for (unsigned d = 0; d < b->nr_disks; d++)
+		json_disk(&j, &b->disks[d]);
+	tools_json_arr_end(&j);
+	tools_json_arr_begin(&j, "results");
+	for (unsigned i = 0; i < b->nr_results; i++)
+		json_result(&j, b, &b->results[i]);
+	tools_json_arr_end(&j);
+	tools_json_obj_end(&j);
+}
+
+/* ---- CSV ------------------------------------------------------------------------ */
+
+void bench_out_csv(const struct bench_run *b, FILE *f)
+{
+	fputs("system,depth,pattern,threads,ops,bytes,seconds,iops,mib_per_s,p50_us,p99_us,"
+	      "p99_9_us,phys_reads,phys_bytes,meta_reads,data_reads,amp_ops,amp_bytes,"
+	      "vs_vdelta\n", f);
+	for (unsigned i = 0; i < b->nr_results; i++) {
+		const struct bench_result *r = &b->results[i];
+		fprintf(f, "%s,%u,%s,%u,%" PRIu64 ",%" PRIu64 ",%.6f,%.1f,%.2f,%.1f,%.1f,%.1f,",
+			r->system, b->disks[r->disk].depth, bench_pattern_name(r->pattern),
+			r->threads, r->ops, r->bytes, r->seconds, iops(r), mibs(r),
+			r->lat_ns[0] / 1e3, r->lat_ns[1] / 1e3, r->lat_ns[2] / 1e3);
+		fprintf(f, "%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%.4f,%.4f,%.3f\n",
+			r->meta_reads + r->data_reads, r->meta_bytes + r->data_bytes,
+			r->meta_reads, r->data_reads, bench_out_amp(r, false),
+			bench_out_amp(r, true),
+			strcmp(r->system, "vdelta") ? vs_vdelta(b, r) : 1.0);
+	}
+}
+
+/* ---- plot ----------------------------------------------------------------------- */
+
+/* The result of system on disk d for a pattern (random: 1 thread). */
+static const struct bench_result *find(const struct bench_run *b, const char *system,
+				       unsigned d, enum bench_pattern p)
+{
+	for (unsigned i = 0; i < b->nr_results; i++) {
+		const struct bench_result *r = &b->results[i];
+		if (r->disk == d && r->pattern == p && !strcmp(r->system, system) &&
+		    (p != BENCH_RAND || r->threads == 1))
+			return r;
+	}
+	return NULL;
+}
+
+/* Distinct systems in order of appearance. */
+static unsigned systems(const struct bench_run *b, const char **out)
+{
+	unsigned n = 0, k;
+
+	for (unsigned i = 0; i < b->nr_results; i++) {
+		for (k = 0; k < n && strcmp(out[k], b->results[i].system); k++)
+			;
+		if (k == n && n < 8)
+			out[n++] = b->results[i].system;
+	}
+	return n;
+}
+
+static void plot_value(FILE *g, bool have, double v)
+{
+	if (have)
+		fprintf(g, " %.4f", v);
+	else
+		fputs(" NaN", g);
+}
+
+/* One datablock per system: depth, rand IOPS, seq MiB/s, rand amplification. */
+static void plot_data(const struct bench_run *b, const char **sys, unsigned n, FILE *g)
+{
+	for (unsigned s = 0; s < n; s++) {
+		fprintf(g, "$s%u << EOD\n", s);
+		for (unsigned d = 0; d < b->nr_disks; d++) {
+			const struct bench_result *r = find(b, sys[s], d, BENCH_RAND);
+			const struct bench_result *q = find(b, sys[s], d, BENCH_SEQ);
+			fprintf(g, "%u", b->disks[d].depth);
+			plot_value(g, r, r ? iops(r) : 0);
+			plot_value(g, q, q ? mibs(q) : 0);
+			plot_value(g, r && r->counted, r ? bench_out_amp(r, false) : 0);
+			fputc('\n', g);
+		}
+		fputs("EOD\n", g);
+	}
+}
+
+static void plot_panel(FILE *g, const char **sys, unsigned n, int col, const char *title)
+{
+	fprintf(g, "set title '%s'\nplot ", title);
+	for (unsigned s = 0; s < n; s++)
+		fprintf(g, "%s$s%u using 1:%d with linespoints title '%s'", s ? ", " : "", s,
+			col, sys[s]);
+	fputc('\n', g);
+}
+
+int bench_out_plot(const struct bench_run *b, const char *path)
+{
+	const char *sys[8], *ext = strrchr(path, '.');
+	unsigned n = systems(b, sys);
+	bool png = ext && !strcmp(ext, ".png");
+	FILE *g;
+	int st;
+
+	if (strchr(path, '\'')) {
+		tools_err("%s: a plot file name may not contain a quote", path);
+		return -EINVAL;
+	}
+	g = popen("gnuplot", "w");
+	if (!g)
+		return tools_fail("gnuplot", -errno), -EIO;
+	fprintf(g, "set terminal %s size 1200,400\nset output '%s'\n",
+		png ? "pngcairo" : "svg dynamic", path);
+	fputs("set datafile missing NaN\nset key top right\nset xlabel 'chain depth'\n"
+	      "set grid\nset logscale x 2\nset yrange [0:*]\nset multiplot layout 1,3\n", g);
+	plot_data(b, sys, n, g);
+	plot_panel(g, sys, n, 2, "random 4 KiB reads (IOPS)");
+	plot_panel(g, sys, n, 3, "sequential 1 MiB reads (MiB/s)");
+	plot_panel(g, sys, n, 4, "read amplification (physical reads per 4 KiB read)");
+	fputs("unset multiplot\n", g);
+	st = pclose(g);
+	if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st)) {
+		tools_err("%s: gnuplot failed", path);
+		return -EIO;
+	}
+	return 0;
+}

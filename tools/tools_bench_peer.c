@@ -1,0 +1,241 @@
+/* tools — the FUSE servers of `vdelta bench --fuse/--peers` (top layer).
+ *
+ * Owns: serving a chain through FUSE so the bench reads it there beside
+ * vdelta in process: `vdelta mount -f --ro` (this program, --fuse),
+ * qemu-storage-daemon's FUSE export (read-only, qemu follows the parent
+ * hints itself) and vmdkmount (libvmdk; DIR/vmdkN is the whole chain).
+ * Each runs as our child in a fresh folder under the temp dir; its
+ * physical reads are the `syscr`/`rchar` lines of /proc/PID/io (every
+ * thread of the process).  They include the server's reads of requests
+ * from /dev/fuse (one per FUSE request; the kernel cuts a large read into
+ * several requests), so they are the server's whole read cost.  Stopping
+ * unmounts our own mountpoint and waits for our own child, never another.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tools_bench.h"
+
+#define FUSE_SUPER_MAGIC 0x65735546
+#define START_TIMEOUT_MS 15000
+
+const char *const bench_peer_names[] = {"vdelta-fuse", "qemu-fuse", "vmdkmount"};
+const unsigned bench_nr_peers = 3;
+static const char *const peer_progs[] = {"vdelta", "qemu-storage-daemon", "vmdkmount"};
+enum { PEER_VDELTA, PEER_QEMU, PEER_VMDKMOUNT };
+
+struct bench_peer {
+	pid_t pid;
+	char dir[PATH_MAX / 2];       /* our folder: the mountpoint lives here */
+	char mnt[PATH_MAX / 2 + 16];  /* what was mounted */
+	char file[PATH_MAX / 2 + 32]; /* the served disk */
+};
+
+static bool in_path(const char *prog)
+{
+	const char *path = getenv("PATH");
+	char buf[PATH_MAX];
+
+	for (const char *p = path ? path : "/usr/bin:/bin"; *p;) {
+		size_t n = strcspn(p, ":");
+		snprintf(buf, sizeof buf, "%.*s/%s", (int)n, p, prog);
+		if (access(buf, X_OK) == 0)
+			return true;
+		p += n + (p[n] == ':');
+	}
+	return false;
+}
+
+bool bench_peer_available(unsigned peer)
+{
+	return peer < bench_nr_peers && in_path("fusermount3") &&
+	       (peer == PEER_VDELTA || in_path(peer_progs[peer]));
+}
+
+static void peer_exec(unsigned peer, const char *top, const struct bench_peer *p)
+{
+	char file[PATH_MAX + 64], exp[PATH_MAX + 128];
+	int null = open("/dev/null", O_RDWR);
+
+	dup2(null, STDIN_FILENO);
+	dup2(null, STDOUT_FILENO);
+	if (peer == PEER_VMDKMOUNT) { /* -v: stay in the foreground (and talk) */
+		dup2(null, STDERR_FILENO);
+		execlp("vmdkmount", "vmdkmount", "-v", top, p->mnt, (char *)NULL);
+	}
+	if (peer == PEER_VDELTA) { /* this very program; --ro: reads only */
+		snprintf(file, sizeof file, "%s=disk", top);
+		execl("/proc/self/exe", "vdelta", "mount", "-f", "--ro", file, p->mnt,
+		      (char *)NULL);
+	}
+	snprintf(file, sizeof file, "driver=file,node-name=f,filename=%s,read-only=on", top);
+	snprintf(exp, sizeof exp, "type=fuse,id=e,node-name=n,mountpoint=%s,writable=off",
+		 p->mnt);
+	execlp("qemu-storage-daemon", "qemu-storage-daemon", "--blockdev", file,
+	       "--blockdev", "driver=vmdk,node-name=n,file=f,read-only=on",
+	       "--export", exp, (char *)NULL);
+	_exit(127);
+}
+
+/* Wait until mnt is a FUSE mount and the served file exists. */
+static int peer_wait(struct bench_peer *p)
+{
+	struct timespec ts = { 0, 20 * 1000000 };
+	struct statfs sf;
+	int status;
+
+	for (int ms = 0; ms < START_TIMEOUT_MS; ms += 20) {
+		if (!statfs(p->mnt, &sf) && sf.f_type == FUSE_SUPER_MAGIC &&
+		    access(p->file, R_OK) == 0)
+			return 0;
+		if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+			p->pid = 0;
+			return -ECHILD;
+		}
+		nanosleep(&ts, NULL);
+	}
+	return -ETIMEDOUT;
+}
+
+static int peer_prepare(unsigned peer, unsigned depth, const char *tmpdir,
+			struct bench_peer *p)
+{
+	snprintf(p->dir, sizeof p->dir, "%s/vdelta-bench-peer-XXXXXX", tmpdir);
+	if (!mkdtemp(p->dir))
+		return -errno;
+	snprintf(p->mnt, sizeof p->mnt, "%s/%s", p->dir, peer == PEER_QEMU ? "disk.img" : "mnt");
+	if (peer != PEER_QEMU) {
+		if (peer == PEER_VMDKMOUNT)
+			snprintf(p->file, sizeof p->file, "%s/vmdk%u", p->mnt, depth);
+		else
+			snprintf(p->file, sizeof p->file, "%s/disk", p->mnt);
+		return mkdir(p->mnt, 0755) ? -errno : 0;
+	}
+	snprintf(p->file, sizeof p->file, "%s", p->mnt);
+	return close(open(p->mnt, O_CREAT | O_WRONLY | O_CLOEXEC, 0644)) ? -errno : 0;
+}
+
+int bench_peer_start(unsigned peer, const char *top, unsigned depth, const char *tmpdir,
+		     struct bench_peer **out)
+{
+	struct bench_peer *p = calloc(1, sizeof *p);
+	char top_abs[PATH_MAX];
+	int err;
+
+	*out = NULL;
+	if (!p)
+		return -ENOMEM;
+	if (!realpath(top, top_abs) || (err = peer_prepare(peer, depth, tmpdir, p))) {
+		err = -errno;
+		tools_fail(top, err);
+		free(p);
+		return err;
+	}
+	p->pid = fork();
+	if (p->pid == 0)
+		peer_exec(peer, top_abs, p);
+	err = p->pid < 0 ? -errno : peer_wait(p);
+	if (err) {
+		tools_err("%s: %s did not come up serving %s (%s)", p->mnt, peer_progs[peer],
+			  top, strerror(-err));
+		bench_peer_stop(p);
+		return err;
+	}
+	*out = p;
+	return 0;
+}
+
+const char *bench_peer_file(const struct bench_peer *p)
+{
+	return p->file;
+}
+
+int bench_peer_io(const struct bench_peer *p, uint64_t *syscr, uint64_t *rchar)
+{
+	char path[64], line[128];
+	FILE *f;
+
+	snprintf(path, sizeof path, "/proc/%d/io", (int)p->pid);
+	if (!(f = fopen(path, "re")))
+		return -errno;
+	while (fgets(line, sizeof line, f)) {
+		unsigned long long v;
+		if (sscanf(line, "syscr: %llu", &v) == 1)
+			*syscr = v;
+		else if (sscanf(line, "rchar: %llu", &v) == 1)
+			*rchar = v;
+	}
+	fclose(f);
+	return 0;
+}
+
+static bool peer_mounted(const struct bench_peer *p)
+{
+	FILE *f = fopen("/proc/self/mounts", "re");
+	char line[PATH_MAX + 256], want[PATH_MAX];
+	bool found = false;
+
+	snprintf(want, sizeof want, " %s fuse", p->mnt);
+	while (f && !found && fgets(line, sizeof line, f))
+		found = strstr(line, want) != NULL;
+	if (f)
+		fclose(f);
+	return found;
+}
+
+static void peer_unmount(const struct bench_peer *p)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		execlp("fusermount3", "fusermount3", "-u", "-z", p->mnt, (char *)NULL);
+		_exit(127);
+	}
+	if (pid > 0)
+		waitpid(pid, NULL, 0);
+}
+
+/* Wait up to timeout_ms for our child to exit; true when it did. */
+static bool peer_reaped(pid_t pid, int timeout_ms)
+{
+	struct timespec ts = { 0, 20 * 1000000 };
+
+	for (int ms = 0; ms < timeout_ms; ms += 20) {
+		if (waitpid(pid, NULL, WNOHANG) == pid)
+			return true;
+		nanosleep(&ts, NULL);
+	}
+	return false;
+}
+
+/* Unmount (every FUSE server exits then, having flushed), then SIGTERM,
+ * then SIGKILL: only our own child and our own mountpoint. */
+void bench_peer_stop(struct bench_peer *p)
+{
+	if (!p)
+		return;
+	if (peer_mounted(p))
+		peer_unmount(p);
+	if (p->pid > 0 && !peer_reaped(p->pid, 5000)) {
+		kill(p->pid, SIGTERM);
+		if (!peer_reaped(p->pid, 5000)) {
+			kill(p->pid, SIGKILL);
+			waitpid(p->pid, NULL, 0);
+		}
+	}
+	if (peer_mounted(p))
+		peer_unmount(p);
+	unlink(p->mnt);
+	rmdir(p->mnt);
+	rmdir(p->dir);
+	free(p);
+}
