@@ -23,7 +23,10 @@
 	X(clone)      \
 	X(map)        \
 	X(digest)     \
-	X(tree)
+	X(tree)       \
+	X(commit)     \
+	X(delete)     \
+	X(revert)
 
 #define TOOLS_DECLARE(n) extern const struct tools_cmd tools_cmd_##n;
 #define TOOLS_REF(n) &tools_cmd_##n,
