@@ -50,10 +50,12 @@ static int below_read(void *opaque, void *buf, size_t len, uint64_t off)
 }
 
 /* Open P for writing, locked, its parents as the backing of partial grains. */
-static int open_lower(struct merge *m, const char *parent, const struct vd_io *io)
+static int open_lower(struct merge *m, const char *parent, const struct vd_io *io,
+		      bool resume)
 {
 	char *pp;
-	int err = vmdk_open(parent, VMDK_OPEN_RDWR, io, &m->lower);
+	int err = vmdk_open(parent, VMDK_OPEN_RDWR | (resume ? VMDK_OPEN_DIRTY_OK : 0),
+			    io, &m->lower);
 
 	if (!err)
 		err = vmdk_lock(m->lower, VMDK_PERM_READ | VMDK_PERM_WRITE,
@@ -71,14 +73,14 @@ static int open_lower(struct merge *m, const char *parent, const struct vd_io *i
 }
 
 static int open_merge(struct merge *m, const char *layer, const char *parent,
-		      const struct vd_io *io)
+		      const struct vd_io *io, bool resume)
 {
 	int err = vmdk_open(layer, VMDK_OPEN_RDONLY, io, &m->upper);
 
 	if (!err)
 		err = vmdk_lock(m->upper, VMDK_PERM_READ, VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
 	if (!err)
-		err = open_lower(m, parent, io);
+		err = open_lower(m, parent, io, resume);
 	m->buf = malloc(COMMIT_BUF);
 	m->buf2 = malloc(COMMIT_BUF);
 	if (!err && (!m->buf || !m->buf2))
@@ -181,12 +183,14 @@ static int held_bytes(const char *layer, uint64_t *out)
 	return err;
 }
 
-/* C2 + C3; *cid gets P's CID afterwards. */
+/* C2 + C3; *cid gets P's CID afterwards.  resume: P may be marked unclean
+ * by the interrupted C2 (its writes keep data before tables, so P is
+ * consistent; a leaked grain at most, which `check --repair` reclaims). */
 static int merge_into_parent(const struct group_intent *in, const struct vd_io *io,
-			     struct chain_plan *plan, uint32_t *cid)
+			     struct chain_plan *plan, bool resume, uint32_t *cid)
 {
 	struct merge m = { .plan = plan };
-	int err = open_merge(&m, in->target, in->parent, io);
+	int err = open_merge(&m, in->target, in->parent, io, resume);
 
 	if (!err)
 		err = held_bytes(in->target, &m.total);
@@ -257,14 +261,14 @@ static int remove_files(const struct group_intent *in, const struct vd_io *io)
 }
 
 static int commit_steps(const struct group_intent *in, const struct vd_io *io,
-			struct chain_plan *plan)
+			struct chain_plan *plan, bool resume)
 {
 	struct stat st;
 	uint32_t cid;
 	int err = 0;
 
 	if (!lstat(in->target, &st)) {
-		err = merge_into_parent(in, io, plan, &cid); /* C2, C3 */
+		err = merge_into_parent(in, io, plan, resume, &cid); /* C2, C3 */
 		for (unsigned i = 0; !err && i < in->nr_children; i++)
 			err = repoint(in->children[i], in->parent, cid, io); /* C4 */
 		if (!err) /* C5 */
@@ -282,7 +286,7 @@ int commit_resume(const struct group_intent *in, const struct vd_io *io)
 		vd_err("%s: commit record without a parent: left as is", in->path);
 		return -VD_EBADDATA;
 	}
-	return commit_steps(in, io, NULL);
+	return commit_steps(in, io, NULL, true);
 }
 
 /* ---- plan ------------------------------------------------------------------------- */
@@ -392,7 +396,7 @@ int chain_group_commit(struct chain_group *g, const char *layer, unsigned flags,
 	if (!err && !(flags & CHAIN_GROUP_DRY_RUN))
 		err = intent_write(&in, io); /* C1 */
 	if (!err && !(flags & CHAIN_GROUP_DRY_RUN))
-		err = commit_steps(&in, io, plan);
+		err = commit_steps(&in, io, plan, false);
 	intent_free(&in);
 	return err;
 }
