@@ -205,8 +205,15 @@ struct chain_tree_node {
 struct chain_tree {
 	struct chain_tree_node *nodes;
 	unsigned nr_nodes;
+	char **intents;       /* intent records found (CHAIN_INTENT_SUFFIX) */
+	unsigned nr_intents;
 };
 
+#define CHAIN_TREE_MAX_DIR_DEPTH 8u /* subfolder levels a scan descends */
+#define CHAIN_INTENT_SUFFIX ".vdelta-intent"
+#define CHAIN_CHILDREN_SUFFIX ".vdelta-children"
+
+/* The folders are scanned recursively (see chain_tree.c for the bounds). */
 int chain_tree_scan(char *const *dirs, unsigned nr_dirs, struct chain_tree **out);
 void chain_tree_free(struct chain_tree *t);
 
@@ -305,5 +312,89 @@ int chain_hint_resolve(const char *child_path, const char *hint,
 /* The hint to write in a child at child_path for parent_path: relative to
  * the child's folder when both are reachable that way, else absolute. */
 int chain_hint_make(const char *child_path, const char *parent_path, char **out);
+
+/* ---- groups (chain_group.c, chain_commit.c, chain_delete.c) -----------------------
+ * A group is every disk that reaches one base.  A layer is SHARED when more
+ * than one disk reaches it, or when it recorded giving a child (sidecar
+ * LAYER.vmdk CHAIN_CHILDREN_SUFFIX, written by snapshot / create --parent /
+ * clone --linked / --from-current) that the scan does not find: a clone
+ * moved out of reach still counts.  Disks are found by scanning,
+ * recursively, the folders of the disk and of its base plus scan_dirs.
+ *
+ * Every operation refuses (-EBUSY, message naming the other disks, nothing
+ * written) to modify, merge into or delete a shared layer.  Each is a list
+ * of numbered steps (docs/architecture.md "Write ordering") safe to stop
+ * anywhere: an intent record (TARGET CHAIN_INTENT_SUFFIX) written first
+ * lets chain_group_load (and so every group command) finish the work after
+ * a crash; every disk then reads exactly its old or its new content.
+ *
+ * THREAD MODEL: one thread per group; nothing else may write the group's
+ * files meanwhile (the layers touched are locked like qemu does). */
+
+struct chain_group;
+
+enum chain_step_kind {
+	CHAIN_STEP_WRITE,    /* data copied into an existing layer */
+	CHAIN_STEP_CREATE,   /* a new layer file */
+	CHAIN_STEP_REMOVE,   /* a layer deleted */
+	CHAIN_STEP_REPOINT,  /* parentCID / hint rewritten */
+	CHAIN_STEP_UNFREEZE, /* frozen mark cleared (it became a top) */
+	CHAIN_STEP_ORPHAN,   /* left without any disk (kept unless asked) */
+	CHAIN_STEP_KEEP,     /* shared: untouched */
+};
+
+struct chain_plan_step {
+	enum chain_step_kind kind;
+	char *path;
+	uint64_t bytes; /* data to copy (WRITE/CREATE) or freed (REMOVE) */
+};
+
+typedef void chain_progress_fn(void *opaque, uint64_t done, uint64_t total);
+
+struct chain_plan {
+	const char *op;
+	struct chain_plan_step *steps;
+	unsigned nr_steps;
+	uint64_t copy_bytes;   /* data to move */
+	uint64_t space_needed; /* new storage, at most */
+	uint64_t space_avail;  /* free bytes where it goes (statvfs) */
+	char *result;          /* the disk's top afterwards (malloc'd), NULL if gone */
+	chain_progress_fn *progress; /* optional, set by the caller */
+	void *progress_opaque;
+};
+
+enum {
+	CHAIN_GROUP_DRY_RUN = 1u << 0, /* plan only: nothing written */
+	CHAIN_GROUP_ORPHANS = 1u << 1, /* delete: remove orphaned layers too */
+};
+
+/* Recover every intent record in the folders, then scan them.  disk may be
+ * any layer of the group. */
+int chain_group_load(const char *disk, char *const *scan_dirs, unsigned nr_dirs,
+		     const struct vd_io *io, struct chain_group **out);
+void chain_group_free(struct chain_group *g);
+const struct chain_tree *chain_group_tree(const struct chain_group *g);
+/* Node of the layer at path (same file), or -ENOENT. */
+int chain_group_node(const struct chain_group *g, const char *path);
+/* Disks (leaf paths) reaching node, plus recorded children not found. */
+unsigned chain_group_nr_users(const struct chain_group *g, int node);
+bool chain_group_shared(const struct chain_group *g, int node);
+/* Finish or roll back the operation of one intent record. */
+int chain_group_recover(const char *intent_path, const struct vd_io *io);
+/* Record in parent's sidecar that child was made over it. */
+int chain_group_record_child(const char *parent, const char *child,
+			     const struct vd_io *io);
+
+/* Merge LAYER into its parent, re-point LAYER's children, remove LAYER. */
+int chain_group_commit(struct chain_group *g, const char *layer, unsigned flags,
+		       const struct vd_io *io, struct chain_plan *plan);
+/* Remove DISK's unshared layers. */
+int chain_group_delete(struct chain_group *g, const char *disk, unsigned flags,
+		       const struct vd_io *io, struct chain_plan *plan);
+/* Replace DISK's top by an empty delta over the same parent. */
+int chain_group_revert(struct chain_group *g, const char *disk, unsigned flags,
+		       const struct vd_io *io, struct chain_plan *plan);
+void chain_plan_free(struct chain_plan *p);
+const char *chain_step_name(enum chain_step_kind k);
 
 #endif

@@ -7,8 +7,10 @@
  * Order, so that a crash never leaves a child over a writable parent:
  * 1. the parent's chain is validated (opened read-only, locks taken);
  * 2. the parent is frozen (descriptor rewritten durably; CID unchanged);
- * 3. the child is created (vmdk_create writes it durably, then its name
- *    appears).  A crash between 2 and 3 leaves a frozen layer without a
+ * 3. the parent's sidecar record (chain_group.c) names the child to be:
+ *    a record of a child never made only makes the parent count as shared;
+ * 4. the child is created (vmdk_create writes it durably, then its name
+ *    appears).  A crash between 2 and 4 leaves a frozen layer without a
  *    child: still readable, and `snapshot` again gives it one.
  */
 #define _GNU_SOURCE
@@ -18,7 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "chain_int.h"
+#include "chain_group_int.h"
 
 #define SNAPSHOT_MAX 999999u /* name-NNNNNN.vmdk */
 
@@ -157,8 +159,12 @@ static int child_over(const char *parent, const char *new_path, bool require_fro
 			"never writes it", parent);
 	if (can_mark)
 		err = set_frozen(parent, true, io, &pi);
+	if (!err && can_mark)
+		err = chain_group_record_child(parent, new_path, io); /* 3 */
 	if (!err)
-		err = create_delta(new_path, parent, &pi, io);
+		err = create_delta(new_path, parent, &pi, io); /* 4 */
+	if (err && access(new_path, F_OK)) /* never made */
+		group_record_child(parent, new_path, false, io);
 	if (err && !was_frozen && can_mark)
 		set_frozen(parent, false, io, NULL);
 	return err;

@@ -6,7 +6,13 @@
  * device+inode identity, and the figures `vdelta tree` prints: children,
  * how many disks reach each layer, group roots, broken links, missing
  * parents, orphaned snapshots, and the space a group would take as full
- * clones (data bytes of each disk's whole chain; 0 for a broken chain).  Opens everything read-only without locks; writes nothing.
+ * clones (data bytes of each disk's whole chain; 0 for a broken chain).
+ * Folders are scanned recursively (a datastore keeps one folder per VM),
+ * bounded: CHAIN_TREE_MAX_DIR_DEPTH levels, TREE_MAX_ENTRIES entries in
+ * all, each folder visited once (device+inode, so symlink loops end), hidden
+ * entries and anything but regular files and folders skipped.  Intent
+ * records (CHAIN_INTENT_SUFFIX) met on the way are listed for recovery.
+ * Opens everything read-only without locks; writes nothing.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -25,6 +31,8 @@
 #define COWD_MAGIC_LE 0x44574f43u
 #define SESPARSE_MAGIC 0xcafebabeull
 #define TREE_MAX_NODES 100000u /* bounds memory on a hostile folder */
+#define TREE_MAX_ENTRIES 1000000u /* bounds time: folder entries looked at */
+#define TREE_MAX_DIRS 100000u
 
 struct scan {
 	struct chain_tree *t;
@@ -33,6 +41,10 @@ struct scan {
 	bool *text;     /* node i is a text descriptor (linked first) */
 	bool *extent;   /* node i is an extent file of another disk */
 	unsigned cap;
+	dev_t *dir_dev; /* folders visited */
+	ino_t *dir_ino;
+	unsigned nr_dirs, dirs_cap;
+	unsigned nr_entries;
 };
 
 enum sniff { NOT_DISK, TEXT_DISK, SPARSE_DISK };
@@ -102,32 +114,102 @@ static int add_node(struct scan *s, const char *path, bool *added)
 	return t->nodes[i].path ? i : -ENOMEM;
 }
 
-static int scan_dir(struct scan *s, const char *dir)
+/* Remember a folder; false when it was seen already (or too many). */
+static bool dir_first_visit(struct scan *s, const struct stat *st)
 {
-	DIR *d = opendir(dir);
-	struct dirent *e;
+	for (unsigned i = 0; i < s->nr_dirs; i++)
+		if (s->dir_dev[i] == st->st_dev && s->dir_ino[i] == st->st_ino)
+			return false;
+	if (s->nr_dirs >= TREE_MAX_DIRS)
+		return false;
+	if (s->nr_dirs == s->dirs_cap) {
+		s->dirs_cap = s->dirs_cap ? 2 * s->dirs_cap : 16;
+		s->dir_dev = reallocarray(s->dir_dev, s->dirs_cap, sizeof *s->dir_dev);
+		s->dir_ino = reallocarray(s->dir_ino, s->dirs_cap, sizeof *s->dir_ino);
+		if (!s->dir_dev || !s->dir_ino)
+			return false;
+	}
+	s->dir_dev[s->nr_dirs] = st->st_dev;
+	s->dir_ino[s->nr_dirs++] = st->st_ino;
+	return true;
+}
+
+static bool has_suffix(const char *name, const char *suffix)
+{
+	size_t n = strlen(name), k = strlen(suffix);
+
+	return n > k && !strcasecmp(name + n - k, suffix);
+}
+
+static int add_intent(struct chain_tree *t, const char *path)
+{
+	char **v = reallocarray(t->intents, t->nr_intents + 1, sizeof *v);
+
+	if (!v)
+		return -ENOMEM;
+	t->intents = v;
+	if (!(v[t->nr_intents] = strdup(path)))
+		return -ENOMEM;
+	t->nr_intents++;
+	return 0;
+}
+
+static int scan_dir(struct scan *s, const char *dir, unsigned depth);
+
+/* One folder entry: a disk, an intent record, or a folder to descend. */
+static int scan_entry(struct scan *s, const char *path, const char *name,
+		      unsigned depth)
+{
+	struct stat st;
 	bool added;
 	int err = 0;
 
-	if (!d) {
-		err = -errno;
-		vd_err("%s: %s", dir, strerror(errno));
+	if (stat(path, &st))
+		return 0; /* vanished or a dangling link */
+	if (S_ISDIR(st.st_mode))
+		return depth < CHAIN_TREE_MAX_DIR_DEPTH ? scan_dir(s, path, depth + 1) : 0;
+	if (!S_ISREG(st.st_mode))
+		return 0;
+	if (has_suffix(name, CHAIN_INTENT_SUFFIX))
+		return add_intent(s->t, path);
+	if (!has_suffix(name, ".vmdk") || strlen(name) < 6)
+		return 0;
+	enum sniff k = sniff(path);
+	if (k != NOT_DISK)
+		err = add_node(s, path, &added);
+	if (err >= 0 && k == TEXT_DISK)
+		s->text[err] = true;
+	return VD_MIN(err, 0);
+}
+
+static int scan_dir(struct scan *s, const char *dir, unsigned depth)
+{
+	struct stat st;
+	struct dirent *e;
+	DIR *d;
+	int err = 0;
+
+	errno = 0;
+	if (stat(dir, &st) || !S_ISDIR(st.st_mode) || !(d = opendir(dir))) {
+		err = errno ? -errno : -ENOTDIR;
+		vd_err("%s: %s", dir, strerror(-err));
 		return err;
 	}
+	if (!dir_first_visit(s, &st)) {
+		closedir(d);
+		return 0;
+	}
 	while (!err && (e = readdir(d))) {
-		size_t len = strlen(e->d_name);
-		char *path;
-		if (len < 6 || strcasecmp(e->d_name + len - 5, ".vmdk"))
+		if (e->d_name[0] == '.')
 			continue;
-		enum sniff k = NOT_DISK;
-		path = vd_path_join(dir, e->d_name);
-		if (!path)
-			err = -ENOMEM;
-		else if ((k = sniff(path)) != NOT_DISK)
-			err = add_node(s, path, &added);
-		if (err >= 0 && k == TEXT_DISK)
-			s->text[err] = true;
-		err = VD_MIN(err, 0);
+		if (++s->nr_entries > TREE_MAX_ENTRIES) {
+			vd_err("%s: more than %u folder entries under the folders scanned",
+			       dir, TREE_MAX_ENTRIES);
+			err = -E2BIG;
+			break;
+		}
+		char *path = vd_path_join(dir, e->d_name);
+		err = path ? scan_entry(s, path, e->d_name, depth) : -ENOMEM;
 		free(path);
 	}
 	closedir(d);
@@ -282,7 +364,7 @@ int chain_tree_scan(char *const *dirs, unsigned nr_dirs, struct chain_tree **out
 	int err = s.t ? 0 : -ENOMEM;
 
 	for (unsigned i = 0; !err && i < nr_dirs; i++)
-		err = scan_dir(&s, dirs[i]);
+		err = scan_dir(&s, dirs[i], 0);
 	/* text descriptors first: they name their extent files */
 	for (unsigned i = 0; !err && i < s.t->nr_nodes; i++)
 		if (s.text[i])
@@ -298,6 +380,8 @@ int chain_tree_scan(char *const *dirs, unsigned nr_dirs, struct chain_tree **out
 	free(s.ino);
 	free(s.text);
 	free(s.extent);
+	free(s.dir_dev);
+	free(s.dir_ino);
 	if (err) {
 		chain_tree_free(s.t);
 		return err;
@@ -314,6 +398,9 @@ void chain_tree_free(struct chain_tree *t)
 		free(t->nodes[i].path);
 		free(t->nodes[i].hint_buf);
 	}
+	for (unsigned i = 0; i < t->nr_intents; i++)
+		free(t->intents[i]);
+	free(t->intents);
 	free(t->nodes);
 	free(t);
 }

@@ -26,7 +26,10 @@
 	X(tree)       \
 	X(mount)      \
 	X(umount)     \
-	X(bench)
+	X(bench)      \
+	X(commit)     \
+	X(delete)     \
+	X(revert)
 
 #define TOOLS_DECLARE(n) extern const struct tools_cmd tools_cmd_##n;
 #define TOOLS_REF(n) &tools_cmd_##n,

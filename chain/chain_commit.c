@@ -1,0 +1,402 @@
+/* chain — `commit`: merge a layer into its parent (snapshot removal)
+ * (layer 2).
+ *
+ * Owns: the plan and the steps of merging LAYER (L) into its parent (P),
+ * re-pointing L's children to P and removing L.  P must be reached by no
+ * other disk than through L (not shared), so every disk that reads P reads
+ * it through L: writing L's grains into P does not change what any disk
+ * reads.  Only the grains L holds are read and written, in runs of up to
+ * COMMIT_BUF bytes; a sparse P is written in place.
+ *
+ * Write order (each step safe to stop at; recovery = chain_group_recover):
+ *  C1. the intent record (L, P, L's children, L's files, whether P becomes
+ *      a top) is written durably beside L;
+ *  C2. every run L holds (data, or zeroed grains) is written into P and P
+ *      is flushed (fsync).  P gets a new CID, so L's link to P is stale
+ *      until the end: chain_open refuses it, and recovery restarts at C2,
+ *      which is idempotent (L is never written; P's other grains are not
+ *      touched and no disk reads them but through L);
+ *  C3. P is read back over L's runs and compared with L;
+ *  C4. each child of L gets parentCID = P's new CID and a hint to P
+ *      (descriptor rewrite, durable, one file at a time);
+ *  C5. P's sidecar record: L out, L's children in; P loses its frozen mark
+ *      when L had no child (P is the disk's top now);
+ *  C6. L's files are removed, descriptor first (after which recovery goes
+ *      straight to C6), then its extents and its sidecar record;
+ *  C7. the intent record is removed.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "chain_group_int.h"
+
+#define COMMIT_BUF (4u << 20)
+
+struct merge {
+	struct vmdk_disk *upper, *lower;
+	struct chain *below; /* P's parents, backing P's partial grain writes */
+	uint8_t *buf, *buf2;
+	struct chain_plan *plan;
+	uint64_t done, total;
+};
+
+static int below_read(void *opaque, void *buf, size_t len, uint64_t off)
+{
+	return chain_pread(opaque, buf, len, off);
+}
+
+/* Open P for writing, locked, its parents as the backing of partial grains. */
+static int open_lower(struct merge *m, const char *parent, const struct vd_io *io,
+		      bool resume)
+{
+	char *pp;
+	int err = vmdk_open(parent, VMDK_OPEN_RDWR | (resume ? VMDK_OPEN_DIRTY_OK : 0),
+			    io, &m->lower);
+
+	if (!err)
+		err = vmdk_lock(m->lower, VMDK_PERM_READ | VMDK_PERM_WRITE,
+				VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
+	if (err || !vmdk_parent_hint(m->lower))
+		return err;
+	err = chain_hint_resolve(parent, vmdk_parent_hint(m->lower),
+				 vmdk_desc_get(m->lower, "ddb.nativeParentHint"), &pp);
+	if (!err)
+		err = chain_open(pp, CHAIN_OPEN_RDONLY, io, &m->below);
+	if (!err)
+		vmdk_set_backing(m->lower, below_read, m->below);
+	free(pp);
+	return err;
+}
+
+static int open_merge(struct merge *m, const char *layer, const char *parent,
+		      const struct vd_io *io, bool resume)
+{
+	int err = vmdk_open(layer, VMDK_OPEN_RDONLY, io, &m->upper);
+
+	if (!err)
+		err = vmdk_lock(m->upper, VMDK_PERM_READ, VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
+	if (!err)
+		err = open_lower(m, parent, io, resume);
+	m->buf = malloc(COMMIT_BUF);
+	m->buf2 = malloc(COMMIT_BUF);
+	if (!err && (!m->buf || !m->buf2))
+		err = -ENOMEM;
+	return err;
+}
+
+static int close_merge(struct merge *m)
+{
+	int err = vmdk_close(m->lower);
+
+	chain_close(m->below);
+	vmdk_close(m->upper);
+	free(m->buf);
+	free(m->buf2);
+	return err;
+}
+
+static void progress(struct merge *m, uint64_t n)
+{
+	m->done += n;
+	if (m->plan && m->plan->progress)
+		m->plan->progress(m->plan->progress_opaque, m->done, m->total);
+}
+
+/* C2: one run L holds, into P. */
+static int copy_run(struct merge *m, enum vmdk_bs kind, uint64_t off, uint64_t len)
+{
+	while (len) {
+		size_t n = (size_t)VD_MIN(len, (uint64_t)COMMIT_BUF);
+		int err = kind == VMDK_BS_ZERO ? 0 : vmdk_pread(m->upper, m->buf, n, off);
+		if (!err && (kind == VMDK_BS_ZERO || vd_is_zero(m->buf, n)))
+			err = vmdk_pwrite_zeroes(m->lower, n, off);
+		else if (!err)
+			err = vmdk_pwrite(m->lower, m->buf, n, off);
+		if (err)
+			return err;
+		progress(m, n);
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* C3: P now reads like L over one run. */
+static int verify_run(struct merge *m, uint64_t off, uint64_t len)
+{
+	while (len) {
+		size_t n = (size_t)VD_MIN(len, (uint64_t)COMMIT_BUF);
+		int err = vmdk_pread(m->upper, m->buf, n, off);
+		if (!err)
+			err = vmdk_pread(m->lower, m->buf2, n, off);
+		if (err)
+			return err;
+		if (memcmp(m->buf, m->buf2, n)) {
+			vd_err("%s: reads differently from %s at offset %llu after the "
+			       "merge: stopped before removing anything",
+			       vmdk_path(m->lower), vmdk_path(m->upper),
+			       (unsigned long long)off);
+			return -EIO;
+		}
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* Every run L holds, through fn (copy or verify). */
+static int each_run(struct merge *m, bool verify)
+{
+	uint64_t cap = vmdk_capacity(m->upper), n;
+	enum vmdk_bs kind;
+	int err = 0;
+
+	for (uint64_t off = 0; !err && off < cap; off += n) {
+		err = vmdk_block_status(m->upper, off, cap - off, &kind, &n);
+		if (err || kind == VMDK_BS_UNALLOC)
+			continue;
+		err = verify ? verify_run(m, off, n) : copy_run(m, kind, off, n);
+	}
+	return err;
+}
+
+/* Bytes of data (not zeroed grains) the layer holds. */
+static int held_bytes(const char *layer, uint64_t *out)
+{
+	struct vmdk_disk *d = NULL;
+	uint64_t cap, n;
+	enum vmdk_bs kind;
+	int err = vmdk_open(layer, VMDK_OPEN_RDONLY, NULL, &d);
+
+	*out = 0;
+	cap = err ? 0 : vmdk_capacity(d);
+	for (uint64_t off = 0; !err && off < cap; off += n) {
+		err = vmdk_block_status(d, off, cap - off, &kind, &n);
+		if (!err && kind == VMDK_BS_DATA)
+			*out += n;
+	}
+	vmdk_close(d);
+	return err;
+}
+
+/* C2 + C3; *cid gets P's CID afterwards.  resume: P may be marked unclean
+ * by the interrupted C2 (its writes keep data before tables, so P is
+ * consistent; a leaked grain at most, which `check --repair` reclaims). */
+static int merge_into_parent(const struct group_intent *in, const struct vd_io *io,
+			     struct chain_plan *plan, bool resume, uint32_t *cid)
+{
+	struct merge m = { .plan = plan };
+	int err = open_merge(&m, in->target, in->parent, io, resume);
+
+	if (!err)
+		err = held_bytes(in->target, &m.total);
+	if (!err)
+		err = each_run(&m, false);
+	if (!err)
+		err = vmdk_flush(m.lower);
+	if (!err)
+		err = each_run(&m, true);
+	*cid = m.lower ? vmdk_cid(m.lower) : 0;
+	if (close_merge(&m) && !err)
+		err = -EIO;
+	return err;
+}
+
+/* C4: a child of L now hangs from P. */
+static int repoint(const char *child, const char *parent, uint32_t cid,
+		   const struct vd_io *io)
+{
+	struct vmdk_disk *d = NULL;
+	char *hint;
+	int err = chain_hint_make(child, parent, &hint);
+
+	if (err)
+		return err;
+	err = vmdk_open(child, VMDK_OPEN_RDWR | VMDK_OPEN_DIRTY_OK, io, &d);
+	if (!err)
+		err = vmdk_lock(d, VMDK_PERM_READ | VMDK_PERM_WRITE,
+				VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
+	if (!err)
+		err = vmdk_set_parent(d, cid, hint);
+	if (!err)
+		err = vmdk_desc_write(d);
+	if (d && vmdk_close(d) && !err)
+		err = -EIO;
+	free(hint);
+	return err;
+}
+
+static int unfreeze(const char *path, const struct vd_io *io)
+{
+	struct vmdk_disk *d = NULL;
+	int err = vmdk_open(path, VMDK_OPEN_RDWR, io, &d);
+
+	if (!err)
+		err = vmdk_lock(d, VMDK_PERM_READ | VMDK_PERM_WRITE,
+				VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
+	if (!err && chain_is_frozen(d)) {
+		err = vmdk_desc_set(d, CHAIN_FROZEN_KEY, NULL);
+		if (!err)
+			err = vmdk_desc_write(d);
+	}
+	if (d && vmdk_close(d) && !err)
+		err = -EIO;
+	return err;
+}
+
+/* C6 (from the first file not yet removed) + C7. */
+static int remove_files(const struct group_intent *in, const struct vd_io *io)
+{
+	int err = 0;
+
+	for (unsigned i = 0; !err && i < in->nr_files; i++)
+		err = group_unlink(in->files[i], io);
+	if (!err && in->nr_files)
+		err = io->sync_dir(io, in->files[0]);
+	return err ? err : intent_done(in, io);
+}
+
+static int commit_steps(const struct group_intent *in, const struct vd_io *io,
+			struct chain_plan *plan, bool resume)
+{
+	struct stat st;
+	uint32_t cid;
+	int err = 0;
+
+	if (!lstat(in->target, &st)) {
+		err = merge_into_parent(in, io, plan, resume, &cid); /* C2, C3 */
+		for (unsigned i = 0; !err && i < in->nr_children; i++)
+			err = repoint(in->children[i], in->parent, cid, io); /* C4 */
+		if (!err) /* C5 */
+			err = group_record_update(in->parent, in->target, in->children,
+						  in->nr_children, io);
+		if (!err && in->unfreeze)
+			err = unfreeze(in->parent, io);
+	}
+	return err ? err : remove_files(in, io); /* C6, C7 */
+}
+
+int commit_resume(const struct group_intent *in, const struct vd_io *io)
+{
+	if (!in->parent) {
+		vd_err("%s: commit record without a parent: left as is", in->path);
+		return -VD_EBADDATA;
+	}
+	return commit_steps(in, io, NULL, true);
+}
+
+/* ---- plan ------------------------------------------------------------------------- */
+
+/* Only hosted sparse and flat extents are written. */
+static int check_writable_kind(const char *path)
+{
+	struct vmdk_disk *d = NULL;
+	struct vmdk_info vi;
+	struct vmdk_extent_info e;
+	int err = vmdk_open(path, VMDK_OPEN_RDONLY, NULL, &d);
+
+	if (err)
+		return err;
+	vmdk_info_get(d, &vi);
+	for (unsigned i = 0; !err && i < vi.nr_extents; i++) {
+		err = vmdk_extent_info_get(d, i, &e);
+		if (!err && e.kind != VMDK_EXT_SPARSE && e.kind != VMDK_EXT_FLAT) {
+			vd_err("%s: a %s extent: vdelta does not write into it; commit "
+			       "refused, nothing changed", path, vmdk_extent_kind_name(e.kind));
+			err = -ENOTSUP;
+		}
+	}
+	vmdk_close(d);
+	return err;
+}
+
+/* The intent of committing node l: children, files, whether P gets a top. */
+static int commit_intent(const struct chain_group *g, int l, struct group_intent *in)
+{
+	const struct chain_tree *t = g->t;
+	const struct chain_tree_node *n = &t->nodes[l];
+	char *side;
+	int err = 0;
+
+	memset(in, 0, sizeof *in);
+	in->op = strdup("commit");
+	in->target = strdup(n->path);
+	in->parent = strdup(t->nodes[n->parent].path);
+	in->unfreeze = n->nr_children == 0;
+	if (asprintf(&in->path, "%s%s", n->path, CHAIN_INTENT_SUFFIX) < 0)
+		in->path = NULL;
+	if (!in->op || !in->target || !in->parent || !in->path)
+		err = -ENOMEM;
+	for (unsigned i = 0; !err && i < t->nr_nodes; i++)
+		if (t->nodes[i].parent == l)
+			err = strv_add(&in->children, &in->nr_children, t->nodes[i].path);
+	if (!err)
+		err = layer_files(n->path, &in->files, &in->nr_files);
+	if (!err && asprintf(&side, "%s%s", n->path, CHAIN_CHILDREN_SUFFIX) >= 0) {
+		err = strv_add(&in->files, &in->nr_files, side);
+		free(side);
+	}
+	return err;
+}
+
+static int commit_check(const struct chain_group *g, const char *layer, int *l)
+{
+	const struct chain_tree *t = g->t;
+	int p;
+
+	*l = chain_group_node(g, layer);
+	if (*l < 0) {
+		vd_err("%s: not found among the disks scanned", layer);
+		return -ENOENT;
+	}
+	p = t->nodes[*l].parent;
+	if (p < 0) {
+		vd_err("%s: has no parent to commit into", layer);
+		return -EINVAL;
+	}
+	if (t->nodes[*l].flags & (CHAIN_TREE_BROKEN | CHAIN_TREE_MISSING |
+				  CHAIN_TREE_CAPACITY | CHAIN_TREE_UNREADABLE)) {
+		vd_err("%s: its link to its parent is broken: commit refused", layer);
+		return -ESTALE;
+	}
+	if (chain_group_shared(g, p))
+		return group_refuse_shared(g, p, "commit into it");
+	return check_writable_kind(t->nodes[p].path);
+}
+
+int chain_group_commit(struct chain_group *g, const char *layer, unsigned flags,
+		       const struct vd_io *io, struct chain_plan *plan)
+{
+	struct group_intent in;
+	uint64_t bytes = 0;
+	int l, err = commit_check(g, layer, &l);
+
+	io = io ? io : vd_io_posix();
+	plan->op = "commit";
+	if (err || (err = commit_intent(g, l, &in)))
+		return err;
+	err = held_bytes(in.target, &bytes);
+	if (!err)
+		err = plan_add(plan, CHAIN_STEP_WRITE, in.parent, bytes);
+	for (unsigned i = 0; !err && i < in.nr_children; i++)
+		err = plan_add(plan, CHAIN_STEP_REPOINT, in.children[i], 0);
+	if (!err && in.unfreeze)
+		err = plan_add(plan, CHAIN_STEP_UNFREEZE, in.parent, 0);
+	if (!err)
+		err = plan_add(plan, CHAIN_STEP_REMOVE, in.target,
+			       g->t->nodes[l].file_bytes);
+	plan->copy_bytes = plan->space_needed = bytes;
+	plan->result = in.unfreeze ? strdup(in.parent) : NULL; /* P is the top now */
+	if (!err)
+		err = plan_space(plan, in.parent);
+	if (!err && !(flags & CHAIN_GROUP_DRY_RUN))
+		err = intent_write(&in, io); /* C1 */
+	if (!err && !(flags & CHAIN_GROUP_DRY_RUN))
+		err = commit_steps(&in, io, plan, false);
+	intent_free(&in);
+	return err;
+}

@@ -1,0 +1,271 @@
+/* chain — `delete` (remove a disk's own layers) and `revert` (back to the
+ * last snapshot) (layer 2).
+ *
+ * Owns: choosing which layers of a disk no other disk reaches, their
+ * removal, the orphans a deletion leaves, and the replacement of a top by
+ * an empty delta.
+ *
+ * Write order of delete (recovery finishes it):
+ *  D1. the intent record (the files to remove, top layer first and each
+ *      layer's descriptor before its extents; the kept parent) is written;
+ *  D2. the files are removed in that order: the disk is gone as soon as its
+ *      top descriptor is, and the rest only frees space;
+ *  D3. the kept parent's sidecar record loses the removed child;
+ *  D4. the intent record is removed.
+ *
+ * Write order of revert (recovery rolls it back unless R3 happened):
+ *  R1. the intent record (top T, temporary name) is written;
+ *  R2. an empty delta over T's parent is created under a hidden temporary
+ *      name beside T (vmdk_create: written and fsynced before its name
+ *      appears);
+ *  R3. it is renamed over T and the folder fsynced: T reads as its parent
+ *      from here on;
+ *  R4. the intent record is removed.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "chain_group_int.h"
+
+/* ---- delete ------------------------------------------------------------------------ */
+
+static int delete_steps(const struct group_intent *in, const struct vd_io *io)
+{
+	int err = 0;
+
+	for (unsigned i = 0; !err && i < in->nr_files; i++) /* D2 */
+		err = group_unlink(in->files[i], io);
+	if (!err && in->nr_files)
+		err = io->sync_dir(io, in->files[0]);
+	if (!err && in->parent && in->nr_children) /* D3 */
+		err = group_record_update(in->parent, in->children[0], NULL, 0, io);
+	return err ? err : intent_done(in, io); /* D4 */
+}
+
+int delete_resume(const struct group_intent *in, const struct vd_io *io)
+{
+	return delete_steps(in, io);
+}
+
+/* Found children of node. */
+static unsigned nr_found_children(const struct chain_tree *t, int node)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < t->nr_nodes; i++)
+		n += t->nodes[i].parent == node;
+	return n;
+}
+
+/* Add node's files (and sidecar) to the intent and a REMOVE step. */
+static int delete_layer(const struct chain_group *g, int node, struct group_intent *in,
+			struct chain_plan *plan)
+{
+	const struct chain_tree_node *n = &g->t->nodes[node];
+	char **files, *side;
+	unsigned nr;
+	int err = layer_files(n->path, &files, &nr);
+
+	for (unsigned i = 0; !err && i < nr; i++)
+		err = strv_add(&in->files, &in->nr_files, files[i]);
+	strv_free(files, nr);
+	if (!err && asprintf(&side, "%s%s", n->path, CHAIN_CHILDREN_SUFFIX) >= 0) {
+		err = strv_add(&in->files, &in->nr_files, side);
+		free(side);
+	}
+	return err ? err : plan_add(plan, CHAIN_STEP_REMOVE, n->path, n->file_bytes);
+}
+
+/* Walk from the disk up: its own layers go, the first shared one stays.
+ * With CHAIN_GROUP_ORPHANS a layer left without any disk found goes too. */
+static int delete_walk(const struct chain_group *g, int d, unsigned flags,
+		       struct group_intent *in, struct chain_plan *plan)
+{
+	const struct chain_tree *t = g->t;
+	int at = d, below = -1, err = 0;
+
+	while (!err && at >= 0 && !chain_group_shared(g, at)) {
+		err = delete_layer(g, at, in, plan);
+		below = at;
+		at = t->nodes[at].parent;
+	}
+	while (!err && (flags & CHAIN_GROUP_ORPHANS) && at >= 0 && below >= 0 &&
+	       nr_found_children(t, at) == 1) {
+		err = delete_layer(g, at, in, plan);
+		below = at;
+		at = t->nodes[at].parent;
+	}
+	if (!err && at >= 0 && below >= 0) {
+		/* one found child (ours): only records of unseen children hold it */
+		bool orphan = nr_found_children(t, at) == 1;
+		err = plan_add(plan, orphan ? CHAIN_STEP_ORPHAN : CHAIN_STEP_KEEP,
+			       t->nodes[at].path, 0);
+		if (!err && !(in->parent = strdup(t->nodes[at].path)))
+			err = -ENOMEM;
+		if (!err)
+			err = strv_add(&in->children, &in->nr_children, t->nodes[below].path);
+	}
+	return err;
+}
+
+int chain_group_delete(struct chain_group *g, const char *disk, unsigned flags,
+		       const struct vd_io *io, struct chain_plan *plan)
+{
+	struct group_intent in = { .op = strdup("delete"), .target = NULL };
+	int d = chain_group_node(g, disk), err = in.op ? 0 : -ENOMEM;
+
+	io = io ? io : vd_io_posix();
+	plan->op = "delete";
+	if (!err && d < 0) {
+		vd_err("%s: not found among the disks scanned", disk);
+		err = -ENOENT;
+	}
+	if (!err && g->t->nodes[d].nr_children) {
+		vd_err("%s: has children (it is a snapshot, not a disk): delete refused; "
+		       "delete its disks, or commit it", disk);
+		err = -EBUSY;
+	}
+	if (!err && chain_group_shared(g, d))
+		err = group_refuse_shared(g, d, "delete");
+	if (!err && (!(in.target = strdup(g->t->nodes[d].path)) ||
+		     asprintf(&in.path, "%s%s", in.target, CHAIN_INTENT_SUFFIX) < 0))
+		err = -ENOMEM;
+	if (!err)
+		err = delete_walk(g, d, flags, &in, plan);
+	if (!err && !(flags & CHAIN_GROUP_DRY_RUN))
+		err = intent_write(&in, io); /* D1 */
+	if (!err && !(flags & CHAIN_GROUP_DRY_RUN))
+		err = delete_steps(&in, io);
+	intent_free(&in);
+	return err;
+}
+
+/* ---- revert ------------------------------------------------------------------------ */
+
+int revert_resume(const struct group_intent *in, const struct vd_io *io)
+{
+	int err = in->tmp ? group_unlink(in->tmp, io) : 0; /* R2 undone */
+
+	return err ? err : intent_done(in, io);
+}
+
+/* R2: an empty delta like T (capacity, grain, adapter, hint) over its parent. */
+static int revert_create(struct vmdk_disk *top, const char *tmp, const struct vd_io *io)
+{
+	const char *adapter = vmdk_desc_get(top, "ddb.adapterType");
+	const char *hw = vmdk_desc_get(top, "ddb.virtualHWVersion");
+	uint64_t grain = vmdk_grain_size(top);
+	struct vmdk_create_opts o = {
+		.capacity = vmdk_capacity(top),
+		.subformat = VMDK_MONOLITHIC_SPARSE,
+		.adapter = adapter,
+		.hwversion = hw ? atoi(hw) : 0,
+		.grain_size = grain >= 4096 && vd_is_pow2(grain) ? grain : 0,
+		.parent_cid = vmdk_parent_cid(top),
+		.parent_hint = vmdk_parent_hint(top),
+	};
+
+	if (o.hwversion < 0 || o.hwversion > 99)
+		o.hwversion = 0;
+	return vmdk_create(tmp, &o, io);
+}
+
+/* T must be a writable monolithicSparse delta: a single file, renamed over. */
+static int revert_check(const struct chain_group *g, int t, struct vmdk_disk *top)
+{
+	const struct chain_tree_node *n = &g->t->nodes[t];
+	const char *type = vmdk_desc_get(top, "createType");
+
+	if (n->nr_children || n->frozen) {
+		vd_err("%s: a snapshot (frozen%s), not a disk's top: revert refused",
+		       n->path, n->nr_children ? ", with children" : "");
+		return -EBUSY;
+	}
+	if (n->flags & (CHAIN_TREE_BROKEN | CHAIN_TREE_MISSING | CHAIN_TREE_CAPACITY)) {
+		vd_err("%s: its link to its parent is broken: revert refused", n->path);
+		return -ESTALE;
+	}
+	if (n->parent < 0 || !vmdk_parent_hint(top)) {
+		vd_err("%s: has no parent: no snapshot to revert to", n->path);
+		return -EINVAL;
+	}
+	if (chain_group_shared(g, t))
+		return group_refuse_shared(g, t, "revert");
+	if (!type || strcmp(type, "monolithicSparse") || vmdk_nr_files(top) != 1) {
+		vd_err("%s: createType %s: revert handles a monolithicSparse delta only",
+		       n->path, type ? type : "(none)");
+		return -ENOTSUP;
+	}
+	return 0;
+}
+
+static int revert_intent(const char *top, struct group_intent *in)
+{
+	char *dir = vd_dirname(top), *name = NULL;
+	const char *base = strrchr(top, '/') ? strrchr(top, '/') + 1 : top;
+
+	memset(in, 0, sizeof *in);
+	in->op = strdup("revert");
+	in->target = strdup(top);
+	if (dir && asprintf(&name, ".%s.vdelta-revert.vmdk", base) >= 0)
+		in->tmp = vd_path_join(dir, name);
+	if (asprintf(&in->path, "%s%s", top, CHAIN_INTENT_SUFFIX) < 0)
+		in->path = NULL;
+	free(name);
+	free(dir);
+	return in->op && in->target && in->tmp && in->path ? 0 : -ENOMEM;
+}
+
+static int revert_steps(struct vmdk_disk *top, const struct group_intent *in,
+			const struct vd_io *io)
+{
+	int err = intent_write(in, io); /* R1 */
+
+	if (!err) {
+		group_unlink(in->tmp, io);
+		err = revert_create(top, in->tmp, io); /* R2 */
+	}
+	if (!err)
+		err = io->rename(io, in->tmp, in->target); /* R3 */
+	if (!err)
+		err = io->sync_dir(io, in->target);
+	return err ? err : intent_done(in, io); /* R4 */
+}
+
+int chain_group_revert(struct chain_group *g, const char *disk, unsigned flags,
+		       const struct vd_io *io, struct chain_plan *plan)
+{
+	struct vmdk_disk *top = NULL;
+	struct group_intent in = {0};
+	int t = chain_group_node(g, disk), err = 0;
+
+	io = io ? io : vd_io_posix();
+	plan->op = "revert";
+	if (t < 0) {
+		vd_err("%s: not found among the disks scanned", disk);
+		return -ENOENT;
+	}
+	err = vmdk_open(g->t->nodes[t].path, VMDK_OPEN_RDONLY, io, &top);
+	if (!err) /* no writer meanwhile */
+		err = vmdk_lock(top, VMDK_PERM_READ, VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
+	if (!err)
+		err = revert_check(g, t, top);
+	if (!err)
+		err = revert_intent(g->t->nodes[t].path, &in);
+	if (!err)
+		err = plan_add(plan, CHAIN_STEP_CREATE, in.target, 0);
+	if (!err)
+		err = plan_add(plan, CHAIN_STEP_REMOVE, in.target, g->t->nodes[t].file_bytes);
+	plan->space_needed = 1u << 20; /* an empty delta: header and tables */
+	plan->result = in.target ? strdup(in.target) : NULL;
+	if (!err)
+		err = plan_space(plan, in.target);
+	if (!err && !(flags & CHAIN_GROUP_DRY_RUN))
+		err = revert_steps(top, &in, io);
+	vmdk_close(top);
+	intent_free(&in);
+	return err;
+}

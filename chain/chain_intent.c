@@ -1,0 +1,185 @@
+/* chain — intent records of group operations, and recovery (layer 2).
+ *
+ * Owns: the record TARGET CHAIN_INTENT_SUFFIX that a group operation writes
+ * (durably, sidecar order S1-S2 of chain_group.c) before its first change
+ * and removes after its last, its text form (one key=value a line: op,
+ * target, parent, tmp, unfreeze, child=..., file=...; absolute paths), and
+ * chain_group_recover, which hands a record to the operation that wrote it
+ * to finish (commit, delete) or roll back (revert) its steps.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "chain_group_int.h"
+
+void strv_free(char **v, unsigned n)
+{
+	for (unsigned i = 0; v && i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+int strv_add(char ***v, unsigned *n, const char *s)
+{
+	char **nv;
+
+	if (*n >= GROUP_MAX_LIST)
+		return -E2BIG;
+	nv = reallocarray(*v, *n + 1, sizeof *nv);
+	if (!nv)
+		return -ENOMEM;
+	*v = nv;
+	if (!(nv[*n] = strdup(s)))
+		return -ENOMEM;
+	(*n)++;
+	return 0;
+}
+
+int layer_files(const char *path, char ***files, unsigned *nr)
+{
+	struct vmdk_disk *d = NULL;
+	int err = vmdk_open(path, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, NULL, &d);
+
+	*files = NULL;
+	*nr = 0;
+	for (unsigned i = 0; !err && i < vmdk_nr_files(d); i++)
+		err = strv_add(files, nr, vmdk_file_path(d, i));
+	if (d)
+		vmdk_close(d);
+	return err;
+}
+
+static void put(FILE *m, const char *key, const char *val)
+{
+	if (val)
+		fprintf(m, "%s=%s\n", key, val);
+}
+
+int intent_write(const struct group_intent *in, const struct vd_io *io)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&text, &len);
+	int err;
+
+	if (!m)
+		return -ENOMEM;
+	fprintf(m, "# vdelta: an operation in progress; the next vdelta command on\n"
+		   "# this group finishes it (do not remove by hand)\n");
+	put(m, "op", in->op);
+	put(m, "target", in->target);
+	put(m, "parent", in->parent);
+	put(m, "tmp", in->tmp);
+	put(m, "unfreeze", in->unfreeze ? "1" : NULL);
+	for (unsigned i = 0; i < in->nr_children; i++)
+		put(m, "child", in->children[i]);
+	for (unsigned i = 0; i < in->nr_files; i++)
+		put(m, "file", in->files[i]);
+	fclose(m);
+	err = text ? group_write_file(in->path, text, len, io) : -ENOMEM;
+	free(text);
+	return err;
+}
+
+static int set_str(char **dst, const char *val)
+{
+	free(*dst);
+	return (*dst = strdup(val)) ? 0 : -ENOMEM;
+}
+
+static int intent_line(struct group_intent *in, char *line)
+{
+	char *eq = strchr(line, '=');
+
+	if (line[0] == '#' || !line[0])
+		return 0;
+	if (!eq)
+		return -VD_EBADDATA;
+	*eq++ = 0;
+	if (!strcmp(line, "op"))
+		return set_str(&in->op, eq);
+	if (!strcmp(line, "target"))
+		return set_str(&in->target, eq);
+	if (!strcmp(line, "parent"))
+		return set_str(&in->parent, eq);
+	if (!strcmp(line, "tmp"))
+		return set_str(&in->tmp, eq);
+	if (!strcmp(line, "unfreeze"))
+		return (in->unfreeze = !strcmp(eq, "1")), 0;
+	if (!strcmp(line, "child"))
+		return strv_add(&in->children, &in->nr_children, eq);
+	if (!strcmp(line, "file"))
+		return strv_add(&in->files, &in->nr_files, eq);
+	return -VD_EBADDATA;
+}
+
+int intent_read(const char *path, struct group_intent *in)
+{
+	char *text, *save, *line;
+	int err = group_read_file(path, &text);
+
+	memset(in, 0, sizeof *in);
+	if (err) {
+		vd_err("%s: cannot read the intent record: %s", path, strerror(-err));
+		return err;
+	}
+	in->path = strdup(path);
+	err = in->path ? 0 : -ENOMEM;
+	for (line = strtok_r(text, "\n", &save); !err && line;
+	     line = strtok_r(NULL, "\n", &save))
+		err = intent_line(in, line);
+	if (!err && (!in->op || !in->target))
+		err = -VD_EBADDATA;
+	if (err == -VD_EBADDATA)
+		vd_err("%s: not a valid intent record (op, target and key=value lines "
+		       "expected): left as is", path);
+	free(text);
+	if (err)
+		intent_free(in);
+	return err;
+}
+
+void intent_free(struct group_intent *in)
+{
+	free(in->path);
+	free(in->op);
+	free(in->target);
+	free(in->parent);
+	free(in->tmp);
+	strv_free(in->children, in->nr_children);
+	strv_free(in->files, in->nr_files);
+	memset(in, 0, sizeof *in);
+}
+
+/* The last step of every operation: the record goes. */
+int intent_done(const struct group_intent *in, const struct vd_io *io)
+{
+	int err = group_unlink(in->path, io);
+
+	return err ? err : io->sync_dir(io, in->path);
+}
+
+int chain_group_recover(const char *intent_path, const struct vd_io *io)
+{
+	struct group_intent in;
+	int err;
+
+	io = io ? io : vd_io_posix();
+	if ((err = intent_read(intent_path, &in)))
+		return err;
+	vd_warn("%s: finishing an interrupted %s of %s", intent_path, in.op, in.target);
+	if (!strcmp(in.op, "commit"))
+		err = commit_resume(&in, io);
+	else if (!strcmp(in.op, "delete"))
+		err = delete_resume(&in, io);
+	else if (!strcmp(in.op, "revert"))
+		err = revert_resume(&in, io);
+	else {
+		vd_err("%s: unknown operation '%s': left as is", intent_path, in.op);
+		err = -VD_EBADDATA;
+	}
+	intent_free(&in);
+	return err;
+}

@@ -1,0 +1,446 @@
+/* tests — group operations of chain/ (commit, delete, revert): sharing
+ * refusals and crash safety (test layer).
+ *
+ * The group: base <- s1 <- s2 <- s3 (disk A, top s3) and clone over base
+ * (disk B), all in one folder.  The oracle of content is an in-memory model
+ * of every byte the test wrote; the oracle of "nothing shared changed" is
+ * the bytes of every shared file, compared with a copy taken before.
+ *
+ * Fault injection: each operation is run with vd_faultio allowing 0, 1, 2,
+ * ... writes (renames and unlinks count), with and without dropping the
+ * unsynced ones, then the group is loaded again (which recovers the intent
+ * record); every disk must then read its old or its new content, and the
+ * shared base must be byte-identical.
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "vdtest.h"
+#include "chain.h"
+
+#define CAP (8u << 20)
+#define FAULT_MAX 5000
+
+struct models {
+	uint8_t *base, *s1, *s2, *s3, *clone; /* what each disk / layer reads */
+};
+
+static struct models M;
+static char *tmpl; /* the group, built once */
+
+static void fill(uint8_t *model, struct chain *c, uint64_t off, size_t len, int pat)
+{
+	uint8_t *buf = malloc(len);
+
+	assert_non_null(buf);
+	for (size_t i = 0; i < len; i++)
+		buf[i] = pat ? (uint8_t)(pat + i / 4096) : 0;
+	assert_int_equal(pat ? chain_pwrite(c, buf, len, off)
+			     : chain_pwrite_zeroes(c, len, off), 0);
+	memcpy(model + off, buf, len);
+	free(buf);
+}
+
+/* Open top RDWR, apply writes (off, len, pattern; pattern 0: zeroes). */
+static void write_into(const char *top, uint8_t *model, const uint64_t (*w)[3], int n)
+{
+	struct chain *c;
+
+	assert_int_equal(chain_open(top, CHAIN_OPEN_RDWR, NULL, &c), 0);
+	for (int i = 0; i < n; i++)
+		fill(model, c, w[i][0], (size_t)w[i][1], (int)w[i][2]);
+	assert_int_equal(chain_close(c), 0);
+}
+
+static char *at(const char *dir, const char *name)
+{
+	char *p = vdt_join(dir, name);
+	assert_non_null(p);
+	return p;
+}
+
+static void snap(const char *dir, const char *top, const char *expect)
+{
+	char *p = at(dir, top), *n;
+
+	assert_int_equal(chain_snapshot(p, NULL, &n), 0);
+	assert_string_equal(strrchr(n, '/') + 1, expect);
+	free(n);
+	free(p);
+}
+
+static void build(const char *dir)
+{
+	struct vmdk_create_opts o = { .capacity = CAP };
+	char *base = at(dir, "base.vmdk"), *p;
+	static const uint64_t wb[][3] = { {0, 1 << 20, 1}, {3 << 20, 256 << 10, 2},
+					  {7 << 20, 64 << 10, 3} };
+	static const uint64_t w1[][3] = { {512 << 10, 1 << 20, 4}, {5 << 20, 4096, 5} };
+	static const uint64_t w2[][3] = { {0, 128 << 10, 0}, {2 << 20, 300 << 10, 6},
+					  {3 << 20, 64 << 10, 0} };
+	static const uint64_t w3[][3] = { {100 << 10, 8192, 7}, {6 << 20, 1 << 20, 8} };
+	static const uint64_t wc[][3] = { {1 << 20, 512 << 10, 9}, {3 << 20, 4096, 10} };
+
+	assert_int_equal(vmdk_create(base, &o, NULL), 0);
+	write_into(base, M.base, wb, 3);
+	snap(dir, "base.vmdk", "base-000001.vmdk");
+	memcpy(M.s1, M.base, CAP);
+	p = at(dir, "base-000001.vmdk");
+	write_into(p, M.s1, w1, 2);
+	free(p);
+	snap(dir, "base-000001.vmdk", "base-000002.vmdk");
+	memcpy(M.s2, M.s1, CAP);
+	p = at(dir, "base-000002.vmdk");
+	write_into(p, M.s2, w2, 3);
+	free(p);
+	snap(dir, "base-000002.vmdk", "base-000003.vmdk");
+	memcpy(M.s3, M.s2, CAP);
+	p = at(dir, "base-000003.vmdk");
+	write_into(p, M.s3, w3, 2);
+	free(p);
+	p = at(dir, "clone.vmdk");
+	assert_int_equal(chain_create_child(base, p, true, NULL), 0);
+	memcpy(M.clone, M.base, CAP);
+	write_into(p, M.clone, wc, 2);
+	free(p);
+	free(base);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	vd_log_set(vdt_log, NULL);
+	M.base = calloc(1, CAP);
+	M.s1 = calloc(1, CAP);
+	M.s2 = calloc(1, CAP);
+	M.s3 = calloc(1, CAP);
+	M.clone = calloc(1, CAP);
+	tmpl = vdt_mkdtemp("group");
+	if (!M.base || !M.s1 || !M.s2 || !M.s3 || !M.clone || !tmpl)
+		return -1;
+	build(tmpl);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	vdt_rmtree(tmpl);
+	free(tmpl);
+	free(M.base);
+	free(M.s1);
+	free(M.s2);
+	free(M.s3);
+	free(M.clone);
+	return 0;
+}
+
+/* A fresh copy of the group. */
+static char *copy_group(void)
+{
+	char *dir = vdt_mkdtemp("groupcp"), cmd[512];
+
+	assert_non_null(dir);
+	snprintf(cmd, sizeof cmd, "cp -a '%s'/. '%s'/", tmpl, dir);
+	assert_int_equal(system(cmd), 0);
+	return dir;
+}
+
+/* Does the disk whose top is dir/name read exactly model? */
+static bool reads(const char *dir, const char *name, const uint8_t *model)
+{
+	char *p = at(dir, name);
+	uint8_t *buf = malloc(CAP);
+	struct chain *c;
+	bool ok = buf && !chain_open(p, CHAIN_OPEN_RDONLY, NULL, &c);
+
+	if (ok) {
+		ok = !chain_pread(c, buf, CAP, 0) && !memcmp(buf, model, CAP);
+		chain_close(c);
+	}
+	free(buf);
+	free(p);
+	return ok;
+}
+
+static bool same_bytes(const char *dir, const char *name)
+{
+	char *a = at(dir, name), *b = at(tmpl, name);
+	size_t la = 0, lb = 0;
+	uint8_t *x = vdt_slurp(a, &la), *y = vdt_slurp(b, &lb);
+	bool same = x && y && la == lb && !memcmp(x, y, la);
+
+	free(x);
+	free(y);
+	free(a);
+	free(b);
+	return same;
+}
+
+static bool exists(const char *dir, const char *name)
+{
+	char *p = at(dir, name);
+	bool e = !access(p, F_OK);
+
+	free(p);
+	return e;
+}
+
+typedef int group_op(struct chain_group *g, const char *disk, unsigned flags,
+		     const struct vd_io *io, struct chain_plan *plan);
+
+static int run_op(const char *dir, const char *name, group_op *op, unsigned flags,
+		  const struct vd_io *io, struct chain_plan *plan)
+{
+	char *p = at(dir, name);
+	struct chain_group *g;
+	int err = chain_group_load(p, NULL, 0, NULL, &g);
+
+	if (!err) {
+		err = op(g, p, flags, io, plan);
+		chain_group_free(g);
+	}
+	free(p);
+	return err;
+}
+
+/* Every file of the copy is byte-identical to the template. */
+static void assert_all_unchanged(const char *dir)
+{
+	static const char *const names[] = {
+		"base.vmdk", "base-000001.vmdk", "base-000002.vmdk", "base-000003.vmdk",
+		"clone.vmdk", "base.vmdk.vdelta-children",
+	};
+
+	for (unsigned i = 0; i < sizeof names / sizeof *names; i++)
+		assert_true(same_bytes(dir, names[i]));
+}
+
+/* ---- sharing ---------------------------------------------------------------------- */
+
+static void test_discovery(void **state)
+{
+	char *p = at(tmpl, "base-000003.vmdk"), *pb = at(tmpl, "base.vmdk");
+	char *p1 = at(tmpl, "base-000001.vmdk");
+	struct chain_group *g;
+	int b, s1;
+
+	(void)state;
+	assert_int_equal(chain_group_load(p, NULL, 0, NULL, &g), 0);
+	b = chain_group_node(g, pb);
+	s1 = chain_group_node(g, p1);
+	free(pb);
+	free(p1);
+	assert_true(b >= 0 && s1 >= 0);
+	assert_int_equal(chain_group_nr_users(g, b), 2);
+	assert_true(chain_group_shared(g, b));
+	assert_false(chain_group_shared(g, s1));
+	chain_group_free(g);
+	free(p);
+}
+
+static void test_commit_into_shared_refused(void **state)
+{
+	char *dir = copy_group();
+	struct chain_plan plan = {0};
+
+	(void)state;
+	assert_int_equal(run_op(dir, "base-000001.vmdk", chain_group_commit, 0, NULL,
+				&plan), -EBUSY);
+	assert_non_null(strstr(vdt_last_msg, "clone.vmdk"));
+	chain_plan_free(&plan);
+	assert_all_unchanged(dir);
+	vdt_rmtree(dir);
+	free(dir);
+}
+
+static void test_delete_snapshot_refused(void **state)
+{
+	char *dir = copy_group();
+	struct chain_plan plan = {0};
+
+	(void)state;
+	assert_int_equal(run_op(dir, "base.vmdk", chain_group_delete, 0, NULL, &plan),
+			 -EBUSY);
+	chain_plan_free(&plan);
+	assert_all_unchanged(dir);
+	vdt_rmtree(dir);
+	free(dir);
+}
+
+static void test_dry_run_writes_nothing(void **state)
+{
+	char *dir = copy_group();
+	struct chain_plan plan = {0};
+
+	(void)state;
+	assert_int_equal(run_op(dir, "base-000002.vmdk", chain_group_commit,
+				CHAIN_GROUP_DRY_RUN, NULL, &plan), 0);
+	assert_true(plan.nr_steps >= 3);
+	assert_int_equal(plan.steps[0].kind, CHAIN_STEP_WRITE);
+	chain_plan_free(&plan);
+	assert_int_equal(run_op(dir, "base-000003.vmdk", chain_group_delete,
+				CHAIN_GROUP_DRY_RUN, NULL, &plan), 0);
+	chain_plan_free(&plan);
+	assert_all_unchanged(dir);
+	vdt_rmtree(dir);
+	free(dir);
+}
+
+/* A clone moved out of the folders scanned still protects the base. */
+static void test_moved_clone_protects(void **state)
+{
+	char *dir = copy_group(), *away = vdt_mkdtemp("groupaway");
+	char *from = at(dir, "clone.vmdk"), *to = at(away, "clone.vmdk");
+	struct chain_plan plan = {0};
+	bool orphan = false;
+
+	(void)state;
+	assert_int_equal(rename(from, to), 0);
+	assert_int_equal(run_op(dir, "base-000001.vmdk", chain_group_commit, 0, NULL,
+				&plan), -EBUSY);
+	chain_plan_free(&plan);
+	assert_int_equal(run_op(dir, "base-000003.vmdk", chain_group_delete, 0, NULL,
+				&plan), 0);
+	for (unsigned i = 0; i < plan.nr_steps; i++)
+		orphan |= plan.steps[i].kind == CHAIN_STEP_ORPHAN;
+	assert_true(orphan);
+	chain_plan_free(&plan);
+	assert_true(same_bytes(dir, "base.vmdk"));
+	assert_false(exists(dir, "base-000001.vmdk"));
+	assert_int_equal(rename(to, from), 0);
+	assert_true(reads(dir, "clone.vmdk", M.clone));
+	vdt_rmtree(away);
+	vdt_rmtree(dir);
+	free(away);
+	free(dir);
+	free(from);
+	free(to);
+}
+
+/* ---- operations, then the same under every crash point ------------------------------ */
+
+enum which { OP_COMMIT, OP_DELETE, OP_REVERT };
+
+/* After the op (finished, or crashed and recovered): the invariants. */
+static void check_after(const char *dir, enum which w, bool finished)
+{
+	assert_true(same_bytes(dir, "base.vmdk"));
+	assert_true(reads(dir, "clone.vmdk", M.clone));
+	assert_false(exists(dir, "base-000003.vmdk" CHAIN_INTENT_SUFFIX));
+	switch (w) {
+	case OP_COMMIT: /* content unchanged, s2 gone when finished */
+		assert_true(reads(dir, "base-000003.vmdk", M.s3));
+		if (finished)
+			assert_false(exists(dir, "base-000002.vmdk"));
+		break;
+	case OP_DELETE: /* old content, or all three layers gone */
+		if (exists(dir, "base-000003.vmdk")) {
+			assert_false(finished);
+			assert_true(reads(dir, "base-000003.vmdk", M.s3));
+		} else {
+			assert_false(exists(dir, "base-000002.vmdk"));
+			assert_false(exists(dir, "base-000001.vmdk"));
+		}
+		break;
+	case OP_REVERT: /* old content or its parent's */
+		assert_true(reads(dir, "base-000003.vmdk", M.s3) ||
+			    reads(dir, "base-000003.vmdk", M.s2));
+		if (finished)
+			assert_true(reads(dir, "base-000003.vmdk", M.s2));
+		break;
+	}
+}
+
+static int do_op(const char *dir, enum which w, const struct vd_io *io)
+{
+	struct chain_plan plan = {0};
+	int err = w == OP_COMMIT ? run_op(dir, "base-000002.vmdk", chain_group_commit, 0,
+					  io, &plan)
+		: w == OP_DELETE ? run_op(dir, "base-000003.vmdk", chain_group_delete, 0,
+					  io, &plan)
+		: run_op(dir, "base-000003.vmdk", chain_group_revert, 0, io, &plan);
+
+	chain_plan_free(&plan);
+	return err;
+}
+
+static void plain(enum which w)
+{
+	char *dir = copy_group();
+
+	assert_int_equal(do_op(dir, w, NULL), 0);
+	check_after(dir, w, true);
+	vdt_rmtree(dir);
+	free(dir);
+}
+
+static void test_commit(void **state) { (void)state; plain(OP_COMMIT); }
+static void test_delete(void **state) { (void)state; plain(OP_DELETE); }
+static void test_revert(void **state) { (void)state; plain(OP_REVERT); }
+
+/* Crash after n writes; then load the group again (recovery) and check. */
+static bool crash_at(enum which w, long n, bool drop)
+{
+	char *dir = copy_group(), *top = at(dir, "base-000003.vmdk");
+	char *clone = at(dir, "clone.vmdk");
+	struct chain_group *g;
+	struct vd_faultio *fi;
+	bool crashed;
+
+	assert_int_equal(vd_faultio_create(n, drop, &fi), 0);
+	do_op(dir, w, vd_faultio_io(fi));
+	crashed = vd_faultio_crashed(fi);
+	assert_int_equal(vd_faultio_crash(fi), 0);
+	vd_faultio_destroy(fi);
+	if (getenv("VDT_VERBOSE"))
+		fprintf(stderr, "crash after %ld writes (drop %d): %s\n", n, drop,
+			crashed ? "crashed" : "finished");
+	/* the next command on the group: recovery, from any of its disks */
+	if (!chain_group_load(exists(dir, "base-000003.vmdk") ? top : clone, NULL, 0,
+			      NULL, &g))
+		chain_group_free(g);
+	check_after(dir, w, !crashed);
+	vdt_rmtree(dir);
+	free(dir);
+	free(top);
+	free(clone);
+	return crashed;
+}
+
+static void faults(enum which w)
+{
+	for (int drop = 0; drop < 2; drop++) {
+		long n = 0;
+		while (n < FAULT_MAX && crash_at(w, n, drop))
+			n++;
+		assert_true(n < FAULT_MAX);
+		assert_true(n > 2); /* the op did write */
+	}
+}
+
+static void test_commit_faults(void **state) { (void)state; faults(OP_COMMIT); }
+static void test_delete_faults(void **state) { (void)state; faults(OP_DELETE); }
+static void test_revert_faults(void **state) { (void)state; faults(OP_REVERT); }
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_discovery),
+		cmocka_unit_test(test_commit_into_shared_refused),
+		cmocka_unit_test(test_delete_snapshot_refused),
+		cmocka_unit_test(test_dry_run_writes_nothing),
+		cmocka_unit_test(test_moved_clone_protects),
+		cmocka_unit_test(test_commit),
+		cmocka_unit_test(test_delete),
+		cmocka_unit_test(test_revert),
+		cmocka_unit_test(test_commit_faults),
+		cmocka_unit_test(test_delete_faults),
+		cmocka_unit_test(test_revert_faults),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

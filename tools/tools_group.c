@@ -1,0 +1,142 @@
+/* tools — what the group commands share (top layer, over chain.h's group
+ * operations).
+ *
+ * Owns: option parsing (--dry-run, --json, --scan DIR..., -p, --orphans),
+ * the progress meter of data moves, and the plan / result output: text
+ * (one step a line, then bytes to copy and space) or JSON
+ * {"op","dry_run","steps":[{"action","path","bytes"}],"copy_bytes",
+ * "space_needed","space_available","result"}.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+
+#include "tools_group.h"
+
+#define MAX_SCAN 64u
+
+struct group_args {
+	bool dry_run, json, force_progress;
+	unsigned flags;
+	char *scan[MAX_SCAN];
+	unsigned nr_scan;
+};
+
+static const struct option group_opts[] = {
+	{"dry-run", no_argument, NULL, 'n'},
+	{"json", no_argument, NULL, 'j'},
+	{"scan", required_argument, NULL, 's'},
+	{"orphans", no_argument, NULL, 'o'},
+	{"progress", no_argument, NULL, 'p'},
+	{NULL, 0, NULL, 0},
+};
+
+static int parse(const struct tools_cmd *cmd, int argc, char **argv,
+		 bool allow_orphans, struct group_args *a)
+{
+	int c;
+
+	while ((c = getopt_long(argc, argv, "np", group_opts, NULL)) != -1) {
+		if (c == 'n')
+			a->flags |= CHAIN_GROUP_DRY_RUN;
+		else if (c == 'j')
+			a->json = true;
+		else if (c == 'p')
+			a->force_progress = true;
+		else if (c == 'o' && allow_orphans)
+			a->flags |= CHAIN_GROUP_ORPHANS;
+		else if (c == 's' && a->nr_scan < MAX_SCAN)
+			a->scan[a->nr_scan++] = optarg;
+		else if (c == 's')
+			return tools_usage(cmd, "at most %u --scan folders", MAX_SCAN);
+		else
+			return tools_usage(cmd, c == 'o' ? "--orphans goes with delete only"
+							 : NULL);
+	}
+	if (optind != argc - 1)
+		return tools_usage(cmd, "expected one DISK");
+	a->dry_run = a->flags & CHAIN_GROUP_DRY_RUN;
+	return TOOLS_OK;
+}
+
+static void print_json(const struct chain_plan *p, bool dry_run)
+{
+	struct tools_json j;
+
+	tools_json_init(&j, stdout);
+	tools_json_obj_begin(&j, NULL);
+	tools_json_str(&j, "op", p->op);
+	tools_json_bool(&j, "dry_run", dry_run);
+	tools_json_arr_begin(&j, "steps");
+	for (unsigned i = 0; i < p->nr_steps; i++) {
+		tools_json_obj_begin(&j, NULL);
+		tools_json_str(&j, "action", chain_step_name(p->steps[i].kind));
+		tools_json_str(&j, "path", p->steps[i].path);
+		tools_json_u64(&j, "bytes", p->steps[i].bytes);
+		tools_json_obj_end(&j);
+	}
+	tools_json_arr_end(&j);
+	tools_json_u64(&j, "copy_bytes", p->copy_bytes);
+	tools_json_u64(&j, "space_needed", p->space_needed);
+	tools_json_u64(&j, "space_available", p->space_avail);
+	tools_json_str(&j, "result", p->result);
+	tools_json_obj_end(&j);
+}
+
+static void print_text(const struct chain_plan *p, bool dry_run)
+{
+	char h1[32], h2[32], h3[32];
+
+	printf("%s%s:\n", p->op, dry_run ? " (dry run: nothing changed)" : "");
+	for (unsigned i = 0; i < p->nr_steps; i++) {
+		const struct chain_plan_step *s = &p->steps[i];
+		printf("  %-9s %s", chain_step_name(s->kind), s->path);
+		if (s->bytes)
+			printf("  (%s)", tools_human_size(s->bytes, h1, sizeof h1));
+		putchar('\n');
+	}
+	printf("data to copy: %s; space needed: %s of %s free\n",
+	       tools_human_size(p->copy_bytes, h1, sizeof h1),
+	       tools_human_size(p->space_needed, h2, sizeof h2),
+	       tools_human_size(p->space_avail, h3, sizeof h3));
+	if (p->result && !dry_run)
+		printf("disk: %s\n", p->result);
+}
+
+static void on_progress(void *opaque, uint64_t done, uint64_t total)
+{
+	struct tools_progress *pr = opaque;
+
+	pr->total = total;
+	tools_progress_update(pr, done);
+}
+
+int tools_group_main(const struct tools_cmd *cmd, int argc, char **argv,
+		     tools_group_op *op, bool allow_orphans)
+{
+	struct group_args a = {0};
+	struct chain_plan plan = {0};
+	struct tools_progress pr;
+	struct chain_group *g;
+	const char *disk;
+	int rc = parse(cmd, argc, argv, allow_orphans, &a);
+
+	if (rc != TOOLS_OK)
+		return rc;
+	disk = argv[optind];
+	if ((rc = chain_group_load(disk, a.scan, a.nr_scan, NULL, &g)) < 0)
+		return tools_fail(disk, rc);
+	tools_progress_init(&pr, 0, a.force_progress);
+	plan.progress = on_progress;
+	plan.progress_opaque = &pr;
+	rc = op(g, disk, a.flags, NULL, &plan);
+	tools_progress_end(&pr, pr.total);
+	chain_group_free(g);
+	if (rc < 0) {
+		chain_plan_free(&plan);
+		return tools_fail(disk, rc);
+	}
+	a.json ? print_json(&plan, a.dry_run) : print_text(&plan, a.dry_run);
+	chain_plan_free(&plan);
+	return TOOLS_OK;
+}

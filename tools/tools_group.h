@@ -1,0 +1,23 @@
+/* tools — private header of the group commands (top layer): commit,
+ * delete, revert.  Never included outside tools/.
+ *
+ * Owns: the options every group command shares (--dry-run, --json,
+ * --scan DIR, -p), loading the group, and printing the plan and the
+ * result as text or JSON (tools_group.c).
+ */
+#ifndef VDELTA_TOOLS_GROUP_H
+#define VDELTA_TOOLS_GROUP_H
+
+#include "chain.h"
+#include "tools.h"
+
+/* The operation a command runs on its one DISK argument. */
+typedef int tools_group_op(struct chain_group *g, const char *disk, unsigned flags,
+			   const struct vd_io *io, struct chain_plan *plan);
+
+/* Parse the shared options (plus --orphans when allow_orphans), load the
+ * group, run op, print; returns TOOLS_*. */
+int tools_group_main(const struct tools_cmd *cmd, int argc, char **argv,
+		     tools_group_op *op, bool allow_orphans);
+
+#endif

@@ -1,0 +1,27 @@
+/* tools — `vdelta revert [--dry-run] DISK`: back to the last snapshot (top
+ * layer, over chain_group_revert).
+ *
+ * Owns: the command's usage text; tools_group.c does the rest.
+ */
+#include "tools_group.h"
+
+extern const struct tools_cmd tools_cmd_revert;
+
+static int revert_run(int argc, char **argv)
+{
+	return tools_group_main(&tools_cmd_revert, argc, argv, chain_group_revert, false);
+}
+
+const struct tools_cmd tools_cmd_revert = {
+	.name = "revert",
+	.summary = "discard a disk's top delta: back to its last snapshot",
+	.usage = "[--dry-run] [--json] [--scan DIR]... DISK\n"
+		 "\n"
+		 "DISK's top (a monolithicSparse delta) is replaced by an empty delta\n"
+		 "over the same parent, atomically: DISK reads as its parent snapshot.\n"
+		 "\n"
+		 "  -n, --dry-run  print the plan and stop\n"
+		 "  --json         the plan / the result as JSON\n"
+		 "  --scan DIR     look for more disks under DIR",
+	.run = revert_run,
+};
