@@ -63,12 +63,13 @@ for t in "${targets[@]}"; do
 	# finding instead of an OOM of the machine.  CPU is user+system of the
 	# fuzzer and its workers (bash's `time` waits for them all).
 	TIMEFORMAT='%U %S'
-	{ time ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1 \
+	# libFuzzer writes its worker logs (fuzz-N.log) into the current folder
+	{ time (cd "$dir" && ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1 \
 		"$dir/$t" "$dir/corpus" "${seeds[@]}" \
 		-max_len=1048576 -rss_limit_mb=1024 -malloc_limit_mb=512 -timeout=20 \
 		-max_total_time="$secs" -jobs="$jobs" -workers="$jobs" \
 		-artifact_prefix="$dir/artifacts/" -print_final_stats=1 \
-		>"$dir/log" 2>&1 || rc=$?; } 2>"$dir/cpu"
+		>"$dir/log" 2>&1) || rc=$?; } 2>"$dir/cpu"
 	cpu=$(awk '{printf "%.0f", $1 + $2}' "$dir/cpu")
 	runs=$(cat "$dir"/log "$dir"/fuzz-*.log 2>/dev/null || true) && runs=$(echo "$runs" |
 		awk '/stat::number_of_executed_units/ {n += $2} END {print n + 0}')
