@@ -128,12 +128,14 @@ static int check_entries(struct gt_check *c, uint32_t i, const uint32_t *gt)
 				"zeroed-grain flag", (unsigned long long)(first + j));
 		if (gte <= VMDK_GTE_ZEROED)
 			continue;
+		if (grain_on_metadata(c, first + j, gte))
+			continue;
 		if (!t->stream && (at < c->overhead || at + t->grain_size >
 				   VD_ROUND_UP(t->file_size, t->grain_size)))
 			problem(c, true, "grain %llu at sector %u lies %s",
 				(unsigned long long)(first + j), gte,
 				at < c->overhead ? "inside the metadata area" : "past end of file");
-		else if (!grain_on_metadata(c, first + j, gte))
+		else
 			err = note_grain(c, gte);
 	}
 	return err;
@@ -212,7 +214,7 @@ static void check_leaks(struct gt_check *c)
 	if (t->stream || t->file_size <= c->overhead)
 		return;
 	for (uint32_t i = 0; i < t->nr_gd; i++)
-		nr_tables += t->gd[i] && !(t->flags[i] & VMDK_GT_BAD);
+		nr_tables += (t->gd[i] || (t->rgd && t->rgd[i])) && !(t->flags[i] & VMDK_GT_BAD);
 	slots = malloc((2 * c->nr_grains +
 			2 * nr_tables * (table_bytes(t) / t->grain_size + 2) + 1) * sizeof *slots);
 	if (!slots)
