@@ -164,19 +164,20 @@ def cowd(gd_patch=None, gte_patch=None, sectors=39, cap=16384, ngd=4,
 
 
 def cowd_one_table():
-    """~2 TiB of 1-sector grains: 1048575 directory entries, all naming one
-    table (4 MiB directory + one 16 KiB table)."""
-    cap = 0xFFFFF000
-    ngd = cap // 4096
+    """~2 TiB of 4 KiB grains: 131072 directory entries, all naming one
+    table (512 KiB directory + one 16 KiB table; a private table copy per
+    entry would be 2 GiB)."""
+    cap, grain = 0xFFFFF000, 8
+    ngd = -(-cap // (4096 * grain))
     gt = 4 + (ngd * 4 + S - 1) // S
-    f = bytearray((gt + 33) * S)
+    f = bytearray((gt + 32 + grain) * S)
     f[0:4] = b'COWD'
-    for off, v in ((4, 1), (8, 3), (12, cap), (16, 1), (20, 4), (24, ngd),
-                   (28, gt + 33)):
+    for off, v in ((4, 1), (8, 3), (12, cap), (16, grain), (20, 4), (24, ngd),
+                   (28, gt + 32 + grain)):
         put32(f, off, v)
     f[4 * S:4 * S + 4 * ngd] = struct.pack('<I', gt) * ngd
     put32(f, gt * S, gt + 32)
-    f[(gt + 32) * S:] = b'E' * S
+    f[(gt + 32) * S:] = b'E' * (grain * S)
     return f
 
 
