@@ -128,12 +128,14 @@ static int check_entries(struct gt_check *c, uint32_t i, const uint32_t *gt)
 				"zeroed-grain flag", (unsigned long long)(first + j));
 		if (gte <= VMDK_GTE_ZEROED)
 			continue;
+		if (grain_on_metadata(c, first + j, gte))
+			continue;
 		if (!t->stream && (at < c->overhead || at + t->grain_size >
 				   VD_ROUND_UP(t->file_size, t->grain_size)))
 			problem(c, true, "grain %llu at sector %u lies %s",
 				(unsigned long long)(first + j), gte,
 				at < c->overhead ? "inside the metadata area" : "past end of file");
-		else if (!grain_on_metadata(c, first + j, gte))
+		else
 			err = note_grain(c, gte);
 	}
 	return err;
@@ -186,6 +188,8 @@ static uint64_t slots_used(struct gt_check *c, uint64_t *slots)
 	}
 	for (uint32_t i = 0; i < t->nr_gd; i++) {
 		uint32_t tab[2] = { t->gd[i], t->rgd ? t->rgd[i] : 0 };
+		if (t->flags[i] & VMDK_GT_BAD)
+			continue; /* shares or overlaps a region counted already */
 		for (int j = 0; j < 2; j++) {
 			uint64_t at = (uint64_t)tab[j] * VD_SECTOR - c->overhead;
 			if ((uint64_t)tab[j] * VD_SECTOR < c->overhead)
@@ -205,12 +209,14 @@ static uint64_t slots_used(struct gt_check *c, uint64_t *slots)
 static void check_leaks(struct gt_check *c)
 {
 	const struct vmdk_gt *t = c->gt;
-	uint64_t total, *slots;
+	uint64_t total, *slots, nr_tables = 0;
 
 	if (t->stream || t->file_size <= c->overhead)
 		return;
-	slots = malloc((2 * c->nr_grains + 2ull * t->nr_gd * (table_bytes(t) / t->grain_size + 2) + 1) *
-		       sizeof *slots);
+	for (uint32_t i = 0; i < t->nr_gd; i++)
+		nr_tables += (t->gd[i] || (t->rgd && t->rgd[i])) && !(t->flags[i] & VMDK_GT_BAD);
+	slots = malloc((2 * c->nr_grains +
+			2 * nr_tables * (table_bytes(t) / t->grain_size + 2) + 1) * sizeof *slots);
 	if (!slots)
 		return; /* leak accounting is advisory */
 	total = VD_DIV_ROUND_UP(t->file_size - c->overhead, t->grain_size);
@@ -234,10 +240,14 @@ static void check_overlaps(struct gt_check *c)
 }
 
 static void check_region(void *opaque, const struct vmdk_region *a,
-			 const struct vmdk_region *b, const char *msg)
+			 const struct vmdk_region *b, uint64_t file_sectors)
 {
-	(void)a, (void)b;
-	problem(opaque, true, "%s", msg);
+	struct gt_check *c = opaque;
+	char msg[320] = "";
+
+	if (c->reported < MAX_REPORTS) /* words only what is shown */
+		vmdk_region_msg(a, b, file_sectors, msg, sizeof msg);
+	problem(c, true, "%s", msg);
 }
 
 int vmdk_gt_check(struct vmdk_extent *e, struct vmdk_gt *gt, uint64_t overhead,

@@ -158,15 +158,17 @@ struct region_report {
 };
 
 static void region_problem(void *opaque, const struct vmdk_region *a,
-			   const struct vmdk_region *b, const char *msg)
+			   const struct vmdk_region *b, uint64_t file_sectors)
 {
 	struct region_report *rr = opaque;
+	char msg[320];
 
-	(void)a;
 	if (b->kind == VMDK_REG_GT)
 		rr->t->flags[b->index] |= VMDK_GT_BAD;
-	if (rr->n++ < GT_MAX_REPORTS)
-		vd_log(rr->strict ? VD_LOG_ERROR : VD_LOG_WARN, "%s: %s", rr->t->path, msg);
+	if (rr->n++ >= GT_MAX_REPORTS)
+		return;
+	vmdk_region_msg(a, b, file_sectors, msg, sizeof msg);
+	vd_log(rr->strict ? VD_LOG_ERROR : VD_LOG_WARN, "%s: %s", rr->t->path, msg);
 }
 
 static int add_tables(struct vmdk_gt *t)
@@ -188,6 +190,20 @@ static int add_tables(struct vmdk_gt *t)
 	return err;
 }
 
+/* Tables that fit the cache are all read at a writable open (the grains
+ * against the regions: the open is refused rather than the first write);
+ * larger sets wait for the first write (vmdk_gt_verify). */
+static int verify_if_small(struct vmdk_gt *t)
+{
+	uint64_t n = 0;
+
+	for (uint32_t i = 0; i < t->nr_gd; i++)
+		n += t->gd[i] != 0;
+	if (n * gt_bytes(t) > VMDK_GT_CACHE_BYTES)
+		return 0;
+	return vmdk_gt_verify(t);
+}
+
 int vmdk_gt_regions(struct vmdk_gt *t, bool strict)
 {
 	struct region_report rr = { .t = t, .strict = strict };
@@ -197,7 +213,9 @@ int vmdk_gt_regions(struct vmdk_gt *t, bool strict)
 		err = vmdk_regions_check(&t->meta, t->file_size, region_problem, &rr,
 					 &t->nr_overlaps);
 	t->strict = strict;
-	if (err || !t->nr_overlaps)
+	if (!err && !t->nr_overlaps)
+		return strict ? verify_if_small(t) : 0;
+	if (err)
 		return err;
 	if (rr.n > GT_MAX_REPORTS)
 		vd_log(strict ? VD_LOG_ERROR : VD_LOG_WARN, "%s: %llu more region problems",
@@ -211,6 +229,7 @@ int vmdk_gt_regions(struct vmdk_gt *t, bool strict)
 	       "for writing (a write would destroy data)", t->path);
 	return -VD_EBADDATA;
 }
+
 
 /* ---- the table cache ---------------------------------------------------------------------- */
 
@@ -333,9 +352,9 @@ int vmdk_gt_lookup(struct vmdk_gt *t, uint64_t grain, uint32_t *gte)
 	if (slot->sector != t->gd[i] && (err = table_load(t, (uint32_t)i, slot)))
 		return err;
 	v = slot->gt[grain % t->gtes_per_gt];
-	if (v > VMDK_GTE_ZEROED && (uint64_t)v * VD_SECTOR < t->file_size &&
-	    (uint64_t)v * VD_SECTOR >= t->data_start) {
-		*gte = v; /* the common case, checked in one go */
+	if (v == 0 || (v > VMDK_GTE_ZEROED && (uint64_t)v * VD_SECTOR < t->file_size &&
+	    (uint64_t)v * VD_SECTOR >= t->data_start)) {
+		*gte = v; /* the common cases, checked in one go */
 		return 0;
 	}
 	err = gte_check(t, grain, v);

@@ -197,10 +197,13 @@ enum vmdk_region_kind {
 	VMDK_REG_RGT, VMDK_REG_FOOTER,
 };
 
-struct vmdk_region {
-	uint64_t sector, nr_sectors;
+#define VMDK_REGION_MAX_SECTORS ((1u << 28) - 1) /* longer ones are clamped */
+
+struct vmdk_region {                  /* 16 bytes: a directory may hold millions */
+	uint64_t sector;
+	uint32_t nr_sectors : 28;
+	uint32_t kind : 4;            /* enum vmdk_region_kind */
 	uint32_t index;               /* directory entry of a table */
-	enum vmdk_region_kind kind;
 };
 
 struct vmdk_regions {
@@ -210,9 +213,12 @@ struct vmdk_regions {
 	bool sorted;
 };
 
-/* a: the earlier region b overlaps, or NULL when b lies outside the file. */
+/* a: the earlier region b overlaps, or NULL when b lies outside the file
+ * (of file_sectors); vmdk_region_msg words it. */
 typedef void vmdk_region_fn(void *opaque, const struct vmdk_region *a,
-			    const struct vmdk_region *b, const char *msg);
+			    const struct vmdk_region *b, uint64_t file_sectors);
+void vmdk_region_msg(const struct vmdk_region *a, const struct vmdk_region *b,
+		     uint64_t file_sectors, char *buf, size_t size);
 
 int vmdk_regions_add(struct vmdk_regions *rs, uint64_t sector, uint64_t nr_sectors,
 		     enum vmdk_region_kind kind, uint32_t index);

@@ -34,8 +34,9 @@ int vmdk_regions_add(struct vmdk_regions *rs, uint64_t sector, uint64_t nr_secto
 		rs->r = r;
 		rs->cap = cap;
 	}
-	rs->r[rs->n++] = (struct vmdk_region){ .sector = sector, .nr_sectors = nr_sectors,
-					      .kind = kind, .index = index };
+	rs->r[rs->n++] = (struct vmdk_region){
+		.sector = sector, .nr_sectors = VD_MIN(nr_sectors, VMDK_REGION_MAX_SECTORS),
+		.kind = kind, .index = index };
 	rs->sorted = false;
 	return 0;
 }
@@ -50,6 +51,7 @@ void vmdk_regions_free(struct vmdk_regions *rs)
 void vmdk_region_name(const struct vmdk_region *r, char *buf, size_t size)
 {
 	int n = snprintf(buf, size, "%s", region_names[r->kind]);
+
 
 	if (n >= 0 && (size_t)n < size && (r->kind == VMDK_REG_GT || r->kind == VMDK_REG_RGT))
 		n += snprintf(buf + n, size - n, " of directory entry %u", r->index);
@@ -94,21 +96,19 @@ static int regions_sort(struct vmdk_regions *rs)
 	return 0;
 }
 
-/* Report a region past the end of the file or overlapping an earlier one. */
-static void region_report(vmdk_region_fn *fn, void *opaque, const struct vmdk_region *a,
-			  const struct vmdk_region *b, uint64_t file_sectors)
+void vmdk_region_msg(const struct vmdk_region *a, const struct vmdk_region *b,
+		     uint64_t file_sectors, char *buf, size_t size)
 {
-	char na[128], nb[128], msg[320];
+	char na[128], nb[128];
 
 	vmdk_region_name(b, nb, sizeof nb);
 	if (!a) {
-		snprintf(msg, sizeof msg, "%s lies outside the file (%llu sectors)", nb,
+		snprintf(buf, size, "%s lies outside the file (%llu sectors)", nb,
 			 (unsigned long long)file_sectors);
-	} else {
-		vmdk_region_name(a, na, sizeof na);
-		snprintf(msg, sizeof msg, "%s overlaps %s", nb, na);
+		return;
 	}
-	fn(opaque, a, b, msg);
+	vmdk_region_name(a, na, sizeof na);
+	snprintf(buf, size, "%s overlaps %s", nb, na);
 }
 
 int vmdk_regions_check(struct vmdk_regions *rs, uint64_t file_size, vmdk_region_fn *fn,
@@ -120,12 +120,12 @@ int vmdk_regions_check(struct vmdk_regions *rs, uint64_t file_size, vmdk_region_
 
 	for (size_t i = 0; !err && i < rs->n; i++) {
 		const struct vmdk_region *r = &rs->r[i];
-		if (region_end(r) > file_sectors || region_end(r) < r->sector) {
-			region_report(fn, opaque, NULL, r, file_sectors);
+		if (region_end(r) > file_sectors) {
+			fn(opaque, NULL, r, file_sectors);
 			n++;
 		}
 		if (i && r->sector < region_end(&rs->r[top])) {
-			region_report(fn, opaque, &rs->r[top], r, file_sectors);
+			fn(opaque, &rs->r[top], r, file_sectors);
 			n++;
 		}
 		if (!i || region_end(r) > region_end(&rs->r[top]))
