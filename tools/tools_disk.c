@@ -261,6 +261,12 @@ static int vmdk_open_disk(struct tools_disk *d)
 		return rc;
 	if (vmdk_parent_hint(d->vmdk)) /* a delta: read it through its chain */
 		return chain_open_disk(d);
+	/* a reader's lock, as chain_open takes for a delta: no writer meanwhile */
+	rc = vmdk_lock(d->vmdk, VMDK_PERM_READ, VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
+	if (rc < 0) {
+		vmdk_close(d->vmdk);
+		return rc;
+	}
 	d->size = vmdk_capacity(d->vmdk);
 	d->ops = &vmdk_ops;
 	return 0;
