@@ -151,13 +151,17 @@ int chain_freeze(const char *path, const struct vd_io *io);
 
 /* Freeze the top of DISK and add an empty delta beside it
  * (name-000001.vmdk, -000002, ...: the next free number, same hosted
- * sparse family).  *new_top is the new top's path (malloc'd). */
-int chain_snapshot(const char *disk, const struct vd_io *io, char **new_top);
+ * sparse family).  *new_top is the new top's path (malloc'd).  flags:
+ * CHAIN_OPEN_DIRTY_OK freezes a top whose uncleanShutdown is set.  A chain
+ * already CHAIN_MAX_DEPTH deep is refused (-ELOOP), nothing written; the
+ * new files hold a writer's lock while they are made. */
+int chain_snapshot(const char *disk, unsigned flags, const struct vd_io *io,
+		   char **new_top);
 /* A blank delta at new_path over the layer `parent`.  require_frozen:
  * refuse a parent that is not frozen (clone --linked); otherwise freeze it
- * (create --parent). */
+ * (create --parent).  flags and depth as chain_snapshot. */
 int chain_create_child(const char *parent, const char *new_path, bool require_frozen,
-		       const struct vd_io *io);
+		       unsigned flags, const struct vd_io *io);
 /* Copy only DISK's top delta to new_path, sharing every layer below. */
 int chain_clone_from_current(const char *disk, const char *new_path,
 			     const struct vd_io *io);

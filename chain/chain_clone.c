@@ -85,7 +85,7 @@ int chain_clone_from_current(const char *disk, const char *new_path,
 	chain_close(c);
 	if (!parent)
 		return -ENOMEM;
-	err = chain_create_child(parent, new_path, false, io);
+	err = chain_create_child(parent, new_path, false, 0, io);
 	if (!err)
 		err = chain_open(disk, CHAIN_OPEN_NO_PARENT, io, &src);
 	if (!err)

@@ -5,7 +5,8 @@
  * --linked` (a blank delta over a layer).
  *
  * Order, so that a crash never leaves a child over a writable parent:
- * 1. the parent's chain is validated (opened read-only, locks taken);
+ * 1. the parent's chain is validated (opened read-only, locks taken, fewer
+ *    than CHAIN_MAX_DEPTH layers): a refusal here writes nothing;
  * 2. the parent is frozen (descriptor rewritten durably; CID unchanged);
  * 3. the parent's sidecar record (chain_group.c) names the child to be:
  *    a record of a child never made only makes the parent count as shared;
@@ -52,11 +53,12 @@ static void describe(struct vmdk_disk *d, struct parent_info *pi)
 
 /* Set (frozen) or clear the mark on the layer at path, holding it locked
  * for writing; pi (may be NULL) gets its description. */
-static int set_frozen(const char *path, bool frozen, const struct vd_io *io,
-		      struct parent_info *pi)
+static int set_frozen(const char *path, bool frozen, unsigned flags,
+		      const struct vd_io *io, struct parent_info *pi)
 {
 	struct vmdk_disk *d;
-	int err = vmdk_open(path, VMDK_OPEN_RDWR, io, &d);
+	int err = vmdk_open(path, VMDK_OPEN_RDWR | ((flags & CHAIN_OPEN_DIRTY_OK)
+						     ? VMDK_OPEN_DIRTY_OK : 0), io, &d);
 
 	if (err)
 		return err;
@@ -76,20 +78,26 @@ static int set_frozen(const char *path, bool frozen, const struct vd_io *io,
 
 int chain_freeze(const char *path, const struct vd_io *io)
 {
-	return set_frozen(path, true, io, NULL);
+	return set_frozen(path, true, 0, io, NULL);
 }
 
-/* Open the chain below and including `path` read-only: every link valid. */
-static int validate(const char *path, const struct vd_io *io, struct parent_info *pi)
+/* Open the chain below and including `path` read-only: every link valid,
+ * and room for one more layer (a child deeper than CHAIN_MAX_DEPTH could
+ * never be opened). */
+static int validate(const char *path, unsigned flags, const struct vd_io *io)
 {
 	struct chain *c;
-	int err = chain_open(path, CHAIN_OPEN_RDONLY, io, &c);
+	int err = chain_open(path, CHAIN_OPEN_RDONLY | (flags & CHAIN_OPEN_DIRTY_OK), io, &c);
 
 	if (err)
 		return err;
-	if (pi)
-		describe(chain_layer(c, 0), pi);
-	return chain_close(c);
+	if (chain_depth(c) >= CHAIN_MAX_DEPTH) {
+		vd_err("%s: its chain already has %u layers, the most vdelta opens: a "
+		       "child would be layer %u; nothing created (clone --full makes "
+		       "a one-layer copy)", path, chain_depth(c), chain_depth(c) + 1);
+		err = -ELOOP;
+	}
+	return chain_close(c) ? -EIO : err;
 }
 
 static int create_delta(const char *new_path, const char *parent,
@@ -135,7 +143,7 @@ static bool markable(struct vmdk_disk *d)
 /* Freeze `parent` (unless it must be frozen already) and put a blank delta
  * at new_path over it; the mark is undone if we set it and creation fails. */
 static int child_over(const char *parent, const char *new_path, bool require_frozen,
-		      const struct vd_io *io)
+		      unsigned flags, const struct vd_io *io)
 {
 	struct parent_info pi;
 	bool was_frozen, can_mark;
@@ -158,7 +166,7 @@ static int child_over(const char *parent, const char *new_path, bool require_fro
 		vd_warn("%s: read-only (kind or permissions): not marked frozen; vdelta "
 			"never writes it", parent);
 	if (can_mark)
-		err = set_frozen(parent, true, io, &pi);
+		err = set_frozen(parent, true, flags, io, &pi);
 	if (!err && can_mark)
 		err = chain_group_record_child(parent, new_path, io); /* 3 */
 	if (!err)
@@ -166,12 +174,12 @@ static int child_over(const char *parent, const char *new_path, bool require_fro
 	if (err && access(new_path, F_OK)) /* never made */
 		group_record_child(parent, new_path, false, io);
 	if (err && !was_frozen && can_mark)
-		set_frozen(parent, false, io, NULL);
+		set_frozen(parent, false, flags, io, NULL);
 	return err;
 }
 
 int chain_create_child(const char *parent, const char *new_path, bool require_frozen,
-		       const struct vd_io *io)
+		       unsigned flags, const struct vd_io *io)
 {
 	struct stat st;
 	int err;
@@ -180,8 +188,8 @@ int chain_create_child(const char *parent, const char *new_path, bool require_fr
 		vd_err("%s: already exists", new_path);
 		return -EEXIST;
 	}
-	err = validate(parent, io, NULL);
-	return err ? err : child_over(parent, new_path, require_frozen, io);
+	err = validate(parent, flags, io);
+	return err ? err : child_over(parent, new_path, require_frozen, flags, io);
 }
 
 /* dir/stem-NNNNNN.vmdk for the first NNNNNN whose name is free; the stem
@@ -210,16 +218,17 @@ static int snapshot_name(const char *top, unsigned n, char **out)
 	return r < 0 ? -ENOMEM : 0;
 }
 
-int chain_snapshot(const char *disk, const struct vd_io *io, char **new_top)
+int chain_snapshot(const char *disk, unsigned flags, const struct vd_io *io,
+		   char **new_top)
 {
 	struct stat st;
 	char *name = NULL;
-	int err = validate(disk, io, NULL);
+	int err = validate(disk, flags, io);
 
 	for (unsigned n = 1; !err && n <= SNAPSHOT_MAX; n++) {
 		err = snapshot_name(disk, n, &name);
 		if (!err && lstat(name, &st)) {
-			err = child_over(disk, name, false, io);
+			err = child_over(disk, name, false, flags, io);
 			if (err != -EEXIST)
 				break; /* done, or failed */
 			err = 0;   /* an extent name was taken: next number */

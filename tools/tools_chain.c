@@ -13,28 +13,55 @@
 
 extern const struct tools_cmd tools_cmd_snapshot, tools_cmd_clone;
 
-/* `vdelta create --parent PARENT NEW` (called by tools_create.c). */
-int tools_chain_create_child(const char *parent, const char *new_path)
+/* After a refusal to write a layer whose uncleanShutdown is set: what to
+ * run.  `cmd` is the command line that forces it. */
+static int dirty_fail(const char *file, int rc, const char *cmd)
 {
-	int rc = chain_create_child(parent, new_path, false, NULL);
+	int ret = tools_fail(file, rc);
 
-	return rc < 0 ? tools_fail(new_path, rc) : TOOLS_OK;
+	if (rc == -EBUSY)
+		fprintf(stderr, "vdelta: a writer was interrupted: `vdelta check %s` shows "
+			"what it left; `%s` writes anyway (the format layer repairs "
+			"what it can on open)\n", file, cmd);
+	return ret;
+}
+
+/* `vdelta create --parent PARENT [--force-dirty] NEW` (tools_create.c). */
+int tools_chain_create_child(const char *parent, const char *new_path, bool force_dirty)
+{
+	char cmd[512];
+	int rc = chain_create_child(parent, new_path, false,
+				    force_dirty ? CHAIN_OPEN_DIRTY_OK : 0, NULL);
+
+	snprintf(cmd, sizeof cmd, "vdelta create --force-dirty --parent %s %s", parent,
+		 new_path);
+	return rc < 0 ? dirty_fail(parent, rc, cmd) : TOOLS_OK;
 }
 
 /* ---- snapshot ----------------------------------------------------------------- */
 
+static const struct option snapshot_opts[] = {
+	{"force-dirty", no_argument, NULL, 'F'},
+	{NULL, 0, NULL, 0},
+};
+
 static int snapshot_run(int argc, char **argv)
 {
-	char *new_top;
-	int rc;
+	unsigned flags = 0;
+	char *new_top, cmd[512];
+	int c, rc;
 
-	if (getopt_long(argc, argv, "", (const struct option[]){{0}}, NULL) != -1)
-		return tools_usage(&tools_cmd_snapshot, NULL);
+	while ((c = getopt_long(argc, argv, "", snapshot_opts, NULL)) != -1) {
+		if (c != 'F')
+			return tools_usage(&tools_cmd_snapshot, NULL);
+		flags |= CHAIN_OPEN_DIRTY_OK;
+	}
 	if (optind != argc - 1)
 		return tools_usage(&tools_cmd_snapshot, "expected one DISK");
-	rc = chain_snapshot(argv[optind], NULL, &new_top);
+	rc = chain_snapshot(argv[optind], flags, NULL, &new_top);
+	snprintf(cmd, sizeof cmd, "vdelta snapshot --force-dirty %s", argv[optind]);
 	if (rc < 0)
-		return tools_fail(argv[optind], rc);
+		return dirty_fail(argv[optind], rc, cmd);
 	printf("%s\n", new_top);
 	free(new_top);
 	return TOOLS_OK;
@@ -43,7 +70,10 @@ static int snapshot_run(int argc, char **argv)
 const struct tools_cmd tools_cmd_snapshot = {
 	.name = "snapshot",
 	.summary = "freeze a disk's top layer and add an empty delta over it",
-	.usage = "DISK\n"
+	.usage = "[--force-dirty] DISK\n"
+		 "\n"
+		 "  --force-dirty   freeze DISK even though its uncleanShutdown flag is\n"
+		 "                  set (a writer was interrupted; see vdelta check DISK)\n"
 		 "\n"
 		 "DISK is the current top.  The top is marked frozen (ddb.vdelta.frozen)\n"
 		 "and never written again; a new empty delta NAME-00000N.vmdk is made\n"
@@ -68,7 +98,7 @@ static int clone_do(enum clone_mode mode, const char *src, const char *dst,
 {
 	switch (mode) {
 	case CLONE_LINKED:
-		return chain_create_child(src, dst, true, NULL);
+		return chain_create_child(src, dst, true, 0, NULL);
 	case CLONE_FROM_CURRENT:
 		return chain_clone_from_current(src, dst, NULL);
 	default:

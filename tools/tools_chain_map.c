@@ -16,12 +16,13 @@
 
 extern const struct tools_cmd tools_cmd_map, tools_cmd_digest;
 
-enum { OPT_IGNORE_CID = 256 };
+enum { OPT_IGNORE_CID = 256, OPT_STRICT_PATHS };
 
 static const struct option read_opts[] = {
 	{"json", no_argument, NULL, 'j'},
 	{"ignore-cid", no_argument, NULL, OPT_IGNORE_CID},
 	{"force-share", no_argument, NULL, 'U'},
+	{"strict-paths", no_argument, NULL, OPT_STRICT_PATHS},
 	{NULL, 0, NULL, 0},
 };
 
@@ -39,6 +40,8 @@ static int read_args(const struct tools_cmd *cmd, int argc, char **argv, bool *j
 			*flags |= CHAIN_OPEN_IGNORE_CID;
 		else if (c == 'U')
 			*flags |= CHAIN_OPEN_NOLOCK;
+		else if (c == OPT_STRICT_PATHS)
+			*flags |= CHAIN_OPEN_STRICT_PATHS;
 		else
 			return tools_usage(cmd, NULL);
 	}
@@ -125,12 +128,14 @@ static int map_run(int argc, char **argv)
 const struct tools_cmd tools_cmd_map = {
 	.name = "map",
 	.summary = "show which layer holds each range of a disk",
-	.usage = "[--json] [--ignore-cid] [-U] DISK\n"
+	.usage = "[--json] [--ignore-cid] [-U] [--strict-paths] DISK\n"
 		 "\n"
 		 "      --json        qemu-img map style JSON (start, length, depth,\n"
 		 "                    present, zero, data, file)\n"
 		 "      --ignore-cid  read through a broken parent link (forensics)\n"
-		 "  -U, --force-share take no locks",
+		 "  -U, --force-share take no locks\n"
+		 "      --strict-paths  extent files must lie inside their descriptor's\n"
+		 "                    folder (for disks from untrusted sources)",
 	.run = map_run,
 };
 
@@ -169,27 +174,34 @@ static int digest_run(int argc, char **argv)
 const struct tools_cmd tools_cmd_digest = {
 	.name = "digest",
 	.summary = "XXH3-128 of a disk's content (as xxhsum -H2 of a raw export)",
-	.usage = "[--ignore-cid] [-U] DISK...\n"
+	.usage = "[--ignore-cid] [-U] [--strict-paths] DISK...\n"
 		 "\n"
 		 "Prints \"<32 hex digits>  DISK\" per disk.  Zero runs are not read.\n"
 		 "      --ignore-cid  read through a broken parent link (forensics)\n"
-		 "  -U, --force-share take no locks",
+		 "  -U, --force-share take no locks\n"
+		 "      --strict-paths  extent files must lie inside their descriptor's\n"
+		 "                    folder (for disks from untrusted sources)",
 	.run = digest_run,
 };
 
 /* ---- info --chain ----------------------------------------------------------------- */
 
-static uint64_t layer_allocated(struct vmdk_disk *d)
+/* Guest bytes a layer stores; an error when its tables cannot be read
+ * (reported by the format layer), as plain `info` fails then. */
+static int layer_allocated(struct vmdk_disk *d, uint64_t *sum)
 {
 	struct vmdk_info vi;
 	struct vmdk_extent_info e;
-	uint64_t sum = 0;
+	int rc;
 
+	*sum = 0;
 	vmdk_info_get(d, &vi);
-	for (unsigned i = 0; i < vi.nr_extents; i++)
-		if (vmdk_extent_info_get(d, i, &e) == 0)
-			sum += e.allocated;
-	return sum;
+	for (unsigned i = 0; i < vi.nr_extents; i++) {
+		if ((rc = vmdk_extent_info_get(d, i, &e)) < 0)
+			return rc;
+		*sum += e.allocated;
+	}
+	return 0;
 }
 
 static uint64_t layer_file_bytes(struct vmdk_disk *d)
@@ -203,7 +215,8 @@ static uint64_t layer_file_bytes(struct vmdk_disk *d)
 	return sum;
 }
 
-static void layer_json(struct tools_json *j, struct vmdk_disk *d, unsigned i)
+static void layer_json(struct tools_json *j, struct vmdk_disk *d, unsigned i,
+		       uint64_t allocated)
 {
 	struct vmdk_info vi;
 	char cid[16], pcid[16];
@@ -220,12 +233,12 @@ static void layer_json(struct tools_json *j, struct vmdk_disk *d, unsigned i)
 	tools_json_str(j, "parent-hint", vi.parent_hint);
 	tools_json_bool(j, "frozen", chain_is_frozen(d));
 	tools_json_u64(j, "virtual-size", vi.capacity);
-	tools_json_u64(j, "allocated", layer_allocated(d));
+	tools_json_u64(j, "allocated", allocated);
 	tools_json_u64(j, "file-size", layer_file_bytes(d));
 	tools_json_obj_end(j);
 }
 
-static void layer_text(struct vmdk_disk *d, unsigned i)
+static void layer_text(struct vmdk_disk *d, unsigned i, uint64_t allocated)
 {
 	struct vmdk_info vi;
 	char a[32], f[32];
@@ -233,19 +246,26 @@ static void layer_text(struct vmdk_disk *d, unsigned i)
 	vmdk_info_get(d, &vi);
 	printf("%-5u %08x %08x %-20s %-6s %10s %10s  %s\n", i, vi.cid, vi.parent_cid,
 	       vi.create_type ? vi.create_type : "?", chain_is_frozen(d) ? "yes" : "no",
-	       tools_human_size(layer_allocated(d), a, sizeof a),
+	       tools_human_size(allocated, a, sizeof a),
 	       tools_human_size(layer_file_bytes(d), f, sizeof f), vmdk_path(d));
 }
 
-/* `vdelta info --chain [--json] DISK` (called by tools_info.c). */
-int tools_chain_info(const char *path, bool json)
+/* `vdelta info --chain [--json] DISK` (called by tools_info.c); flags:
+ * CHAIN_OPEN_NOLOCK, CHAIN_OPEN_STRICT_PATHS.  Every layer's tables are
+ * read before anything is printed: one unreadable layer fails the whole. */
+int tools_chain_info(const char *path, bool json, unsigned flags)
 {
+	uint64_t allocated[CHAIN_MAX_DEPTH];
 	struct tools_json j;
 	struct chain *c = NULL;
-	int rc = chain_open(path, CHAIN_OPEN_RDONLY, NULL, &c);
+	int rc = chain_open(path, CHAIN_OPEN_RDONLY | flags, NULL, &c);
 
-	if (rc < 0)
+	for (unsigned i = 0; rc == 0 && i < chain_depth(c); i++)
+		rc = layer_allocated(chain_layer(c, i), &allocated[i]);
+	if (rc < 0) {
+		chain_close(c);
 		return tools_fail(path, rc);
+	}
 	if (json) {
 		tools_json_init(&j, stdout);
 		tools_json_arr_begin(&j, NULL);
@@ -254,7 +274,8 @@ int tools_chain_info(const char *path, bool json)
 		       "ParentCID", "Type", "Frozen", "Allocated", "FileSize", "File");
 	}
 	for (unsigned i = 0; i < chain_depth(c); i++)
-		json ? layer_json(&j, chain_layer(c, i), i) : layer_text(chain_layer(c, i), i);
+		json ? layer_json(&j, chain_layer(c, i), i, allocated[i])
+		     : layer_text(chain_layer(c, i), i, allocated[i]);
 	if (json) {
 		tools_json_arr_end(&j);
 		putchar('\n');

@@ -73,8 +73,12 @@ static int check_disk(struct vmdk_disk *d, const char *path, bool json,
 	return rc;
 }
 
+enum { OPT_STRICT_PATHS = 256 };
+
 static const struct option check_opts[] = {
 	{"json", no_argument, NULL, 'j'},
+	{"force-share", no_argument, NULL, 'U'},
+	{"strict-paths", no_argument, NULL, OPT_STRICT_PATHS},
 	{NULL, 0, NULL, 0},
 };
 
@@ -82,19 +86,25 @@ static int check_run(int argc, char **argv)
 {
 	struct vmdk_check_result r = {0};
 	struct vmdk_disk *d;
-	bool json = false;
+	bool json = false, share = false;
+	unsigned flags = VMDK_OPEN_DIRTY_OK;
 	const char *path;
 	int c, rc;
 
-	while ((c = getopt_long(argc, argv, "", check_opts, NULL)) != -1) {
-		if (c != 'j')
+	while ((c = getopt_long(argc, argv, "U", check_opts, NULL)) != -1) {
+		if (c == 'j')
+			json = true;
+		else if (c == 'U')
+			share = true;
+		else if (c == OPT_STRICT_PATHS)
+			flags |= VMDK_OPEN_STRICT_PATHS;
+		else
 			return tools_usage(&tools_cmd_check, NULL);
-		json = true;
 	}
 	if (optind != argc - 1)
 		return tools_usage(&tools_cmd_check, "expected one FILE");
 	path = argv[optind];
-	rc = vmdk_open(path, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, NULL, &d);
+	rc = tools_vmdk_open_read(path, flags, share, &d);
 	if (rc < 0)
 		return tools_fail(path, rc);
 	rc = check_disk(d, path, json, &r);
@@ -107,9 +117,13 @@ static int check_run(int argc, char **argv)
 const struct tools_cmd tools_cmd_check = {
 	.name = "check",
 	.summary = "check a VMDK's tables for corruption and leaked grains",
-	.usage = "[--json] FILE\n"
+	.usage = "[--json] [-U] [--strict-paths] FILE\n"
 		 "\n"
-		 "      --json    machine-readable output\n"
+		 "      --json          machine-readable output\n"
+		 "  -U, --force-share   check a disk a writer holds (no lock; the result\n"
+		 "                      may be wrong while it writes), as qemu-img -U\n"
+		 "      --strict-paths  extent files must lie inside their descriptor's\n"
+		 "                      folder\n"
 		 "\n"
 		 "Prints each problem as FILE: message, then a summary.  Exit status 0:\n"
 		 "clean; 1: problems found (errors, warnings or leaked grains) or the\n"

@@ -99,6 +99,10 @@ static int out_open_vmdk(struct conv *c, uint64_t size)
 	rc = remember_file(c, c->out_path);
 	if (rc == 0)
 		rc = vmdk_open(c->out_path, VMDK_OPEN_RDWR, NULL, &c->out_disk);
+	if (rc == 0) /* a writer's lock until closed: nobody writes it meanwhile */
+		rc = vmdk_lock(c->out_disk,
+			       VMDK_PERM_READ | VMDK_PERM_WRITE | VMDK_PERM_RESIZE,
+			       VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
 	for (unsigned i = 1; rc == 0 && i < vmdk_nr_files(c->out_disk); i++)
 		rc = remember_file(c, vmdk_file_path(c->out_disk, i));
 	return rc;

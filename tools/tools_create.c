@@ -12,7 +12,7 @@
 
 extern const struct tools_cmd tools_cmd_create;
 
-enum { OPT_ADAPTER = 256, OPT_HWVERSION, OPT_ZEROED_GRAIN, OPT_PARENT };
+enum { OPT_ADAPTER = 256, OPT_HWVERSION, OPT_ZEROED_GRAIN, OPT_PARENT, OPT_FORCE_DIRTY };
 
 static const struct option create_opts[] = {
 	{"size", required_argument, NULL, 's'},
@@ -21,6 +21,7 @@ static const struct option create_opts[] = {
 	{"hwversion", required_argument, NULL, OPT_HWVERSION},
 	{"zeroed-grain", no_argument, NULL, OPT_ZEROED_GRAIN},
 	{"parent", required_argument, NULL, OPT_PARENT}, /* tools_chain.c */
+	{"force-dirty", no_argument, NULL, OPT_FORCE_DIRTY},
 	{NULL, 0, NULL, 0},
 };
 
@@ -66,13 +67,22 @@ static int create_opt(int c, const char *arg, struct vmdk_create_opts *o)
 	}
 }
 
-/* A stream is finalised (grain directory, footer) by vmdk_close. */
+/* A stream is finalised (grain directory, footer) by vmdk_close, under a
+ * writer's lock. */
 static int finish_stream(const char *path)
 {
 	struct vmdk_disk *d;
 	int rc = vmdk_open(path, VMDK_OPEN_RDWR, NULL, &d);
 
-	return rc < 0 ? rc : vmdk_close(d);
+	if (rc < 0)
+		return rc;
+	rc = vmdk_lock(d, VMDK_PERM_READ | VMDK_PERM_WRITE | VMDK_PERM_RESIZE,
+		       VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
+	if (rc < 0) {
+		vmdk_close(d);
+		return rc;
+	}
+	return vmdk_close(d);
 }
 
 static int create_run(int argc, char **argv)
@@ -82,17 +92,22 @@ static int create_run(int argc, char **argv)
 		.parent_cid = VMDK_CID_NONE,
 	};
 	const char *parent = NULL;
+	bool force_dirty = false;
 	int c, rc;
 
 	while ((c = getopt_long(argc, argv, "s:t:", create_opts, NULL)) != -1)
 		if (c == OPT_PARENT)
 			parent = optarg;
+		else if (c == OPT_FORCE_DIRTY)
+			force_dirty = true;
 		else if ((rc = create_opt(c, optarg, &o)) != TOOLS_OK)
 			return rc;
 	if (optind != argc - 1)
 		return tools_usage(&tools_cmd_create, "expected one FILE");
 	if (parent) /* a delta: size and format come from the parent */
-		return tools_chain_create_child(parent, argv[optind]);
+		return tools_chain_create_child(parent, argv[optind], force_dirty);
+	if (force_dirty)
+		return tools_usage(&tools_cmd_create, "--force-dirty goes with --parent");
 	if (!o.capacity)
 		return tools_usage(&tools_cmd_create, "missing -s SIZE");
 	rc = vmdk_create(argv[optind], &o, NULL);
@@ -116,6 +131,8 @@ const struct tools_cmd tools_cmd_create = {
 		 "      --zeroed-grain    sparse: version 2 with zeroed-grain entries\n"
 		 "      --parent PARENT   a blank delta over PARENT (freezes PARENT; size\n"
 		 "                        and subformat follow it; other options ignored)\n"
+		 "      --force-dirty     with --parent: freeze PARENT even though its\n"
+		 "                        uncleanShutdown flag is set (see vdelta check)\n"
 		 "\n"
 		 "Refuses to overwrite an existing file.",
 	.run = create_run,

@@ -11,6 +11,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
 #include <unistd.h>
@@ -260,6 +261,12 @@ static int vmdk_open_disk(struct tools_disk *d)
 		return rc;
 	if (vmdk_parent_hint(d->vmdk)) /* a delta: read it through its chain */
 		return chain_open_disk(d);
+	/* a reader's lock, as chain_open takes for a delta: no writer meanwhile */
+	rc = vmdk_lock(d->vmdk, VMDK_PERM_READ, VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
+	if (rc < 0) {
+		vmdk_close(d->vmdk);
+		return rc;
+	}
 	d->size = vmdk_capacity(d->vmdk);
 	d->ops = &vmdk_ops;
 	return 0;
@@ -322,4 +329,21 @@ int tools_disk_status(struct tools_disk *d, uint64_t off, uint64_t max_len,
 int tools_disk_pread(struct tools_disk *d, void *buf, size_t len, uint64_t off)
 {
 	return d->ops->pread(d, buf, len, off);
+}
+
+int tools_vmdk_open_read(const char *path, unsigned vmdk_flags, bool force_share,
+			 struct vmdk_disk **out)
+{
+	int rc = vmdk_open(path, VMDK_OPEN_RDONLY | vmdk_flags, NULL, out);
+
+	if (rc < 0 || force_share)
+		return rc;
+	rc = vmdk_lock(*out, VMDK_PERM_READ, VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
+	if (rc < 0) {
+		fprintf(stderr, "vdelta: %s is being written; -U (--force-share) reads it "
+			"anyway, with no guarantee of consistency\n", path);
+		vmdk_close(*out);
+		*out = NULL;
+	}
+	return rc;
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
+#include "chain.h"
 #include "tools.h"
 
 extern const struct tools_cmd tools_cmd_info;
@@ -206,29 +207,36 @@ static void info_json(const struct info *in)
 
 /* ---- command ---------------------------------------------------------------- */
 
+enum { OPT_STRICT_PATHS = 256 };
+
 static const struct option info_opts[] = {
 	{"json", no_argument, NULL, 'j'},
 	{"chain", no_argument, NULL, 'c'}, /* tools_chain_map.c */
+	{"force-share", no_argument, NULL, 'U'},
+	{"strict-paths", no_argument, NULL, OPT_STRICT_PATHS},
 	{NULL, 0, NULL, 0},
 };
 
 static int info_run(int argc, char **argv)
 {
 	struct info in = {0};
-	bool json = false, chain = false;
+	bool json = false, chain = false, share = false, strict = false;
 	int c, rc;
 
-	while ((c = getopt_long(argc, argv, "", info_opts, NULL)) != -1) {
-		if (c != 'j' && c != 'c')
+	while ((c = getopt_long(argc, argv, "U", info_opts, NULL)) != -1) {
+		if (c != 'j' && c != 'c' && c != 'U' && c != OPT_STRICT_PATHS)
 			return tools_usage(&tools_cmd_info, NULL);
-		*(c == 'j' ? &json : &chain) = true;
+		*(c == 'j' ? &json : c == 'c' ? &chain : c == 'U' ? &share : &strict) = true;
 	}
 	if (optind != argc - 1)
 		return tools_usage(&tools_cmd_info, "expected one FILE");
 	if (chain)
-		return tools_chain_info(argv[optind], json);
+		return tools_chain_info(argv[optind], json,
+					(share ? CHAIN_OPEN_NOLOCK : 0) |
+					(strict ? CHAIN_OPEN_STRICT_PATHS : 0));
 	in.path = argv[optind];
-	rc = vmdk_open(in.path, VMDK_OPEN_RDONLY, NULL, &in.disk);
+	rc = tools_vmdk_open_read(in.path, strict ? VMDK_OPEN_STRICT_PATHS : 0, share,
+				  &in.disk);
 	if (rc == 0)
 		rc = info_gather(&in);
 	if (rc == 0)
@@ -241,9 +249,16 @@ static int info_run(int argc, char **argv)
 const struct tools_cmd tools_cmd_info = {
 	.name = "info",
 	.summary = "show a VMDK's descriptor, extents, sizes and files",
-	.usage = "[--json] [--chain] FILE\n"
+	.usage = "[--json] [--chain] [-U] [--strict-paths] FILE\n"
 		 "\n"
-		 "      --json    machine-readable output\n"
-		 "      --chain   every layer of FILE's chain: CID, parentCID, kind, sizes",
+		 "      --json          machine-readable output\n"
+		 "      --chain         every layer of FILE's chain: CID, parentCID, kind,\n"
+		 "                      sizes\n"
+		 "  -U, --force-share   read a disk a writer holds (no lock; like qemu-img)\n"
+		 "      --strict-paths  extent files must lie inside their descriptor's\n"
+		 "                      folder (for disks from untrusted sources)\n"
+		 "\n"
+		 "Takes a reader's shared lock: a disk qemu or vdelta is writing is refused\n"
+		 "unless -U.",
 	.run = info_run,
 };

@@ -351,7 +351,10 @@ static int create_file(struct created *c, const char *path, struct vd_file **out
 		return err;
 	}
 	c->paths[c->n++] = strdup(path);
-	return 0;
+	err = vmdk_lock_new_file(*out, path); /* a writer's lock until closed */
+	if (err)
+		vd_close(*out);
+	return err;
 }
 
 static int finish_file(struct vd_file *f, int err)

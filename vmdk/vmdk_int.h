@@ -142,6 +142,10 @@ struct vmdk_disk {
 	unsigned lock_held, lock_denied; /* as last taken by vmdk_lock */
 };
 
+/* vmdk_lock.c: a writer's lock bytes on a file just created (held until it
+ * is closed), so nobody opens it for writing while it is being made. */
+int vmdk_lock_new_file(struct vd_file *f, const char *path);
+
 /* Backing read for the bytes of extent e at extent offset off (adds e->start);
  * zeros when the disk has no backing. */
 int vmdk_backing_read(struct vmdk_extent *e, void *buf, size_t len, uint64_t off);

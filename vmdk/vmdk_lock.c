@@ -222,3 +222,14 @@ void vmdk_unlock(struct vmdk_disk *d)
 	for (unsigned i = 0; i < d->nr_files; i++)
 		unlock_file(d->files[i].file);
 }
+
+int vmdk_lock_new_file(struct vd_file *f, const char *path)
+{
+	const unsigned all = VMDK_PERM_READ | VMDK_PERM_WRITE | VMDK_PERM_RESIZE;
+	const unsigned deny = VMDK_PERM_WRITE | VMDK_PERM_RESIZE;
+	int err = apply(f, all, deny);
+
+	if (err == -EAGAIN)
+		err = report(f, path, 0, false);
+	return err ? err : check(f, path, all, deny);
+}
