@@ -142,12 +142,23 @@ int chain_snapshot(const char *disk, const struct vd_io *io, char **new_top);
  * (create --parent). */
 int chain_create_child(const char *parent, const char *new_path, bool require_frozen,
 		       const struct vd_io *io);
+/* The same with the kind of the new delta: monolithicSparse,
+ * twoGbMaxExtentSparse, vmfsSparse, seSparse, or CHAIN_DELTA_AUTO for what
+ * the parent's product makes there (rule in chain_ops.c). */
+#define CHAIN_DELTA_AUTO VMDK_SUBFORMAT_COUNT
+int chain_snapshot_kind(const char *disk, enum vmdk_subformat kind, const struct vd_io *io,
+			char **new_top);
+int chain_create_child_kind(const char *parent, const char *new_path, bool require_frozen,
+			    enum vmdk_subformat kind, const struct vd_io *io);
 /* Copy only DISK's top delta to new_path, sharing every layer below. */
 int chain_clone_from_current(const char *disk, const char *new_path,
 			     const struct vd_io *io);
-/* One independent disk at new_path with the chain's content. */
+/* One independent disk at new_path with the chain's content.  The _ex
+ * form takes `preallocate` (flat and vmfs only: every byte allocated). */
 int chain_clone_full(const char *disk, const char *new_path, enum vmdk_subformat sf,
 		     const struct vd_io *io);
+int chain_clone_full_ex(const char *disk, const char *new_path, enum vmdk_subformat sf,
+			bool preallocate, const struct vd_io *io);
 
 /* ---- digest (chain_digest.c) ------------------------------------------------------
  * XXH3-128 of the logical content; hex is the canonical (big-endian) form

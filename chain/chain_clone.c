@@ -128,9 +128,15 @@ static const char *chain_adapter(struct chain *c)
 int chain_clone_full(const char *disk, const char *new_path, enum vmdk_subformat sf,
 		     const struct vd_io *io)
 {
+	return chain_clone_full_ex(disk, new_path, sf, false, io);
+}
+
+int chain_clone_full_ex(const char *disk, const char *new_path, enum vmdk_subformat sf,
+			bool preallocate, const struct vd_io *io)
+{
 	struct chain *src;
 	struct vmdk_disk *dst = NULL;
-	struct vmdk_create_opts o = { .subformat = sf };
+	struct vmdk_create_opts o = { .subformat = sf, .preallocate = preallocate };
 	int err = refuse_existing(new_path);
 
 	if (err || (err = chain_open(disk, CHAIN_OPEN_RDONLY, io, &src)))

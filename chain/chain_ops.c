@@ -10,6 +10,18 @@
  * 3. the child is created (vmdk_create writes it durably, then its name
  *    appears).  A crash between 2 and 3 leaves a frozen layer without a
  *    child: still readable, and `snapshot` again gives it one.
+ *
+ * The kind of the new delta (delta_kind) is what the parent's product
+ * would make there (vmdk-format.md §1.4, §4.4, §5.3):
+ *  - over an ESXi delta, the same kind (vSphere does not mix vmfsSparse
+ *    and seSparse in a chain);
+ *  - over a vmfs base: seSparse from 2 TiB (vmfsSparse counts sectors in
+ *    32 bits), vmfsSparse below (what VMFS5 makes; VMFS6 makes seSparse
+ *    for every size, ask for it with -t seSparse);
+ *  - over anything else, hosted sparse (twoGbMaxExtentSparse over a split
+ *    parent, else monolithicSparse).
+ * An explicit kind overrides this; mixing the two ESXi delta kinds is
+ * allowed with a warning (vdelta reads such chains; ESXi may not).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -28,9 +40,45 @@ struct parent_info {
 	uint32_t cid;
 	uint64_t grain_size;
 	bool split;       /* twoGbMaxExtentSparse family */
+	enum vmdk_subformat esx; /* vmfs, vmfsSparse, seSparse; COUNT: hosted */
 	char adapter[32];
 	int hwversion;
 };
+
+/* The ESXi family of a createType (vmdk-format.md §1.4); COUNT if hosted. */
+static enum vmdk_subformat esx_kind(const char *type)
+{
+	static const char *const base[] = {"vmfs", "vmfsPreallocated",
+					   "vmfsEagerZeroedThick"};
+
+	if (!type)
+		return VMDK_SUBFORMAT_COUNT;
+	for (size_t i = 0; i < sizeof base / sizeof base[0]; i++)
+		if (!strcmp(type, base[i]))
+			return VMDK_VMFS;
+	if (!strcmp(type, "vmfsSparse") || !strcmp(type, "vmfsThin"))
+		return VMDK_VMFS_SPARSE;
+	return !strcmp(type, "seSparse") ? VMDK_SESPARSE : VMDK_SUBFORMAT_COUNT;
+}
+
+/* The kind of a new delta over pi (rule at the top of this file). */
+static enum vmdk_subformat delta_kind(const struct parent_info *pi, enum vmdk_subformat want)
+{
+	enum vmdk_subformat kind =
+	    pi->esx == VMDK_VMFS_SPARSE || pi->esx == VMDK_SESPARSE ? pi->esx
+	    : pi->esx == VMDK_VMFS ? (pi->capacity >= (2ull << 40) ? VMDK_SESPARSE
+								   : VMDK_VMFS_SPARSE)
+	    : pi->split ? VMDK_TWOGB_SPARSE
+			: VMDK_MONOLITHIC_SPARSE;
+
+	if (want == CHAIN_DELTA_AUTO)
+		return kind;
+	if ((want == VMDK_VMFS_SPARSE || want == VMDK_SESPARSE) &&
+	    (pi->esx == VMDK_VMFS_SPARSE || pi->esx == VMDK_SESPARSE) && want != pi->esx)
+		vd_warn("a %s delta over a %s layer: ESXi does not mix the two kinds in "
+			"one chain", vmdk_subformat_name(want), vmdk_subformat_name(pi->esx));
+	return want;
+}
 
 static void describe(struct vmdk_disk *d, struct parent_info *pi)
 {
@@ -42,6 +90,7 @@ static void describe(struct vmdk_disk *d, struct parent_info *pi)
 	pi->cid = vmdk_cid(d);
 	pi->grain_size = vmdk_grain_size(d);
 	pi->split = type && !strcmp(type, "twoGbMaxExtentSparse");
+	pi->esx = esx_kind(type);
 	snprintf(pi->adapter, sizeof pi->adapter, "%s", adapter ? adapter : "");
 	pi->hwversion = hw ? atoi(hw) : 0;
 	if (pi->hwversion < 0 || pi->hwversion > 99)
@@ -91,14 +140,17 @@ static int validate(const char *path, const struct vd_io *io, struct parent_info
 }
 
 static int create_delta(const char *new_path, const char *parent,
-			const struct parent_info *pi, const struct vd_io *io)
+			const struct parent_info *pi, enum vmdk_subformat want,
+			const struct vd_io *io)
 {
+	enum vmdk_subformat kind = delta_kind(pi, want);
+	bool hosted = kind != VMDK_VMFS_SPARSE && kind != VMDK_SESPARSE;
 	struct vmdk_create_opts o = {
 		.capacity = pi->capacity,
-		.subformat = pi->split ? VMDK_TWOGB_SPARSE : VMDK_MONOLITHIC_SPARSE,
+		.subformat = kind,
 		.adapter = pi->adapter[0] ? pi->adapter : NULL,
 		.hwversion = pi->hwversion,
-		.grain_size = pi->grain_size >= 4096 && vd_is_pow2(pi->grain_size)
+		.grain_size = hosted && pi->grain_size >= 4096 && vd_is_pow2(pi->grain_size)
 				      ? pi->grain_size : 0,
 		.parent_cid = pi->cid,
 	};
@@ -113,17 +165,10 @@ static int create_delta(const char *new_path, const char *parent,
 	return err;
 }
 
-/* Can the mark be written?  Not into a kind vdelta never writes (seSparse)
- * nor into files we may not write: such a layer stays as it is anyway. */
+/* Can the mark be written?  Not into files we may not write: such a
+ * layer stays as it is anyway. */
 static bool markable(struct vmdk_disk *d)
 {
-	struct vmdk_info vi;
-	struct vmdk_extent_info e;
-
-	vmdk_info_get(d, &vi);
-	for (unsigned i = 0; i < vi.nr_extents; i++)
-		if (!vmdk_extent_info_get(d, i, &e) && e.kind == VMDK_EXT_SESPARSE)
-			return false;
 	for (unsigned i = 0; i < vmdk_nr_files(d); i++)
 		if (access(vmdk_file_path(d, i), W_OK))
 			return false;
@@ -133,7 +178,7 @@ static bool markable(struct vmdk_disk *d)
 /* Freeze `parent` (unless it must be frozen already) and put a blank delta
  * at new_path over it; the mark is undone if we set it and creation fails. */
 static int child_over(const char *parent, const char *new_path, bool require_frozen,
-		      const struct vd_io *io)
+		      enum vmdk_subformat want, const struct vd_io *io)
 {
 	struct parent_info pi;
 	bool was_frozen, can_mark;
@@ -158,7 +203,7 @@ static int child_over(const char *parent, const char *new_path, bool require_fro
 	if (can_mark)
 		err = set_frozen(parent, true, io, &pi);
 	if (!err)
-		err = create_delta(new_path, parent, &pi, io);
+		err = create_delta(new_path, parent, &pi, want, io);
 	if (err && !was_frozen && can_mark)
 		set_frozen(parent, false, io, NULL);
 	return err;
@@ -166,6 +211,13 @@ static int child_over(const char *parent, const char *new_path, bool require_fro
 
 int chain_create_child(const char *parent, const char *new_path, bool require_frozen,
 		       const struct vd_io *io)
+{
+	return chain_create_child_kind(parent, new_path, require_frozen, CHAIN_DELTA_AUTO,
+				       io);
+}
+
+int chain_create_child_kind(const char *parent, const char *new_path, bool require_frozen,
+			    enum vmdk_subformat kind, const struct vd_io *io)
 {
 	struct stat st;
 	int err;
@@ -175,7 +227,7 @@ int chain_create_child(const char *parent, const char *new_path, bool require_fr
 		return -EEXIST;
 	}
 	err = validate(parent, io, NULL);
-	return err ? err : child_over(parent, new_path, require_frozen, io);
+	return err ? err : child_over(parent, new_path, require_frozen, kind, io);
 }
 
 /* dir/stem-NNNNNN.vmdk for the first NNNNNN whose name is free; the stem
@@ -206,6 +258,12 @@ static int snapshot_name(const char *top, unsigned n, char **out)
 
 int chain_snapshot(const char *disk, const struct vd_io *io, char **new_top)
 {
+	return chain_snapshot_kind(disk, CHAIN_DELTA_AUTO, io, new_top);
+}
+
+int chain_snapshot_kind(const char *disk, enum vmdk_subformat kind, const struct vd_io *io,
+			char **new_top)
+{
 	struct stat st;
 	char *name = NULL;
 	int err = validate(disk, io, NULL);
@@ -213,7 +271,7 @@ int chain_snapshot(const char *disk, const struct vd_io *io, char **new_top)
 	for (unsigned n = 1; !err && n <= SNAPSHOT_MAX; n++) {
 		err = snapshot_name(disk, n, &name);
 		if (!err && lstat(name, &st)) {
-			err = child_over(disk, name, false, io);
+			err = child_over(disk, name, false, kind, io);
 			if (err != -EEXIST)
 				break; /* done, or failed */
 			err = 0;   /* an extent name was taken: next number */

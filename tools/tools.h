@@ -114,7 +114,8 @@ int tools_disk_pread(struct tools_disk *d, void *buf, size_t len, uint64_t off);
 /* ---- chain options of other commands (tools_chain*.c) ----------------------------- */
 
 /* `create --parent PARENT NEW`: a blank delta over PARENT; returns TOOLS_*. */
-int tools_chain_create_child(const char *parent, const char *new_path);
+int tools_chain_create_child(const char *parent, const char *new_path,
+			     enum vmdk_subformat kind); /* kind: CHAIN_DELTA_AUTO or one */
 /* `info --chain [--json] DISK`: every layer of DISK's chain; returns TOOLS_*. */
 int tools_chain_info(const char *path, bool json);
 

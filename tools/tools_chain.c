@@ -14,25 +14,48 @@
 extern const struct tools_cmd tools_cmd_snapshot, tools_cmd_clone;
 
 /* `vdelta create --parent PARENT NEW` (called by tools_create.c). */
-int tools_chain_create_child(const char *parent, const char *new_path)
+int tools_chain_create_child(const char *parent, const char *new_path,
+			     enum vmdk_subformat kind)
 {
-	int rc = chain_create_child(parent, new_path, false, NULL);
+	int rc = chain_create_child_kind(parent, new_path, false, kind, NULL);
 
 	return rc < 0 ? tools_fail(new_path, rc) : TOOLS_OK;
 }
 
 /* ---- snapshot ----------------------------------------------------------------- */
 
+/* -t for a new delta: the hosted sparse kinds and the ESXi deltas */
+static bool delta_kind_ok(enum vmdk_subformat k)
+{
+	return k == VMDK_MONOLITHIC_SPARSE || k == VMDK_TWOGB_SPARSE ||
+	       k == VMDK_VMFS_SPARSE || k == VMDK_SESPARSE;
+}
+
+static int delta_kind_arg(const struct tools_cmd *cmd, const char *arg,
+			  enum vmdk_subformat *kind)
+{
+	if (vmdk_subformat_parse(arg, kind) < 0 || !delta_kind_ok(*kind))
+		return tools_usage(cmd, "'%s' is not a delta kind (monolithicSparse, "
+				   "twoGbMaxExtentSparse, vmfsSparse, seSparse)", arg);
+	return TOOLS_OK;
+}
+
 static int snapshot_run(int argc, char **argv)
 {
+	static const struct option opts[] = {
+		{"subformat", required_argument, NULL, 't'}, {NULL, 0, NULL, 0}};
+	enum vmdk_subformat kind = CHAIN_DELTA_AUTO;
 	char *new_top;
-	int rc;
+	int c, rc;
 
-	if (getopt_long(argc, argv, "", (const struct option[]){{0}}, NULL) != -1)
-		return tools_usage(&tools_cmd_snapshot, NULL);
+	while ((c = getopt_long(argc, argv, "t:", opts, NULL)) != -1)
+		if (c != 't')
+			return tools_usage(&tools_cmd_snapshot, NULL);
+		else if ((rc = delta_kind_arg(&tools_cmd_snapshot, optarg, &kind)) != TOOLS_OK)
+			return rc;
 	if (optind != argc - 1)
 		return tools_usage(&tools_cmd_snapshot, "expected one DISK");
-	rc = chain_snapshot(argv[optind], NULL, &new_top);
+	rc = chain_snapshot_kind(argv[optind], kind, NULL, &new_top);
 	if (rc < 0)
 		return tools_fail(argv[optind], rc);
 	printf("%s\n", new_top);
@@ -43,11 +66,18 @@ static int snapshot_run(int argc, char **argv)
 const struct tools_cmd tools_cmd_snapshot = {
 	.name = "snapshot",
 	.summary = "freeze a disk's top layer and add an empty delta over it",
-	.usage = "DISK\n"
+	.usage = "[-t KIND] DISK\n"
 		 "\n"
 		 "DISK is the current top.  The top is marked frozen (ddb.vdelta.frozen)\n"
 		 "and never written again; a new empty delta NAME-00000N.vmdk is made\n"
-		 "beside it.  Prints the new top's path: write into that from now on.",
+		 "beside it.  Prints the new top's path: write into that from now on.\n"
+		 "\n"
+		 "  -t, --subformat KIND  the delta's kind: monolithicSparse,\n"
+		 "                        twoGbMaxExtentSparse, vmfsSparse, seSparse.\n"
+		 "                        Default: what the top's product makes there --\n"
+		 "                        over ESXi disks vmfsSparse (NAME-00000N-delta.vmdk;\n"
+		 "                        seSparse from 2 TiB or over seSparse), hosted\n"
+		 "                        sparse otherwise.",
 	.run = snapshot_run,
 };
 
@@ -60,19 +90,21 @@ static const struct option clone_opts[] = {
 	{"from-current", no_argument, NULL, 'c'},
 	{"full", no_argument, NULL, 'f'},
 	{"subformat", required_argument, NULL, 't'},
+	{"preallocate", no_argument, NULL, 'p'},
 	{NULL, 0, NULL, 0},
 };
 
 static int clone_do(enum clone_mode mode, const char *src, const char *dst,
-		    enum vmdk_subformat sf)
+		    enum vmdk_subformat sf, bool have_sf, bool prealloc)
 {
 	switch (mode) {
 	case CLONE_LINKED:
-		return chain_create_child(src, dst, true, NULL);
+		return chain_create_child_kind(src, dst, true, have_sf ? sf : CHAIN_DELTA_AUTO,
+					       NULL);
 	case CLONE_FROM_CURRENT:
 		return chain_clone_from_current(src, dst, NULL);
 	default:
-		return chain_clone_full(src, dst, sf, NULL);
+		return chain_clone_full_ex(src, dst, sf, prealloc, NULL);
 	}
 }
 
@@ -80,10 +112,14 @@ static int clone_run(int argc, char **argv)
 {
 	enum clone_mode mode = CLONE_NONE;
 	enum vmdk_subformat sf = VMDK_MONOLITHIC_SPARSE;
-	bool have_sf = false;
+	bool have_sf = false, prealloc = false;
 	int c, rc;
 
 	while ((c = getopt_long(argc, argv, "t:", clone_opts, NULL)) != -1) {
+		if (c == 'p') {
+			prealloc = true;
+			continue;
+		}
 		if (c == 't' && vmdk_subformat_parse(optarg, &sf) == 0) {
 			have_sf = true;
 			continue;
@@ -97,19 +133,24 @@ static int clone_run(int argc, char **argv)
 	}
 	if (mode == CLONE_NONE)
 		return tools_usage(&tools_cmd_clone, "give one of --linked, --from-current, --full");
-	if (have_sf && mode != CLONE_FULL)
-		return tools_usage(&tools_cmd_clone, "-t goes with --full only");
+	if (have_sf && mode == CLONE_FROM_CURRENT)
+		return tools_usage(&tools_cmd_clone, "-t goes with --full or --linked");
+	if (have_sf && mode == CLONE_LINKED && !delta_kind_ok(sf))
+		return tools_usage(&tools_cmd_clone, "'%s' is not a delta kind",
+				   vmdk_subformat_name(sf));
+	if (prealloc && mode != CLONE_FULL)
+		return tools_usage(&tools_cmd_clone, "--preallocate goes with --full only");
 	if (optind != argc - 2)
 		return tools_usage(&tools_cmd_clone, "expected SOURCE and NEW");
-	rc = clone_do(mode, argv[optind], argv[optind + 1], sf);
+	rc = clone_do(mode, argv[optind], argv[optind + 1], sf, have_sf, prealloc);
 	return rc < 0 ? tools_fail(argv[optind + 1], rc) : TOOLS_OK;
 }
 
 const struct tools_cmd tools_cmd_clone = {
 	.name = "clone",
 	.summary = "make a linked, from-current or full clone of a disk",
-	.usage = "--linked SNAPSHOT NEW | --from-current DISK NEW | "
-		 "--full [-t SUBFORMAT] DISK NEW\n"
+	.usage = "--linked [-t KIND] SNAPSHOT NEW | --from-current DISK NEW | "
+		 "--full [-t SUBFORMAT] [--preallocate] DISK NEW\n"
 		 "\n"
 		 "  --linked        NEW is an empty delta over SNAPSHOT, a frozen layer\n"
 		 "                  (a writable top is refused: snapshot it first)\n"
@@ -118,7 +159,13 @@ const struct tools_cmd tools_cmd_clone = {
 		 "  --full          NEW is one independent disk with DISK's content\n"
 		 "  -t SUBFORMAT    for --full: monolithicSparse (default),\n"
 		 "                  twoGbMaxExtentSparse, monolithicFlat,\n"
-		 "                  twoGbMaxExtentFlat, streamOptimized\n"
+		 "                  twoGbMaxExtentFlat, streamOptimized, vmfs (an ESXi\n"
+		 "                  base: NEW.vmdk + NEW-flat.vmdk, importable into a\n"
+		 "                  datastore), vmfsSparse, seSparse\n"
+		 "                  for --linked: the delta kind (as snapshot -t)\n"
+		 "  --preallocate   for --full with a flat kind (vmfs, monolithicFlat,\n"
+		 "                  twoGbMaxExtentFlat): allocate every byte; default\n"
+		 "                  is a sparse file\n"
 		 "\n"
 		 "NEW may be in another folder; parent hints are written relative to it.",
 	.run = clone_run,
