@@ -612,9 +612,10 @@ static void test_cowd_parallel_writes(void **state)
 
 /* Crash test of COWD allocation: the operation (an in-place write, a
  * write allocating a grain and a GT, one allocating a grain in an existing
- * GT) is cut after each prefix of its writes, unsynced writes dropped; the
- * delta must then open, check without errors, and every sector touched
- * read its old or its new content (all new once nothing was cut). */
+ * GT) is cut after each prefix of its writes, with and without unsynced
+ * writes dropped; the delta must then open, check without errors, and
+ * every sector touched read its old or its new content (all new once
+ * nothing was cut). */
 struct crash_region {
 	uint64_t sector;
 	int old_byte, new_byte;
@@ -627,13 +628,13 @@ static const struct crash_region crash_regions[] = {
     {10, 0, 'Q', 512},
 };
 
-static long cowd_crash_op(const char *desc, long budget, bool *crashed)
+static long cowd_crash_op(const char *desc, long budget, bool drop, bool *crashed)
 {
 	struct vd_faultio *fi;
 	struct vmdk_disk *d;
 	long writes;
 
-	assert_int_equal(vd_faultio_create(budget, true, &fi), 0);
+	assert_int_equal(vd_faultio_create(budget, drop, &fi), 0);
 	if (!vmdk_open(desc, VMDK_OPEN_RDWR, vd_faultio_io(fi), &d)) {
 		for (size_t i = 0; i < 3; i++) {
 			uint8_t buf[512];
@@ -689,19 +690,20 @@ static void test_cowd_crash(void **state)
 	mk_cowd(img);
 	assert_int_equal(vdt_write_file(ext, img, sizeof img), 0);
 	assert_int_equal(vdt_write_file(desc, text, strlen(text)), 0);
-	total = cowd_crash_op(desc, 1000000, &crashed);
+	total = cowd_crash_op(desc, 1000000, true, &crashed);
 	assert_false(crashed);
 	assert_true(total > 3);
-	for (long k = 0; k <= total; k++) {
-		/* a crash can leave vmdk_desc_write's temporary behind */
-		char *tmp = vdt_join(dir, "k.vmdk.vdelta-tmp");
-		unlink(tmp);
-		free(tmp);
-		assert_int_equal(vdt_write_file(ext, img, sizeof img), 0);
-		assert_int_equal(vdt_write_file(desc, text, strlen(text)), 0);
-		cowd_crash_op(desc, k, &crashed);
-		cowd_crash_verify(desc, !crashed);
-	}
+	for (int drop = 0; drop < 2; drop++)
+		for (long k = 0; k <= total; k++) {
+			/* a crash can leave vmdk_desc_write's temporary behind */
+			char *tmp = vdt_join(dir, "k.vmdk.vdelta-tmp");
+			unlink(tmp);
+			free(tmp);
+			assert_int_equal(vdt_write_file(ext, img, sizeof img), 0);
+			assert_int_equal(vdt_write_file(desc, text, strlen(text)), 0);
+			cowd_crash_op(desc, k, drop, &crashed);
+			cowd_crash_verify(desc, !crashed);
+		}
 	vdt_rmtree(dir);
 	free(dir);
 	free(ext);
@@ -841,9 +843,10 @@ static void test_sesparse_write(void **state)
 
 /* Crash test of seSparse writes: a disk holding grains 256 and 300 ('O')
  * gets an allocating write in a new GT, one in an existing GT, a zero
- * write over grain 256 and an in-place write into grain 300; cut after each prefix of its writes,
- * with and without unsynced writes dropped, it must open, check without
- * errors or map warnings, and each grain read old or new. */
+ * write over grain 256 and an in-place write into grain 300; cut after
+ * each prefix of its writes, with and without unsynced writes dropped, it
+ * must open, check without errors or map warnings, and each grain read old
+ * or new. */
 static const struct ses_op ses_crash_ops[] = {
     {(20 << 20) + 100, 200, 'N'}, /* new GT 1 */
     {4096 * 3, 4096, 'M'},	  /* existing GT 0 */
