@@ -842,14 +842,15 @@ static void test_sesparse_write(void **state)
 }
 
 /* Crash test of seSparse writes: a disk holding grains 256 and 300 ('O')
- * gets an allocating write in a new GT, one in an existing GT, a zero
+ * gets an allocating write of three grains in a new GT, one of three
+ * grains in an existing GT, a zero
  * write over grain 256 and an in-place write into grain 300; cut after
  * each prefix of its writes, with and without unsynced writes dropped, it
  * must open, check without errors or map warnings, and each grain read old
  * or new. */
 static const struct ses_op ses_crash_ops[] = {
-    {(20 << 20) + 100, 200, 'N'}, /* new GT 1 */
-    {4096 * 3, 4096, 'M'},	  /* existing GT 0 */
+    {(20 << 20) + 100, 9000, 'N'}, /* three grains in a new GT 1 */
+    {4096 * 3 - 10, 4096 + 20, 'M'}, /* a run of three in the existing GT 0 */
     {4096 * 256, 4096, -1},	  /* data -> zero grain */
     {4096 * 300 + 8, 8, 'Q'},	  /* in place */
 };
@@ -865,7 +866,7 @@ static long ses_crash_op(const char *desc, long budget, bool drop, bool *crashed
 	if (!vmdk_open(desc, VMDK_OPEN_RDWR, vd_faultio_io(fi), &d)) {
 		for (size_t i = 0; i < 4; i++) {
 			const struct ses_op *o = &ses_crash_ops[i];
-			static uint8_t buf[4096];
+			static uint8_t buf[16384];
 			memset(buf, o->byte < 0 ? 0 : o->byte, o->len);
 			if ((o->byte < 0 ? vmdk_pwrite_zeroes(d, o->len, o->off)
 					 : vmdk_pwrite(d, buf, o->len, o->off)))
@@ -887,7 +888,7 @@ static void ses_crash_verify(const char *desc, bool all_new)
 	static const int old_byte[4] = {0, 0, 'O', 'O'};
 	struct vmdk_disk *d = NULL;
 	struct vmdk_check_result res;
-	uint8_t buf[4096], old[4096], new[4096];
+	static uint8_t buf[16384], old[16384], new[16384];
 
 	assert_int_equal(vmdk_open(desc, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, NULL, &d),
 			 0);
