@@ -545,6 +545,40 @@ static void test_cowd_write(void **state)
 	free(base);
 }
 
+/* A COWD header whose freeSector points into the header: writes still go
+ * past the directory and the end of the file, never over the header. */
+static void test_cowd_bad_free_sector(void **state)
+{
+	char *dir = vdt_mkdtemp("esx"), *ext = vdt_join(dir, "f-delta.vmdk");
+	char *desc = vdt_join(dir, "f.vmdk");
+	const char *text =
+	    "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+	    "createType=\"vmfsSparse\"\n\n# Extent description\n"
+	    "RW 16384 VMFSSPARSE \"f-delta.vmdk\"\n\n# The Disk Data Base\n#DDB\n";
+	uint8_t img[5 * 512], buf[512];
+	struct vmdk_disk *d;
+
+	(void)state;
+	mk_cowd_empty(img, 16384, 1);
+	put_le32(img + 28, 1); /* freeSector inside the header */
+	assert_int_equal(vdt_write_file(ext, img, sizeof img), 0);
+	assert_int_equal(vdt_write_file(desc, text, strlen(text)), 0);
+	d = open_ok_rw(desc);
+	memset(buf, 'h', sizeof buf);
+	assert_int_equal(vmdk_pwrite(d, buf, sizeof buf, 0), 0);
+	assert_int_equal(vmdk_close(d), 0);
+	assert_int_equal(vdt_peek(ext, buf, 4, 0), 0);
+	assert_memory_equal(buf, "COWD", 4);
+	d = open_ok(desc);
+	expect_bytes(d, 0, 512, 'h');
+	expect_clean(d, 512);
+	vmdk_close(d);
+	vdt_rmtree(dir);
+	free(dir);
+	free(ext);
+	free(desc);
+}
+
 /* Threads writing interleaved sectors of shared 8-sector grains at once:
  * grain allocation (with the fill of the rest of the grain) is serialised
  * by the disk lock, so no thread's sector is lost. */
@@ -1094,6 +1128,7 @@ int main(void)
 	    cmocka_unit_test(test_corpus_sesparse_facts),
 	    cmocka_unit_test(test_built_ok),
 	    cmocka_unit_test(test_cowd_write),
+	    cmocka_unit_test(test_cowd_bad_free_sector),
 	    cmocka_unit_test(test_cowd_parallel_writes),
 	    cmocka_unit_test(test_cowd_crash),
 	    cmocka_unit_test(test_cowd_hostile),
