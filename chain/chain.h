@@ -150,24 +150,41 @@ int chain_freeze(const char *path, const struct vd_io *io);
  * folder where possible. */
 
 /* Freeze the top of DISK and add an empty delta beside it
- * (name-000001.vmdk, -000002, ...: the next free number, same hosted
- * sparse family).  *new_top is the new top's path (malloc'd).  flags:
- * CHAIN_OPEN_DIRTY_OK freezes a top whose uncleanShutdown is set.  A chain
- * already CHAIN_MAX_DEPTH deep is refused (-ELOOP), nothing written; the
- * new files hold a writer's lock while they are made. */
-int chain_snapshot(const char *disk, unsigned flags, const struct vd_io *io,
-		   char **new_top);
+ * (name-000001.vmdk, -000002, ...: the next free number).  *new_top is the
+ * new top's path (malloc'd).  A chain already CHAIN_MAX_DEPTH deep is
+ * refused (-ELOOP), nothing written; the new files hold a writer's lock
+ * while they are made. */
+int chain_snapshot(const char *disk, const struct vd_io *io, char **new_top);
 /* A blank delta at new_path over the layer `parent`.  require_frozen:
  * refuse a parent that is not frozen (clone --linked); otherwise freeze it
- * (create --parent).  flags and depth as chain_snapshot. */
+ * (create --parent).  Depth and locks as chain_snapshot. */
 int chain_create_child(const char *parent, const char *new_path, bool require_frozen,
-		       unsigned flags, const struct vd_io *io);
+		       const struct vd_io *io);
+
+/* The kind of a new delta: monolithicSparse, twoGbMaxExtentSparse,
+ * vmfsSparse, seSparse, or CHAIN_DELTA_AUTO for what the parent's product
+ * makes there (rule in chain_ops.c). */
+#define CHAIN_DELTA_AUTO VMDK_SUBFORMAT_COUNT
+struct chain_child_opts {
+	enum vmdk_subformat kind;
+	/* CHAIN_OPEN_DIRTY_OK: freeze a parent whose uncleanShutdown is set */
+	unsigned flags;
+};
+/* chain_snapshot / chain_create_child with options (NULL-free: pass
+ * { .kind = CHAIN_DELTA_AUTO } for the defaults). */
+int chain_snapshot_opts(const char *disk, const struct chain_child_opts *o,
+			const struct vd_io *io, char **new_top);
+int chain_create_child_opts(const char *parent, const char *new_path, bool require_frozen,
+			    const struct chain_child_opts *o, const struct vd_io *io);
 /* Copy only DISK's top delta to new_path, sharing every layer below. */
 int chain_clone_from_current(const char *disk, const char *new_path,
 			     const struct vd_io *io);
-/* One independent disk at new_path with the chain's content. */
+/* One independent disk at new_path with the chain's content.  The _ex
+ * form takes `preallocate` (flat and vmfs only: every byte allocated). */
 int chain_clone_full(const char *disk, const char *new_path, enum vmdk_subformat sf,
 		     const struct vd_io *io);
+int chain_clone_full_ex(const char *disk, const char *new_path, enum vmdk_subformat sf,
+			bool preallocate, const struct vd_io *io);
 
 /* ---- digest (chain_digest.c) ------------------------------------------------------
  * XXH3-128 of the logical content; hex is the canonical (big-endian) form

@@ -85,7 +85,7 @@ int chain_clone_from_current(const char *disk, const char *new_path,
 	chain_close(c);
 	if (!parent)
 		return -ENOMEM;
-	err = chain_create_child(parent, new_path, false, 0, io);
+	err = chain_create_child(parent, new_path, false, io);
 	if (!err)
 		err = chain_open(disk, CHAIN_OPEN_NO_PARENT, io, &src);
 	if (!err)
@@ -128,9 +128,15 @@ static const char *chain_adapter(struct chain *c)
 int chain_clone_full(const char *disk, const char *new_path, enum vmdk_subformat sf,
 		     const struct vd_io *io)
 {
+	return chain_clone_full_ex(disk, new_path, sf, false, io);
+}
+
+int chain_clone_full_ex(const char *disk, const char *new_path, enum vmdk_subformat sf,
+			bool preallocate, const struct vd_io *io)
+{
 	struct chain *src;
 	struct vmdk_disk *dst = NULL;
-	struct vmdk_create_opts o = { .subformat = sf };
+	struct vmdk_create_opts o = { .subformat = sf, .preallocate = preallocate };
 	int err = refuse_existing(new_path);
 
 	if (err || (err = chain_open(disk, CHAIN_OPEN_RDONLY, io, &src)))

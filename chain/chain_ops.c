@@ -13,6 +13,18 @@
  * 4. the child is created (vmdk_create writes it durably, then its name
  *    appears).  A crash between 2 and 4 leaves a frozen layer without a
  *    child: still readable, and `snapshot` again gives it one.
+ *
+ * The kind of the new delta (delta_kind) is what the parent's product
+ * would make there (vmdk-format.md §1.4, §4.4, §5.3):
+ *  - over an ESXi delta, the same kind (vSphere does not mix vmfsSparse
+ *    and seSparse in a chain);
+ *  - over a vmfs base: seSparse from 2 TiB (vmfsSparse counts sectors in
+ *    32 bits), vmfsSparse below (what VMFS5 makes; VMFS6 makes seSparse
+ *    for every size, ask for it with -t seSparse);
+ *  - over anything else, hosted sparse (twoGbMaxExtentSparse over a split
+ *    parent, else monolithicSparse).
+ * An explicit kind overrides this; mixing the two ESXi delta kinds is
+ * allowed with a warning (vdelta reads such chains; ESXi may not).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -31,9 +43,45 @@ struct parent_info {
 	uint32_t cid;
 	uint64_t grain_size;
 	bool split;       /* twoGbMaxExtentSparse family */
+	enum vmdk_subformat esx; /* vmfs, vmfsSparse, seSparse; COUNT: hosted */
 	char adapter[32];
 	int hwversion;
 };
+
+/* The ESXi family of a createType (vmdk-format.md §1.4); COUNT if hosted. */
+static enum vmdk_subformat esx_kind(const char *type)
+{
+	static const char *const base[] = {"vmfs", "vmfsPreallocated",
+					   "vmfsEagerZeroedThick"};
+
+	if (!type)
+		return VMDK_SUBFORMAT_COUNT;
+	for (size_t i = 0; i < sizeof base / sizeof base[0]; i++)
+		if (!strcmp(type, base[i]))
+			return VMDK_VMFS;
+	if (!strcmp(type, "vmfsSparse") || !strcmp(type, "vmfsThin"))
+		return VMDK_VMFS_SPARSE;
+	return !strcmp(type, "seSparse") ? VMDK_SESPARSE : VMDK_SUBFORMAT_COUNT;
+}
+
+/* The kind of a new delta over pi (rule at the top of this file). */
+static enum vmdk_subformat delta_kind(const struct parent_info *pi, enum vmdk_subformat want)
+{
+	enum vmdk_subformat kind =
+	    pi->esx == VMDK_VMFS_SPARSE || pi->esx == VMDK_SESPARSE ? pi->esx
+	    : pi->esx == VMDK_VMFS ? (pi->capacity >= (2ull << 40) ? VMDK_SESPARSE
+								   : VMDK_VMFS_SPARSE)
+	    : pi->split ? VMDK_TWOGB_SPARSE
+			: VMDK_MONOLITHIC_SPARSE;
+
+	if (want == CHAIN_DELTA_AUTO)
+		return kind;
+	if ((want == VMDK_VMFS_SPARSE || want == VMDK_SESPARSE) &&
+	    (pi->esx == VMDK_VMFS_SPARSE || pi->esx == VMDK_SESPARSE) && want != pi->esx)
+		vd_warn("a %s delta over a %s layer: ESXi does not mix the two kinds in "
+			"one chain", vmdk_subformat_name(want), vmdk_subformat_name(pi->esx));
+	return want;
+}
 
 static void describe(struct vmdk_disk *d, struct parent_info *pi)
 {
@@ -45,6 +93,7 @@ static void describe(struct vmdk_disk *d, struct parent_info *pi)
 	pi->cid = vmdk_cid(d);
 	pi->grain_size = vmdk_grain_size(d);
 	pi->split = type && !strcmp(type, "twoGbMaxExtentSparse");
+	pi->esx = esx_kind(type);
 	snprintf(pi->adapter, sizeof pi->adapter, "%s", adapter ? adapter : "");
 	pi->hwversion = hw ? atoi(hw) : 0;
 	if (pi->hwversion < 0 || pi->hwversion > 99)
@@ -101,14 +150,17 @@ static int validate(const char *path, unsigned flags, const struct vd_io *io)
 }
 
 static int create_delta(const char *new_path, const char *parent,
-			const struct parent_info *pi, const struct vd_io *io)
+			const struct parent_info *pi, enum vmdk_subformat want,
+			const struct vd_io *io)
 {
+	enum vmdk_subformat kind = delta_kind(pi, want);
+	bool hosted = kind != VMDK_VMFS_SPARSE && kind != VMDK_SESPARSE;
 	struct vmdk_create_opts o = {
 		.capacity = pi->capacity,
-		.subformat = pi->split ? VMDK_TWOGB_SPARSE : VMDK_MONOLITHIC_SPARSE,
+		.subformat = kind,
 		.adapter = pi->adapter[0] ? pi->adapter : NULL,
 		.hwversion = pi->hwversion,
-		.grain_size = pi->grain_size >= 4096 && vd_is_pow2(pi->grain_size)
+		.grain_size = hosted && pi->grain_size >= 4096 && vd_is_pow2(pi->grain_size)
 				      ? pi->grain_size : 0,
 		.parent_cid = pi->cid,
 	};
@@ -123,17 +175,10 @@ static int create_delta(const char *new_path, const char *parent,
 	return err;
 }
 
-/* Can the mark be written?  Not into a kind vdelta never writes (seSparse)
- * nor into files we may not write: such a layer stays as it is anyway. */
+/* Can the mark be written?  Not into files we may not write: such a
+ * layer stays as it is anyway. */
 static bool markable(struct vmdk_disk *d)
 {
-	struct vmdk_info vi;
-	struct vmdk_extent_info e;
-
-	vmdk_info_get(d, &vi);
-	for (unsigned i = 0; i < vi.nr_extents; i++)
-		if (!vmdk_extent_info_get(d, i, &e) && e.kind == VMDK_EXT_SESPARSE)
-			return false;
 	for (unsigned i = 0; i < vmdk_nr_files(d); i++)
 		if (access(vmdk_file_path(d, i), W_OK))
 			return false;
@@ -143,7 +188,7 @@ static bool markable(struct vmdk_disk *d)
 /* Freeze `parent` (unless it must be frozen already) and put a blank delta
  * at new_path over it; the mark is undone if we set it and creation fails. */
 static int child_over(const char *parent, const char *new_path, bool require_frozen,
-		      unsigned flags, const struct vd_io *io)
+		      const struct chain_child_opts *o, const struct vd_io *io)
 {
 	struct parent_info pi;
 	bool was_frozen, can_mark;
@@ -166,20 +211,28 @@ static int child_over(const char *parent, const char *new_path, bool require_fro
 		vd_warn("%s: read-only (kind or permissions): not marked frozen; vdelta "
 			"never writes it", parent);
 	if (can_mark)
-		err = set_frozen(parent, true, flags, io, &pi);
+		err = set_frozen(parent, true, o->flags, io, &pi);
 	if (!err && can_mark)
 		err = chain_group_record_child(parent, new_path, io); /* 3 */
 	if (!err)
-		err = create_delta(new_path, parent, &pi, io); /* 4 */
+		err = create_delta(new_path, parent, &pi, o->kind, io); /* 4 */
 	if (err && access(new_path, F_OK)) /* never made */
 		group_record_child(parent, new_path, false, io);
 	if (err && !was_frozen && can_mark)
-		set_frozen(parent, false, flags, io, NULL);
+		set_frozen(parent, false, o->flags, io, NULL);
 	return err;
 }
 
+static const struct chain_child_opts default_opts = { .kind = CHAIN_DELTA_AUTO };
+
 int chain_create_child(const char *parent, const char *new_path, bool require_frozen,
-		       unsigned flags, const struct vd_io *io)
+		       const struct vd_io *io)
+{
+	return chain_create_child_opts(parent, new_path, require_frozen, &default_opts, io);
+}
+
+int chain_create_child_opts(const char *parent, const char *new_path, bool require_frozen,
+			    const struct chain_child_opts *o, const struct vd_io *io)
 {
 	struct stat st;
 	int err;
@@ -188,8 +241,8 @@ int chain_create_child(const char *parent, const char *new_path, bool require_fr
 		vd_err("%s: already exists", new_path);
 		return -EEXIST;
 	}
-	err = validate(parent, flags, io);
-	return err ? err : child_over(parent, new_path, require_frozen, flags, io);
+	err = validate(parent, o->flags, io);
+	return err ? err : child_over(parent, new_path, require_frozen, o, io);
 }
 
 /* dir/stem-NNNNNN.vmdk for the first NNNNNN whose name is free; the stem
@@ -218,17 +271,22 @@ static int snapshot_name(const char *top, unsigned n, char **out)
 	return r < 0 ? -ENOMEM : 0;
 }
 
-int chain_snapshot(const char *disk, unsigned flags, const struct vd_io *io,
-		   char **new_top)
+int chain_snapshot(const char *disk, const struct vd_io *io, char **new_top)
+{
+	return chain_snapshot_opts(disk, &default_opts, io, new_top);
+}
+
+int chain_snapshot_opts(const char *disk, const struct chain_child_opts *o,
+			const struct vd_io *io, char **new_top)
 {
 	struct stat st;
 	char *name = NULL;
-	int err = validate(disk, flags, io);
+	int err = validate(disk, o->flags, io);
 
 	for (unsigned n = 1; !err && n <= SNAPSHOT_MAX; n++) {
 		err = snapshot_name(disk, n, &name);
 		if (!err && lstat(name, &st)) {
-			err = child_over(disk, name, false, flags, io);
+			err = child_over(disk, name, false, o, io);
 			if (err != -EEXIST)
 				break; /* done, or failed */
 			err = 0;   /* an extent name was taken: next number */

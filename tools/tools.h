@@ -114,14 +114,15 @@ int tools_disk_pread(struct tools_disk *d, void *buf, size_t len, uint64_t off);
 
 /* ---- chain options of other commands (tools_chain*.c) ----------------------------- */
 
-/* `create --parent PARENT NEW`: a blank delta over PARENT; returns TOOLS_*. */
+/* `vdelta create --parent PARENT NEW`: a blank delta over PARENT of `kind`
+ * (CHAIN_DELTA_AUTO or one); force_dirty freezes an unclean PARENT.  Returns TOOLS_*. */
+int tools_chain_create_child(const char *parent, const char *new_path,
+			     enum vmdk_subformat kind, bool force_dirty);
 /* tools_disk.c: one VMDK opened for reading (vmdk_flags added to RDONLY)
  * with a reader's shared lock, as qemu-img info/check take it: refused while
  * a writer (qemu, vdelta) holds the disk; force_share (-U) takes none. */
 int tools_vmdk_open_read(const char *path, unsigned vmdk_flags, bool force_share,
 			 struct vmdk_disk **out);
-
-int tools_chain_create_child(const char *parent, const char *new_path, bool force_dirty);
 /* `info --chain [--json] DISK`: every layer of DISK's chain; returns TOOLS_*. */
 int tools_chain_info(const char *path, bool json, unsigned chain_flags);
 

@@ -26,12 +26,15 @@ static int dirty_fail(const char *file, int rc, const char *cmd)
 	return ret;
 }
 
-/* `vdelta create --parent PARENT [--force-dirty] NEW` (tools_create.c). */
-int tools_chain_create_child(const char *parent, const char *new_path, bool force_dirty)
+/* `vdelta create --parent PARENT [-t KIND] [--force-dirty] NEW`
+ * (tools_create.c). */
+int tools_chain_create_child(const char *parent, const char *new_path,
+			     enum vmdk_subformat kind, bool force_dirty)
 {
+	struct chain_child_opts o = { .kind = kind,
+				      .flags = force_dirty ? CHAIN_OPEN_DIRTY_OK : 0 };
 	char cmd[512];
-	int rc = chain_create_child(parent, new_path, false,
-				    force_dirty ? CHAIN_OPEN_DIRTY_OK : 0, NULL);
+	int rc = chain_create_child_opts(parent, new_path, false, &o, NULL);
 
 	snprintf(cmd, sizeof cmd, "vdelta create --force-dirty --parent %s %s", parent,
 		 new_path);
@@ -40,25 +43,42 @@ int tools_chain_create_child(const char *parent, const char *new_path, bool forc
 
 /* ---- snapshot ----------------------------------------------------------------- */
 
-static const struct option snapshot_opts[] = {
-	{"force-dirty", no_argument, NULL, 'F'},
-	{NULL, 0, NULL, 0},
-};
+/* -t for a new delta: the hosted sparse kinds and the ESXi deltas */
+static bool delta_kind_ok(enum vmdk_subformat k)
+{
+	return k == VMDK_MONOLITHIC_SPARSE || k == VMDK_TWOGB_SPARSE ||
+	       k == VMDK_VMFS_SPARSE || k == VMDK_SESPARSE;
+}
+
+static int delta_kind_arg(const struct tools_cmd *cmd, const char *arg,
+			  enum vmdk_subformat *kind)
+{
+	if (vmdk_subformat_parse(arg, kind) < 0 || !delta_kind_ok(*kind))
+		return tools_usage(cmd, "'%s' is not a delta kind (monolithicSparse, "
+				   "twoGbMaxExtentSparse, vmfsSparse, seSparse)", arg);
+	return TOOLS_OK;
+}
 
 static int snapshot_run(int argc, char **argv)
 {
-	unsigned flags = 0;
+	static const struct option opts[] = {
+		{"subformat", required_argument, NULL, 't'},
+		{"force-dirty", no_argument, NULL, 'F'},
+		{NULL, 0, NULL, 0}};
+	struct chain_child_opts o = { .kind = CHAIN_DELTA_AUTO };
 	char *new_top, cmd[512];
 	int c, rc;
 
-	while ((c = getopt_long(argc, argv, "", snapshot_opts, NULL)) != -1) {
-		if (c != 'F')
+	while ((c = getopt_long(argc, argv, "t:", opts, NULL)) != -1)
+		if (c == 'F')
+			o.flags |= CHAIN_OPEN_DIRTY_OK;
+		else if (c != 't')
 			return tools_usage(&tools_cmd_snapshot, NULL);
-		flags |= CHAIN_OPEN_DIRTY_OK;
-	}
+		else if ((rc = delta_kind_arg(&tools_cmd_snapshot, optarg, &o.kind)) != TOOLS_OK)
+			return rc;
 	if (optind != argc - 1)
 		return tools_usage(&tools_cmd_snapshot, "expected one DISK");
-	rc = chain_snapshot(argv[optind], flags, NULL, &new_top);
+	rc = chain_snapshot_opts(argv[optind], &o, NULL, &new_top);
 	snprintf(cmd, sizeof cmd, "vdelta snapshot --force-dirty %s", argv[optind]);
 	if (rc < 0)
 		return dirty_fail(argv[optind], rc, cmd);
@@ -70,14 +90,21 @@ static int snapshot_run(int argc, char **argv)
 const struct tools_cmd tools_cmd_snapshot = {
 	.name = "snapshot",
 	.summary = "freeze a disk's top layer and add an empty delta over it",
-	.usage = "[--force-dirty] DISK\n"
-		 "\n"
-		 "  --force-dirty   freeze DISK even though its uncleanShutdown flag is\n"
-		 "                  set (a writer was interrupted; see vdelta check DISK)\n"
+	.usage = "[-t KIND] [--force-dirty] DISK\n"
 		 "\n"
 		 "DISK is the current top.  The top is marked frozen (ddb.vdelta.frozen)\n"
 		 "and never written again; a new empty delta NAME-00000N.vmdk is made\n"
-		 "beside it.  Prints the new top's path: write into that from now on.",
+		 "beside it.  Prints the new top's path: write into that from now on.\n"
+		 "\n"
+		 "  -t, --subformat KIND  the delta's kind: monolithicSparse,\n"
+		 "                        twoGbMaxExtentSparse, vmfsSparse, seSparse.\n"
+		 "                        Default: what the top's product makes there --\n"
+		 "                        over ESXi disks vmfsSparse (NAME-00000N-delta.vmdk;\n"
+		 "                        seSparse from 2 TiB or over seSparse), hosted\n"
+		 "                        sparse otherwise.\n"
+		 "  --force-dirty         freeze DISK even though its uncleanShutdown flag\n"
+		 "                        is set (a writer was interrupted; see vdelta\n"
+		 "                        check DISK)",
 	.run = snapshot_run,
 };
 
@@ -90,19 +117,22 @@ static const struct option clone_opts[] = {
 	{"from-current", no_argument, NULL, 'c'},
 	{"full", no_argument, NULL, 'f'},
 	{"subformat", required_argument, NULL, 't'},
+	{"preallocate", no_argument, NULL, 'p'},
 	{NULL, 0, NULL, 0},
 };
 
 static int clone_do(enum clone_mode mode, const char *src, const char *dst,
-		    enum vmdk_subformat sf)
+		    enum vmdk_subformat sf, bool have_sf, bool prealloc)
 {
 	switch (mode) {
-	case CLONE_LINKED:
-		return chain_create_child(src, dst, true, 0, NULL);
+	case CLONE_LINKED: {
+		struct chain_child_opts o = { .kind = have_sf ? sf : CHAIN_DELTA_AUTO };
+		return chain_create_child_opts(src, dst, true, &o, NULL);
+	}
 	case CLONE_FROM_CURRENT:
 		return chain_clone_from_current(src, dst, NULL);
 	default:
-		return chain_clone_full(src, dst, sf, NULL);
+		return chain_clone_full_ex(src, dst, sf, prealloc, NULL);
 	}
 }
 
@@ -110,10 +140,14 @@ static int clone_run(int argc, char **argv)
 {
 	enum clone_mode mode = CLONE_NONE;
 	enum vmdk_subformat sf = VMDK_MONOLITHIC_SPARSE;
-	bool have_sf = false;
+	bool have_sf = false, prealloc = false;
 	int c, rc;
 
 	while ((c = getopt_long(argc, argv, "t:", clone_opts, NULL)) != -1) {
+		if (c == 'p') {
+			prealloc = true;
+			continue;
+		}
 		if (c == 't' && vmdk_subformat_parse(optarg, &sf) == 0) {
 			have_sf = true;
 			continue;
@@ -127,19 +161,24 @@ static int clone_run(int argc, char **argv)
 	}
 	if (mode == CLONE_NONE)
 		return tools_usage(&tools_cmd_clone, "give one of --linked, --from-current, --full");
-	if (have_sf && mode != CLONE_FULL)
-		return tools_usage(&tools_cmd_clone, "-t goes with --full only");
+	if (have_sf && mode == CLONE_FROM_CURRENT)
+		return tools_usage(&tools_cmd_clone, "-t goes with --full or --linked");
+	if (have_sf && mode == CLONE_LINKED && !delta_kind_ok(sf))
+		return tools_usage(&tools_cmd_clone, "'%s' is not a delta kind",
+				   vmdk_subformat_name(sf));
+	if (prealloc && mode != CLONE_FULL)
+		return tools_usage(&tools_cmd_clone, "--preallocate goes with --full only");
 	if (optind != argc - 2)
 		return tools_usage(&tools_cmd_clone, "expected SOURCE and NEW");
-	rc = clone_do(mode, argv[optind], argv[optind + 1], sf);
+	rc = clone_do(mode, argv[optind], argv[optind + 1], sf, have_sf, prealloc);
 	return rc < 0 ? tools_fail(argv[optind + 1], rc) : TOOLS_OK;
 }
 
 const struct tools_cmd tools_cmd_clone = {
 	.name = "clone",
 	.summary = "make a linked, from-current or full clone of a disk",
-	.usage = "--linked SNAPSHOT NEW | --from-current DISK NEW | "
-		 "--full [-t SUBFORMAT] DISK NEW\n"
+	.usage = "--linked [-t KIND] SNAPSHOT NEW | --from-current DISK NEW | "
+		 "--full [-t SUBFORMAT] [--preallocate] DISK NEW\n"
 		 "\n"
 		 "  --linked        NEW is an empty delta over SNAPSHOT, a frozen layer\n"
 		 "                  (a writable top is refused: snapshot it first)\n"
@@ -148,7 +187,13 @@ const struct tools_cmd tools_cmd_clone = {
 		 "  --full          NEW is one independent disk with DISK's content\n"
 		 "  -t SUBFORMAT    for --full: monolithicSparse (default),\n"
 		 "                  twoGbMaxExtentSparse, monolithicFlat,\n"
-		 "                  twoGbMaxExtentFlat, streamOptimized\n"
+		 "                  twoGbMaxExtentFlat, streamOptimized, vmfs (an ESXi\n"
+		 "                  base: NEW.vmdk + NEW-flat.vmdk, importable into a\n"
+		 "                  datastore), vmfsSparse, seSparse\n"
+		 "                  for --linked: the delta kind (as snapshot -t)\n"
+		 "  --preallocate   for --full with a flat kind (vmfs, monolithicFlat,\n"
+		 "                  twoGbMaxExtentFlat): allocate every byte; default\n"
+		 "                  is a sparse file\n"
 		 "\n"
 		 "NEW may be in another folder; parent hints are written relative to it.",
 	.run = clone_run,

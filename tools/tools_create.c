@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <stdlib.h>
 
+#include "chain.h"
 #include "tools.h"
 
 extern const struct tools_cmd tools_cmd_create;
@@ -92,7 +93,7 @@ static int create_run(int argc, char **argv)
 		.parent_cid = VMDK_CID_NONE,
 	};
 	const char *parent = NULL;
-	bool force_dirty = false;
+	bool force_dirty = false, have_sf = false;
 	int c, rc;
 
 	while ((c = getopt_long(argc, argv, "s:t:", create_opts, NULL)) != -1)
@@ -102,10 +103,14 @@ static int create_run(int argc, char **argv)
 			force_dirty = true;
 		else if ((rc = create_opt(c, optarg, &o)) != TOOLS_OK)
 			return rc;
+		else
+			have_sf |= c == 't';
 	if (optind != argc - 1)
 		return tools_usage(&tools_cmd_create, "expected one FILE");
-	if (parent) /* a delta: size and format come from the parent */
-		return tools_chain_create_child(parent, argv[optind], force_dirty);
+	if (parent) /* a delta: size and format come from the parent (or -t) */
+		return tools_chain_create_child(parent, argv[optind],
+						have_sf ? o.subformat : CHAIN_DELTA_AUTO,
+						force_dirty);
 	if (force_dirty)
 		return tools_usage(&tools_cmd_create, "--force-dirty goes with --parent");
 	if (!o.capacity)
@@ -124,13 +129,17 @@ const struct tools_cmd tools_cmd_create = {
 		 "\n"
 		 "  -s, --size SIZE       virtual size; K, M, G, T suffixes (binary)\n"
 		 "  -t, --subformat SF    monolithicSparse (default), twoGbMaxExtentSparse,\n"
-		 "                        monolithicFlat, twoGbMaxExtentFlat, streamOptimized\n"
+		 "                        monolithicFlat, twoGbMaxExtentFlat, streamOptimized,\n"
+		 "                        vmfs (ESXi base: NAME-flat.vmdk), vmfsSparse, seSparse\n"
+		 "                        (ESXi deltas: NAME-delta.vmdk, NAME-sesparse.vmdk)\n"
 		 "      --adapter A       ide (default), lsilogic, buslogic, legacyESX,\n"
 		 "                        lsisas1068, pvscsi\n"
 		 "      --hwversion N     virtual hardware version (default 4)\n"
 		 "      --zeroed-grain    sparse: version 2 with zeroed-grain entries\n"
 		 "      --parent PARENT   a blank delta over PARENT (freezes PARENT; size\n"
-		 "                        and subformat follow it; other options ignored)\n"
+		 "                        follows it; the kind is what PARENT's product\n"
+		 "                        makes: vmfsSparse or seSparse over ESXi disks,\n"
+		 "                        hosted sparse otherwise; -t chooses)\n"
 		 "      --force-dirty     with --parent: freeze PARENT even though its\n"
 		 "                        uncleanShutdown flag is set (see vdelta check)\n"
 		 "\n"

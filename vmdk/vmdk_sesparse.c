@@ -1,7 +1,8 @@
-/* vmdk_sesparse.c — ESXi seSparse extents (magic u64 0xCAFEBABE), read-only
- * (layer 1, format layer).  Owns the constant and volatile header checks,
- * the 64-bit grain directory, a bounded cache of 64-bit grain tables and
- * the GTE decoding (vmdk-format.md §4).
+/* vmdk_sesparse.c — ESXi seSparse extents (magic u64 0xCAFEBABE), read,
+ * written and created (layer 1, format layer).  Owns the constant and
+ * volatile header checks, the 64-bit grain directory, a bounded cache of
+ * 64-bit grain tables, the GTE decoding, the free bitmap and backmap
+ * upkeep and the ESXi region layout of a new file (vmdk-format.md §4).
  *
  * Layout, all offsets and sizes in sectors of the constant header:
  *   grain_dir:    u64 entries, 0 = no GT, 0x1000000000000000|index = GT
@@ -25,28 +26,31 @@
  * reading and writing: replaying the journal is not implemented (no
  * tested replay, no ESXi to validate against), so the tables may be stale.
  *
- * WRITE ORDER (every step is written and synced before the next starts;
- * the journal is never used, so replay_journal stays 0 and a crash leaves
- * the file in a state that needs no replay):
+ * WRITE ORDER (every step is written and synced before the next starts,
+ * except that E2's grain and E3's maps share one sync; the journal is
+ * never used, so replay_journal stays 0 and a crash leaves the file in a
+ * state that needs no replay):
  *  E1. Before the first modification in an open the descriptor gets a new
  *      CID (vmdk_disk_mark_dirty).  seSparse has no unclean mark we may
  *      set: replay_journal would ask ESXi to replay a journal we never
  *      wrote.
- *  E2. A grain is allocated at the end of the file (cluster = bytes past
- *      grains_offset / 4 KiB, rounded up): its whole 4 KiB (the caller's
- *      bytes, the rest from the backing, or zeros over a zero/unmapped
- *      grain) is written there.  Slots below the end are never reused, so
- *      no live grain is ever overwritten.
- *  E3. Then its backmap entry (type 1 | the GT entry index, encoded like a
- *      GTE) and its free_bitmap bit are set.  A crash before E5 leaves a
- *      marked slot nothing points to: a leak `check` reports, never a
- *      grain read twice.
+ *  E2. Grains are allocated at the end of the file (cluster = bytes past
+ *      grains_offset / 4 KiB, rounded up), a run of up to SES_RUN_GRAINS
+ *      grains without data in one GT at a time: their whole 4 KiB each
+ *      (the caller's bytes, the rest from the backing, or zeros over a
+ *      zero/unmapped grain) is written there.  Slots below the end are
+ *      never reused, so no live grain is ever overwritten.
+ *  E3. Then their backmap entries (type 1 | the GT entry index, encoded
+ *      like a GTE) and free_bitmap bits are set, and E2 and E3 are synced
+ *      together.  A crash before E5 leaves marked slots nothing points to:
+ *      a leak `check` reports, never a grain read twice.
  *  E4. A missing grain table is taken at next = max(free_gt_number, every
  *      table the directory names + 1): the table is written whole (with
- *      its one new entry), then free_gt_number = next + 1 in the volatile
+ *      the run's new entries), then free_gt_number = next + 1 in the volatile
  *      header, then the directory entry.  A crash before the directory
  *      entry leaves an unused table, reused or skipped later.
- *  E5. Otherwise the 8-byte GTE is written in place (one sector, atomic).
+ *  E5. Otherwise the run's 8-byte GTEs are written in place, each inside
+ *      one sector: old or new per grain.
  *  E6. A whole-grain zero write sets the GTE to type 2 (zero grain: masks
  *      the parent) by E4/E5; only after that is the old cluster's bitmap
  *      bit cleared and its backmap entry zeroed (a crash between: a leak).
@@ -55,9 +59,9 @@
  * freed clusters and grow regions in ways not documented).
  * The journal header and journal are left as created (magic 0xdeafc0de,
  * nothing to replay); their layout beyond that is not known.
-
- * Locking: the GT cache is protected by e->disk->lock, taken here around
- * each lookup; data reads run outside it.
+ *
+ * Locking: the GT cache, allocation and the maps are protected by
+ * e->disk->lock; data reads and in-place writes run outside it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -576,6 +580,7 @@ static int ses_block_status(struct vmdk_extent *e, uint64_t off, uint64_t max_le
 #define SES_TYPE_ZERO 0x2000000000000000ull
 #define SES_TYPE_DATA 0x3000000000000000ull
 #define SES_BACKMAP_USED 0x1000000000000000ull
+#define SES_RUN_GRAINS 256u /* grains allocated by one step (1 MiB) */
 
 /* The split index encoding GTEs and backmap entries share (§4.3). */
 static uint64_t ses_encode(uint64_t index)
@@ -604,36 +609,40 @@ static int ses_write_u64(struct vmdk_extent *e, uint64_t value, uint64_t off,
 	return ses_write_sync(e, le, sizeof le, off, what);
 }
 
-/* [E3][E6] Mark cluster c used by GT entry `gt_entry` (used) or free. */
-static int ses_mark_cluster(struct vmdk_extent *e, struct ses *s, uint64_t c,
-			    uint64_t gt_entry, bool used)
+/* [E3][E6] Mark clusters c .. c+n-1 used by GT entries gt_entry .. +n-1
+ * (used) or free; one sync. */
+static int ses_mark_clusters(struct vmdk_extent *e, struct ses *s, uint64_t c, unsigned n,
+			     uint64_t gt_entry, bool used)
 {
 	uint64_t bm = s->r[SES_BITMAP].offset_sectors * VD_SECTOR + c / 8;
 	uint64_t back = s->r[SES_BACKMAP].offset_sectors * VD_SECTOR + c * 8;
-	uint8_t byte;
+	size_t nr_bytes = (size_t)((c + n - 1) / 8 - c / 8 + 1);
+	uint8_t bits[SES_RUN_GRAINS / 8 + 2], le[SES_RUN_GRAINS * 8];
 	int ret;
 
-	if (c / 8 >= s->r[SES_BITMAP].size_sectors * VD_SECTOR ||
-	    c >= s->r[SES_BACKMAP].size_sectors * (VD_SECTOR / 8)) {
+	if ((c + n - 1) / 8 >= s->r[SES_BITMAP].size_sectors * VD_SECTOR ||
+	    c + n > s->r[SES_BACKMAP].size_sectors * (VD_SECTOR / 8)) {
 		vd_err("%s: seSparse free_bitmap or backmap region too small for "
-		       "cluster %" PRIu64, e->path, c);
+		       "cluster %" PRIu64, e->path, c + n - 1);
 		return -VD_EBADDATA;
 	}
-	ret = vd_pread(e->file, &byte, 1, bm);
+	ret = vd_pread(e->file, bits, nr_bytes, bm);
 	if (ret < 0)
 		return ret;
-	byte = used ? byte | (1u << (c % 8)) : byte & ~(1u << (c % 8));
-	ret = vd_pwrite(e->file, &byte, 1, bm);
-	if (!ret)
-		ret = ses_write_u64(e, used ? SES_BACKMAP_USED | ses_encode(gt_entry) : 0,
-				    back, "backmap");
-	return ret;
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t b = c + i - c / 8 * 8;
+		bits[b / 8] = used ? bits[b / 8] | (1u << (b % 8)) : bits[b / 8] & ~(1u << (b % 8));
+		put_le64(le + 8 * i, used ? SES_BACKMAP_USED | ses_encode(gt_entry + i) : 0);
+	}
+	ret = vd_pwrite(e->file, bits, nr_bytes, bm);
+	return ret ? ret : ses_write_sync(e, le, (size_t)n * 8, back, "backmap");
 }
 
-/* [E4] A new grain table for directory entry gd_index holding `gte` at
- * `idx`; fills the cache slot.  Disk lock held. */
+/* [E4] A new grain table for directory entry gd_index holding gtes[0..n)
+ * at entries idx..; fills the cache slot.  Disk lock held.  The run's
+ * entries are published together by the directory entry. */
 static int ses_new_gt(struct vmdk_extent *e, struct ses *s, uint64_t gd_index,
-		      unsigned idx, uint64_t gte)
+		      unsigned idx, const uint64_t *gtes, unsigned n)
 {
 	uint64_t k = s->next_gt, gts = s->r[SES_GTS].offset_sectors * VD_SECTOR;
 	uint64_t vol = s->r[SES_VOLATILE].offset_sectors * VD_SECTOR;
@@ -651,7 +660,8 @@ static int ses_new_gt(struct vmdk_extent *e, struct ses *s, uint64_t gd_index,
 		free(raw);
 		return -ENOMEM;
 	}
-	put_le64(raw + 8 * idx, gte);
+	for (unsigned i = 0; i < n; i++)
+		put_le64(raw + 8 * (idx + i), gtes[i]);
 	ret = ses_write_sync(e, raw, SES_GTES_PER_GT * 8, gts + k * SES_GT_SECTORS * VD_SECTOR,
 			     "grain table");
 	free(raw);
@@ -666,7 +676,7 @@ static int ses_new_gt(struct vmdk_extent *e, struct ses *s, uint64_t gd_index,
 		return ret;
 	s->gd[gd_index] = SES_GD_ALLOCATED | k;
 	memset(slot->gt, 0, SES_GTES_PER_GT * 8);
-	slot->gt[idx] = gte;
+	memcpy(slot->gt + idx, gtes, (size_t)n * 8);
 	slot->gd_index = gd_index;
 	return 0;
 }
@@ -680,87 +690,124 @@ static uint64_t ses_gt_entry(const struct ses *s, uint64_t g)
 	       g % SES_GTES_PER_GT;
 }
 
-/* [E4][E5] Set the GTE of grain g.  Disk lock held. */
-static int ses_set_gte(struct vmdk_extent *e, struct ses *s, uint64_t g, uint64_t gte)
+/* [E4][E5] Set the GTEs of grains g .. g+n-1 (one GT).  Disk lock held. */
+static int ses_set_gtes(struct vmdk_extent *e, struct ses *s, uint64_t g,
+			const uint64_t *gtes, unsigned n)
 {
 	uint64_t gd_index = g / SES_GTES_PER_GT, old, k;
 	unsigned idx = (unsigned)(g % SES_GTES_PER_GT);
-	int ret = ses_gte_locked(e, s, g, &old);
+	uint8_t le[SES_RUN_GRAINS * 8];
+	int ret = ses_gte_locked(e, s, g, &old); /* loads the GT */
 
 	if (ret)
 		return ret;
 	if (s->gd[gd_index] == 0)
-		return ses_new_gt(e, s, gd_index, idx, gte);
+		return ses_new_gt(e, s, gd_index, idx, gtes, n);
 	k = s->gd[gd_index] & 0xffffffffu;
-	ret = ses_write_u64(e, gte,
-			    (s->r[SES_GTS].offset_sectors + k * SES_GT_SECTORS) * VD_SECTOR +
-				idx * 8,
-			    "grain table");
+	for (unsigned i = 0; i < n; i++)
+		put_le64(le + 8 * i, gtes[i]);
+	ret = ses_write_sync(e, le, (size_t)n * 8,
+			     (s->r[SES_GTS].offset_sectors + k * SES_GT_SECTORS) * VD_SECTOR +
+				 idx * 8,
+			     "grain table");
 	if (!ret)
-		s->cache[gd_index % SES_CACHE_SLOTS].gt[idx] = gte; /* loaded above */
+		memcpy(s->cache[gd_index % SES_CACHE_SLOTS].gt + idx, gtes, (size_t)n * 8);
 	return ret;
 }
 
-/* [E2] The whole grain g with `data` at in_grain: the rest from below
- * (unallocated) or zeros (zero or unmapped grain). */
-static int ses_fill(struct vmdk_extent *e, uint8_t *grain, uint64_t g, enum ses_kind kind,
-		    const void *data, size_t len, uint64_t in_grain)
+/* [E2] Grains g .. g+n-1 as they will be written: `data` at in_run, the
+ * rest of a partial first or last grain from below (unallocated) or zeros
+ * (zero or unmapped grain). */
+static int ses_fill(struct vmdk_extent *e, uint8_t *buf, uint64_t g, unsigned n,
+		    const enum ses_kind *kind, const void *data, size_t len, uint64_t in_run)
 {
-	uint64_t valid = VD_MIN(SES_GRAIN_BYTES, e->size - g * SES_GRAIN_BYTES);
 	int ret = 0;
 
-	memset(grain, 0, SES_GRAIN_BYTES);
-	if (kind == SES_UNALLOC && len < valid)
-		ret = vmdk_backing_read(e, grain, valid, g * SES_GRAIN_BYTES);
-	memcpy(grain + in_grain, data, len);
+	memset(buf, 0, (size_t)n * SES_GRAIN_BYTES);
+	for (unsigned i = 0; i < n && !ret; i += VD_MAX(n - 1, 1)) {
+		uint64_t at = (g + i) * SES_GRAIN_BYTES;
+		uint64_t valid = VD_MIN(SES_GRAIN_BYTES, e->size - at);
+		bool covered = in_run <= i * SES_GRAIN_BYTES &&
+			       in_run + len >= i * SES_GRAIN_BYTES + valid;
+		if (kind[i] == SES_UNALLOC && !covered)
+			ret = vmdk_backing_read(e, buf + i * SES_GRAIN_BYTES, valid, at);
+	}
+	memcpy(buf + in_run, data, len);
 	return ret;
 }
 
-/* [E2]-[E5] Allocate grain g holding data at in_grain.  Disk lock held. */
-static int ses_alloc(struct vmdk_extent *e, struct ses *s, uint64_t g, enum ses_kind kind,
-		     const void *data, size_t len, uint64_t in_grain)
+/* [E2]-[E5] Allocate grains g .. g+n-1 (none holding data, one GT) with
+ * data at in_run bytes into the run: grains and maps, one sync, then the
+ * table entries.  Disk lock held. */
+static int ses_alloc(struct vmdk_extent *e, struct ses *s, uint64_t g, unsigned n,
+		     const enum ses_kind *kind, const void *data, size_t len, uint64_t in_run)
 {
-	uint64_t c = s->next_cluster;
-	uint8_t grain[SES_GRAIN_BYTES];
+	uint64_t c = s->next_cluster, gtes[SES_RUN_GRAINS];
+	uint8_t *buf;
 	int ret;
 
-	if (c >= s->nr_clusters) {
+	if (c + n > s->nr_clusters) {
 		vd_err("%s: seSparse grains region full (%" PRIu64 " grains); reusing "
 		       "freed clusters is not supported", e->path, s->nr_clusters);
 		return -ENOSPC;
 	}
-	ret = ses_fill(e, grain, g, kind, data, len, in_grain);
-	if (!ret)
-		ret = ses_write_sync(e, grain, sizeof grain,
+	buf = malloc((size_t)n * SES_GRAIN_BYTES);
+	ret = buf ? ses_fill(e, buf, g, n, kind, data, len, in_run) : -ENOMEM;
+	if (!ret && (ret = vd_pwrite(e->file, buf, (size_t)n * SES_GRAIN_BYTES,
 				     (s->r[SES_GRAINS].offset_sectors + c * SES_GRAIN_SECTORS) *
-					 VD_SECTOR,
-				     "grain");
+					 VD_SECTOR)))
+		vd_err("%s: writing seSparse grain %" PRIu64 ": %s", e->path, g, strerror(-ret));
+	free(buf);
 	if (ret)
-		return ret;
-	s->next_cluster = c + 1;
+		return ret; /* synced with the maps [E3] */
+	s->next_cluster = c + n;
 	s->file_size = VD_MAX(s->file_size, (s->r[SES_GRAINS].offset_sectors +
-					     (c + 1) * SES_GRAIN_SECTORS) * VD_SECTOR);
-	ret = ses_mark_cluster(e, s, c, ses_gt_entry(s, g), true);
-	if (!ret)
-		ret = ses_set_gte(e, s, g, SES_TYPE_DATA | ses_encode(c));
-	return ret;
+					     (c + n) * SES_GRAIN_SECTORS) * VD_SECTOR);
+	ret = ses_mark_clusters(e, s, c, n, ses_gt_entry(s, g), true);
+	for (unsigned i = 0; i < n; i++)
+		gtes[i] = SES_TYPE_DATA | ses_encode(c + i);
+	return ret ? ret : ses_set_gtes(e, s, g, gtes, n);
 }
 
-/* len bytes within grain g.  Disk lock held on entry, released on exit. */
+/* Bytes [off, off+len) starting in a grain without data: the run of such
+ * grains (one GT, at most SES_RUN_GRAINS) is allocated at once; *done gets
+ * the bytes written.  Disk lock held. */
+static int ses_write_run(struct vmdk_extent *e, struct ses *s, const uint8_t *data,
+			 size_t len, uint64_t off, enum ses_kind first, size_t *done)
+{
+	uint64_t g = off / SES_GRAIN_BYTES, end = off + len, data_off;
+	enum ses_kind kind[SES_RUN_GRAINS] = {first};
+	unsigned n = 1;
+	int ret = 0;
+
+	while (n < SES_RUN_GRAINS && (g + n) * SES_GRAIN_BYTES < end &&
+	       (g + n) % SES_GTES_PER_GT != 0) {
+		ret = ses_lookup_locked(e, g + n, &kind[n], &data_off);
+		if (ret || kind[n] == SES_DATA)
+			break;
+		n++;
+	}
+	*done = (size_t)(VD_MIN(end, (g + n) * SES_GRAIN_BYTES) - off);
+	return ret ? ret : ses_alloc(e, s, g, n, kind, data, *done, off - g * SES_GRAIN_BYTES);
+}
+
+/* From off, within grain off/4K or a run of grains without data: *done gets
+ * the bytes written.  Disk lock held on entry, released on exit. */
 static int ses_grain_write(struct vmdk_extent *e, struct ses *s, const void *data,
-			   size_t len, uint64_t off)
+			   size_t len, uint64_t off, size_t *done)
 {
 	uint64_t g = off / SES_GRAIN_BYTES, data_off = 0;
 	enum ses_kind kind = SES_UNALLOC;
 	int ret = vmdk_disk_mark_dirty(e->disk); /* [E1] */
 
+	*done = (size_t)VD_MIN((uint64_t)len, SES_GRAIN_BYTES - off % SES_GRAIN_BYTES);
 	if (!ret)
 		ret = ses_lookup_locked(e, g, &kind, &data_off);
 	if (!ret && kind != SES_DATA)
-		ret = ses_alloc(e, s, g, kind, data, len, off % SES_GRAIN_BYTES);
+		ret = ses_write_run(e, s, data, len, off, kind, done);
 	pthread_mutex_unlock(&e->disk->lock);
 	if (!ret && kind == SES_DATA &&
-	    (ret = vd_pwrite(e->file, data, len, data_off + off % SES_GRAIN_BYTES)))
+	    (ret = vd_pwrite(e->file, data, *done, data_off + off % SES_GRAIN_BYTES)))
 		vd_err("%s: writing seSparse grain %" PRIu64 ": %s", e->path, g,
 		       strerror(-ret));
 	return ret;
@@ -773,9 +820,9 @@ static int ses_pwrite(struct vmdk_extent *e, const void *buf, size_t len, uint64
 	int ret = 0;
 
 	while (len && !ret) {
-		size_t n = (size_t)VD_MIN((uint64_t)len, SES_GRAIN_BYTES - off % SES_GRAIN_BYTES);
+		size_t n;
 		pthread_mutex_lock(&e->disk->lock);
-		ret = ses_grain_write(e, s, p, n, off);
+		ret = ses_grain_write(e, s, p, len, off, &n);
 		p += n;
 		off += n;
 		len -= n;
@@ -796,9 +843,9 @@ static int ses_zero_grain(struct vmdk_extent *e, struct ses *s, uint64_t g)
 	if (ret || kind == SES_ZERO)
 		return ret;
 	c = data_off / VD_SECTOR - s->r[SES_GRAINS].offset_sectors;
-	ret = ses_set_gte(e, s, g, SES_TYPE_ZERO);
+	ret = ses_set_gtes(e, s, g, (const uint64_t[]){SES_TYPE_ZERO}, 1);
 	if (!ret && kind == SES_DATA)
-		ret = ses_mark_cluster(e, s, c / SES_GRAIN_SECTORS, 0, false);
+		ret = ses_mark_clusters(e, s, c / SES_GRAIN_SECTORS, 1, 0, false);
 	return ret;
 }
 

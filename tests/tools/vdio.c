@@ -10,7 +10,9 @@
  * without -P writes 0xcd, as qemu-io does.  read -P fails on the first byte
  * that differs.  Without -w the disk is opened read-only.  Exits 0 when
  * every command succeeded, 1 otherwise (the remaining commands are not
- * run), 2 on a usage error.
+ * run), 2 on a usage error.  With -C the disk is opened as a chain
+ * (chain.h): reads fall through to the parents and writes copy-on-write
+ * from them, as a guest of the chain sees it.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -19,11 +21,33 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chain.h"
 #include "common.h"
 #include "vmdk.h"
 
 #define VDIO_MAX_LEN (256u << 20) /* one command's buffer, bytes */
 #define VDIO_MAX_ARGS 8
+
+/* The disk the commands run on: one VMDK, or a chain (-C). */
+struct vdio_target {
+	struct vmdk_disk *d;
+	struct chain *c;
+};
+
+static int vdio_pread(struct vdio_target *t, void *buf, size_t len, uint64_t off)
+{
+	return t->c ? chain_pread(t->c, buf, len, off) : vmdk_pread(t->d, buf, len, off);
+}
+
+static int vdio_pwrite(struct vdio_target *t, const void *buf, size_t len, uint64_t off)
+{
+	return t->c ? chain_pwrite(t->c, buf, len, off) : vmdk_pwrite(t->d, buf, len, off);
+}
+
+static int vdio_pwrite_zeroes(struct vdio_target *t, size_t len, uint64_t off)
+{
+	return t->c ? chain_pwrite_zeroes(t->c, len, off) : vmdk_pwrite_zeroes(t->d, len, off);
+}
 
 struct vdio_cmd {
 	bool has_pattern, zero;
@@ -110,14 +134,14 @@ static size_t vdio_mismatch(const uint8_t *buf, size_t len, int pattern)
 	return i;
 }
 
-static int vdio_read(struct vmdk_disk *d, const struct vdio_cmd *c)
+static int vdio_read(struct vdio_target *d, const struct vdio_cmd *c)
 {
 	uint8_t *buf = malloc(c->len);
 	int ret;
 
 	if (!buf)
 		return -ENOMEM;
-	ret = vmdk_pread(d, buf, c->len, c->off);
+	ret = vdio_pread(d, buf, c->len, c->off);
 	if (ret == 0 && c->has_pattern) {
 		size_t bad = vdio_mismatch(buf, c->len, c->pattern);
 		if (bad < c->len) {
@@ -132,24 +156,24 @@ static int vdio_read(struct vmdk_disk *d, const struct vdio_cmd *c)
 	return ret;
 }
 
-static int vdio_write(struct vmdk_disk *d, const struct vdio_cmd *c)
+static int vdio_write(struct vdio_target *d, const struct vdio_cmd *c)
 {
 	uint8_t *buf;
 	int ret;
 
 	if (c->zero)
-		return vmdk_pwrite_zeroes(d, c->len, c->off);
+		return vdio_pwrite_zeroes(d, c->len, c->off);
 	buf = malloc(c->len);
 	if (!buf)
 		return -ENOMEM;
 	memset(buf, c->has_pattern ? c->pattern : 0xcd, c->len);
-	ret = vmdk_pwrite(d, buf, c->len, c->off);
+	ret = vdio_pwrite(d, buf, c->len, c->off);
 	free(buf);
 	return ret;
 }
 
 /* Run one command line; 0 or -errno (-EINVAL for bad syntax). */
-static int vdio_run(struct vmdk_disk *d, const char *line)
+static int vdio_run(struct vdio_target *d, const char *line)
 {
 	char copy[256], *argv[VDIO_MAX_ARGS];
 	struct vdio_cmd c = { 0 };
@@ -160,9 +184,9 @@ static int vdio_run(struct vmdk_disk *d, const char *line)
 	strcpy(copy, line);
 	argc = vdio_split(copy, argv);
 	if (argc == 1 && !strcmp(argv[0], "flush"))
-		return vmdk_flush(d);
+		return d->c ? chain_flush(d->c) : vmdk_flush(d->d);
 	if (argc == 1 && !strcmp(argv[0], "length")) {
-		printf("%" PRIu64 "\n", vmdk_capacity(d));
+		printf("%" PRIu64 "\n", d->c ? chain_capacity(d->c) : vmdk_capacity(d->d));
 		return 0;
 	}
 	if (argc < 1 || vdio_parse_args(argc, argv, &c))
@@ -181,22 +205,24 @@ static int vdio_run(struct vmdk_disk *d, const char *line)
 
 static void vdio_usage(void)
 {
-	fprintf(stderr, "usage: vdio [-w] FILE -c 'write [-P 0xNN | -z] OFF LEN' "
+	fprintf(stderr, "usage: vdio [-w] [-C] FILE -c 'write [-P 0xNN | -z] OFF LEN' "
 			"-c 'read [-P 0xNN] OFF LEN' -c flush -c length ...\n");
 }
 
 int main(int argc, char **argv)
 {
 	const char *cmds[256];
-	struct vmdk_disk *d;
+	struct vdio_target d = {0};
 	unsigned nr_cmds = 0;
-	bool rw = false;
+	bool rw = false, chain = false;
 	int opt, ret;
 
 	vd_log_set(vdio_log, NULL);
-	while ((opt = getopt(argc, argv, "wc:f:h")) != -1) {
+	while ((opt = getopt(argc, argv, "wCc:f:h")) != -1) {
 		if (opt == 'w')
 			rw = true;
+		else if (opt == 'C')
+			chain = true;
 		else if (opt == 'c' && nr_cmds < 256)
 			cmds[nr_cmds++] = optarg;
 		else if (opt != 'f') /* -f vmdk: accepted for qemu-io parity */
@@ -204,20 +230,22 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc - 1)
 		return vdio_usage(), 2;
-	ret = vmdk_open(argv[optind], rw ? VMDK_OPEN_RDWR : VMDK_OPEN_RDONLY,
-			NULL, &d);
+	ret = chain ? chain_open(argv[optind], rw ? CHAIN_OPEN_RDWR : CHAIN_OPEN_RDONLY,
+				 NULL, &d.c)
+		    : vmdk_open(argv[optind], rw ? VMDK_OPEN_RDWR : VMDK_OPEN_RDONLY, NULL,
+				&d.d);
 	if (ret) {
 		fprintf(stderr, "vdio: %s: open failed: %s\n", argv[optind], strerror(-ret));
 		return 1;
 	}
 	for (unsigned i = 0; i < nr_cmds && ret == 0; i++) {
-		ret = vdio_run(d, cmds[i]);
+		ret = vdio_run(&d, cmds[i]);
 		if (ret == -EINVAL)
 			fprintf(stderr, "vdio: '%s': bad command or range\n", cmds[i]);
 		else if (ret)
 			fprintf(stderr, "vdio: '%s': %s\n", cmds[i], strerror(-ret));
 	}
-	int cret = vmdk_close(d);
+	int cret = chain ? chain_close(d.c) : vmdk_close(d.d);
 	if (cret && !ret)
 		fprintf(stderr, "vdio: %s: close failed: %s\n", argv[optind], strerror(-cret));
 	return ret || cret ? 1 : 0;

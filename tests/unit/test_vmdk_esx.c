@@ -545,6 +545,40 @@ static void test_cowd_write(void **state)
 	free(base);
 }
 
+/* A COWD header whose freeSector points into the header: writes still go
+ * past the directory and the end of the file, never over the header. */
+static void test_cowd_bad_free_sector(void **state)
+{
+	char *dir = vdt_mkdtemp("esx"), *ext = vdt_join(dir, "f-delta.vmdk");
+	char *desc = vdt_join(dir, "f.vmdk");
+	const char *text =
+	    "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+	    "createType=\"vmfsSparse\"\n\n# Extent description\n"
+	    "RW 16384 VMFSSPARSE \"f-delta.vmdk\"\n\n# The Disk Data Base\n#DDB\n";
+	uint8_t img[5 * 512], buf[512];
+	struct vmdk_disk *d;
+
+	(void)state;
+	mk_cowd_empty(img, 16384, 1);
+	put_le32(img + 28, 1); /* freeSector inside the header */
+	assert_int_equal(vdt_write_file(ext, img, sizeof img), 0);
+	assert_int_equal(vdt_write_file(desc, text, strlen(text)), 0);
+	d = open_ok_rw(desc);
+	memset(buf, 'h', sizeof buf);
+	assert_int_equal(vmdk_pwrite(d, buf, sizeof buf, 0), 0);
+	assert_int_equal(vmdk_close(d), 0);
+	assert_int_equal(vdt_peek(ext, buf, 4, 0), 0);
+	assert_memory_equal(buf, "COWD", 4);
+	d = open_ok(desc);
+	expect_bytes(d, 0, 512, 'h');
+	expect_clean(d, 512);
+	vmdk_close(d);
+	vdt_rmtree(dir);
+	free(dir);
+	free(ext);
+	free(desc);
+}
+
 /* Threads writing interleaved sectors of shared 8-sector grains at once:
  * grain allocation (with the fill of the rest of the grain) is serialised
  * by the disk lock, so no thread's sector is lost. */
@@ -612,9 +646,10 @@ static void test_cowd_parallel_writes(void **state)
 
 /* Crash test of COWD allocation: the operation (an in-place write, a
  * write allocating a grain and a GT, one allocating a grain in an existing
- * GT) is cut after each prefix of its writes, unsynced writes dropped; the
- * delta must then open, check without errors, and every sector touched
- * read its old or its new content (all new once nothing was cut). */
+ * GT) is cut after each prefix of its writes, with and without unsynced
+ * writes dropped; the delta must then open, check without errors, and
+ * every sector touched read its old or its new content (all new once
+ * nothing was cut). */
 struct crash_region {
 	uint64_t sector;
 	int old_byte, new_byte;
@@ -627,13 +662,13 @@ static const struct crash_region crash_regions[] = {
     {10, 0, 'Q', 512},
 };
 
-static long cowd_crash_op(const char *desc, long budget, bool *crashed)
+static long cowd_crash_op(const char *desc, long budget, bool drop, bool *crashed)
 {
 	struct vd_faultio *fi;
 	struct vmdk_disk *d;
 	long writes;
 
-	assert_int_equal(vd_faultio_create(budget, true, &fi), 0);
+	assert_int_equal(vd_faultio_create(budget, drop, &fi), 0);
 	if (!vmdk_open(desc, VMDK_OPEN_RDWR, vd_faultio_io(fi), &d)) {
 		for (size_t i = 0; i < 3; i++) {
 			uint8_t buf[512];
@@ -689,19 +724,20 @@ static void test_cowd_crash(void **state)
 	mk_cowd(img);
 	assert_int_equal(vdt_write_file(ext, img, sizeof img), 0);
 	assert_int_equal(vdt_write_file(desc, text, strlen(text)), 0);
-	total = cowd_crash_op(desc, 1000000, &crashed);
+	total = cowd_crash_op(desc, 1000000, true, &crashed);
 	assert_false(crashed);
 	assert_true(total > 3);
-	for (long k = 0; k <= total; k++) {
-		/* a crash can leave vmdk_desc_write's temporary behind */
-		char *tmp = vdt_join(dir, "k.vmdk.vdelta-tmp");
-		unlink(tmp);
-		free(tmp);
-		assert_int_equal(vdt_write_file(ext, img, sizeof img), 0);
-		assert_int_equal(vdt_write_file(desc, text, strlen(text)), 0);
-		cowd_crash_op(desc, k, &crashed);
-		cowd_crash_verify(desc, !crashed);
-	}
+	for (int drop = 0; drop < 2; drop++)
+		for (long k = 0; k <= total; k++) {
+			/* a crash can leave vmdk_desc_write's temporary behind */
+			char *tmp = vdt_join(dir, "k.vmdk.vdelta-tmp");
+			unlink(tmp);
+			free(tmp);
+			assert_int_equal(vdt_write_file(ext, img, sizeof img), 0);
+			assert_int_equal(vdt_write_file(desc, text, strlen(text)), 0);
+			cowd_crash_op(desc, k, drop, &crashed);
+			cowd_crash_verify(desc, !crashed);
+		}
 	vdt_rmtree(dir);
 	free(dir);
 	free(ext);
@@ -840,13 +876,15 @@ static void test_sesparse_write(void **state)
 }
 
 /* Crash test of seSparse writes: a disk holding grains 256 and 300 ('O')
- * gets an allocating write in a new GT, one in an existing GT, a zero
- * write over grain 256 and an in-place write into grain 300; cut after each prefix of its writes,
- * with and without unsynced writes dropped, it must open, check without
- * errors or map warnings, and each grain read old or new. */
+ * gets an allocating write of three grains in a new GT, one of three
+ * grains in an existing GT, a zero
+ * write over grain 256 and an in-place write into grain 300; cut after
+ * each prefix of its writes, with and without unsynced writes dropped, it
+ * must open, check without errors or map warnings, and each grain read old
+ * or new. */
 static const struct ses_op ses_crash_ops[] = {
-    {(20 << 20) + 100, 200, 'N'}, /* new GT 1 */
-    {4096 * 3, 4096, 'M'},	  /* existing GT 0 */
+    {(20 << 20) + 100, 9000, 'N'}, /* three grains in a new GT 1 */
+    {4096 * 3 - 10, 4096 + 20, 'M'}, /* a run of three in the existing GT 0 */
     {4096 * 256, 4096, -1},	  /* data -> zero grain */
     {4096 * 300 + 8, 8, 'Q'},	  /* in place */
 };
@@ -862,7 +900,7 @@ static long ses_crash_op(const char *desc, long budget, bool drop, bool *crashed
 	if (!vmdk_open(desc, VMDK_OPEN_RDWR, vd_faultio_io(fi), &d)) {
 		for (size_t i = 0; i < 4; i++) {
 			const struct ses_op *o = &ses_crash_ops[i];
-			static uint8_t buf[4096];
+			static uint8_t buf[16384];
 			memset(buf, o->byte < 0 ? 0 : o->byte, o->len);
 			if ((o->byte < 0 ? vmdk_pwrite_zeroes(d, o->len, o->off)
 					 : vmdk_pwrite(d, buf, o->len, o->off)))
@@ -884,7 +922,7 @@ static void ses_crash_verify(const char *desc, bool all_new)
 	static const int old_byte[4] = {0, 0, 'O', 'O'};
 	struct vmdk_disk *d = NULL;
 	struct vmdk_check_result res;
-	uint8_t buf[4096], old[4096], new[4096];
+	static uint8_t buf[16384], old[16384], new[16384];
 
 	assert_int_equal(vmdk_open(desc, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, NULL, &d),
 			 0);
@@ -1090,6 +1128,7 @@ int main(void)
 	    cmocka_unit_test(test_corpus_sesparse_facts),
 	    cmocka_unit_test(test_built_ok),
 	    cmocka_unit_test(test_cowd_write),
+	    cmocka_unit_test(test_cowd_bad_free_sector),
 	    cmocka_unit_test(test_cowd_parallel_writes),
 	    cmocka_unit_test(test_cowd_crash),
 	    cmocka_unit_test(test_cowd_hostile),
