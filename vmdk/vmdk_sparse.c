@@ -298,6 +298,25 @@ static int sparse_block_status(struct vmdk_extent *e, uint64_t off, uint64_t max
 	return err;
 }
 
+static int sparse_file_map(struct vmdk_extent *e, uint64_t off, uint64_t len,
+			   uint64_t *file_off, uint64_t *run)
+{
+	struct sparse *s = e->priv;
+	uint32_t gte;
+	int err;
+
+	pthread_mutex_lock(&e->disk->lock);
+	err = sparse_map(s, off, len, &gte, run, true);
+	pthread_mutex_unlock(&e->disk->lock);
+	if (err)
+		return err;
+	if (gte_kind(gte) != VMDK_BS_DATA)
+		return -ENOENT;
+	/* an allocated grain never moves: the mapping stays valid */
+	*file_off = (uint64_t)gte * VD_SECTOR + off % s->gt.grain_size;
+	return 0;
+}
+
 /* ---- writes ------------------------------------------------------------------------------- */
 
 /* Fill a whole-grain buffer for grain g: what lies below (or zeros), then
@@ -513,6 +532,7 @@ const struct vmdk_extent_ops vmdk_sparse_ops = {
 	.pwrite = sparse_pwrite,
 	.pwrite_zeroes = sparse_pwrite_zeroes,
 	.block_status = sparse_block_status,
+	.file_map = sparse_file_map,
 	.flush = sparse_flush,
 	.set_dirty = sparse_set_dirty,
 	.info = sparse_info,
