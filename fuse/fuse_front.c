@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fuse_front.h"
@@ -29,6 +30,7 @@ struct front {
 	struct chain_server *srv;
 	const char *mountpoint;
 	enum fuse_front_cache cache;
+	struct timespec started; /* the folder's and control file's times */
 };
 
 static struct front *front_of(fuse_req_t req)
@@ -77,6 +79,7 @@ static int attr_of(struct front *f, fuse_ino_t ino, struct stat *st)
 
 	memset(st, 0, sizeof *st);
 	st->st_ino = ino;
+	st->st_atim = st->st_mtim = st->st_ctim = f->started;
 	if (ino == INO_ROOT) {
 		st->st_mode = S_IFDIR | 0755;
 		st->st_nlink = 2;
@@ -436,9 +439,11 @@ static int session_open(const struct fuse_front_opts *o, const char *mountpoint,
 int fuse_front_run(struct chain_server *s, const char *mountpoint,
 		   const struct fuse_front_opts *o)
 {
-	struct front f = { s, mountpoint, o->cache };
+	struct front f = { s, mountpoint, o->cache, { 0, 0 } };
 	struct fuse_session *se;
 	int err = pthread_key_create(&copy_key, free) ? -ENOMEM : 0;
+
+	clock_gettime(CLOCK_REALTIME, &f.started);
 
 	if (!err && (err = session_open(o, mountpoint, &f, &se)))
 		pthread_key_delete(copy_key);
