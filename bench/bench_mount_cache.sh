@@ -67,7 +67,7 @@ for cache in none kernel; do
 			dd if="$dir/m/c$i" of=/dev/null bs=1M count="$data_mib" status=none
 		done
 		t1=$(date +%s.%N)
-		mibs=$(echo "$nd * $data_mib / ($t1 - $t0)" | bc -l)
+		mibs=$(awk -v n="$nd" -v m="$data_mib" -v a="$t0" -v b="$t1" 'BEGIN {print n * m / (b - a)}')
 		files=$(cached_kib "$dir"/m/c*)
 		base=$(cached_kib "$dir/d/base.vmdk")
 		rss=$(sed -n 's/^VmRSS:[[:space:]]*//p' "/proc/$pid/status")

@@ -177,6 +177,11 @@ static int served_open(struct chain_server *s, struct chain_served *d)
 	unclean = was_unclean(d->top);
 	err = chain_open_pool(d->top, CHAIN_OPEN_RDWR | CHAIN_OPEN_DIRTY_OK, NULL,
 			      s->pool, &d->chain);
+	if (!err && !chain_writable(d->chain)) {
+		vd_err("%s: the top is read-only (file or extent access): it cannot be "
+		       "written", d->top);
+		return -EROFS;
+	}
 	if (!err && unclean)
 		report_recovery(d);
 	return err;
