@@ -267,13 +267,32 @@ static int run_fusermount(const char *mnt)
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EBUSY;
 }
 
+/* Gone, or a zombie: it has exited, whoever reaps it (a detached daemon's
+ * parent is init or a subreaper, which may take its time). */
+static bool has_exited(pid_t pid)
+{
+	char path[64], buf[256], *p;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return kill(pid, 0) && errno == ESRCH;
+	n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	p = strrchr(buf, ')'); /* "pid (comm) state ..." */
+	return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
 /* The daemon exits once it has flushed and closed every disk. */
 static int wait_exit(pid_t pid, unsigned timeout_s)
 {
 	struct timespec ts = { 0, 20 * 1000 * 1000 };
 
 	for (unsigned i = 0; i < timeout_s * 50; i++) {
-		if (kill(pid, 0) && errno == ESRCH)
+		if (has_exited(pid))
 			return 0;
 		nanosleep(&ts, NULL);
 	}

@@ -100,7 +100,7 @@ PY
 grep -q '^ok$' st.out && pass "status figures add up" || fail "status: $(cat st.out)"
 pid=$(mount_pid "$m")
 expect_ok "umount" vd_umount "$m"
-kill -0 "$pid" 2>/dev/null && fail "daemon still running after umount" || pass "daemon gone"
+pid_gone "$pid" && pass "daemon gone" || fail "daemon still running after umount"
 expect_ok "chain = qemu's copy" qemu-img compare -q "$top" q/base-000001.vmdk
 expect_ok "qemu-img check" qemu-img check -q "$top"
 [ "$(unclean_flag "$top")" = 0 ] && pass "unclean flag cleared" || fail "top left unclean"
@@ -163,8 +163,7 @@ expect_ok "mount for SIGTERM" vd_mount "$new=t" "$m"
 run qemu-io -f raw -c "write -P 0x42 1M 64k" "$m/t" || fail "write before SIGTERM"
 pid=$(mount_pid "$m")
 kill -TERM "$pid"
-for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$pid" 2>/dev/null && fail "SIGTERM did not stop the daemon" || pass "SIGTERM stops"
+wait_gone "$pid" && pass "SIGTERM stops" || fail "SIGTERM did not stop the daemon"
 is_mounted "$m" && fail "still mounted after SIGTERM" || pass "unmounted by SIGTERM"
 [ "$(unclean_flag "$new")" = 0 ] && pass "clean after SIGTERM" || fail "unclean after SIGTERM"
 expect_ok "SIGTERM kept the write" qemu-io -f vmdk -c "read -P 0x42 1M 64k" "$new"

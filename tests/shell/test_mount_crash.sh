@@ -42,7 +42,7 @@ for r in $(seq 0 $((ROUNDS - 1))); do
 	sleep "0.$((RANDOM % 4))"
 	kill -9 "$pid"
 	wait "$wpid"
-	while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+	wait_gone "$pid" || fail "round $r: kill -9 did not end the daemon"
 	fusermount3 -u "$m" 2>/dev/null || fusermount3 -u -z "$m"
 	echo "round $r: $(wc -l <acked.log) writes acknowledged so far"
 	# after a kill the unclean flag is a warning (exit 1); corruption is an error
