@@ -284,16 +284,24 @@ static int sparse_pread(struct vmdk_extent *e, void *buf, size_t len, uint64_t o
 	return err;
 }
 
-static int sparse_block_status(struct vmdk_extent *e, uint64_t off, uint64_t max_len,
-			       enum vmdk_bs *kind, uint64_t *run_len)
+/* sparse_map under the disk's lock (the table cache may be loading). */
+static int sparse_map_locked(struct vmdk_extent *e, uint64_t off, uint64_t len,
+			     uint32_t *gte, uint64_t *run, bool contiguous)
 {
-	struct sparse *s = e->priv;
-	uint32_t gte;
 	int err;
 
 	pthread_mutex_lock(&e->disk->lock);
-	err = sparse_map(s, off, max_len, &gte, run_len, false);
+	err = sparse_map(e->priv, off, len, gte, run, contiguous);
 	pthread_mutex_unlock(&e->disk->lock);
+	return err;
+}
+
+static int sparse_block_status(struct vmdk_extent *e, uint64_t off, uint64_t max_len,
+			       enum vmdk_bs *kind, uint64_t *run_len)
+{
+	uint32_t gte;
+	int err = sparse_map_locked(e, off, max_len, &gte, run_len, false);
+
 	*kind = gte_kind(gte);
 	return err;
 }
@@ -303,11 +311,8 @@ static int sparse_file_map(struct vmdk_extent *e, uint64_t off, uint64_t len,
 {
 	struct sparse *s = e->priv;
 	uint32_t gte;
-	int err;
+	int err = sparse_map_locked(e, off, len, &gte, run, true);
 
-	pthread_mutex_lock(&e->disk->lock);
-	err = sparse_map(s, off, len, &gte, run, true);
-	pthread_mutex_unlock(&e->disk->lock);
 	if (err)
 		return err;
 	if (gte_kind(gte) != VMDK_BS_DATA)

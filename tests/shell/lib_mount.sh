@@ -92,3 +92,18 @@ wait_gone()
 	done
 	return 1
 }
+
+# make_base SIZE QEMU-IO-CMD... : in $T/d, a base.vmdk made by qemu-img,
+# filled by qemu-io (the commands given), frozen by `vdelta snapshot`;
+# its new top is d/base-000001.vmdk.  The test's cwd becomes $T.
+make_base()
+{
+	local size=$1 args=() c
+	shift
+	for c in "$@"; do args+=(-c "$c"); done
+	cd "$T" || die "cd $T"
+	mkdir -p d
+	run qemu-img create -q -f vmdk d/base.vmdk "$size" || die "create base"
+	run qemu-io -f vmdk "${args[@]}" d/base.vmdk || die "fill base"
+	run "$VDELTA" snapshot d/base.vmdk || die "snapshot"
+}

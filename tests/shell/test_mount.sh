@@ -12,12 +12,7 @@
 need sha256sum
 
 SIZE=$((64 << 20))
-cd "$T" || die "cd $T"
-mkdir d
-run qemu-img create -q -f vmdk d/base.vmdk $SIZE || die "create base"
-run qemu-io -f vmdk -c "write -P 0x3c 0 8M" -c "write -P 0x7e 40M 3M" d/base.vmdk ||
-	die "fill base"
-run "$VDELTA" snapshot d/base.vmdk || die "snapshot"
+make_base $SIZE "write -P 0x3c 0 8M" "write -P 0x7e 40M 3M"
 top=d/base-000001.vmdk
 cp -a d q # the oracle's copy: qemu-io gets the same writes
 gen_writes $SIZE 60 >writes.txt

@@ -10,12 +10,7 @@ need sha256sum
 
 N=32
 SIZE=$((256 << 20))
-cd "$T" || die "cd $T"
-mkdir d
-run qemu-img create -q -f vmdk d/base.vmdk $SIZE || die "create base"
-run qemu-io -f vmdk -c "write -P 0x3c 0 32M" -c "write -P 0x7e 200M 8M" d/base.vmdk ||
-	die "fill base"
-run "$VDELTA" snapshot d/base.vmdk || die "freeze base"
+make_base $SIZE "write -P 0x3c 0 32M" "write -P 0x7e 200M 8M"
 rm -f d/base-000001.vmdk
 for i in $(seq $N); do
 	run "$VDELTA" clone --linked d/base.vmdk d/c$i.vmdk || die "clone $i"

@@ -12,11 +12,7 @@ ROUNDS=${ROUNDS:-10}
 COUNT=600
 SIZE=$((64 << 20))
 W=$SOURCE_DIR/tests/shell/mount_writer.py
-cd "$T" || die "cd $T"
-mkdir d
-run qemu-img create -q -f vmdk d/base.vmdk $SIZE || die "create base"
-run qemu-io -f vmdk -c "write -P 0x3c 0 64M" d/base.vmdk || die "fill base"
-run "$VDELTA" snapshot d/base.vmdk || die "snapshot"
+make_base $SIZE "write -P 0x3c 0 64M"
 top=d/base-000001.vmdk
 m=$(mnt_new m)
 : >acked.log
