@@ -88,8 +88,9 @@ s = json.load(open(sys.argv[1]))
 d = s["disks"][0]
 assert d["name"] == "web" and d["mode"] == "rw", d
 assert d["writes"] >= 4 and d["reads"] > 0, d
-assert d["read_bytes"] == d["zero_bytes"] + d["walked_bytes"] + sum(
-    d["layer%d_bytes" % i] for i in range(d["layers"])), d
+assert len(d["layer_bytes"]) == d["layers"] == 2, d
+assert d["read_bytes"] == d["zero_bytes"] + d["walked_bytes"] + sum(d["layer_bytes"]), d
+assert s["mount"]["pool_layers"] == 1 and s["mount"]["disks"] == 1, s
 print("ok")
 PY
 grep -q '^ok$' st.out && pass "status figures add up" || fail "status: $(cat st.out)"
