@@ -164,4 +164,24 @@ is_mounted "$m" && fail "still mounted after SIGTERM" || pass "unmounted by SIGT
 [ "$(unclean_flag "$new")" = 0 ] && pass "clean after SIGTERM" || fail "unclean after SIGTERM"
 expect_ok "SIGTERM kept the write" qemu-io -f vmdk -c "read -P 0x42 1M 64k" "$new"
 
+# ---- other subformats as tops: flat (read from the file directly), stream
+# (compressed: copied); another user through -o allow_other -----------------------
+head -c 3M /dev/urandom >r.raw
+truncate -s 20M r.raw
+run "$VDELTA" convert -t monolithicFlat r.raw flat.vmdk || die "convert flat"
+run "$VDELTA" convert -t streamOptimized r.raw so.vmdk || die "convert stream"
+expect_ok "mount flat + stream, allow_other" vd_mount --ro -o allow_other flat.vmdk so.vmdk "$m"
+cmp -s r.raw "$m/flat" && pass "flat top reads the raw bytes" || fail "flat differs"
+cmp -s r.raw "$m/so" && pass "stream top reads the raw bytes" || fail "stream differs"
+run "$VDELTA" mount --status --json "$m"
+"$PYTHON" -c 'import json,sys; d=json.load(open(sys.argv[1]))["disks"]; sys.exit(0 if d[0]["direct_bytes"] > 0 and d[1]["direct_bytes"] == 0 else 1)' \
+	"$T/last.out" && pass "flat data handed out as file ranges, stream copied" ||
+	fail "direct bytes: $(grep direct "$T/last.out")"
+if command -v runuser >/dev/null; then
+	chmod 755 "$T"
+	runuser -u nobody -- cmp -s r.raw "$m/flat" && pass "another user reads (allow_other)" ||
+		fail "nobody cannot read through allow_other"
+fi
+expect_ok "umount flat + stream" vd_umount "$m"
+
 finish
