@@ -315,6 +315,23 @@ struct chain *chain_served_chain(const struct chain_served *d);
  * only at the end of the disk). */
 int chain_served_read(struct chain_served *d, void *buf, size_t len, uint64_t off,
 		      size_t *done);
+/* The fast read path: the same read as a list of at most max segments,
+ * in order, *nr of them.  A segment with fd >= 0 is len bytes at pos of
+ * that layer file (a descriptor owned by the server: read it with
+ * pread/splice before the server closes; never write it); one with fd -1
+ * is len bytes at mem, filled here inside buf (len bytes, the caller's).
+ * Runs stored as plain bytes (flat data, uncompressed allocated grains,
+ * see vmdk_file_map) are mapped, the rest copied; a read mapped whole
+ * copies nothing.  max 0: everything copied into buf (chain_served_read). */
+struct chain_serve_seg {
+	int fd;
+	uint64_t pos;
+	size_t len;
+	void *mem;
+};
+int chain_served_read_segs(struct chain_served *d, void *buf, size_t len, uint64_t off,
+			   struct chain_serve_seg *segs, unsigned max, unsigned *nr,
+			   size_t *done);
 int chain_served_write(struct chain_served *d, const void *buf, size_t len,
 		       uint64_t off);
 int chain_served_write_zeroes(struct chain_served *d, size_t len, uint64_t off);

@@ -177,6 +177,11 @@ static int served_open(struct chain_server *s, struct chain_served *d)
 	unclean = was_unclean(d->top);
 	err = chain_open_pool(d->top, CHAIN_OPEN_RDWR | CHAIN_OPEN_DIRTY_OK, NULL,
 			      s->pool, &d->chain);
+	if (!err && !chain_writable(d->chain)) {
+		vd_err("%s: the top is read-only (file or extent access): it cannot be "
+		       "written", d->top);
+		return -EROFS;
+	}
 	if (!err && unclean)
 		report_recovery(d);
 	return err;
@@ -275,46 +280,93 @@ static void count(uint64_t *ctr, uint64_t n)
 	__atomic_fetch_add(ctr, n, __ATOMIC_RELAXED);
 }
 
-/* One run of units with one owner: from that layer, zeros, or a walk. */
-static int read_run(struct chain_served *d, uint8_t *buf, uint64_t len, uint64_t off,
-		    uint64_t *run)
+/* Copy a run of units with one owner (entry e): from that layer, zeros,
+ * or a walk of the layers for mixed units. */
+static int read_copy(struct chain_served *d, uint8_t e, uint8_t *buf, uint64_t len,
+		     uint64_t off)
 {
 	struct chain *c = d->chain;
-	uint8_t e;
-	int err = chain_io_run(c, off, len, true, &e, run);
 
-	if (err)
-		return err;
 	if (e == CHAIN_E_NONE) {
-		memset(buf, 0, *run);
-		count(&d->st.zero_bytes, *run);
+		memset(buf, 0, len);
+		count(&d->st.zero_bytes, len);
 		return 0;
 	}
 	if (e == CHAIN_E_MIXED) {
-		count(&d->st.walked_bytes, *run);
-		return chain_io_read_from(c, 0, buf, *run, off, true);
+		count(&d->st.walked_bytes, len);
+		return chain_io_read_from(c, 0, buf, len, off, true);
 	}
-	count(&d->st.layer_bytes[e], *run);
-	return vmdk_pread(c->layers[e].disk, buf, *run, off);
+	count(&d->st.layer_bytes[e], len);
+	return vmdk_pread(c->layers[e].disk, buf, len, off);
 }
 
-int chain_served_read(struct chain_served *d, void *buf, size_t len, uint64_t off,
-		      size_t *done)
+/* The part of a run owned by layer e that sits as plain bytes in its
+ * file: bytes mapped into *seg, 0 when none. */
+static uint64_t read_map(struct chain_served *d, uint8_t e, uint64_t len, uint64_t off,
+			 struct chain_serve_seg *seg)
 {
-	uint64_t size = chain_capacity(d->chain), run;
-	uint8_t *p = buf;
+	uint64_t pos, n;
+	int fd;
+
+	if (e >= d->chain->nr_layers ||
+	    vmdk_file_map(d->chain->layers[e].disk, off, len, &fd, &pos, &n))
+		return 0;
+	*seg = (struct chain_serve_seg){ .fd = fd, .pos = pos, .len = n };
+	count(&d->st.layer_bytes[e], n);
+	count(&d->st.direct_bytes, n);
+	return n;
+}
+
+/* Append seg, merged into the last one when it continues it. */
+static void seg_add(struct chain_serve_seg *segs, unsigned *nr,
+		    const struct chain_serve_seg *seg)
+{
+	struct chain_serve_seg *last = *nr ? &segs[*nr - 1] : NULL;
+
+	if (last && last->fd == seg->fd && (seg->fd >= 0 ? last->pos + last->len == seg->pos
+					    : (uint8_t *)last->mem + last->len == seg->mem))
+		last->len += seg->len;
+	else
+		segs[(*nr)++] = *seg;
+}
+
+int chain_served_read_segs(struct chain_served *d, void *buf, size_t len, uint64_t off,
+			   struct chain_serve_seg *segs, unsigned max, unsigned *nr,
+			   size_t *done)
+{
+	uint64_t size = chain_capacity(d->chain), run, n;
+	uint8_t *p = buf, e;
 	int err = 0;
 
 	len = off >= size ? 0 : VD_MIN(len, size - off);
 	*done = 0;
+	*nr = 0;
 	count(&d->st.reads, 1);
-	for (uint64_t at = 0; at < len && !err; at += run)
-		err = read_run(d, p + at, len - at, off + at, &run);
+	for (uint64_t at = 0; at < len && !err; at += n) {
+		struct chain_serve_seg seg = { .fd = -1, .mem = p + at };
+		err = chain_io_run(d->chain, off + at, len - at, true, &e, &run);
+		/* keep one slot for the copied rest */
+		n = err || *nr + 1 >= max ? 0 : read_map(d, e, run, off + at, &seg);
+		if (!err && !n) {
+			n = seg.len = run;
+			err = read_copy(d, e, p + at, run, off + at);
+		}
+		if (!err && max)
+			seg_add(segs, nr, &seg);
+	}
 	if (err)
 		return err;
 	count(&d->st.read_bytes, len);
 	*done = len;
 	return 0;
+}
+
+int chain_served_read(struct chain_served *d, void *buf, size_t len, uint64_t off,
+		      size_t *done)
+{
+	unsigned nr;
+
+	return chain_served_read_segs(d, buf, len, off, NULL, 0, &nr, done);
 }
 
 static void cow_check(struct chain_served *d, uint64_t unit)

@@ -12,8 +12,10 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <fuse_lowlevel.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fuse_front.h"
@@ -21,12 +23,14 @@
 #define INO_ROOT 1
 #define INO_STATUS 2
 #define INO_DISK0 3
-#define ATTR_TIMEOUT 3600.0 /* nothing here changes size or mode while mounted */
+#define ATTR_TIMEOUT 3600.0
+#define READ_SEGS 32 /* segments of one read reply (files and copies) */ /* nothing here changes size or mode while mounted */
 
 struct front {
 	struct chain_server *srv;
 	const char *mountpoint;
 	enum fuse_front_cache cache;
+	struct timespec started; /* the folder's and control file's times */
 };
 
 static struct front *front_of(fuse_req_t req)
@@ -75,6 +79,7 @@ static int attr_of(struct front *f, fuse_ino_t ino, struct stat *st)
 
 	memset(st, 0, sizeof *st);
 	st->st_ino = ino;
+	st->st_atim = st->st_mtim = st->st_ctim = f->started;
 	if (ino == INO_ROOT) {
 		st->st_mode = S_IFDIR | 0755;
 		st->st_nlink = 2;
@@ -251,26 +256,68 @@ static void read_status(fuse_req_t req, struct status_buf *b, size_t size, off_t
 	fuse_reply_buf(req, b->text + at, VD_MIN(size, b->len - at));
 }
 
+/* Per-thread copy buffer for the parts of a read not mapped to a file. */
+static pthread_key_t copy_key;
+
+static uint8_t *copy_buf(void)
+{
+	uint8_t *b = pthread_getspecific(copy_key);
+
+	if (!b && (b = malloc(FUSE_FRONT_MAX_IO)) && pthread_setspecific(copy_key, b)) {
+		free(b);
+		b = NULL;
+	}
+	return b;
+}
+
+/* A read as the serving core plans it: file segments go to the kernel
+ * straight from the layer's file (splice where the kernel allows), the
+ * rest from the copy buffer. */
+static void reply_segs(fuse_req_t req, const struct chain_serve_seg *segs, unsigned nr)
+{
+	struct {
+		struct fuse_bufvec v;
+		struct fuse_buf more[READ_SEGS - 1];
+	} b = { .v = { .count = nr } };
+
+	for (unsigned i = 0; i < nr; i++) {
+		struct fuse_buf *fb = &b.v.buf[i];
+		fb->size = segs[i].len;
+		if (segs[i].fd >= 0) {
+			fb->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+			fb->fd = segs[i].fd;
+			fb->pos = (off_t)segs[i].pos;
+		} else {
+			fb->mem = segs[i].mem;
+		}
+	}
+	fuse_reply_data(req, &b.v, FUSE_BUF_SPLICE_MOVE);
+}
+
 static void front_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
 	struct chain_served *d = disk_of(front_of(req), ino);
+	struct chain_serve_seg segs[READ_SEGS];
+	uint8_t *buf = copy_buf();
+	unsigned nr;
 	size_t done;
-	void *buf;
 	int err;
 
 	if (ino == INO_STATUS) {
 		read_status(req, (struct status_buf *)(uintptr_t)fi->fh, size, off);
 		return;
 	}
-	buf = d ? malloc(size ? size : 1) : NULL;
+	size = VD_MIN(size, FUSE_FRONT_MAX_IO);
 	err = !d ? -EISDIR : !buf ? -ENOMEM
-	      : chain_served_read(d, buf, size, (uint64_t)off, &done);
+	      : chain_served_read_segs(d, buf, size, (uint64_t)off, segs, READ_SEGS, &nr,
+				       &done);
 	if (err)
 		fuse_reply_err(req, -err);
+	else if (!nr)
+		fuse_reply_buf(req, NULL, 0);
 	else
-		fuse_reply_buf(req, buf, done);
-	free(buf);
+		reply_segs(req, segs, nr);
 }
 
 static void front_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
@@ -366,15 +413,15 @@ static int serve(struct fuse_session *se, const struct fuse_front_opts *o)
 	return err < 0 ? err : 0;
 }
 
-int fuse_front_run(struct chain_server *s, const char *mountpoint,
-		   const struct fuse_front_opts *o)
+/* A new session mounted at mountpoint. */
+static int session_open(const struct fuse_front_opts *o, const char *mountpoint,
+			struct front *f, struct fuse_session **out)
 {
-	struct front f = { s, mountpoint, o->cache };
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_session *se = NULL;
 	int err = session_args(o, &args);
 
-	if (!err && !(se = fuse_session_new(&args, &front_ops, sizeof front_ops, &f))) {
+	if (!err && !(se = fuse_session_new(&args, &front_ops, sizeof front_ops, f))) {
 		vd_err("%s: bad FUSE options '%s'", mountpoint, o->mount_opts ? o->mount_opts : "");
 		err = -EINVAL;
 	}
@@ -383,8 +430,23 @@ int fuse_front_run(struct chain_server *s, const char *mountpoint,
 		vd_err("%s: cannot mount (is it an empty folder? is /dev/fuse there?)",
 		       mountpoint);
 		fuse_session_destroy(se);
-		return -EIO;
+		err = -EIO;
 	}
+	*out = err ? NULL : se;
+	return err;
+}
+
+int fuse_front_run(struct chain_server *s, const char *mountpoint,
+		   const struct fuse_front_opts *o)
+{
+	struct front f = { s, mountpoint, o->cache, { 0, 0 } };
+	struct fuse_session *se;
+	int err = pthread_key_create(&copy_key, free) ? -ENOMEM : 0;
+
+	clock_gettime(CLOCK_REALTIME, &f.started);
+
+	if (!err && (err = session_open(o, mountpoint, &f, &se)))
+		pthread_key_delete(copy_key);
 	if (err)
 		return err;
 	/* the mount is ready: the parent returns 0 to the shell from here */
@@ -395,5 +457,7 @@ int fuse_front_run(struct chain_server *s, const char *mountpoint,
 	}
 	fuse_session_unmount(se);
 	fuse_session_destroy(se);
+	free(pthread_getspecific(copy_key));
+	pthread_key_delete(copy_key);
 	return err;
 }

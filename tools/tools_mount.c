@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <syslog.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -117,6 +118,22 @@ static void report_disks(struct chain_server *s)
 
 /* ---- mount ------------------------------------------------------------------------ */
 
+/* Once detached, the daemon's stderr is /dev/null: its messages go to
+ * syslog as well (ident vdelta-mount), where an admin finds a late error. */
+static void mount_log(void *opaque, enum vd_log_level level, const char *msg)
+{
+	int prio = level == VD_LOG_ERROR ? LOG_ERR : level == VD_LOG_WARN ? LOG_WARNING
+									  : LOG_INFO;
+
+	if (level != VD_LOG_ERROR && level != VD_LOG_WARN && !getenv("VDELTA_DEBUG"))
+		return;
+	syslog(prio, "%s", msg);
+	if (level == VD_LOG_ERROR)
+		tools_err("%s", msg); /* counted: tools_fail adds nothing */
+	else
+		fprintf(stderr, "vdelta: warning: %s\n", msg);
+}
+
 static int mount_serve(char **disks, int nr, const char *mnt, struct mount_args *a)
 {
 	struct chain_server *s;
@@ -136,6 +153,8 @@ static int mount_serve(char **disks, int nr, const char *mnt, struct mount_args 
 		rc = add_disk(s, disks[i], a->mode);
 	if (rc == TOOLS_OK) {
 		report_disks(s);
+		openlog("vdelta-mount", LOG_PID, LOG_DAEMON);
+		vd_log_set(mount_log, NULL);
 		rc = fuse_front_run(s, abs_mnt, &a->fo);
 		rc = rc ? tools_fail(mnt, rc) : TOOLS_OK;
 	}
@@ -248,13 +267,32 @@ static int run_fusermount(const char *mnt)
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EBUSY;
 }
 
+/* Gone, or a zombie: it has exited, whoever reaps it (a detached daemon's
+ * parent is init or a subreaper, which may take its time). */
+static bool has_exited(pid_t pid)
+{
+	char path[64], buf[256], *p;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return kill(pid, 0) && errno == ESRCH;
+	n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	p = strrchr(buf, ')'); /* "pid (comm) state ..." */
+	return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
 /* The daemon exits once it has flushed and closed every disk. */
 static int wait_exit(pid_t pid, unsigned timeout_s)
 {
 	struct timespec ts = { 0, 20 * 1000 * 1000 };
 
 	for (unsigned i = 0; i < timeout_s * 50; i++) {
-		if (kill(pid, 0) && errno == ESRCH)
+		if (has_exited(pid))
 			return 0;
 		nanosleep(&ts, NULL);
 	}

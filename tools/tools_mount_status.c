@@ -116,14 +116,32 @@ int tools_mount_pid(const char *mnt, long *pid)
 	return err;
 }
 
+static bool is_layer_key(const char *k)
+{
+	return !strncmp(k, "layer", 5) && k[5] >= '0' && k[5] <= '9';
+}
+
+/* One record as an object; layerI_bytes become one array "layer_bytes"
+ * (index = layer, 0 the top), empty strings null. */
 static void json_record(struct tools_json *j, const struct record *r, const char *key)
 {
+	bool layers = false;
+
 	tools_json_obj_begin(j, key);
 	for (unsigned i = 0; i < r->nr; i++) {
-		if (is_number_key(r->key[i]))
+		if (is_layer_key(r->key[i]))
+			layers = true;
+		else if (is_number_key(r->key[i]))
 			tools_json_u64(j, r->key[i], strtoull(r->val[i], NULL, 10));
 		else
-			tools_json_str(j, r->key[i], r->val[i]);
+			tools_json_str(j, r->key[i], *r->val[i] ? r->val[i] : NULL);
+	}
+	if (layers) {
+		tools_json_arr_begin(j, "layer_bytes");
+		for (unsigned i = 0; i < r->nr; i++)
+			if (is_layer_key(r->key[i]))
+				tools_json_u64(j, NULL, strtoull(r->val[i], NULL, 10));
+		tools_json_arr_end(j);
 	}
 	tools_json_obj_end(j);
 }

@@ -107,6 +107,16 @@ int vmdk_flush(struct vmdk_disk *d);
 typedef int vmdk_backing_fn(void *opaque, void *buf, size_t len, uint64_t off);
 void vmdk_set_backing(struct vmdk_disk *d, vmdk_backing_fn *fn, void *opaque);
 
+/* Where the run at off (at most len, within one extent) is stored as
+ * plain bytes: the descriptor *fd of its file (owned by the disk, valid
+ * until close; read it with pread/splice only) and *file_off.  For flat
+ * data and uncompressed allocated grains; -ENOENT (not reported) for
+ * anything else (holes, zeroed grains, compressed or seSparse/COWD
+ * grains), with *run_len its length, so a reader falls back to vmdk_pread.
+ * Allocated grains never move, so a mapping stays valid while open. */
+int vmdk_file_map(struct vmdk_disk *d, uint64_t off, uint64_t len, int *fd,
+		  uint64_t *file_off, uint64_t *run_len);
+
 /* ---- block status ---------------------------------------------------------------------- */
 
 enum vmdk_bs {

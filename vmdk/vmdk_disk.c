@@ -731,6 +731,25 @@ int vmdk_block_status(struct vmdk_disk *d, uint64_t off, uint64_t max_len,
 	return done ? 0 : err;
 }
 
+int vmdk_file_map(struct vmdk_disk *d, uint64_t off, uint64_t len, int *fd,
+		  uint64_t *file_off, uint64_t *run_len)
+{
+	struct vmdk_extent *e;
+	uint64_t in;
+	int err = check_range(d, 0, off);
+
+	if (err || off == d->capacity || !len)
+		return err ? err : -EINVAL;
+	e = &d->extents[extent_at(d, off)];
+	in = off - e->start;
+	*run_len = VD_MIN(len, e->size - in);
+	if (!e->ops->file_map || !e->file || e->file->fd < 0)
+		return -ENOENT;
+	err = e->ops->file_map(e, in, *run_len, file_off, run_len);
+	*fd = e->file->fd;
+	return err;
+}
+
 void vmdk_set_backing(struct vmdk_disk *d, vmdk_backing_fn *fn, void *opaque)
 {
 	d->backing = fn;

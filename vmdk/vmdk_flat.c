@@ -72,6 +72,23 @@ static int flat_block_status(struct vmdk_extent *e, uint64_t off, uint64_t max_l
 	return 0;
 }
 
+/* Plain bytes, except past the file's end (those read as zeros). */
+static int flat_file_map(struct vmdk_extent *e, uint64_t off, uint64_t len,
+			 uint64_t *file_off, uint64_t *run)
+{
+	uint64_t size;
+	int err = vd_fsize(e->file, &size);
+
+	*file_off = e->file_offset + off;
+	*run = len;
+	if (err)
+		return err;
+	if (*file_off >= size)
+		return -ENOENT;
+	*run = VD_MIN(len, size - *file_off);
+	return 0;
+}
+
 static int flat_info(struct vmdk_extent *e, struct vmdk_extent_info *out)
 {
 	out->allocated = VD_MIN(e->size, out->file_size > e->file_offset
@@ -85,6 +102,7 @@ const struct vmdk_extent_ops vmdk_flat_ops = {
 	.pread = flat_pread,
 	.pwrite = flat_pwrite,
 	.block_status = flat_block_status,
+	.file_map = flat_file_map,
 	.info = flat_info,
 };
 

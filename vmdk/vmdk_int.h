@@ -81,6 +81,12 @@ struct vmdk_extent_ops {
 	int (*pwrite_zeroes)(struct vmdk_extent *e, size_t len, uint64_t off);
 	int (*block_status)(struct vmdk_extent *e, uint64_t off, uint64_t max_len,
 			    enum vmdk_bs *kind, uint64_t *run_len);
+	/* Where the bytes of the run at off (at most len) sit in e->file, when
+	 * they are stored there as plain bytes (flat data, uncompressed
+	 * allocated grains): *file_off and *run.  -ENOENT (not reported) for
+	 * anything else, with *run its length.  NULL: never. */
+	int (*file_map)(struct vmdk_extent *e, uint64_t off, uint64_t len,
+			uint64_t *file_off, uint64_t *run);
 	int (*flush)(struct vmdk_extent *e);           /* NULL: sync the file */
 	/* Set or clear the on-disk "unclean shutdown" mark, durably. */
 	int (*set_dirty)(struct vmdk_extent *e, bool dirty); /* NULL: none */

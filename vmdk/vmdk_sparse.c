@@ -330,18 +330,42 @@ static int sparse_pread(struct vmdk_extent *e, void *buf, size_t len, uint64_t o
 	return err;
 }
 
-static int sparse_block_status(struct vmdk_extent *e, uint64_t off, uint64_t max_len,
-			       enum vmdk_bs *kind, uint64_t *run_len)
+/* sparse_map under the disk's lock (the table cache may be loading). */
+static int sparse_map_locked(struct vmdk_extent *e, uint64_t off, uint64_t len,
+			     uint32_t *gte, uint64_t *run, bool contiguous)
 {
-	struct sparse *s = e->priv;
-	uint32_t gte;
 	int err;
 
 	pthread_mutex_lock(&e->disk->lock);
-	err = sparse_map(s, off, max_len, &gte, run_len, false);
+	err = sparse_map(e->priv, off, len, gte, run, contiguous);
 	pthread_mutex_unlock(&e->disk->lock);
+	return err;
+}
+
+static int sparse_block_status(struct vmdk_extent *e, uint64_t off, uint64_t max_len,
+			       enum vmdk_bs *kind, uint64_t *run_len)
+{
+	uint32_t gte;
+	int err = sparse_map_locked(e, off, max_len, &gte, run_len, false);
+
 	*kind = gte_kind(gte);
 	return err;
+}
+
+static int sparse_file_map(struct vmdk_extent *e, uint64_t off, uint64_t len,
+			   uint64_t *file_off, uint64_t *run)
+{
+	struct sparse *s = e->priv;
+	uint32_t gte;
+	int err = sparse_map_locked(e, off, len, &gte, run, true);
+
+	if (err)
+		return err;
+	if (gte_kind(gte) != VMDK_BS_DATA)
+		return -ENOENT;
+	/* an allocated grain never moves: the mapping stays valid */
+	*file_off = (uint64_t)gte * VD_SECTOR + off % s->gt.grain_size;
+	return 0;
 }
 
 /* ---- writes ------------------------------------------------------------------------------- */
@@ -567,6 +591,7 @@ const struct vmdk_extent_ops vmdk_sparse_ops = {
 	.pwrite = sparse_pwrite,
 	.pwrite_zeroes = sparse_pwrite_zeroes,
 	.block_status = sparse_block_status,
+	.file_map = sparse_file_map,
 	.flush = sparse_flush,
 	.prepare_write = sparse_prepare_write,
 	.set_dirty = sparse_set_dirty,

@@ -11,6 +11,22 @@
 need fusermount3 qemu-img qemu-io
 need_vdelta
 
+# A detached daemon's stderr is /dev/null: sanitizer reports (ASan build)
+# go to files in $T instead, and finish fails on any.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}log_path=$T/sanitizer"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}log_path=$T/sanitizer"
+eval "lib_finish() $(declare -f finish | tail -n +2)"
+finish()
+{
+	local f
+	for f in "$T"/sanitizer.*; do
+		[ -e "$f" ] || continue
+		sed 's/^/  | /' "$f" >&2
+		fail "sanitizer report in $(basename "$f")"
+	done
+	lib_finish
+}
+
 t_mounts=()
 t_loops=()
 t_mount_cleanup()
@@ -55,4 +71,39 @@ mount_pid()
 is_mounted()
 {
 	grep -q " $1 fuse" /proc/mounts
+}
+
+# pid_gone PID: exited (gone, or a zombie its reaper has not collected: a
+# detached daemon's parent is init or a subreaper).
+pid_gone()
+{
+	local st
+	st=$(sed -n 's/^[0-9]* (.*) \(.\).*/\1/p' "/proc/$1/stat" 2>/dev/null)
+	[ -z "$st" ] || [ "$st" = Z ] || [ "$st" = X ]
+}
+
+# wait_gone PID: wait up to 10 s for pid_gone.
+wait_gone()
+{
+	local i
+	for i in $(seq 200); do
+		pid_gone "$1" && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# make_base SIZE QEMU-IO-CMD... : in $T/d, a base.vmdk made by qemu-img,
+# filled by qemu-io (the commands given), frozen by `vdelta snapshot`;
+# its new top is d/base-000001.vmdk.  The test's cwd becomes $T.
+make_base()
+{
+	local size=$1 args=() c
+	shift
+	for c in "$@"; do args+=(-c "$c"); done
+	cd "$T" || die "cd $T"
+	mkdir -p d
+	run qemu-img create -q -f vmdk d/base.vmdk "$size" || die "create base"
+	run qemu-io -f vmdk "${args[@]}" d/base.vmdk || die "fill base"
+	run "$VDELTA" snapshot d/base.vmdk || die "snapshot"
 }

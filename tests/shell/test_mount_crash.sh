@@ -12,11 +12,7 @@ ROUNDS=${ROUNDS:-10}
 COUNT=600
 SIZE=$((64 << 20))
 W=$SOURCE_DIR/tests/shell/mount_writer.py
-cd "$T" || die "cd $T"
-mkdir d
-run qemu-img create -q -f vmdk d/base.vmdk $SIZE || die "create base"
-run qemu-io -f vmdk -c "write -P 0x3c 0 64M" d/base.vmdk || die "fill base"
-run "$VDELTA" snapshot d/base.vmdk || die "snapshot"
+make_base $SIZE "write -P 0x3c 0 64M"
 top=d/base-000001.vmdk
 m=$(mnt_new m)
 : >acked.log
@@ -42,7 +38,7 @@ for r in $(seq 0 $((ROUNDS - 1))); do
 	sleep "0.$((RANDOM % 4))"
 	kill -9 "$pid"
 	wait "$wpid"
-	while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+	wait_gone "$pid" || fail "round $r: kill -9 did not end the daemon"
 	fusermount3 -u "$m" 2>/dev/null || fusermount3 -u -z "$m"
 	echo "round $r: $(wc -l <acked.log) writes acknowledged so far"
 	# after a kill the unclean flag is a warning (exit 1); corruption is an error

@@ -12,11 +12,7 @@
 need fio sha256sum
 
 SIZE=$((128 << 20))
-cd "$T" || die "cd $T"
-mkdir d
-run qemu-img create -q -f vmdk d/base.vmdk $SIZE || die "create base"
-run qemu-io -f vmdk -c "write -P 0x3c 0 64M" d/base.vmdk || die "fill base"
-run "$VDELTA" snapshot d/base.vmdk || die "snapshot"
+make_base $SIZE "write -P 0x3c 0 64M"
 top=d/base-000001.vmdk
 cp -a d q
 m=$(mnt_new m)

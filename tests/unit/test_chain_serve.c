@@ -215,6 +215,47 @@ static void test_serve_refuses_second_writer(void **state)
 	assert_int_equal(chain_server_close(a), 0);
 }
 
+/* The fast path: base data comes back as (fd, pos) whose bytes are the
+ * data; holes come back copied (zeros); the whole read is covered in order. */
+static void test_serve_read_segs(void **state)
+{
+	struct fx *f = *state;
+	struct chain_server *s;
+	struct chain_served *d;
+	struct chain_serve_seg segs[8];
+	struct chain_serve_stats st;
+	static uint8_t buf[2u << 20], chk[1u << 20];
+	unsigned nr;
+	size_t done, total = 0;
+
+	assert_int_equal(chain_server_create(&s), 0);
+	assert_int_equal(chain_server_add(s, f->clone[0], "a", CHAIN_SERVE_RO, &d), 0);
+	/* [512 KiB, 1.5 MiB): half base data, half unallocated */
+	assert_int_equal(chain_served_read_segs(d, buf, 1u << 20, 512u << 10, segs, 8, &nr,
+						&done), 0);
+	assert_int_equal(done, 1u << 20);
+	assert_int_equal(nr, 2);
+	assert_true(segs[0].fd >= 0);
+	assert_int_equal(segs[0].len, 512u << 10);
+	assert_int_equal(pread(segs[0].fd, chk, segs[0].len, (off_t)segs[0].pos),
+			 (ssize_t)segs[0].len);
+	for (size_t i = 0; i < segs[0].len; i++)
+		assert_int_equal(chk[i], 0xb0);
+	assert_int_equal(segs[1].fd, -1);
+	assert_true(vd_is_zero(segs[1].mem, segs[1].len));
+	for (unsigned i = 0; i < nr; i++)
+		total += segs[i].len;
+	assert_int_equal(total, done);
+	chain_served_stats(d, &st);
+	assert_int_equal(st.direct_bytes, 512u << 10);
+	/* max 1: everything copied */
+	assert_int_equal(chain_served_read_segs(d, buf, 4096, 0, segs, 1, &nr, &done), 0);
+	assert_int_equal(nr, 1);
+	assert_int_equal(segs[0].fd, -1);
+	assert_int_equal(((uint8_t *)segs[0].mem)[0], 0xb0);
+	assert_int_equal(chain_server_close(s), 0);
+}
+
 static void quiet(void *opaque, enum vd_log_level level, const char *msg) {}
 
 int main(void)
@@ -224,6 +265,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pool_locks_base, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_serve_rw_semantics, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_serve_modes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_serve_read_segs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_serve_refuses_second_writer, setup, teardown),
 	};
 
