@@ -276,8 +276,11 @@ int bench_run_trace_load(const char *path, uint64_t capacity, struct bench_trace
 	int err = 0;
 
 	memset(out, 0, sizeof *out);
-	if (!f)
-		return tools_fail(path, -errno), -errno;
+	if (!f) {
+		err = -errno;
+		tools_fail(path, err);
+		return err;
+	}
 	while (!err && fgets(line, sizeof line, f)) {
 		struct bench_op op;
 		line_no++;
