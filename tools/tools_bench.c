@@ -366,6 +366,23 @@ static int bench_synthetic(struct bench_run *b)
 	return ret;
 }
 
+static void on_signal(int sig)
+{
+	(void)sig;
+	bench_run_stop = 1;
+}
+
+/* Ctrl-C or SIGTERM: finish the current request, stop the servers we
+ * started, remove the scratch files, then exit 1. */
+static void catch_signals(void)
+{
+	struct sigaction sa = { .sa_handler = on_signal };
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+}
+
 static int bench_run(int argc, char **argv)
 {
 	struct bench_run *b = calloc(1, sizeof *b);
@@ -373,6 +390,7 @@ static int bench_run(int argc, char **argv)
 
 	if (!b)
 		return tools_fail("bench", -ENOMEM);
+	catch_signals();
 	ret = parse_args(argc, argv, &b->o);
 	b->progress = !b->o.quiet && isatty(STDERR_FILENO);
 	if (ret == TOOLS_OK && b->o.synthetic) {

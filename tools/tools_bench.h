@@ -17,6 +17,8 @@
 #ifndef VDELTA_TOOLS_BENCH_H
 #define VDELTA_TOOLS_BENCH_H
 
+#include <signal.h>
+
 #include "chain.h"
 #include "tools.h"
 
@@ -106,6 +108,9 @@ struct bench_run {
 };
 
 /* ---- tools_bench_run.c ---- */
+/* Set from a SIGINT/SIGTERM handler: workloads end with -EINTR, so the
+ * servers and scratch files are cleaned up on the normal path. */
+extern volatile sig_atomic_t bench_run_stop;
 const char *bench_pattern_name(enum bench_pattern p);
 /* Run one workload; fills r's logical figures and latencies. */
 int bench_run_workload(const struct bench_target *t, const struct bench_opts *o,

@@ -5,7 +5,8 @@
  * against a chain in process or a file served over FUSE (pread/pwrite with
  * O_DIRECT where the file system allows it); the timing of every request
  * and the latency percentiles.  Each thread draws its offsets from its own
- * xorshift generator seeded from --seed, so runs repeat.
+ * xorshift generator seeded from --seed, so runs repeat.  Workers stop
+ * early (-EINTR) once bench_run_stop is set by a signal.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -21,6 +22,8 @@
 #define RAND_BLOCK 4096u
 #define TRACE_MAX_LEN (16u << 20)
 #define TRACE_MAX_OPS (16u << 20)
+
+volatile sig_atomic_t bench_run_stop;
 
 struct worker {
 	const struct bench_target *t;
@@ -129,7 +132,7 @@ static void *worker_main(void *arg)
 		w->err = -ENOMEM;
 		return NULL;
 	}
-	for (uint64_t i = 0; !w->err && worker_next(w, i, &off, &len); i++) {
+	for (uint64_t i = 0; !w->err && !bench_run_stop && worker_next(w, i, &off, &len); i++) {
 		uint64_t t0 = now_ns();
 		w->err = worker_one(w, buf, i, off, len);
 		w->lat_ns[i] = now_ns() - t0;
@@ -220,6 +223,8 @@ int bench_run_workload(const struct bench_target *t, const struct bench_opts *o,
 		r->bytes += w[i].bytes;
 		total += w[i].nr_ops;
 	}
+	if (!err && bench_run_stop)
+		err = -EINTR;
 	if (!err)
 		err = percentiles(w, nr, total, r->lat_ns);
 	for (unsigned i = 0; i < nr; i++)
@@ -276,8 +281,11 @@ int bench_run_trace_load(const char *path, uint64_t capacity, struct bench_trace
 	int err = 0;
 
 	memset(out, 0, sizeof *out);
-	if (!f)
-		return tools_fail(path, -errno), -errno;
+	if (!f) {
+		err = -errno;
+		tools_fail(path, err);
+		return err;
+	}
 	while (!err && fgets(line, sizeof line, f)) {
 		struct bench_op op;
 		line_no++;
