@@ -8,6 +8,7 @@
 #include <getopt.h>
 
 #include "tools.h"
+#include "tools_group.h" /* --repair: tools_repair.c */
 
 extern const struct tools_cmd tools_cmd_check;
 
@@ -75,6 +76,8 @@ static int check_disk(struct vmdk_disk *d, const char *path, bool json,
 
 static const struct option check_opts[] = {
 	{"json", no_argument, NULL, 'j'},
+	{"repair", no_argument, NULL, 'r'},
+	{"dry-run", no_argument, NULL, 'n'},
 	{NULL, 0, NULL, 0},
 };
 
@@ -82,18 +85,22 @@ static int check_run(int argc, char **argv)
 {
 	struct vmdk_check_result r = {0};
 	struct vmdk_disk *d;
-	bool json = false;
+	bool json = false, repair = false, dry_run = false;
 	const char *path;
 	int c, rc;
 
 	while ((c = getopt_long(argc, argv, "", check_opts, NULL)) != -1) {
-		if (c != 'j')
+		if (c == '?')
 			return tools_usage(&tools_cmd_check, NULL);
-		json = true;
+		json |= c == 'j';
+		repair |= c == 'r';
+		dry_run |= c == 'n';
 	}
 	if (optind != argc - 1)
 		return tools_usage(&tools_cmd_check, "expected one FILE");
 	path = argv[optind];
+	if (repair)
+		return tools_repair_run(path, dry_run, json);
 	rc = vmdk_open(path, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, NULL, &d);
 	if (rc < 0)
 		return tools_fail(path, rc);
@@ -107,9 +114,13 @@ static int check_run(int argc, char **argv)
 const struct tools_cmd tools_cmd_check = {
 	.name = "check",
 	.summary = "check a VMDK's tables for corruption and leaked grains",
-	.usage = "[--json] FILE\n"
+	.usage = "[--json] [--repair [--dry-run]] FILE\n"
 		 "\n"
 		 "      --json    machine-readable output\n"
+		 "      --repair  clear a stale unclean flag (any layer nobody writes);\n"
+		 "                compact away leaked grains and damaged tables (not\n"
+		 "                a frozen or shared layer); finishes interrupted\n"
+		 "                group operations first.  --dry-run: plan only\n"
 		 "\n"
 		 "Prints each problem as FILE: message, then a summary.  Exit status 0:\n"
 		 "clean; 1: problems found (errors, warnings or leaked grains) or the\n"

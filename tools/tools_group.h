@@ -20,4 +20,10 @@ typedef int tools_group_op(struct chain_group *g, const char *disk, unsigned fla
 int tools_group_main(const struct tools_cmd *cmd, int argc, char **argv,
 		     tools_group_op *op, bool allow_orphans);
 
+/* Print a plan (or the result of carrying it out) as text or JSON. */
+void tools_group_print(const struct chain_plan *p, bool dry_run, bool json);
+
+/* `check --repair [--dry-run] [--json] LAYER` (tools_repair.c). */
+int tools_repair_run(const char *path, bool dry_run, bool json);
+
 #endif

@@ -9,12 +9,14 @@
 # compare with the export taken before, qemu-img check, sha256sum of every
 # shared layer (and of every file when a command is refused), and qemu-img
 # commit on a copy for the content of a commit.  A kill -9 loop checks that
-# the next command recovers an interrupted commit.
+# the next command recovers an interrupted commit; check --repair is run on
+# a layer whose writer was killed and that has leaked grains.
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
 need qemu-img qemu-io xxhsum sha256sum
 need_vdelta
+need_vdio
 
 SIZE=$((32 << 20))
 
@@ -199,6 +201,44 @@ for MODE in vdelta qemu; do
 	shared_ok "$MODE: delete"
 	cd "$T" || die cd
 done
+
+# ---- check --repair: a writer killed mid-way, leaked grains ----
+R=$T/repair
+mkdir -p "$R" && cd "$R" || die mkdir
+"$VDELTA" create -s 1G base.vmdk >/dev/null
+w base.vmdk -c 'write -P 0x11 0 8M'
+"$VDELTA" snapshot base.vmdk >/dev/null
+w base-000001.vmdk -c 'write -P 0x22 4M 2M'
+args=()
+for i in $(seq 0 250); do # vdio takes 256 commands at most
+	args+=(-c "write -P 0x$(printf %02x $((i % 200 + 1))) $((i * 4194304 + 4096)) 2M")
+done
+"$VDIO" -w base-000001.vmdk "${args[@]}" >/dev/null 2>&1 &
+pid=$!
+sleep 0.3
+kill -9 $pid 2>/dev/null
+wait $pid 2>/dev/null
+# the grains a writer appends before it dies, no table pointing to them
+head -c 196608 /dev/urandom >>base-000001.vmdk
+qemu-img convert -U -O raw base-000001.vmdk "$T/repair.raw"
+sha256sum base.vmdk >"$T/shared.sha"
+if run "$VDELTA" check base-000001.vmdk; then
+	fail "check did not see the leaked grains"
+else
+	grep -q "[1-9][0-9]* bytes leaked" "$T/last.out" && pass "check reports leaked grains" ||
+		fail "check: $(cat "$T/last.out")"
+fi
+grep -q "[1-9][0-9]* warnings" "$T/last.out" && pass "the killed writer left its layer unclean" ||
+	echo "note: the writer finished before it was killed"
+expect_ok "check --repair of the killed writer's layer" "$VDELTA" check --repair base-000001.vmdk
+expect_ok "vdelta check clean after the repair" "$VDELTA" check base-000001.vmdk
+qcheck "repair" base-000001.vmdk
+qemu-img compare -q "$T/repair.raw" base-000001.vmdk && pass "repair: content unchanged (qemu-img compare)" ||
+	fail "repair changed the content"
+shared_ok "repair"
+head -c 65536 /dev/urandom >>base.vmdk
+refused "check --repair of a frozen layer with leaked grains" check --repair base.vmdk
+cd "$T" || die cd
 
 # ---- kill -9 in the middle of a commit; the next command finishes it ----
 K=$T/kill
