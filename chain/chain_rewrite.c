@@ -222,6 +222,7 @@ int layer_rewrite(const char *path, const char *op, bool flatten,
 			 (flatten ? 0 : CHAIN_OPEN_NO_PARENT);
 	int err = rewrite_intent(path, op, &in);
 
+	io = io ? io : vd_io_posix();
 	w.buf = malloc(REWRITE_BUF);
 	w.buf2 = malloc(REWRITE_BUF);
 	if (!err && (!w.buf || !w.buf2))

@@ -199,6 +199,35 @@ for MODE in vdelta qemu; do
 		pass "$MODE: delete keeps the shared snapshot" || fail "$MODE: delete vm3: $(cat "$T/last.out")"
 	digests_same "$MODE: after delete" vm2/vm2.vmdk
 	shared_ok "$MODE: delete"
+
+	# ---- promote --unlink and consolidate, on a fresh group ----
+	build
+	shared_sums
+	refused "$MODE: promote a shared layer without --unlink" promote $S base/base-000001.vmdk
+	refused "$MODE: promote --unlink a shared layer" promote --unlink $S base/base-000001.vmdk
+	expect_ok "$MODE: consolidate" "$VDELTA" consolidate --json $S vm2/vm2-000002.vmdk
+	[ ! -e vm2/vm2-000001.vmdk ] && [ -e vm2/vm2.vmdk ] && pass "$MODE: consolidate merged the unshared snapshot" ||
+		fail "$MODE: consolidate: $(ls vm2)"
+	digests_same "$MODE: after consolidate" vm1/vm1.vmdk vm2/vm2-000002.vmdk vm3/vm3.vmdk
+	qcheck "$MODE: consolidate" vm2/vm2-000002.vmdk
+	shared_ok "$MODE: consolidate"
+	expect_ok "$MODE: promote --unlink vm3" "$VDELTA" promote --unlink $S vm3/vm3.vmdk
+	qemu-img info --backing-chain vm3/vm3.vmdk | grep -q "backing file" &&
+		fail "$MODE: vm3 still has a backing file" || pass "$MODE: vm3 reaches no shared layer"
+	shared_ok "$MODE: promote --unlink vm3"
+	# s1 now serves vm2 alone: it is vm2's to rewrite; base is still shared
+	sha256sum base/base.vmdk >"$T/shared.sha"
+	expect_ok "$MODE: promote --unlink vm2" "$VDELTA" promote --unlink $S vm2/vm2-000002.vmdk
+	[ "$(qemu-img info --backing-chain vm2/vm2-000002.vmdk | grep -c '^image:')" = 3 ] &&
+		pass "$MODE: vm2's chain is its own three layers" || fail "$MODE: vm2 chain after unlink"
+	digests_same "$MODE: after promote --unlink" vm1/vm1.vmdk vm2/vm2-000002.vmdk vm3/vm3.vmdk
+	qcheck "$MODE: promote --unlink" vm3/vm3.vmdk
+	qcheck "$MODE: promote --unlink" vm2/vm2-000002.vmdk
+	shared_ok "$MODE: promote --unlink"
+	expect_ok "$MODE: consolidate --all" "$VDELTA" consolidate --all "$DS"
+	grep -q "space .* before, .* after" "$T/last.out" && pass "$MODE: consolidate --all prints the space" ||
+		fail "$MODE: consolidate --all: $(cat "$T/last.out")"
+	digests_same "$MODE: after consolidate --all" vm1/vm1.vmdk vm2/vm2-000002.vmdk vm3/vm3.vmdk
 	cd "$T" || die cd
 done
 

@@ -189,6 +189,24 @@ static bool exists(const char *dir, const char *name)
 	return e;
 }
 
+/* Does the disk's chain reach base.vmdk? */
+static bool reaches_base(const char *dir)
+{
+	char *p = at(dir, "base-000003.vmdk"), *b = at(dir, "base.vmdk");
+	struct chain *c;
+	bool r = false;
+	struct stat sa, sb;
+
+	assert_int_equal(chain_open(p, CHAIN_OPEN_RDONLY, NULL, &c), 0);
+	for (unsigned i = 0; i < chain_depth(c); i++)
+		r |= !stat(vmdk_path(chain_layer(c, i)), &sa) && !stat(b, &sb) &&
+		     sa.st_ino == sb.st_ino;
+	chain_close(c);
+	free(p);
+	free(b);
+	return r;
+}
+
 typedef int group_op(struct chain_group *g, const char *disk, unsigned flags,
 		     const struct vd_io *io, struct chain_plan *plan);
 
@@ -323,7 +341,7 @@ static void test_moved_clone_protects(void **state)
 
 /* ---- operations, then the same under every crash point ------------------------------ */
 
-enum which { OP_COMMIT, OP_DELETE, OP_REVERT, OP_REPAIR };
+enum which { OP_COMMIT, OP_DELETE, OP_REVERT, OP_REPAIR, OP_UNLINK, OP_CONSOLIDATE };
 
 /* Leaked grains at the end of the top (what a killed writer leaves). */
 static void add_leak(const char *dir)
@@ -374,6 +392,18 @@ static void check_after(const char *dir, enum which w, bool finished)
 			assert_false(exists(dir, "base-000001.vmdk"));
 		}
 		break;
+	case OP_UNLINK: /* same content; no shared layer reached once finished */
+		assert_true(reads(dir, "base-000003.vmdk", M.s3));
+		if (finished)
+			assert_true(same_bytes(dir, "base-000003.vmdk") && !reaches_base(dir));
+		else /* rolled back: s1 as it was */
+			assert_true(same_bytes(dir, "base-000001.vmdk") || reaches_base(dir) == false);
+		break;
+	case OP_CONSOLIDATE: /* same content, s2 gone when finished */
+		assert_true(reads(dir, "base-000003.vmdk", M.s3));
+		if (finished)
+			assert_false(exists(dir, "base-000002.vmdk"));
+		break;
 	case OP_REPAIR: /* same content; no leak once finished */
 		assert_true(reads(dir, "base-000003.vmdk", M.s3));
 		if (finished)
@@ -393,6 +423,9 @@ static int do_op(const char *dir, enum which w, const struct vd_io *io)
 	struct chain_plan plan = {0};
 	char *top = at(dir, "base-000003.vmdk");
 	int err = w == OP_REPAIR ? chain_repair(top, 0, io, &plan)
+		: w == OP_CONSOLIDATE ? chain_group_consolidate(top, NULL, 0, NULL, 0, 0, io, &plan)
+		: w == OP_UNLINK ? run_op(dir, "base-000003.vmdk", chain_group_promote_unlink, 0,
+					  io, &plan)
 		: w == OP_COMMIT ? run_op(dir, "base-000002.vmdk", chain_group_commit, 0,
 					  io, &plan)
 		: w == OP_DELETE ? run_op(dir, "base-000003.vmdk", chain_group_delete, 0,
@@ -422,6 +455,8 @@ static void test_commit(void **state) { (void)state; plain(OP_COMMIT); }
 static void test_delete(void **state) { (void)state; plain(OP_DELETE); }
 static void test_revert(void **state) { (void)state; plain(OP_REVERT); }
 static void test_repair(void **state) { (void)state; plain(OP_REPAIR); }
+static void test_unlink(void **state) { (void)state; plain(OP_UNLINK); }
+static void test_consolidate(void **state) { (void)state; plain(OP_CONSOLIDATE); }
 
 /* Crash after n writes; then load the group again (recovery) and check. */
 static bool crash_at(enum which w, long n, bool drop)
@@ -469,6 +504,8 @@ static void test_commit_faults(void **state) { (void)state; faults(OP_COMMIT); }
 static void test_delete_faults(void **state) { (void)state; faults(OP_DELETE); }
 static void test_revert_faults(void **state) { (void)state; faults(OP_REVERT); }
 static void test_repair_faults(void **state) { (void)state; faults(OP_REPAIR); }
+static void test_unlink_faults(void **state) { (void)state; faults(OP_UNLINK); }
+static void test_consolidate_faults(void **state) { (void)state; faults(OP_CONSOLIDATE); }
 
 /* A frozen layer with leaked grains: compaction refused, nothing written. */
 static void test_repair_frozen_refused(void **state)
@@ -517,6 +554,10 @@ int main(void)
 		cmocka_unit_test(test_repair),
 		cmocka_unit_test(test_repair_faults),
 		cmocka_unit_test(test_repair_frozen_refused),
+		cmocka_unit_test(test_unlink),
+		cmocka_unit_test(test_unlink_faults),
+		cmocka_unit_test(test_consolidate),
+		cmocka_unit_test(test_consolidate_faults),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
