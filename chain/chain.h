@@ -379,6 +379,8 @@ enum chain_step_kind {
 	CHAIN_STEP_UNFREEZE, /* frozen mark cleared (it became a top) */
 	CHAIN_STEP_ORPHAN,   /* left without any disk (kept unless asked) */
 	CHAIN_STEP_KEEP,     /* shared: untouched */
+	CHAIN_STEP_CLEAN,    /* stale unclean flag cleared, redundant tables synced */
+	CHAIN_STEP_COMPACT,  /* rewritten without leaked grains, same content/CID */
 };
 
 struct chain_plan_step {
@@ -432,6 +434,24 @@ int chain_group_delete(struct chain_group *g, const char *disk, unsigned flags,
 /* Replace DISK's top by an empty delta over the same parent. */
 int chain_group_revert(struct chain_group *g, const char *disk, unsigned flags,
 		       const struct vd_io *io, struct chain_plan *plan);
+/* promote --unlink (chain_promote.c): the disk's lowest unshared layer is
+ * rewritten with everything it reads from the shared layers below (same
+ * CID), so the disk reaches no shared layer; an empty plan when it reaches
+ * none already. */
+int chain_group_promote_unlink(struct chain_group *g, const char *disk, unsigned flags,
+			       const struct vd_io *io, struct chain_plan *plan);
+/* consolidate (= promote without --unlink): every layer of DISK between its
+ * top and the first shared layer, except the kept ones, is committed into
+ * its parent, lowest first; the group is loaded (and recovered) here. */
+int chain_group_consolidate(const char *disk, char *const *scan, unsigned nr_scan,
+			    char *const *keep, unsigned nr_keep, unsigned flags,
+			    const struct vd_io *io, struct chain_plan *plan);
+/* `check --repair` of the layer at path (chain_repair.c): clear a stale
+ * unclean flag (any layer no one writes), or compact away leaked grains and
+ * damaged tables (refused for a frozen or shared layer).  An empty plan
+ * means nothing needed doing. */
+int chain_repair(const char *path, unsigned flags, const struct vd_io *io,
+		 struct chain_plan *plan);
 void chain_plan_free(struct chain_plan *p);
 const char *chain_step_name(enum chain_step_kind k);
 

@@ -180,8 +180,8 @@ static int revert_check(const struct chain_group *g, int t, struct vmdk_disk *to
 	const char *type = vmdk_desc_get(top, "createType");
 
 	if (n->nr_children || n->frozen) {
-		vd_err("%s: a snapshot (frozen%s), not a disk's top: revert refused",
-		       n->path, n->nr_children ? ", with children" : "");
+		vd_err("%s: a snapshot (%s), not a disk's top: revert refused",
+		       n->path, n->nr_children ? "it has children" : "frozen");
 		return -EBUSY;
 	}
 	if (n->flags & (CHAIN_TREE_BROKEN | CHAIN_TREE_MISSING | CHAIN_TREE_CAPACITY)) {

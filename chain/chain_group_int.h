@@ -62,6 +62,17 @@ int layer_files(const char *path, char ***files, unsigned *nr);
 void strv_free(char **v, unsigned n);
 int strv_add(char ***v, unsigned *n, const char *s);
 
+/* chain_rewrite.c: replace the layer at path by a fresh monolithicSparse
+ * copy (same CID and DDB keys) swapped in by rename.  flatten=false: the
+ * layer alone, same parent; true: the content of its whole chain, no
+ * parent.  unrecord_from (may be NULL): drop the layer from that layer's
+ * sidecar record before the swap.  layer_rewrite_check: -ENOTSUP
+ * (reported) when the layer is not a single-file monolithicSparse. */
+int layer_rewrite(const char *path, const char *op, bool flatten,
+		  const char *unrecord_from, struct chain_plan *plan,
+		  const struct vd_io *io);
+int layer_rewrite_check(const char *path);
+
 /* chain_commit.c / chain_delete.c: resume from an intent record */
 int commit_resume(const struct group_intent *in, const struct vd_io *io);
 int delete_resume(const struct group_intent *in, const struct vd_io *io);

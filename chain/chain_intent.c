@@ -5,7 +5,8 @@
  * and removes after its last, its text form (one key=value a line: op,
  * target, parent, tmp, unfreeze, child=..., file=...; absolute paths), and
  * chain_group_recover, which hands a record to the operation that wrote it
- * to finish (commit, delete) or roll back (revert) its steps.
+ * to finish (commit, delete) or roll back (revert, repair, promote) its
+ * steps.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -174,8 +175,9 @@ int chain_group_recover(const char *intent_path, const struct vd_io *io)
 		err = commit_resume(&in, io);
 	else if (!strcmp(in.op, "delete"))
 		err = delete_resume(&in, io);
-	else if (!strcmp(in.op, "revert"))
-		err = revert_resume(&in, io);
+	else if (!strcmp(in.op, "revert") || !strcmp(in.op, "repair") ||
+		 !strcmp(in.op, "promote"))
+		err = revert_resume(&in, io); /* both roll back: drop the temporary */
 	else {
 		vd_err("%s: unknown operation '%s': left as is", intent_path, in.op);
 		err = -VD_EBADDATA;

@@ -8,6 +8,7 @@
 #include <getopt.h>
 
 #include "tools.h"
+#include "tools_group.h" /* --repair: tools_repair.c */
 
 extern const struct tools_cmd tools_cmd_check;
 
@@ -79,6 +80,8 @@ static const struct option check_opts[] = {
 	{"json", no_argument, NULL, 'j'},
 	{"force-share", no_argument, NULL, 'U'},
 	{"strict-paths", no_argument, NULL, OPT_STRICT_PATHS},
+	{"repair", no_argument, NULL, 'r'},
+	{"dry-run", no_argument, NULL, 'n'},
 	{NULL, 0, NULL, 0},
 };
 
@@ -86,7 +89,7 @@ static int check_run(int argc, char **argv)
 {
 	struct vmdk_check_result r = {0};
 	struct vmdk_disk *d;
-	bool json = false, share = false;
+	bool json = false, share = false, repair = false, dry_run = false;
 	unsigned flags = VMDK_OPEN_DIRTY_OK;
 	const char *path;
 	int c, rc;
@@ -98,12 +101,18 @@ static int check_run(int argc, char **argv)
 			share = true;
 		else if (c == OPT_STRICT_PATHS)
 			flags |= VMDK_OPEN_STRICT_PATHS;
+		else if (c == 'r')
+			repair = true;
+		else if (c == 'n')
+			dry_run = true;
 		else
 			return tools_usage(&tools_cmd_check, NULL);
 	}
 	if (optind != argc - 1)
 		return tools_usage(&tools_cmd_check, "expected one FILE");
 	path = argv[optind];
+	if (repair)
+		return tools_repair_run(path, dry_run, json);
 	rc = tools_vmdk_open_read(path, flags, share, &d);
 	if (rc < 0)
 		return tools_fail(path, rc);
@@ -117,13 +126,17 @@ static int check_run(int argc, char **argv)
 const struct tools_cmd tools_cmd_check = {
 	.name = "check",
 	.summary = "check a VMDK's tables for corruption and leaked grains",
-	.usage = "[--json] [-U] [--strict-paths] FILE\n"
+	.usage = "[--json] [-U] [--strict-paths] [--repair [--dry-run]] FILE\n"
 		 "\n"
 		 "      --json          machine-readable output\n"
 		 "  -U, --force-share   check a disk a writer holds (no lock; the result\n"
 		 "                      may be wrong while it writes), as qemu-img -U\n"
 		 "      --strict-paths  extent files must lie inside their descriptor's\n"
 		 "                      folder\n"
+		 "      --repair        clear a stale unclean flag (any layer nobody writes);\n"
+		 "                      compact away leaked grains and damaged tables (not\n"
+		 "                      a frozen or shared layer); finishes interrupted\n"
+		 "                      group operations first.  --dry-run: plan only\n"
 		 "\n"
 		 "Prints each problem as FILE: message, then a summary.  Exit status 0:\n"
 		 "clean; 1: problems found (errors, warnings or leaked grains) or the\n"

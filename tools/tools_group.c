@@ -87,7 +87,10 @@ static void print_text(const struct chain_plan *p, bool dry_run)
 {
 	char h1[32], h2[32], h3[32];
 
-	printf("%s%s:\n", p->op, dry_run ? " (dry run: nothing changed)" : "");
+	printf("%s%s:%s\n", p->op, dry_run ? " (dry run: nothing changed)" : "",
+	       p->nr_steps ? "" : " nothing to do");
+	if (!p->nr_steps)
+		return;
 	for (unsigned i = 0; i < p->nr_steps; i++) {
 		const struct chain_plan_step *s = &p->steps[i];
 		printf("  %-9s %s", chain_step_name(s->kind), s->path);
@@ -101,6 +104,11 @@ static void print_text(const struct chain_plan *p, bool dry_run)
 	       tools_human_size(p->space_avail, h3, sizeof h3));
 	if (p->result && !dry_run)
 		printf("disk: %s\n", p->result);
+}
+
+void tools_group_print(const struct chain_plan *p, bool dry_run, bool json)
+{
+	json ? print_json(p, dry_run) : print_text(p, dry_run);
 }
 
 static void on_progress(void *opaque, uint64_t done, uint64_t total)
@@ -136,7 +144,7 @@ int tools_group_main(const struct tools_cmd *cmd, int argc, char **argv,
 		chain_plan_free(&plan);
 		return tools_fail(disk, rc);
 	}
-	a.json ? print_json(&plan, a.dry_run) : print_text(&plan, a.dry_run);
+	tools_group_print(&plan, a.dry_run, a.json);
 	chain_plan_free(&plan);
 	return TOOLS_OK;
 }

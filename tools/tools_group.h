@@ -1,5 +1,5 @@
 /* tools — private header of the group commands (top layer): commit,
- * delete, revert.  Never included outside tools/.
+ * delete, revert, promote, consolidate, check --repair.  Never included outside tools/.
  *
  * Owns: the options every group command shares (--dry-run, --json,
  * --scan DIR, -p), loading the group, and printing the plan and the
@@ -19,5 +19,15 @@ typedef int tools_group_op(struct chain_group *g, const char *disk, unsigned fla
  * group, run op, print; returns TOOLS_*. */
 int tools_group_main(const struct tools_cmd *cmd, int argc, char **argv,
 		     tools_group_op *op, bool allow_orphans);
+
+/* Print a plan (or the result of carrying it out) as text or JSON. */
+void tools_group_print(const struct chain_plan *p, bool dry_run, bool json);
+
+/* `consolidate DISK` and `promote DISK` (tools_consolidate.c). */
+int tools_consolidate_disk(const char *disk, char *const *scan, unsigned nr_scan,
+			   char *const *keep, unsigned nr_keep, unsigned flags, bool json);
+
+/* `check --repair [--dry-run] [--json] LAYER` (tools_repair.c). */
+int tools_repair_run(const char *path, bool dry_run, bool json);
 
 #endif

@@ -29,7 +29,9 @@
 	X(bench)      \
 	X(commit)     \
 	X(delete)     \
-	X(revert)
+	X(revert)     \
+	X(promote)    \
+	X(consolidate)
 
 #define TOOLS_DECLARE(n) extern const struct tools_cmd tools_cmd_##n;
 #define TOOLS_REF(n) &tools_cmd_##n,

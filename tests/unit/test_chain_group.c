@@ -189,6 +189,24 @@ static bool exists(const char *dir, const char *name)
 	return e;
 }
 
+/* Does the disk's chain reach base.vmdk? */
+static bool reaches_base(const char *dir)
+{
+	char *p = at(dir, "base-000003.vmdk"), *b = at(dir, "base.vmdk");
+	struct chain *c;
+	bool r = false;
+	struct stat sa, sb;
+
+	assert_int_equal(chain_open(p, CHAIN_OPEN_RDONLY, NULL, &c), 0);
+	for (unsigned i = 0; i < chain_depth(c); i++)
+		r |= !stat(vmdk_path(chain_layer(c, i)), &sa) && !stat(b, &sb) &&
+		     sa.st_ino == sb.st_ino;
+	chain_close(c);
+	free(p);
+	free(b);
+	return r;
+}
+
 typedef int group_op(struct chain_group *g, const char *disk, unsigned flags,
 		     const struct vd_io *io, struct chain_plan *plan);
 
@@ -323,7 +341,35 @@ static void test_moved_clone_protects(void **state)
 
 /* ---- operations, then the same under every crash point ------------------------------ */
 
-enum which { OP_COMMIT, OP_DELETE, OP_REVERT };
+enum which { OP_COMMIT, OP_DELETE, OP_REVERT, OP_REPAIR, OP_UNLINK, OP_CONSOLIDATE };
+
+/* Leaked grains at the end of the top (what a killed writer leaves). */
+static void add_leak(const char *dir)
+{
+	char *p = at(dir, "base-000003.vmdk");
+	uint8_t junk[3 * 65536];
+	FILE *f = fopen(p, "ab");
+
+	for (size_t i = 0; i < sizeof junk; i++)
+		junk[i] = (uint8_t)(i * 7 + 1);
+	assert_non_null(f);
+	assert_int_equal(fwrite(junk, 1, sizeof junk, f), sizeof junk);
+	fclose(f);
+	free(p);
+}
+
+static uint64_t leaked(const char *dir)
+{
+	char *p = at(dir, "base-000003.vmdk");
+	struct vmdk_check_result r = {0};
+	struct vmdk_disk *d;
+
+	assert_int_equal(vmdk_open(p, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, NULL, &d), 0);
+	assert_int_equal(vmdk_check(d, NULL, NULL, &r), 0);
+	vmdk_close(d);
+	free(p);
+	return r.leaked;
+}
 
 /* After the op (finished, or crashed and recovered): the invariants. */
 static void check_after(const char *dir, enum which w, bool finished)
@@ -346,6 +392,23 @@ static void check_after(const char *dir, enum which w, bool finished)
 			assert_false(exists(dir, "base-000001.vmdk"));
 		}
 		break;
+	case OP_UNLINK: /* same content; no shared layer reached once finished */
+		assert_true(reads(dir, "base-000003.vmdk", M.s3));
+		if (finished)
+			assert_true(same_bytes(dir, "base-000003.vmdk") && !reaches_base(dir));
+		else /* rolled back: s1 as it was */
+			assert_true(same_bytes(dir, "base-000001.vmdk") || reaches_base(dir) == false);
+		break;
+	case OP_CONSOLIDATE: /* same content, s2 gone when finished */
+		assert_true(reads(dir, "base-000003.vmdk", M.s3));
+		if (finished)
+			assert_false(exists(dir, "base-000002.vmdk"));
+		break;
+	case OP_REPAIR: /* same content; no leak once finished */
+		assert_true(reads(dir, "base-000003.vmdk", M.s3));
+		if (finished)
+			assert_int_equal(leaked(dir), 0);
+		break;
 	case OP_REVERT: /* old content or its parent's */
 		assert_true(reads(dir, "base-000003.vmdk", M.s3) ||
 			    reads(dir, "base-000003.vmdk", M.s2));
@@ -358,13 +421,19 @@ static void check_after(const char *dir, enum which w, bool finished)
 static int do_op(const char *dir, enum which w, const struct vd_io *io)
 {
 	struct chain_plan plan = {0};
-	int err = w == OP_COMMIT ? run_op(dir, "base-000002.vmdk", chain_group_commit, 0,
+	char *top = at(dir, "base-000003.vmdk");
+	int err = w == OP_REPAIR ? chain_repair(top, 0, io, &plan)
+		: w == OP_CONSOLIDATE ? chain_group_consolidate(top, NULL, 0, NULL, 0, 0, io, &plan)
+		: w == OP_UNLINK ? run_op(dir, "base-000003.vmdk", chain_group_promote_unlink, 0,
+					  io, &plan)
+		: w == OP_COMMIT ? run_op(dir, "base-000002.vmdk", chain_group_commit, 0,
 					  io, &plan)
 		: w == OP_DELETE ? run_op(dir, "base-000003.vmdk", chain_group_delete, 0,
 					  io, &plan)
 		: run_op(dir, "base-000003.vmdk", chain_group_revert, 0, io, &plan);
 
 	chain_plan_free(&plan);
+	free(top);
 	return err;
 }
 
@@ -372,6 +441,10 @@ static void plain(enum which w)
 {
 	char *dir = copy_group();
 
+	if (w == OP_REPAIR) {
+		add_leak(dir);
+		assert_true(leaked(dir) > 0);
+	}
 	assert_int_equal(do_op(dir, w, NULL), 0);
 	check_after(dir, w, true);
 	vdt_rmtree(dir);
@@ -381,6 +454,9 @@ static void plain(enum which w)
 static void test_commit(void **state) { (void)state; plain(OP_COMMIT); }
 static void test_delete(void **state) { (void)state; plain(OP_DELETE); }
 static void test_revert(void **state) { (void)state; plain(OP_REVERT); }
+static void test_repair(void **state) { (void)state; plain(OP_REPAIR); }
+static void test_unlink(void **state) { (void)state; plain(OP_UNLINK); }
+static void test_consolidate(void **state) { (void)state; plain(OP_CONSOLIDATE); }
 
 /* Crash after n writes; then load the group again (recovery) and check. */
 static bool crash_at(enum which w, long n, bool drop)
@@ -391,6 +467,8 @@ static bool crash_at(enum which w, long n, bool drop)
 	struct vd_faultio *fi;
 	bool crashed;
 
+	if (w == OP_REPAIR)
+		add_leak(dir);
 	assert_int_equal(vd_faultio_create(n, drop, &fi), 0);
 	do_op(dir, w, vd_faultio_io(fi));
 	crashed = vd_faultio_crashed(fi);
@@ -425,6 +503,39 @@ static void faults(enum which w)
 static void test_commit_faults(void **state) { (void)state; faults(OP_COMMIT); }
 static void test_delete_faults(void **state) { (void)state; faults(OP_DELETE); }
 static void test_revert_faults(void **state) { (void)state; faults(OP_REVERT); }
+static void test_repair_faults(void **state) { (void)state; faults(OP_REPAIR); }
+static void test_unlink_faults(void **state) { (void)state; faults(OP_UNLINK); }
+static void test_consolidate_faults(void **state) { (void)state; faults(OP_CONSOLIDATE); }
+
+/* A frozen layer with leaked grains: compaction refused, nothing written. */
+static void test_repair_frozen_refused(void **state)
+{
+	char *dir = copy_group(), *p = at(dir, "base-000001.vmdk");
+	char *keep = at(dir, "frozen.copy");
+	struct chain_plan plan = {0};
+	FILE *f = fopen(p, "ab");
+	uint8_t junk[65536];
+
+	(void)state;
+	memset(junk, 0x5a, sizeof junk);
+	assert_non_null(f);
+	assert_int_equal(fwrite(junk, 1, sizeof junk, f), sizeof junk);
+	fclose(f);
+	assert_int_equal(vdt_copy_file(p, keep), 0);
+	assert_int_equal(chain_repair(p, 0, NULL, &plan), -EBUSY);
+	chain_plan_free(&plan);
+	size_t la = 0, lb = 0;
+	uint8_t *a = vdt_slurp(p, &la), *b = vdt_slurp(keep, &lb);
+	assert_true(a && b && la == lb && !memcmp(a, b, la));
+	free(a);
+	free(b);
+	unlink(keep);
+	free(keep);
+	assert_true(reads(dir, "base-000003.vmdk", M.s3));
+	vdt_rmtree(dir);
+	free(dir);
+	free(p);
+}
 
 int main(void)
 {
@@ -440,6 +551,13 @@ int main(void)
 		cmocka_unit_test(test_commit_faults),
 		cmocka_unit_test(test_delete_faults),
 		cmocka_unit_test(test_revert_faults),
+		cmocka_unit_test(test_repair),
+		cmocka_unit_test(test_repair_faults),
+		cmocka_unit_test(test_repair_frozen_refused),
+		cmocka_unit_test(test_unlink),
+		cmocka_unit_test(test_unlink_faults),
+		cmocka_unit_test(test_consolidate),
+		cmocka_unit_test(test_consolidate_faults),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,0 +1,157 @@
+/* chain — `promote --unlink` and `consolidate` (= `promote` without
+ * --unlink) (layer 2).
+ *
+ * Owns: choosing the layers: for --unlink, the lowest layer X of the disk
+ * that no other disk reaches, which is rewritten flattened (its own data
+ * plus everything it reads from the shared layers below, same CID: the
+ * disk's upper layers stay valid) so the disk reaches no shared layer;
+ * for consolidate, every layer of the disk between its top and the first
+ * shared layer that is not kept, each committed into its (unshared)
+ * parent, lowest first.  Shared layers are never written.
+ *
+ * Steps: --unlink is layer_rewrite (chain_rewrite.c K1-K5, with K3b: the
+ * shared parent's sidecar record drops X); consolidate is a sequence of
+ * commits (chain_commit.c C1-C7), each complete and recoverable on its
+ * own, the group loaded again between two.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+
+#include "chain_group_int.h"
+
+/* The disk's node, refusing a snapshot or a shared top. */
+static int disk_node(const struct chain_group *g, const char *disk, const char *what)
+{
+	int d = chain_group_node(g, disk);
+
+	if (d < 0) {
+		vd_err("%s: not found among the disks scanned", disk);
+		return -ENOENT;
+	}
+	if (g->t->nodes[d].nr_children) {
+		vd_err("%s: has children (it is a snapshot, not a disk): %s refused", disk, what);
+		return -EBUSY;
+	}
+	return chain_group_shared(g, d) ? group_refuse_shared(g, d, what) : d;
+}
+
+/* Bytes of data the whole chain of path reads. */
+static int chain_data_bytes(const char *path, uint64_t *out)
+{
+	struct chain *c = NULL;
+	struct chain_run r;
+	int err = chain_open(path, CHAIN_OPEN_RDONLY | CHAIN_OPEN_NOLOCK, NULL, &c);
+
+	*out = 0;
+	for (uint64_t off = 0; !err && off < chain_capacity(c); off += r.len) {
+		err = chain_status(c, off, chain_capacity(c) - off, &r);
+		if (!err && r.kind == CHAIN_DATA)
+			*out += r.len;
+	}
+	chain_close(c);
+	return err;
+}
+
+int chain_group_promote_unlink(struct chain_group *g, const char *disk, unsigned flags,
+			       const struct vd_io *io, struct chain_plan *plan)
+{
+	const struct chain_tree *t = g->t;
+	int x = disk_node(g, disk, "promote --unlink"), s;
+	uint64_t bytes = 0;
+	int err = x < 0 ? x : 0;
+
+	plan->op = "promote --unlink";
+	while (!err && t->nodes[x].parent >= 0 && !chain_group_shared(g, t->nodes[x].parent))
+		x = t->nodes[x].parent;
+	s = err ? -1 : t->nodes[x].parent;
+	if (err || s < 0)
+		return err; /* s < 0: reaches no shared layer already; empty plan */
+	if (!(err = layer_rewrite_check(t->nodes[x].path)))
+		err = chain_data_bytes(t->nodes[x].path, &bytes);
+	if (!err)
+		err = plan_add(plan, CHAIN_STEP_CREATE, t->nodes[x].path, bytes);
+	if (!err)
+		err = plan_add(plan, CHAIN_STEP_KEEP, t->nodes[s].path, 0);
+	plan->copy_bytes = plan->space_needed = bytes;
+	if (!err)
+		err = plan_space(plan, t->nodes[x].path);
+	if (err || (flags & CHAIN_GROUP_DRY_RUN))
+		return err;
+	return layer_rewrite(t->nodes[x].path, "promote", true, t->nodes[s].path, plan, io);
+}
+
+static bool kept(const char *path, char *const *keep, unsigned nr_keep)
+{
+	for (unsigned i = 0; i < nr_keep; i++)
+		if (same_file(path, keep[i]))
+			return true;
+	return false;
+}
+
+/* The lowest layer of the disk to commit into its parent, or -1. */
+static int next_merge(const struct chain_group *g, int d, char *const *keep,
+		      unsigned nr_keep, int below)
+{
+	const struct chain_tree *t = g->t;
+	int pick = -1;
+
+	for (int at = t->nodes[d].parent; at >= 0 && at != below; at = t->nodes[at].parent) {
+		int p = t->nodes[at].parent;
+		if (p < 0 || chain_group_shared(g, p))
+			break;
+		if (!kept(t->nodes[at].path, keep, nr_keep))
+			pick = at;
+	}
+	return pick;
+}
+
+/* Dry run: the commits on the group as it is, lowest first. */
+static int consolidate_plan(struct chain_group *g, int d, char *const *keep,
+			    unsigned nr_keep, struct chain_plan *plan)
+{
+	int below = -1, l, err = 0;
+	uint64_t copy = 0;
+
+	while (!err && (l = next_merge(g, d, keep, nr_keep, below)) >= 0) {
+		err = chain_group_commit(g, g->t->nodes[l].path, CHAIN_GROUP_DRY_RUN, NULL, plan);
+		copy += plan->copy_bytes;
+		below = l;
+	}
+	plan->copy_bytes = plan->space_needed = copy;
+	return err;
+}
+
+int chain_group_consolidate(const char *disk, char *const *scan, unsigned nr_scan,
+			    char *const *keep, unsigned nr_keep, unsigned flags,
+			    const struct vd_io *io, struct chain_plan *plan)
+{
+	struct chain_group *g = NULL;
+	uint64_t copy = 0;
+	int d, l, err = chain_group_load(disk, scan, nr_scan, io, &g);
+
+	for (;;) {
+		d = err ? err : disk_node(g, disk, "consolidate");
+		if (d < 0 || (flags & CHAIN_GROUP_DRY_RUN))
+			break;
+		if ((l = next_merge(g, d, keep, nr_keep, -1)) < 0)
+			break;
+		free(plan->result);
+		plan->result = NULL;
+		err = chain_group_commit(g, g->t->nodes[l].path, 0, io, plan);
+		copy += plan->copy_bytes;
+		chain_group_free(g);
+		g = NULL;
+		if (!err)
+			err = chain_group_load(disk, scan, nr_scan, io, &g);
+	}
+	if (d >= 0 && (flags & CHAIN_GROUP_DRY_RUN))
+		err = consolidate_plan(g, d, keep, nr_keep, plan);
+	else if (!err) {
+		plan->copy_bytes = plan->space_needed = copy;
+		err = d < 0 ? d : 0;
+	}
+	plan->op = "consolidate";
+	chain_group_free(g);
+	return err;
+}

@@ -1,0 +1,88 @@
+/* chain — `check --repair`: put one layer's file back in order (layer 2).
+ *
+ * Owns: deciding what a layer needs (from vmdk_check), clearing a stale
+ * uncleanShutdown flag with its redundant tables brought in line (the
+ * format layer does that when the layer is opened for writing with the
+ * dirty override), and compaction: a fresh copy of the layer without
+ * leaked grains and with new tables, same CID, parent link and DDB keys,
+ * swapped in by rename.  Compaction moves data, so a frozen or shared
+ * layer is refused; clearing the flag changes only metadata outside the
+ * data and is done on any layer no one is writing.
+ *
+ * Compaction is layer_rewrite (chain_rewrite.c, steps K1-K5).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+
+#include "chain_group_int.h"
+
+/* The flag goes (and the redundant tables catch up) when the layer is
+ * opened for writing with the dirty override; no data is written. */
+static int clear_unclean(const char *path, const struct vd_io *io)
+{
+	struct vmdk_disk *d = NULL;
+	int err = vmdk_open(path, VMDK_OPEN_RDWR | VMDK_OPEN_DIRTY_OK, io, &d);
+
+	if (d && vmdk_close(d) && !err)
+		err = -EIO;
+	return err;
+}
+
+static int repair_refuse(const struct chain_group *g, int node, const char *path)
+{
+	if (node >= 0 && chain_group_shared(g, node))
+		return group_refuse_shared(g, node, "compaction (it moves data)");
+	vd_err("%s: frozen (a snapshot): compaction moves data and is refused; the "
+	       "leaked space stays until its children are committed", path);
+	return -EBUSY;
+}
+
+static int repair_layer(const struct chain_group *g, const char *path,
+			const struct vmdk_check_result *r, const struct vd_io *io,
+			struct chain_plan *plan, bool dry_run)
+{
+	struct vmdk_disk *src = NULL;
+	int node = chain_group_node(g, path), err;
+
+	if (!r->leaked && !r->errors && !r->warnings)
+		return 0;
+	if (!r->leaked && !r->errors) {
+		err = plan_add(plan, CHAIN_STEP_CLEAN, path, 0);
+		return err || dry_run ? err : clear_unclean(path, io);
+	}
+	err = vmdk_open(path, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, io, &src);
+	if (!err && (chain_is_frozen(src) || (node >= 0 && chain_group_shared(g, node))))
+		err = repair_refuse(g, node, path);
+	vmdk_close(src);
+	if (!err)
+		err = layer_rewrite_check(path);
+	if (!err)
+		err = plan_add(plan, CHAIN_STEP_COMPACT, path, r->allocated);
+	plan->copy_bytes = plan->space_needed = r->allocated;
+	if (!err)
+		err = plan_space(plan, path);
+	return err || dry_run ? err : layer_rewrite(path, "repair", false, NULL, plan, io);
+}
+
+int chain_repair(const char *path, unsigned flags, const struct vd_io *io,
+		 struct chain_plan *plan)
+{
+	struct vmdk_check_result r = {0};
+	struct chain_group *g = NULL;
+	struct vmdk_disk *d = NULL;
+	int err;
+
+	io = io ? io : vd_io_posix();
+	plan->op = "repair";
+	err = chain_group_load(path, NULL, 0, io, &g); /* finishes interrupted work */
+	if (!err)
+		err = vmdk_open(path, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, io, &d);
+	if (!err)
+		err = vmdk_check(d, NULL, NULL, &r);
+	vmdk_close(d);
+	if (!err)
+		err = repair_layer(g, path, &r, io, plan, flags & CHAIN_GROUP_DRY_RUN);
+	chain_group_free(g);
+	return err;
+}

@@ -1,0 +1,82 @@
+/* tools — `vdelta promote [--unlink] DISK` (vSphere PromoteDisks) (top
+ * layer, over chain_group_promote_unlink / chain_group_consolidate).
+ *
+ * Owns: the command's options and usage; without --unlink it is
+ * `consolidate DISK` (tools_consolidate.c).
+ */
+#include <getopt.h>
+
+#include "tools_group.h"
+
+extern const struct tools_cmd tools_cmd_promote;
+
+#define MAX_SCAN 64u
+
+static const struct option promote_opts[] = {
+	{"unlink", no_argument, NULL, 'u'},
+	{"dry-run", no_argument, NULL, 'n'},
+	{"json", no_argument, NULL, 'j'},
+	{"scan", required_argument, NULL, 's'},
+	{NULL, 0, NULL, 0},
+};
+
+static int promote_unlink(const char *disk, char **scan, unsigned nr_scan,
+			  unsigned flags, bool json)
+{
+	struct chain_plan plan = {0};
+	struct chain_group *g;
+	int rc = chain_group_load(disk, scan, nr_scan, NULL, &g);
+
+	if (rc < 0)
+		return tools_fail(disk, rc);
+	rc = chain_group_promote_unlink(g, disk, flags, NULL, &plan);
+	chain_group_free(g);
+	if (rc >= 0)
+		tools_group_print(&plan, flags & CHAIN_GROUP_DRY_RUN, json);
+	chain_plan_free(&plan);
+	return rc < 0 ? tools_fail(disk, rc) : TOOLS_OK;
+}
+
+static int promote_run(int argc, char **argv)
+{
+	char *scan[MAX_SCAN];
+	unsigned nr_scan = 0, flags = 0;
+	bool unlink = false, json = false;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "n", promote_opts, NULL)) != -1) {
+		if (c == 'u')
+			unlink = true;
+		else if (c == 'n')
+			flags |= CHAIN_GROUP_DRY_RUN;
+		else if (c == 'j')
+			json = true;
+		else if (c == 's' && nr_scan < MAX_SCAN)
+			scan[nr_scan++] = optarg;
+		else
+			return tools_usage(&tools_cmd_promote, c == '?' ? NULL :
+					   "at most %u --scan folders", MAX_SCAN);
+	}
+	if (optind != argc - 1)
+		return tools_usage(&tools_cmd_promote, "expected one DISK");
+	if (unlink)
+		return promote_unlink(argv[optind], scan, nr_scan, flags, json);
+	return tools_consolidate_disk(argv[optind], scan, nr_scan, NULL, 0, flags, json);
+}
+
+const struct tools_cmd tools_cmd_promote = {
+	.name = "promote",
+	.summary = "consolidate a disk, or with --unlink give it its own copy of shared layers",
+	.usage = "[--unlink] [--dry-run] [--json] [--scan DIR]... DISK\n"
+		 "\n"
+		 "Without --unlink: `vdelta consolidate DISK`.  With --unlink: DISK's\n"
+		 "lowest layer that no other disk reaches is rewritten with everything\n"
+		 "DISK reads from the shared layers below it (same CID, so DISK's other\n"
+		 "layers stay valid): DISK reaches no shared layer any more; the other\n"
+		 "disks are unaffected.  A DISK that another disk reaches is refused.\n"
+		 "\n"
+		 "  -n, --dry-run  print the plan and stop\n"
+		 "  --json         the plan / the result as JSON\n"
+		 "  --scan DIR     look for more disks under DIR",
+	.run = promote_run,
+};

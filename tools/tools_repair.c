@@ -1,0 +1,44 @@
+/* tools — `vdelta check --repair [--dry-run] [--json] LAYER` (top layer,
+ * over chain_repair).
+ *
+ * Owns: running the repair, printing what was done (the plan format of
+ * the group commands), and checking the layer again afterwards: exit 0
+ * only when vmdk_check then finds nothing.
+ */
+#include "tools_group.h"
+
+static int recheck(const char *path, bool quiet)
+{
+	struct vmdk_check_result r = {0};
+	struct vmdk_disk *d;
+	int rc = vmdk_open(path, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, NULL, &d);
+
+	if (rc < 0)
+		return tools_fail(path, rc);
+	rc = vmdk_check(d, NULL, NULL, &r);
+	vmdk_close(d);
+	if (rc < 0)
+		return tools_fail(path, rc);
+	if (!quiet)
+		printf("%s: %u errors, %u warnings, %llu bytes leaked\n", path, r.errors,
+		       r.warnings, (unsigned long long)r.leaked);
+	if (r.errors || r.warnings || r.leaked) {
+		tools_err("%s: problems remain after the repair (see vdelta check)", path);
+		return TOOLS_ERR;
+	}
+	return TOOLS_OK;
+}
+
+int tools_repair_run(const char *path, bool dry_run, bool json)
+{
+	struct chain_plan plan = {0};
+	int rc = chain_repair(path, dry_run ? CHAIN_GROUP_DRY_RUN : 0, NULL, &plan);
+
+	if (rc < 0) {
+		chain_plan_free(&plan);
+		return tools_fail(path, rc);
+	}
+	tools_group_print(&plan, dry_run, json);
+	chain_plan_free(&plan);
+	return dry_run ? TOOLS_OK : recheck(path, json);
+}
