@@ -65,6 +65,22 @@ static void kv_remove(struct vmdk_desc *d, unsigned i)
 	d->nr_kv--;
 }
 
+/* Room for entry nr of an array of `size`-byte entries that holds nr now:
+ * grown by doubling (at nr 8, 16, 32, ...), so parsing n lines costs O(n)
+ * copies, not O(n^2). */
+static int desc_grow(void **arr, unsigned nr, size_t size)
+{
+	void *p;
+
+	if (nr >= 8 && (nr & (nr - 1)))
+		return 0;
+	p = realloc(*arr, (size_t)(nr < 8 ? 8 : 2 * nr) * size);
+	if (!p)
+		return -ENOMEM;
+	*arr = p;
+	return 0;
+}
+
 int vmdk_desc_kv_set(struct vmdk_desc *d, const char *key, const char *value,
 		     bool quoted)
 {
@@ -83,10 +99,9 @@ int vmdk_desc_kv_set(struct vmdk_desc *d, const char *key, const char *value,
 	if (i == d->nr_kv) {
 		if (d->nr_kv >= VMDK_MAX_DESC_KEYS)
 			return -E2BIG;
-		kv = realloc(d->kv, (d->nr_kv + 1) * sizeof *kv);
-		if (!kv)
+		if (desc_grow((void **)&d->kv, d->nr_kv, sizeof *kv))
 			return -ENOMEM;
-		d->kv = kv;
+		kv = d->kv;
 		kv[i] = (struct vmdk_desc_kv){ .key = strdup(key) };
 		if (!kv[i].key)
 			return -ENOMEM;
@@ -108,10 +123,8 @@ int vmdk_desc_add_extent(struct vmdk_desc *d, enum vmdk_access access,
 
 	if (d->nr_ext >= VMDK_MAX_EXTENTS)
 		return -E2BIG;
-	e = realloc(d->ext, (d->nr_ext + 1) * sizeof *e);
-	if (!e)
+	if (desc_grow((void **)&d->ext, d->nr_ext, sizeof *e))
 		return -ENOMEM;
-	d->ext = e;
 	e = &d->ext[d->nr_ext];
 	*e = (struct vmdk_desc_extent){
 		.access = access, .size_sectors = size_sectors,
