@@ -7,7 +7,8 @@
 # SECONDS of wall time with JOBS workers.  Memory per input is capped
 # (-rss_limit_mb / -malloc_limit_mb) so an input that makes the library
 # allocate what a header claims is a finding, like a crash or a hang
-# (-timeout).  Prints one summary line per target: CPU seconds used, runs,
+# (-timeout, 60 s of wall time for one input: generous, because a loaded
+# machine starves a niced fuzzer and a unit of 0.2 s CPU can take 20 s).  Prints one summary line per target: CPU seconds used, runs,
 # findings; exits 1 when any target found something (the inputs are left in
 # the target's artifact folder under OUT).
 #
@@ -66,7 +67,7 @@ for t in "${targets[@]}"; do
 	# libFuzzer writes its worker logs (fuzz-N.log) into the current folder
 	{ time (cd "$dir" && ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1 \
 		"$dir/$t" "$dir/corpus" "${seeds[@]}" \
-		-max_len=1048576 -rss_limit_mb=1024 -malloc_limit_mb=512 -timeout=20 \
+		-max_len=1048576 -rss_limit_mb=1024 -malloc_limit_mb=512 -timeout=60 \
 		-max_total_time="$secs" -jobs="$jobs" -workers="$jobs" \
 		-artifact_prefix="$dir/artifacts/" -print_final_stats=1 \
 		>"$dir/log" 2>&1) || rc=$?; } 2>"$dir/cpu"
