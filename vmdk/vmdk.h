@@ -1,8 +1,8 @@
 /* vmdk — the format layer (layer 1): one VMDK disk = one descriptor plus its
  * extents.  Reads every hosted subformat (monolithic/split sparse and flat,
  * vmfs, streamOptimized, ZERO extents) and the ESXi deltas (COWD vmfsSparse,
- * seSparse); writes hosted sparse and flat extents, and exports
- * streamOptimized.  It knows a parent only as a CID and a hint string, and a
+ * seSparse); creates and writes hosted sparse and flat extents, vmfs bases
+ * and both ESXi delta kinds, and exports streamOptimized.  It knows a parent only as a CID and a hint string, and a
  * "backing" read callback that fills the rest of a grain on copy-on-write;
  * chains, locking policy and group operations belong to chain/.
  *
