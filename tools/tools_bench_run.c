@@ -98,7 +98,9 @@ static bool worker_next(struct worker *w, uint64_t i, uint64_t *off, uint32_t *l
 		*off = w->trace->ops[i * w->nr + w->index].off;
 		*len = w->trace->ops[i * w->nr + w->index].len;
 		return true;
-	default:
+	default: /* a disk under 4 KiB has no random workload */
+		if (!blocks)
+			return false;
 		*off = xorshift(&w->rng) % blocks * RAND_BLOCK;
 		*len = RAND_BLOCK;
 		return i < (w->pattern == BENCH_WRITE ? w->o->write_ops : w->o->rand_ops) / w->nr;
