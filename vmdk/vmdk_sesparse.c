@@ -626,7 +626,7 @@ static int ses_mark_clusters(struct vmdk_extent *e, struct ses *s, uint64_t c, u
 		       "cluster %" PRIu64, e->path, c + n - 1);
 		return -VD_EBADDATA;
 	}
-	ret = vd_pread(e->file, bits, nr_bytes, bm);
+	ret = vd_pread_meta(e->file, bits, nr_bytes, bm);
 	if (ret < 0)
 		return ret;
 	for (unsigned i = 0; i < n; i++) {
@@ -907,10 +907,10 @@ static int ses_check_maps(struct vmdk_extent *e, struct ses *s, uint64_t g,
 	int ret = 0;
 
 	if (c / 8 < s->r[SES_BITMAP].size_sectors * VD_SECTOR)
-		ret = vd_pread(e->file, &byte, 1,
+		ret = vd_pread_meta(e->file, &byte, 1,
 			       s->r[SES_BITMAP].offset_sectors * VD_SECTOR + c / 8);
 	if (!ret && c < s->r[SES_BACKMAP].size_sectors * (VD_SECTOR / 8))
-		ret = vd_pread(e->file, le, 8,
+		ret = vd_pread_meta(e->file, le, 8,
 			       s->r[SES_BACKMAP].offset_sectors * VD_SECTOR + c * 8);
 	if (ret < 0)
 		return ret;
@@ -930,7 +930,7 @@ static int ses_count_marked(struct vmdk_extent *e, struct ses *s, uint64_t *mark
 	*marked = 0;
 	for (uint64_t at = 0; at < n; at += sizeof buf) {
 		size_t len = (size_t)VD_MIN(n - at, (uint64_t)sizeof buf);
-		ret = vd_pread(e->file, buf, len,
+		ret = vd_pread_meta(e->file, buf, len,
 			       s->r[SES_BITMAP].offset_sectors * VD_SECTOR + at);
 		if (ret < 0)
 			return ret;
