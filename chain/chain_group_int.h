@@ -57,6 +57,8 @@ int intent_write(const struct group_intent *in, const struct vd_io *io);
 int intent_read(const char *path, struct group_intent *out);
 void intent_free(struct group_intent *in);
 int intent_done(const struct group_intent *in, const struct vd_io *io);
+/* in: op on path with a hidden temporary .NAME.vdelta-OP.vmdk beside it. */
+int intent_init_tmp(const char *path, const char *op, struct group_intent *in);
 /* Paths of every file of the layer at path (descriptor first). */
 int layer_files(const char *path, char ***files, unsigned *nr);
 void strv_free(char **v, unsigned n);
