@@ -28,7 +28,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
-#include "chain_group_int.h"
+#include "chain_int.h"
 
 /* ---- delete ------------------------------------------------------------------------ */
 

@@ -20,7 +20,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
-#include "chain_group_int.h"
+#include "chain_int.h"
 
 bool same_file(const char *a, const char *b)
 {

@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "chain_group_int.h"
+#include "chain_int.h"
 
 void strv_free(char **v, unsigned n)
 {

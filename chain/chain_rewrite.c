@@ -26,7 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "chain_group_int.h"
+#include "chain_int.h"
 
 #define REWRITE_BUF (4u << 20)
 
