@@ -45,7 +45,7 @@ cp --sparse=always base.vmdk q-base.vmdk
 qemu-img create -q -f vmdk -b q-base.vmdk -F vmdk q-top.vmdk
 fill q-top.vmdk 512 256 0x22
 sync
-cp_s=$(t cp --sparse=always base-000001.vmdk cp-copy.vmdk)
+cp_s=$(t cp --sparse=always base-000001.vmdk ../cp-copy.raw) # outside the group
 q_s=$(t qemu-img commit -q q-top.vmdk)
 v_s=$(t "$VDELTA" commit base-000001.vmdk)
 echo "commit 256 MiB into 4 GiB: vdelta $v_s s, qemu-img commit $q_s s, cp $cp_s s"
@@ -62,7 +62,7 @@ for i in 1 2 3 4 5 6 7; do
 done
 "$VDELTA" clone --linked base.vmdk other.vmdk # base is shared
 sync
-cp_s=$(t cp --sparse=always base.vmdk cp-base.vmdk) # the bytes read from shared layers
+cp_s=$(t cp --sparse=always base.vmdk ../cp-base.raw) # the bytes read from shared layers
 q_s=$(t qemu-img convert -O vmdk "$top" q-flat.vmdk)
 v_s=$(t "$VDELTA" promote --unlink "$top")
 echo "promote --unlink depth 8: vdelta $v_s s, qemu-img convert $q_s s, cp $cp_s s"
