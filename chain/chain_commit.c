@@ -32,7 +32,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "chain_group_int.h"
+#include "chain_int.h"
 
 #define COMMIT_BUF (4u << 20)
 

@@ -28,7 +28,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
-#include "chain_group_int.h"
+#include "chain_int.h"
 
 /* ---- delete ------------------------------------------------------------------------ */
 
@@ -111,6 +111,17 @@ static int delete_walk(const struct chain_group *g, int d, unsigned flags,
 	return err;
 }
 
+/* Take and drop the disk's read locks, which deny writers: -EAGAIN when
+ * someone runs it. */
+static int lock_probe(const char *disk, const struct vd_io *io)
+{
+	struct chain *c;
+	int err = chain_open(disk, CHAIN_OPEN_RDONLY | CHAIN_OPEN_NO_PARENT |
+			     CHAIN_OPEN_DIRTY_OK, io, &c);
+
+	return err ? err : chain_close(c);
+}
+
 int chain_group_delete(struct chain_group *g, const char *disk, unsigned flags,
 		       const struct vd_io *io, struct chain_plan *plan)
 {
@@ -135,6 +146,8 @@ int chain_group_delete(struct chain_group *g, const char *disk, unsigned flags,
 		err = -ENOMEM;
 	if (!err)
 		err = delete_walk(g, d, flags, &in, plan);
+	if (!err) /* refused (-EAGAIN, reported) while a VM has the disk open */
+		err = lock_probe(in.target, io);
 	if (!err && !(flags & CHAIN_GROUP_DRY_RUN))
 		err = intent_write(&in, io); /* D1 */
 	if (!err && !(flags & CHAIN_GROUP_DRY_RUN))
@@ -202,23 +215,6 @@ static int revert_check(const struct chain_group *g, int t, struct vmdk_disk *to
 	return 0;
 }
 
-static int revert_intent(const char *top, struct group_intent *in)
-{
-	char *dir = vd_dirname(top), *name = NULL;
-	const char *base = strrchr(top, '/') ? strrchr(top, '/') + 1 : top;
-
-	memset(in, 0, sizeof *in);
-	in->op = strdup("revert");
-	in->target = strdup(top);
-	if (dir && asprintf(&name, ".%s.vdelta-revert.vmdk", base) >= 0)
-		in->tmp = vd_path_join(dir, name);
-	if (asprintf(&in->path, "%s%s", top, CHAIN_INTENT_SUFFIX) < 0)
-		in->path = NULL;
-	free(name);
-	free(dir);
-	return in->op && in->target && in->tmp && in->path ? 0 : -ENOMEM;
-}
-
 static int revert_steps(struct vmdk_disk *top, const struct group_intent *in,
 			const struct vd_io *io)
 {
@@ -254,7 +250,7 @@ int chain_group_revert(struct chain_group *g, const char *disk, unsigned flags,
 	if (!err)
 		err = revert_check(g, t, top);
 	if (!err)
-		err = revert_intent(g->t->nodes[t].path, &in);
+		err = intent_init_tmp(g->t->nodes[t].path, "revert", &in);
 	if (!err)
 		err = plan_add(plan, CHAIN_STEP_CREATE, in.target, 0);
 	if (!err)

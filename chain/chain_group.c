@@ -20,7 +20,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
-#include "chain_group_int.h"
+#include "chain_int.h"
 
 bool same_file(const char *a, const char *b)
 {
@@ -274,24 +274,26 @@ static void count_unseen(struct chain_group *g)
 static int scan_dirs(const char *disk, char *const *extra, unsigned nr_extra,
 		     char ***dirs, unsigned *nr)
 {
-	struct chain *c;
-	char *d;
-	int err = chain_open(disk, CHAIN_OPEN_RDONLY | CHAIN_OPEN_NOLOCK |
-			     CHAIN_OPEN_DIRTY_OK | CHAIN_OPEN_IGNORE_CID, NULL, &c);
+	struct chain *c = NULL;
+	char *d = vd_dirname(disk);
+	int err = d ? 0 : -ENOMEM;
 
 	*dirs = NULL;
 	*nr = 0;
-	d = vd_dirname(disk);
-	err = err ? err : d ? strv_add(dirs, nr, d) : -ENOMEM;
+	if (!err)
+		err = strv_add(dirs, nr, d);
 	free(d);
-	if (!err) {
+	/* a chain that does not open (an interrupted operation) still gets
+	 * its own folder and the ones given scanned, so it can be recovered */
+	if (!err && !chain_open(disk, CHAIN_OPEN_RDONLY | CHAIN_OPEN_NOLOCK |
+				CHAIN_OPEN_DIRTY_OK | CHAIN_OPEN_IGNORE_CID, NULL, &c)) {
 		d = vd_dirname(vmdk_path(chain_layer(c, chain_depth(c) - 1)));
 		err = d ? strv_add(dirs, nr, d) : -ENOMEM;
 		free(d);
+		chain_close(c);
 	}
 	for (unsigned i = 0; !err && i < nr_extra; i++)
 		err = strv_add(dirs, nr, extra[i]);
-	chain_close(c);
 	return err;
 }
 

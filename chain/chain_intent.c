@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "chain_group_int.h"
+#include "chain_int.h"
 
 void strv_free(char **v, unsigned n)
 {
@@ -50,6 +50,25 @@ int layer_files(const char *path, char ***files, unsigned *nr)
 	if (d)
 		vmdk_close(d);
 	return err;
+}
+
+/* An intent record for op on path with a hidden temporary beside it
+ * (.NAME.vdelta-OP.vmdk). */
+int intent_init_tmp(const char *path, const char *op, struct group_intent *in)
+{
+	char *dir = vd_dirname(path), *name = NULL;
+	const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+
+	memset(in, 0, sizeof *in);
+	in->op = strdup(op);
+	in->target = strdup(path);
+	if (dir && asprintf(&name, ".%s.vdelta-%s.vmdk", base, op) >= 0)
+		in->tmp = vd_path_join(dir, name);
+	if (asprintf(&in->path, "%s%s", path, CHAIN_INTENT_SUFFIX) < 0)
+		in->path = NULL;
+	free(name);
+	free(dir);
+	return in->op && in->target && in->tmp && in->path ? 0 : -ENOMEM;
 }
 
 static void put(FILE *m, const char *key, const char *val)

@@ -33,7 +33,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "chain_group_int.h"
+#include "chain_int.h"
 
 #define SNAPSHOT_MAX 999999u /* name-NNNNNN.vmdk */
 

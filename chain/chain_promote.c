@@ -18,7 +18,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "chain_group_int.h"
+#include "chain_int.h"
 
 /* The disk's node, refusing a snapshot or a shared top. */
 static int disk_node(const struct chain_group *g, const char *disk, const char *what)

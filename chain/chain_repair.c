@@ -15,7 +15,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "chain_group_int.h"
+#include "chain_int.h"
 
 /* The flag goes (and the redundant tables catch up) when the layer is
  * opened for writing with the dirty override; no data is written. */

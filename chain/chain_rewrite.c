@@ -26,7 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "chain_group_int.h"
+#include "chain_int.h"
 
 #define REWRITE_BUF (4u << 20)
 
@@ -173,23 +173,6 @@ static int rewrite_into(struct rewrite *w, const char *tmp, const struct vd_io *
 	return err;
 }
 
-static int rewrite_intent(const char *path, const char *op, struct group_intent *in)
-{
-	char *dir = vd_dirname(path), *name = NULL;
-	const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-
-	memset(in, 0, sizeof *in);
-	in->op = strdup(op);
-	in->target = strdup(path);
-	if (dir && asprintf(&name, ".%s.vdelta-%s.vmdk", base, op) >= 0)
-		in->tmp = vd_path_join(dir, name);
-	if (asprintf(&in->path, "%s%s", path, CHAIN_INTENT_SUFFIX) < 0)
-		in->path = NULL;
-	free(name);
-	free(dir);
-	return in->op && in->target && in->tmp && in->path ? 0 : -ENOMEM;
-}
-
 static int rewrite_steps(struct rewrite *w, const struct group_intent *in,
 			 const char *unrecord_from, const struct vd_io *io)
 {
@@ -220,7 +203,7 @@ int layer_rewrite(const char *path, const char *op, bool flatten,
 	struct group_intent in;
 	unsigned flags = CHAIN_OPEN_RDONLY | CHAIN_OPEN_DIRTY_OK |
 			 (flatten ? 0 : CHAIN_OPEN_NO_PARENT);
-	int err = rewrite_intent(path, op, &in);
+	int err = intent_init_tmp(path, op, &in);
 
 	io = io ? io : vd_io_posix();
 	w.buf = malloc(REWRITE_BUF);

@@ -8,7 +8,6 @@
 #include <getopt.h>
 
 #include "tools.h"
-#include "tools_group.h" /* --repair: tools_repair.c */
 
 extern const struct tools_cmd tools_cmd_check;
 

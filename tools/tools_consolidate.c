@@ -8,7 +8,8 @@
 #include <getopt.h>
 #include <stdlib.h>
 
-#include "tools_group.h"
+#include "chain.h"
+#include "tools.h"
 
 extern const struct tools_cmd tools_cmd_consolidate;
 

@@ -3,7 +3,8 @@
  *
  * Owns: the command's usage text; tools_group.c does the rest.
  */
-#include "tools_group.h"
+#include "chain.h"
+#include "tools.h"
 
 extern const struct tools_cmd tools_cmd_delete;
 

@@ -11,7 +11,8 @@
 #include <getopt.h>
 #include <stdlib.h>
 
-#include "tools_group.h"
+#include "chain.h"
+#include "tools.h"
 
 #define MAX_SCAN 64u
 

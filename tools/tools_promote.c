@@ -6,7 +6,8 @@
  */
 #include <getopt.h>
 
-#include "tools_group.h"
+#include "chain.h"
+#include "tools.h"
 
 extern const struct tools_cmd tools_cmd_promote;
 

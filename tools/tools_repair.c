@@ -5,7 +5,8 @@
  * the group commands), and checking the layer again afterwards: exit 0
  * only when vmdk_check then finds nothing.
  */
-#include "tools_group.h"
+#include "chain.h"
+#include "tools.h"
 
 static int recheck(const char *path, bool quiet)
 {

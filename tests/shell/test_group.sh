@@ -271,12 +271,12 @@ cd "$T" || die cd
 
 # ---- kill -9 in the middle of a commit; the next command finishes it ----
 K=$T/kill
-for delay in 0.05 0.1 0.2 0.3 0.5; do
+for delay in 0.05 0.2 0.4; do
 	rm -rf "$K" && mkdir -p "$K" && cd "$K" || die mkdir
 	"$VDELTA" create -s 256M base.vmdk >/dev/null
-	w base.vmdk -c 'write -P 0x11 0 32M'
+	w base.vmdk -c 'write -P 0x11 0 16M'
 	"$VDELTA" snapshot base.vmdk >/dev/null
-	w base-000001.vmdk -c 'write -P 0x22 16M 96M' -c 'write -z 200M 1M'
+	w base-000001.vmdk -c 'write -P 0x22 16M 64M' -c 'write -z 200M 1M'
 	"$VDELTA" snapshot base-000001.vmdk >/dev/null
 	w base-000002.vmdk -c 'write -P 0x33 100M 1M'
 	want=$(qdigest base-000002.vmdk)
