@@ -193,23 +193,10 @@ static void front_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
 
 /* ---- open / close -------------------------------------------------------------- */
 
-struct status_buf {
-	char *text;
-	size_t len;
-};
-
-static void open_status(fuse_req_t req, struct front *f, struct fuse_file_info *fi)
+/* The control file is rendered at each read, not kept per open: a release
+ * may run on another worker while a read of the same open is replying. */
+static void open_status(fuse_req_t req, struct fuse_file_info *fi)
 {
-	struct status_buf *b = calloc(1, sizeof *b);
-	int err = b ? fuse_status_render(f->srv, f->mountpoint, f->cache, &b->text, &b->len)
-		    : -ENOMEM;
-
-	if (err) {
-		free(b);
-		fuse_reply_err(req, -err);
-		return;
-	}
-	fi->fh = (uintptr_t)b;
 	fi->direct_io = 1; /* st_size is 0: read what is rendered */
 	fuse_reply_open(req, fi);
 }
@@ -224,7 +211,7 @@ static void front_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		if (wr)
 			fuse_reply_err(req, EACCES);
 		else
-			open_status(req, f, fi);
+			open_status(req, fi);
 		return;
 	}
 	if (!d || (wr && !chain_served_writable(d)) || (fi->flags & O_TRUNC)) {
@@ -239,21 +226,23 @@ static void front_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void front_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	if (ino == INO_STATUS) {
-		struct status_buf *b = (struct status_buf *)(uintptr_t)fi->fh;
-		free(b->text);
-		free(b);
-	}
 	fuse_reply_err(req, 0);
 }
 
 /* ---- data ---------------------------------------------------------------------- */
 
-static void read_status(fuse_req_t req, struct status_buf *b, size_t size, off_t off)
+static void read_status(fuse_req_t req, struct front *f, size_t size, off_t off)
 {
-	size_t at = (uint64_t)off < b->len ? (size_t)off : b->len;
+	char *text = NULL;
+	size_t len = 0, at;
+	int err = fuse_status_render(f->srv, f->mountpoint, f->cache, &text, &len);
 
-	fuse_reply_buf(req, b->text + at, VD_MIN(size, b->len - at));
+	at = (uint64_t)off < len ? (size_t)off : len;
+	if (err)
+		fuse_reply_err(req, -err);
+	else
+		fuse_reply_buf(req, text + at, VD_MIN(size, len - at));
+	free(text);
 }
 
 /* Per-thread copy buffer for the parts of a read not mapped to a file. */
@@ -279,9 +268,10 @@ static void reply_segs(fuse_req_t req, const struct chain_serve_seg *segs, unsig
 		struct fuse_bufvec v;
 		struct fuse_buf more[READ_SEGS - 1];
 	} b = { .v = { .count = nr } };
+	struct fuse_buf *bufs = b.v.buf; /* buf[1] continues into more[] */
 
 	for (unsigned i = 0; i < nr; i++) {
-		struct fuse_buf *fb = &b.v.buf[i];
+		struct fuse_buf *fb = bufs + i;
 		fb->size = segs[i].len;
 		if (segs[i].fd >= 0) {
 			fb->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
@@ -305,7 +295,7 @@ static void front_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	int err;
 
 	if (ino == INO_STATUS) {
-		read_status(req, (struct status_buf *)(uintptr_t)fi->fh, size, off);
+		read_status(req, front_of(req), size, off);
 		return;
 	}
 	size = VD_MIN(size, FUSE_FRONT_MAX_IO);
