@@ -227,21 +227,21 @@ static int check_embedded(struct vmdk_disk *d)
  * reported by the open that follows. */
 static int check_strict(struct vmdk_disk *d, const char *path, unsigned i)
 {
-	char *dir = realpath(d->dir, NULL), *file = realpath(path, NULL);
+	char *dir = realpath(d->dir, NULL), *file = NULL;
+	int err = dir ? 0 : -errno;
 	size_t n = dir ? strlen(dir) : 0;
-	int err = 0;
 
-	if (!dir || !file)
-		err = errno == ENOENT ? 0 : -errno;
-	else if (strncmp(file, dir, n) || (file[n] != '/' && strcmp(dir, "/")))
-		err = -EPERM;
-	if (err == -EPERM)
+	if (!err && !(file = realpath(path, NULL)) && errno != ENOENT)
+		err = -errno;
+	if (err) {
+		vd_err("%s: extent %u file \"%s\": %s", d->path, i + 1, path,
+		       strerror(-err));
+	} else if (file && (strncmp(file, dir, n) || (file[n] != '/' && strcmp(dir, "/")))) {
 		vd_err("%s: extent %u file \"%s\" resolves to %s, outside the "
 		       "descriptor's folder %s (strict paths)", d->path, i + 1,
 		       d->desc->ext[i].name, file, dir);
-	else if (err)
-		vd_err("%s: extent %u file \"%s\": %s", d->path, i + 1, path,
-		       strerror(-err));
+		err = -EPERM;
+	}
 	free(dir);
 	free(file);
 	return err;

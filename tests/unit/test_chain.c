@@ -472,18 +472,15 @@ static void *reader(void *arg)
 	return NULL;
 }
 
-static void test_concurrency(void **state)
+/* Writers and readers at once on the chain whose top is `top`; the end
+ * content equals the model and what qemu reads. */
+static void run_concurrency(char *dir, char *top, uint64_t seed)
 {
-	char *dir = vdt_mkdtemp("chain-conc"), *top;
-	uint64_t seed = 5;
 	pthread_t th[NR_WRITERS + NR_READERS];
 	struct worker wk[NR_WRITERS + NR_READERS];
 	struct conc s = {0};
 	uint8_t *init, *end;
 
-	if (!have_qemu)
-		skip();
-	top = qemu_chain(dir, 3, 60, &seed);
 	init = qemu_raw(top, dir);
 	s.init = init;
 	s.model = malloc(CAP);
@@ -507,6 +504,33 @@ static void test_concurrency(void **state)
 	free(top);
 	sh("rm -rf %s", dir);
 	free(dir);
+}
+
+static void test_concurrency(void **state)
+{
+	char *dir = vdt_mkdtemp("chain-conc");
+	uint64_t seed = 5;
+
+	if (!have_qemu)
+		skip();
+	run_concurrency(dir, qemu_chain(dir, 3, 60, &seed), seed);
+}
+
+/* The map's chunk is uniform (the base holds every unit, the top none):
+ * concurrent writes split it (its entry array is materialised once, under
+ * the map lock) while readers read through it. */
+static void test_concurrency_uniform(void **state)
+{
+	char *dir = vdt_mkdtemp("chain-conc-u"), *top;
+
+	if (!have_qemu)
+		skip();
+	assert_int_equal(sh("cd %s && qemu-img create -q -f vmdk l0.vmdk %llu && "
+			    "qemu-io -f vmdk -c 'write -P 0x5a 0 %llu' l0.vmdk >/dev/null && "
+			    "qemu-img create -q -f vmdk -b l0.vmdk -F vmdk l1.vmdk", dir,
+			    (unsigned long long)CAP, (unsigned long long)CAP), 0);
+	asprintf(&top, "%s/l1.vmdk", dir);
+	run_concurrency(dir, top, 6);
 }
 
 /* ---- crash during copy-on-write ------------------------------------------------------ */
@@ -874,6 +898,7 @@ int main(void)
 		cmocka_unit_test(test_over_stream),
 		cmocka_unit_test(test_mixed_grains),
 		cmocka_unit_test(test_concurrency),
+		cmocka_unit_test(test_concurrency_uniform),
 		cmocka_unit_test(test_crash_cow),
 		cmocka_unit_test(test_cid_mismatch),
 		cmocka_unit_test(test_missing_parent),
