@@ -145,25 +145,4 @@ while IFS=$'\t' read -r name class words ext; do
 	esac
 done <"$T/list"
 
-# ---- 8. after an interrupted writer: what to run, and the override -------------
-
-"$VDELTA" create -s 8M dirty.vmdk || die "create dirty"
-qemu-io -f vmdk -c 'write -P 9 0 64k' dirty.vmdk >/dev/null || die "qemu-io dirty"
-# what a killed writer leaves: uncleanShutdown set in the sparse header
-"$PYTHON" -c "
-b = bytearray(open('dirty.vmdk', 'rb').read()); b[72] = 1
-open('dirty.vmdk', 'wb').write(b)" || die "set unclean"
-qemu-img convert -O raw dirty.vmdk "$T/dirty.raw" || die "qemu-img reads dirty"
-snap >"$T/before"
-bounded "snapshot of a dirty top refused, naming what to run" 1 \
-	"vdelta check dirty.vmdk.*vdelta snapshot --force-dirty dirty.vmdk" \
-	"$VDELTA" snapshot dirty.vmdk
-bounded "create --parent over a dirty top refused" 1 "create --force-dirty --parent dirty.vmdk" \
-	"$VDELTA" create --parent dirty.vmdk dchild.vmdk
-unchanged "dirty top"
-bounded "snapshot --force-dirty freezes it" 0 "" "$VDELTA" snapshot --force-dirty dirty.vmdk
-qemu-img compare -q "$T/dirty.raw" dirty-000001.vmdk &&
-	pass "the new top reads like the dirty disk did (qemu-img compare)" ||
-	fail "content changed by --force-dirty"
-
 finish
