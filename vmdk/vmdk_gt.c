@@ -525,6 +525,17 @@ static int table_allocated(struct vmdk_gt *t, uint32_t i, uint64_t *n)
 	return err;
 }
 
+/* A table past the end of the file cannot be read: the allocation is not
+ * known, which is an error, not zero. */
+static int table_inside(const struct vmdk_gt *t, uint32_t i)
+{
+	if ((uint64_t)t->gd[i] * VD_SECTOR + gt_bytes(t) <= t->file_size)
+		return 0;
+	vd_err("%s: grain directory entry %u = %u points outside the file: its grains "
+	       "cannot be counted", t->path, i, t->gd[i]);
+	return -VD_EBADDATA;
+}
+
 /* Tables flagged VMDK_GT_BAD (sharing or overlapping another region) are
  * not counted: each table once, so the cost follows the file, not the
  * directory's claims. */
@@ -534,7 +545,7 @@ int vmdk_gt_allocated(struct vmdk_gt *t, uint64_t *bytes)
 	int err = 0;
 
 	for (uint32_t i = 0; !err && i < t->nr_gd; i++)
-		if (t->gd[i] && !(t->flags[i] & VMDK_GT_BAD))
+		if (t->gd[i] && !(err = table_inside(t, i)) && !(t->flags[i] & VMDK_GT_BAD))
 			err = table_allocated(t, i, &n);
 	*bytes = n * t->grain_size;
 	return err;
