@@ -31,19 +31,15 @@
 static const char *const part_names[NR_PARTS] = {
 	"top.vmdk", "p1.vmdk", "p2.vmdk", "p3.vmdk",
 };
-static char *work_dir;
+static const char *work_dir;
 
 static void write_file(const char *dir, const char *name, const void *buf,
 		       size_t len)
 {
 	char path[4096];
-	int fd;
 
 	snprintf(path, sizeof path, "%s/%s", dir, name);
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	if (fd < 0 || (len && write(fd, buf, len) != (ssize_t)len))
-		fuzz_fail("cannot write %s: %s", path, strerror(errno));
-	close(fd);
+	fuzz_write_file(path, buf, len);
 }
 
 static void make_bin(const char *name, int byte)
@@ -54,27 +50,15 @@ static void make_bin(const char *name, int byte)
 	write_file(work_dir, name, buf, sizeof buf);
 }
 
-static void remove_work_dir(void)
-{
-	char cmd[4200];
-
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", work_dir);
-	if (system(cmd))
-		fprintf(stderr, "could not remove %s\n", work_dir);
-}
-
 static void init_once(void)
 {
 	char tmpl[] = "/tmp/vdfuzz-chain.XXXXXX";
 
 	if (work_dir)
 		return;
-	if (!mkdtemp(tmpl))
-		fuzz_fail("mkdtemp: %s", strerror(errno));
-	work_dir = strdup(tmpl);
+	work_dir = fuzz_work_dir(tmpl);
 	make_bin("a.bin", 'A');
 	make_bin("b.bin", 'B');
-	atexit(remove_work_dir);
 }
 
 /* Split the input at FUZZ_SEP into the part files; absent parts are
@@ -134,7 +118,7 @@ static void exercise(struct chain *c)
 
 static void scan_dir(void)
 {
-	char *dirs[1] = { work_dir };
+	char *dirs[1] = { (char *)work_dir };
 	struct chain_tree *t = NULL;
 
 	if (chain_tree_scan(dirs, 1, &t) == 0) {

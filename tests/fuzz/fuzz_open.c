@@ -30,17 +30,8 @@
 #include "fuzz.h"
 #include "vmdk.h"
 
-static char *work_dir;
+static const char *work_dir;
 static char *input_path;
-
-static void write_file(const char *path, const void *buf, size_t len)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-
-	if (fd < 0 || (len && write(fd, buf, len) != (ssize_t)len))
-		fuzz_fail("cannot write %s: %s", path, strerror(errno));
-	close(fd);
-}
 
 /* a.bin / b.bin for descriptors to point at: 1 MiB, a pattern at the start */
 static void make_bin(const char *name, int byte)
@@ -58,27 +49,17 @@ static void make_bin(const char *name, int byte)
 	close(fd);
 }
 
-static void remove_work_dir(void)
-{
-	char cmd[4200];
-
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", work_dir);
-	if (system(cmd))
-		fprintf(stderr, "could not remove %s\n", work_dir);
-}
-
 static void init_once(void)
 {
 	char tmpl[] = "/tmp/vdfuzz.XXXXXX";
 
 	if (work_dir)
 		return;
-	work_dir = strdup(mkdtemp(tmpl) ? tmpl : "/tmp");
+	work_dir = fuzz_work_dir(tmpl);
 	if (asprintf(&input_path, "%s/input.vmdk", work_dir) < 0)
 		abort();
 	make_bin("a.bin", 'A');
 	make_bin("b.bin", 'B');
-	atexit(remove_work_dir);
 }
 
 static void walk_status(struct vmdk_disk *d, uint64_t off, uint64_t cap)
@@ -141,7 +122,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct stat before, after;
 
 	init_once();
-	write_file(input_path, data, size);
+	fuzz_write_file(input_path, data, size);
 	if (stat(input_path, &before))
 		abort();
 	if (vmdk_open(input_path, VMDK_OPEN_RDONLY, NULL, &d) == 0) {
