@@ -205,7 +205,7 @@ int tools_mount_status(const char *mnt, bool json)
 		print_json(lines, nr);
 	} else {
 		parse_record(lines[0], &r);
-		printf("%s: pid %s, cache %s, %s disks, %s layer files shared\n",
+		printf("%s: pid %s, cache %s, disks %s, shared layer files open %s\n",
 		       field(&r, "mountpoint"), field(&r, "pid"), field(&r, "cache"),
 		       field(&r, "disks"), field(&r, "pool_layers"));
 		for (unsigned i = 1; i < nr; i++) {
