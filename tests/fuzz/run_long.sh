@@ -72,8 +72,11 @@ for t in "${targets[@]}"; do
 		-artifact_prefix="$dir/artifacts/" -print_final_stats=1 \
 		>"$dir/log" 2>&1) || rc=$?; } 2>"$dir/cpu"
 	cpu=$(awk '{printf "%.0f", $1 + $2}' "$dir/cpu")
-	runs=$(cat "$dir"/log "$dir"/fuzz-*.log 2>/dev/null || true) && runs=$(echo "$runs" |
-		awk '/stat::number_of_executed_units/ {n += $2} END {print n + 0}')
+	# with -jobs the worker logs (fuzz-N.log) hold the statistics, and the
+	# main log repeats them: count the workers' when there are any
+	logs=("$dir"/fuzz-*.log)
+	[ -e "${logs[0]}" ] || logs=("$dir/log")
+	runs=$(cat "${logs[@]}" | awk '/stat::number_of_executed_units/ {n += $2} END {print n + 0}')
 	# slow-unit-* files are libFuzzer's notes of slow inputs, not findings
 	found=$(find "$dir/artifacts" -type f ! -name 'slow-unit-*' | wc -l)
 	echo "$t: $((SECONDS - t0)) s wall, $cpu s CPU, $runs runs, $found findings," \
