@@ -375,10 +375,11 @@ static void emit_kv(struct sbuf *b, const struct vmdk_desc_kv *kv)
 static void emit_header(struct sbuf *b, const struct vmdk_desc *d)
 {
 	static const char *const first[] = { "version", "encoding", "CID", "parentCID" };
-	const char *v = vmdk_desc_kv_get(d, "version");
 
-	sb_printf(b, "# Disk DescriptorFile\nversion=%s\n", v ? v : "1");
-	for (unsigned f = 1; f < 4; f++)
+	/* version as parsed (quoted or not: a value of blanks must survive) */
+	sb_printf(b, "# Disk DescriptorFile\n%s", vmdk_desc_kv_get(d, "version") ? ""
+								     : "version=1\n");
+	for (unsigned f = 0; f < 4; f++)
 		for (unsigned i = 0; i < d->nr_kv; i++)
 			if (!strcmp(d->kv[i].key, first[f]))
 				emit_kv(b, &d->kv[i]);
