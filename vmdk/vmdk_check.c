@@ -192,8 +192,8 @@ static uint64_t slots_used(struct gt_check *c, uint64_t *slots)
 			continue; /* shares or overlaps a region counted already */
 		for (int j = 0; j < 2; j++) {
 			uint64_t at = (uint64_t)tab[j] * VD_SECTOR - c->overhead;
-			if ((uint64_t)tab[j] * VD_SECTOR < c->overhead)
-				continue;
+			if (!tab[j] || (uint64_t)tab[j] * VD_SECTOR < c->overhead)
+				continue; /* no table (overHead may be 0) */
 			for (uint64_t s = at / gs; s <= (at + table_bytes(t) - 1) / gs; s++)
 				slots[n++] = s;
 		}
