@@ -5,9 +5,9 @@
  *
  * CACHE: VMDK_GT_CACHE_BYTES of tables (2048 KDMV/stream tables of 2 KiB,
  * 256 COWD tables of 16 KiB; fewer for small disks), direct mapped by the
- * table's sector, so memory never depends on the directory size a header
- * claims, and directory entries naming one table share one slot.  A hit
- * costs a multiply and a compare.  A dirty table is pinned until flush: a
+ * table's position in the file, so memory never depends on the directory
+ * size a header claims, and directory entries naming one table share one
+ * slot.  A hit costs a division and a compare.  A dirty table is pinned until flush: a
  * miss on its slot flushes first (all invariants below hold; flushing
  * early is always allowed).  A miss reads the table and checks each grain
  * against the sorted metadata regions: O(gtes log regions).
@@ -47,10 +47,13 @@ static uint64_t gt_bytes(const struct vmdk_gt *t)
 	return VD_ROUND_UP((uint64_t)t->gtes_per_gt * 4, VD_SECTOR);
 }
 
+/* Tables that do not overlap (vmdk_gt_regions) have distinct sector / table
+ * size, and the tables a writer lays out one after another (all of them,
+ * for a disk vdelta, qemu or VMware created) fall in distinct slots while
+ * the directory fits the cache. */
 static struct vmdk_gt_slot *gt_slot(const struct vmdk_gt *t, uint32_t sector)
 {
-	return &t->slots[(uint32_t)(((uint64_t)sector * 0x9e3779b97f4a7c15ull) >> 40) &
-			 t->slot_mask];
+	return &t->slots[(uint32_t)((uint64_t)sector * VD_SECTOR / gt_bytes(t)) & t->slot_mask];
 }
 
 static int read_dir(struct vmdk_gt *t, uint64_t off, uint32_t **out, const char *what)
