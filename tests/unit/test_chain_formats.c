@@ -450,7 +450,9 @@ static const struct scen scens[] = {
 	{ "commit seSparse into vmfs", VMFS, SES, SES, COMMIT_S1, false },
 	{ "commit seSparse into seSparse", VMFS, SES, SES, COMMIT_S2, false },
 	{ "commit COWD into COWD", VMFS, COWD, COWD, COMMIT_S2, true },
-	{ "commit hosted into COWD", VMFS, COWD, MONO, COMMIT_S2, true },
+	/* hosted into COWD (64 KiB grains into 512 B ones: ~800 crash points)
+	 * is in test_esxi.sh; here the other ESXi delta */
+	{ "commit hosted into seSparse", VMFS, SES, MONO, COMMIT_S2, true },
 	{ "commit COWD into hosted", MONO, MONO, COWD, COMMIT_S2, true },
 	{ "commit split into vmfs", VMFS, SPLIT2, MONO, COMMIT_S1, false },
 	{ "unlink vmfs-COWD-seSparse", VMFS, COWD, SES, UNLINK, true },
