@@ -68,15 +68,21 @@ static bool laid_out_as(struct vmdk_disk *d, enum vmdk_subformat sf,
 		[VMDK_MONOLITHIC_SPARSE] = VMDK_EXT_SPARSE, [VMDK_TWOGB_SPARSE] = VMDK_EXT_SPARSE,
 		[VMDK_VMFS_SPARSE] = VMDK_EXT_COWD, [VMDK_SESPARSE] = VMDK_EXT_SESPARSE,
 	};
+	struct vmdk_extent_info x;
 	struct vmdk_info vi;
 
 	vmdk_info_get(d, &vi);
 	if (e->kind != ext[sf] || !e->size)
 		return false;
-	if (sf == VMDK_TWOGB_SPARSE)
-		return vi.nr_extents == VD_DIV_ROUND_UP(vi.capacity, e->size) &&
-		       vmdk_nr_files(d) == vi.nr_extents + 1;
-	return vi.nr_extents == 1 && vmdk_nr_files(d) == (sf == VMDK_MONOLITHIC_SPARSE ? 1u : 2u);
+	if (sf != VMDK_TWOGB_SPARSE)
+		return vi.nr_extents == 1 &&
+		       vmdk_nr_files(d) == (sf == VMDK_MONOLITHIC_SPARSE ? 1u : 2u);
+	for (unsigned i = 1; i < vi.nr_extents; i++)
+		if (vmdk_extent_info_get(d, i, &x) || x.kind != e->kind ||
+		    x.start != i * e->size || (x.size != e->size && i + 1 < vi.nr_extents))
+			return false;
+	return vi.nr_extents == VD_DIV_ROUND_UP(vi.capacity, e->size) &&
+	       vmdk_nr_files(d) == vi.nr_extents + 1;
 }
 
 /* The subformat a rewrite of d makes: its own, or (flatten) a base of its
