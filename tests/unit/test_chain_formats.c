@@ -466,9 +466,16 @@ static const struct scen scens[] = {
 	{ "repair split", MONO, MONO, SPLIT2, REPAIR, true },
 };
 
+/* VDT_SCEN=TEXT runs only the scenarios whose name holds TEXT. */
 static void test_scen(void **state)
 {
-	run_scen(*state);
+	const struct scen *s = *state;
+	const char *only = getenv("VDT_SCEN");
+
+	if (only && !strstr(s->name, only))
+		skip();
+	print_message("%s\n", s->name);
+	run_scen(s);
 }
 
 /* A layer kind that cannot be rewritten: refused naming the reason,
