@@ -97,12 +97,12 @@ int stage_discard(const struct group_intent *in, const struct vd_io *io)
 /* A fresh, empty staging folder. */
 int stage_open(const struct group_intent *in, const struct vd_io *io)
 {
-	int err = stage_discard(in, io);
+	int err = stage_discard(in, io); /* a leftover of an older attempt */
 
-	if (!err && mkdir(in->tmp, 0700))
+	if (!err && mkdir(in->tmp, 0700)) {
 		err = -errno;
-	if (err)
 		vd_err("%s: cannot make the staging folder: %s", in->tmp, strerror(-err));
+	}
 	return err;
 }
 
