@@ -103,7 +103,7 @@ int stage_open(const struct group_intent *in, const struct vd_io *io)
 		err = -errno;
 		vd_err("%s: cannot make the staging folder: %s", in->tmp, strerror(-err));
 	}
-	return err;
+	return err ? err : io->sync_dir(io, in->tmp); /* durable before P1 */
 }
 
 /* A staged extent may replace only a file of the layer itself: refuse
