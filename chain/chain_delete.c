@@ -161,7 +161,7 @@ int chain_group_delete(struct chain_group *g, const char *disk, unsigned flags,
 
 /* R2: an empty delta like T (kind, capacity, grain, adapter, hint) over
  * its parent; a new CID, as any change of content gives. */
-static int revert_create(struct vmdk_disk *top, const char *tmp, const struct vd_io *io)
+static int revert_create(void *top, const char *tmp, const struct vd_io *io)
 {
 	struct vmdk_create_opts o = {0};
 	int err = layer_like(top, top, false, &o);
@@ -193,28 +193,6 @@ static int revert_check(const struct chain_group *g, int t, struct vmdk_disk *to
 	return layer_like(top, top, false, &o); /* -ENOTSUP: says why */
 }
 
-static int revert_steps(struct vmdk_disk *top, struct group_intent *in,
-			const struct vd_io *io)
-{
-	char *staged = stage_path(in);
-	int err = staged ? layer_files(in->target, &in->files, &in->nr_files) : -ENOMEM;
-
-	if (!err)
-		err = intent_write(in, io); /* R1 */
-	if (!err)
-		err = stage_open(in, io);
-	if (!err)
-		err = revert_create(top, staged, io); /* R2 */
-	if (!err)
-		err = stage_check_names(in);
-	free(staged);
-	if (!err)
-		return stage_publish(in, io); /* R3, R4 */
-	if (!stage_discard(in, io)) /* roll back: T is as it was */
-		intent_done(in, io);
-	return err;
-}
-
 int chain_group_revert(struct chain_group *g, const char *disk, unsigned flags,
 		       const struct vd_io *io, struct chain_plan *plan)
 {
@@ -244,7 +222,7 @@ int chain_group_revert(struct chain_group *g, const char *disk, unsigned flags,
 	if (!err)
 		err = plan_space(plan, in.target);
 	if (!err && !(flags & CHAIN_GROUP_DRY_RUN))
-		err = revert_steps(top, &in, io);
+		err = stage_run(&in, revert_create, top, io); /* R1-R4 */
 	vmdk_close(top);
 	intent_free(&in);
 	return err;

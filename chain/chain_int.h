@@ -157,14 +157,15 @@ struct vmdk_create_opts;
 int layer_like(struct vmdk_disk *top, struct vmdk_disk *base, bool flatten,
 	       struct vmdk_create_opts *o);
 
-/* chain_stage.c: the new layer is built in the staging folder in->tmp
- * under the layer's own name (stage_path), then published (P1-P6: extents
- * before the descriptor); in->files holds the layer's current files. */
-char *stage_path(const struct group_intent *in);
-int stage_open(const struct group_intent *in, const struct vd_io *io);
-int stage_check_names(const struct group_intent *in);
-int stage_discard(const struct group_intent *in, const struct vd_io *io);
-int stage_publish(struct group_intent *in, const struct vd_io *io);
+/* chain_stage.c: replace the layer in->target (in from intent_init_tmp):
+ * the record is written with the layer's files, fill(opaque, staged, io)
+ * makes the new layer at `staged` (the staging folder in->tmp + the
+ * layer's own name) complete, fsynced and verified, then it is published
+ * (P1-P6: extents before the descriptor).  A failure before P1 rolls back;
+ * from P1 on, recovery finishes. */
+typedef int stage_fill_fn(void *opaque, const char *staged, const struct vd_io *io);
+int stage_run(struct group_intent *in, stage_fill_fn *fill, void *opaque,
+	      const struct vd_io *io);
 /* Recovery: finish a publish, or discard what was staged. */
 int stage_resume(const struct group_intent *in, const struct vd_io *io);
 

@@ -233,8 +233,10 @@ static int rewrite_verify(struct rewrite *w)
 	return err;
 }
 
-static int rewrite_into(struct rewrite *w, const char *tmp, const struct vd_io *io)
+/* K2, K3 (stage_fill_fn) */
+static int rewrite_into(void *opaque, const char *tmp, const struct vd_io *io)
 {
+	struct rewrite *w = opaque;
 	int err = rewrite_create(w, tmp, io);
 
 	if (!err)
@@ -249,28 +251,6 @@ static int rewrite_into(struct rewrite *w, const char *tmp, const struct vd_io *
 	if (!err)
 		err = rewrite_verify(w);
 	vmdk_close(w->dst);
-	return err;
-}
-
-static int rewrite_steps(struct rewrite *w, struct group_intent *in,
-			 const struct vd_io *io)
-{
-	char *staged = stage_path(in);
-	int err = staged ? layer_files(in->target, &in->files, &in->nr_files) : -ENOMEM;
-
-	if (!err)
-		err = intent_write(in, io); /* K1 */
-	if (!err)
-		err = stage_open(in, io);
-	if (!err)
-		err = rewrite_into(w, staged, io); /* K2, K3 */
-	if (!err)
-		err = stage_check_names(in);
-	free(staged);
-	if (!err)
-		return stage_publish(in, io); /* K4: finished by recovery from P1 on */
-	if (!stage_discard(in, io)) /* roll back: the layer is as it was */
-		intent_done(in, io);
 	return err;
 }
 
@@ -295,7 +275,7 @@ int layer_rewrite(const char *path, const char *op, bool flatten,
 		err = chain_open(path, flags, io, &w.src);
 	if (!err) {
 		w.top = chain_layer(w.src, 0);
-		err = rewrite_steps(&w, &in, io);
+		err = stage_run(&in, rewrite_into, &w, io); /* K1-K4 */
 	}
 	chain_close(w.src);
 	intent_free(&in);

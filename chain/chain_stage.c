@@ -47,7 +47,7 @@ static const char *base_name(const char *path)
 }
 
 /* The staged descriptor: the staging folder + the layer's own name. */
-char *stage_path(const struct group_intent *in)
+static char *stage_path(const struct group_intent *in)
 {
 	return vd_path_join(in->tmp, base_name(in->target));
 }
@@ -71,7 +71,7 @@ static int stage_list(const char *dir, char ***names, unsigned *nr)
 }
 
 /* Remove the staging folder and whatever it holds. */
-int stage_discard(const struct group_intent *in, const struct vd_io *io)
+static int stage_discard(const struct group_intent *in, const struct vd_io *io)
 {
 	char **names;
 	unsigned nr;
@@ -95,7 +95,7 @@ int stage_discard(const struct group_intent *in, const struct vd_io *io)
 }
 
 /* A fresh, empty staging folder. */
-int stage_open(const struct group_intent *in, const struct vd_io *io)
+static int stage_open(const struct group_intent *in, const struct vd_io *io)
 {
 	int err = stage_discard(in, io); /* a leftover of an older attempt */
 
@@ -108,7 +108,7 @@ int stage_open(const struct group_intent *in, const struct vd_io *io)
 
 /* A staged extent may replace only a file of the layer itself: refuse
  * (before P1) a name another file of the folder already has. */
-int stage_check_names(const struct group_intent *in)
+static int stage_check_names(const struct group_intent *in)
 {
 	char **names = NULL, *dir = vd_dirname(in->target);
 	unsigned nr = 0;
@@ -190,13 +190,35 @@ static int stage_finish(const struct group_intent *in, const struct vd_io *io)
 	return err ? err : intent_done(in, io); /* P6 */
 }
 
-int stage_publish(struct group_intent *in, const struct vd_io *io)
+static int stage_publish(struct group_intent *in, const struct vd_io *io)
 {
 	int err;
 
 	in->publish = true;
 	err = intent_write(in, io); /* P1 */
 	return err ? err : stage_finish(in, io);
+}
+
+int stage_run(struct group_intent *in, stage_fill_fn *fill, void *opaque,
+	      const struct vd_io *io)
+{
+	char *staged = stage_path(in);
+	int err = staged ? layer_files(in->target, &in->files, &in->nr_files) : -ENOMEM;
+
+	if (!err)
+		err = intent_write(in, io); /* the record, with the layer's files */
+	if (!err)
+		err = stage_open(in, io);
+	if (!err)
+		err = fill(opaque, staged, io); /* made, fsynced and verified */
+	if (!err)
+		err = stage_check_names(in);
+	free(staged);
+	if (!err)
+		return stage_publish(in, io); /* finished by recovery from P1 on */
+	if (!stage_discard(in, io)) /* roll back: the layer is as it was */
+		intent_done(in, io);
+	return err;
 }
 
 int stage_resume(const struct group_intent *in, const struct vd_io *io)
