@@ -6,7 +6,8 @@
  * other disk than through L (not shared), so every disk that reads P reads
  * it through L: writing L's grains into P does not change what any disk
  * reads.  Only the grains L holds are read and written, in runs of up to
- * COMMIT_BUF bytes; a sparse P is written in place.
+ * COMMIT_BUF bytes; P is written in place, whatever kind vdelta writes:
+ * hosted sparse or flat, a vmfs flat base, a COWD or seSparse delta.
  *
  * Write order (each step safe to stop at; recovery = chain_group_recover):
  *  C1. the intent record (L, P, L's children, L's files, whether P becomes
@@ -291,7 +292,17 @@ int commit_resume(const struct group_intent *in, const struct vd_io *io)
 
 /* ---- plan ------------------------------------------------------------------------- */
 
-/* Only hosted sparse and flat extents are written. */
+/* P's extents must be kinds vdelta writes in place: hosted sparse and flat,
+ * vmfs flat, COWD and seSparse; a stream, ZERO or read-only extent is
+ * refused. */
+static bool writable_kind(const struct vmdk_extent_info *e)
+{
+	return e->access == VMDK_ACCESS_RW &&
+	       (e->kind == VMDK_EXT_SPARSE || e->kind == VMDK_EXT_FLAT ||
+		e->kind == VMDK_EXT_VMFS || e->kind == VMDK_EXT_COWD ||
+		e->kind == VMDK_EXT_SESPARSE);
+}
+
 static int check_writable_kind(const char *path)
 {
 	struct vmdk_disk *d = NULL;
@@ -304,9 +315,11 @@ static int check_writable_kind(const char *path)
 	vmdk_info_get(d, &vi);
 	for (unsigned i = 0; !err && i < vi.nr_extents; i++) {
 		err = vmdk_extent_info_get(d, i, &e);
-		if (!err && e.kind != VMDK_EXT_SPARSE && e.kind != VMDK_EXT_FLAT) {
-			vd_err("%s: a %s extent: vdelta does not write into it; commit "
-			       "refused, nothing changed", path, vmdk_extent_kind_name(e.kind));
+		if (!err && !writable_kind(&e)) {
+			vd_err("%s: extent %u is a %s%s extent: vdelta does not write "
+			       "into it; commit refused, nothing changed", path, i + 1,
+			       e.access == VMDK_ACCESS_RW ? "" : "read-only ",
+			       vmdk_extent_kind_name(e.kind));
 			err = -ENOTSUP;
 		}
 	}

@@ -13,14 +13,15 @@
  *  D3. the kept parent's sidecar record loses the removed child;
  *  D4. the intent record is removed.
  *
- * Write order of revert (recovery rolls it back unless R3 happened):
- *  R1. the intent record (top T, temporary name) is written;
- *  R2. an empty delta over T's parent is created under a hidden temporary
- *      name beside T (vmdk_create: written and fsynced before its name
- *      appears);
- *  R3. it is renamed over T and the folder fsynced: T reads as its parent
- *      from here on;
- *  R4. the intent record is removed.
+ * Write order of revert (recovery rolls it back unless R3 began):
+ *  R1. the intent record (top T, staging folder, T's files) is written;
+ *  R2. an empty delta of T's kind (monolithicSparse, twoGbMaxExtentSparse,
+ *      vmfsSparse, seSparse) over T's parent is created in the staging
+ *      folder under T's own name (vmdk_create: written and fsynced);
+ *  R3. it is published (chain_stage.c P1-P6: extents, then the descriptor,
+ *      renamed over T's; T reads as its parent from P3 on; recovery
+ *      finishes a publish once begun);
+ *  R4. (P6) the intent record is removed.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -158,39 +159,21 @@ int chain_group_delete(struct chain_group *g, const char *disk, unsigned flags,
 
 /* ---- revert ------------------------------------------------------------------------ */
 
-int revert_resume(const struct group_intent *in, const struct vd_io *io)
+/* R2: an empty delta like T (kind, capacity, grain, adapter, hint) over
+ * its parent; a new CID, as any change of content gives. */
+static int revert_create(void *top, const char *tmp, const struct vd_io *io)
 {
-	int err = in->tmp ? group_unlink(in->tmp, io) : 0; /* R2 undone */
+	struct vmdk_create_opts o = {0};
+	int err = layer_like(top, top, false, &o);
 
-	return err ? err : intent_done(in, io);
+	return err ? err : vmdk_create(tmp, &o, io);
 }
 
-/* R2: an empty delta like T (capacity, grain, adapter, hint) over its parent. */
-static int revert_create(struct vmdk_disk *top, const char *tmp, const struct vd_io *io)
-{
-	const char *adapter = vmdk_desc_get(top, "ddb.adapterType");
-	const char *hw = vmdk_desc_get(top, "ddb.virtualHWVersion");
-	uint64_t grain = vmdk_grain_size(top);
-	struct vmdk_create_opts o = {
-		.capacity = vmdk_capacity(top),
-		.subformat = VMDK_MONOLITHIC_SPARSE,
-		.adapter = adapter,
-		.hwversion = hw ? atoi(hw) : 0,
-		.grain_size = grain >= 4096 && vd_is_pow2(grain) ? grain : 0,
-		.parent_cid = vmdk_parent_cid(top),
-		.parent_hint = vmdk_parent_hint(top),
-	};
-
-	if (o.hwversion < 0 || o.hwversion > 99)
-		o.hwversion = 0;
-	return vmdk_create(tmp, &o, io);
-}
-
-/* T must be a writable monolithicSparse delta: a single file, renamed over. */
+/* T must be a disk's top, a delta of a kind layer_like makes. */
 static int revert_check(const struct chain_group *g, int t, struct vmdk_disk *top)
 {
 	const struct chain_tree_node *n = &g->t->nodes[t];
-	const char *type = vmdk_desc_get(top, "createType");
+	struct vmdk_create_opts o = {0};
 
 	if (n->nr_children || n->frozen) {
 		vd_err("%s: a snapshot (%s), not a disk's top: revert refused",
@@ -207,28 +190,7 @@ static int revert_check(const struct chain_group *g, int t, struct vmdk_disk *to
 	}
 	if (chain_group_shared(g, t))
 		return group_refuse_shared(g, t, "revert");
-	if (!type || strcmp(type, "monolithicSparse") || vmdk_nr_files(top) != 1) {
-		vd_err("%s: createType %s: revert handles a monolithicSparse delta only",
-		       n->path, type ? type : "(none)");
-		return -ENOTSUP;
-	}
-	return 0;
-}
-
-static int revert_steps(struct vmdk_disk *top, const struct group_intent *in,
-			const struct vd_io *io)
-{
-	int err = intent_write(in, io); /* R1 */
-
-	if (!err) {
-		group_unlink(in->tmp, io);
-		err = revert_create(top, in->tmp, io); /* R2 */
-	}
-	if (!err)
-		err = io->rename(io, in->tmp, in->target); /* R3 */
-	if (!err)
-		err = io->sync_dir(io, in->target);
-	return err ? err : intent_done(in, io); /* R4 */
+	return layer_like(top, top, false, &o); /* -ENOTSUP: says why */
 }
 
 int chain_group_revert(struct chain_group *g, const char *disk, unsigned flags,
@@ -260,7 +222,7 @@ int chain_group_revert(struct chain_group *g, const char *disk, unsigned flags,
 	if (!err)
 		err = plan_space(plan, in.target);
 	if (!err && !(flags & CHAIN_GROUP_DRY_RUN))
-		err = revert_steps(top, &in, io);
+		err = stage_run(&in, revert_create, top, io); /* R1-R4 */
 	vmdk_close(top);
 	intent_free(&in);
 	return err;

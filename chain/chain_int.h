@@ -93,9 +93,12 @@ struct group_intent {
 	char *path;      /* the record itself */
 	char *op;        /* "commit", "delete", "revert" */
 	char *target;    /* the layer operated on */
-	char *parent;    /* commit: the layer merged into; delete: kept parent */
-	char *tmp;       /* revert: the new top before it is renamed in */
+	char *parent;    /* commit: the layer merged into; delete: kept parent;
+			  * promote: the shared layer that loses its record */
+	char *tmp;       /* revert, repair, promote: the staging folder */
 	bool unfreeze;   /* commit: the parent becomes a top */
+	bool publish;    /* revert, repair, promote: the staged layer is being
+			  * swapped in (chain_stage.c P1): finish, never discard */
 	char **children; /* commit: re-pointed; delete: removed from a record */
 	unsigned nr_children;
 	char **files;    /* files to remove, in order */
@@ -128,27 +131,46 @@ int intent_write(const struct group_intent *in, const struct vd_io *io);
 int intent_read(const char *path, struct group_intent *out);
 void intent_free(struct group_intent *in);
 int intent_done(const struct group_intent *in, const struct vd_io *io);
-/* in: op on path with a hidden temporary .NAME.vdelta-OP.vmdk beside it. */
+/* in: op on path with a hidden staging folder .NAME.vdelta-OP beside it. */
 int intent_init_tmp(const char *path, const char *op, struct group_intent *in);
 /* Paths of every file of the layer at path (descriptor first). */
 int layer_files(const char *path, char ***files, unsigned *nr);
 void strv_free(char **v, unsigned n);
 int strv_add(char ***v, unsigned *n, const char *s);
 
-/* chain_rewrite.c: replace the layer at path by a fresh monolithicSparse
- * copy (same CID and DDB keys) swapped in by rename.  flatten=false: the
- * layer alone, same parent; true: the content of its whole chain, no
- * parent.  unrecord_from (may be NULL): drop the layer from that layer's
- * sidecar record before the swap.  layer_rewrite_check: -ENOTSUP
- * (reported) when the layer is not a single-file monolithicSparse. */
+/* chain_rewrite.c: replace the layer at path by a fresh copy of the same
+ * kind (same CID and DDB keys) swapped in through the staging folder.
+ * flatten=false: the layer alone, same parent; true: the content of its
+ * whole chain, no parent (an ESXi delta becomes a vmfs base).
+ * unrecord_from (may be NULL): drop the layer from that layer's sidecar
+ * record once it no longer reads it.  layer_rewrite_check: -ENOTSUP
+ * (reported, with the reason) for a layer that cannot be rewritten. */
 int layer_rewrite(const char *path, const char *op, bool flatten,
 		  const char *unrecord_from, struct chain_plan *plan,
 		  const struct vd_io *io);
-int layer_rewrite_check(const char *path);
+int layer_rewrite_check(const char *path, bool flatten);
+/* Create options for a new layer like top (its kind, geometry, grain,
+ * split; adapter and hardware version from base when top lacks them):
+ * flatten=false over top's parent, true a base.  -ENOTSUP (reported) for
+ * flat, stream and custom layers. */
+struct vmdk_create_opts;
+int layer_like(struct vmdk_disk *top, struct vmdk_disk *base, bool flatten,
+	       struct vmdk_create_opts *o);
+
+/* chain_stage.c: replace the layer in->target (in from intent_init_tmp):
+ * the record is written with the layer's files, fill(opaque, staged, io)
+ * makes the new layer at `staged` (the staging folder in->tmp + the
+ * layer's own name) complete, fsynced and verified, then it is published
+ * (P1-P6: extents before the descriptor).  A failure before P1 rolls back;
+ * from P1 on, recovery finishes. */
+typedef int stage_fill_fn(void *opaque, const char *staged, const struct vd_io *io);
+int stage_run(struct group_intent *in, stage_fill_fn *fill, void *opaque,
+	      const struct vd_io *io);
+/* Recovery: finish a publish, or discard what was staged. */
+int stage_resume(const struct group_intent *in, const struct vd_io *io);
 
 /* chain_commit.c / chain_delete.c: resume from an intent record */
 int commit_resume(const struct group_intent *in, const struct vd_io *io);
 int delete_resume(const struct group_intent *in, const struct vd_io *io);
-int revert_resume(const struct group_intent *in, const struct vd_io *io);
 
 #endif

@@ -3,10 +3,11 @@
  * Owns: the record TARGET CHAIN_INTENT_SUFFIX that a group operation writes
  * (durably, sidecar order S1-S2 of chain_group.c) before its first change
  * and removes after its last, its text form (one key=value a line: op,
- * target, parent, tmp, unfreeze, child=..., file=...; absolute paths), and
- * chain_group_recover, which hands a record to the operation that wrote it
- * to finish (commit, delete) or roll back (revert, repair, promote) its
- * steps.
+ * target, parent, tmp, unfreeze, publish, child=..., file=...; absolute
+ * paths), and chain_group_recover, which hands a record to the operation
+ * that wrote it to finish (commit, delete; revert, repair and promote once
+ * their publish has begun) or roll back (revert, repair, promote before
+ * it) its steps.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -52,8 +53,8 @@ int layer_files(const char *path, char ***files, unsigned *nr)
 	return err;
 }
 
-/* An intent record for op on path with a hidden temporary beside it
- * (.NAME.vdelta-OP.vmdk). */
+/* An intent record for op on path with a hidden staging folder beside it
+ * (.NAME.vdelta-OP, chain_stage.c). */
 int intent_init_tmp(const char *path, const char *op, struct group_intent *in)
 {
 	char *dir = vd_dirname(path), *name = NULL;
@@ -62,7 +63,7 @@ int intent_init_tmp(const char *path, const char *op, struct group_intent *in)
 	memset(in, 0, sizeof *in);
 	in->op = strdup(op);
 	in->target = strdup(path);
-	if (dir && asprintf(&name, ".%s.vdelta-%s.vmdk", base, op) >= 0)
+	if (dir && asprintf(&name, ".%s.vdelta-%s", base, op) >= 0)
 		in->tmp = vd_path_join(dir, name);
 	if (asprintf(&in->path, "%s%s", path, CHAIN_INTENT_SUFFIX) < 0)
 		in->path = NULL;
@@ -93,6 +94,7 @@ int intent_write(const struct group_intent *in, const struct vd_io *io)
 	put(m, "parent", in->parent);
 	put(m, "tmp", in->tmp);
 	put(m, "unfreeze", in->unfreeze ? "1" : NULL);
+	put(m, "publish", in->publish ? "1" : NULL);
 	for (unsigned i = 0; i < in->nr_children; i++)
 		put(m, "child", in->children[i]);
 	for (unsigned i = 0; i < in->nr_files; i++)
@@ -128,6 +130,8 @@ static int intent_line(struct group_intent *in, char *line)
 		return set_str(&in->tmp, eq);
 	if (!strcmp(line, "unfreeze"))
 		return (in->unfreeze = !strcmp(eq, "1")), 0;
+	if (!strcmp(line, "publish"))
+		return (in->publish = !strcmp(eq, "1")), 0;
 	if (!strcmp(line, "child"))
 		return strv_add(&in->children, &in->nr_children, eq);
 	if (!strcmp(line, "file"))
@@ -196,7 +200,7 @@ int chain_group_recover(const char *intent_path, const struct vd_io *io)
 		err = delete_resume(&in, io);
 	else if (!strcmp(in.op, "revert") || !strcmp(in.op, "repair") ||
 		 !strcmp(in.op, "promote"))
-		err = revert_resume(&in, io); /* both roll back: drop the temporary */
+		err = stage_resume(&in, io); /* discard, or finish a publish */
 	else {
 		vd_err("%s: unknown operation '%s': left as is", intent_path, in.op);
 		err = -VD_EBADDATA;

@@ -67,7 +67,7 @@ int chain_group_promote_unlink(struct chain_group *g, const char *disk, unsigned
 	s = err ? -1 : t->nodes[x].parent;
 	if (err || s < 0)
 		return err; /* s < 0: reaches no shared layer already; empty plan */
-	if (!(err = layer_rewrite_check(t->nodes[x].path)))
+	if (!(err = layer_rewrite_check(t->nodes[x].path, true)))
 		err = chain_data_bytes(t->nodes[x].path, &bytes);
 	if (!err)
 		err = plan_add(plan, CHAIN_STEP_CREATE, t->nodes[x].path, bytes);

@@ -9,7 +9,8 @@
  * layer is refused; clearing the flag changes only metadata outside the
  * data and is done on any layer no one is writing.
  *
- * Compaction is layer_rewrite (chain_rewrite.c, steps K1-K5).
+ * Compaction is layer_rewrite (chain_rewrite.c, steps K1-K4, publish
+ * P1-P6 in chain_stage.c): the layer keeps its kind and file names.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -56,7 +57,7 @@ static int repair_layer(const struct chain_group *g, const char *path,
 		err = repair_refuse(g, node, path);
 	vmdk_close(src);
 	if (!err)
-		err = layer_rewrite_check(path);
+		err = layer_rewrite_check(path, false);
 	if (!err)
 		err = plan_add(plan, CHAIN_STEP_COMPACT, path, r->allocated);
 	plan->copy_bytes = plan->space_needed = r->allocated;

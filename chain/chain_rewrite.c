@@ -1,25 +1,33 @@
 /* chain — rewriting one layer into a fresh file (layer 2): compaction for
  * `check --repair` and flattening for `promote --unlink`.
  *
- * Owns: copying what a layer holds (or, flattened, what its whole chain
- * reads) into a new monolithicSparse file with the layer's CID and DDB
- * keys, verifying it, and swapping it in by rename.  The layer's CID is
- * kept, so its children stay valid; the content read through the layer is
- * the same.  Data moves in runs of up to REWRITE_BUF bytes taken from the
- * merged map; unallocated runs are skipped, and so are zero runs when
- * flattening (a base reads zeros there).
+ * Owns: which kind a layer is rewritten as (layer_like, also used by
+ * revert), copying what a layer holds (or, flattened, what its whole chain
+ * reads) into a new layer with the layer's CID and DDB keys, and verifying
+ * it.  The layer's CID is kept, so its children stay valid; the content
+ * read through the layer is the same.  Data moves in runs of up to
+ * REWRITE_BUF bytes taken from the merged map; unallocated runs are
+ * skipped, and so are zero runs when flattening (a base reads zeros there).
  *
- * Write order (recovery removes the temporary, so the layer stays as it
- * was until K4):
- *  K1. the intent record (layer, temporary name) is written;
- *  K2. the copy is made under a hidden temporary name beside the layer:
- *      every run in order, then the descriptor (CID, parent unless
- *      flattened, DDB keys), closed (fsynced);
+ * Kinds: a layer is rewritten as its own kind (monolithicSparse,
+ * twoGbMaxExtentSparse with the same split, vmfsSparse, seSparse); a
+ * flattened ESXi delta becomes what ESXi has below its deltas, a vmfs
+ * base (NAME.vmdk + NAME-flat.vmdk, thin).  Flat and stream layers are
+ * refused (-ENOTSUP, reported with the reason): a flat layer has no grains
+ * to compact and is never a delta, a stream is a read-only export.
+ *
+ * Write order (the layer stays as it was until K4's publish begins):
+ *  K1. the intent record (layer, staging folder, the layer's files; for
+ *      promote the shared parent) is written;
+ *  K2. the copy is made in the staging folder (chain_stage.c) under the
+ *      layer's own name: every run in order, then the descriptor (CID,
+ *      parent unless flattened, DDB keys), closed (fsynced);
  *  K3. the copy is compared with the source: same bytes over the whole
- *      capacity and, unless flattened, the same runs held / not held;
- *  K3b. (promote) the former parent's sidecar record drops the layer;
- *  K4. the copy is renamed over the layer and the folder fsynced;
- *  K5. the intent record is removed.
+ *      capacity and, unless flattened, the same runs held / not held; the
+ *      copy's extent names are checked against the folder;
+ *  K4. publish (chain_stage.c P1-P6): extents, then the descriptor, are
+ *      renamed in; (promote) the former parent's sidecar record drops the
+ *      layer; former extents no longer named are removed; the record goes.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -40,40 +48,111 @@ struct rewrite {
 	uint64_t done, total;
 };
 
-int layer_rewrite_check(const char *path)
+/* Why a layer of createType type (not one of the four rewritten) cannot be. */
+static const char *unlike_reason(const char *type)
+{
+	if (strstr(type, "Flat") || !strncmp(type, "vmfs", 4))
+		return "a flat layer holds every byte: it has no grains to compact and "
+		       "is never a delta";
+	if (!strcmp(type, "streamOptimized"))
+		return "a stream is a read-only export";
+	return "not a kind vdelta writes";
+}
+
+/* d's extents are laid out as vmdk_create makes sf: one file of the kind,
+ * or (split) equal extents of the first one's size. */
+static bool laid_out_as(struct vmdk_disk *d, enum vmdk_subformat sf,
+			const struct vmdk_extent_info *e)
+{
+	static const enum vmdk_extent_kind ext[VMDK_SUBFORMAT_COUNT] = {
+		[VMDK_MONOLITHIC_SPARSE] = VMDK_EXT_SPARSE, [VMDK_TWOGB_SPARSE] = VMDK_EXT_SPARSE,
+		[VMDK_VMFS_SPARSE] = VMDK_EXT_COWD, [VMDK_SESPARSE] = VMDK_EXT_SESPARSE,
+	};
+	struct vmdk_extent_info x;
+	struct vmdk_info vi;
+
+	vmdk_info_get(d, &vi);
+	if (e->kind != ext[sf] || !e->size)
+		return false;
+	if (sf != VMDK_TWOGB_SPARSE)
+		return vi.nr_extents == 1 &&
+		       vmdk_nr_files(d) == (sf == VMDK_MONOLITHIC_SPARSE ? 1u : 2u);
+	for (unsigned i = 1; i < vi.nr_extents; i++)
+		if (vmdk_extent_info_get(d, i, &x) || x.kind != e->kind ||
+		    x.start != i * e->size || (x.size != e->size && i + 1 < vi.nr_extents))
+			return false;
+	return vi.nr_extents == VD_DIV_ROUND_UP(vi.capacity, e->size) &&
+	       vmdk_nr_files(d) == vi.nr_extents + 1;
+}
+
+/* The subformat a rewrite of d makes: its own, or (flatten) a base of its
+ * family; -ENOTSUP (reported, with the reason) for any other layer. */
+static int like_kind(struct vmdk_disk *d, bool flatten, enum vmdk_subformat *sf,
+		     struct vmdk_extent_info *e)
+{
+	const char *type = vmdk_desc_get(d, "createType"), *why = NULL;
+
+	if (!type || vmdk_subformat_parse(type, sf))
+		why = "not a kind vdelta writes";
+	else if (*sf != VMDK_MONOLITHIC_SPARSE && *sf != VMDK_TWOGB_SPARSE &&
+		 *sf != VMDK_VMFS_SPARSE && *sf != VMDK_SESPARSE)
+		why = unlike_reason(type);
+	else if (vmdk_extent_info_get(d, 0, e) || !laid_out_as(d, *sf, e))
+		why = "its extents are not laid out as vdelta creates them";
+	if (why) {
+		vd_err("%s: createType %s: cannot be rewritten: %s", vmdk_path(d),
+		       type ? type : "(none)", why);
+		return -ENOTSUP;
+	}
+	if (flatten && (*sf == VMDK_VMFS_SPARSE || *sf == VMDK_SESPARSE))
+		*sf = VMDK_VMFS;
+	return 0;
+}
+
+int layer_like(struct vmdk_disk *top, struct vmdk_disk *base, bool flatten,
+	       struct vmdk_create_opts *o)
+{
+	const char *hw = vmdk_desc_get(top, "ddb.virtualHWVersion");
+	const char *adapter = vmdk_desc_get(top, "ddb.adapterType");
+	struct vmdk_extent_info e;
+	int err = like_kind(top, flatten, &o->subformat, &e);
+
+	if (err)
+		return err;
+	o->capacity = vmdk_capacity(top);
+	o->adapter = adapter ? adapter : vmdk_desc_get(base, "ddb.adapterType");
+	hw = hw ? hw : vmdk_desc_get(base, "ddb.virtualHWVersion");
+	o->hwversion = hw ? atoi(hw) : 0;
+	if (o->hwversion < 0 || o->hwversion > 99)
+		o->hwversion = 0;
+	if (o->subformat != VMDK_VMFS && o->subformat != VMDK_SESPARSE)
+		o->grain_size = vmdk_grain_size(top);
+	if (o->subformat == VMDK_TWOGB_SPARSE)
+		o->split_size = e.size;
+	o->zeroed_grain = e.kind == VMDK_EXT_SPARSE && (e.flags & 0x4u); /* zeroed-grain GTEs */
+	o->parent_cid = flatten ? VMDK_CID_NONE : vmdk_parent_cid(top);
+	o->parent_hint = flatten ? NULL : vmdk_parent_hint(top);
+	return 0;
+}
+
+int layer_rewrite_check(const char *path, bool flatten)
 {
 	struct vmdk_disk *d = NULL;
+	struct vmdk_create_opts o = {0};
 	int err = vmdk_open(path, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, NULL, &d);
-	const char *type = d ? vmdk_desc_get(d, "createType") : NULL;
 
-	if (!err && (!type || strcmp(type, "monolithicSparse") || vmdk_nr_files(d) != 1)) {
-		vd_err("%s: createType %s: rewriting handles a monolithicSparse layer only",
-		       path, type ? type : "(none)");
-		err = -ENOTSUP;
-	}
+	if (!err)
+		err = layer_like(d, d, flatten, &o);
 	vmdk_close(d);
 	return err;
 }
 
 static int rewrite_create(struct rewrite *w, const char *tmp, const struct vd_io *io)
 {
-	struct vmdk_disk *src = w->top;
-	const char *hw = vmdk_desc_get(src, "ddb.virtualHWVersion");
-	struct vmdk_extent_info e;
-	struct vmdk_create_opts o = {
-		.capacity = vmdk_capacity(src),
-		.subformat = VMDK_MONOLITHIC_SPARSE,
-		.adapter = vmdk_desc_get(src, "ddb.adapterType"),
-		.hwversion = hw ? atoi(hw) : 0,
-		.grain_size = vmdk_grain_size(src),
-		.parent_cid = w->flatten ? VMDK_CID_NONE : vmdk_parent_cid(src),
-		.parent_hint = w->flatten ? NULL : vmdk_parent_hint(src),
-	};
-	int err = vmdk_extent_info_get(src, 0, &e);
+	struct vmdk_create_opts o = {0};
+	int err = layer_like(w->top, chain_layer(w->src, chain_depth(w->src) - 1),
+			     w->flatten, &o);
 
-	o.zeroed_grain = !err && (e.flags & 0x4u); /* zeroed-grain GTEs */
-	if (o.hwversion < 0 || o.hwversion > 99)
-		o.hwversion = 0;
 	return err ? err : vmdk_create(tmp, &o, io);
 }
 
@@ -117,8 +196,8 @@ static int rewrite_copy(struct rewrite *w)
 			err = rewrite_run(w, &r);
 	}
 	for (unsigned i = 0; !err && !vmdk_desc_entry(w->top, i, &key, &val); i++)
-		if (!strncmp(key, "ddb.", 4) &&
-		    !(w->flatten && !strcmp(key, "ddb.nativeParentHint")))
+		if (!strncmp(key, "ddb.", 4) && !(w->flatten && (!strcmp(key, "ddb.nativeParentHint") ||
+							       !strcmp(key, "ddb.grain"))))
 			err = vmdk_desc_set(w->dst, key, val);
 	snprintf(cid, sizeof cid, "%08x", vmdk_cid(w->top));
 	if (!err)
@@ -154,8 +233,10 @@ static int rewrite_verify(struct rewrite *w)
 	return err;
 }
 
-static int rewrite_into(struct rewrite *w, const char *tmp, const struct vd_io *io)
+/* K2, K3 (stage_fill_fn) */
+static int rewrite_into(void *opaque, const char *tmp, const struct vd_io *io)
 {
+	struct rewrite *w = opaque;
 	int err = rewrite_create(w, tmp, io);
 
 	if (!err)
@@ -173,28 +254,6 @@ static int rewrite_into(struct rewrite *w, const char *tmp, const struct vd_io *
 	return err;
 }
 
-static int rewrite_steps(struct rewrite *w, const struct group_intent *in,
-			 const char *unrecord_from, const struct vd_io *io)
-{
-	int err = intent_write(in, io); /* K1 */
-
-	if (!err) {
-		group_unlink(in->tmp, io);
-		err = rewrite_into(w, in->tmp, io); /* K2, K3 */
-	}
-	if (!err && unrecord_from) /* K3b */
-		err = group_record_update(unrecord_from, in->target, NULL, 0, io);
-	if (!err)
-		err = io->rename(io, in->tmp, in->target); /* K4 */
-	if (!err)
-		err = io->sync_dir(io, in->target);
-	if (err && !group_unlink(in->tmp, io)) /* roll back: the layer is as it was */
-		intent_done(in, io);
-	else if (!err)
-		err = intent_done(in, io); /* K5 */
-	return err;
-}
-
 int layer_rewrite(const char *path, const char *op, bool flatten,
 		  const char *unrecord_from, struct chain_plan *plan,
 		  const struct vd_io *io)
@@ -206,6 +265,8 @@ int layer_rewrite(const char *path, const char *op, bool flatten,
 	int err = intent_init_tmp(path, op, &in);
 
 	io = io ? io : vd_io_posix();
+	if (!err && unrecord_from && !(in.parent = strdup(unrecord_from)))
+		err = -ENOMEM;
 	w.buf = malloc(REWRITE_BUF);
 	w.buf2 = malloc(REWRITE_BUF);
 	if (!err && (!w.buf || !w.buf2))
@@ -214,7 +275,7 @@ int layer_rewrite(const char *path, const char *op, bool flatten,
 		err = chain_open(path, flags, io, &w.src);
 	if (!err) {
 		w.top = chain_layer(w.src, 0);
-		err = rewrite_steps(&w, &in, unrecord_from, io);
+		err = stage_run(&in, rewrite_into, &w, io); /* K1-K4 */
 	}
 	chain_close(w.src);
 	intent_free(&in);

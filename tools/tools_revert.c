@@ -18,8 +18,9 @@ const struct tools_cmd tools_cmd_revert = {
 	.summary = "discard a disk's top delta: back to its last snapshot",
 	.usage = "[--dry-run] [--json] [--scan DIR]... DISK\n"
 		 "\n"
-		 "DISK's top (a monolithicSparse delta) is replaced by an empty delta\n"
-		 "over the same parent, atomically: DISK reads as its parent snapshot.\n"
+		 "DISK's top is replaced by an empty delta of its own kind (monolithic\n"
+		 "or split sparse, vmfsSparse, seSparse) and file names over the same\n"
+		 "parent, atomically: DISK reads as its parent snapshot.\n"
 		 "\n"
 		 "  -n, --dry-run  print the plan and stop\n"
 		 "  --json         the plan / the result as JSON\n"

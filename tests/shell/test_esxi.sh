@@ -341,4 +341,147 @@ else
 	fail "COWD truncated in its directory was not refused"
 fi
 
+# ---- group operations on ESXi chains ------------------------------------------
+# Oracles: qemu's raw export of the disk taken before each operation
+# (`qemu-img compare` after, `xxhsum -H2` of it = `vdelta digest`), `qemu-img
+# check` of the flattened vmfs layer, sha256 of the shared base files, the
+# descriptors (kind and file names as ESXi names them), `vdelta check`.
+GS=$((16 << 20))
+
+# mkchain DIR K1 K2 [clone]: vmfs base <- s1 (K1) <- s2 (K2), written; with
+# "clone", a linked clone shares the base
+mkchain()
+{
+	local d=$1
+	mkdir "$d"
+	run "$VDELTA" create -s $GS -t vmfs "$d/vm.vmdk" &&
+	run "$VDIO" -w "$d/vm.vmdk" -c "write -P 0x21 0 2M" -c "write -P 0x22 15M 1M" &&
+	run "$VDELTA" create -t "$2" --parent "$d/vm.vmdk" "$d/s1.vmdk" &&
+	run "$VDIO" -w -C "$d/s1.vmdk" -c "write -P 0x31 1M 1536k" -c "write -z 15M 8k" \
+		-c "write -P 0x32 7000 3" &&
+	run "$VDELTA" create -t "$3" --parent "$d/s1.vmdk" "$d/s2.vmdk" &&
+	run "$VDIO" -w -C "$d/s2.vmdk" -c "write -P 0x41 3M 70000" -c "write -z 512k 100k" \
+		-c "write -P 0x42 15M 4096" || fail "$d: building the chain"
+	[ "${4:-}" = clone ] && { run "$VDELTA" clone --linked "$d/vm.vmdk" "$d/other.vmdk" ||
+		fail "$d: linked clone"; }
+	true
+}
+
+# export DISK RAW: qemu's raw export
+export_raw()
+{
+	rm -f "$2"
+	run qemu-img convert -U -f vmdk -O raw "$1" "$2" || fail "qemu-img export of $1"
+}
+
+# same_as WHAT DISK RAW: qemu-img compare and the digest against RAW
+same_as()
+{
+	local what=$1 disk=$2 raw=$3 want
+	expect_ok "$what: qemu-img compare with the export before" \
+		qemu-img compare -U -f vmdk -F raw "$disk" "$raw"
+	want=$(xxhsum -H2 "$raw" | cut -d' ' -f1)
+	if run "$VDELTA" digest "$disk" && [ "$(cut -d' ' -f1 <"$T/last.out")" = "$want" ]; then
+		pass "$what: digest = xxhsum -H2 of the export"
+	else
+		fail "$what: digest differs from the export's ($want)"
+	fi
+}
+
+# commit into the vmfs base (unshared), in place
+mkchain g1 vmfsSparse vmfsSparse
+export_raw g1/s2.vmdk g1.raw
+expect_ok "commit COWD into a vmfs base" "$VDELTA" commit g1/s1.vmdk
+same_as "COWD committed into vmfs" g1/s2.vmdk g1.raw
+[ ! -e g1/s1.vmdk ] && [ ! -e g1/s1-delta.vmdk ] && pass "the committed COWD layer is gone" ||
+	fail "s1 files left after commit"
+expect_desc "the base stays a vmfs disk" g1/vm.vmdk '^createType="vmfs"$' '^RW 32768 VMFS "vm-flat.vmdk"$'
+# and the COWD top into the vmfs base: the base is the disk again
+expect_ok "commit the COWD top into the vmfs base" "$VDELTA" commit g1/s2.vmdk
+same_as "vmfs base after both commits" g1/vm.vmdk g1.raw
+check_clean g1/vm.vmdk
+
+mkchain g2 seSparse seSparse
+export_raw g2/s2.vmdk g2.raw
+expect_ok "commit seSparse into seSparse" "$VDELTA" commit g2/s2.vmdk
+same_as "seSparse committed into seSparse" g2/s1.vmdk g2.raw
+expect_ok "commit seSparse into a vmfs base" "$VDELTA" commit g2/s1.vmdk
+same_as "seSparse committed into vmfs" g2/vm.vmdk g2.raw
+check_clean g2/vm.vmdk
+
+mkchain g3 vmfsSparse monolithicSparse clone
+export_raw g3/s2.vmdk g3.raw
+expect_ok "commit a hosted delta into a COWD parent" "$VDELTA" commit g3/s2.vmdk
+same_as "hosted committed into COWD" g3/s1.vmdk g3.raw
+check_clean g3/s1.vmdk
+
+# promote --unlink: the flattened ESXi delta becomes a vmfs base
+for kinds in "vmfsSparse seSparse" "seSparse seSparse" "vmfsSparse vmfsSparse"; do
+	set -- $kinds
+	d=u-$1-$2
+	mkchain "$d" "$1" "$2" clone
+	export_raw "$d/s2.vmdk" "$d.raw"
+	export_raw "$d/other.vmdk" "$d-other.raw"
+	shared=$(sha256sum "$d/vm.vmdk" "$d/vm-flat.vmdk")
+	cid=$(grep '^CID=' "$d/s1.vmdk")
+	expect_ok "promote --unlink of vmfs <- $1 <- $2" "$VDELTA" promote --unlink "$d/s2.vmdk"
+	expect_desc "$d: the flattened layer is a vmfs base, same name and CID" "$d/s1.vmdk" \
+		'^createType="vmfs"$' '^RW 32768 VMFS "s1-flat.vmdk"$' "^$cid\$" '^parentCID=ffffffff$'
+	[ ! -e "$d/s1-delta.vmdk" ] && [ ! -e "$d/s1-sesparse.vmdk" ] &&
+		pass "$d: the former delta extent is gone" || fail "$d: the former delta extent is left"
+	same_as "$d after promote --unlink" "$d/s2.vmdk" "$d.raw"
+	same_as "$d: the clone sharing the base" "$d/other.vmdk" "$d-other.raw"
+	expect_ok "$d: qemu-img check of the flattened vmfs layer" qemu-img check -U "$d/s1.vmdk"
+	[ "$shared" = "$(sha256sum "$d/vm.vmdk" "$d/vm-flat.vmdk")" ] &&
+		pass "$d: the shared base is byte-identical" || fail "$d: the shared base changed"
+	ls -A "$d" | grep -q 'vdelta-promote' && fail "$d: staging left" || pass "$d: no staging left"
+	check_clean "$d/s1.vmdk" "$d/s2.vmdk"
+done
+
+# revert: an empty delta of the same kind, same file names
+for k in vmfsSparse seSparse; do
+	d=r-$k
+	mkchain "$d" "$k" "$k" clone
+	export_raw "$d/s1.vmdk" "$d.raw"
+	ext=$(grep -E '^RW ' "$d/s2.vmdk")
+	expect_ok "revert of a $k top" "$VDELTA" revert "$d/s2.vmdk"
+	expect_desc "$d: still $k, same extent line" "$d/s2.vmdk" "^createType=\"$k\"$" "^$ext\$"
+	same_as "$d: the reverted top reads its parent" "$d/s2.vmdk" "$d.raw"
+	check_clean "$d/s2.vmdk"
+done
+
+# check --repair of a COWD top with leaked grains (past the last one used)
+mkchain rp vmfsSparse vmfsSparse clone
+export_raw rp/s2.vmdk rp.raw
+head -c 300000 /dev/urandom >>rp/s2-delta.vmdk
+cid=$(grep '^CID=' rp/s2.vmdk)
+run "$VDELTA" check rp/s2.vmdk
+if grep -q ' [1-9][0-9]* bytes leaked' "$T/last.out"; then
+	pass "check counts the COWD leak"
+else
+	fail "check does not count the COWD leak"
+fi
+expect_ok "check --repair compacts a COWD top" "$VDELTA" check --repair rp/s2.vmdk
+expect_desc "rp: still vmfsSparse, same CID and extent" rp/s2.vmdk '^createType="vmfsSparse"$' \
+	"^$cid\$" '^RW 32768 VMFSSPARSE "s2-delta.vmdk"$'
+if run "$VDELTA" check rp/s2.vmdk && grep -q ' 0 errors, .* 0 bytes leaked' "$T/last.out"; then
+	pass "rp: no leak after compaction"
+else
+	fail "rp: leak or error after compaction"
+fi
+same_as "rp: the compacted top" rp/s2.vmdk rp.raw
+
+# commit into a kind vdelta does not write (a stream): refused naming the
+# extent kind, nothing written
+mkdir st
+run "$VDELTA" convert -t streamOptimized g1/vm.vmdk st/base.vmdk &&
+	run "$VDELTA" create --parent st/base.vmdk st/top.vmdk || fail "stream parent"
+before=$(sha256sum st/*)
+if ! run "$VDELTA" commit st/top.vmdk && grep -q 'STREAM extent' "$T/last.err"; then
+	pass "commit into a stream refused naming the extent kind"
+else
+	fail "commit into a stream not refused as expected"
+fi
+[ "$before" = "$(sha256sum st/*)" ] && pass "refused commit wrote nothing" || fail "refused commit changed files"
+
 finish
