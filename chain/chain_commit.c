@@ -164,8 +164,8 @@ static int each_run(struct merge *m, bool verify)
 	return err;
 }
 
-/* Bytes of data (not zeroed grains) the layer holds. */
-static int held_bytes(const char *layer, uint64_t *out)
+/* Bytes of data (not zeroed grains) the layer holds (chain_int.h). */
+int held_bytes(const char *layer, uint64_t *out)
 {
 	struct vmdk_disk *d = NULL;
 	uint64_t cap, n;

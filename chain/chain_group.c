@@ -484,7 +484,7 @@ const char *chain_step_name(enum chain_step_kind k)
 {
 	static const char *const names[] = {
 		"write", "create", "remove", "repoint", "unfreeze", "orphan", "keep",
-		"clean", "compact",
+		"clean", "compact", "pull",
 	};
 
 	return (unsigned)k < sizeof names / sizeof *names ? names[k] : "?";

@@ -91,9 +91,13 @@ struct chain_group {
 /* A parsed intent record (chain_intent.c). */
 struct group_intent {
 	char *path;      /* the record itself */
-	char *op;        /* "commit", "delete", "revert" */
+	char *op;        /* "commit", "pull", "delete", "revert", ... */
 	char *target;    /* the layer operated on */
-	char *parent;    /* commit: the layer merged into; delete: kept parent */
+	char *parent;    /* commit: the layer merged into; pull: the layer merged
+			  * away; delete: kept parent */
+	char *grandparent; /* pull: the parent's parent (NULL: it was a base) */
+	char *cid;       /* pull: the target's CID (8 hex digits) to keep */
+	char *long_cid;  /* pull: its ddb.longContentID, when it had one */
 	char *tmp;       /* revert: the new top before it is renamed in */
 	bool unfreeze;   /* commit: the parent becomes a top */
 	char **children; /* commit: re-pointed; delete: removed from a record */
@@ -146,8 +150,17 @@ int layer_rewrite(const char *path, const char *op, bool flatten,
 		  const struct vd_io *io);
 int layer_rewrite_check(const char *path);
 
-/* chain_commit.c / chain_delete.c: resume from an intent record */
+/* chain_commit.c: bytes of data (not zeroed grains) the layer holds. */
+int held_bytes(const char *layer, uint64_t *out);
+
+/* chain_pull.c: bytes a pull of layer node l's parent into l copies, and
+ * whether l may take it (-ENOTSUP, not reported, when its kind cannot). */
+int pull_bytes(const char *layer, const char *parent, uint64_t *out);
+int pull_eligible(const char *layer);
+
+/* chain_commit.c / chain_pull.c / chain_delete.c: resume from an intent record */
 int commit_resume(const struct group_intent *in, const struct vd_io *io);
+int pull_resume(const struct group_intent *in, const struct vd_io *io);
 int delete_resume(const struct group_intent *in, const struct vd_io *io);
 int revert_resume(const struct group_intent *in, const struct vd_io *io);
 

@@ -3,10 +3,10 @@
  * Owns: the record TARGET CHAIN_INTENT_SUFFIX that a group operation writes
  * (durably, sidecar order S1-S2 of chain_group.c) before its first change
  * and removes after its last, its text form (one key=value a line: op,
- * target, parent, tmp, unfreeze, child=..., file=...; absolute paths), and
- * chain_group_recover, which hands a record to the operation that wrote it
- * to finish (commit, delete) or roll back (revert, repair, promote) its
- * steps.
+ * target, parent, grandparent, cid, long_cid, tmp, unfreeze, child=...,
+ * file=...; absolute paths), and chain_group_recover, which hands a record
+ * to the operation that wrote it to finish (commit, pull, delete) or roll
+ * back (revert, repair, promote) its steps.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -91,6 +91,9 @@ int intent_write(const struct group_intent *in, const struct vd_io *io)
 	put(m, "op", in->op);
 	put(m, "target", in->target);
 	put(m, "parent", in->parent);
+	put(m, "grandparent", in->grandparent);
+	put(m, "cid", in->cid);
+	put(m, "long_cid", in->long_cid);
 	put(m, "tmp", in->tmp);
 	put(m, "unfreeze", in->unfreeze ? "1" : NULL);
 	for (unsigned i = 0; i < in->nr_children; i++)
@@ -124,6 +127,12 @@ static int intent_line(struct group_intent *in, char *line)
 		return set_str(&in->target, eq);
 	if (!strcmp(line, "parent"))
 		return set_str(&in->parent, eq);
+	if (!strcmp(line, "grandparent"))
+		return set_str(&in->grandparent, eq);
+	if (!strcmp(line, "cid"))
+		return set_str(&in->cid, eq);
+	if (!strcmp(line, "long_cid"))
+		return set_str(&in->long_cid, eq);
 	if (!strcmp(line, "tmp"))
 		return set_str(&in->tmp, eq);
 	if (!strcmp(line, "unfreeze"))
@@ -168,6 +177,9 @@ void intent_free(struct group_intent *in)
 	free(in->target);
 	free(in->parent);
 	free(in->tmp);
+	free(in->grandparent);
+	free(in->cid);
+	free(in->long_cid);
 	strv_free(in->children, in->nr_children);
 	strv_free(in->files, in->nr_files);
 	memset(in, 0, sizeof *in);
@@ -192,6 +204,8 @@ int chain_group_recover(const char *intent_path, const struct vd_io *io)
 	vd_warn("%s: finishing an interrupted %s of %s", intent_path, in.op, in.target);
 	if (!strcmp(in.op, "commit"))
 		err = commit_resume(&in, io);
+	else if (!strcmp(in.op, "pull"))
+		err = pull_resume(&in, io);
 	else if (!strcmp(in.op, "delete"))
 		err = delete_resume(&in, io);
 	else if (!strcmp(in.op, "revert") || !strcmp(in.op, "repair") ||
