@@ -231,6 +231,73 @@ for MODE in vdelta qemu; do
 	cd "$T" || die cd
 done
 
+# ---- consolidate in the direction that copies fewer bytes ----
+# P: shared <- small <- big <- top, "shared" also reached by another disk:
+# small (1M) goes into big (8M) and big is re-pointed to shared.  Then a
+# disk alone: tiny base <- big snapshot <- top: the base goes into the
+# snapshot, which becomes a base.  The top keeps its name both times.
+for MODE in vdelta qemu; do
+	P=$T/pull-$MODE
+	rm -rf "$P" && mkdir -p "$P" && cd "$P" || die mkdir
+	if [ "$MODE" = vdelta ]; then
+		"$VDELTA" create -s $SIZE shared.vmdk >/dev/null
+	else
+		qemu-img create -q -f vmdk shared.vmdk $SIZE
+	fi
+	w shared.vmdk -c 'write -P 0x11 0 6M'
+	child shared.vmdk other.vmdk
+	child shared.vmdk small.vmdk
+	w small.vmdk -c 'write -P 0x21 1M 1M'
+	child small.vmdk big.vmdk
+	w big.vmdk -c 'write -P 0x31 4M 8M' -c 'write -P 0x32 1536k 64k'
+	child big.vmdk top.vmdk
+	w top.vmdk -c 'write -P 0x41 20M 1M'
+	qemu-img convert -O raw top.vmdk "$T/pull.raw"
+	record_digest top.vmdk
+	record_digest other.vmdk
+	sha256sum shared.vmdk >"$T/shared.sha"
+	expect_ok "$MODE: consolidate --dry-run" "$VDELTA" consolidate --dry-run --json top.vmdk
+	grep -q '"action": "pull"' "$T/last.out" && grep -q '"bytes": 983040' "$T/last.out" &&
+		pass "$MODE: the plan pulls small into big (1M less big's 64k)" ||
+		fail "$MODE: plan: $(cat "$T/last.out")"
+	expect_ok "$MODE: consolidate (pull)" "$VDELTA" consolidate top.vmdk
+	[ ! -e small.vmdk ] && [ -e big.vmdk ] && [ -e top.vmdk ] &&
+		pass "$MODE: small merged into big, the top kept its name" || fail "$MODE: pull: $(ls)"
+	[ "$(qemu-img info --backing-chain top.vmdk | grep -c '^image:')" = 3 ] &&
+		qemu-img info big.vmdk | grep -q 'backing file: shared.vmdk' &&
+		pass "$MODE: big hangs from shared now" || fail "$MODE: chain after pull"
+	qemu-img compare -q "$T/pull.raw" top.vmdk && pass "$MODE: pull: qemu-img compare" ||
+		fail "$MODE: pull changed the content"
+	digests_same "$MODE: after pull" top.vmdk other.vmdk
+	qcheck "$MODE: pull" big.vmdk
+	qcheck "$MODE: pull" top.vmdk
+	shared_ok "$MODE: pull"
+
+	rm -f ./*
+	if [ "$MODE" = vdelta ]; then
+		"$VDELTA" create -s $SIZE base.vmdk >/dev/null
+	else
+		qemu-img create -q -f vmdk base.vmdk $SIZE
+	fi
+	w base.vmdk -c 'write -P 0x11 0 1M'
+	child base.vmdk snap.vmdk
+	w snap.vmdk -c 'write -P 0x21 2M 8M'
+	child snap.vmdk top.vmdk
+	w top.vmdk -c 'write -P 0x31 20M 1M'
+	qemu-img convert -O raw top.vmdk "$T/pull.raw"
+	record_digest top.vmdk
+	expect_ok "$MODE: consolidate (pull a base)" "$VDELTA" consolidate --json top.vmdk
+	grep -q '"action": "pull"' "$T/last.out" && [ ! -e base.vmdk ] &&
+		pass "$MODE: the base went into the snapshot" || fail "$MODE: $(cat "$T/last.out")"
+	qemu-img info snap.vmdk | grep -q 'backing file' && fail "$MODE: snap still has a parent" ||
+		pass "$MODE: snap is a base now"
+	qemu-img compare -q "$T/pull.raw" top.vmdk && pass "$MODE: pull a base: qemu-img compare" ||
+		fail "$MODE: pull of a base changed the content"
+	digests_same "$MODE: after pull of a base" top.vmdk
+	qcheck "$MODE: pull of a base" snap.vmdk
+	cd "$T" || die cd
+done
+
 # ---- check --repair: a writer killed mid-way, leaked grains ----
 R=$T/repair
 mkdir -p "$R" && cd "$R" || die mkdir
