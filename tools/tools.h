@@ -154,12 +154,17 @@ typedef int tools_group_op(struct chain_group *g, const char *disk, unsigned fla
 int tools_group_main(const struct tools_cmd *cmd, int argc, char **argv,
 		     tools_group_op *op, bool allow_orphans);
 
+/* Show the plan's data moves with pr (a terminal, or force: -p); end with
+ * tools_progress_end(pr, pr->total). */
+void tools_group_progress(struct chain_plan *plan, struct tools_progress *pr, bool force);
+
 /* Print a plan (or the result of carrying it out) as text or JSON. */
 void tools_group_print(const struct chain_plan *p, bool dry_run, bool json);
 
 /* `consolidate DISK` and `promote DISK` (tools_consolidate.c). */
 int tools_consolidate_disk(const char *disk, char *const *scan, unsigned nr_scan,
-			   char *const *keep, unsigned nr_keep, unsigned flags, bool json);
+			   char *const *keep, unsigned nr_keep, unsigned flags, bool json,
+			   bool force_progress);
 
 /* `check --repair [--dry-run] [--json] LAYER` (tools_repair.c). */
 int tools_repair_run(const char *path, bool dry_run, bool json);

@@ -211,7 +211,9 @@ for MODE in vdelta qemu; do
 	digests_same "$MODE: after consolidate" vm1/vm1.vmdk vm2/vm2-000002.vmdk vm3/vm3.vmdk
 	qcheck "$MODE: consolidate" vm2/vm2-000002.vmdk
 	shared_ok "$MODE: consolidate"
-	expect_ok "$MODE: promote --unlink vm3" "$VDELTA" promote --unlink $S vm3/vm3.vmdk
+	expect_ok "$MODE: promote --unlink vm3" "$VDELTA" promote --unlink -p $S vm3/vm3.vmdk
+	grep -q "100.00/100%" "$T/last.err" && pass "$MODE: promote --unlink -p shows progress" ||
+		fail "$MODE: promote --unlink -p: $(cat "$T/last.err")"
 	qemu-img info --backing-chain vm3/vm3.vmdk | grep -q "backing file" &&
 		fail "$MODE: vm3 still has a backing file" || pass "$MODE: vm3 reaches no shared layer"
 	shared_ok "$MODE: promote --unlink vm3"
@@ -261,6 +263,8 @@ for MODE in vdelta qemu; do
 		pass "$MODE: the plan pulls small into big (1M less big's 64k)" ||
 		fail "$MODE: plan: $(cat "$T/last.out")"
 	expect_ok "$MODE: consolidate (pull)" "$VDELTA" consolidate top.vmdk
+	[ ! -s "$T/last.err" ] && pass "$MODE: no progress when stderr is not a terminal" ||
+		fail "$MODE: consolidate printed: $(cat "$T/last.err")"
 	[ ! -e small.vmdk ] && [ -e big.vmdk ] && [ -e top.vmdk ] &&
 		pass "$MODE: small merged into big, the top kept its name" || fail "$MODE: pull: $(ls)"
 	[ "$(qemu-img info --backing-chain top.vmdk | grep -c '^image:')" = 3 ] &&
@@ -286,7 +290,9 @@ for MODE in vdelta qemu; do
 	w top.vmdk -c 'write -P 0x31 20M 1M'
 	qemu-img convert -O raw top.vmdk "$T/pull.raw"
 	record_digest top.vmdk
-	expect_ok "$MODE: consolidate (pull a base)" "$VDELTA" consolidate --json top.vmdk
+	expect_ok "$MODE: consolidate (pull a base)" "$VDELTA" consolidate -p --json top.vmdk
+	grep -q "100.00/100%" "$T/last.err" && pass "$MODE: consolidate -p shows progress" ||
+		fail "$MODE: consolidate -p: $(cat "$T/last.err")"
 	grep -q '"action": "pull"' "$T/last.out" && [ ! -e base.vmdk ] &&
 		pass "$MODE: the base went into the snapshot" || fail "$MODE: $(cat "$T/last.out")"
 	qemu-img info snap.vmdk | grep -q 'backing file' && fail "$MODE: snap still has a parent" ||
