@@ -422,6 +422,13 @@ unsigned chain_group_nr_users(const struct chain_group *g, int node);
 bool chain_group_shared(const struct chain_group *g, int node);
 /* Finish or roll back the operation of one intent record. */
 int chain_group_recover(const char *intent_path, const struct vd_io *io);
+/* The intent records beside path and beside every layer its chain names
+ * (their folders read, not recursed; links' CIDs not checked), for a
+ * command that is not a group command to recover before it opens the disk.
+ * *out: malloc'd paths (free each and the array).  Messages: only those of
+ * opening the chain (a caller may silence them: a file that is not a
+ * VMDK or a broken chain just yields fewer folders). */
+int chain_group_intents_near(const char *path, char ***out, unsigned *nr);
 /* Record in parent's sidecar that child was made over it. */
 int chain_group_record_child(const char *parent, const char *child,
 			     const struct vd_io *io);

@@ -6,9 +6,11 @@
  * target, parent, grandparent, cid, long_cid, tmp, unfreeze, child=...,
  * file=...; absolute paths), and chain_group_recover, which hands a record
  * to the operation that wrote it to finish (commit, pull, delete) or roll
- * back (revert, repair, promote) its steps.
+ * back (revert, repair, promote) its steps; and chain_group_intents_near,
+ * which finds the records beside a disk's layers for any command.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -216,5 +218,72 @@ int chain_group_recover(const char *intent_path, const struct vd_io *io)
 		err = -VD_EBADDATA;
 	}
 	intent_free(&in);
+	return err;
+}
+
+/* ---- records beside a disk ------------------------------------------------------------ */
+
+/* The intent records in dir (not recursed; hidden entries skipped). */
+static int intents_in(const char *dir, char ***out, unsigned *nr)
+{
+	size_t k = strlen(CHAIN_INTENT_SUFFIX);
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int err = 0;
+
+	if (!d)
+		return 0; /* nothing to recover there */
+	while (!err && (e = readdir(d))) {
+		size_t n = strlen(e->d_name);
+		if (e->d_name[0] == '.' || n <= k || strcmp(e->d_name + n - k, CHAIN_INTENT_SUFFIX))
+			continue;
+		char *p = vd_path_join(dir, e->d_name);
+		err = p ? strv_add(out, nr, p) : -ENOMEM;
+		free(p);
+	}
+	closedir(d);
+	return err;
+}
+
+/* path's folder, then the folder of every layer its chain names (the
+ * links' CIDs not checked: an interrupted commit leaves one stale). */
+static int near_dirs(const char *path, char ***dirs, unsigned *nr)
+{
+	struct chain *c = NULL;
+	char *d = vd_dirname(path);
+	int err = d ? strv_add(dirs, nr, d) : -ENOMEM;
+
+	free(d);
+	if (err || chain_open(path, CHAIN_OPEN_RDONLY | CHAIN_OPEN_NOLOCK |
+			      CHAIN_OPEN_DIRTY_OK | CHAIN_OPEN_IGNORE_CID, NULL, &c))
+		return err;
+	for (unsigned i = 1; !err && i < chain_depth(c); i++) {
+		bool seen = false;
+		d = vd_dirname(vmdk_path(chain_layer(c, i)));
+		for (unsigned j = 0; d && j < *nr; j++)
+			seen |= same_file((*dirs)[j], d);
+		err = !d ? -ENOMEM : seen ? 0 : strv_add(dirs, nr, d);
+		free(d);
+	}
+	chain_close(c);
+	return err;
+}
+
+int chain_group_intents_near(const char *path, char ***out, unsigned *nr)
+{
+	char **dirs = NULL;
+	unsigned nr_dirs = 0;
+	int err = near_dirs(path, &dirs, &nr_dirs);
+
+	*out = NULL;
+	*nr = 0;
+	for (unsigned i = 0; !err && i < nr_dirs; i++)
+		err = intents_in(dirs[i], out, nr);
+	strv_free(dirs, nr_dirs);
+	if (err) {
+		strv_free(*out, *nr);
+		*out = NULL;
+		*nr = 0;
+	}
 	return err;
 }

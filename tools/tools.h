@@ -51,6 +51,13 @@ int tools_usage(const struct tools_cmd *cmd, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 /* Number of error messages logged so far (library and tools). */
 unsigned tools_nr_errors(void);
+/* on: messages (library and tools_err) are dropped, not counted, until off. */
+void tools_log_quiet(bool on);
+
+/* Before a command runs (tools_recover.c): finish or roll back the
+ * interrupted group operations whose intent records lie beside the layers
+ * of every VMDK its arguments name. */
+void tools_recover_args(int argc, char **argv);
 
 /* ---- JSON writer (tools_json.c) --------------------------------------------------
  * Streams pretty-printed JSON to a FILE.  Inside an object every value has

@@ -370,4 +370,36 @@ for delay in 0.05 0.2 0.4; do
 	cd "$T" || die cd
 done
 
+# ---- kill -9 in the middle of a consolidate (a pull, then a commit); the
+# next command of any kind (info, digest) finishes it ----
+for delay in 0.05 0.2 0.4 0.8; do
+	rm -rf "$K" && mkdir -p "$K" && cd "$K" || die mkdir
+	"$VDELTA" create -s 256M base.vmdk >/dev/null
+	w base.vmdk -c 'write -P 0x11 0 8M'
+	"$VDELTA" snapshot base.vmdk >/dev/null
+	w base-000001.vmdk -c 'write -P 0x22 16M 96M' -c 'write -z 200M 1M'
+	"$VDELTA" snapshot base-000001.vmdk >/dev/null
+	w base-000002.vmdk -c 'write -P 0x33 100M 1M'
+	"$VDELTA" snapshot base-000002.vmdk >/dev/null
+	w base-000003.vmdk -c 'write -P 0x44 120M 1M'
+	want=$(qdigest base-000003.vmdk)
+	"$VDELTA" consolidate base-000003.vmdk >/dev/null 2>&1 &
+	pid=$!
+	sleep $delay
+	kill -9 $pid 2>/dev/null
+	wait $pid 2>/dev/null
+	left=$(ls ./*.vdelta-intent 2>/dev/null | wc -l)
+	run "$VDELTA" info base-000003.vmdk # not a group command: recovers too
+	ours=$("$VDELTA" digest base-000003.vmdk 2>"$T/last.err" | cut -d' ' -f1)
+	got=$(qdigest base-000003.vmdk)
+	if [ "$got" = "$want" ] && [ "$ours" = "$want" ] &&
+		[ -z "$(ls ./*.vdelta-intent 2>/dev/null)" ] &&
+		qemu-img check -q base-000003.vmdk >/dev/null 2>&1; then
+		pass "consolidate killed after ${delay}s ($left intent records left): info recovered, digest as before (= qemu's export), qemu-img check clean"
+	else
+		fail "consolidate killed after ${delay}s: digest $ours / qemu $got (want $want) or leftovers: $(ls)"
+	fi
+	cd "$T" || die cd
+done
+
 finish
