@@ -698,6 +698,72 @@ static void test_consolidate_direction(void **state)
 	free(top);
 }
 
+/* ---- the sidecar record, written partly ------------------------------------------ */
+
+/* A linked clone of base is made with the writes stopped after n, while the
+ * only other clone sits out of reach (its record alone protects base).
+ * Afterwards base is still shared: a commit into it is refused and its
+ * bytes are unchanged; the record is the old one or the old one plus the
+ * new clone, and holds the new clone whenever its file exists. */
+static bool sidecar_crash_at(long n, bool drop)
+{
+	char *dir = copy_group(), *away = vdt_mkdtemp("groupaway");
+	char *from = at(dir, "clone.vmdk"), *to = at(away, "clone.vmdk");
+	char *base = at(dir, "base.vmdk"), *c2 = at(dir, "clone2.vmdk");
+	char *rec = at(dir, "base.vmdk" CHAIN_CHILDREN_SUFFIX), *old = at(tmpl, "base.vmdk"
+								    CHAIN_CHILDREN_SUFFIX);
+	struct chain_plan plan = {0};
+	struct vd_faultio *fi;
+	size_t lr = 0, lo = 0;
+	uint8_t *r, *o;
+	bool crashed;
+
+	assert_int_equal(rename(from, to), 0);
+	assert_int_equal(vd_faultio_create(n, drop, &fi), 0);
+	chain_create_child(base, c2, true, vd_faultio_io(fi));
+	crashed = vd_faultio_crashed(fi);
+	assert_int_equal(vd_faultio_crash(fi), 0);
+	vd_faultio_destroy(fi);
+	r = vdt_slurp(rec, &lr);
+	o = vdt_slurp(old, &lo);
+	assert_true(r && o && lr >= lo && !memcmp(r, o, lo)); /* old, or old + a line */
+	assert_true(lr == lo || (lr > lo && memmem(r + lo, lr - lo, "child=clone2.vmdk\n", 18)));
+	if (!access(c2, F_OK))
+		assert_true(lr > lo);
+	free(r);
+	free(o);
+	assert_int_equal(run_op(dir, "base-000001.vmdk", chain_group_commit, 0, NULL, &plan),
+			 -EBUSY);
+	chain_plan_free(&plan);
+	assert_true(same_bytes(dir, "base.vmdk"));
+	assert_true(reads(dir, "base-000003.vmdk", M.s3));
+	assert_int_equal(rename(to, from), 0);
+	assert_true(reads(dir, "clone.vmdk", M.clone));
+	vdt_rmtree(away);
+	vdt_rmtree(dir);
+	free(away);
+	free(dir);
+	free(from);
+	free(to);
+	free(base);
+	free(c2);
+	free(rec);
+	free(old);
+	return crashed;
+}
+
+static void test_sidecar_faults(void **state)
+{
+	(void)state;
+	for (int drop = 0; drop < 2; drop++) {
+		long n = 0;
+		while (n < FAULT_MAX && sidecar_crash_at(n, drop))
+			n++;
+		assert_true(n < FAULT_MAX);
+		assert_true(n > 2); /* the record and the clone were written */
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -728,6 +794,7 @@ int main(void)
 		cmocka_unit_test(test_consolidate_base),
 		cmocka_unit_test(test_consolidate_base_faults),
 		cmocka_unit_test(test_faults_near),
+		cmocka_unit_test(test_sidecar_faults),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
