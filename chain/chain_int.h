@@ -126,6 +126,14 @@ int plan_space(struct chain_plan *p, const char *path);
 /* Refuse (-EBUSY) changing node: names the other disks. */
 int group_refuse_shared(const struct chain_group *g, int node, const char *what);
 bool same_file(const char *a, const char *b);
+/* The node of layer (*l) and its parent's (returned), refusing (reported)
+ * a layer not found, without a parent or with a broken link. */
+int group_merge_node(const struct chain_group *g, const char *layer, const char *what,
+		     int *l);
+/* Add the layer's files (descriptor first) and its sidecar record to in. */
+int group_add_layer_files(struct group_intent *in, const char *layer);
+/* Remove in's files in order, then fsync their folder. */
+int group_remove_files(const struct group_intent *in, const struct vd_io *io);
 
 /* chain_intent.c */
 int intent_write(const struct group_intent *in, const struct vd_io *io);

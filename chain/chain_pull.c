@@ -291,10 +291,8 @@ static int pull_steps(const struct group_intent *in, const struct vd_io *io,
 		err = pull_repoint(in, io); /* U4 */
 	if (!err && in->grandparent) /* U5 */
 		err = group_record_update(in->grandparent, in->parent, &in->target, 1, io);
-	for (unsigned i = 0; !err && i < in->nr_files; i++) /* U6 */
-		err = group_unlink(in->files[i], io);
-	if (!err && in->nr_files)
-		err = io->sync_dir(io, in->files[0]);
+	if (!err) /* U6 */
+		err = group_remove_files(in, io);
 	return err ? err : intent_done(in, io); /* U7 */
 }
 
@@ -316,7 +314,6 @@ static int pull_intent(const struct chain_group *g, int l, struct group_intent *
 	const struct chain_tree *t = g->t;
 	const struct chain_tree_node *n = &t->nodes[l], *p = &t->nodes[n->parent];
 	struct vmdk_disk *d = NULL;
-	char *side;
 	int err = vmdk_open(n->path, VMDK_OPEN_RDONLY, NULL, &d);
 
 	memset(in, 0, sizeof *in);
@@ -335,35 +332,15 @@ static int pull_intent(const struct chain_group *g, int l, struct group_intent *
 	if (!err && (!in->op || !in->target || !in->parent || !in->cid || !in->path ||
 		     (p->parent >= 0 && !in->grandparent)))
 		err = -ENOMEM;
-	if (!err)
-		err = layer_files(p->path, &in->files, &in->nr_files);
-	if (!err && asprintf(&side, "%s%s", p->path, CHAIN_CHILDREN_SUFFIX) >= 0) {
-		err = strv_add(&in->files, &in->nr_files, side);
-		free(side);
-	}
-	return err;
+	return err ? err : group_add_layer_files(in, p->path);
 }
 
 static int pull_check(const struct chain_group *g, const char *layer, int *l)
 {
-	const struct chain_tree *t = g->t;
-	int p, err;
+	int p = group_merge_node(g, layer, "merging its parent into it", l), err;
 
-	*l = chain_group_node(g, layer);
-	if (*l < 0) {
-		vd_err("%s: not found among the disks scanned", layer);
-		return -ENOENT;
-	}
-	p = t->nodes[*l].parent;
-	if (p < 0) {
-		vd_err("%s: has no parent to merge", layer);
-		return -EINVAL;
-	}
-	if (t->nodes[*l].flags & (CHAIN_TREE_BROKEN | CHAIN_TREE_MISSING |
-				  CHAIN_TREE_CAPACITY | CHAIN_TREE_UNREADABLE)) {
-		vd_err("%s: its link to its parent is broken: merge refused", layer);
-		return -ESTALE;
-	}
+	if (p < 0)
+		return p;
 	if (chain_group_shared(g, *l))
 		return group_refuse_shared(g, *l, "merging its parent into it");
 	if (chain_group_shared(g, p))
