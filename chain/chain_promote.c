@@ -127,16 +127,18 @@ static int merge_direction(const struct chain_group *g, int l, char *const *keep
 	return err;
 }
 
+/* Merge node l with its parent in the direction that copies fewer bytes;
+ * *pull tells which. */
 static int merge_one(struct chain_group *g, int l, char *const *keep, unsigned nr_keep,
-		     unsigned flags, const struct vd_io *io, struct chain_plan *plan)
+		     unsigned flags, const struct vd_io *io, struct chain_plan *plan,
+		     bool *pull)
 {
-	bool pull;
-	int err = merge_direction(g, l, keep, nr_keep, &pull);
+	int err = merge_direction(g, l, keep, nr_keep, pull);
 
 	if (err)
 		return err;
-	return (pull ? chain_group_pull : chain_group_commit)(g, g->t->nodes[l].path,
-							      flags, io, plan);
+	return (*pull ? chain_group_pull : chain_group_commit)(g, g->t->nodes[l].path,
+							       flags, io, plan);
 }
 
 /* Dry run: the tree as the merge of node l with its parent leaves it. */
@@ -163,9 +165,7 @@ static int consolidate_plan(struct chain_group *g, int d, char *const *keep,
 	bool pull;
 
 	while (!err && (l = next_merge(g, d, keep, nr_keep)) >= 0) {
-		err = merge_direction(g, l, keep, nr_keep, &pull);
-		if (!err)
-			err = merge_one(g, l, keep, nr_keep, CHAIN_GROUP_DRY_RUN, NULL, plan);
+		err = merge_one(g, l, keep, nr_keep, CHAIN_GROUP_DRY_RUN, NULL, plan, &pull);
 		copy += plan->copy_bytes;
 		plan_merged(g, l, pull);
 	}
@@ -179,6 +179,7 @@ int chain_group_consolidate(const char *disk, char *const *scan, unsigned nr_sca
 {
 	struct chain_group *g = NULL;
 	uint64_t copy = 0;
+	bool pull;
 	int d, l, err = chain_group_load(disk, scan, nr_scan, io, &g);
 
 	for (;;) {
@@ -189,7 +190,7 @@ int chain_group_consolidate(const char *disk, char *const *scan, unsigned nr_sca
 			break;
 		free(plan->result);
 		plan->result = NULL;
-		err = merge_one(g, l, keep, nr_keep, 0, io, plan);
+		err = merge_one(g, l, keep, nr_keep, 0, io, plan, &pull);
 		copy += plan->copy_bytes;
 		chain_group_free(g);
 		g = NULL;
