@@ -79,12 +79,12 @@ promote() # promote DEPTH: base 1 GiB data (shared) + DEPTH-1 layers of 32 MiB
 promote 8
 promote 32
 
-# 16 clones of a shared base (1 GiB, 256 MiB data), each base <- a (8 MiB)
+# 16 clones of a shared base (2 GiB, 256 MiB data), each base <- a (8 MiB)
 # <- b (32 MiB) <- top (1 MiB): consolidate --all pulls each a into its b
 # (8 MiB, the fewer bytes).  qemu-img's way to the same result is `rebase`
 # of each b onto the base (on a copy of the folder), then removing a.
 rm -rf a q && mkdir a && cd a
-"$VDELTA" create -s 1G base.vmdk >/dev/null
+"$VDELTA" create -s 2G base.vmdk >/dev/null
 fill base.vmdk 0 256 0x11
 for i in $(seq 1 16); do
 	mkdir vm$i
