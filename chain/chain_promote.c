@@ -5,12 +5,14 @@
  * that no other disk reaches, which is rewritten flattened (its own data
  * plus everything it reads from the shared layers below, same CID: the
  * disk's upper layers stay valid) so the disk reaches no shared layer;
- * for consolidate, every layer of the disk between its top and the first
+ * for consolidate, every layer of the disk from its top down to the first
  * shared layer that is not kept, each merged with its (unshared) parent,
  * lowest first, in the direction that copies fewer bytes (counted from the
  * maps; a tie: into the parent): the layer into its parent (commit) or the
- * parent into the layer (pull, when the parent is not kept).  Shared
- * layers are never written.
+ * parent into the layer (pull, when the parent is not kept).  The top only
+ * takes its parent in (pull), so the disk keeps its file name; a top that
+ * cannot (not hosted sparse) stays over its parent.  Shared layers are
+ * never written.
  *
  * Steps: --unlink is layer_rewrite (chain_rewrite.c K1-K5, with K3b: the
  * shared parent's sidecar record drops X); consolidate is a sequence of
@@ -92,6 +94,17 @@ static bool kept(const char *path, char *const *keep, unsigned nr_keep)
 	return false;
 }
 
+/* The top d merges with its parent only by taking it in (a pull keeps the
+ * disk's name, which the VM's configuration holds). */
+static bool top_takes_parent(const struct chain_group *g, int d, char *const *keep,
+			     unsigned nr_keep)
+{
+	const struct chain_tree *t = g->t;
+
+	return !kept(t->nodes[t->nodes[d].parent].path, keep, nr_keep) &&
+	       !pull_eligible(t->nodes[d].path);
+}
+
 /* The lowest layer of the disk to merge with its parent, or -1. */
 static int next_merge(const struct chain_group *g, int d, char *const *keep,
 		      unsigned nr_keep)
@@ -99,11 +112,12 @@ static int next_merge(const struct chain_group *g, int d, char *const *keep,
 	const struct chain_tree *t = g->t;
 	int pick = -1;
 
-	for (int at = t->nodes[d].parent; at >= 0; at = t->nodes[at].parent) {
+	for (int at = d; at >= 0; at = t->nodes[at].parent) {
 		int p = t->nodes[at].parent;
 		if (p < 0 || chain_group_shared(g, p))
 			break;
-		if (!kept(t->nodes[at].path, keep, nr_keep))
+		if (at == d ? top_takes_parent(g, d, keep, nr_keep)
+			    : !kept(t->nodes[at].path, keep, nr_keep))
 			pick = at;
 	}
 	return pick;
@@ -117,9 +131,12 @@ static int merge_direction(const struct chain_group *g, int l, char *const *keep
 {
 	const char *lp = g->t->nodes[l].path, *pp = g->t->nodes[g->t->nodes[l].parent].path;
 	uint64_t down = 0, up = 0;
-	int err = held_bytes(lp, &down);
+	int err;
 
-	*pull = false;
+	*pull = !g->t->nodes[l].nr_children; /* the top: next_merge checked it */
+	if (*pull)
+		return 0;
+	err = held_bytes(lp, &down);
 	if (err || kept(pp, keep, nr_keep) || pull_eligible(lp))
 		return err;
 	err = pull_bytes(lp, pp, &up);
