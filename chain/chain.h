@@ -381,6 +381,7 @@ enum chain_step_kind {
 	CHAIN_STEP_KEEP,     /* shared: untouched */
 	CHAIN_STEP_CLEAN,    /* stale unclean flag cleared, redundant tables synced */
 	CHAIN_STEP_COMPACT,  /* rewritten without leaked grains, same content/CID */
+	CHAIN_STEP_PULL,     /* its parent's data copied into it (the parent goes) */
 };
 
 struct chain_plan_step {
@@ -421,6 +422,13 @@ unsigned chain_group_nr_users(const struct chain_group *g, int node);
 bool chain_group_shared(const struct chain_group *g, int node);
 /* Finish or roll back the operation of one intent record. */
 int chain_group_recover(const char *intent_path, const struct vd_io *io);
+/* The intent records beside path and beside every layer its chain names
+ * (their folders read, not recursed; links' CIDs not checked), for a
+ * command that is not a group command to recover before it opens the disk.
+ * *out: malloc'd paths (free each and the array).  Messages: only those of
+ * opening the chain (a caller may silence them: a file that is not a
+ * VMDK or a broken chain just yields fewer folders). */
+int chain_group_intents_near(const char *path, char ***out, unsigned *nr);
 /* Record in parent's sidecar that child was made over it. */
 int chain_group_record_child(const char *parent, const char *child,
 			     const struct vd_io *io);
@@ -428,6 +436,13 @@ int chain_group_record_child(const char *parent, const char *child,
 /* Merge LAYER into its parent, re-point LAYER's children, remove LAYER. */
 int chain_group_commit(struct chain_group *g, const char *layer, unsigned flags,
 		       const struct vd_io *io, struct chain_plan *plan);
+/* The other direction (chain_pull.c): LAYER's parent's data that LAYER does
+ * not override goes into LAYER, LAYER is re-pointed to the grandparent (or
+ * becomes a base), the parent is removed; LAYER keeps its name and CID.
+ * Refused when LAYER or its parent is shared, or LAYER is not a hosted
+ * sparse layer (-ENOTSUP). */
+int chain_group_pull(struct chain_group *g, const char *layer, unsigned flags,
+		     const struct vd_io *io, struct chain_plan *plan);
 /* Remove DISK's unshared layers. */
 int chain_group_delete(struct chain_group *g, const char *disk, unsigned flags,
 		       const struct vd_io *io, struct chain_plan *plan);

@@ -165,8 +165,8 @@ static int each_run(struct merge *m, bool verify)
 	return err;
 }
 
-/* Bytes of data (not zeroed grains) the layer holds. */
-static int held_bytes(const char *layer, uint64_t *out)
+/* Bytes of data (not zeroed grains) the layer holds (chain_int.h). */
+int held_bytes(const char *layer, uint64_t *out)
 {
 	struct vmdk_disk *d = NULL;
 	uint64_t cap, n;
@@ -252,12 +252,8 @@ static int unfreeze(const char *path, const struct vd_io *io)
 /* C6 (from the first file not yet removed) + C7. */
 static int remove_files(const struct group_intent *in, const struct vd_io *io)
 {
-	int err = 0;
+	int err = group_remove_files(in, io);
 
-	for (unsigned i = 0; !err && i < in->nr_files; i++)
-		err = group_unlink(in->files[i], io);
-	if (!err && in->nr_files)
-		err = io->sync_dir(io, in->files[0]);
 	return err ? err : intent_done(in, io);
 }
 
@@ -332,7 +328,6 @@ static int commit_intent(const struct chain_group *g, int l, struct group_intent
 {
 	const struct chain_tree *t = g->t;
 	const struct chain_tree_node *n = &t->nodes[l];
-	char *side;
 	int err = 0;
 
 	memset(in, 0, sizeof *in);
@@ -347,38 +342,18 @@ static int commit_intent(const struct chain_group *g, int l, struct group_intent
 	for (unsigned i = 0; !err && i < t->nr_nodes; i++)
 		if (t->nodes[i].parent == l)
 			err = strv_add(&in->children, &in->nr_children, t->nodes[i].path);
-	if (!err)
-		err = layer_files(n->path, &in->files, &in->nr_files);
-	if (!err && asprintf(&side, "%s%s", n->path, CHAIN_CHILDREN_SUFFIX) >= 0) {
-		err = strv_add(&in->files, &in->nr_files, side);
-		free(side);
-	}
-	return err;
+	return err ? err : group_add_layer_files(in, n->path);
 }
 
 static int commit_check(const struct chain_group *g, const char *layer, int *l)
 {
-	const struct chain_tree *t = g->t;
-	int p;
+	int p = group_merge_node(g, layer, "commit", l);
 
-	*l = chain_group_node(g, layer);
-	if (*l < 0) {
-		vd_err("%s: not found among the disks scanned", layer);
-		return -ENOENT;
-	}
-	p = t->nodes[*l].parent;
-	if (p < 0) {
-		vd_err("%s: has no parent to commit into", layer);
-		return -EINVAL;
-	}
-	if (t->nodes[*l].flags & (CHAIN_TREE_BROKEN | CHAIN_TREE_MISSING |
-				  CHAIN_TREE_CAPACITY | CHAIN_TREE_UNREADABLE)) {
-		vd_err("%s: its link to its parent is broken: commit refused", layer);
-		return -ESTALE;
-	}
+	if (p < 0)
+		return p;
 	if (chain_group_shared(g, p))
 		return group_refuse_shared(g, p, "commit into it");
-	return check_writable_kind(t->nodes[p].path);
+	return check_writable_kind(g->t->nodes[p].path);
 }
 
 int chain_group_commit(struct chain_group *g, const char *layer, unsigned flags,

@@ -66,17 +66,8 @@ static int delete_layer(const struct chain_group *g, int node, struct group_inte
 			struct chain_plan *plan)
 {
 	const struct chain_tree_node *n = &g->t->nodes[node];
-	char **files, *side;
-	unsigned nr;
-	int err = layer_files(n->path, &files, &nr);
+	int err = group_add_layer_files(in, n->path);
 
-	for (unsigned i = 0; !err && i < nr; i++)
-		err = strv_add(&in->files, &in->nr_files, files[i]);
-	strv_free(files, nr);
-	if (!err && asprintf(&side, "%s%s", n->path, CHAIN_CHILDREN_SUFFIX) >= 0) {
-		err = strv_add(&in->files, &in->nr_files, side);
-		free(side);
-	}
 	return err ? err : plan_add(plan, CHAIN_STEP_REMOVE, n->path, n->file_bytes);
 }
 

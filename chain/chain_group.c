@@ -437,6 +437,59 @@ int group_refuse_shared(const struct chain_group *g, int node, const char *what)
 	return -EBUSY;
 }
 
+/* ---- what the merges share --------------------------------------------------------- */
+
+int group_merge_node(const struct chain_group *g, const char *layer, const char *what,
+		     int *l)
+{
+	const struct chain_tree *t = g->t;
+	int p;
+
+	*l = chain_group_node(g, layer);
+	if (*l < 0) {
+		vd_err("%s: not found among the disks scanned", layer);
+		return -ENOENT;
+	}
+	p = t->nodes[*l].parent;
+	if (p < 0) {
+		vd_err("%s: has no parent: %s refused", layer, what);
+		return -EINVAL;
+	}
+	if (t->nodes[*l].flags & (CHAIN_TREE_BROKEN | CHAIN_TREE_MISSING |
+				  CHAIN_TREE_CAPACITY | CHAIN_TREE_UNREADABLE)) {
+		vd_err("%s: its link to its parent is broken: %s refused", layer, what);
+		return -ESTALE;
+	}
+	return p;
+}
+
+int group_add_layer_files(struct group_intent *in, const char *layer)
+{
+	char **files, *side;
+	unsigned nr;
+	int err = layer_files(layer, &files, &nr);
+
+	for (unsigned i = 0; !err && i < nr; i++)
+		err = strv_add(&in->files, &in->nr_files, files[i]);
+	strv_free(files, nr);
+	if (!err && asprintf(&side, "%s%s", layer, CHAIN_CHILDREN_SUFFIX) >= 0) {
+		err = strv_add(&in->files, &in->nr_files, side);
+		free(side);
+	}
+	return err;
+}
+
+int group_remove_files(const struct group_intent *in, const struct vd_io *io)
+{
+	int err = 0;
+
+	for (unsigned i = 0; !err && i < in->nr_files; i++)
+		err = group_unlink(in->files[i], io);
+	if (!err && in->nr_files)
+		err = io->sync_dir(io, in->files[0]);
+	return err;
+}
+
 /* ---- plans ------------------------------------------------------------------------- */
 
 int plan_add(struct chain_plan *p, enum chain_step_kind kind, const char *path,
@@ -484,7 +537,7 @@ const char *chain_step_name(enum chain_step_kind k)
 {
 	static const char *const names[] = {
 		"write", "create", "remove", "repoint", "unfreeze", "orphan", "keep",
-		"clean", "compact",
+		"clean", "compact", "pull",
 	};
 
 	return (unsigned)k < sizeof names / sizeof *names ? names[k] : "?";

@@ -91,10 +91,14 @@ struct chain_group {
 /* A parsed intent record (chain_intent.c). */
 struct group_intent {
 	char *path;      /* the record itself */
-	char *op;        /* "commit", "delete", "revert" */
+	char *op;        /* "commit", "pull", "delete", "revert", ... */
 	char *target;    /* the layer operated on */
-	char *parent;    /* commit: the layer merged into; delete: kept parent;
-			  * promote: the shared layer that loses its record */
+	char *parent;    /* commit: the layer merged into; pull: the layer merged
+			  * away; delete: kept parent; promote: the shared
+			  * layer that loses its record */
+	char *grandparent; /* pull: the parent's parent (NULL: it was a base) */
+	char *cid;       /* pull: the target's CID (8 hex digits) to keep */
+	char *long_cid;  /* pull: its ddb.longContentID, when it had one */
 	char *tmp;       /* revert, repair, promote: the staging folder */
 	bool unfreeze;   /* commit: the parent becomes a top */
 	bool publish;    /* revert, repair, promote: the staged layer is being
@@ -125,6 +129,14 @@ int plan_space(struct chain_plan *p, const char *path);
 /* Refuse (-EBUSY) changing node: names the other disks. */
 int group_refuse_shared(const struct chain_group *g, int node, const char *what);
 bool same_file(const char *a, const char *b);
+/* The node of layer (*l) and its parent's (returned), refusing (reported)
+ * a layer not found, without a parent or with a broken link. */
+int group_merge_node(const struct chain_group *g, const char *layer, const char *what,
+		     int *l);
+/* Add the layer's files (descriptor first) and its sidecar record to in. */
+int group_add_layer_files(struct group_intent *in, const char *layer);
+/* Remove in's files in order, then fsync their folder. */
+int group_remove_files(const struct group_intent *in, const struct vd_io *io);
 
 /* chain_intent.c */
 int intent_write(const struct group_intent *in, const struct vd_io *io);
@@ -169,8 +181,17 @@ int stage_run(struct group_intent *in, stage_fill_fn *fill, void *opaque,
 /* Recovery: finish a publish, or discard what was staged. */
 int stage_resume(const struct group_intent *in, const struct vd_io *io);
 
-/* chain_commit.c / chain_delete.c: resume from an intent record */
+/* chain_commit.c: bytes of data (not zeroed grains) the layer holds. */
+int held_bytes(const char *layer, uint64_t *out);
+
+/* chain_pull.c: bytes a pull of layer node l's parent into l copies, and
+ * whether l may take it (-ENOTSUP, not reported, when its kind cannot). */
+int pull_bytes(const char *layer, const char *parent, uint64_t *out);
+int pull_eligible(const char *layer);
+
+/* chain_commit.c / chain_pull.c / chain_delete.c: resume from an intent record */
 int commit_resume(const struct group_intent *in, const struct vd_io *io);
+int pull_resume(const struct group_intent *in, const struct vd_io *io);
 int delete_resume(const struct group_intent *in, const struct vd_io *io);
 
 #endif

@@ -3,13 +3,16 @@
  * Owns: the record TARGET CHAIN_INTENT_SUFFIX that a group operation writes
  * (durably, sidecar order S1-S2 of chain_group.c) before its first change
  * and removes after its last, its text form (one key=value a line: op,
- * target, parent, tmp, unfreeze, publish, child=..., file=...; absolute
- * paths), and chain_group_recover, which hands a record to the operation
- * that wrote it to finish (commit, delete; revert, repair and promote once
- * their publish has begun) or roll back (revert, repair, promote before
- * it) its steps.
+ * target, parent, grandparent, cid, long_cid, tmp, unfreeze, publish,
+ * child=..., file=...; absolute paths), chain_group_recover, which hands a
+ * record to the operation that wrote it to finish (commit, pull, delete;
+ * revert, repair and promote once their publish has begun) or roll back
+ * (revert, repair, promote before it) its steps, and
+ * chain_group_intents_near, which finds the records beside a disk's
+ * layers for any command.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,6 +95,9 @@ int intent_write(const struct group_intent *in, const struct vd_io *io)
 	put(m, "op", in->op);
 	put(m, "target", in->target);
 	put(m, "parent", in->parent);
+	put(m, "grandparent", in->grandparent);
+	put(m, "cid", in->cid);
+	put(m, "long_cid", in->long_cid);
 	put(m, "tmp", in->tmp);
 	put(m, "unfreeze", in->unfreeze ? "1" : NULL);
 	put(m, "publish", in->publish ? "1" : NULL);
@@ -126,6 +132,12 @@ static int intent_line(struct group_intent *in, char *line)
 		return set_str(&in->target, eq);
 	if (!strcmp(line, "parent"))
 		return set_str(&in->parent, eq);
+	if (!strcmp(line, "grandparent"))
+		return set_str(&in->grandparent, eq);
+	if (!strcmp(line, "cid"))
+		return set_str(&in->cid, eq);
+	if (!strcmp(line, "long_cid"))
+		return set_str(&in->long_cid, eq);
 	if (!strcmp(line, "tmp"))
 		return set_str(&in->tmp, eq);
 	if (!strcmp(line, "unfreeze"))
@@ -172,6 +184,9 @@ void intent_free(struct group_intent *in)
 	free(in->target);
 	free(in->parent);
 	free(in->tmp);
+	free(in->grandparent);
+	free(in->cid);
+	free(in->long_cid);
 	strv_free(in->children, in->nr_children);
 	strv_free(in->files, in->nr_files);
 	memset(in, 0, sizeof *in);
@@ -196,6 +211,8 @@ int chain_group_recover(const char *intent_path, const struct vd_io *io)
 	vd_warn("%s: finishing an interrupted %s of %s", intent_path, in.op, in.target);
 	if (!strcmp(in.op, "commit"))
 		err = commit_resume(&in, io);
+	else if (!strcmp(in.op, "pull"))
+		err = pull_resume(&in, io);
 	else if (!strcmp(in.op, "delete"))
 		err = delete_resume(&in, io);
 	else if (!strcmp(in.op, "revert") || !strcmp(in.op, "repair") ||
@@ -206,5 +223,72 @@ int chain_group_recover(const char *intent_path, const struct vd_io *io)
 		err = -VD_EBADDATA;
 	}
 	intent_free(&in);
+	return err;
+}
+
+/* ---- records beside a disk ------------------------------------------------------------ */
+
+/* The intent records in dir (not recursed; hidden entries skipped). */
+static int intents_in(const char *dir, char ***out, unsigned *nr)
+{
+	size_t k = strlen(CHAIN_INTENT_SUFFIX);
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int err = 0;
+
+	if (!d)
+		return 0; /* nothing to recover there */
+	while (!err && (e = readdir(d))) {
+		size_t n = strlen(e->d_name);
+		if (e->d_name[0] == '.' || n <= k || strcmp(e->d_name + n - k, CHAIN_INTENT_SUFFIX))
+			continue;
+		char *p = vd_path_join(dir, e->d_name);
+		err = p ? strv_add(out, nr, p) : -ENOMEM;
+		free(p);
+	}
+	closedir(d);
+	return err;
+}
+
+/* path's folder, then the folder of every layer its chain names (the
+ * links' CIDs not checked: an interrupted commit leaves one stale). */
+static int near_dirs(const char *path, char ***dirs, unsigned *nr)
+{
+	struct chain *c = NULL;
+	char *d = vd_dirname(path);
+	int err = d ? strv_add(dirs, nr, d) : -ENOMEM;
+
+	free(d);
+	if (err || chain_open(path, CHAIN_OPEN_RDONLY | CHAIN_OPEN_NOLOCK |
+			      CHAIN_OPEN_DIRTY_OK | CHAIN_OPEN_IGNORE_CID, NULL, &c))
+		return err;
+	for (unsigned i = 1; !err && i < chain_depth(c); i++) {
+		bool seen = false;
+		d = vd_dirname(vmdk_path(chain_layer(c, i)));
+		for (unsigned j = 0; d && j < *nr; j++)
+			seen |= same_file((*dirs)[j], d);
+		err = !d ? -ENOMEM : seen ? 0 : strv_add(dirs, nr, d);
+		free(d);
+	}
+	chain_close(c);
+	return err;
+}
+
+int chain_group_intents_near(const char *path, char ***out, unsigned *nr)
+{
+	char **dirs = NULL;
+	unsigned nr_dirs = 0;
+	int err = near_dirs(path, &dirs, &nr_dirs);
+
+	*out = NULL;
+	*nr = 0;
+	for (unsigned i = 0; !err && i < nr_dirs; i++)
+		err = intents_in(dirs[i], out, nr);
+	strv_free(dirs, nr_dirs);
+	if (err) {
+		strv_free(*out, *nr);
+		*out = NULL;
+		*nr = 0;
+	}
 	return err;
 }

@@ -5,14 +5,19 @@
  * that no other disk reaches, which is rewritten flattened (its own data
  * plus everything it reads from the shared layers below, same CID: the
  * disk's upper layers stay valid) so the disk reaches no shared layer;
- * for consolidate, every layer of the disk between its top and the first
- * shared layer that is not kept, each committed into its (unshared)
- * parent, lowest first.  Shared layers are never written.
+ * for consolidate, every layer of the disk from its top down to the first
+ * shared layer that is not kept, each merged with its (unshared) parent,
+ * lowest first, in the direction that copies fewer bytes (counted from the
+ * maps; a tie: into the parent): the layer into its parent (commit) or the
+ * parent into the layer (pull, when the parent is not kept).  The top only
+ * takes its parent in (pull), so the disk keeps its file name; a top that
+ * cannot (not hosted sparse) stays over its parent.  Shared layers are
+ * never written.
  *
  * Steps: --unlink is layer_rewrite (chain_rewrite.c K1-K5, with K3b: the
  * shared parent's sidecar record drops X); consolidate is a sequence of
- * commits (chain_commit.c C1-C7), each complete and recoverable on its
- * own, the group loaded again between two.
+ * commits (chain_commit.c C1-C7) and pulls (chain_pull.c U1-U7), each
+ * complete and recoverable on its own, the group loaded again between two.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -89,34 +94,97 @@ static bool kept(const char *path, char *const *keep, unsigned nr_keep)
 	return false;
 }
 
-/* The lowest layer of the disk to commit into its parent, or -1. */
+/* The top d merges with its parent only by taking it in (a pull keeps the
+ * disk's name, which the VM's configuration holds). */
+static bool top_takes_parent(const struct chain_group *g, int d, char *const *keep,
+			     unsigned nr_keep)
+{
+	const struct chain_tree *t = g->t;
+
+	return !kept(t->nodes[t->nodes[d].parent].path, keep, nr_keep) &&
+	       !pull_eligible(t->nodes[d].path);
+}
+
+/* The lowest layer of the disk to merge with its parent, or -1. */
 static int next_merge(const struct chain_group *g, int d, char *const *keep,
-		      unsigned nr_keep, int below)
+		      unsigned nr_keep)
 {
 	const struct chain_tree *t = g->t;
 	int pick = -1;
 
-	for (int at = t->nodes[d].parent; at >= 0 && at != below; at = t->nodes[at].parent) {
+	for (int at = d; at >= 0; at = t->nodes[at].parent) {
 		int p = t->nodes[at].parent;
 		if (p < 0 || chain_group_shared(g, p))
 			break;
-		if (!kept(t->nodes[at].path, keep, nr_keep))
+		if (at == d ? top_takes_parent(g, d, keep, nr_keep)
+			    : !kept(t->nodes[at].path, keep, nr_keep))
 			pick = at;
 	}
 	return pick;
 }
 
-/* Dry run: the commits on the group as it is, lowest first. */
+/* The direction of merging node l and its parent that copies fewer bytes
+ * (a tie: l into its parent).  The parent goes into l only when it is not
+ * kept and l can take it (a hosted sparse layer). */
+static int merge_direction(const struct chain_group *g, int l, char *const *keep,
+			   unsigned nr_keep, bool *pull)
+{
+	const char *lp = g->t->nodes[l].path, *pp = g->t->nodes[g->t->nodes[l].parent].path;
+	uint64_t down = 0, up = 0;
+	int err;
+
+	*pull = !g->t->nodes[l].nr_children; /* the top: next_merge checked it */
+	if (*pull)
+		return 0;
+	err = held_bytes(lp, &down);
+	if (err || kept(pp, keep, nr_keep) || pull_eligible(lp))
+		return err;
+	err = pull_bytes(lp, pp, &up);
+	*pull = !err && up < down;
+	return err;
+}
+
+/* Merge node l with its parent in the direction that copies fewer bytes;
+ * *pull tells which. */
+static int merge_one(struct chain_group *g, int l, char *const *keep, unsigned nr_keep,
+		     unsigned flags, const struct vd_io *io, struct chain_plan *plan,
+		     bool *pull)
+{
+	int err = merge_direction(g, l, keep, nr_keep, pull);
+
+	if (err)
+		return err;
+	return (*pull ? chain_group_pull : chain_group_commit)(g, g->t->nodes[l].path,
+							       flags, io, plan);
+}
+
+/* Dry run: the tree as the merge of node l with its parent leaves it. */
+static void plan_merged(struct chain_group *g, int l, bool pull)
+{
+	struct chain_tree *t = g->t;
+	int p = t->nodes[l].parent, gone = pull ? p : l;
+
+	for (unsigned i = 0; i < t->nr_nodes; i++)
+		if (!pull && t->nodes[i].parent == l)
+			t->nodes[i].parent = p;
+	if (pull)
+		t->nodes[l].parent = t->nodes[p].parent;
+	t->nodes[gone].parent = -1;
+}
+
+/* Dry run: the merges on the group as it is, lowest first; the bytes of the
+ * second and later merges are counted on the layers as they are now. */
 static int consolidate_plan(struct chain_group *g, int d, char *const *keep,
 			    unsigned nr_keep, struct chain_plan *plan)
 {
-	int below = -1, l, err = 0;
+	int l, err = 0;
 	uint64_t copy = 0;
+	bool pull;
 
-	while (!err && (l = next_merge(g, d, keep, nr_keep, below)) >= 0) {
-		err = chain_group_commit(g, g->t->nodes[l].path, CHAIN_GROUP_DRY_RUN, NULL, plan);
+	while (!err && (l = next_merge(g, d, keep, nr_keep)) >= 0) {
+		err = merge_one(g, l, keep, nr_keep, CHAIN_GROUP_DRY_RUN, NULL, plan, &pull);
 		copy += plan->copy_bytes;
-		below = l;
+		plan_merged(g, l, pull);
 	}
 	plan->copy_bytes = plan->space_needed = copy;
 	return err;
@@ -128,17 +196,18 @@ int chain_group_consolidate(const char *disk, char *const *scan, unsigned nr_sca
 {
 	struct chain_group *g = NULL;
 	uint64_t copy = 0;
+	bool pull;
 	int d, l, err = chain_group_load(disk, scan, nr_scan, io, &g);
 
 	for (;;) {
 		d = err ? err : disk_node(g, disk, "consolidate");
 		if (d < 0 || (flags & CHAIN_GROUP_DRY_RUN))
 			break;
-		if ((l = next_merge(g, d, keep, nr_keep, -1)) < 0)
+		if ((l = next_merge(g, d, keep, nr_keep)) < 0)
 			break;
 		free(plan->result);
 		plan->result = NULL;
-		err = chain_group_commit(g, g->t->nodes[l].path, 0, io, plan);
+		err = merge_one(g, l, keep, nr_keep, 0, io, plan, &pull);
 		copy += plan->copy_bytes;
 		chain_group_free(g);
 		g = NULL;

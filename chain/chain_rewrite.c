@@ -23,8 +23,9 @@
  *      layer's own name: every run in order, then the descriptor (CID,
  *      parent unless flattened, DDB keys), closed (fsynced);
  *  K3. the copy is compared with the source: same bytes over the whole
- *      capacity and, unless flattened, the same runs held / not held; the
- *      copy's extent names are checked against the folder;
+ *      capacity (runs that neither holds data for read zeros on both
+ *      sides, by block status) and, unless flattened, the same runs held /
+ *      not held; the copy's extent names are checked against the folder;
  *  K4. publish (chain_stage.c P1-P6): extents, then the descriptor, are
  *      renamed in; (promote) the former parent's sidecar record drops the
  *      layer; former extents no longer named are removed; the record goes.
@@ -222,6 +223,8 @@ static int rewrite_verify(struct rewrite *w)
 		if (!err && !w->flatten &&
 		    (r.kind == CHAIN_UNALLOC) != (kd == VMDK_BS_UNALLOC))
 			err = -EIO;
+		if (!err && r.kind != CHAIN_DATA && kd != VMDK_BS_DATA)
+			continue; /* both read zeros: nothing to compare */
 		if (!err && !(err = chain_pread(w->src, w->buf, r.len, off)) &&
 		    !(err = vmdk_pread(w->dst, w->buf2, r.len, off)) &&
 		    memcmp(w->buf, w->buf2, r.len))

@@ -51,6 +51,13 @@ int tools_usage(const struct tools_cmd *cmd, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 /* Number of error messages logged so far (library and tools). */
 unsigned tools_nr_errors(void);
+/* on: messages (library and tools_err) are dropped, not counted, until off. */
+void tools_log_quiet(bool on);
+
+/* Before a command runs (tools_recover.c): finish or roll back the
+ * interrupted group operations whose intent records lie beside the layers
+ * of every VMDK its arguments name. */
+void tools_recover_args(int argc, char **argv);
 
 /* ---- JSON writer (tools_json.c) --------------------------------------------------
  * Streams pretty-printed JSON to a FILE.  Inside an object every value has
@@ -154,12 +161,17 @@ typedef int tools_group_op(struct chain_group *g, const char *disk, unsigned fla
 int tools_group_main(const struct tools_cmd *cmd, int argc, char **argv,
 		     tools_group_op *op, bool allow_orphans);
 
+/* Show the plan's data moves with pr (a terminal, or force: -p); end with
+ * tools_progress_end(pr, pr->total). */
+void tools_group_progress(struct chain_plan *plan, struct tools_progress *pr, bool force);
+
 /* Print a plan (or the result of carrying it out) as text or JSON. */
 void tools_group_print(const struct chain_plan *p, bool dry_run, bool json);
 
 /* `consolidate DISK` and `promote DISK` (tools_consolidate.c). */
 int tools_consolidate_disk(const char *disk, char *const *scan, unsigned nr_scan,
-			   char *const *keep, unsigned nr_keep, unsigned flags, bool json);
+			   char *const *keep, unsigned nr_keep, unsigned flags, bool json,
+			   bool force_progress);
 
 /* `check --repair [--dry-run] [--json] LAYER` (tools_repair.c). */
 int tools_repair_run(const char *path, bool dry_run, bool json);

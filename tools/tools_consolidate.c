@@ -1,7 +1,7 @@
 /* tools — `vdelta consolidate`: collapse a disk's unshared layers (top
  * layer, over chain_group_consolidate).
  *
- * Owns: the options (--keep LAYER..., --scan DIR..., --all DIR), the
+ * Owns: the options (--keep LAYER..., --scan DIR..., --all DIR, -p), the
  * per-disk plan output (tools_group.c's format), and for --all the depth
  * of each disk and the space of the folder before and after.
  */
@@ -21,22 +21,28 @@ static const struct option cons_opts[] = {
 	{"scan", required_argument, NULL, 's'},
 	{"keep", required_argument, NULL, 'k'},
 	{"all", no_argument, NULL, 'a'},
+	{"progress", no_argument, NULL, 'p'},
 	{NULL, 0, NULL, 0},
 };
 
 struct cons_args {
 	unsigned flags;
-	bool json, all;
+	bool json, all, progress;
 	char *scan[MAX_LIST], *keep[MAX_LIST];
 	unsigned nr_scan, nr_keep;
 };
 
 int tools_consolidate_disk(const char *disk, char *const *scan, unsigned nr_scan,
-			   char *const *keep, unsigned nr_keep, unsigned flags, bool json)
+			   char *const *keep, unsigned nr_keep, unsigned flags, bool json,
+			   bool force_progress)
 {
 	struct chain_plan plan = {0};
-	int rc = chain_group_consolidate(disk, scan, nr_scan, keep, nr_keep, flags, NULL,
-					 &plan);
+	struct tools_progress pr;
+	int rc;
+
+	tools_group_progress(&plan, &pr, force_progress);
+	rc = chain_group_consolidate(disk, scan, nr_scan, keep, nr_keep, flags, NULL, &plan);
+	tools_progress_end(&pr, pr.total);
 
 	if (rc >= 0)
 		tools_group_print(&plan, flags & CHAIN_GROUP_DRY_RUN, json);
@@ -76,7 +82,7 @@ static int consolidate_all(char *dir, const struct cons_args *a)
 			continue;
 		printf("%s: depth %u before\n", t->nodes[i].path, depth_of(t, i));
 		rc = tools_consolidate_disk(t->nodes[i].path, &dir, 1, a->keep, a->nr_keep,
-					    a->flags, a->json);
+					    a->flags, a->json, a->progress);
 		worst = rc != TOOLS_OK ? rc : worst;
 	}
 	if ((rc = chain_tree_scan(&dir, 1, &after)) < 0) {
@@ -99,8 +105,10 @@ static int cons_run(int argc, char **argv)
 	struct cons_args a = {0};
 	int c;
 
-	while ((c = getopt_long(argc, argv, "n", cons_opts, NULL)) != -1) {
-		if (c == 'n')
+	while ((c = getopt_long(argc, argv, "np", cons_opts, NULL)) != -1) {
+		if (c == 'p')
+			a.progress = true;
+		else if (c == 'n')
 			a.flags |= CHAIN_GROUP_DRY_RUN;
 		else if (c == 'j')
 			a.json = true;
@@ -119,21 +127,26 @@ static int cons_run(int argc, char **argv)
 	if (a.all)
 		return consolidate_all(argv[optind], &a);
 	return tools_consolidate_disk(argv[optind], a.scan, a.nr_scan, a.keep, a.nr_keep,
-				      a.flags, a.json);
+				      a.flags, a.json, a.progress);
 }
 
 const struct tools_cmd tools_cmd_consolidate = {
 	.name = "consolidate",
 	.summary = "collapse a disk's unshared snapshot layers (shared ones untouched)",
-	.usage = "[--dry-run] [--json] [--keep LAYER]... [--scan DIR]... DISK | --all DIR\n"
+	.usage = "[--dry-run] [--json] [-p] [--keep LAYER]... [--scan DIR]... DISK | --all DIR\n"
 		 "\n"
 		 "Every layer of DISK between its top and the first layer another disk\n"
-		 "reaches is committed into its parent, lowest first, except the kept\n"
-		 "ones; the top stays where it is, the content is identical.\n"
+		 "reaches, except the kept ones, is merged with its parent, lowest\n"
+		 "first, in the direction that copies fewer bytes: the layer into its\n"
+		 "parent (\"write\" in the plan) or the parent into the layer (\"pull\":\n"
+		 "the layer then hangs from the grandparent, or becomes a base).  The\n"
+		 "top stays where it is, the content is identical, shared layers are\n"
+		 "untouched.\n"
 		 "\n"
 		 "  -n, --dry-run  print the plan and stop\n"
 		 "  --json         the plan / the result as JSON\n"
-		 "  --keep LAYER   do not merge LAYER away\n"
+		 "  -p, --progress show progress even when stderr is not a terminal\n"
+		 "  --keep LAYER   do not merge LAYER away (nor its parent into it)\n"
 		 "  --scan DIR     look for more disks under DIR\n"
 		 "  --all DIR      every disk found under DIR; prints each disk's depth\n"
 		 "                 and the folder's space before and after",

@@ -120,6 +120,13 @@ static void on_progress(void *opaque, uint64_t done, uint64_t total)
 	tools_progress_update(pr, done);
 }
 
+void tools_group_progress(struct chain_plan *plan, struct tools_progress *pr, bool force)
+{
+	tools_progress_init(pr, 0, force);
+	plan->progress = on_progress;
+	plan->progress_opaque = pr;
+}
+
 int tools_group_main(const struct tools_cmd *cmd, int argc, char **argv,
 		     tools_group_op *op, bool allow_orphans)
 {
@@ -135,9 +142,7 @@ int tools_group_main(const struct tools_cmd *cmd, int argc, char **argv,
 	disk = argv[optind];
 	if ((rc = chain_group_load(disk, a.scan, a.nr_scan, NULL, &g)) < 0)
 		return tools_fail(disk, rc);
-	tools_progress_init(&pr, 0, a.force_progress);
-	plan.progress = on_progress;
-	plan.progress_opaque = &pr;
+	tools_group_progress(&plan, &pr, a.force_progress);
 	rc = op(g, disk, a.flags, NULL, &plan);
 	tools_progress_end(&pr, pr.total);
 	chain_group_free(g);

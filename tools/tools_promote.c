@@ -18,19 +18,23 @@ static const struct option promote_opts[] = {
 	{"dry-run", no_argument, NULL, 'n'},
 	{"json", no_argument, NULL, 'j'},
 	{"scan", required_argument, NULL, 's'},
+	{"progress", no_argument, NULL, 'p'},
 	{NULL, 0, NULL, 0},
 };
 
 static int promote_unlink(const char *disk, char **scan, unsigned nr_scan,
-			  unsigned flags, bool json)
+			  unsigned flags, bool json, bool progress)
 {
 	struct chain_plan plan = {0};
+	struct tools_progress pr;
 	struct chain_group *g;
 	int rc = chain_group_load(disk, scan, nr_scan, NULL, &g);
 
 	if (rc < 0)
 		return tools_fail(disk, rc);
+	tools_group_progress(&plan, &pr, progress);
 	rc = chain_group_promote_unlink(g, disk, flags, NULL, &plan);
+	tools_progress_end(&pr, pr.total);
 	chain_group_free(g);
 	if (rc >= 0)
 		tools_group_print(&plan, flags & CHAIN_GROUP_DRY_RUN, json);
@@ -42,11 +46,13 @@ static int promote_run(int argc, char **argv)
 {
 	char *scan[MAX_SCAN];
 	unsigned nr_scan = 0, flags = 0;
-	bool unlink = false, json = false;
+	bool unlink = false, json = false, progress = false;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "n", promote_opts, NULL)) != -1) {
-		if (c == 'u')
+	while ((c = getopt_long(argc, argv, "np", promote_opts, NULL)) != -1) {
+		if (c == 'p')
+			progress = true;
+		else if (c == 'u')
 			unlink = true;
 		else if (c == 'n')
 			flags |= CHAIN_GROUP_DRY_RUN;
@@ -61,14 +67,15 @@ static int promote_run(int argc, char **argv)
 	if (optind != argc - 1)
 		return tools_usage(&tools_cmd_promote, "expected one DISK");
 	if (unlink)
-		return promote_unlink(argv[optind], scan, nr_scan, flags, json);
-	return tools_consolidate_disk(argv[optind], scan, nr_scan, NULL, 0, flags, json);
+		return promote_unlink(argv[optind], scan, nr_scan, flags, json, progress);
+	return tools_consolidate_disk(argv[optind], scan, nr_scan, NULL, 0, flags, json,
+				      progress);
 }
 
 const struct tools_cmd tools_cmd_promote = {
 	.name = "promote",
 	.summary = "consolidate a disk, or with --unlink give it its own copy of shared layers",
-	.usage = "[--unlink] [--dry-run] [--json] [--scan DIR]... DISK\n"
+	.usage = "[--unlink] [--dry-run] [--json] [-p] [--scan DIR]... DISK\n"
 		 "\n"
 		 "Without --unlink: `vdelta consolidate DISK`.  With --unlink: DISK's\n"
 		 "lowest layer that no other disk reaches is rewritten with everything\n"
@@ -78,6 +85,7 @@ const struct tools_cmd tools_cmd_promote = {
 		 "\n"
 		 "  -n, --dry-run  print the plan and stop\n"
 		 "  --json         the plan / the result as JSON\n"
+		 "  -p, --progress show progress even when stderr is not a terminal\n"
 		 "  --scan DIR     look for more disks under DIR",
 	.run = promote_run,
 };

@@ -33,7 +33,12 @@ static int recheck(const char *path, bool quiet)
 int tools_repair_run(const char *path, bool dry_run, bool json)
 {
 	struct chain_plan plan = {0};
-	int rc = chain_repair(path, dry_run ? CHAIN_GROUP_DRY_RUN : 0, NULL, &plan);
+	struct tools_progress pr;
+	int rc;
+
+	tools_group_progress(&plan, &pr, false); /* compaction moves data */
+	rc = chain_repair(path, dry_run ? CHAIN_GROUP_DRY_RUN : 0, NULL, &plan);
+	tools_progress_end(&pr, pr.total);
 
 	if (rc < 0) {
 		chain_plan_free(&plan);

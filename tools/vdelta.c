@@ -41,11 +41,19 @@ static const struct tools_cmd *const cmds[] = {TOOLS_CMDS(TOOLS_REF)};
 
 static unsigned nr_errors;   /* error messages printed so far */
 static unsigned seen_errors; /* nr_errors at the last tools_fail */
+static bool quiet;           /* tools_log_quiet */
 
 /* ---- messages -------------------------------------------------------------- */
 
+void tools_log_quiet(bool on)
+{
+	quiet = on;
+}
+
 static void log_cb(void *opaque, enum vd_log_level level, const char *msg)
 {
+	if (quiet)
+		return;
 	if (level == VD_LOG_ERROR) {
 		nr_errors++;
 		fprintf(stderr, "vdelta: %s\n", msg);
@@ -60,6 +68,8 @@ void tools_err(const char *fmt, ...)
 {
 	va_list ap;
 
+	if (quiet)
+		return;
 	nr_errors++;
 	fputs("vdelta: ", stderr);
 	va_start(ap, fmt);
@@ -183,6 +193,7 @@ static int run_cmd(const struct tools_cmd *cmd, int argc, char **argv)
 		return TOOLS_ERR;
 	}
 	argv[0] = name;
+	tools_recover_args(argc, argv);
 	ret = cmd->run(argc, argv);
 	free(name);
 	return ret;

@@ -206,20 +206,23 @@ for MODE in vdelta qemu; do
 	refused "$MODE: promote a shared layer without --unlink" promote $S base/base-000001.vmdk
 	refused "$MODE: promote --unlink a shared layer" promote --unlink $S base/base-000001.vmdk
 	expect_ok "$MODE: consolidate" "$VDELTA" consolidate --json $S vm2/vm2-000002.vmdk
-	[ ! -e vm2/vm2-000001.vmdk ] && [ -e vm2/vm2.vmdk ] && pass "$MODE: consolidate merged the unshared snapshot" ||
-		fail "$MODE: consolidate: $(ls vm2)"
+	[ ! -e vm2/vm2-000001.vmdk ] && [ ! -e vm2/vm2.vmdk ] && [ -e vm2/vm2-000002.vmdk ] &&
+		pass "$MODE: consolidate merged vm2's unshared layers into its top" ||
+		fail "$MODE: consolidate: $(ls vm2 | tr '\n' ' ')"
 	digests_same "$MODE: after consolidate" vm1/vm1.vmdk vm2/vm2-000002.vmdk vm3/vm3.vmdk
 	qcheck "$MODE: consolidate" vm2/vm2-000002.vmdk
 	shared_ok "$MODE: consolidate"
-	expect_ok "$MODE: promote --unlink vm3" "$VDELTA" promote --unlink $S vm3/vm3.vmdk
+	expect_ok "$MODE: promote --unlink vm3" "$VDELTA" promote --unlink -p $S vm3/vm3.vmdk
+	grep -q "100.00/100%" "$T/last.err" && pass "$MODE: promote --unlink -p shows progress" ||
+		fail "$MODE: promote --unlink -p: $(cat "$T/last.err")"
 	qemu-img info --backing-chain vm3/vm3.vmdk | grep -q "backing file" &&
 		fail "$MODE: vm3 still has a backing file" || pass "$MODE: vm3 reaches no shared layer"
 	shared_ok "$MODE: promote --unlink vm3"
 	# s1 now serves vm2 alone: it is vm2's to rewrite; base is still shared
 	sha256sum base/base.vmdk >"$T/shared.sha"
 	expect_ok "$MODE: promote --unlink vm2" "$VDELTA" promote --unlink $S vm2/vm2-000002.vmdk
-	[ "$(qemu-img info --backing-chain vm2/vm2-000002.vmdk | grep -c '^image:')" = 3 ] &&
-		pass "$MODE: vm2's chain is its own three layers" || fail "$MODE: vm2 chain after unlink"
+	[ "$(qemu-img info --backing-chain vm2/vm2-000002.vmdk | grep -c '^image:')" = 2 ] &&
+		pass "$MODE: vm2's chain is its top over its own flattened s1" || fail "$MODE: vm2 chain after unlink"
 	digests_same "$MODE: after promote --unlink" vm1/vm1.vmdk vm2/vm2-000002.vmdk vm3/vm3.vmdk
 	qcheck "$MODE: promote --unlink" vm3/vm3.vmdk
 	qcheck "$MODE: promote --unlink" vm2/vm2-000002.vmdk
@@ -228,6 +231,79 @@ for MODE in vdelta qemu; do
 	grep -q "space .* before, .* after" "$T/last.out" && pass "$MODE: consolidate --all prints the space" ||
 		fail "$MODE: consolidate --all: $(cat "$T/last.out")"
 	digests_same "$MODE: after consolidate --all" vm1/vm1.vmdk vm2/vm2-000002.vmdk vm3/vm3.vmdk
+	cd "$T" || die cd
+done
+
+# ---- consolidate in the direction that copies fewer bytes ----
+# P: shared <- small <- big <- top, "shared" also reached by another disk:
+# small (1M) goes into big (8M) and big is re-pointed to shared, then big
+# goes into the top (the top only ever takes its parent in).  Then a disk
+# alone: tiny base <- big snapshot <- top: the base goes into the snapshot,
+# which becomes a base, then into the top.  The top keeps its name.
+for MODE in vdelta qemu; do
+	P=$T/pull-$MODE
+	rm -rf "$P" && mkdir -p "$P" && cd "$P" || die mkdir
+	if [ "$MODE" = vdelta ]; then
+		"$VDELTA" create -s $SIZE shared.vmdk >/dev/null
+	else
+		qemu-img create -q -f vmdk shared.vmdk $SIZE
+	fi
+	w shared.vmdk -c 'write -P 0x11 0 6M'
+	child shared.vmdk other.vmdk
+	child shared.vmdk small.vmdk
+	w small.vmdk -c 'write -P 0x21 1M 1M'
+	child small.vmdk big.vmdk
+	w big.vmdk -c 'write -P 0x31 4M 8M' -c 'write -P 0x32 1536k 64k'
+	child big.vmdk top.vmdk
+	w top.vmdk -c 'write -P 0x41 20M 1M'
+	qemu-img convert -O raw top.vmdk "$T/pull.raw"
+	record_digest top.vmdk
+	record_digest other.vmdk
+	sha256sum shared.vmdk >"$T/shared.sha"
+	expect_ok "$MODE: consolidate --dry-run" "$VDELTA" consolidate --dry-run --json top.vmdk
+	grep -q '"action": "pull"' "$T/last.out" && grep -q '"bytes": 983040' "$T/last.out" &&
+		pass "$MODE: the plan pulls small into big (1M less big's 64k)" ||
+		fail "$MODE: plan: $(cat "$T/last.out")"
+	expect_ok "$MODE: consolidate (pull)" "$VDELTA" consolidate top.vmdk
+	[ ! -s "$T/last.err" ] && pass "$MODE: no progress when stderr is not a terminal" ||
+		fail "$MODE: consolidate printed: $(cat "$T/last.err")"
+	[ ! -e small.vmdk ] && [ ! -e big.vmdk ] && [ -e top.vmdk ] &&
+		pass "$MODE: small and big merged into the top, which kept its name" ||
+		fail "$MODE: pull: $(ls | tr '\n' ' ')"
+	[ "$(qemu-img info --backing-chain top.vmdk | grep -c '^image:')" = 2 ] &&
+		qemu-img info top.vmdk | grep -q 'backing file: shared.vmdk' &&
+		pass "$MODE: the top hangs from shared now" || fail "$MODE: chain after pull"
+	qemu-img compare -q "$T/pull.raw" top.vmdk && pass "$MODE: pull: qemu-img compare" ||
+		fail "$MODE: pull changed the content"
+	digests_same "$MODE: after pull" top.vmdk other.vmdk
+	qcheck "$MODE: pull" top.vmdk
+	shared_ok "$MODE: pull"
+
+	rm -f ./*
+	if [ "$MODE" = vdelta ]; then
+		"$VDELTA" create -s $SIZE base.vmdk >/dev/null
+	else
+		qemu-img create -q -f vmdk base.vmdk $SIZE
+	fi
+	w base.vmdk -c 'write -P 0x11 0 1M'
+	child base.vmdk snap.vmdk
+	w snap.vmdk -c 'write -P 0x21 2M 8M'
+	child snap.vmdk top.vmdk
+	w top.vmdk -c 'write -P 0x31 20M 1M'
+	qemu-img convert -O raw top.vmdk "$T/pull.raw"
+	record_digest top.vmdk
+	expect_ok "$MODE: consolidate (pull a base)" "$VDELTA" consolidate -p --json top.vmdk
+	grep -q "100.00/100%" "$T/last.err" && pass "$MODE: consolidate -p shows progress" ||
+		fail "$MODE: consolidate -p: $(cat "$T/last.err")"
+	grep -q '"action": "pull"' "$T/last.out" && [ ! -e base.vmdk ] && [ ! -e snap.vmdk ] &&
+		pass "$MODE: the base went into the snapshot, the snapshot into the top" ||
+		fail "$MODE: $(cat "$T/last.out")"
+	qemu-img info top.vmdk | grep -q 'backing file' && fail "$MODE: the top still has a parent" ||
+		pass "$MODE: the top is a base now, one file under the disk's name"
+	qemu-img compare -q "$T/pull.raw" top.vmdk && pass "$MODE: pull a base: qemu-img compare" ||
+		fail "$MODE: pull of a base changed the content"
+	digests_same "$MODE: after pull of a base" top.vmdk
+	qcheck "$MODE: pull of a base" top.vmdk
 	cd "$T" || die cd
 done
 
@@ -293,6 +369,38 @@ for delay in 0.05 0.2 0.4; do
 		pass "kill -9 after ${delay}s: recovered, content unchanged, qemu-img check clean"
 	else
 		fail "kill -9 after ${delay}s: digest $got (want $want) or leftovers: $(ls)"
+	fi
+	cd "$T" || die cd
+done
+
+# ---- kill -9 in the middle of a consolidate (a pull, then a commit); the
+# next command of any kind (info, digest) finishes it ----
+for delay in 0.05 0.2 0.4 0.8; do
+	rm -rf "$K" && mkdir -p "$K" && cd "$K" || die mkdir
+	"$VDELTA" create -s 256M base.vmdk >/dev/null
+	w base.vmdk -c 'write -P 0x11 0 8M'
+	"$VDELTA" snapshot base.vmdk >/dev/null
+	w base-000001.vmdk -c 'write -P 0x22 16M 96M' -c 'write -z 200M 1M'
+	"$VDELTA" snapshot base-000001.vmdk >/dev/null
+	w base-000002.vmdk -c 'write -P 0x33 100M 1M'
+	"$VDELTA" snapshot base-000002.vmdk >/dev/null
+	w base-000003.vmdk -c 'write -P 0x44 120M 1M'
+	want=$(qdigest base-000003.vmdk)
+	"$VDELTA" consolidate base-000003.vmdk >/dev/null 2>&1 &
+	pid=$!
+	sleep $delay
+	kill -9 $pid 2>/dev/null
+	wait $pid 2>/dev/null
+	left=$(ls ./*.vdelta-intent 2>/dev/null | wc -l)
+	run "$VDELTA" info base-000003.vmdk # not a group command: recovers too
+	ours=$("$VDELTA" digest base-000003.vmdk 2>"$T/last.err" | cut -d' ' -f1)
+	got=$(qdigest base-000003.vmdk)
+	if [ "$got" = "$want" ] && [ "$ours" = "$want" ] &&
+		[ -z "$(ls ./*.vdelta-intent 2>/dev/null)" ] &&
+		qemu-img check -q base-000003.vmdk >/dev/null 2>&1; then
+		pass "consolidate killed after ${delay}s ($left intent records left): info recovered, digest as before (= qemu's export), qemu-img check clean"
+	else
+		fail "consolidate killed after ${delay}s: digest $ours / qemu $got (want $want) or leftovers: $(ls)"
 	fi
 	cd "$T" || die cd
 done

@@ -341,7 +341,39 @@ static void test_moved_clone_protects(void **state)
 
 /* ---- operations, then the same under every crash point ------------------------------ */
 
-enum which { OP_COMMIT, OP_DELETE, OP_REVERT, OP_REPAIR, OP_UNLINK, OP_CONSOLIDATE };
+enum which { OP_COMMIT, OP_DELETE, OP_REVERT, OP_REPAIR, OP_UNLINK, OP_CONSOLIDATE,
+	     OP_PULL, OP_PULL_BASE, OP_CONSOLIDATE_BASE };
+
+/* The *_BASE ops run on the group without the clone: base is A's alone. */
+static bool without_clone(enum which w)
+{
+	return w == OP_PULL_BASE || w == OP_CONSOLIDATE_BASE;
+}
+
+static void drop_clone(const char *dir)
+{
+	char *c = at(dir, "clone.vmdk"), *r = at(dir, "base.vmdk.vdelta-children");
+
+	assert_int_equal(unlink(c), 0);
+	assert_int_equal(unlink(r), 0);
+	free(c);
+	free(r);
+}
+
+/* The parent the layer's descriptor names ("" for a base). */
+static char *parent_of(const char *dir, const char *name)
+{
+	char *p = at(dir, name), *h;
+	struct vmdk_disk *d;
+
+	assert_int_equal(vmdk_open(p, VMDK_OPEN_RDONLY, NULL, &d), 0);
+	h = strdup(vmdk_parent_hint(d) ? vmdk_parent_hint(d) : "");
+	if (!vmdk_parent_hint(d))
+		assert_int_equal(vmdk_parent_cid(d), VMDK_CID_NONE);
+	vmdk_close(d);
+	free(p);
+	return h;
+}
 
 /* Leaked grains at the end of the top (what a killed writer leaves). */
 static void add_leak(const char *dir)
@@ -374,10 +406,40 @@ static uint64_t leaked(const char *dir)
 /* After the op (finished, or crashed and recovered): the invariants. */
 static void check_after(const char *dir, enum which w, bool finished)
 {
-	assert_true(same_bytes(dir, "base.vmdk"));
-	assert_true(reads(dir, "clone.vmdk", M.clone));
+	char *h;
+
+	if (!without_clone(w)) {
+		assert_true(same_bytes(dir, "base.vmdk"));
+		assert_true(reads(dir, "clone.vmdk", M.clone));
+	}
 	assert_false(exists(dir, "base-000003.vmdk" CHAIN_INTENT_SUFFIX));
+	assert_false(exists(dir, "base-000002.vmdk" CHAIN_INTENT_SUFFIX));
+	assert_false(exists(dir, "base-000001.vmdk" CHAIN_INTENT_SUFFIX));
 	switch (w) {
+	case OP_PULL: /* same content; s1 gone and s2 over base when finished */
+		assert_true(reads(dir, "base-000003.vmdk", M.s3));
+		assert_true(reads(dir, "base-000002.vmdk", M.s2));
+		h = parent_of(dir, "base-000002.vmdk");
+		assert_string_equal(h, exists(dir, "base-000001.vmdk") ? "base-000001.vmdk"
+									: "base.vmdk");
+		free(h);
+		if (finished)
+			assert_false(exists(dir, "base-000001.vmdk"));
+		break;
+	case OP_PULL_BASE: /* same content; base gone and s1 a base when finished */
+		assert_true(reads(dir, "base-000003.vmdk", M.s3));
+		assert_true(reads(dir, "base-000001.vmdk", M.s1));
+		h = parent_of(dir, "base-000001.vmdk");
+		assert_string_equal(h, exists(dir, "base.vmdk") ? "base.vmdk" : "");
+		free(h);
+		if (finished)
+			assert_false(exists(dir, "base.vmdk"));
+		break;
+	case OP_CONSOLIDATE_BASE: /* same content; s1 alone below s3 when finished */
+		assert_true(reads(dir, "base-000003.vmdk", M.s3));
+		if (finished)
+			assert_false(exists(dir, "base.vmdk") || exists(dir, "base-000002.vmdk"));
+		break;
 	case OP_COMMIT: /* content unchanged, s2 gone when finished */
 		assert_true(reads(dir, "base-000003.vmdk", M.s3));
 		if (finished)
@@ -423,7 +485,11 @@ static int do_op(const char *dir, enum which w, const struct vd_io *io)
 	struct chain_plan plan = {0};
 	char *top = at(dir, "base-000003.vmdk");
 	int err = w == OP_REPAIR ? chain_repair(top, 0, io, &plan)
-		: w == OP_CONSOLIDATE ? chain_group_consolidate(top, NULL, 0, NULL, 0, 0, io, &plan)
+		: w == OP_CONSOLIDATE || w == OP_CONSOLIDATE_BASE
+			? chain_group_consolidate(top, NULL, 0, NULL, 0, 0, io, &plan)
+		: w == OP_PULL ? run_op(dir, "base-000002.vmdk", chain_group_pull, 0, io, &plan)
+		: w == OP_PULL_BASE ? run_op(dir, "base-000001.vmdk", chain_group_pull, 0, io,
+					     &plan)
 		: w == OP_UNLINK ? run_op(dir, "base-000003.vmdk", chain_group_promote_unlink, 0,
 					  io, &plan)
 		: w == OP_COMMIT ? run_op(dir, "base-000002.vmdk", chain_group_commit, 0,
@@ -441,6 +507,8 @@ static void plain(enum which w)
 {
 	char *dir = copy_group();
 
+	if (without_clone(w))
+		drop_clone(dir);
 	if (w == OP_REPAIR) {
 		add_leak(dir);
 		assert_true(leaked(dir) > 0);
@@ -457,6 +525,27 @@ static void test_revert(void **state) { (void)state; plain(OP_REVERT); }
 static void test_repair(void **state) { (void)state; plain(OP_REPAIR); }
 static void test_unlink(void **state) { (void)state; plain(OP_UNLINK); }
 static void test_consolidate(void **state) { (void)state; plain(OP_CONSOLIDATE); }
+static void test_pull(void **state) { (void)state; plain(OP_PULL); }
+static void test_pull_base(void **state) { (void)state; plain(OP_PULL_BASE); }
+static void test_consolidate_base(void **state) { (void)state; plain(OP_CONSOLIDATE_BASE); }
+
+/* Recovery as a command that is not a group command runs it: the records
+ * beside the disk's layers, each recovered. */
+static bool recover_near;
+
+static void recover_beside(const char *disk)
+{
+	char **recs;
+	unsigned nr;
+
+	if (chain_group_intents_near(disk, &recs, &nr))
+		return;
+	for (unsigned i = 0; i < nr; i++) {
+		assert_int_equal(chain_group_recover(recs[i], NULL), 0);
+		free(recs[i]);
+	}
+	free(recs);
+}
 
 /* Crash after n writes; then load the group again (recovery) and check. */
 static bool crash_at(enum which w, long n, bool drop)
@@ -469,6 +558,8 @@ static bool crash_at(enum which w, long n, bool drop)
 
 	if (w == OP_REPAIR)
 		add_leak(dir);
+	if (without_clone(w))
+		drop_clone(dir);
 	assert_int_equal(vd_faultio_create(n, drop, &fi), 0);
 	do_op(dir, w, vd_faultio_io(fi));
 	crashed = vd_faultio_crashed(fi);
@@ -478,8 +569,10 @@ static bool crash_at(enum which w, long n, bool drop)
 		fprintf(stderr, "crash after %ld writes (drop %d): %s\n", n, drop,
 			crashed ? "crashed" : "finished");
 	/* the next command on the group: recovery, from any of its disks */
-	if (!chain_group_load(exists(dir, "base-000003.vmdk") ? top : clone, NULL, 0,
-			      NULL, &g))
+	if (recover_near)
+		recover_beside(top);
+	else if (!chain_group_load(exists(dir, "base-000003.vmdk") ? top : clone, NULL, 0,
+				   NULL, &g))
 		chain_group_free(g);
 	check_after(dir, w, !crashed);
 	vdt_rmtree(dir);
@@ -506,6 +599,23 @@ static void test_revert_faults(void **state) { (void)state; faults(OP_REVERT); }
 static void test_repair_faults(void **state) { (void)state; faults(OP_REPAIR); }
 static void test_unlink_faults(void **state) { (void)state; faults(OP_UNLINK); }
 static void test_consolidate_faults(void **state) { (void)state; faults(OP_CONSOLIDATE); }
+static void test_pull_faults(void **state) { (void)state; faults(OP_PULL); }
+
+/* The same, recovered the way info / digest / mount do. */
+static void test_faults_near(void **state)
+{
+	(void)state;
+	recover_near = true;
+	faults(OP_PULL);
+	faults(OP_CONSOLIDATE_BASE); /* a pull, then a commit */
+	recover_near = false;
+}
+static void test_pull_base_faults(void **state) { (void)state; faults(OP_PULL_BASE); }
+static void test_consolidate_base_faults(void **state)
+{
+	(void)state;
+	faults(OP_CONSOLIDATE_BASE);
+}
 
 /* A frozen layer with leaked grains: compaction refused, nothing written. */
 static void test_repair_frozen_refused(void **state)
@@ -537,6 +647,125 @@ static void test_repair_frozen_refused(void **state)
 	free(p);
 }
 
+/* Pulling a shared parent into its child: refused, nothing written. */
+static void test_pull_refused(void **state)
+{
+	char *dir = copy_group();
+	struct chain_plan plan = {0};
+
+	(void)state;
+	assert_int_equal(run_op(dir, "base-000001.vmdk", chain_group_pull, 0, NULL, &plan),
+			 -EBUSY);
+	assert_non_null(strstr(vdt_last_msg, "clone.vmdk"));
+	chain_plan_free(&plan);
+	assert_int_equal(run_op(dir, "clone.vmdk", chain_group_pull, 0, NULL, &plan), -EBUSY);
+	chain_plan_free(&plan);
+	assert_all_unchanged(dir);
+	vdt_rmtree(dir);
+	free(dir);
+}
+
+/* Without the clone, base is A's alone: consolidate pulls base into s1
+ * (base holds 832 KiB that s1 does not override, s1 holds 1 MiB + one
+ * 64 KiB grain: the writes of build()), then commits s2 (the 8 grains its
+ * writes touch: zeros written over data are stored as data in a delta
+ * without zeroed-grain entries; less than what s1 then holds) into s1.
+ * The dry run shows both directions and writes nothing. */
+static void test_consolidate_direction(void **state)
+{
+	char *dir = copy_group(), *top = at(dir, "base-000003.vmdk");
+	struct chain_plan plan = {0};
+	const struct chain_plan_step *s;
+
+	(void)state;
+	drop_clone(dir);
+	assert_int_equal(chain_group_consolidate(top, NULL, 0, NULL, 0, CHAIN_GROUP_DRY_RUN,
+						 NULL, &plan), 0);
+	assert_true(plan.nr_steps >= 5);
+	s = &plan.steps[0];
+	assert_int_equal(s->kind, CHAIN_STEP_PULL);
+	assert_string_equal(strrchr(s->path, '/') + 1, "base-000001.vmdk");
+	assert_int_equal(s->bytes, (512u + 256u + 64u) << 10);
+	assert_int_equal(plan.steps[2].kind, CHAIN_STEP_REMOVE);
+	assert_string_equal(strrchr(plan.steps[2].path, '/') + 1, "base.vmdk");
+	s = &plan.steps[3];
+	assert_int_equal(s->kind, CHAIN_STEP_WRITE);
+	assert_string_equal(strrchr(s->path, '/') + 1, "base-000001.vmdk");
+	assert_int_equal(s->bytes, 8u << 16); /* the 8 grains s2's writes touch */
+	chain_plan_free(&plan);
+	assert_true(same_bytes(dir, "base.vmdk") && same_bytes(dir, "base-000001.vmdk") &&
+		    same_bytes(dir, "base-000002.vmdk") && same_bytes(dir, "base-000003.vmdk"));
+	vdt_rmtree(dir);
+	free(dir);
+	free(top);
+}
+
+/* ---- the sidecar record, written partly ------------------------------------------ */
+
+/* A linked clone of base is made with the writes stopped after n, while the
+ * only other clone sits out of reach (its record alone protects base).
+ * Afterwards base is still shared: a commit into it is refused and its
+ * bytes are unchanged; the record is the old one or the old one plus the
+ * new clone, and holds the new clone whenever its file exists. */
+static bool sidecar_crash_at(long n, bool drop)
+{
+	char *dir = copy_group(), *away = vdt_mkdtemp("groupaway");
+	char *from = at(dir, "clone.vmdk"), *to = at(away, "clone.vmdk");
+	char *base = at(dir, "base.vmdk"), *c2 = at(dir, "clone2.vmdk");
+	char *rec = at(dir, "base.vmdk" CHAIN_CHILDREN_SUFFIX), *old = at(tmpl, "base.vmdk"
+								    CHAIN_CHILDREN_SUFFIX);
+	struct chain_plan plan = {0};
+	struct vd_faultio *fi;
+	size_t lr = 0, lo = 0;
+	uint8_t *r, *o;
+	bool crashed;
+
+	assert_int_equal(rename(from, to), 0);
+	assert_int_equal(vd_faultio_create(n, drop, &fi), 0);
+	chain_create_child(base, c2, true, vd_faultio_io(fi));
+	crashed = vd_faultio_crashed(fi);
+	assert_int_equal(vd_faultio_crash(fi), 0);
+	vd_faultio_destroy(fi);
+	r = vdt_slurp(rec, &lr);
+	o = vdt_slurp(old, &lo);
+	assert_true(r && o && lr >= lo && !memcmp(r, o, lo)); /* old, or old + a line */
+	assert_true(lr == lo || (lr > lo && memmem(r + lo, lr - lo, "child=clone2.vmdk\n", 18)));
+	if (!access(c2, F_OK))
+		assert_true(lr > lo);
+	free(r);
+	free(o);
+	assert_int_equal(run_op(dir, "base-000001.vmdk", chain_group_commit, 0, NULL, &plan),
+			 -EBUSY);
+	chain_plan_free(&plan);
+	assert_true(same_bytes(dir, "base.vmdk"));
+	assert_true(reads(dir, "base-000003.vmdk", M.s3));
+	assert_int_equal(rename(to, from), 0);
+	assert_true(reads(dir, "clone.vmdk", M.clone));
+	vdt_rmtree(away);
+	vdt_rmtree(dir);
+	free(away);
+	free(dir);
+	free(from);
+	free(to);
+	free(base);
+	free(c2);
+	free(rec);
+	free(old);
+	return crashed;
+}
+
+static void test_sidecar_faults(void **state)
+{
+	(void)state;
+	for (int drop = 0; drop < 2; drop++) {
+		long n = 0;
+		while (n < FAULT_MAX && sidecar_crash_at(n, drop))
+			n++;
+		assert_true(n < FAULT_MAX);
+		assert_true(n > 2); /* the record and the clone were written */
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -558,6 +787,16 @@ int main(void)
 		cmocka_unit_test(test_unlink_faults),
 		cmocka_unit_test(test_consolidate),
 		cmocka_unit_test(test_consolidate_faults),
+		cmocka_unit_test(test_pull),
+		cmocka_unit_test(test_pull_base),
+		cmocka_unit_test(test_pull_faults),
+		cmocka_unit_test(test_pull_base_faults),
+		cmocka_unit_test(test_pull_refused),
+		cmocka_unit_test(test_consolidate_direction),
+		cmocka_unit_test(test_consolidate_base),
+		cmocka_unit_test(test_consolidate_base_faults),
+		cmocka_unit_test(test_faults_near),
+		cmocka_unit_test(test_sidecar_faults),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
