@@ -3,15 +3,17 @@
  * Owns: the record TARGET CHAIN_INTENT_SUFFIX that a group operation writes
  * (durably, sidecar order S1-S2 of chain_group.c) before its first change
  * and removes after its last, its text form (one key=value a line: op,
- * target, parent, tmp, unfreeze, child=..., file=...; absolute paths), and
+ * target, parent, tmp, unfreeze, attach, attach_child, child=..., file=...,
+ * created=...; absolute paths), and
  * chain_group_recover, which hands a record to the operation that wrote it
  * to finish (commit, delete) or roll back (revert, repair, promote) its
- * steps.
+ * steps (relocate finishes or rolls back: see chain_relocate.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "chain_int.h"
 
@@ -97,6 +99,10 @@ int intent_write(const struct group_intent *in, const struct vd_io *io)
 		put(m, "child", in->children[i]);
 	for (unsigned i = 0; i < in->nr_files; i++)
 		put(m, "file", in->files[i]);
+	put(m, "attach", in->attach);
+	put(m, "attach_child", in->attach_child);
+	for (unsigned i = 0; i < in->nr_created; i++)
+		put(m, "created", in->created[i]);
 	fclose(m);
 	err = text ? group_write_file(in->path, text, len, io) : -ENOMEM;
 	free(text);
@@ -132,6 +138,12 @@ static int intent_line(struct group_intent *in, char *line)
 		return strv_add(&in->children, &in->nr_children, eq);
 	if (!strcmp(line, "file"))
 		return strv_add(&in->files, &in->nr_files, eq);
+	if (!strcmp(line, "attach"))
+		return set_str(&in->attach, eq);
+	if (!strcmp(line, "attach_child"))
+		return set_str(&in->attach_child, eq);
+	if (!strcmp(line, "created"))
+		return strv_add(&in->created, &in->nr_created, eq);
 	return -VD_EBADDATA;
 }
 
@@ -170,6 +182,9 @@ void intent_free(struct group_intent *in)
 	free(in->tmp);
 	strv_free(in->children, in->nr_children);
 	strv_free(in->files, in->nr_files);
+	strv_free(in->created, in->nr_created);
+	free(in->attach);
+	free(in->attach_child);
 	memset(in, 0, sizeof *in);
 }
 
@@ -187,6 +202,8 @@ int chain_group_recover(const char *intent_path, const struct vd_io *io)
 	int err;
 
 	io = io ? io : vd_io_posix();
+	if (access(intent_path, F_OK) && errno == ENOENT)
+		return 0; /* a twin record's recovery (relocate) removed it */
 	if ((err = intent_read(intent_path, &in)))
 		return err;
 	vd_warn("%s: finishing an interrupted %s of %s", intent_path, in.op, in.target);
@@ -194,6 +211,8 @@ int chain_group_recover(const char *intent_path, const struct vd_io *io)
 		err = commit_resume(&in, io);
 	else if (!strcmp(in.op, "delete"))
 		err = delete_resume(&in, io);
+	else if (!strcmp(in.op, "relocate"))
+		err = relocate_resume(&in, io);
 	else if (!strcmp(in.op, "revert") || !strcmp(in.op, "repair") ||
 		 !strcmp(in.op, "promote"))
 		err = revert_resume(&in, io); /* both roll back: drop the temporary */

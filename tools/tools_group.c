@@ -120,32 +120,39 @@ static void on_progress(void *opaque, uint64_t done, uint64_t total)
 	tools_progress_update(pr, done);
 }
 
-int tools_group_main(const struct tools_cmd *cmd, int argc, char **argv,
-		     tools_group_op *op, bool allow_orphans)
+int tools_group_run(const char *disk, char *const *scan, unsigned nr_scan,
+		    unsigned flags, bool json, bool force_progress, tools_group_op *op)
 {
-	struct group_args a = {0};
 	struct chain_plan plan = {0};
 	struct tools_progress pr;
 	struct chain_group *g;
-	const char *disk;
-	int rc = parse(cmd, argc, argv, allow_orphans, &a);
+	int rc = chain_group_load(disk, scan, nr_scan, NULL, &g);
 
-	if (rc != TOOLS_OK)
-		return rc;
-	disk = argv[optind];
-	if ((rc = chain_group_load(disk, a.scan, a.nr_scan, NULL, &g)) < 0)
+	if (rc < 0)
 		return tools_fail(disk, rc);
-	tools_progress_init(&pr, 0, a.force_progress);
+	tools_progress_init(&pr, 0, force_progress);
 	plan.progress = on_progress;
 	plan.progress_opaque = &pr;
-	rc = op(g, disk, a.flags, NULL, &plan);
+	rc = op(g, disk, flags, NULL, &plan);
 	tools_progress_end(&pr, pr.total);
 	chain_group_free(g);
 	if (rc < 0) {
 		chain_plan_free(&plan);
 		return tools_fail(disk, rc);
 	}
-	tools_group_print(&plan, a.dry_run, a.json);
+	tools_group_print(&plan, flags & CHAIN_GROUP_DRY_RUN, json);
 	chain_plan_free(&plan);
 	return TOOLS_OK;
+}
+
+int tools_group_main(const struct tools_cmd *cmd, int argc, char **argv,
+		     tools_group_op *op, bool allow_orphans)
+{
+	struct group_args a = {0};
+	int rc = parse(cmd, argc, argv, allow_orphans, &a);
+
+	if (rc != TOOLS_OK)
+		return rc;
+	return tools_group_run(argv[optind], a.scan, a.nr_scan, a.flags, a.json,
+			       a.force_progress, op);
 }
