@@ -112,18 +112,23 @@ static void rl_free(struct relocate *r)
 
 /* ---- recovery (L5-L7 forward, or the roll back) ------------------------------------ */
 
-/* L7: the twin (beside the new top), then the record beside the old top. */
-static int intents_done(const struct group_intent *in, const struct vd_io *io)
+/* L7: the two records, each with the temporary a write of it may have
+ * left; the one beside where the disk now lives goes last, so a crash
+ * leaves it where the next command on the disk finds it. */
+static int intents_done(const struct group_intent *in, const struct vd_io *io,
+			bool forward)
 {
-	const char *tops[2] = { in->tmp, in->target };
+	const char *tops[2] = { forward ? in->target : in->tmp,
+				forward ? in->tmp : in->target };
 	int err = 0;
 
-	for (unsigned i = 0; !err && i < 2; i++) {
+	for (unsigned i = 0; !err && i < 4; i++) {
 		char *rec;
-		if (asprintf(&rec, "%s%s", tops[i], CHAIN_INTENT_SUFFIX) < 0)
+		if (asprintf(&rec, "%s%s%s", tops[i / 2], CHAIN_INTENT_SUFFIX,
+			     i % 2 ? "" : ".tmp") < 0)
 			return -ENOMEM;
 		err = group_unlink(rec, io);
-		if (!err)
+		if (!err && i % 2)
 			err = io->sync_dir(io, rec);
 		free(rec);
 	}
@@ -141,7 +146,7 @@ static int roll_back(const struct group_intent *in, const struct vd_io *io)
 		err = io->sync_dir(io, in->created[0]);
 	if (!err && in->attach && in->attach_child)
 		err = group_record_update(in->attach, in->attach_child, NULL, 0, io);
-	return err ? err : intents_done(in, io);
+	return err ? err : intents_done(in, io, false);
 }
 
 /* L5-L7 */
@@ -156,7 +161,7 @@ static int roll_forward(const struct group_intent *in, const struct vd_io *io)
 	}
 	if (!err && in->parent && in->nr_children)
 		err = group_record_update(in->parent, in->children[0], NULL, 0, io);
-	return err ? err : intents_done(in, io);
+	return err ? err : intents_done(in, io, true);
 }
 
 int relocate_resume(const struct group_intent *in, const struct vd_io *io)
@@ -613,7 +618,7 @@ int chain_group_relocate(struct chain_group *g, const char *disk, const char *di
 	struct relocate r = { .g = g, .mode = mode, .plan = plan,
 			      .io = io ? io : vd_io_posix() };
 	struct chain *lock = NULL;
-	int d, err = check_disk(&r, disk, dir, &d);
+	int d = -1, err = check_disk(&r, disk, dir, &d);
 
 	plan->op = "relocate";
 	r.buf = malloc(LAYER_CMP_BUF);
