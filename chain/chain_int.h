@@ -158,6 +158,12 @@ int layer_rewrite_check(const char *path);
 int layer_compare(struct chain *src, struct vmdk_disk *dst, bool alloc, uint8_t *buf,
 		  uint8_t *buf2);
 
+/* chain_commit.c: the layer at child gets parentCID cid and a hint to
+ * parent (relative to child's folder when possible); a durable descriptor
+ * rewrite under a writer's lock. */
+int layer_repoint(const char *child, const char *parent, uint32_t cid,
+		  const struct vd_io *io);
+
 /* chain_commit.c / chain_delete.c: resume from an intent record */
 int commit_resume(const struct group_intent *in, const struct vd_io *io);
 int delete_resume(const struct group_intent *in, const struct vd_io *io);

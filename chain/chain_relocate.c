@@ -234,29 +234,22 @@ static int copy_file(struct relocate *r, const char *src, const char *tmp)
 	return err;
 }
 
-/* The copy's parent hint, when it changes. */
+/* The copy's parent hint, when it changes (tmp lies in DIR, beside dst). */
 static int repoint_copy(struct relocate *r, int i, const char *tmp)
 {
 	struct vmdk_disk *d = NULL;
 	char *hint = NULL;
-	const char *old;
-	int err = i + 1 < r->n ? chain_hint_make(r->l[i].dst, r->l[i + 1].dst, &hint) : 0;
+	uint32_t pcid = 0;
+	bool same = true;
+	int err = i + 1 < r->n ? chain_hint_make(tmp, r->l[i + 1].dst, &hint) : 0;
 
-	if (!err && hint)
-		err = vmdk_open(tmp, VMDK_OPEN_RDONLY, r->io, &d);
-	old = d ? vmdk_parent_hint(d) : NULL;
-	if (!err && hint && (!old || strcmp(old, hint))) {
-		uint32_t pcid = vmdk_parent_cid(d);
+	if (!err && hint && !(err = vmdk_open(tmp, VMDK_OPEN_RDONLY, r->io, &d))) {
+		same = vmdk_parent_hint(d) && !strcmp(vmdk_parent_hint(d), hint);
+		pcid = vmdk_parent_cid(d);
 		vmdk_close(d);
-		d = NULL;
-		err = vmdk_open(tmp, VMDK_OPEN_RDWR, r->io, &d);
-		if (!err)
-			err = vmdk_set_parent(d, pcid, hint);
-		if (!err)
-			err = vmdk_desc_write(d);
 	}
-	if (d && vmdk_close(d) && !err)
-		err = -EIO;
+	if (!err && !same)
+		err = layer_repoint(tmp, r->l[i + 1].dst, pcid, r->io);
 	free(hint);
 	return err;
 }
