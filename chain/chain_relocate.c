@@ -154,14 +154,14 @@ static int roll_forward(const struct group_intent *in, const struct vd_io *io)
 {
 	int err = 0;
 
-	for (unsigned i = 0; !err && i < in->nr_files; i++) {
+	for (unsigned i = 0; !err && i < in->nr_files; i++) { /* L5 */
 		err = group_unlink(in->files[i], io);
 		if (!err)
 			err = io->sync_dir(io, in->files[i]);
 	}
-	if (!err && in->parent && in->nr_children)
+	if (!err && in->parent && in->nr_children) /* L6 */
 		err = group_record_update(in->parent, in->children[0], NULL, 0, io);
-	return err ? err : intents_done(in, io, true);
+	return err ? err : intents_done(in, io, true); /* L7 */
 }
 
 int relocate_resume(const struct group_intent *in, const struct vd_io *io)
@@ -276,17 +276,17 @@ static int same_layer(struct relocate *r, const char *src, const char *path)
 static int publish_file(struct relocate *r, const char *src, int layer)
 {
 	char *tmp = tmp_path(r->dir, src), *dst = vd_path_join(r->dir, base_name(src));
-	int err = tmp && dst ? copy_file(r, src, tmp) : -ENOMEM;
+	int err = tmp && dst ? copy_file(r, src, tmp) : -ENOMEM; /* L3: copy, fsync */
 
-	if (!err && layer >= 0)
+	if (!err && layer >= 0) /* L3: the descriptor's hint, in the temporary */
 		err = repoint_copy(r, layer, tmp);
 	if (!err && layer >= 0 && (err = same_layer(r, src, tmp)) == -EIO)
 		vd_err("%s: the copy %s does not read like it: relocate rolled back",
 		       src, tmp);
-	if (!err && layer > 0 && r->l[layer - 1].copy)
+	if (!err && layer > 0 && r->l[layer - 1].copy) /* L3: its child in DIR */
 		err = group_record_update(r->l[layer].dst, NULL, &r->l[layer - 1].dst, 1,
 					  r->io);
-	if (!err)
+	if (!err) /* L3: published */
 		err = r->io->rename(r->io, tmp, dst);
 	if (!err)
 		err = r->io->sync_dir(r->io, dst);
