@@ -15,6 +15,8 @@
  * (recovery).  A must be at exactly one place and read its content there,
  * B and C must read theirs, the shared files must be byte-identical, no
  * intent record may be left, and a rolled-back relocation leaves dst/ empty.
+ * The same for B in share mode after A: its base layers are reattached, and
+ * a rollback leaves dst/ and the record of dst/s1.vmdk as they were.
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -457,6 +459,61 @@ static void faults(enum chain_relocate_mode mode)
 	}
 }
 
+/* share, B after A: B's base layers are reattached (L2 edits the record of
+ * dst/s1.vmdk).  Crash after n writes, recover, check. */
+static bool reattach_crash_at(long n, bool drop)
+{
+	char *dir = copy_group(), *old = at(dir, "vmB/b.vmdk"), *new = at(dir, "dst/b.vmdk");
+	char *rec = at(dir, "dst/s1.vmdk.vdelta-children"), *saved = at(dir, "../s1.rec");
+	struct chain_plan plan = {0};
+	struct chain_group *g;
+	struct vd_faultio *fi;
+	bool crashed, there;
+
+	assert_int_equal(relocate(dir, "vmA/a2.vmdk", "dst", CHAIN_RELOCATE_SHARE, 0, NULL,
+				  &plan), 0);
+	chain_plan_free(&plan);
+	assert_int_equal(vdt_copy_file(rec, saved), 0);
+	assert_int_equal(vd_faultio_create(n, drop, &fi), 0);
+	relocate(dir, "vmB/b.vmdk", "dst", CHAIN_RELOCATE_SHARE, 0, vd_faultio_io(fi), &plan);
+	chain_plan_free(&plan);
+	crashed = vd_faultio_crashed(fi);
+	assert_int_equal(vd_faultio_crash(fi), 0);
+	vd_faultio_destroy(fi);
+	if (!chain_group_load(exists(dir, "vmB/b.vmdk") ? old : new, NULL, 0, NULL, &g))
+		chain_group_free(g);
+	there = exists(dir, "dst/b.vmdk");
+	assert_true(there != exists(dir, "vmB/b.vmdk"));
+	assert_true(reads(dir, there ? "dst/b.vmdk" : "vmB/b.vmdk", mB, NULL));
+	assert_true(reads(dir, "dst/a2.vmdk", mA, NULL));
+	assert_true(reads(dir, "vmC/c.vmdk", mC, NULL));
+	assert_true(same_bytes(dir, "base/base.vmdk"));
+	assert_true(there || (same_bytes(dir, "base/s1.vmdk") && vdt_same_file(rec, saved) &&
+			      nr_entries(dir, "dst") == 7)); /* rolled back: as before */
+	assert_true(there || crashed);
+	assert_false(exists(dir, "vmB/b.vmdk" CHAIN_INTENT_SUFFIX));
+	assert_false(exists(dir, "dst/b.vmdk" CHAIN_INTENT_SUFFIX));
+	unlink(saved);
+	free(saved);
+	free(rec);
+	rmtree(dir);
+	free(old);
+	free(new);
+	return crashed;
+}
+
+static void test_share_reattach_faults(void **state)
+{
+	(void)state;
+	for (int drop = 0; drop < 2; drop++) {
+		long n = 0;
+		while (n < FAULT_MAX && reattach_crash_at(n, drop))
+			n++;
+		assert_true(n < FAULT_MAX);
+		assert_true(n > 4);
+	}
+}
+
 static void test_child_most_faults(void **s) { (void)s; faults(CHAIN_RELOCATE_CHILD_MOST); }
 static void test_no_share_faults(void **s) { (void)s; faults(CHAIN_RELOCATE_NO_SHARE); }
 static void test_share_faults(void **s) { (void)s; faults(CHAIN_RELOCATE_SHARE); }
@@ -474,6 +531,7 @@ int main(void)
 		cmocka_unit_test(test_child_most_faults),
 		cmocka_unit_test(test_no_share_faults),
 		cmocka_unit_test(test_share_faults),
+		cmocka_unit_test(test_share_reattach_faults),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
