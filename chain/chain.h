@@ -351,7 +351,7 @@ int chain_hint_resolve(const char *child_path, const char *hint,
  * the child's folder when both are reachable that way, else absolute. */
 int chain_hint_make(const char *child_path, const char *parent_path, char **out);
 
-/* ---- groups (chain_group.c, chain_commit.c, chain_delete.c) -----------------------
+/* ---- groups (chain_group.c, chain_commit.c, chain_delete.c, chain_relocate.c) ----
  * A group is every disk that reaches one base.  A layer is SHARED when more
  * than one disk reaches it, or when it recorded giving a child (sidecar
  * LAYER.vmdk CHAIN_CHILDREN_SUFFIX, written by snapshot / create --parent /
@@ -461,6 +461,22 @@ int chain_group_promote_unlink(struct chain_group *g, const char *disk, unsigned
 int chain_group_consolidate(const char *disk, char *const *scan, unsigned nr_scan,
 			    char *const *keep, unsigned nr_keep, unsigned flags,
 			    const struct vd_io *io, struct chain_plan *plan);
+/* relocate (chain_relocate.c): move DISK (a top) to the existing folder
+ * dir.  CHILD_MOST: the top only, its hint re-pointed at the parent where
+ * it stays.  NO_SHARE: every layer of the chain: the unshared ones are
+ * moved, the shared ones copied (the originals stay for the other disks).
+ * SHARE: as NO_SHARE, but a layer already in dir under the same name with
+ * the same CID, content and allocation (and, above the base, the same
+ * parent) is reattached instead of copied.  Copies keep their CID; a layer
+ * is never moved while another disk reaches it. */
+enum chain_relocate_mode {
+	CHAIN_RELOCATE_CHILD_MOST,
+	CHAIN_RELOCATE_SHARE,
+	CHAIN_RELOCATE_NO_SHARE,
+};
+int chain_group_relocate(struct chain_group *g, const char *disk, const char *dir,
+			 enum chain_relocate_mode mode, unsigned flags,
+			 const struct vd_io *io, struct chain_plan *plan);
 /* `check --repair` of the layer at path (chain_repair.c): clear a stale
  * unclean flag (any layer no one writes), or compact away leaked grains and
  * damaged tables (refused for a frozen or shared layer).  An empty plan

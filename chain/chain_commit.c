@@ -208,8 +208,8 @@ static int merge_into_parent(const struct group_intent *in, const struct vd_io *
 }
 
 /* C4: a child of L now hangs from P. */
-static int repoint(const char *child, const char *parent, uint32_t cid,
-		   const struct vd_io *io)
+int layer_repoint(const char *child, const char *parent, uint32_t cid,
+		  const struct vd_io *io)
 {
 	struct vmdk_disk *d = NULL;
 	char *hint;
@@ -267,7 +267,7 @@ static int commit_steps(const struct group_intent *in, const struct vd_io *io,
 	if (!lstat(in->target, &st)) {
 		err = merge_into_parent(in, io, plan, resume, &cid); /* C2, C3 */
 		for (unsigned i = 0; !err && i < in->nr_children; i++)
-			err = repoint(in->children[i], in->parent, cid, io); /* C4 */
+			err = layer_repoint(in->children[i], in->parent, cid, io); /* C4 */
 		if (!err) /* C5 */
 			err = group_record_update(in->parent, in->target, in->children,
 						  in->nr_children, io);

@@ -101,6 +101,23 @@ static char *sidecar_path(const char *layer)
 	return asprintf(&p, "%s%s", layer, CHAIN_CHILDREN_SUFFIX) < 0 ? NULL : p;
 }
 
+/* A recorded child's path: its folder made canonical when it exists, so a
+ * child that is gone still matches its canonical name. */
+static char *record_path(const char *dir, const char *rel)
+{
+	char *p = vd_path_join(dir, rel), *d = p ? vd_dirname(p) : NULL;
+	char *real = d ? realpath(d, NULL) : NULL;
+	const char *base = p && strrchr(p, '/') ? strrchr(p, '/') + 1 : p;
+	char *out = real ? vd_path_join(real, base) : NULL;
+
+	free(real);
+	free(d);
+	if (!out)
+		return p;
+	free(p);
+	return out;
+}
+
 /* Recorded children of layer, as paths (resolved against its folder). */
 static int record_read(const char *layer, char ***out, unsigned *nr)
 {
@@ -117,7 +134,7 @@ static int record_read(const char *layer, char ***out, unsigned *nr)
 	     line = strtok_r(NULL, "\n", &save)) {
 		if (strncmp(line, "child=", 6))
 			continue;
-		char *p = vd_path_join(dir, line + 6);
+		char *p = record_path(dir, line + 6);
 		err = p ? strv_add(out, nr, p) : -ENOMEM;
 		free(p);
 	}

@@ -76,7 +76,8 @@ int chain_pool_put(struct chain_pool *p, struct vmdk_disk *d);
 int chain_lock_layer(struct chain *c, unsigned i, bool writable);
 
 /* ---- group operations (chain_group.c, chain_intent.c, chain_commit.c,
- * chain_delete.c, chain_rewrite.c, chain_promote.c, chain_repair.c) ---- */
+ * chain_delete.c, chain_rewrite.c, chain_promote.c, chain_repair.c,
+ * chain_relocate.c) ---- */
 
 #define GROUP_MAX_RECORD 65536u /* bytes of a sidecar or intent record */
 #define GROUP_MAX_LIST 4096u    /* children / files in one record */
@@ -107,6 +108,10 @@ struct group_intent {
 	unsigned nr_children;
 	char **files;    /* files to remove, in order */
 	unsigned nr_files;
+	char **created;  /* relocate: files made in the destination (rollback) */
+	unsigned nr_created;
+	char *attach;    /* relocate: a kept layer whose record gains attach_child */
+	char *attach_child;
 };
 
 /* chain_group.c */
@@ -168,6 +173,19 @@ int layer_rewrite_check(const char *path, bool flatten);
 struct vmdk_create_opts;
 int layer_like(struct vmdk_disk *top, struct vmdk_disk *base, bool flatten,
 	       struct vmdk_create_opts *o);
+/* chain_rewrite.c: 0 when dst reads like src (a chain, often one layer
+ * opened with CHAIN_OPEN_NO_PARENT) over the whole capacity and, when
+ * alloc, holds the same runs; -EIO (not reported) when it does not.  buf
+ * and buf2 hold LAYER_CMP_BUF bytes each. */
+#define LAYER_CMP_BUF (4u << 20)
+int layer_compare(struct chain *src, struct vmdk_disk *dst, bool alloc, uint8_t *buf,
+		  uint8_t *buf2);
+
+/* chain_commit.c: the layer at child gets parentCID cid and a hint to
+ * parent (relative to child's folder when possible); a durable descriptor
+ * rewrite under a writer's lock. */
+int layer_repoint(const char *child, const char *parent, uint32_t cid,
+		  const struct vd_io *io);
 
 /* chain_stage.c: replace the layer in->target (in from intent_init_tmp):
  * the record is written with the layer's files, fill(opaque, staged, io)
@@ -193,5 +211,6 @@ int pull_eligible(const char *layer);
 int commit_resume(const struct group_intent *in, const struct vd_io *io);
 int pull_resume(const struct group_intent *in, const struct vd_io *io);
 int delete_resume(const struct group_intent *in, const struct vd_io *io);
+int relocate_resume(const struct group_intent *in, const struct vd_io *io);
 
 #endif

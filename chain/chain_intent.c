@@ -4,18 +4,20 @@
  * (durably, sidecar order S1-S2 of chain_group.c) before its first change
  * and removes after its last, its text form (one key=value a line: op,
  * target, parent, grandparent, cid, long_cid, tmp, unfreeze, publish,
- * child=..., file=...; absolute paths), chain_group_recover, which hands a
- * record to the operation that wrote it to finish (commit, pull, delete;
- * revert, repair and promote once their publish has begun) or roll back
- * (revert, repair, promote before it) its steps, and
- * chain_group_intents_near, which finds the records beside a disk's
- * layers for any command.
+ * attach, attach_child, child=..., file=..., created=...; absolute paths),
+ * chain_group_recover, which hands a record to the operation that wrote it
+ * to finish (commit, pull, delete; revert, repair and promote once their
+ * publish has begun) or roll back (revert, repair, promote before it) its
+ * steps (relocate finishes or rolls back: see chain_relocate.c), and
+ * chain_group_intents_near, which finds the records beside a disk's layers
+ * for any command.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "chain_int.h"
 
@@ -105,6 +107,10 @@ int intent_write(const struct group_intent *in, const struct vd_io *io)
 		put(m, "child", in->children[i]);
 	for (unsigned i = 0; i < in->nr_files; i++)
 		put(m, "file", in->files[i]);
+	put(m, "attach", in->attach);
+	put(m, "attach_child", in->attach_child);
+	for (unsigned i = 0; i < in->nr_created; i++)
+		put(m, "created", in->created[i]);
 	fclose(m);
 	err = text ? group_write_file(in->path, text, len, io) : -ENOMEM;
 	free(text);
@@ -148,6 +154,12 @@ static int intent_line(struct group_intent *in, char *line)
 		return strv_add(&in->children, &in->nr_children, eq);
 	if (!strcmp(line, "file"))
 		return strv_add(&in->files, &in->nr_files, eq);
+	if (!strcmp(line, "attach"))
+		return set_str(&in->attach, eq);
+	if (!strcmp(line, "attach_child"))
+		return set_str(&in->attach_child, eq);
+	if (!strcmp(line, "created"))
+		return strv_add(&in->created, &in->nr_created, eq);
 	return -VD_EBADDATA;
 }
 
@@ -189,6 +201,9 @@ void intent_free(struct group_intent *in)
 	free(in->long_cid);
 	strv_free(in->children, in->nr_children);
 	strv_free(in->files, in->nr_files);
+	strv_free(in->created, in->nr_created);
+	free(in->attach);
+	free(in->attach_child);
 	memset(in, 0, sizeof *in);
 }
 
@@ -206,6 +221,8 @@ int chain_group_recover(const char *intent_path, const struct vd_io *io)
 	int err;
 
 	io = io ? io : vd_io_posix();
+	if (access(intent_path, F_OK) && errno == ENOENT)
+		return 0; /* a twin record's recovery (relocate) removed it */
 	if ((err = intent_read(intent_path, &in)))
 		return err;
 	vd_warn("%s: finishing an interrupted %s of %s", intent_path, in.op, in.target);
@@ -215,6 +232,8 @@ int chain_group_recover(const char *intent_path, const struct vd_io *io)
 		err = pull_resume(&in, io);
 	else if (!strcmp(in.op, "delete"))
 		err = delete_resume(&in, io);
+	else if (!strcmp(in.op, "relocate"))
+		err = relocate_resume(&in, io);
 	else if (!strcmp(in.op, "revert") || !strcmp(in.op, "repair") ||
 		 !strcmp(in.op, "promote"))
 		err = stage_resume(&in, io); /* discard, or finish a publish */

@@ -37,7 +37,7 @@
 
 #include "chain_int.h"
 
-#define REWRITE_BUF (4u << 20)
+#define REWRITE_BUF LAYER_CMP_BUF
 
 struct rewrite {
 	struct chain *src;      /* the layer (alone) or its chain (flatten) */
@@ -206,30 +206,38 @@ static int rewrite_copy(struct rewrite *w)
 	return err ? err : vmdk_desc_write(w->dst);
 }
 
-/* K3 */
-static int rewrite_verify(struct rewrite *w)
+int layer_compare(struct chain *src, struct vmdk_disk *dst, bool alloc, uint8_t *buf,
+		  uint8_t *buf2)
 {
-	uint64_t cap = chain_capacity(w->src), m;
+	uint64_t cap = chain_capacity(src), m;
 	enum vmdk_bs kd;
 	struct chain_run r;
-	int err = vmdk_cid(w->top) == vmdk_cid(w->dst) ? 0 : -EIO;
+	int err = cap == vmdk_capacity(dst) ? 0 : -EIO;
 
 	for (uint64_t off = 0; !err && off < cap; off += r.len) {
-		err = chain_status(w->src, off, VD_MIN(cap - off, (uint64_t)REWRITE_BUF), &r);
+		err = chain_status(src, off, VD_MIN(cap - off, (uint64_t)LAYER_CMP_BUF), &r);
 		if (!err)
-			err = vmdk_block_status(w->dst, off, r.len, &kd, &m);
+			err = vmdk_block_status(dst, off, r.len, &kd, &m);
 		if (!err && m < r.len)
 			r.len = m;
-		if (!err && !w->flatten &&
-		    (r.kind == CHAIN_UNALLOC) != (kd == VMDK_BS_UNALLOC))
+		if (!err && alloc && (r.kind == CHAIN_UNALLOC) != (kd == VMDK_BS_UNALLOC))
 			err = -EIO;
 		if (!err && r.kind != CHAIN_DATA && kd != VMDK_BS_DATA)
 			continue; /* both read zeros: nothing to compare */
-		if (!err && !(err = chain_pread(w->src, w->buf, r.len, off)) &&
-		    !(err = vmdk_pread(w->dst, w->buf2, r.len, off)) &&
-		    memcmp(w->buf, w->buf2, r.len))
+		if (!err && !(err = chain_pread(src, buf, r.len, off)) &&
+		    !(err = vmdk_pread(dst, buf2, r.len, off)) && memcmp(buf, buf2, r.len))
 			err = -EIO;
 	}
+	return err;
+}
+
+/* K3 */
+static int rewrite_verify(struct rewrite *w)
+{
+	int err = vmdk_cid(w->top) == vmdk_cid(w->dst) ? 0 : -EIO;
+
+	if (!err)
+		err = layer_compare(w->src, w->dst, !w->flatten, w->buf, w->buf2);
 	if (err == -EIO)
 		vd_err("%s: the rewritten copy %s does not read like it: left as it was",
 		       vmdk_path(w->top), vmdk_path(w->dst));

@@ -146,7 +146,7 @@ int tools_mount_pid(const char *mnt, long *pid);
 const char *tools_human_size(uint64_t bytes, char *buf, size_t len);
 
 /* ---- group commands (tools_group.c, tools_consolidate.c, tools_repair.c) ------------
- * commit, delete, revert, promote, consolidate, check --repair: shared
+ * commit, delete, revert, promote, consolidate, relocate, check --repair: shared
  * options (--dry-run, --json, --scan DIR, -p), the group loaded, the plan
  * printed as text or JSON. */
 struct chain_group;
@@ -164,6 +164,11 @@ int tools_group_main(const struct tools_cmd *cmd, int argc, char **argv,
 /* Show the plan's data moves with pr (a terminal, or force: -p); end with
  * tools_progress_end(pr, pr->total). */
 void tools_group_progress(struct chain_plan *plan, struct tools_progress *pr, bool force);
+
+/* Load DISK's group (scanning scan[] too), run op with a progress meter,
+ * print the plan or the result; returns TOOLS_*. */
+int tools_group_run(const char *disk, char *const *scan, unsigned nr_scan,
+		    unsigned flags, bool json, bool force_progress, tools_group_op *op);
 
 /* Print a plan (or the result of carrying it out) as text or JSON. */
 void tools_group_print(const struct chain_plan *p, bool dry_run, bool json);

@@ -127,30 +127,37 @@ void tools_group_progress(struct chain_plan *plan, struct tools_progress *pr, bo
 	plan->progress_opaque = pr;
 }
 
-int tools_group_main(const struct tools_cmd *cmd, int argc, char **argv,
-		     tools_group_op *op, bool allow_orphans)
+int tools_group_run(const char *disk, char *const *scan, unsigned nr_scan,
+		    unsigned flags, bool json, bool force_progress, tools_group_op *op)
 {
-	struct group_args a = {0};
 	struct chain_plan plan = {0};
 	struct tools_progress pr;
 	struct chain_group *g;
-	const char *disk;
-	int rc = parse(cmd, argc, argv, allow_orphans, &a);
+	int rc = chain_group_load(disk, scan, nr_scan, NULL, &g);
 
-	if (rc != TOOLS_OK)
-		return rc;
-	disk = argv[optind];
-	if ((rc = chain_group_load(disk, a.scan, a.nr_scan, NULL, &g)) < 0)
+	if (rc < 0)
 		return tools_fail(disk, rc);
-	tools_group_progress(&plan, &pr, a.force_progress);
-	rc = op(g, disk, a.flags, NULL, &plan);
+	tools_group_progress(&plan, &pr, force_progress);
+	rc = op(g, disk, flags, NULL, &plan);
 	tools_progress_end(&pr, pr.total);
 	chain_group_free(g);
 	if (rc < 0) {
 		chain_plan_free(&plan);
 		return tools_fail(disk, rc);
 	}
-	tools_group_print(&plan, a.dry_run, a.json);
+	tools_group_print(&plan, flags & CHAIN_GROUP_DRY_RUN, json);
 	chain_plan_free(&plan);
 	return TOOLS_OK;
+}
+
+int tools_group_main(const struct tools_cmd *cmd, int argc, char **argv,
+		     tools_group_op *op, bool allow_orphans)
+{
+	struct group_args a = {0};
+	int rc = parse(cmd, argc, argv, allow_orphans, &a);
+
+	if (rc != TOOLS_OK)
+		return rc;
+	return tools_group_run(argv[optind], a.scan, a.nr_scan, a.flags, a.json,
+			       a.force_progress, op);
 }

@@ -31,7 +31,8 @@
 	X(delete)     \
 	X(revert)     \
 	X(promote)    \
-	X(consolidate)
+	X(consolidate) \
+	X(relocate)
 
 #define TOOLS_DECLARE(n) extern const struct tools_cmd tools_cmd_##n;
 #define TOOLS_REF(n) &tools_cmd_##n,

@@ -145,6 +145,18 @@ static inline int vdt_copy_file(const char *from, const char *to)
 	return err;
 }
 
+/* Do two files hold the same bytes? */
+static inline bool vdt_same_file(const char *a, const char *b)
+{
+	size_t la = 0, lb = 0;
+	uint8_t *x = vdt_slurp(a, &la), *y = vdt_slurp(b, &lb);
+	bool same = x && y && la == lb && !memcmp(x, y, la);
+
+	free(x);
+	free(y);
+	return same;
+}
+
 /* pread/pwrite of a few bytes at an offset of a file, outside the library */
 static inline int vdt_peek(const char *path, void *buf, size_t len, off_t off)
 {

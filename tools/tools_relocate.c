@@ -1,0 +1,107 @@
+/* tools — `vdelta relocate --mode MODE DISK DIR`: move a disk's layers to
+ * another folder (top layer, over chain_group_relocate).
+ *
+ * Owns: the options (--mode, --dry-run, --json, --scan DIR..., -p) and the
+ * usage text; tools_group.c loads the group, shows progress and prints.
+ */
+#include <getopt.h>
+#include <string.h>
+
+#include "chain.h"
+#include "tools.h"
+
+extern const struct tools_cmd tools_cmd_relocate;
+
+#define MAX_SCAN 64u
+
+static const struct option reloc_opts[] = {
+	{"mode", required_argument, NULL, 'm'},
+	{"dry-run", no_argument, NULL, 'n'},
+	{"json", no_argument, NULL, 'j'},
+	{"scan", required_argument, NULL, 's'},
+	{"progress", no_argument, NULL, 'p'},
+	{NULL, 0, NULL, 0},
+};
+
+/* The destination and mode, for the group operation below. */
+static const char *reloc_dir;
+static enum chain_relocate_mode reloc_mode;
+
+static int reloc_op(struct chain_group *g, const char *disk, unsigned flags,
+		    const struct vd_io *io, struct chain_plan *plan)
+{
+	return chain_group_relocate(g, disk, reloc_dir, reloc_mode, flags, io, plan);
+}
+
+static int parse_mode(const char *s)
+{
+	static const char *const names[] = { "child-most", "share", "no-share" };
+
+	for (unsigned i = 0; i < sizeof names / sizeof *names; i++)
+		if (!strcmp(s, names[i]))
+			return (int)i;
+	return -1;
+}
+
+static int reloc_run(int argc, char **argv)
+{
+	char *scan[MAX_SCAN];
+	unsigned nr_scan = 0, flags = 0;
+	bool json = false, force = false;
+	int c, mode = -1;
+
+	while ((c = getopt_long(argc, argv, "m:np", reloc_opts, NULL)) != -1) {
+		if (c == 'm' && (mode = parse_mode(optarg)) < 0)
+			return tools_usage(&tools_cmd_relocate, "unknown mode '%s'", optarg);
+		else if (c == 'n')
+			flags |= CHAIN_GROUP_DRY_RUN;
+		else if (c == 'j')
+			json = true;
+		else if (c == 'p')
+			force = true;
+		else if (c == 's' && nr_scan < MAX_SCAN)
+			scan[nr_scan++] = optarg;
+		else if (c != 'm')
+			return tools_usage(&tools_cmd_relocate, c == 's' ?
+					   "at most %u --scan folders" : NULL, MAX_SCAN);
+	}
+	if (mode < 0)
+		return tools_usage(&tools_cmd_relocate, "--mode is required");
+	if (optind != argc - 2)
+		return tools_usage(&tools_cmd_relocate, "expected DISK and DIR");
+	reloc_mode = (enum chain_relocate_mode)mode;
+	reloc_dir = argv[optind + 1];
+	return tools_group_run(argv[optind], scan, nr_scan, flags, json, force, reloc_op);
+}
+
+const struct tools_cmd tools_cmd_relocate = {
+	.name = "relocate",
+	.summary = "move a disk's layers to another folder (shared layers copied, never moved)",
+	.usage = "--mode child-most|share|no-share [--dry-run] [--json] [-p] [--scan DIR]... DISK DIR\n"
+		 "\n"
+		 "Moves DISK (its top layer) into the existing folder DIR.\n"
+		 "  child-most  the top only; its parent hint points where the parent stays\n"
+		 "  no-share    every layer of DISK's chain: the ones no other disk reaches\n"
+		 "              are moved, shared ones copied (the originals stay); the\n"
+		 "              disk in DIR reaches nothing outside DIR\n"
+		 "  share       as no-share, but a layer already in DIR under the same name\n"
+		 "              with the same CID, content and allocation is reattached,\n"
+		 "              not copied: relocating the clones of a group one by one\n"
+		 "              keeps one base in DIR\n"
+		 "Copies keep their CID; every file is copied byte for byte (holes kept),\n"
+		 "fsynced and compared before the source goes.  Refused, with nothing\n"
+		 "changed, when DISK is shared or a snapshot layer, or a name in DIR is\n"
+		 "taken by a file that is not the same layer.  Disks are found in the\n"
+		 "folders of DISK and of its base (recursively) and in each --scan DIR.\n"
+		 "\n"
+		 "  --mode MODE    child-most, share or no-share (required)\n"
+		 "  -n, --dry-run  print the plan (layers created, kept, removed; bytes to\n"
+		 "                 copy; space needed and free) and stop\n"
+		 "  --json         the plan / the result as JSON\n"
+		 "  -p             show progress even when stderr is not a terminal\n"
+		 "  --scan DIR     look for more disks under DIR\n"
+		 "\n"
+		 "Safe to interrupt: the next group command on DISK (or on the disk in\n"
+		 "DIR) finishes the move or rolls it back.",
+	.run = reloc_run,
+};
