@@ -38,23 +38,7 @@ static uint64_t CAP = CAP_DEFAULT; /* capacity of the disks of the running test 
 
 static bool have_qemu;
 
-/* Run a shell command; its exit status. */
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-	char *cmd;
-	va_list ap;
-	int r;
-
-	va_start(ap, fmt);
-	r = vasprintf(&cmd, fmt, ap);
-	va_end(ap);
-	if (r < 0)
-		return -1;
-	r = system(cmd);
-	free(cmd);
-	return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
-}
+#define sh vdt_sh
 
 /* ---- random writes, one list for qemu-io and the library ------------------- */
 

@@ -54,17 +54,8 @@ static char *at(const char *dir, const char *name)
 	return p;
 }
 
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sh(const char *fmt, ...)
-{
-	char cmd[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof cmd, fmt, ap);
-	va_end(ap);
-	assert_int_equal(system(cmd), 0);
-}
+/* A shell command that must succeed. */
+#define sh(...) assert_int_equal(vdt_sh(__VA_ARGS__), 0)
 
 /* Entries of a folder, without . and .. (NULL-terminated). */
 static char **names_in(const char *dir, unsigned *n)
@@ -263,17 +254,6 @@ static bool ignored(const char *name)
 	return n > 4 && !strcmp(name + n - 4, ".tmp") && strstr(name, ".vdelta-");
 }
 
-static bool same_file_bytes(const char *a, const char *b)
-{
-	size_t la = 0, lb = 0;
-	uint8_t *x = vdt_slurp(a, &la), *y = vdt_slurp(b, &lb);
-	bool same = x && y && la == lb && !memcmp(x, y, la);
-
-	free(x);
-	free(y);
-	return same;
-}
-
 /* Every entry as in the template: the same names (but ignored ones), the
  * same bytes. */
 static bool unchanged(const char *dir)
@@ -286,7 +266,7 @@ static bool unchanged(const char *dir)
 	for (unsigned i = 0; same && i < n; i++) {
 		char *a = at(dir, v[i]), *b = at(tmpl, v[i]);
 		if (!ignored(v[i])) {
-			same = same_file_bytes(a, b);
+			same = vdt_same_file(a, b);
 			seen++;
 		}
 		free(a);

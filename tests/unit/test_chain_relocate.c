@@ -42,17 +42,8 @@ static char *at(const char *dir, const char *name)
 	return p;
 }
 
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sh(const char *fmt, ...)
-{
-	char cmd[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof cmd, fmt, ap);
-	va_end(ap);
-	assert_int_equal(system(cmd), 0);
-}
+/* A shell command that must succeed. */
+#define sh(...) assert_int_equal(vdt_sh(__VA_ARGS__), 0)
 
 /* Write pattern pat (0: zeroes) at [off, off+len) of the disk at top. */
 static void put(const char *dir, const char *top, uint8_t *model, uint64_t off,

@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,6 +144,24 @@ static inline int vdt_copy_file(const char *from, const char *to)
 	err = vdt_write_file(to, buf, len);
 	free(buf);
 	return err;
+}
+
+/* Run a shell command; its exit status (-1: out of memory). */
+static inline int vdt_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static inline int vdt_sh(const char *fmt, ...)
+{
+	char *cmd;
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = vasprintf(&cmd, fmt, ap);
+	va_end(ap);
+	if (r < 0)
+		return -1;
+	r = system(cmd);
+	free(cmd);
+	return r;
 }
 
 /* Do two files hold the same bytes? */
