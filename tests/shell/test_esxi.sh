@@ -471,6 +471,26 @@ else
 fi
 same_as "rp: the compacted top" rp/s2.vmdk rp.raw
 
+# relocate of an ESXi chain, vmfs <- COWD <- seSparse with the base shared
+# by a clone: no-share moves s1 and s2 (every file: descriptor and extent)
+# and copies the shared base, which stays byte-identical for the clone
+mkchain rl vmfsSparse seSparse clone
+export_raw rl/s2.vmdk rl.raw
+export_raw rl/other.vmdk rl-other.raw
+shared=$(cd rl && sha256sum vm.vmdk vm-flat.vmdk)
+mkdir rldst
+expect_ok "relocate --mode no-share of an ESXi chain" \
+	"$VDELTA" relocate --mode no-share --scan rl rl/s2.vmdk rldst
+same_as "the relocated ESXi chain" rldst/s2.vmdk rl.raw
+same_as "the clone sharing the base, after relocate" rl/other.vmdk rl-other.raw
+[ "$shared" = "$(cd rl && sha256sum vm.vmdk vm-flat.vmdk)" ] &&
+	pass "relocate left the shared vmfs base byte-identical" || fail "relocate changed the shared base"
+[ ! -e rl/s1.vmdk ] && [ ! -e rl/s1-delta.vmdk ] && [ ! -e rl/s2-sesparse.vmdk ] &&
+	[ -e rldst/s1-delta.vmdk ] && [ -e rldst/s2-sesparse.vmdk ] && [ -e rldst/vm-flat.vmdk ] &&
+	pass "the unshared layers moved with their extents, the base was copied" ||
+	fail "relocate: rl: $(ls rl | tr '\n' ' ') rldst: $(ls rldst | tr '\n' ' ')"
+check_clean rldst/s1.vmdk rldst/s2.vmdk
+
 # commit into a kind vdelta does not write (a stream): refused naming the
 # extent kind, nothing written
 mkdir st
