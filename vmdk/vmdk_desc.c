@@ -19,6 +19,7 @@
 #include <stdlib.h>
 
 #define DESC_MAX_LINE 4096u
+#define DESC_KV_EXTRA 5u /* " = " and two quotes around a value */
 
 static const char *const access_names[] = { "RW", "RDONLY", "NOACCESS" };
 
@@ -258,6 +259,9 @@ static int parse_kv(struct parse_ctx *c, char *line, char *eq)
 		val++;
 		quoted = true;
 	}
+	/* written back as KEY = "VALUE": it must still fit a line */
+	if (strlen(key) + strlen(val) + DESC_KV_EXTRA > DESC_MAX_LINE)
+		return bad_line(c, "line too long");
 	err = vmdk_desc_kv_set(c->d, key, val, quoted);
 	if (err == -E2BIG)
 		return bad_line(c, "too many keys");
