@@ -22,26 +22,6 @@ static const struct option promote_opts[] = {
 	{NULL, 0, NULL, 0},
 };
 
-static int promote_unlink(const char *disk, char **scan, unsigned nr_scan,
-			  unsigned flags, bool json, bool progress)
-{
-	struct chain_plan plan = {0};
-	struct tools_progress pr;
-	struct chain_group *g;
-	int rc = chain_group_load(disk, scan, nr_scan, NULL, &g);
-
-	if (rc < 0)
-		return tools_fail(disk, rc);
-	tools_group_progress(&plan, &pr, progress);
-	rc = chain_group_promote_unlink(g, disk, flags, NULL, &plan);
-	tools_progress_end(&pr, pr.total);
-	chain_group_free(g);
-	if (rc >= 0)
-		tools_group_print(&plan, flags & CHAIN_GROUP_DRY_RUN, json);
-	chain_plan_free(&plan);
-	return rc < 0 ? tools_fail(disk, rc) : TOOLS_OK;
-}
-
 static int promote_run(int argc, char **argv)
 {
 	char *scan[MAX_SCAN];
@@ -67,7 +47,8 @@ static int promote_run(int argc, char **argv)
 	if (optind != argc - 1)
 		return tools_usage(&tools_cmd_promote, "expected one DISK");
 	if (unlink)
-		return promote_unlink(argv[optind], scan, nr_scan, flags, json, progress);
+		return tools_group_run(argv[optind], scan, nr_scan, flags, json, progress,
+				       chain_group_promote_unlink);
 	return tools_consolidate_disk(argv[optind], scan, nr_scan, NULL, 0, flags, json,
 				      progress);
 }
