@@ -4,7 +4,7 @@
  * validation of every link: the child's parentCID equals the parent's CID,
  * equal capacities, no layer seen twice (device + inode), depth at most
  * CHAIN_MAX_DEPTH.  Only the top may be writable, and only when it is not
- * frozen.  Locks are taken layer by layer as they are opened.  With a pool
+ * frozen; the frozen mark itself (read and written) lives here too.  Locks are taken layer by layer as they are opened.  With a pool
  * (chain_pool.c) every parent comes from it and goes back to it at close.
  */
 #define _GNU_SOURCE
@@ -19,6 +19,27 @@ bool chain_is_frozen(struct vmdk_disk *d)
 	const char *v = vmdk_desc_get(d, CHAIN_FROZEN_KEY);
 
 	return v && !strcmp(v, "1");
+}
+
+int chain_set_frozen(const char *path, bool frozen, unsigned flags,
+		     const struct vd_io *io)
+{
+	struct vmdk_disk *d;
+	int err = vmdk_open(path, VMDK_OPEN_RDWR | ((flags & CHAIN_OPEN_DIRTY_OK)
+						     ? VMDK_OPEN_DIRTY_OK : 0), io, &d);
+
+	if (err)
+		return err;
+	err = vmdk_lock(d, VMDK_PERM_READ | VMDK_PERM_WRITE,
+			VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
+	if (!err && chain_is_frozen(d) != frozen) {
+		err = vmdk_desc_set(d, CHAIN_FROZEN_KEY, frozen ? "1" : NULL);
+		if (!err)
+			err = vmdk_desc_write(d);
+	}
+	if (vmdk_close(d) && !err)
+		err = -EIO;
+	return err;
 }
 
 /* Refuse a path whose file is already a layer of this chain. */

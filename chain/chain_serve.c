@@ -165,15 +165,13 @@ static int served_open(struct chain_server *s, struct chain_served *d)
 		return chain_open_pool(d->path, CHAIN_OPEN_RDONLY, NULL, s->pool, &d->chain);
 	case CHAIN_SERVE_NONPERSISTENT:
 		return open_nonpersistent(s, d);
-	case CHAIN_SERVE_SNAPSHOT:
-		err = chain_snapshot(d->path, NULL, &d->top);
+	case CHAIN_SERVE_SNAPSHOT: /* d->top: made by the caller */
 		break;
 	default:
 		d->top = strdup(d->path);
-		err = d->top ? 0 : -ENOMEM;
+		if (!d->top)
+			return -ENOMEM;
 	}
-	if (err)
-		return err;
 	unclean = was_unclean(d->top);
 	err = chain_open_pool(d->top, CHAIN_OPEN_RDWR | CHAIN_OPEN_DIRTY_OK, NULL,
 			      s->pool, &d->chain);
@@ -197,8 +195,9 @@ static void served_free(struct chain_served *d)
 	free(d);
 }
 
-int chain_server_add(struct chain_server *s, const char *path, const char *name,
-		     enum chain_serve_mode mode, struct chain_served **out)
+static int server_add(struct chain_server *s, const char *path, const char *top,
+		      const char *name, enum chain_serve_mode mode,
+		      struct chain_served **out)
 {
 	struct chain_served *d = calloc(1, sizeof *d), **v;
 	int err = d ? 0 : -ENOMEM;
@@ -212,7 +211,8 @@ int chain_server_add(struct chain_server *s, const char *path, const char *name,
 		d->mode = mode;
 		d->name = strdup(name);
 		d->path = strdup(path);
-		err = d->name && d->path ? served_open(s, d) : -ENOMEM;
+		d->top = vd_strdup(top);
+		err = d->name && d->path && (d->top || !top) ? served_open(s, d) : -ENOMEM;
 	}
 	if (err) {
 		chain_close(d ? d->chain : NULL);
@@ -224,6 +224,20 @@ int chain_server_add(struct chain_server *s, const char *path, const char *name,
 	if (out)
 		*out = d;
 	return 0;
+}
+
+int chain_server_add(struct chain_server *s, const char *path, const char *name,
+		     enum chain_serve_mode mode, struct chain_served **out)
+{
+	if (mode == CHAIN_SERVE_SNAPSHOT)
+		return -EINVAL; /* chain_server_add_snapshot, with the new delta */
+	return server_add(s, path, NULL, name, mode, out);
+}
+
+int chain_server_add_snapshot(struct chain_server *s, const char *path, const char *top,
+			      const char *name, struct chain_served **out)
+{
+	return server_add(s, path, top, name, CHAIN_SERVE_SNAPSHOT, out);
 }
 
 unsigned chain_server_nr_disks(const struct chain_server *s) { return s->nr_disks; }

@@ -122,7 +122,7 @@ int tools_disk_pread(struct tools_disk *d, void *buf, size_t len, uint64_t off);
 /* ---- chain options of other commands (tools_chain*.c) ----------------------------- */
 
 /* `vdelta create --parent PARENT NEW`: a blank delta over PARENT of `kind`
- * (CHAIN_DELTA_AUTO or one); force_dirty freezes an unclean PARENT.  Returns TOOLS_*. */
+ * (GROUP_DELTA_AUTO or one); force_dirty freezes an unclean PARENT.  Returns TOOLS_*. */
 int tools_chain_create_child(const char *parent, const char *new_path,
 			     enum vmdk_subformat kind, bool force_dirty);
 /* tools_disk.c: one VMDK opened for reading (vmdk_flags added to RDONLY)
@@ -149,12 +149,12 @@ const char *tools_human_size(uint64_t bytes, char *buf, size_t len);
  * commit, delete, revert, promote, consolidate, relocate, check --repair: shared
  * options (--dry-run, --json, --scan DIR, -p), the group loaded, the plan
  * printed as text or JSON. */
-struct chain_group;
-struct chain_plan;
+struct group;
+struct group_plan;
 
 /* The operation a command runs on its one DISK argument. */
-typedef int tools_group_op(struct chain_group *g, const char *disk, unsigned flags,
-			   const struct vd_io *io, struct chain_plan *plan);
+typedef int tools_group_op(struct group *g, const char *disk, unsigned flags,
+			   const struct vd_io *io, struct group_plan *plan);
 
 /* Parse the shared options (plus --orphans when allow_orphans), load the
  * group, run op, print; returns TOOLS_*. */
@@ -163,7 +163,7 @@ int tools_group_main(const struct tools_cmd *cmd, int argc, char **argv,
 
 /* Show the plan's data moves with pr (a terminal, or force: -p); end with
  * tools_progress_end(pr, pr->total). */
-void tools_group_progress(struct chain_plan *plan, struct tools_progress *pr, bool force);
+void tools_group_progress(struct group_plan *plan, struct tools_progress *pr, bool force);
 
 /* Load DISK's group (scanning scan[] too), run op with a progress meter,
  * print the plan or the result; returns TOOLS_*. */
@@ -171,7 +171,7 @@ int tools_group_run(const char *disk, char *const *scan, unsigned nr_scan,
 		    unsigned flags, bool json, bool force_progress, tools_group_op *op);
 
 /* Print a plan (or the result of carrying it out) as text or JSON. */
-void tools_group_print(const struct chain_plan *p, bool dry_run, bool json);
+void tools_group_print(const struct group_plan *p, bool dry_run, bool json);
 
 /* `consolidate DISK` and `promote DISK` (tools_consolidate.c). */
 int tools_consolidate_disk(const char *disk, char *const *scan, unsigned nr_scan,

@@ -19,7 +19,7 @@
 
 #include <signal.h>
 
-#include "chain.h"
+#include "group.h"
 #include "tools.h"
 
 #define BENCH_MAX_DEPTHS 16

@@ -3,7 +3,7 @@
  *
  * Owns: building one chain DIR/synth-00.vmdk (the base) .. synth-NN.vmdk
  * with the library: a monolithicSparse base whose first --fill percent of
- * grains hold data, then one delta per level (chain_create_child freezes
+ * grains hold data, then one delta per level (group_create_child freezes
  * its parent) into which --churn percent of the grains, drawn at random,
  * are written whole.  Every grain written carries its layer and grain
  * number in its first bytes, the rest is seeded pseudo-random data, so
@@ -89,7 +89,7 @@ static int synth_delta(struct synth *s, const char *parent, const char *path,
 {
 	uint64_t grains = s->o->size / s->o->grain;
 	struct vmdk_disk *d;
-	int err = chain_create_child(parent, path, false, NULL);
+	int err = group_create_child(parent, path, false, NULL, NULL);
 
 	if (err || (err = vmdk_open(path, VMDK_OPEN_RDWR, NULL, &d)))
 		return err;

@@ -8,7 +8,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 
-#include "chain.h"
+#include "group.h"
 #include "tools.h"
 
 extern const struct tools_cmd tools_cmd_snapshot, tools_cmd_clone;
@@ -31,10 +31,10 @@ static int dirty_fail(const char *file, int rc, const char *cmd)
 int tools_chain_create_child(const char *parent, const char *new_path,
 			     enum vmdk_subformat kind, bool force_dirty)
 {
-	struct chain_child_opts o = { .kind = kind,
+	struct group_child_opts o = { .kind = kind,
 				      .flags = force_dirty ? CHAIN_OPEN_DIRTY_OK : 0 };
 	char cmd[512];
-	int rc = chain_create_child_opts(parent, new_path, false, &o, NULL);
+	int rc = group_create_child(parent, new_path, false, &o, NULL);
 
 	snprintf(cmd, sizeof cmd, "vdelta create --force-dirty --parent %s %s", parent,
 		 new_path);
@@ -65,7 +65,7 @@ static int snapshot_run(int argc, char **argv)
 		{"subformat", required_argument, NULL, 't'},
 		{"force-dirty", no_argument, NULL, 'F'},
 		{NULL, 0, NULL, 0}};
-	struct chain_child_opts o = { .kind = CHAIN_DELTA_AUTO };
+	struct group_child_opts o = { .kind = GROUP_DELTA_AUTO };
 	char *new_top, cmd[512];
 	int c, rc;
 
@@ -78,7 +78,7 @@ static int snapshot_run(int argc, char **argv)
 			return rc;
 	if (optind != argc - 1)
 		return tools_usage(&tools_cmd_snapshot, "expected one DISK");
-	rc = chain_snapshot_opts(argv[optind], &o, NULL, &new_top);
+	rc = group_snapshot(argv[optind], &o, NULL, &new_top);
 	snprintf(cmd, sizeof cmd, "vdelta snapshot --force-dirty %s", argv[optind]);
 	if (rc < 0)
 		return dirty_fail(argv[optind], rc, cmd);
@@ -126,13 +126,13 @@ static int clone_do(enum clone_mode mode, const char *src, const char *dst,
 {
 	switch (mode) {
 	case CLONE_LINKED: {
-		struct chain_child_opts o = { .kind = have_sf ? sf : CHAIN_DELTA_AUTO };
-		return chain_create_child_opts(src, dst, true, &o, NULL);
+		struct group_child_opts o = { .kind = have_sf ? sf : GROUP_DELTA_AUTO };
+		return group_create_child(src, dst, true, &o, NULL);
 	}
 	case CLONE_FROM_CURRENT:
-		return chain_clone_from_current(src, dst, NULL);
+		return group_clone_from_current(src, dst, NULL);
 	default:
-		return chain_clone_full_ex(src, dst, sf, prealloc, NULL);
+		return group_clone_full(src, dst, sf, prealloc, NULL);
 	}
 }
 

@@ -1,5 +1,5 @@
 /* tools — `vdelta tree DIR...`: the linked-clone groups in some folders
- * (top layer, over chain.h's chain_tree_scan).
+ * (top layer, over chain.h's group_tree_scan).
  *
  * Owns: printing each group (all disks that reach one base) as a tree with
  * per-layer size and how many disks reach it, and per group the space used
@@ -12,7 +12,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 
-#include "chain.h"
+#include "group.h"
 #include "tools.h"
 
 extern const struct tools_cmd tools_cmd_tree;
@@ -22,7 +22,7 @@ static const char *const flag_names[] = {
 };
 #define NR_FLAGS (sizeof flag_names / sizeof flag_names[0])
 
-static void group_sums(const struct chain_tree *t, unsigned root, uint64_t *used,
+static void group_sums(const struct group_tree *t, unsigned root, uint64_t *used,
 		       uint64_t *full, unsigned *layers)
 {
 	*used = *full = 0;
@@ -36,29 +36,29 @@ static void group_sums(const struct chain_tree *t, unsigned root, uint64_t *used
 	}
 }
 
-static void text_flags(const struct chain_tree_node *n, const struct chain_tree *t)
+static void text_flags(const struct group_tree_node *n, const struct group_tree *t)
 {
 	if (n->frozen)
 		printf("  frozen");
-	if (n->flags & CHAIN_TREE_BROKEN)
+	if (n->flags & GROUP_TREE_BROKEN)
 		printf("  BROKEN LINK: parentCID=%08x, parent CID=%08x", n->parent_cid,
 		       t->nodes[n->parent].cid);
-	if (n->flags & CHAIN_TREE_MISSING)
+	if (n->flags & GROUP_TREE_MISSING)
 		printf("  MISSING PARENT \"%s\"", n->hint);
-	if (n->flags & CHAIN_TREE_CAPACITY)
+	if (n->flags & GROUP_TREE_CAPACITY)
 		printf("  CAPACITY differs from the parent's");
-	if (n->flags & CHAIN_TREE_ORPHAN)
+	if (n->flags & GROUP_TREE_ORPHAN)
 		printf("  orphan (frozen, no child uses it)");
-	if (n->flags & CHAIN_TREE_UNREADABLE)
+	if (n->flags & GROUP_TREE_UNREADABLE)
 		printf("  UNREADABLE");
-	if (n->flags & CHAIN_TREE_OUTSIDE)
+	if (n->flags & GROUP_TREE_OUTSIDE)
 		printf("  (outside the folders scanned)");
 }
 
-static void text_node(const struct chain_tree *t, unsigned i, const char *prefix,
+static void text_node(const struct group_tree *t, unsigned i, const char *prefix,
 		      bool last, bool top)
 {
-	const struct chain_tree_node *n = &t->nodes[i];
+	const struct group_tree_node *n = &t->nodes[i];
 	char size[32], *sub;
 	unsigned left = n->nr_children;
 
@@ -75,7 +75,7 @@ static void text_node(const struct chain_tree *t, unsigned i, const char *prefix
 	free(sub);
 }
 
-static void text_tree(const struct chain_tree *t)
+static void text_tree(const struct group_tree *t)
 {
 	for (unsigned i = 0; i < t->nr_nodes; i++) {
 		char u[32], f[32];
@@ -93,9 +93,9 @@ static void text_tree(const struct chain_tree *t)
 	}
 }
 
-static void json_node(struct tools_json *j, const struct chain_tree *t, unsigned i)
+static void json_node(struct tools_json *j, const struct group_tree *t, unsigned i)
 {
-	const struct chain_tree_node *n = &t->nodes[i];
+	const struct group_tree_node *n = &t->nodes[i];
 	char cid[16], pcid[16];
 
 	snprintf(cid, sizeof cid, "%08x", n->cid);
@@ -119,7 +119,7 @@ static void json_node(struct tools_json *j, const struct chain_tree *t, unsigned
 	tools_json_obj_end(j);
 }
 
-static void json_tree(const struct chain_tree *t)
+static void json_tree(const struct group_tree *t)
 {
 	struct tools_json j;
 
@@ -156,7 +156,7 @@ static const struct option tree_opts[] = {
 
 static int tree_run(int argc, char **argv)
 {
-	struct chain_tree *t;
+	struct group_tree *t;
 	bool json = false, bad = false;
 	int c, rc;
 
@@ -167,14 +167,14 @@ static int tree_run(int argc, char **argv)
 	}
 	if (optind >= argc)
 		return tools_usage(&tools_cmd_tree, "expected at least one DIR");
-	rc = chain_tree_scan(argv + optind, (unsigned)(argc - optind), &t);
+	rc = group_tree_scan(argv + optind, (unsigned)(argc - optind), &t);
 	if (rc < 0)
 		return tools_fail(argv[optind], rc);
 	json ? json_tree(t) : text_tree(t);
 	for (unsigned i = 0; i < t->nr_nodes; i++)
-		bad |= (t->nodes[i].flags & (CHAIN_TREE_BROKEN | CHAIN_TREE_MISSING |
-					     CHAIN_TREE_UNREADABLE | CHAIN_TREE_CAPACITY)) != 0;
-	chain_tree_free(t);
+		bad |= (t->nodes[i].flags & (GROUP_TREE_BROKEN | GROUP_TREE_MISSING |
+					     GROUP_TREE_UNREADABLE | GROUP_TREE_CAPACITY)) != 0;
+	group_tree_free(t);
 	return bad ? TOOLS_ERR : TOOLS_OK;
 }
 

@@ -8,7 +8,7 @@
 #include <limits.h>
 #include <stdlib.h>
 
-#include "chain.h"
+#include "group.h"
 #include "tools.h"
 
 extern const struct tools_cmd tools_cmd_create;
@@ -109,7 +109,7 @@ static int create_run(int argc, char **argv)
 		return tools_usage(&tools_cmd_create, "expected one FILE");
 	if (parent) /* a delta: size and format come from the parent (or -t) */
 		return tools_chain_create_child(parent, argv[optind],
-						have_sf ? o.subformat : CHAIN_DELTA_AUTO,
+						have_sf ? o.subformat : GROUP_DELTA_AUTO,
 						force_dirty);
 	if (force_dirty)
 		return tools_usage(&tools_cmd_create, "--force-dirty goes with --parent");

@@ -11,7 +11,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 
-#include "chain.h"
+#include "group.h"
 #include "tools.h"
 
 #define MAX_SCAN 64u
@@ -39,13 +39,13 @@ static int parse(const struct tools_cmd *cmd, int argc, char **argv,
 
 	while ((c = getopt_long(argc, argv, "np", group_opts, NULL)) != -1) {
 		if (c == 'n')
-			a->flags |= CHAIN_GROUP_DRY_RUN;
+			a->flags |= GROUP_DRY_RUN;
 		else if (c == 'j')
 			a->json = true;
 		else if (c == 'p')
 			a->force_progress = true;
 		else if (c == 'o' && allow_orphans)
-			a->flags |= CHAIN_GROUP_ORPHANS;
+			a->flags |= GROUP_ORPHANS;
 		else if (c == 's' && a->nr_scan < MAX_SCAN)
 			a->scan[a->nr_scan++] = optarg;
 		else if (c == 's')
@@ -56,11 +56,11 @@ static int parse(const struct tools_cmd *cmd, int argc, char **argv,
 	}
 	if (optind != argc - 1)
 		return tools_usage(cmd, "expected one DISK");
-	a->dry_run = a->flags & CHAIN_GROUP_DRY_RUN;
+	a->dry_run = a->flags & GROUP_DRY_RUN;
 	return TOOLS_OK;
 }
 
-static void print_json(const struct chain_plan *p, bool dry_run)
+static void print_json(const struct group_plan *p, bool dry_run)
 {
 	struct tools_json j;
 
@@ -71,7 +71,7 @@ static void print_json(const struct chain_plan *p, bool dry_run)
 	tools_json_arr_begin(&j, "steps");
 	for (unsigned i = 0; i < p->nr_steps; i++) {
 		tools_json_obj_begin(&j, NULL);
-		tools_json_str(&j, "action", chain_step_name(p->steps[i].kind));
+		tools_json_str(&j, "action", group_plan_step_name(p->steps[i].kind));
 		tools_json_str(&j, "path", p->steps[i].path);
 		tools_json_u64(&j, "bytes", p->steps[i].bytes);
 		tools_json_obj_end(&j);
@@ -84,7 +84,7 @@ static void print_json(const struct chain_plan *p, bool dry_run)
 	tools_json_obj_end(&j);
 }
 
-static void print_text(const struct chain_plan *p, bool dry_run)
+static void print_text(const struct group_plan *p, bool dry_run)
 {
 	char h1[32], h2[32], h3[32];
 
@@ -93,8 +93,8 @@ static void print_text(const struct chain_plan *p, bool dry_run)
 	if (!p->nr_steps)
 		return;
 	for (unsigned i = 0; i < p->nr_steps; i++) {
-		const struct chain_plan_step *s = &p->steps[i];
-		printf("  %-9s %s", chain_step_name(s->kind), s->path);
+		const struct group_plan_step *s = &p->steps[i];
+		printf("  %-9s %s", group_plan_step_name(s->kind), s->path);
 		if (s->bytes)
 			printf("  (%s)", tools_human_size(s->bytes, h1, sizeof h1));
 		putchar('\n');
@@ -107,7 +107,7 @@ static void print_text(const struct chain_plan *p, bool dry_run)
 		printf("disk: %s\n", p->result);
 }
 
-void tools_group_print(const struct chain_plan *p, bool dry_run, bool json)
+void tools_group_print(const struct group_plan *p, bool dry_run, bool json)
 {
 	json ? print_json(p, dry_run) : print_text(p, dry_run);
 }
@@ -120,7 +120,7 @@ static void on_progress(void *opaque, uint64_t done, uint64_t total)
 	tools_progress_update(pr, done);
 }
 
-void tools_group_progress(struct chain_plan *plan, struct tools_progress *pr, bool force)
+void tools_group_progress(struct group_plan *plan, struct tools_progress *pr, bool force)
 {
 	tools_progress_init(pr, 0, force);
 	plan->progress = on_progress;
@@ -130,23 +130,23 @@ void tools_group_progress(struct chain_plan *plan, struct tools_progress *pr, bo
 int tools_group_run(const char *disk, char *const *scan, unsigned nr_scan,
 		    unsigned flags, bool json, bool force_progress, tools_group_op *op)
 {
-	struct chain_plan plan = {0};
+	struct group_plan plan = {0};
 	struct tools_progress pr;
-	struct chain_group *g;
-	int rc = chain_group_load(disk, scan, nr_scan, NULL, &g);
+	struct group *g;
+	int rc = group_load(disk, scan, nr_scan, NULL, &g);
 
 	if (rc < 0)
 		return tools_fail(disk, rc);
 	tools_group_progress(&plan, &pr, force_progress);
 	rc = op(g, disk, flags, NULL, &plan);
 	tools_progress_end(&pr, pr.total);
-	chain_group_free(g);
+	group_free(g);
 	if (rc < 0) {
-		chain_plan_free(&plan);
+		group_plan_free(&plan);
 		return tools_fail(disk, rc);
 	}
-	tools_group_print(&plan, flags & CHAIN_GROUP_DRY_RUN, json);
-	chain_plan_free(&plan);
+	tools_group_print(&plan, flags & GROUP_DRY_RUN, json);
+	group_plan_free(&plan);
 	return TOOLS_OK;
 }
 

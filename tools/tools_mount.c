@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "chain.h"
+#include "group.h"
 #include "fuse_front.h"
 #include "tools.h"
 
@@ -93,7 +93,7 @@ static int add_disk(struct chain_server *s, char *arg, enum chain_serve_mode dfl
 			  arg, name);
 		rc = TOOLS_ERR;
 	} else if (name) {
-		rc = chain_server_add(s, path, name, mode, NULL);
+		rc = group_serve_add(s, path, name, mode, NULL);
 		if (rc == -EPERM || rc == -EROFS || rc == -EACCES)
 			tools_err("%s: cannot be written; mount it with --snapshot (writes go "
 				  "into a new delta over it), --nonpersistent or --ro", arg);

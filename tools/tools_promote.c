@@ -1,12 +1,12 @@
 /* tools — `vdelta promote [--unlink] DISK` (vSphere PromoteDisks) (top
- * layer, over chain_group_promote_unlink / chain_group_consolidate).
+ * layer, over group_promote_unlink / group_consolidate).
  *
  * Owns: the command's options and usage; without --unlink it is
  * `consolidate DISK` (tools_consolidate.c).
  */
 #include <getopt.h>
 
-#include "chain.h"
+#include "group.h"
 #include "tools.h"
 
 extern const struct tools_cmd tools_cmd_promote;
@@ -35,7 +35,7 @@ static int promote_run(int argc, char **argv)
 		else if (c == 'u')
 			unlink = true;
 		else if (c == 'n')
-			flags |= CHAIN_GROUP_DRY_RUN;
+			flags |= GROUP_DRY_RUN;
 		else if (c == 'j')
 			json = true;
 		else if (c == 's' && nr_scan < MAX_SCAN)
@@ -48,7 +48,7 @@ static int promote_run(int argc, char **argv)
 		return tools_usage(&tools_cmd_promote, "expected one DISK");
 	if (unlink)
 		return tools_group_run(argv[optind], scan, nr_scan, flags, json, progress,
-				       chain_group_promote_unlink);
+				       group_promote_unlink);
 	return tools_consolidate_disk(argv[optind], scan, nr_scan, NULL, 0, flags, json,
 				      progress);
 }

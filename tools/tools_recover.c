@@ -1,21 +1,20 @@
-/* tools — recovery of interrupted group operations before any command runs
- * (top layer, over chain_group_intents_near and chain_group_recover).
+/* tools — the front door of every command (top layer, over
+ * group_recover_near).
  *
- * Owns: for every argument of a command that names a VMDK file (a mount
- * argument DISK:MODE by its DISK), finding the intent records beside the
- * layers of its chain and finishing or rolling back their operations, so
- * that `info`, `digest`, `map`, `mount`, `snapshot`... read a disk in its
- * old or its new state, never in the middle of a commit (whose child link
- * is stale until it ends).  Finding is silent (a raw file, a broken chain:
- * the command reports those itself); recovery reports what it does and
- * what fails, and the command runs either way.
+ * Owns: which arguments of a command name a VMDK file (a mount argument
+ * DISK:MODE by its DISK), each handed to the group layer's recovery before
+ * the command runs, so that `info`, `digest`, `map`, `mount`,
+ * `snapshot`... read a disk in its old or its new state, never in the
+ * middle of a commit (whose child link is stale until it ends).  A raw
+ * file or a broken chain is the command's to report; recovery reports
+ * what it does and what fails, and the command runs either way.
  */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "chain.h"
+#include "group.h"
 #include "tools.h"
 
 /* arg as a regular file: itself, or DISK of DISK:MODE; NULL when neither. */
@@ -40,22 +39,15 @@ static char *file_arg(const char *arg)
 static void recover_arg(const char *arg)
 {
 	enum tools_fmt fmt = TOOLS_FMT_RAW;
-	char *path = file_arg(arg), **recs = NULL;
-	unsigned nr = 0;
+	char *path = file_arg(arg);
 	int rc = path ? 0 : -1;
 
 	tools_log_quiet(true);
 	if (!rc)
 		rc = tools_fmt_detect(path, &fmt);
-	if (!rc && fmt == TOOLS_FMT_VMDK)
-		rc = chain_group_intents_near(path, &recs, &nr);
 	tools_log_quiet(false);
-	for (unsigned i = 0; i < nr; i++) {
-		if (!access(recs[i], F_OK)) /* one recovery may have ended another */
-			chain_group_recover(recs[i], NULL);
-		free(recs[i]);
-	}
-	free(recs);
+	if (!rc && fmt == TOOLS_FMT_VMDK)
+		group_recover_near(path, GROUP_RECOVER_FINISH, NULL, NULL);
 	free(path);
 }
 

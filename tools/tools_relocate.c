@@ -1,5 +1,5 @@
 /* tools — `vdelta relocate --mode MODE DISK DIR`: move a disk's layers to
- * another folder (top layer, over chain_group_relocate).
+ * another folder (top layer, over group_relocate).
  *
  * Owns: the options (--mode, --dry-run, --json, --scan DIR..., -p) and the
  * usage text; tools_group.c loads the group, shows progress and prints.
@@ -7,7 +7,7 @@
 #include <getopt.h>
 #include <string.h>
 
-#include "chain.h"
+#include "group.h"
 #include "tools.h"
 
 extern const struct tools_cmd tools_cmd_relocate;
@@ -25,12 +25,12 @@ static const struct option reloc_opts[] = {
 
 /* The destination and mode, for the group operation below. */
 static const char *reloc_dir;
-static enum chain_relocate_mode reloc_mode;
+static enum group_relocate_mode reloc_mode;
 
-static int reloc_op(struct chain_group *g, const char *disk, unsigned flags,
-		    const struct vd_io *io, struct chain_plan *plan)
+static int reloc_op(struct group *g, const char *disk, unsigned flags,
+		    const struct vd_io *io, struct group_plan *plan)
 {
-	return chain_group_relocate(g, disk, reloc_dir, reloc_mode, flags, io, plan);
+	return group_relocate(g, disk, reloc_dir, reloc_mode, flags, io, plan);
 }
 
 static int parse_mode(const char *s)
@@ -54,7 +54,7 @@ static int reloc_run(int argc, char **argv)
 		if (c == 'm' && (mode = parse_mode(optarg)) < 0)
 			return tools_usage(&tools_cmd_relocate, "unknown mode '%s'", optarg);
 		else if (c == 'n')
-			flags |= CHAIN_GROUP_DRY_RUN;
+			flags |= GROUP_DRY_RUN;
 		else if (c == 'j')
 			json = true;
 		else if (c == 'p')
@@ -69,7 +69,7 @@ static int reloc_run(int argc, char **argv)
 		return tools_usage(&tools_cmd_relocate, "--mode is required");
 	if (optind != argc - 2)
 		return tools_usage(&tools_cmd_relocate, "expected DISK and DIR");
-	reloc_mode = (enum chain_relocate_mode)mode;
+	reloc_mode = (enum group_relocate_mode)mode;
 	reloc_dir = argv[optind + 1];
 	return tools_group_run(argv[optind], scan, nr_scan, flags, json, force, reloc_op);
 }

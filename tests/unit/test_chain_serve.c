@@ -2,7 +2,7 @@
  * (chain_serve.c), without FUSE (test layer).
  *
  * Setup: a base with known data written through the format layer, frozen,
- * and linked clones over it made by chain_create_child.  Oracles: the
+ * and linked clones over it made by group_create_child.  Oracles: the
  * bytes written (a pattern per region), the files' bytes before/after
  * (nonpersistent), pointer identity of pooled layers.
  */
@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "chain.h"
+#include "group.h"
 #include "vdtest.h"
 
 #define CAP (8u << 20)
@@ -47,7 +48,7 @@ static int setup(void **state)
 		char name[32];
 		snprintf(name, sizeof name, "c%u.vmdk", i);
 		f->clone[i] = vdt_join(f->dir, name);
-		assert_int_equal(chain_create_child(f->base, f->clone[i], false, NULL), 0);
+		assert_int_equal(group_create_child(f->base, f->clone[i], false, NULL, NULL), 0);
 	}
 	free(buf);
 	*state = f;
@@ -176,7 +177,8 @@ static void test_serve_modes(void **state)
 	assert_int_equal(chain_server_create(&s), 0);
 	assert_int_equal(chain_server_add(s, f->clone[0], "ro", CHAIN_SERVE_RO, &ro), 0);
 	assert_int_equal(chain_server_add(s, f->clone[1], "np", CHAIN_SERVE_NONPERSISTENT, &np), 0);
-	assert_int_equal(chain_server_add(s, f->clone[2], "snap", CHAIN_SERVE_SNAPSHOT, &snap), 0);
+	assert_int_equal(chain_server_add(s, f->clone[2], "snap", CHAIN_SERVE_SNAPSHOT, &snap), -EINVAL);
+	assert_int_equal(group_serve_add(s, f->clone[2], "snap", CHAIN_SERVE_SNAPSHOT, &snap), 0);
 	assert_int_equal(chain_pool_nr_layers(chain_server_pool(s)), 3); /* base, c1, c2 */
 	fill(buf, sizeof buf, 0x77);
 	assert_int_equal(chain_served_write(ro, buf, sizeof buf, 0), -EROFS);

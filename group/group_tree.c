@@ -1,4 +1,4 @@
-/* chain — the parent graph of the disks in some folders (layer 2).
+/* group — the parent graph of the disks in some folders (layer 3).
  *
  * Owns: finding the disks in folders (sniffing the first sector so extent
  * files — split sparse extents, flat data, COWD and seSparse — are not
@@ -8,10 +8,10 @@
  * parents, orphaned snapshots, and the space a group would take as full
  * clones (data bytes of each disk's whole chain; 0 for a broken chain).
  * Folders are scanned recursively (a datastore keeps one folder per VM),
- * bounded: CHAIN_TREE_MAX_DIR_DEPTH levels, TREE_MAX_ENTRIES entries in
+ * bounded: GROUP_TREE_MAX_DIR_DEPTH levels, TREE_MAX_ENTRIES entries in
  * all, each folder visited once (device+inode, so symlink loops end), hidden
  * entries and anything but regular files and folders skipped.  Intent
- * records (CHAIN_INTENT_SUFFIX) met on the way are listed for recovery.
+ * records (GROUP_INTENT_SUFFIX) met on the way are listed for recovery.
  * Opens everything read-only without locks; writes nothing.
  */
 #define _GNU_SOURCE
@@ -25,7 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "chain_int.h"
+#include "group_int.h"
 
 #define KDMV_MAGIC_LE 0x564d444bu
 #define COWD_MAGIC_LE 0x44574f43u
@@ -35,7 +35,7 @@
 #define TREE_MAX_DIRS 100000u
 
 struct scan {
-	struct chain_tree *t;
+	struct group_tree *t;
 	dev_t *dev;
 	ino_t *ino;
 	bool *text;     /* node i is a text descriptor (linked first) */
@@ -83,7 +83,7 @@ static int find_node(struct scan *s, const struct stat *st)
 /* Index of the node for path, added when new (*added). */
 static int add_node(struct scan *s, const char *path, bool *added)
 {
-	struct chain_tree *t = s->t;
+	struct group_tree *t = s->t;
 	struct stat st;
 	int i;
 
@@ -105,7 +105,7 @@ static int add_node(struct scan *s, const char *path, bool *added)
 			return -ENOMEM;
 	}
 	i = (int)t->nr_nodes++;
-	t->nodes[i] = (struct chain_tree_node){ .path = strdup(path), .parent = -1,
+	t->nodes[i] = (struct group_tree_node){ .path = strdup(path), .parent = -1,
 						.root = i };
 	s->dev[i] = st.st_dev;
 	s->ino[i] = st.st_ino;
@@ -141,7 +141,7 @@ static bool has_suffix(const char *name, const char *suffix)
 	return n > k && !strcasecmp(name + n - k, suffix);
 }
 
-static int add_intent(struct chain_tree *t, const char *path)
+static int add_intent(struct group_tree *t, const char *path)
 {
 	char **v = reallocarray(t->intents, t->nr_intents + 1, sizeof *v);
 
@@ -167,10 +167,10 @@ static int scan_entry(struct scan *s, const char *path, const char *name,
 	if (stat(path, &st))
 		return 0; /* vanished or a dangling link */
 	if (S_ISDIR(st.st_mode))
-		return depth < CHAIN_TREE_MAX_DIR_DEPTH ? scan_dir(s, path, depth + 1) : 0;
+		return depth < GROUP_TREE_MAX_DIR_DEPTH ? scan_dir(s, path, depth + 1) : 0;
 	if (!S_ISREG(st.st_mode))
 		return 0;
-	if (has_suffix(name, CHAIN_INTENT_SUFFIX))
+	if (has_suffix(name, GROUP_INTENT_SUFFIX))
 		return add_intent(s->t, path);
 	if (!has_suffix(name, ".vmdk") || strlen(name) < 6)
 		return 0;
@@ -227,6 +227,28 @@ static uint64_t disk_file_bytes(struct vmdk_disk *d)
 	return sum;
 }
 
+/* The facts of a node its descriptor gives. */
+static void describe(struct group_tree_node *n, struct vmdk_disk *d)
+{
+	n->cid = vmdk_cid(d);
+	n->parent_cid = vmdk_parent_cid(d);
+	n->capacity = vmdk_capacity(d);
+	n->frozen = chain_is_frozen(d);
+	n->file_bytes = disk_file_bytes(d);
+}
+
+int group_tree_refresh(struct group_tree *t, unsigned i)
+{
+	struct vmdk_disk *d;
+	int err = vmdk_open(t->nodes[i].path, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, NULL, &d);
+
+	if (err)
+		return err;
+	describe(&t->nodes[i], d);
+	vmdk_close(d);
+	return 0;
+}
+
 /* The files of d other than its descriptor are extents, not disks. */
 static void mark_extents(struct scan *s, struct vmdk_disk *d)
 {
@@ -241,7 +263,7 @@ static void mark_extents(struct scan *s, struct vmdk_disk *d)
 /* Drop the extent nodes, renumbering parents. */
 static void drop_extents(struct scan *s)
 {
-	struct chain_tree *t = s->t;
+	struct group_tree *t = s->t;
 	unsigned n = 0;
 	int *map = malloc((t->nr_nodes ? t->nr_nodes : 1) * sizeof *map);
 
@@ -268,7 +290,7 @@ static void drop_extents(struct scan *s)
 /* Read node i's descriptor and find (or add) its parent. */
 static int link_node(struct scan *s, unsigned i)
 {
-	struct chain_tree_node *n = &s->t->nodes[i];
+	struct group_tree_node *n = &s->t->nodes[i];
 	struct vmdk_disk *d;
 	char *ppath;
 	bool added;
@@ -277,19 +299,15 @@ static int link_node(struct scan *s, unsigned i)
 	if (s->extent[i])
 		return 0;
 	if (vmdk_open(n->path, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, NULL, &d)) {
-		n->flags |= CHAIN_TREE_UNREADABLE;
+		n->flags |= GROUP_TREE_UNREADABLE;
 		return 0;
 	}
 	mark_extents(s, d);
-	n->cid = vmdk_cid(d);
-	n->parent_cid = vmdk_parent_cid(d);
-	n->capacity = vmdk_capacity(d);
-	n->frozen = chain_is_frozen(d);
-	n->file_bytes = disk_file_bytes(d);
+	describe(n, d);
 	n->hint = n->hint_buf = vd_strdup(vmdk_parent_hint(d));
 	if (n->hint && chain_hint_find(n->path, n->hint,
 				       vmdk_desc_get(d, "ddb.nativeParentHint"), &ppath))
-		n->flags |= CHAIN_TREE_MISSING;
+		n->flags |= GROUP_TREE_MISSING;
 	else if (n->hint) {
 		p = add_node(s, ppath, &added);
 		free(ppath);
@@ -300,7 +318,7 @@ static int link_node(struct scan *s, unsigned i)
 		n = &s->t->nodes[i]; /* add_node may move the array */
 		n->parent = p;
 		if (added)
-			s->t->nodes[p].flags |= CHAIN_TREE_OUTSIDE;
+			s->t->nodes[p].flags |= GROUP_TREE_OUTSIDE;
 	}
 	vmdk_close(d);
 	return 0;
@@ -316,8 +334,8 @@ static uint64_t full_size(const char *path)
 	if (chain_open(path, CHAIN_OPEN_RDONLY | CHAIN_OPEN_NOLOCK | CHAIN_OPEN_DIRTY_OK,
 		       NULL, &c))
 		return 0;
-	for (uint64_t off = 0; off < c->capacity; off += r.len) {
-		if (chain_status(c, off, c->capacity - off, &r))
+	for (uint64_t off = 0; off < chain_capacity(c); off += r.len) {
+		if (chain_status(c, off, chain_capacity(c) - off, &r))
 			break;
 		if (r.kind == CHAIN_DATA)
 			sum += r.len;
@@ -327,38 +345,38 @@ static uint64_t full_size(const char *path)
 }
 
 /* Links, children, reach, roots and flags, once every node is linked. */
-static void finish(struct chain_tree *t)
+static void finish(struct group_tree *t)
 {
 	for (unsigned i = 0; i < t->nr_nodes; i++) {
-		struct chain_tree_node *n = &t->nodes[i], *p;
+		struct group_tree_node *n = &t->nodes[i], *p;
 		if (n->parent < 0)
 			continue;
 		p = &t->nodes[n->parent];
 		p->nr_children++;
-		if (!(p->flags & CHAIN_TREE_UNREADABLE) && n->parent_cid != p->cid)
-			n->flags |= CHAIN_TREE_BROKEN;
-		if (!(p->flags & CHAIN_TREE_UNREADABLE) && n->capacity != p->capacity)
-			n->flags |= CHAIN_TREE_CAPACITY;
+		if (!(p->flags & GROUP_TREE_UNREADABLE) && n->parent_cid != p->cid)
+			n->flags |= GROUP_TREE_BROKEN;
+		if (!(p->flags & GROUP_TREE_UNREADABLE) && n->capacity != p->capacity)
+			n->flags |= GROUP_TREE_CAPACITY;
 	}
 	for (unsigned i = 0; i < t->nr_nodes; i++) {
-		struct chain_tree_node *n = &t->nodes[i];
+		struct group_tree_node *n = &t->nodes[i];
 		int at = (int)i, steps = 0;
 		bool leaf = n->nr_children == 0, readable = true;
 		for (; at >= 0 && steps++ <= (int)t->nr_nodes; at = t->nodes[at].parent) {
 			t->nodes[at].reach += leaf;
 			readable &= !(t->nodes[at].flags &
-				      (CHAIN_TREE_MISSING | CHAIN_TREE_UNREADABLE |
-				       CHAIN_TREE_BROKEN | CHAIN_TREE_CAPACITY));
+				      (GROUP_TREE_MISSING | GROUP_TREE_UNREADABLE |
+				       GROUP_TREE_BROKEN | GROUP_TREE_CAPACITY));
 			n->root = at;
 		}
 		if (n->frozen && leaf)
-			n->flags |= CHAIN_TREE_ORPHAN;
+			n->flags |= GROUP_TREE_ORPHAN;
 		if (leaf && readable)
 			n->full_bytes = full_size(n->path);
 	}
 }
 
-int chain_tree_scan(char *const *dirs, unsigned nr_dirs, struct chain_tree **out)
+int group_tree_scan(char *const *dirs, unsigned nr_dirs, struct group_tree **out)
 {
 	struct scan s = { .t = calloc(1, sizeof *s.t) };
 	int err = s.t ? 0 : -ENOMEM;
@@ -383,14 +401,14 @@ int chain_tree_scan(char *const *dirs, unsigned nr_dirs, struct chain_tree **out
 	free(s.dir_dev);
 	free(s.dir_ino);
 	if (err) {
-		chain_tree_free(s.t);
+		group_tree_free(s.t);
 		return err;
 	}
 	*out = s.t;
 	return 0;
 }
 
-void chain_tree_free(struct chain_tree *t)
+void group_tree_free(struct group_tree *t)
 {
 	if (!t)
 		return;

@@ -1,5 +1,5 @@
-/* chain — `commit`: merge a layer into its parent (snapshot removal)
- * (layer 2).
+/* group — `commit`: merge a layer into its parent (snapshot removal)
+ * (layer 3).
  *
  * Owns: the plan and the steps of merging LAYER (L) into its parent (P),
  * re-pointing L's children to P and removing L.  P must be reached by no
@@ -9,7 +9,7 @@
  * COMMIT_BUF bytes; P is written in place, whatever kind vdelta writes:
  * hosted sparse or flat, a vmfs flat base, a COWD or seSparse delta.
  *
- * Write order (each step safe to stop at; recovery = chain_group_recover):
+ * Write order (each step safe to stop at; recovery = commit_resume):
  *  C1. the intent record (L, P, L's children, L's files, whether P becomes
  *      a top) is written durably beside L;
  *  C2. every run L holds (data, or zeroed grains) is written into P and P
@@ -33,15 +33,34 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "chain_int.h"
+#include "group_int.h"
 
 #define COMMIT_BUF (4u << 20)
+
+/* The record (C1). */
+struct commit_rec {
+	struct group_intent in;
+	char *parent;    /* P, the layer merged into */
+	bool unfreeze;   /* P becomes a top */
+	char **children; /* L's children, re-pointed to P */
+	unsigned nr_children;
+	char **files;    /* L's files (descriptor first) and sidecar, removed */
+	unsigned nr_files;
+};
+
+static const struct group_field commit_fields[] = {
+	GROUP_FIELD_ONE(struct commit_rec, parent, "parent", GROUP_FIELD_LAYER),
+	GROUP_FIELD_ONE(struct commit_rec, unfreeze, "unfreeze", GROUP_FIELD_FLAG),
+	GROUP_FIELD_LIST(struct commit_rec, children, nr_children, "child",
+			 GROUP_FIELD_LAYERS),
+	GROUP_FIELD_LIST(struct commit_rec, files, nr_files, "file", GROUP_FIELD_FILES),
+};
 
 struct merge {
 	struct vmdk_disk *upper, *lower;
 	struct chain *below; /* P's parents, backing P's partial grain writes */
 	uint8_t *buf, *buf2;
-	struct chain_plan *plan;
+	struct group_plan *plan;
 	uint64_t done, total;
 };
 
@@ -100,13 +119,6 @@ static int close_merge(struct merge *m)
 	return err;
 }
 
-static void progress(struct merge *m, uint64_t n)
-{
-	m->done += n;
-	if (m->plan && m->plan->progress)
-		m->plan->progress(m->plan->progress_opaque, m->done, m->total);
-}
-
 /* C2: one run L holds, into P. */
 static int copy_run(struct merge *m, enum vmdk_bs kind, uint64_t off, uint64_t len)
 {
@@ -119,7 +131,7 @@ static int copy_run(struct merge *m, enum vmdk_bs kind, uint64_t off, uint64_t l
 			err = vmdk_pwrite(m->lower, m->buf, n, off);
 		if (err)
 			return err;
-		progress(m, n);
+		group_plan_progress(m->plan, &m->done, n, m->total);
 		off += n;
 		len -= n;
 	}
@@ -165,36 +177,17 @@ static int each_run(struct merge *m, bool verify)
 	return err;
 }
 
-/* Bytes of data (not zeroed grains) the layer holds (chain_int.h). */
-int held_bytes(const char *layer, uint64_t *out)
-{
-	struct vmdk_disk *d = NULL;
-	uint64_t cap, n;
-	enum vmdk_bs kind;
-	int err = vmdk_open(layer, VMDK_OPEN_RDONLY, NULL, &d);
-
-	*out = 0;
-	cap = err ? 0 : vmdk_capacity(d);
-	for (uint64_t off = 0; !err && off < cap; off += n) {
-		err = vmdk_block_status(d, off, cap - off, &kind, &n);
-		if (!err && kind == VMDK_BS_DATA)
-			*out += n;
-	}
-	vmdk_close(d);
-	return err;
-}
-
 /* C2 + C3; *cid gets P's CID afterwards.  resume: P may be marked unclean
  * by the interrupted C2 (its writes keep data before tables, so P is
  * consistent; a leaked grain at most, which `check --repair` reclaims). */
-static int merge_into_parent(const struct group_intent *in, const struct vd_io *io,
-			     struct chain_plan *plan, bool resume, uint32_t *cid)
+static int merge_into_parent(const struct commit_rec *r, const struct vd_io *io,
+			     struct group_plan *plan, bool resume, uint32_t *cid)
 {
 	struct merge m = { .plan = plan };
-	int err = open_merge(&m, in->target, in->parent, io, resume);
+	int err = open_merge(&m, r->in.target, r->parent, io, resume);
 
 	if (!err)
-		err = held_bytes(in->target, &m.total);
+		err = group_layer_held_bytes(r->in.target, &m.total);
 	if (!err)
 		err = each_run(&m, false);
 	if (!err)
@@ -207,84 +200,52 @@ static int merge_into_parent(const struct group_intent *in, const struct vd_io *
 	return err;
 }
 
-/* C4: a child of L now hangs from P. */
-int layer_repoint(const char *child, const char *parent, uint32_t cid,
-		  const struct vd_io *io)
-{
-	struct vmdk_disk *d = NULL;
-	char *hint;
-	int err = chain_hint_make(child, parent, &hint);
-
-	if (err)
-		return err;
-	err = vmdk_open(child, VMDK_OPEN_RDWR | VMDK_OPEN_DIRTY_OK, io, &d);
-	if (!err)
-		err = vmdk_lock(d, VMDK_PERM_READ | VMDK_PERM_WRITE,
-				VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
-	if (!err)
-		err = vmdk_set_parent(d, cid, hint);
-	if (!err)
-		err = vmdk_desc_write(d);
-	if (d && vmdk_close(d) && !err)
-		err = -EIO;
-	free(hint);
-	return err;
-}
-
-static int unfreeze(const char *path, const struct vd_io *io)
-{
-	struct vmdk_disk *d = NULL;
-	int err = vmdk_open(path, VMDK_OPEN_RDWR, io, &d);
-
-	if (!err)
-		err = vmdk_lock(d, VMDK_PERM_READ | VMDK_PERM_WRITE,
-				VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
-	if (!err && chain_is_frozen(d)) {
-		err = vmdk_desc_set(d, CHAIN_FROZEN_KEY, NULL);
-		if (!err)
-			err = vmdk_desc_write(d);
-	}
-	if (d && vmdk_close(d) && !err)
-		err = -EIO;
-	return err;
-}
-
 /* C6 (from the first file not yet removed) + C7. */
-static int remove_files(const struct group_intent *in, const struct vd_io *io)
+static int remove_files(const struct commit_rec *r, const struct vd_io *io)
 {
-	int err = group_remove_files(in, io);
+	int err = group_layer_remove_files(r->files, r->nr_files, io);
 
-	return err ? err : intent_done(in, io);
+	return err ? err : group_intent_done(&r->in, io);
 }
 
-static int commit_steps(const struct group_intent *in, const struct vd_io *io,
-			struct chain_plan *plan, bool resume)
+static int commit_steps(const struct commit_rec *r, const struct vd_io *io,
+			struct group_plan *plan, bool resume)
 {
 	struct stat st;
 	uint32_t cid;
 	int err = 0;
 
-	if (!lstat(in->target, &st)) {
-		err = merge_into_parent(in, io, plan, resume, &cid); /* C2, C3 */
-		for (unsigned i = 0; !err && i < in->nr_children; i++)
-			err = layer_repoint(in->children[i], in->parent, cid, io); /* C4 */
+	if (!lstat(r->in.target, &st)) {
+		err = merge_into_parent(r, io, plan, resume, &cid); /* C2, C3 */
+		for (unsigned i = 0; !err && i < r->nr_children; i++) /* C4 */
+			err = group_layer_repoint(r->children[i], r->parent, cid, io);
 		if (!err) /* C5 */
-			err = group_record_update(in->parent, in->target, in->children,
-						  in->nr_children, io);
-		if (!err && in->unfreeze)
-			err = unfreeze(in->parent, io);
+			err = group_record_update(r->parent, r->in.target, r->children,
+						  r->nr_children, io);
+		if (!err && r->unfreeze)
+			err = chain_set_frozen(r->parent, false, 0, io);
 	}
-	return err ? err : remove_files(in, io); /* C6, C7 */
+	return err ? err : remove_files(r, io); /* C6, C7 */
 }
 
-int commit_resume(const struct group_intent *in, const struct vd_io *io)
+static int commit_resume(struct group_intent *in, const struct vd_io *io)
 {
-	if (!in->parent) {
+	const struct commit_rec *r = (const struct commit_rec *)in;
+
+	if (!r->parent) {
 		vd_err("%s: commit record without a parent: left as is", in->path);
 		return -VD_EBADDATA;
 	}
-	return commit_steps(in, io, NULL, true);
+	return commit_steps(r, io, NULL, true);
 }
+
+const struct group_op group_op_commit = {
+	.name = "commit",
+	.fields = commit_fields,
+	.nr_fields = sizeof commit_fields / sizeof commit_fields[0],
+	.size = sizeof(struct commit_rec),
+	.resume = commit_resume,
+};
 
 /* ---- plan ------------------------------------------------------------------------- */
 
@@ -323,68 +284,75 @@ static int check_writable_kind(const char *path)
 	return err;
 }
 
-/* The intent of committing node l: children, files, whether P gets a top. */
-static int commit_intent(const struct chain_group *g, int l, struct group_intent *in)
+/* The record of committing node l: children, files, whether P gets a top. */
+static int commit_record(const struct group *g, int l, struct commit_rec **out)
 {
-	const struct chain_tree *t = g->t;
-	const struct chain_tree_node *n = &t->nodes[l];
-	int err = 0;
+	const struct group_tree *t = g->t;
+	const struct group_tree_node *n = &t->nodes[l];
+	struct group_intent *in;
+	struct commit_rec *r;
+	int err = group_intent_new(&group_op_commit, n->path, &in);
 
-	memset(in, 0, sizeof *in);
-	in->op = strdup("commit");
-	in->target = strdup(n->path);
-	in->parent = strdup(t->nodes[n->parent].path);
-	in->unfreeze = n->nr_children == 0;
-	if (asprintf(&in->path, "%s%s", n->path, CHAIN_INTENT_SUFFIX) < 0)
-		in->path = NULL;
-	if (!in->op || !in->target || !in->parent || !in->path)
-		err = -ENOMEM;
+	if (err)
+		return err;
+	*out = r = (struct commit_rec *)in;
+	r->unfreeze = n->nr_children == 0;
+	if (!(r->parent = strdup(t->nodes[n->parent].path)))
+		return -ENOMEM;
 	for (unsigned i = 0; !err && i < t->nr_nodes; i++)
 		if (t->nodes[i].parent == l)
-			err = strv_add(&in->children, &in->nr_children, t->nodes[i].path);
-	return err ? err : group_add_layer_files(in, n->path);
+			err = group_intent_add(&r->children, &r->nr_children,
+					       t->nodes[i].path);
+	return err ? err : group_layer_add_files(&r->files, &r->nr_files, n->path);
 }
 
-static int commit_check(const struct chain_group *g, const char *layer, int *l)
+static int commit_check(const struct group *g, const char *layer, int *l)
 {
 	int p = group_merge_node(g, layer, "commit", l);
 
 	if (p < 0)
 		return p;
-	if (chain_group_shared(g, p))
+	if (group_shared(g, p))
 		return group_refuse_shared(g, p, "commit into it");
 	return check_writable_kind(g->t->nodes[p].path);
 }
 
-int chain_group_commit(struct chain_group *g, const char *layer, unsigned flags,
-		       const struct vd_io *io, struct chain_plan *plan)
+static int commit_plan(const struct group *g, int l, const struct commit_rec *r,
+		       struct group_plan *plan)
 {
-	struct group_intent in;
 	uint64_t bytes = 0;
+	int err = group_layer_held_bytes(r->in.target, &bytes);
+
+	if (!err)
+		err = group_plan_add(plan, GROUP_STEP_WRITE, r->parent, bytes);
+	for (unsigned i = 0; !err && i < r->nr_children; i++)
+		err = group_plan_add(plan, GROUP_STEP_REPOINT, r->children[i], 0);
+	if (!err && r->unfreeze)
+		err = group_plan_add(plan, GROUP_STEP_UNFREEZE, r->parent, 0);
+	if (!err)
+		err = group_plan_add(plan, GROUP_STEP_REMOVE, r->in.target,
+				     g->t->nodes[l].file_bytes);
+	plan->copy_bytes = plan->space_needed = bytes;
+	plan->result = r->unfreeze ? strdup(r->parent) : NULL; /* P is the top now */
+	return err ? err : group_plan_space(plan, r->parent);
+}
+
+int group_commit(struct group *g, const char *layer, unsigned flags,
+		 const struct vd_io *io, struct group_plan *plan)
+{
+	struct commit_rec *r = NULL;
 	int l, err = commit_check(g, layer, &l);
 
 	io = io ? io : vd_io_posix();
 	plan->op = "commit";
-	if (err || (err = commit_intent(g, l, &in)))
-		return err;
-	err = held_bytes(in.target, &bytes);
 	if (!err)
-		err = plan_add(plan, CHAIN_STEP_WRITE, in.parent, bytes);
-	for (unsigned i = 0; !err && i < in.nr_children; i++)
-		err = plan_add(plan, CHAIN_STEP_REPOINT, in.children[i], 0);
-	if (!err && in.unfreeze)
-		err = plan_add(plan, CHAIN_STEP_UNFREEZE, in.parent, 0);
+		err = commit_record(g, l, &r);
 	if (!err)
-		err = plan_add(plan, CHAIN_STEP_REMOVE, in.target,
-			       g->t->nodes[l].file_bytes);
-	plan->copy_bytes = plan->space_needed = bytes;
-	plan->result = in.unfreeze ? strdup(in.parent) : NULL; /* P is the top now */
-	if (!err)
-		err = plan_space(plan, in.parent);
-	if (!err && !(flags & CHAIN_GROUP_DRY_RUN))
-		err = intent_write(&in, io); /* C1 */
-	if (!err && !(flags & CHAIN_GROUP_DRY_RUN))
-		err = commit_steps(&in, io, plan, false);
-	intent_free(&in);
+		err = commit_plan(g, l, r, plan);
+	if (!err && !(flags & GROUP_DRY_RUN))
+		err = group_intent_write(&r->in, io); /* C1 */
+	if (!err && !(flags & GROUP_DRY_RUN))
+		err = commit_steps(r, io, plan, false);
+	group_intent_free(r ? &r->in : NULL);
 	return err;
 }

@@ -1,4 +1,4 @@
-/* chain — `relocate`: move a disk's layers to another folder (layer 2).
+/* group — `relocate`: move a disk's layers to another folder (layer 3).
  *
  * Owns: the plan of a relocation (which layers of DISK's chain are copied
  * into DIR, reattached to an identical layer already there or kept where
@@ -46,9 +46,37 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "chain_int.h"
+#include "group_int.h"
 
 #define RL_TMP ".vdelta-relocate"
+
+/* The record (L1), beside the old top and (a twin) beside the new one. */
+struct relocate_rec {
+	struct group_intent in; /* target: the old top */
+	char *tmp;          /* the new top, in DIR */
+	char *parent;       /* the kept original the lowest moved layer hung from */
+	char **children;    /* that moved layer (one), dropped from its record (L6) */
+	unsigned nr_children;
+	char **files;       /* the sources removed (L5), old top descriptor first */
+	unsigned nr_files;
+	char *attach;       /* the kept layer the new chain hangs from (L2) */
+	char *attach_child; /* its new child in DIR */
+	char **created;     /* what L3 may leave in DIR (rolled back) */
+	unsigned nr_created;
+};
+
+static const struct group_field relocate_fields[] = {
+	GROUP_FIELD_ONE(struct relocate_rec, tmp, "tmp", GROUP_FIELD_LAYER),
+	GROUP_FIELD_ONE(struct relocate_rec, parent, "parent", GROUP_FIELD_LAYER),
+	GROUP_FIELD_LIST(struct relocate_rec, children, nr_children, "child",
+			 GROUP_FIELD_LAYERS),
+	GROUP_FIELD_LIST(struct relocate_rec, files, nr_files, "file", GROUP_FIELD_FILES),
+	GROUP_FIELD_ONE(struct relocate_rec, attach, "attach", GROUP_FIELD_LAYER),
+	GROUP_FIELD_ONE(struct relocate_rec, attach_child, "attach_child",
+			GROUP_FIELD_LAYER),
+	GROUP_FIELD_LIST(struct relocate_rec, created, nr_created, "created",
+			 GROUP_FIELD_FILES),
+};
 
 struct rl_layer {
 	char *src;    /* canonical path where it is now */
@@ -60,13 +88,13 @@ struct rl_layer {
 };
 
 struct relocate {
-	const struct chain_group *g;
-	enum chain_relocate_mode mode;
+	const struct group *g;
+	enum group_relocate_mode mode;
 	char *dir; /* canonical */
 	struct rl_layer l[CHAIN_MAX_DEPTH];
 	int n;
-	struct group_intent in;
-	struct chain_plan *plan;
+	struct relocate_rec *rec;
+	struct group_plan *plan;
 	const struct vd_io *io;
 	uint8_t *buf, *buf2;
 	uint64_t done;
@@ -107,7 +135,7 @@ static void rl_free(struct relocate *r)
 	free(r->dir);
 	free(r->buf);
 	free(r->buf2);
-	intent_free(&r->in);
+	group_intent_free(r->rec ? &r->rec->in : NULL);
 }
 
 /* ---- recovery (L5-L7 forward, or the roll back) ------------------------------------ */
@@ -115,16 +143,16 @@ static void rl_free(struct relocate *r)
 /* L7: the two records, each with the temporary a write of it may have
  * left; the one beside where the disk now lives goes last, so a crash
  * leaves it where the next command on the disk finds it. */
-static int intents_done(const struct group_intent *in, const struct vd_io *io,
+static int intents_done(const struct relocate_rec *in, const struct vd_io *io,
 			bool forward)
 {
-	const char *tops[2] = { forward ? in->target : in->tmp,
-				forward ? in->tmp : in->target };
+	const char *tops[2] = { forward ? in->in.target : in->tmp,
+				forward ? in->tmp : in->in.target };
 	int err = 0;
 
 	for (unsigned i = 0; !err && i < 4; i++) {
 		char *rec;
-		if (asprintf(&rec, "%s%s%s", tops[i / 2], CHAIN_INTENT_SUFFIX,
+		if (asprintf(&rec, "%s%s%s", tops[i / 2], GROUP_INTENT_SUFFIX,
 			     i % 2 ? "" : ".tmp") < 0)
 			return -ENOMEM;
 		err = group_unlink(rec, io);
@@ -136,7 +164,7 @@ static int intents_done(const struct group_intent *in, const struct vd_io *io,
 }
 
 /* Until L5 starts: remove what L2-L3 made. */
-static int roll_back(const struct group_intent *in, const struct vd_io *io)
+static int roll_back(const struct relocate_rec *in, const struct vd_io *io)
 {
 	int err = 0;
 
@@ -150,7 +178,7 @@ static int roll_back(const struct group_intent *in, const struct vd_io *io)
 }
 
 /* L5-L7 */
-static int roll_forward(const struct group_intent *in, const struct vd_io *io)
+static int roll_forward(const struct relocate_rec *in, const struct vd_io *io)
 {
 	int err = 0;
 
@@ -164,29 +192,37 @@ static int roll_forward(const struct group_intent *in, const struct vd_io *io)
 	return err ? err : intents_done(in, io, true); /* L7 */
 }
 
-int relocate_resume(const struct group_intent *in, const struct vd_io *io)
+static int relocate_resume(struct group_intent *head, const struct vd_io *io)
 {
+	const struct relocate_rec *in = (const struct relocate_rec *)head;
+
 	if (!in->nr_files || !in->tmp) {
 		vd_err("%s: relocate record without files or destination: left as is",
-		       in->path);
+		       head->path);
 		return -VD_EBADDATA;
 	}
 	return exists(in->files[0]) ? roll_back(in, io) : roll_forward(in, io);
 }
 
+const struct group_op group_op_relocate = {
+	.name = "relocate",
+	.fields = relocate_fields,
+	.nr_fields = sizeof relocate_fields / sizeof relocate_fields[0],
+	.size = sizeof(struct relocate_rec),
+	.resume = relocate_resume,
+};
+
 /* ---- copying (L3) -------------------------------------------------------------------- */
 
 static void progress(struct relocate *r, uint64_t n)
 {
-	r->done += n;
-	if (r->plan->progress)
-		r->plan->progress(r->plan->progress_opaque, r->done, r->plan->copy_bytes);
+	group_plan_progress(r->plan, &r->done, n, r->plan->copy_bytes);
 }
 
 static int copy_run(struct relocate *r, int fd, struct vd_file *f, off_t off, off_t len)
 {
 	while (len > 0) {
-		size_t n = (size_t)VD_MIN((uint64_t)len, (uint64_t)LAYER_CMP_BUF);
+		size_t n = (size_t)VD_MIN((uint64_t)len, (uint64_t)GROUP_REWRITE_BUF);
 		ssize_t got = pread(fd, r->buf, n, off);
 		int err;
 
@@ -249,7 +285,7 @@ static int repoint_copy(struct relocate *r, int i, const char *tmp)
 		vmdk_close(d);
 	}
 	if (!err && !same)
-		err = layer_repoint(tmp, r->l[i + 1].dst, pcid, r->io);
+		err = group_layer_repoint(tmp, r->l[i + 1].dst, pcid, r->io);
 	free(hint);
 	return err;
 }
@@ -266,7 +302,7 @@ static int same_layer(struct relocate *r, const char *src, const char *path)
 	if (!err && vmdk_cid(d) != vmdk_cid(chain_layer(c, 0)))
 		err = -EIO;
 	if (!err)
-		err = layer_compare(c, d, true, r->buf, r->buf2);
+		err = group_rewrite_compare(c, d, true, r->buf, r->buf2);
 	vmdk_close(d);
 	chain_close(c);
 	return err;
@@ -299,33 +335,35 @@ static int copy_layer(struct relocate *r, int i)
 {
 	char **files;
 	unsigned nr;
-	int err = layer_files(r->l[i].src, &files, &nr);
+	int err = group_layer_files(r->l[i].src, &files, &nr);
 
 	for (unsigned j = 1; !err && j < nr; j++) /* extents first */
 		err = publish_file(r, files[j], -1);
 	if (!err)
 		err = publish_file(r, files[0], i);
-	strv_free(files, nr);
+	vd_strv_free(files, nr);
 	return err;
 }
 
-static int intents_write(struct group_intent *in, const struct vd_io *io)
+static int intents_write(struct relocate_rec *in, const struct vd_io *io)
 {
-	struct group_intent twin = *in;
-	int err = intent_write(in, io);
+	char *path = in->in.path, *twin;
+	int err = group_intent_write(&in->in, io);
 
-	if (!err && asprintf(&twin.path, "%s%s", in->tmp, CHAIN_INTENT_SUFFIX) < 0)
+	if (!err && asprintf(&twin, "%s%s", in->tmp, GROUP_INTENT_SUFFIX) < 0)
 		return -ENOMEM;
 	if (!err) {
-		err = intent_write(&twin, io);
-		free(twin.path);
+		in->in.path = twin;
+		err = group_intent_write(&in->in, io);
+		in->in.path = path;
+		free(twin);
 	}
 	return err;
 }
 
 static int relocate_steps(struct relocate *r)
 {
-	struct group_intent *in = &r->in;
+	struct relocate_rec *in = r->rec;
 	struct chain *c = NULL;
 	int err = intents_write(in, r->io); /* L1 */
 
@@ -349,9 +387,9 @@ static int relocate_steps(struct relocate *r)
 /* DISK's chain, top first, canonical paths; refused when a link is broken. */
 static int load_chain(struct relocate *r, int d)
 {
-	const struct chain_tree *t = r->g->t;
-	unsigned bad = CHAIN_TREE_BROKEN | CHAIN_TREE_MISSING | CHAIN_TREE_CAPACITY |
-		       CHAIN_TREE_UNREADABLE;
+	const struct group_tree *t = r->g->t;
+	unsigned bad = GROUP_TREE_BROKEN | GROUP_TREE_MISSING | GROUP_TREE_CAPACITY |
+		       GROUP_TREE_UNREADABLE;
 
 	for (int at = d; at >= 0; at = t->nodes[at].parent) {
 		struct rl_layer *l = &r->l[r->n];
@@ -366,7 +404,7 @@ static int load_chain(struct relocate *r, int d)
 			return -errno;
 		r->n++;
 		l->file_bytes = t->nodes[at].file_bytes;
-		l->shared = chain_group_shared(r->g, at);
+		l->shared = group_shared(r->g, at);
 	}
 	return 0;
 }
@@ -397,7 +435,7 @@ static int check_copy(struct relocate *r, int i)
 {
 	char **files, *side;
 	unsigned nr;
-	int err = layer_files(r->l[i].src, &files, &nr);
+	int err = group_layer_files(r->l[i].src, &files, &nr);
 
 	for (int j = 0; !err && j < i; j++)
 		if (r->l[j].copy && !strcmp(r->l[j].dst, r->l[i].dst)) {
@@ -407,8 +445,8 @@ static int check_copy(struct relocate *r, int i)
 		}
 	for (unsigned j = 0; !err && j < nr; j++)
 		err = check_file(r, r->l[i].src, files[j]);
-	strv_free(files, nr);
-	if (!err && asprintf(&side, "%s%s", r->l[i].dst, CHAIN_CHILDREN_SUFFIX) >= 0) {
+	vd_strv_free(files, nr);
+	if (!err && asprintf(&side, "%s%s", r->l[i].dst, GROUP_CHILDREN_SUFFIX) >= 0) {
 		err = check_file(r, r->l[i].dst, side);
 		free(side);
 	}
@@ -430,7 +468,7 @@ static bool reattachable(struct relocate *r, int i)
 		ok = vmdk_parent_hint(d) &&
 		     !chain_hint_find(r->l[i].dst, vmdk_parent_hint(d),
 				      vmdk_desc_get(d, "ddb.nativeParentHint"), &p) &&
-		     same_file(p, r->l[i + 1].dst);
+		     vd_same_file(p, r->l[i + 1].dst);
 	vmdk_close(d);
 	free(p);
 	return ok;
@@ -446,15 +484,15 @@ static int choose(struct relocate *r)
 
 	for (int i = r->n - 1; !err && i >= 0; i--) {
 		struct rl_layer *l = &r->l[i];
-		bool stays = r->mode == CHAIN_RELOCATE_CHILD_MOST && i > 0;
+		bool stays = r->mode == GROUP_RELOCATE_CHILD_MOST && i > 0;
 		l->dst = stays ? strdup(l->src) : vd_path_join(r->dir, base_name(l->src));
 		if (!l->dst)
 			return -ENOMEM;
 		l->copy = !stays && !(below && exists(l->dst) &&
-				      (same_file(l->src, l->dst) ||
-				       (r->mode == CHAIN_RELOCATE_SHARE && reattachable(r, i))));
+				      (vd_same_file(l->src, l->dst) ||
+				       (r->mode == GROUP_RELOCATE_SHARE && reattachable(r, i))));
 		below = !l->copy;
-		l->removed = !l->shared && !same_file(l->src, l->dst);
+		l->removed = !l->shared && !vd_same_file(l->src, l->dst);
 	}
 	for (int i = 0; !err && i < r->n; i++)
 		if (r->l[i].copy)
@@ -462,50 +500,34 @@ static int choose(struct relocate *r)
 	return err;
 }
 
-static int add_files(struct relocate *r, int i)
-{
-	char **files, *side;
-	unsigned nr;
-	int err = layer_files(r->l[i].src, &files, &nr);
-
-	for (unsigned j = 0; !err && j < nr; j++)
-		err = strv_add(&r->in.files, &r->in.nr_files, files[j]);
-	strv_free(files, nr);
-	if (!err && asprintf(&side, "%s%s", r->l[i].src, CHAIN_CHILDREN_SUFFIX) >= 0) {
-		err = strv_add(&r->in.files, &r->in.nr_files, side);
-		free(side);
-	}
-	return err;
-}
-
 /* What L3 of layer i may leave in DIR, its descriptor last. */
 static int add_created(struct relocate *r, int i)
 {
-	struct group_intent *in = &r->in;
+	struct relocate_rec *in = r->rec;
 	char **files, *s;
 	unsigned nr;
-	int err = layer_files(r->l[i].src, &files, &nr);
+	int err = group_layer_files(r->l[i].src, &files, &nr);
 
 	for (unsigned j = nr; !err && j-- > 0;) {
 		char *tmp = tmp_path(r->dir, files[j]), *dst;
 		dst = vd_path_join(r->dir, base_name(files[j]));
-		err = tmp && dst ? strv_add(&in->created, &in->nr_created, tmp) : -ENOMEM;
+		err = tmp && dst ? vd_strv_add(&in->created, &in->nr_created, tmp) : -ENOMEM;
 		if (!err && !j && asprintf(&s, "%s.vdelta-tmp", tmp) >= 0) {
-			err = strv_add(&in->created, &in->nr_created, s);
+			err = vd_strv_add(&in->created, &in->nr_created, s);
 			free(s);
 		}
 		for (unsigned k = 0; !err && !j && k < 2; k++)
-			if (asprintf(&s, "%s%s%s", r->l[i].dst, CHAIN_CHILDREN_SUFFIX,
+			if (asprintf(&s, "%s%s%s", r->l[i].dst, GROUP_CHILDREN_SUFFIX,
 				     k ? "" : ".tmp") >= 0) {
-				err = strv_add(&in->created, &in->nr_created, s);
+				err = vd_strv_add(&in->created, &in->nr_created, s);
 				free(s);
 			}
 		if (!err)
-			err = strv_add(&in->created, &in->nr_created, dst);
+			err = vd_strv_add(&in->created, &in->nr_created, dst);
 		free(tmp);
 		free(dst);
 	}
-	strv_free(files, nr);
+	vd_strv_free(files, nr);
 	return err;
 }
 
@@ -513,7 +535,7 @@ static int add_created(struct relocate *r, int i)
  * child (L2); the original the lowest moved layer hung from loses it (L6). */
 static int record_edits(struct relocate *r)
 {
-	struct group_intent *in = &r->in;
+	struct relocate_rec *in = r->rec;
 	int b = 0, a = 0;
 
 	while (b < r->n && r->l[b].removed)
@@ -523,7 +545,7 @@ static int record_edits(struct relocate *r)
 	if (b > 0 && b < r->n) {
 		if (!(in->parent = strdup(r->l[b].src)))
 			return -ENOMEM;
-		if (strv_add(&in->children, &in->nr_children, r->l[b - 1].src))
+		if (vd_strv_add(&in->children, &in->nr_children, r->l[b - 1].src))
 			return -ENOMEM;
 	}
 	if (a > 0 && a < r->n) {
@@ -537,19 +559,18 @@ static int record_edits(struct relocate *r)
 
 static int build_intent(struct relocate *r)
 {
-	struct group_intent *in = &r->in;
-	int err = 0;
+	struct group_intent *head;
+	struct relocate_rec *in;
+	int err = group_intent_new(&group_op_relocate, r->l[0].src, &head);
 
-	in->op = strdup("relocate");
-	in->target = strdup(r->l[0].src);
-	in->tmp = strdup(r->l[0].dst);
-	if (asprintf(&in->path, "%s%s", r->l[0].src, CHAIN_INTENT_SUFFIX) < 0)
-		in->path = NULL;
-	if (!in->op || !in->target || !in->tmp || !in->path)
+	if (err)
+		return err;
+	r->rec = in = (struct relocate_rec *)head;
+	if (!(in->tmp = strdup(r->l[0].dst)))
 		return -ENOMEM;
 	for (int i = 0; !err && i < r->n; i++)
 		if (r->l[i].removed)
-			err = add_files(r, i);
+			err = group_layer_add_files(&in->files, &in->nr_files, r->l[i].src);
 	for (int i = r->n - 1; !err && i >= 0; i--)
 		if (r->l[i].copy)
 			err = add_created(r, i);
@@ -558,29 +579,29 @@ static int build_intent(struct relocate *r)
 
 static int build_plan(struct relocate *r)
 {
-	struct chain_plan *p = r->plan;
+	struct group_plan *p = r->plan;
 	int err = 0;
 
 	for (int i = 0; !err && i < r->n; i++) {
 		struct rl_layer *l = &r->l[i];
 		if (l->copy) {
-			err = plan_add(p, CHAIN_STEP_CREATE, l->dst, l->file_bytes);
+			err = group_plan_add(p, GROUP_STEP_CREATE, l->dst, l->file_bytes);
 			p->copy_bytes += l->file_bytes;
 		} else
-			err = plan_add(p, CHAIN_STEP_KEEP, l->dst, 0);
+			err = group_plan_add(p, GROUP_STEP_KEEP, l->dst, 0);
 	}
 	for (int i = 0; !err && i < r->n; i++)
 		if (r->l[i].removed)
-			err = plan_add(p, CHAIN_STEP_REMOVE, r->l[i].src, r->l[i].file_bytes);
+			err = group_plan_add(p, GROUP_STEP_REMOVE, r->l[i].src, r->l[i].file_bytes);
 	p->space_needed = p->copy_bytes;
 	if (!err && !(p->result = strdup(r->l[0].dst)))
 		err = -ENOMEM;
-	return err ? err : plan_space(p, r->l[0].dst);
+	return err ? err : group_plan_space(p, r->l[0].dst);
 }
 
 static int check_disk(struct relocate *r, const char *disk, const char *dir, int *d)
 {
-	const struct chain_tree *t = r->g->t;
+	const struct group_tree *t = r->g->t;
 	struct stat st;
 
 	r->dir = realpath(dir, NULL);
@@ -590,7 +611,7 @@ static int check_disk(struct relocate *r, const char *disk, const char *dir, int
 		       strerror(-err));
 		return err;
 	}
-	if ((*d = chain_group_node(r->g, disk)) < 0) {
+	if ((*d = group_node(r->g, disk)) < 0) {
 		vd_err("%s: not found among the disks scanned", disk);
 		return -ENOENT;
 	}
@@ -599,14 +620,14 @@ static int check_disk(struct relocate *r, const char *disk, const char *dir, int
 		       "top layer", disk);
 		return -EINVAL;
 	}
-	if (chain_group_shared(r->g, *d))
+	if (group_shared(r->g, *d))
 		return group_refuse_shared(r->g, *d, "relocate");
 	return 0;
 }
 
-int chain_group_relocate(struct chain_group *g, const char *disk, const char *dir,
-			 enum chain_relocate_mode mode, unsigned flags,
-			 const struct vd_io *io, struct chain_plan *plan)
+int group_relocate(struct group *g, const char *disk, const char *dir,
+		   enum group_relocate_mode mode, unsigned flags, const struct vd_io *io,
+		   struct group_plan *plan)
 {
 	struct relocate r = { .g = g, .mode = mode, .plan = plan,
 			      .io = io ? io : vd_io_posix() };
@@ -614,8 +635,8 @@ int chain_group_relocate(struct chain_group *g, const char *disk, const char *di
 	int d = -1, err = check_disk(&r, disk, dir, &d);
 
 	plan->op = "relocate";
-	r.buf = malloc(LAYER_CMP_BUF);
-	r.buf2 = malloc(LAYER_CMP_BUF);
+	r.buf = malloc(GROUP_REWRITE_BUF);
+	r.buf2 = malloc(GROUP_REWRITE_BUF);
 	if (!err && (!r.buf || !r.buf2))
 		err = -ENOMEM;
 	if (!err) /* read locks on every layer: nobody writes them meanwhile */
@@ -630,7 +651,7 @@ int chain_group_relocate(struct chain_group *g, const char *disk, const char *di
 		err = build_plan(&r);
 	if (!err && plan->nr_steps)
 		err = build_intent(&r);
-	if (!err && plan->nr_steps && !(flags & CHAIN_GROUP_DRY_RUN))
+	if (!err && plan->nr_steps && !(flags & GROUP_DRY_RUN))
 		err = relocate_steps(&r);
 	chain_close(lock);
 	rl_free(&r);

@@ -1,14 +1,14 @@
-/* chain — freezing, snapshots and blank children (layer 2).
+/* group — snapshots and blank children (layer 3).
  *
- * Owns: the frozen mark (ddb.vdelta.frozen = "1"), `snapshot` (freeze the
- * top, add name-00000N.vmdk beside it) and `create --parent` / `clone
- * --linked` (a blank delta over a layer).
+ * Owns: `snapshot` (freeze the top, add name-00000N.vmdk beside it) and
+ * `create --parent` / `clone --linked` (a blank delta over a layer).  The
+ * frozen mark itself is the chain layer's (chain_set_frozen).
  *
  * Order, so that a crash never leaves a child over a writable parent:
  * 1. the parent's chain is validated (opened read-only, locks taken, fewer
  *    than CHAIN_MAX_DEPTH layers): a refusal here writes nothing;
  * 2. the parent is frozen (descriptor rewritten durably; CID unchanged);
- * 3. the parent's sidecar record (chain_group.c) names the child to be:
+ * 3. the parent's sidecar record (group_record.c) names the child to be:
  *    a record of a child never made only makes the parent count as shared;
  * 4. the child is created (vmdk_create writes it durably, then its name
  *    appears).  A crash between 2 and 4 leaves a frozen layer without a
@@ -33,7 +33,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "chain_int.h"
+#include "group_int.h"
 
 #define SNAPSHOT_MAX 999999u /* name-NNNNNN.vmdk */
 
@@ -74,7 +74,7 @@ static enum vmdk_subformat delta_kind(const struct parent_info *pi, enum vmdk_su
 	    : pi->split ? VMDK_TWOGB_SPARSE
 			: VMDK_MONOLITHIC_SPARSE;
 
-	if (want == CHAIN_DELTA_AUTO)
+	if (want == GROUP_DELTA_AUTO)
 		return kind;
 	if ((want == VMDK_VMFS_SPARSE || want == VMDK_SESPARSE) &&
 	    (pi->esx == VMDK_VMFS_SPARSE || pi->esx == VMDK_SESPARSE) && want != pi->esx)
@@ -98,36 +98,6 @@ static void describe(struct vmdk_disk *d, struct parent_info *pi)
 	pi->hwversion = hw ? atoi(hw) : 0;
 	if (pi->hwversion < 0 || pi->hwversion > 99)
 		pi->hwversion = 0;
-}
-
-/* Set (frozen) or clear the mark on the layer at path, holding it locked
- * for writing; pi (may be NULL) gets its description. */
-static int set_frozen(const char *path, bool frozen, unsigned flags,
-		      const struct vd_io *io, struct parent_info *pi)
-{
-	struct vmdk_disk *d;
-	int err = vmdk_open(path, VMDK_OPEN_RDWR | ((flags & CHAIN_OPEN_DIRTY_OK)
-						     ? VMDK_OPEN_DIRTY_OK : 0), io, &d);
-
-	if (err)
-		return err;
-	err = vmdk_lock(d, VMDK_PERM_READ | VMDK_PERM_WRITE,
-			VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
-	if (!err && chain_is_frozen(d) != frozen) {
-		err = vmdk_desc_set(d, CHAIN_FROZEN_KEY, frozen ? "1" : NULL);
-		if (!err)
-			err = vmdk_desc_write(d);
-	}
-	if (!err && pi)
-		describe(d, pi);
-	if (vmdk_close(d) && !err)
-		err = -EIO;
-	return err;
-}
-
-int chain_freeze(const char *path, const struct vd_io *io)
-{
-	return set_frozen(path, true, 0, io, NULL);
 }
 
 /* Open the chain below and including `path` read-only: every link valid,
@@ -175,6 +145,17 @@ static int create_delta(const char *new_path, const char *parent,
 	return err;
 }
 
+static int describe_path(const char *path, const struct vd_io *io, struct parent_info *pi)
+{
+	struct vmdk_disk *d;
+	int err = vmdk_open(path, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, io, &d);
+
+	if (!err)
+		describe(d, pi);
+	vmdk_close(d);
+	return err;
+}
+
 /* Can the mark be written?  Not into files we may not write: such a
  * layer stays as it is anyway. */
 static bool markable(struct vmdk_disk *d)
@@ -188,7 +169,7 @@ static bool markable(struct vmdk_disk *d)
 /* Freeze `parent` (unless it must be frozen already) and put a blank delta
  * at new_path over it; the mark is undone if we set it and creation fails. */
 static int child_over(const char *parent, const char *new_path, bool require_frozen,
-		      const struct chain_child_opts *o, const struct vd_io *io)
+		      const struct group_child_opts *o, const struct vd_io *io)
 {
 	struct parent_info pi;
 	bool was_frozen, can_mark;
@@ -210,33 +191,30 @@ static int child_over(const char *parent, const char *new_path, bool require_fro
 	if (!can_mark && !was_frozen)
 		vd_warn("%s: read-only (kind or permissions): not marked frozen; vdelta "
 			"never writes it", parent);
-	if (can_mark)
-		err = set_frozen(parent, true, o->flags, io, &pi);
+	if (can_mark) /* 2 */
+		err = chain_set_frozen(parent, true, o->flags & CHAIN_OPEN_DIRTY_OK, io);
+	if (!err && can_mark) /* as it is now that no one may write it */
+		err = describe_path(parent, io, &pi);
 	if (!err && can_mark)
-		err = chain_group_record_child(parent, new_path, io); /* 3 */
+		err = group_record_child(parent, new_path, io); /* 3 */
 	if (!err)
 		err = create_delta(new_path, parent, &pi, o->kind, io); /* 4 */
 	if (err && access(new_path, F_OK)) /* never made */
-		group_record_child(parent, new_path, false, io);
+		group_record_drop(parent, new_path, io);
 	if (err && !was_frozen && can_mark)
-		set_frozen(parent, false, o->flags, io, NULL);
+		chain_set_frozen(parent, false, o->flags & CHAIN_OPEN_DIRTY_OK, io);
 	return err;
 }
 
-static const struct chain_child_opts default_opts = { .kind = CHAIN_DELTA_AUTO };
+static const struct group_child_opts default_opts = { .kind = GROUP_DELTA_AUTO };
 
-int chain_create_child(const char *parent, const char *new_path, bool require_frozen,
-		       const struct vd_io *io)
-{
-	return chain_create_child_opts(parent, new_path, require_frozen, &default_opts, io);
-}
-
-int chain_create_child_opts(const char *parent, const char *new_path, bool require_frozen,
-			    const struct chain_child_opts *o, const struct vd_io *io)
+int group_create_child(const char *parent, const char *new_path, bool require_frozen,
+		       const struct group_child_opts *o, const struct vd_io *io)
 {
 	struct stat st;
 	int err;
 
+	o = o ? o : &default_opts;
 	if (!lstat(new_path, &st)) {
 		vd_err("%s: already exists", new_path);
 		return -EEXIST;
@@ -271,18 +249,15 @@ static int snapshot_name(const char *top, unsigned n, char **out)
 	return r < 0 ? -ENOMEM : 0;
 }
 
-int chain_snapshot(const char *disk, const struct vd_io *io, char **new_top)
-{
-	return chain_snapshot_opts(disk, &default_opts, io, new_top);
-}
-
-int chain_snapshot_opts(const char *disk, const struct chain_child_opts *o,
-			const struct vd_io *io, char **new_top)
+int group_snapshot(const char *disk, const struct group_child_opts *o,
+		   const struct vd_io *io, char **new_top)
 {
 	struct stat st;
 	char *name = NULL;
-	int err = validate(disk, o->flags, io);
+	int err;
 
+	o = o ? o : &default_opts;
+	err = validate(disk, o->flags, io);
 	for (unsigned n = 1; !err && n <= SNAPSHOT_MAX; n++) {
 		err = snapshot_name(disk, n, &name);
 		if (!err && lstat(name, &st)) {

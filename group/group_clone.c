@@ -1,4 +1,4 @@
-/* chain — clones that copy data (layer 2).
+/* group — clones that copy data (layer 3).
  *
  * Owns: `clone --from-current` (copy the child-most delta only, sharing
  * every layer below) and `clone --full` (one independent disk with the
@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
-#include "chain_int.h"
+#include "group_int.h"
 
 #define COPY_BUF (1u << 20)
 
@@ -54,8 +54,8 @@ static int copy_top(struct chain *src, struct chain *dst)
 	struct chain_run r;
 	int err = buf ? 0 : -ENOMEM;
 
-	for (uint64_t off = 0; !err && off < src->capacity; off += r.len) {
-		err = chain_status(src, off, src->capacity - off, &r);
+	for (uint64_t off = 0; !err && off < chain_capacity(src); off += r.len) {
+		err = chain_status(src, off, chain_capacity(src) - off, &r);
 		if (err)
 			break;
 		if (r.kind == CHAIN_DATA)
@@ -67,7 +67,7 @@ static int copy_top(struct chain *src, struct chain *dst)
 	return err ? err : chain_flush(dst);
 }
 
-int chain_clone_from_current(const char *disk, const char *new_path,
+int group_clone_from_current(const char *disk, const char *new_path,
 			     const struct vd_io *io)
 {
 	struct chain *c, *src = NULL, *dst = NULL;
@@ -85,7 +85,7 @@ int chain_clone_from_current(const char *disk, const char *new_path,
 	chain_close(c);
 	if (!parent)
 		return -ENOMEM;
-	err = chain_create_child(parent, new_path, false, io);
+	err = group_create_child(parent, new_path, false, NULL, io);
 	if (!err)
 		err = chain_open(disk, CHAIN_OPEN_NO_PARENT, io, &src);
 	if (!err)
@@ -105,8 +105,8 @@ static int copy_all(struct chain *src, struct vmdk_disk *dst)
 	struct chain_run r;
 	int err = buf ? 0 : -ENOMEM;
 
-	for (uint64_t off = 0; !err && off < src->capacity; off += r.len) {
-		err = chain_status(src, off, src->capacity - off, &r);
+	for (uint64_t off = 0; !err && off < chain_capacity(src); off += r.len) {
+		err = chain_status(src, off, chain_capacity(src) - off, &r);
 		if (!err && r.kind == CHAIN_DATA)
 			err = copy_data(src, NULL, dst, buf, off, r.len, true);
 	}
@@ -117,22 +117,16 @@ static int copy_all(struct chain *src, struct vmdk_disk *dst)
 /* The adapter type of the chain: the top's, else the nearest layer's. */
 static const char *chain_adapter(struct chain *c)
 {
-	for (unsigned i = 0; i < c->nr_layers; i++) {
-		const char *a = vmdk_desc_get(c->layers[i].disk, "ddb.adapterType");
+	for (unsigned i = 0; i < chain_depth(c); i++) {
+		const char *a = vmdk_desc_get(chain_layer(c, i), "ddb.adapterType");
 		if (a)
 			return a;
 	}
 	return NULL;
 }
 
-int chain_clone_full(const char *disk, const char *new_path, enum vmdk_subformat sf,
-		     const struct vd_io *io)
-{
-	return chain_clone_full_ex(disk, new_path, sf, false, io);
-}
-
-int chain_clone_full_ex(const char *disk, const char *new_path, enum vmdk_subformat sf,
-			bool preallocate, const struct vd_io *io)
+int group_clone_full(const char *disk, const char *new_path, enum vmdk_subformat sf,
+		     bool preallocate, const struct vd_io *io)
 {
 	struct chain *src;
 	struct vmdk_disk *dst = NULL;
@@ -141,7 +135,7 @@ int chain_clone_full_ex(const char *disk, const char *new_path, enum vmdk_subfor
 
 	if (err || (err = chain_open(disk, CHAIN_OPEN_RDONLY, io, &src)))
 		return err;
-	o.capacity = src->capacity;
+	o.capacity = chain_capacity(src);
 	o.adapter = chain_adapter(src);
 	err = vmdk_create(new_path, &o, io);
 	if (!err)

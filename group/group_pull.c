@@ -1,5 +1,5 @@
-/* chain — `pull`: merge a layer's parent into the layer (the other merge
- * direction of consolidate) (layer 2).
+/* group — `pull`: merge a layer's parent into the layer (the other merge
+ * direction of consolidate) (layer 3).
  *
  * Owns: the plan and the steps of copying into layer L what its parent P
  * holds and L does not override, re-pointing L to P's parent G (or making
@@ -12,7 +12,7 @@
  * twoGbMaxExtentSparse: a base and a delta of those kinds differ only by
  * the parent keys).
  *
- * Write order (each step safe to stop at; recovery = chain_group_recover):
+ * Write order (each step safe to stop at; recovery = pull_resume):
  *  U1. the intent record (L, P, G, L's CID and ddb.longContentID, P's
  *      files) is written durably beside L;
  *  U2. every run P holds (data, or zeroed grains unless P is a base) that
@@ -37,20 +37,39 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
-#include "chain_int.h"
+#include "group_int.h"
 
 #define PULL_BUF (4u << 20)
+
+/* The record (U1). */
+struct pull_rec {
+	struct group_intent in;  /* target: L */
+	char *parent;            /* P, merged away */
+	char *grandparent;       /* G, P's parent (NULL: P was a base) */
+	char *cid;               /* L's CID (8 hex digits), kept */
+	char *long_cid;          /* L's ddb.longContentID, when it had one */
+	char **files;            /* P's files and sidecar, removed */
+	unsigned nr_files;
+};
+
+static const struct group_field pull_fields[] = {
+	GROUP_FIELD_ONE(struct pull_rec, parent, "parent", GROUP_FIELD_LAYER),
+	GROUP_FIELD_ONE(struct pull_rec, grandparent, "grandparent", GROUP_FIELD_LAYER),
+	GROUP_FIELD_ONE(struct pull_rec, cid, "cid", GROUP_FIELD_TEXT),
+	GROUP_FIELD_ONE(struct pull_rec, long_cid, "long_cid", GROUP_FIELD_TEXT),
+	GROUP_FIELD_LIST(struct pull_rec, files, nr_files, "file", GROUP_FIELD_FILES),
+};
 
 struct pull {
 	struct vmdk_disk *l, *p;
 	struct chain *pc; /* P's chain: the bytes P reads, L's partial grains */
 	bool base;        /* P has no parent: L becomes a base */
 	uint8_t *buf;
-	struct chain_plan *plan;
+	struct group_plan *plan;
 	uint64_t done, total;
 };
 
-int pull_eligible(const char *layer)
+int group_pull_eligible(const char *layer)
 {
 	struct vmdk_disk *d = NULL;
 	struct vmdk_extent_info e;
@@ -110,9 +129,7 @@ static int copy_gap(struct pull *u, enum vmdk_bs pk, uint64_t off, uint64_t len)
 				   : vmdk_pwrite(u->l, u->buf, n, off);
 		if (err)
 			return err;
-		u->done += n;
-		if (u->plan && u->plan->progress)
-			u->plan->progress(u->plan->progress_opaque, u->done, u->total);
+		group_plan_progress(u->plan, &u->done, n, u->total);
 		off += n;
 		len -= n;
 	}
@@ -181,7 +198,7 @@ static int pull_close(struct pull *u)
 	return err;
 }
 
-int pull_bytes(const char *layer, const char *parent, uint64_t *out)
+int group_pull_bytes(const char *layer, const char *parent, uint64_t *out)
 {
 	struct pull u = {0};
 	int err = pull_open(&u, layer, parent, false, NULL);
@@ -195,21 +212,21 @@ int pull_bytes(const char *layer, const char *parent, uint64_t *out)
 
 /* U4: L names G (or nothing) and has its CID of U1 back; L is opened
  * again, so it is closed clean even when an earlier run stopped here. */
-static int pull_repoint(const struct group_intent *in, const struct vd_io *io)
+static int pull_repoint(const struct pull_rec *r, const struct vd_io *io)
 {
 	struct vmdk_disk *d = NULL;
 	char *hint = NULL;
-	int err = in->grandparent ? chain_hint_make(in->target, in->grandparent, &hint) : 0;
+	int err = r->grandparent ? chain_hint_make(r->in.target, r->grandparent, &hint) : 0;
 	uint32_t pcid = VMDK_CID_NONE;
 
-	if (!err && in->grandparent && !(err = vmdk_open(in->parent, VMDK_OPEN_RDONLY |
+	if (!err && r->grandparent && !(err = vmdk_open(r->parent, VMDK_OPEN_RDONLY |
 							 VMDK_OPEN_DIRTY_OK, io, &d))) {
 		pcid = vmdk_parent_cid(d);
 		vmdk_close(d);
 		d = NULL;
 	}
 	if (!err)
-		err = vmdk_open(in->target, VMDK_OPEN_RDWR | VMDK_OPEN_DIRTY_OK, io, &d);
+		err = vmdk_open(r->in.target, VMDK_OPEN_RDWR | VMDK_OPEN_DIRTY_OK, io, &d);
 	if (!err)
 		err = vmdk_lock(d, VMDK_PERM_READ | VMDK_PERM_WRITE,
 				VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
@@ -218,9 +235,9 @@ static int pull_repoint(const struct group_intent *in, const struct vd_io *io)
 	if (!err)
 		err = vmdk_desc_set(d, "ddb.nativeParentHint", NULL);
 	if (!err)
-		err = vmdk_desc_set(d, "CID", in->cid);
-	if (!err && in->long_cid)
-		err = vmdk_desc_set(d, "ddb.longContentID", in->long_cid);
+		err = vmdk_desc_set(d, "CID", r->cid);
+	if (!err && r->long_cid)
+		err = vmdk_desc_set(d, "ddb.longContentID", r->long_cid);
 	if (!err)
 		err = vmdk_desc_write(d);
 	if (d && vmdk_close(d) && !err)
@@ -230,11 +247,11 @@ static int pull_repoint(const struct group_intent *in, const struct vd_io *io)
 }
 
 /* U2, U3 */
-static int pull_merge(const struct group_intent *in, const struct vd_io *io,
-		      struct chain_plan *plan)
+static int pull_merge(const struct pull_rec *r, const struct vd_io *io,
+		      struct group_plan *plan)
 {
 	struct pull u = { .plan = plan };
-	int err = pull_open(&u, in->target, in->parent, true, io);
+	int err = pull_open(&u, r->in.target, r->parent, true, io);
 
 	if (!err)
 		err = each_gap(&u, count_gap);
@@ -251,27 +268,27 @@ static int pull_merge(const struct group_intent *in, const struct vd_io *io,
 
 /* Which parent L names: 1 P (U4 not done), 0 G or none (U4 done), or
  * -ESTALE (reported) for anything else. */
-static int names_parent(const struct group_intent *in)
+static int names_parent(const struct pull_rec *r)
 {
 	struct vmdk_disk *d = NULL;
 	const char *hint;
 	char *pp = NULL;
-	int err = vmdk_open(in->target, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, NULL, &d);
+	int err = vmdk_open(r->in.target, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, NULL, &d);
 
 	if (err)
 		return err;
 	hint = vmdk_parent_hint(d);
 	if (hint)
-		err = chain_hint_find(in->target, hint,
+		err = chain_hint_find(r->in.target, hint,
 				      vmdk_desc_get(d, "ddb.nativeParentHint"), &pp);
-	if (!err && pp && same_file(pp, in->parent))
+	if (!err && pp && vd_same_file(pp, r->parent))
 		err = 1;
-	else if (!err && (pp ? in->grandparent && same_file(pp, in->grandparent)
-			     : !in->grandparent))
+	else if (!err && (pp ? r->grandparent && vd_same_file(pp, r->grandparent)
+			     : !r->grandparent))
 		err = 0;
 	else {
 		vd_err("%s: names neither %s nor its parent: interrupted merge left as is",
-		       in->target, in->parent);
+		       r->in.target, r->parent);
 		err = -ESTALE;
 	}
 	free(pp);
@@ -279,110 +296,123 @@ static int names_parent(const struct group_intent *in)
 	return err;
 }
 
-static int pull_steps(const struct group_intent *in, const struct vd_io *io,
-		      struct chain_plan *plan)
+static int pull_steps(const struct pull_rec *r, const struct vd_io *io,
+		      struct group_plan *plan)
 {
-	int before_u4 = names_parent(in), err = before_u4 < 0 ? before_u4 : 0;
+	int before_u4 = names_parent(r), err = before_u4 < 0 ? before_u4 : 0;
 
 	if (before_u4 > 0)
-		err = pull_merge(in, io, plan); /* U2, U3 */
+		err = pull_merge(r, io, plan); /* U2, U3 */
 	/* U4 again after it, while P is there: the same values, L closed clean */
-	if (!err && (before_u4 > 0 || !lstat(in->parent, &(struct stat){0})))
-		err = pull_repoint(in, io); /* U4 */
-	if (!err && in->grandparent) /* U5 */
-		err = group_record_update(in->grandparent, in->parent, &in->target, 1, io);
+	if (!err && (before_u4 > 0 || !lstat(r->parent, &(struct stat){0})))
+		err = pull_repoint(r, io); /* U4 */
+	if (!err && r->grandparent) /* U5 */
+		err = group_record_update(r->grandparent, r->parent, &r->in.target, 1, io);
 	if (!err) /* U6 */
-		err = group_remove_files(in, io);
-	return err ? err : intent_done(in, io); /* U7 */
+		err = group_layer_remove_files(r->files, r->nr_files, io);
+	return err ? err : group_intent_done(&r->in, io); /* U7 */
 }
 
-int pull_resume(const struct group_intent *in, const struct vd_io *io)
+static int pull_resume(struct group_intent *head, const struct vd_io *io)
 {
-	if (!in->parent || !in->cid || strlen(in->cid) != 8 ||
-	    strspn(in->cid, "0123456789abcdefABCDEF") != 8) {
-		vd_err("%s: pull record without a parent or a CID: left as is", in->path);
+	const struct pull_rec *r = (const struct pull_rec *)head;
+
+	if (!r->parent || !r->cid || strlen(r->cid) != 8 ||
+	    strspn(r->cid, "0123456789abcdefABCDEF") != 8) {
+		vd_err("%s: pull record without a parent or a CID: left as is", r->in.path);
 		return -VD_EBADDATA;
 	}
-	return pull_steps(in, io, NULL);
+	return pull_steps(r, io, NULL);
 }
+
+const struct group_op group_op_pull = {
+	.name = "pull",
+	.fields = pull_fields,
+	.nr_fields = sizeof pull_fields / sizeof pull_fields[0],
+	.size = sizeof(struct pull_rec),
+	.resume = pull_resume,
+};
 
 /* ---- plan ------------------------------------------------------------------------- */
 
-/* The intent of pulling node l's parent into l. */
-static int pull_intent(const struct chain_group *g, int l, struct group_intent *in)
+/* The record of pulling node l's parent into l. */
+static int pull_record(const struct group *g, int l, struct pull_rec **out)
 {
-	const struct chain_tree *t = g->t;
-	const struct chain_tree_node *n = &t->nodes[l], *p = &t->nodes[n->parent];
+	const struct group_tree *t = g->t;
+	const struct group_tree_node *n = &t->nodes[l], *p = &t->nodes[n->parent];
+	struct group_intent *head;
 	struct vmdk_disk *d = NULL;
-	int err = vmdk_open(n->path, VMDK_OPEN_RDONLY, NULL, &d);
+	struct pull_rec *r;
+	int err = group_intent_new(&group_op_pull, n->path, &head);
 
-	memset(in, 0, sizeof *in);
-	in->op = strdup("pull");
-	in->target = strdup(n->path);
-	in->parent = strdup(p->path);
-	if (!err && asprintf(&in->cid, "%08x", vmdk_cid(d)) < 0)
-		in->cid = NULL;
+	if (err)
+		return err;
+	*out = r = (struct pull_rec *)head;
+	if (!(err = vmdk_open(n->path, VMDK_OPEN_RDONLY, NULL, &d)) &&
+	    asprintf(&r->cid, "%08x", vmdk_cid(d)) < 0)
+		r->cid = NULL;
 	if (!err && vmdk_desc_get(d, "ddb.longContentID"))
-		in->long_cid = strdup(vmdk_desc_get(d, "ddb.longContentID"));
+		r->long_cid = strdup(vmdk_desc_get(d, "ddb.longContentID"));
 	vmdk_close(d);
+	r->parent = strdup(p->path);
 	if (p->parent >= 0)
-		in->grandparent = strdup(t->nodes[p->parent].path);
-	if (asprintf(&in->path, "%s%s", n->path, CHAIN_INTENT_SUFFIX) < 0)
-		in->path = NULL;
-	if (!err && (!in->op || !in->target || !in->parent || !in->cid || !in->path ||
-		     (p->parent >= 0 && !in->grandparent)))
+		r->grandparent = strdup(t->nodes[p->parent].path);
+	if (!err && (!r->parent || !r->cid || (p->parent >= 0 && !r->grandparent)))
 		err = -ENOMEM;
-	return err ? err : group_add_layer_files(in, p->path);
+	return err ? err : group_layer_add_files(&r->files, &r->nr_files, p->path);
 }
 
-static int pull_check(const struct chain_group *g, const char *layer, int *l)
+static int pull_check(const struct group *g, const char *layer, int *l)
 {
 	int p = group_merge_node(g, layer, "merging its parent into it", l), err;
 
 	if (p < 0)
 		return p;
-	if (chain_group_shared(g, *l))
+	if (group_shared(g, *l))
 		return group_refuse_shared(g, *l, "merging its parent into it");
-	if (chain_group_shared(g, p))
+	if (group_shared(g, p))
 		return group_refuse_shared(g, p, "merging it into its child");
-	if ((err = pull_eligible(layer)) == -ENOTSUP)
+	if ((err = group_pull_eligible(layer)) == -ENOTSUP)
 		vd_err("%s: not a hosted sparse layer: its parent cannot be merged into it; "
 		       "nothing changed", layer);
 	return err;
 }
 
-int chain_group_pull(struct chain_group *g, const char *layer, unsigned flags,
-		     const struct vd_io *io, struct chain_plan *plan)
+static int pull_plan(const struct group *g, int l, const struct pull_rec *r,
+		     struct group_plan *plan)
 {
-	struct group_intent in;
 	uint64_t bytes = 0;
+	int err = group_pull_bytes(r->in.target, r->parent, &bytes);
+
+	if (!err)
+		err = group_plan_add(plan, GROUP_STEP_PULL, r->in.target, bytes);
+	if (!err)
+		err = group_plan_add(plan, GROUP_STEP_REPOINT, r->in.target, 0);
+	if (!err)
+		err = group_plan_add(plan, GROUP_STEP_REMOVE, r->parent,
+				     g->t->nodes[g->t->nodes[l].parent].file_bytes);
+	plan->copy_bytes = plan->space_needed = bytes;
+	free(plan->result);
+	plan->result = g->t->nodes[l].nr_children ? NULL : strdup(r->in.target);
+	return err ? err : group_plan_space(plan, r->in.target);
+}
+
+int group_pull(struct group *g, const char *layer, unsigned flags,
+	       const struct vd_io *io, struct group_plan *plan)
+{
+	struct pull_rec *r = NULL;
 	int l, err = pull_check(g, layer, &l);
 
 	io = io ? io : vd_io_posix();
 	plan->op = "pull";
-	if (err)
-		return err;
-	if ((err = pull_intent(g, l, &in))) {
-		intent_free(&in);
-		return err;
-	}
-	err = pull_bytes(in.target, in.parent, &bytes);
 	if (!err)
-		err = plan_add(plan, CHAIN_STEP_PULL, in.target, bytes);
+		err = pull_record(g, l, &r);
 	if (!err)
-		err = plan_add(plan, CHAIN_STEP_REPOINT, in.target, 0);
-	if (!err)
-		err = plan_add(plan, CHAIN_STEP_REMOVE, in.parent,
-			       g->t->nodes[g->t->nodes[l].parent].file_bytes);
-	plan->copy_bytes = plan->space_needed = bytes;
-	free(plan->result);
-	plan->result = g->t->nodes[l].nr_children ? NULL : strdup(in.target);
-	if (!err)
-		err = plan_space(plan, in.target);
-	if (!err && !(flags & CHAIN_GROUP_DRY_RUN))
-		err = intent_write(&in, io); /* U1 */
-	if (!err && !(flags & CHAIN_GROUP_DRY_RUN))
-		err = pull_steps(&in, io, plan);
-	intent_free(&in);
+		err = pull_plan(g, l, r, plan);
+	if (!err && !(flags & GROUP_DRY_RUN))
+		err = group_intent_write(&r->in, io); /* U1 */
+	if (!err && !(flags & GROUP_DRY_RUN))
+		err = pull_steps(r, io, plan);
+	group_intent_free(r ? &r->in : NULL);
 	return err;
 }

@@ -1,7 +1,7 @@
-/* chain — rewriting one layer into a fresh file (layer 2): compaction for
+/* group — rewriting one layer into a fresh file (layer 3): compaction for
  * `check --repair` and flattening for `promote --unlink`.
  *
- * Owns: which kind a layer is rewritten as (layer_like, also used by
+ * Owns: which kind a layer is rewritten as (group_rewrite_like, also used by
  * revert), copying what a layer holds (or, flattened, what its whole chain
  * reads) into a new layer with the layer's CID and DDB keys, and verifying
  * it.  The layer's CID is kept, so its children stay valid; the content
@@ -19,14 +19,14 @@
  * Write order (the layer stays as it was until K4's publish begins):
  *  K1. the intent record (layer, staging folder, the layer's files; for
  *      promote the shared parent) is written;
- *  K2. the copy is made in the staging folder (chain_stage.c) under the
+ *  K2. the copy is made in the staging folder (group_stage.c) under the
  *      layer's own name: every run in order, then the descriptor (CID,
  *      parent unless flattened, DDB keys), closed (fsynced);
  *  K3. the copy is compared with the source: same bytes over the whole
  *      capacity (runs that neither holds data for read zeros on both
  *      sides, by block status) and, unless flattened, the same runs held /
  *      not held; the copy's extent names are checked against the folder;
- *  K4. publish (chain_stage.c P1-P6): extents, then the descriptor, are
+ *  K4. publish (group_stage.c P1-P6): extents, then the descriptor, are
  *      renamed in; (promote) the former parent's sidecar record drops the
  *      layer; former extents no longer named are removed; the record goes.
  */
@@ -35,9 +35,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "chain_int.h"
+#include "group_int.h"
 
-#define REWRITE_BUF LAYER_CMP_BUF
+#define REWRITE_BUF GROUP_REWRITE_BUF
 
 struct rewrite {
 	struct chain *src;      /* the layer (alone) or its chain (flatten) */
@@ -45,7 +45,7 @@ struct rewrite {
 	struct vmdk_disk *dst;
 	bool flatten;
 	uint8_t *buf, *buf2;
-	struct chain_plan *plan;
+	struct group_plan *plan;
 	uint64_t done, total;
 };
 
@@ -110,7 +110,7 @@ static int like_kind(struct vmdk_disk *d, bool flatten, enum vmdk_subformat *sf,
 	return 0;
 }
 
-int layer_like(struct vmdk_disk *top, struct vmdk_disk *base, bool flatten,
+int group_rewrite_like(struct vmdk_disk *top, struct vmdk_disk *base, bool flatten,
 	       struct vmdk_create_opts *o)
 {
 	const char *hw = vmdk_desc_get(top, "ddb.virtualHWVersion");
@@ -136,14 +136,14 @@ int layer_like(struct vmdk_disk *top, struct vmdk_disk *base, bool flatten,
 	return 0;
 }
 
-int layer_rewrite_check(const char *path, bool flatten)
+int group_rewrite_check(const char *path, bool flatten)
 {
 	struct vmdk_disk *d = NULL;
 	struct vmdk_create_opts o = {0};
 	int err = vmdk_open(path, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, NULL, &d);
 
 	if (!err)
-		err = layer_like(d, d, flatten, &o);
+		err = group_rewrite_like(d, d, flatten, &o);
 	vmdk_close(d);
 	return err;
 }
@@ -151,17 +151,10 @@ int layer_rewrite_check(const char *path, bool flatten)
 static int rewrite_create(struct rewrite *w, const char *tmp, const struct vd_io *io)
 {
 	struct vmdk_create_opts o = {0};
-	int err = layer_like(w->top, chain_layer(w->src, chain_depth(w->src) - 1),
+	int err = group_rewrite_like(w->top, chain_layer(w->src, chain_depth(w->src) - 1),
 			     w->flatten, &o);
 
 	return err ? err : vmdk_create(tmp, &o, io);
-}
-
-static void rewrite_progress(struct rewrite *w, uint64_t n)
-{
-	w->done += n;
-	if (w->plan && w->plan->progress)
-		w->plan->progress(w->plan->progress_opaque, w->done, w->total);
 }
 
 /* K2: one run of the source into dst. */
@@ -178,7 +171,7 @@ static int rewrite_run(struct rewrite *w, const struct chain_run *r)
 		err = w->flatten ? 0 : vmdk_pwrite_zeroes(w->dst, r->len, r->off);
 	else if (!err)
 		err = vmdk_pwrite(w->dst, w->buf, r->len, r->off);
-	rewrite_progress(w, r->len);
+	group_plan_progress(w->plan, &w->done, r->len, w->total);
 	return err;
 }
 
@@ -206,8 +199,8 @@ static int rewrite_copy(struct rewrite *w)
 	return err ? err : vmdk_desc_write(w->dst);
 }
 
-int layer_compare(struct chain *src, struct vmdk_disk *dst, bool alloc, uint8_t *buf,
-		  uint8_t *buf2)
+int group_rewrite_compare(struct chain *src, struct vmdk_disk *dst, bool alloc,
+			  uint8_t *buf, uint8_t *buf2)
 {
 	uint64_t cap = chain_capacity(src), m;
 	enum vmdk_bs kd;
@@ -215,7 +208,7 @@ int layer_compare(struct chain *src, struct vmdk_disk *dst, bool alloc, uint8_t 
 	int err = cap == vmdk_capacity(dst) ? 0 : -EIO;
 
 	for (uint64_t off = 0; !err && off < cap; off += r.len) {
-		err = chain_status(src, off, VD_MIN(cap - off, (uint64_t)LAYER_CMP_BUF), &r);
+		err = chain_status(src, off, VD_MIN(cap - off, (uint64_t)GROUP_REWRITE_BUF), &r);
 		if (!err)
 			err = vmdk_block_status(dst, off, r.len, &kd, &m);
 		if (!err && m < r.len)
@@ -237,7 +230,7 @@ static int rewrite_verify(struct rewrite *w)
 	int err = vmdk_cid(w->top) == vmdk_cid(w->dst) ? 0 : -EIO;
 
 	if (!err)
-		err = layer_compare(w->src, w->dst, !w->flatten, w->buf, w->buf2);
+		err = group_rewrite_compare(w->src, w->dst, !w->flatten, w->buf, w->buf2);
 	if (err == -EIO)
 		vd_err("%s: the rewritten copy %s does not read like it: left as it was",
 		       vmdk_path(w->top), vmdk_path(w->dst));
@@ -265,18 +258,18 @@ static int rewrite_into(void *opaque, const char *tmp, const struct vd_io *io)
 	return err;
 }
 
-int layer_rewrite(const char *path, const char *op, bool flatten,
-		  const char *unrecord_from, struct chain_plan *plan,
+int group_rewrite(const struct group_op *op, const char *path, bool flatten,
+		  const char *unrecord_from, struct group_plan *plan,
 		  const struct vd_io *io)
 {
 	struct rewrite w = { .flatten = flatten, .plan = plan, .total = plan->copy_bytes };
-	struct group_intent in;
+	struct group_stage_rec *r = NULL;
 	unsigned flags = CHAIN_OPEN_RDONLY | CHAIN_OPEN_DIRTY_OK |
 			 (flatten ? 0 : CHAIN_OPEN_NO_PARENT);
-	int err = intent_init_tmp(path, op, &in);
+	int err = group_stage_new(op, path, &r);
 
 	io = io ? io : vd_io_posix();
-	if (!err && unrecord_from && !(in.parent = strdup(unrecord_from)))
+	if (!err && unrecord_from && !(r->parent = strdup(unrecord_from)))
 		err = -ENOMEM;
 	w.buf = malloc(REWRITE_BUF);
 	w.buf2 = malloc(REWRITE_BUF);
@@ -286,10 +279,10 @@ int layer_rewrite(const char *path, const char *op, bool flatten,
 		err = chain_open(path, flags, io, &w.src);
 	if (!err) {
 		w.top = chain_layer(w.src, 0);
-		err = stage_run(&in, rewrite_into, &w, io); /* K1-K4 */
+		err = group_stage_run(r, rewrite_into, &w, io); /* K1-K4 */
 	}
 	chain_close(w.src);
-	intent_free(&in);
+	group_intent_free(r ? &r->in : NULL);
 	free(w.buf);
 	free(w.buf2);
 	return err;
