@@ -78,6 +78,9 @@ enum {
 	CHAIN_OPEN_NO_PARENT = 16,  /* open the top alone (no parents, no map
 				     * fall-through: unallocated reads as zeros) */
 	CHAIN_OPEN_STRICT_PATHS = 32, /* pass VMDK_OPEN_STRICT_PATHS to every layer */
+	CHAIN_OPEN_OUTSIDE_OK = 64,   /* pass VMDK_OPEN_OUTSIDE_OK to every layer */
+	CHAIN_OPEN_NOLOCK_TOP = 128,  /* lock the parents but not the top (the
+				       * caller holds the top's locks) */
 };
 
 /* ---- open / close ---------------------------------------------------------- */
@@ -148,7 +151,8 @@ int chain_block_status(struct chain *c, uint64_t off, uint64_t max_len,
 bool chain_is_frozen(struct vmdk_disk *d);
 /* Set (frozen) or clear the mark on the layer at `path`: a durable
  * descriptor rewrite under a writer's lock (CID unchanged).  flags:
- * CHAIN_OPEN_DIRTY_OK to mark a layer whose uncleanShutdown is set. */
+ * CHAIN_OPEN_DIRTY_OK to mark a layer whose uncleanShutdown is set,
+ * CHAIN_OPEN_NOLOCK when the caller holds the layer's locks. */
 int chain_set_frozen(const char *path, bool frozen, unsigned flags,
 		     const struct vd_io *io);
 

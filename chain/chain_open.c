@@ -30,8 +30,9 @@ int chain_set_frozen(const char *path, bool frozen, unsigned flags,
 
 	if (err)
 		return err;
-	err = vmdk_lock(d, VMDK_PERM_READ | VMDK_PERM_WRITE,
-			VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
+	if (!(flags & CHAIN_OPEN_NOLOCK))
+		err = vmdk_lock(d, VMDK_PERM_READ | VMDK_PERM_WRITE,
+				VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
 	if (!err && chain_is_frozen(d) != frozen) {
 		err = vmdk_desc_set(d, CHAIN_FROZEN_KEY, frozen ? "1" : NULL);
 		if (!err)
@@ -123,6 +124,8 @@ static int open_layer(struct chain *c, const char *path)
 		vflags |= VMDK_OPEN_DIRTY_OK;
 	if (c->flags & CHAIN_OPEN_STRICT_PATHS)
 		vflags |= VMDK_OPEN_STRICT_PATHS;
+	if (c->flags & CHAIN_OPEN_OUTSIDE_OK)
+		vflags |= VMDK_OPEN_OUTSIDE_OK;
 	if (i && c->pool) /* a shared parent: opened and locked once */
 		return open_pooled(c, path, &st, vflags);
 	err = vmdk_open(path, vflags, c->io, &c->layers[i].disk);
@@ -137,7 +140,7 @@ static int open_layer(struct chain *c, const char *path)
 		       path, CHAIN_FROZEN_KEY);
 		return -EPERM;
 	}
-	if (!(c->flags & CHAIN_OPEN_NOLOCK)) {
+	if (!(c->flags & CHAIN_OPEN_NOLOCK) && !(i == 0 && (c->flags & CHAIN_OPEN_NOLOCK_TOP))) {
 		err = chain_lock_layer(c, i, rw);
 		if (err)
 			return err;

@@ -49,11 +49,14 @@ struct commit_rec {
 };
 
 static const struct group_field commit_fields[] = {
-	GROUP_FIELD_ONE(struct commit_rec, parent, "parent", GROUP_FIELD_LAYER),
-	GROUP_FIELD_ONE(struct commit_rec, unfreeze, "unfreeze", GROUP_FIELD_FLAG),
+	GROUP_FIELD_ONE(struct commit_rec, parent, "parent", GROUP_FIELD_LAYER,
+			GROUP_LOCK_EXCL),
+	GROUP_FIELD_ONE(struct commit_rec, unfreeze, "unfreeze", GROUP_FIELD_FLAG,
+			GROUP_LOCK_NONE),
 	GROUP_FIELD_LIST(struct commit_rec, children, nr_children, "child",
-			 GROUP_FIELD_LAYERS),
-	GROUP_FIELD_LIST(struct commit_rec, files, nr_files, "file", GROUP_FIELD_FILES),
+			 GROUP_FIELD_LAYERS, GROUP_LOCK_EXCL),
+	GROUP_FIELD_LIST(struct commit_rec, files, nr_files, "file", GROUP_FIELD_FILES,
+			 GROUP_LOCK_EXCL),
 };
 
 struct merge {
@@ -69,7 +72,8 @@ static int below_read(void *opaque, void *buf, size_t len, uint64_t off)
 	return chain_pread(opaque, buf, len, off);
 }
 
-/* Open P for writing, locked, its parents as the backing of partial grains. */
+/* Open P for writing (the operation's lock set holds it), its parents
+ * (locked here: read, no writer) as the backing of partial grains. */
 static int open_lower(struct merge *m, const char *parent, const struct vd_io *io,
 		      bool resume)
 {
@@ -77,9 +81,6 @@ static int open_lower(struct merge *m, const char *parent, const struct vd_io *i
 	int err = vmdk_open(parent, VMDK_OPEN_RDWR | (resume ? VMDK_OPEN_DIRTY_OK : 0),
 			    io, &m->lower);
 
-	if (!err)
-		err = vmdk_lock(m->lower, VMDK_PERM_READ | VMDK_PERM_WRITE,
-				VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
 	if (err || !vmdk_parent_hint(m->lower))
 		return err;
 	err = chain_hint_resolve(parent, vmdk_parent_hint(m->lower),
@@ -97,8 +98,6 @@ static int open_merge(struct merge *m, const char *layer, const char *parent,
 {
 	int err = vmdk_open(layer, VMDK_OPEN_RDONLY, io, &m->upper);
 
-	if (!err)
-		err = vmdk_lock(m->upper, VMDK_PERM_READ, VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
 	if (!err)
 		err = open_lower(m, parent, io, resume);
 	m->buf = malloc(COMMIT_BUF);
@@ -200,6 +199,17 @@ static int merge_into_parent(const struct commit_rec *r, const struct vd_io *io,
 	return err;
 }
 
+/* Before C1: every layer C2 opens opens (a refusal here leaves no record). */
+static int commit_probe(const struct commit_rec *r, const struct vd_io *io)
+{
+	struct merge m = {0};
+	int err = open_merge(&m, r->in.target, r->parent, io, false);
+
+	if (close_merge(&m) && !err)
+		err = -EIO;
+	return err;
+}
+
 /* C6 (from the first file not yet removed) + C7. */
 static int remove_files(const struct commit_rec *r, const struct vd_io *io)
 {
@@ -223,7 +233,7 @@ static int commit_steps(const struct commit_rec *r, const struct vd_io *io,
 			err = group_record_update(r->parent, r->in.target, r->children,
 						  r->nr_children, io);
 		if (!err && r->unfreeze)
-			err = chain_set_frozen(r->parent, false, 0, io);
+			err = chain_set_frozen(r->parent, false, CHAIN_OPEN_NOLOCK, io);
 	}
 	return err ? err : remove_files(r, io); /* C6, C7 */
 }
@@ -340,6 +350,7 @@ static int commit_plan(const struct group *g, int l, const struct commit_rec *r,
 int group_commit(struct group *g, const char *layer, unsigned flags,
 		 const struct vd_io *io, struct group_plan *plan)
 {
+	struct group_locks locks = {0};
 	struct commit_rec *r = NULL;
 	int l, err = commit_check(g, layer, &l);
 
@@ -350,9 +361,14 @@ int group_commit(struct group *g, const char *layer, unsigned flags,
 	if (!err)
 		err = commit_plan(g, l, r, plan);
 	if (!err && !(flags & GROUP_DRY_RUN))
+		err = group_intent_lock(&r->in, &locks);
+	if (!err && !(flags & GROUP_DRY_RUN))
+		err = commit_probe(r, io);
+	if (!err && !(flags & GROUP_DRY_RUN))
 		err = group_intent_write(&r->in, io); /* C1 */
 	if (!err && !(flags & GROUP_DRY_RUN))
 		err = commit_steps(r, io, plan, false);
+	group_locks_release(&locks);
 	group_intent_free(r ? &r->in : NULL);
 	return err;
 }

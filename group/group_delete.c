@@ -31,10 +31,12 @@ struct delete_rec {
 };
 
 static const struct group_field delete_fields[] = {
-	GROUP_FIELD_ONE(struct delete_rec, parent, "parent", GROUP_FIELD_LAYER),
+	GROUP_FIELD_ONE(struct delete_rec, parent, "parent", GROUP_FIELD_LAYER,
+			GROUP_LOCK_NONE),
 	GROUP_FIELD_LIST(struct delete_rec, children, nr_children, "child",
-			 GROUP_FIELD_LAYERS),
-	GROUP_FIELD_LIST(struct delete_rec, files, nr_files, "file", GROUP_FIELD_FILES),
+			 GROUP_FIELD_LAYERS, GROUP_LOCK_EXCL),
+	GROUP_FIELD_LIST(struct delete_rec, files, nr_files, "file", GROUP_FIELD_FILES,
+			 GROUP_LOCK_EXCL),
 };
 
 static int delete_steps(const struct delete_rec *r, const struct vd_io *io)
@@ -112,17 +114,6 @@ static int delete_walk(const struct group *g, int d, unsigned flags,
 	return err;
 }
 
-/* Take and drop the disk's read locks, which deny writers: -EAGAIN when
- * someone runs it. */
-static int lock_probe(const char *disk, const struct vd_io *io)
-{
-	struct chain *c;
-	int err = chain_open(disk, CHAIN_OPEN_RDONLY | CHAIN_OPEN_NO_PARENT |
-			     CHAIN_OPEN_DIRTY_OK, io, &c);
-
-	return err ? err : chain_close(c);
-}
-
 static int delete_check(const struct group *g, const char *disk, int d)
 {
 	if (d < 0) {
@@ -140,6 +131,7 @@ static int delete_check(const struct group *g, const char *disk, int d)
 int group_delete(struct group *g, const char *disk, unsigned flags,
 		 const struct vd_io *io, struct group_plan *plan)
 {
+	struct group_locks locks = {0};
 	struct group_intent *in = NULL;
 	int d = group_node(g, disk), err = delete_check(g, disk, d);
 
@@ -149,12 +141,13 @@ int group_delete(struct group *g, const char *disk, unsigned flags,
 		err = group_intent_new(&group_op_delete, g->t->nodes[d].path, &in);
 	if (!err)
 		err = delete_walk(g, d, flags, (struct delete_rec *)in, plan);
-	if (!err) /* refused (-EAGAIN, reported) while a VM has the disk open */
-		err = lock_probe(in->target, io);
+	if (!err) /* refused (-EAGAIN, reported) while anyone uses a layer it removes */
+		err = group_intent_lock(in, &locks);
 	if (!err && !(flags & GROUP_DRY_RUN))
 		err = group_intent_write(in, io); /* D1 */
 	if (!err && !(flags & GROUP_DRY_RUN))
 		err = delete_steps((const struct delete_rec *)in, io);
+	group_locks_release(&locks);
 	group_intent_free(in);
 	return err;
 }

@@ -34,6 +34,29 @@ int group_disk_node(const struct group *g, const char *disk, const char *what);
 /* Remove path (reported on failure; a missing file is fine). */
 int group_unlink(const char *path, const struct vd_io *io);
 
+/* ---- group_lock.c: the locks of one operation ------------------------------------------ */
+
+enum group_lock_mode {
+	GROUP_LOCK_NONE, /* not locked: a record edit at most */
+	GROUP_LOCK_READ, /* read, and must not change: no writer elsewhere */
+	GROUP_LOCK_EXCL, /* removed, moved or written: no other user at all */
+};
+
+struct group_locks {
+	struct vd_file **files;
+	dev_t *dev;
+	ino_t *ino;
+	enum group_lock_mode *mode;
+	unsigned nr;
+};
+
+/* Lock the file (a missing one is skipped); a file already in the set is
+ * kept, or taken again in the stronger mode.  Refusals reported. */
+int group_lock_file(struct group_locks *l, const char *path, enum group_lock_mode m);
+/* Every file of the layer at path (a missing layer is skipped). */
+int group_lock_layer(struct group_locks *l, const char *layer, enum group_lock_mode m);
+void group_locks_release(struct group_locks *l);
+
 /* ---- group_tree.c ---------------------------------------------------------------------- */
 
 /* Read node i's descriptor facts again (CID, parent CID, frozen mark,
@@ -79,6 +102,7 @@ struct group_field {
 	enum group_field_kind kind;
 	size_t off;    /* of the value in the record */
 	size_t nr_off; /* lists: of the unsigned count */
+	enum group_lock_mode lock; /* layers and files: held while it runs */
 };
 
 struct group_intent;
@@ -100,10 +124,11 @@ struct group_intent {
 	char *target; /* the layer operated on */
 };
 
-#define GROUP_FIELD_ONE(type, member, k, kd) \
-	{ .key = k, .kind = kd, .off = offsetof(type, member) }
-#define GROUP_FIELD_LIST(type, member, nr, k, kd) \
-	{ .key = k, .kind = kd, .off = offsetof(type, member), .nr_off = offsetof(type, nr) }
+#define GROUP_FIELD_ONE(type, member, k, kd, lk) \
+	{ .key = k, .kind = kd, .off = offsetof(type, member), .lock = lk }
+#define GROUP_FIELD_LIST(type, member, nr, k, kd, lk) \
+	{ .key = k, .kind = kd, .off = offsetof(type, member), .nr_off = offsetof(type, nr), \
+	  .lock = lk }
 
 /* A zeroed record of op for target (its path: target + the suffix); *out
  * is the head of op->size bytes, freed with group_intent_free. */
@@ -113,6 +138,9 @@ int group_intent_write(const struct group_intent *in, const struct vd_io *io);
 /* Read the record at path; ops/nr_ops: the table its op= is looked up in. */
 int group_intent_read(const char *path, const struct group_op *const *ops,
 		      unsigned nr_ops, struct group_intent **out);
+/* Lock every layer and file the record names, in the mode its row gives
+ * (before the record is written, and before recovery acts on it). */
+int group_intent_lock(const struct group_intent *in, struct group_locks *l);
 /* The last step of every operation: the record (and a stale temporary of
  * it) removed, the folder fsynced. */
 int group_intent_done(const struct group_intent *in, const struct vd_io *io);
@@ -129,8 +157,8 @@ int group_layer_add_files(char ***v, unsigned *n, const char *layer);
 /* Remove files in order, then fsync their folder. */
 int group_layer_remove_files(char *const *files, unsigned nr, const struct vd_io *io);
 /* The layer at child gets parentCID cid and a hint to parent (relative to
- * child's folder when possible); a durable descriptor rewrite under a
- * writer's lock. */
+ * child's folder when possible); a durable descriptor rewrite (the
+ * caller's lock set holds child). */
 int group_layer_repoint(const char *child, const char *parent, uint32_t cid,
 			const struct vd_io *io);
 /* Bytes of data (not zeroed grains) the layer holds. */

@@ -216,6 +216,40 @@ int group_intent_read(const char *path, const struct group_op *const *ops,
 	return 0;
 }
 
+/* ---- locks --------------------------------------------------------------------------------- */
+
+static int lock_field(const struct group_intent *in, const struct group_field *f,
+		      struct group_locks *l)
+{
+	char **one = field_at(in, f->off), **list = *(char ***)field_at(in, f->off);
+	unsigned nr = f->nr_off ? *(unsigned *)field_at(in, f->nr_off) : 0;
+	int err = 0;
+
+	switch (f->kind) {
+	case GROUP_FIELD_LAYER:
+		return *one ? group_lock_layer(l, *one, f->lock) : 0;
+	case GROUP_FIELD_LAYERS:
+		for (unsigned i = 0; !err && i < nr; i++)
+			err = group_lock_layer(l, list[i], f->lock);
+		return err;
+	case GROUP_FIELD_FILES:
+		for (unsigned i = 0; !err && i < nr; i++)
+			err = group_lock_file(l, list[i], f->lock);
+		return err;
+	default:
+		return 0;
+	}
+}
+
+int group_intent_lock(const struct group_intent *in, struct group_locks *l)
+{
+	int err = group_lock_layer(l, in->target, GROUP_LOCK_EXCL);
+
+	for (unsigned i = 0; !err && i < in->op->nr_fields; i++)
+		err = lock_field(in, &in->op->fields[i], l);
+	return err;
+}
+
 /* ---- end ------------------------------------------------------------------------------------ */
 
 static void free_field(struct group_intent *in, const struct group_field *f)

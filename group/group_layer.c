@@ -66,9 +66,6 @@ int group_layer_repoint(const char *child, const char *parent, uint32_t cid,
 		return err;
 	err = vmdk_open(child, VMDK_OPEN_RDWR | VMDK_OPEN_DIRTY_OK, io, &d);
 	if (!err)
-		err = vmdk_lock(d, VMDK_PERM_READ | VMDK_PERM_WRITE,
-				VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
-	if (!err)
 		err = vmdk_set_parent(d, cid, hint);
 	if (!err)
 		err = vmdk_desc_write(d);

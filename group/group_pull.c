@@ -53,11 +53,15 @@ struct pull_rec {
 };
 
 static const struct group_field pull_fields[] = {
-	GROUP_FIELD_ONE(struct pull_rec, parent, "parent", GROUP_FIELD_LAYER),
-	GROUP_FIELD_ONE(struct pull_rec, grandparent, "grandparent", GROUP_FIELD_LAYER),
-	GROUP_FIELD_ONE(struct pull_rec, cid, "cid", GROUP_FIELD_TEXT),
-	GROUP_FIELD_ONE(struct pull_rec, long_cid, "long_cid", GROUP_FIELD_TEXT),
-	GROUP_FIELD_LIST(struct pull_rec, files, nr_files, "file", GROUP_FIELD_FILES),
+	GROUP_FIELD_ONE(struct pull_rec, parent, "parent", GROUP_FIELD_LAYER,
+			GROUP_LOCK_EXCL),
+	GROUP_FIELD_ONE(struct pull_rec, grandparent, "grandparent", GROUP_FIELD_LAYER,
+			GROUP_LOCK_NONE),
+	GROUP_FIELD_ONE(struct pull_rec, cid, "cid", GROUP_FIELD_TEXT, GROUP_LOCK_NONE),
+	GROUP_FIELD_ONE(struct pull_rec, long_cid, "long_cid", GROUP_FIELD_TEXT,
+			GROUP_LOCK_NONE),
+	GROUP_FIELD_LIST(struct pull_rec, files, nr_files, "file", GROUP_FIELD_FILES,
+			 GROUP_LOCK_EXCL),
 };
 
 struct pull {
@@ -162,18 +166,17 @@ static int pull_backing(void *opaque, void *buf, size_t len, uint64_t off)
 	return chain_pread(opaque, buf, len, off);
 }
 
-/* Open L (writable when rdwr, locked) and P's chain. */
+/* Open L (writable when rdwr: the operation's lock set holds L and P) and
+ * P's chain (its parents locked here: read, no writer). */
 static int pull_open(struct pull *u, const char *layer, const char *parent, bool rdwr,
 		     const struct vd_io *io)
 {
 	int err = vmdk_open(layer, rdwr ? VMDK_OPEN_RDWR | VMDK_OPEN_DIRTY_OK
 				       : VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, io, &u->l);
 
-	if (!err && rdwr)
-		err = vmdk_lock(u->l, VMDK_PERM_READ | VMDK_PERM_WRITE,
-				VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
 	if (!err)
-		err = chain_open(parent, CHAIN_OPEN_RDONLY | CHAIN_OPEN_DIRTY_OK, io, &u->pc);
+		err = chain_open(parent, CHAIN_OPEN_RDONLY | CHAIN_OPEN_DIRTY_OK |
+				 (rdwr ? CHAIN_OPEN_NOLOCK_TOP : 0), io, &u->pc);
 	if (!err) {
 		u->p = chain_layer(u->pc, 0);
 		u->base = chain_depth(u->pc) == 1;
@@ -228,9 +231,6 @@ static int pull_repoint(const struct pull_rec *r, const struct vd_io *io)
 	if (!err)
 		err = vmdk_open(r->in.target, VMDK_OPEN_RDWR | VMDK_OPEN_DIRTY_OK, io, &d);
 	if (!err)
-		err = vmdk_lock(d, VMDK_PERM_READ | VMDK_PERM_WRITE,
-				VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
-	if (!err)
 		err = vmdk_set_parent(d, pcid, hint);
 	if (!err)
 		err = vmdk_desc_set(d, "ddb.nativeParentHint", NULL);
@@ -243,6 +243,18 @@ static int pull_repoint(const struct pull_rec *r, const struct vd_io *io)
 	if (d && vmdk_close(d) && !err)
 		err = -EIO;
 	free(hint);
+	return err;
+}
+
+/* Before U1: L opens for writing and P's chain for reading (a refusal
+ * here leaves no record). */
+static int pull_probe(const struct pull_rec *r, const struct vd_io *io)
+{
+	struct pull u = {0};
+	int err = pull_open(&u, r->in.target, r->parent, true, io);
+
+	if (pull_close(&u) && !err)
+		err = -EIO;
 	return err;
 }
 
@@ -400,6 +412,7 @@ static int pull_plan(const struct group *g, int l, const struct pull_rec *r,
 int group_pull(struct group *g, const char *layer, unsigned flags,
 	       const struct vd_io *io, struct group_plan *plan)
 {
+	struct group_locks locks = {0};
 	struct pull_rec *r = NULL;
 	int l, err = pull_check(g, layer, &l);
 
@@ -410,9 +423,14 @@ int group_pull(struct group *g, const char *layer, unsigned flags,
 	if (!err)
 		err = pull_plan(g, l, r, plan);
 	if (!err && !(flags & GROUP_DRY_RUN))
+		err = group_intent_lock(&r->in, &locks);
+	if (!err && !(flags & GROUP_DRY_RUN))
+		err = pull_probe(r, io);
+	if (!err && !(flags & GROUP_DRY_RUN))
 		err = group_intent_write(&r->in, io); /* U1 */
 	if (!err && !(flags & GROUP_DRY_RUN))
 		err = pull_steps(r, io, plan);
+	group_locks_release(&locks);
 	group_intent_free(r ? &r->in : NULL);
 	return err;
 }

@@ -21,6 +21,7 @@ static const struct group_op *const ops[] = {GROUP_OPS(GROUP_OP_REF)};
 
 int group_recover(const char *intent_path, const struct vd_io *io)
 {
+	struct group_locks locks = {0};
 	struct group_intent *in;
 	int err;
 
@@ -29,9 +30,13 @@ int group_recover(const char *intent_path, const struct vd_io *io)
 		return 0; /* a twin record's recovery (relocate) removed it */
 	if ((err = group_intent_read(intent_path, ops, NR_OPS, &in)))
 		return err;
-	vd_warn("%s: finishing an interrupted %s of %s", intent_path, in->op->name,
-		in->target);
-	err = in->op->resume(in, io);
+	err = group_intent_lock(in, &locks); /* as the operation held them */
+	if (!err) {
+		vd_warn("%s: finishing an interrupted %s of %s", intent_path,
+			in->op->name, in->target);
+		err = in->op->resume(in, io);
+	}
+	group_locks_release(&locks);
 	group_intent_free(in);
 	return err;
 }

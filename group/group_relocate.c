@@ -66,16 +66,19 @@ struct relocate_rec {
 };
 
 static const struct group_field relocate_fields[] = {
-	GROUP_FIELD_ONE(struct relocate_rec, tmp, "tmp", GROUP_FIELD_LAYER),
-	GROUP_FIELD_ONE(struct relocate_rec, parent, "parent", GROUP_FIELD_LAYER),
+	GROUP_FIELD_ONE(struct relocate_rec, tmp, "tmp", GROUP_FIELD_LAYER, GROUP_LOCK_NONE),
+	GROUP_FIELD_ONE(struct relocate_rec, parent, "parent", GROUP_FIELD_LAYER,
+			GROUP_LOCK_NONE),
 	GROUP_FIELD_LIST(struct relocate_rec, children, nr_children, "child",
-			 GROUP_FIELD_LAYERS),
-	GROUP_FIELD_LIST(struct relocate_rec, files, nr_files, "file", GROUP_FIELD_FILES),
-	GROUP_FIELD_ONE(struct relocate_rec, attach, "attach", GROUP_FIELD_LAYER),
+			 GROUP_FIELD_LAYERS, GROUP_LOCK_NONE),
+	GROUP_FIELD_LIST(struct relocate_rec, files, nr_files, "file", GROUP_FIELD_FILES,
+			 GROUP_LOCK_EXCL),
+	GROUP_FIELD_ONE(struct relocate_rec, attach, "attach", GROUP_FIELD_LAYER,
+			GROUP_LOCK_NONE),
 	GROUP_FIELD_ONE(struct relocate_rec, attach_child, "attach_child",
-			GROUP_FIELD_LAYER),
+			GROUP_FIELD_LAYER, GROUP_LOCK_NONE),
 	GROUP_FIELD_LIST(struct relocate_rec, created, nr_created, "created",
-			 GROUP_FIELD_FILES),
+			 GROUP_FIELD_FILES, GROUP_LOCK_EXCL),
 };
 
 struct rl_layer {
@@ -295,7 +298,8 @@ static int same_layer(struct relocate *r, const char *src, const char *path)
 {
 	struct chain *c = NULL;
 	struct vmdk_disk *d = NULL;
-	int err = chain_open(src, CHAIN_OPEN_RDONLY | CHAIN_OPEN_NO_PARENT, NULL, &c);
+	int err = chain_open(src, CHAIN_OPEN_RDONLY | CHAIN_OPEN_NO_PARENT | CHAIN_OPEN_NOLOCK,
+			     NULL, &c); /* the lock set holds src */
 
 	if (!err)
 		err = vmdk_open(path, VMDK_OPEN_RDONLY, r->io, &d);
@@ -373,7 +377,7 @@ static int relocate_steps(struct relocate *r)
 		if (r->l[i].copy)
 			err = copy_layer(r, i);
 	if (!err) /* L4 */
-		err = chain_open(r->l[0].dst, CHAIN_OPEN_RDONLY, r->io, &c);
+		err = chain_open(r->l[0].dst, CHAIN_OPEN_RDONLY | CHAIN_OPEN_NOLOCK, r->io, &c);
 	chain_close(c);
 	if (err) {
 		roll_back(in, r->io);
@@ -599,6 +603,18 @@ static int build_plan(struct relocate *r)
 	return err ? err : group_plan_space(p, r->l[0].dst);
 }
 
+/* What moves and what is created: EXCL (the record's fields); the layers
+ * that stay, and are read or hung from: READ. */
+static int relocate_lock(struct relocate *r, struct group_locks *locks)
+{
+	int err = group_intent_lock(&r->rec->in, locks);
+
+	for (int i = 0; !err && i < r->n; i++)
+		if (!r->l[i].removed)
+			err = group_lock_layer(locks, r->l[i].src, GROUP_LOCK_READ);
+	return err;
+}
+
 static int check_disk(struct relocate *r, const char *disk, const char *dir, int *d)
 {
 	const struct group_tree *t = r->g->t;
@@ -631,7 +647,7 @@ int group_relocate(struct group *g, const char *disk, const char *dir,
 {
 	struct relocate r = { .g = g, .mode = mode, .plan = plan,
 			      .io = io ? io : vd_io_posix() };
-	struct chain *lock = NULL;
+	struct group_locks locks = {0};
 	int d = -1, err = check_disk(&r, disk, dir, &d);
 
 	plan->op = "relocate";
@@ -639,8 +655,6 @@ int group_relocate(struct group *g, const char *disk, const char *dir,
 	r.buf2 = malloc(GROUP_REWRITE_BUF);
 	if (!err && (!r.buf || !r.buf2))
 		err = -ENOMEM;
-	if (!err) /* read locks on every layer: nobody writes them meanwhile */
-		err = chain_open(disk, CHAIN_OPEN_RDONLY, NULL, &lock);
 	if (!err)
 		err = load_chain(&r, d);
 	if (!err)
@@ -652,8 +666,10 @@ int group_relocate(struct group *g, const char *disk, const char *dir,
 	if (!err && plan->nr_steps)
 		err = build_intent(&r);
 	if (!err && plan->nr_steps && !(flags & GROUP_DRY_RUN))
+		err = relocate_lock(&r, &locks);
+	if (!err && plan->nr_steps && !(flags & GROUP_DRY_RUN))
 		err = relocate_steps(&r);
-	chain_close(lock);
+	group_locks_release(&locks);
 	rl_free(&r);
 	return err;
 }

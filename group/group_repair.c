@@ -21,14 +21,19 @@
 const struct group_op group_op_repair = GROUP_STAGE_OP("repair");
 
 /* The flag goes (and the redundant tables catch up) when the layer is
- * opened for writing with the dirty override; no data is written. */
+ * opened for writing with the dirty override, no one else using it; no
+ * data is written. */
 static int clear_unclean(const char *path, const struct vd_io *io)
 {
+	struct group_locks locks = {0};
 	struct vmdk_disk *d = NULL;
-	int err = vmdk_open(path, VMDK_OPEN_RDWR | VMDK_OPEN_DIRTY_OK, io, &d);
+	int err = group_lock_layer(&locks, path, GROUP_LOCK_EXCL);
 
+	if (!err)
+		err = vmdk_open(path, VMDK_OPEN_RDWR | VMDK_OPEN_DIRTY_OK, io, &d);
 	if (d && vmdk_close(d) && !err)
 		err = -EIO;
+	group_locks_release(&locks);
 	return err;
 }
 
@@ -69,19 +74,32 @@ static int repair_layer(const struct group *g, const char *path,
 						     io);
 }
 
+/* What the layer needs, checked while no one else may use it. */
+static int repair_check(const char *path, bool dry_run, const struct vd_io *io,
+			struct vmdk_check_result *r)
+{
+	struct group_locks locks = {0};
+	struct vmdk_disk *d = NULL;
+	int err = group_lock_layer(&locks, path, dry_run ? GROUP_LOCK_READ : GROUP_LOCK_EXCL);
+
+	if (!err)
+		err = vmdk_open(path, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, io, &d);
+	if (!err)
+		err = vmdk_check(d, NULL, NULL, r);
+	vmdk_close(d);
+	group_locks_release(&locks);
+	return err;
+}
+
 int group_repair(struct group *g, const char *path, unsigned flags,
 		 const struct vd_io *io, struct group_plan *plan)
 {
 	struct vmdk_check_result r = {0};
-	struct vmdk_disk *d = NULL;
 	int err;
 
 	io = io ? io : vd_io_posix();
 	plan->op = "repair";
-	err = vmdk_open(path, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, io, &d);
-	if (!err)
-		err = vmdk_check(d, NULL, NULL, &r);
-	vmdk_close(d);
+	err = repair_check(path, flags & GROUP_DRY_RUN, io, &r);
 	if (!err)
 		err = repair_layer(g, path, &r, io, plan, flags & GROUP_DRY_RUN);
 	return err;

@@ -70,8 +70,6 @@ int group_revert(struct group *g, const char *disk, unsigned flags,
 		return -ENOENT;
 	}
 	err = vmdk_open(g->t->nodes[t].path, VMDK_OPEN_RDONLY, io, &top);
-	if (!err) /* no writer meanwhile */
-		err = vmdk_lock(top, VMDK_PERM_READ, VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
 	if (!err)
 		err = revert_check(g, t, top);
 	if (!err)

@@ -264,7 +264,7 @@ int group_rewrite(const struct group_op *op, const char *path, bool flatten,
 {
 	struct rewrite w = { .flatten = flatten, .plan = plan, .total = plan->copy_bytes };
 	struct group_stage_rec *r = NULL;
-	unsigned flags = CHAIN_OPEN_RDONLY | CHAIN_OPEN_DIRTY_OK |
+	unsigned flags = CHAIN_OPEN_RDONLY | CHAIN_OPEN_DIRTY_OK | CHAIN_OPEN_NOLOCK_TOP |
 			 (flatten ? 0 : CHAIN_OPEN_NO_PARENT);
 	int err = group_stage_new(op, path, &r);
 
@@ -275,7 +275,7 @@ int group_rewrite(const struct group_op *op, const char *path, bool flatten,
 	w.buf2 = malloc(REWRITE_BUF);
 	if (!err && (!w.buf || !w.buf2))
 		err = -ENOMEM;
-	if (!err) /* locked: nobody writes it meanwhile */
+	if (!err) /* parents locked here, the layer by the staging's lock set */
 		err = chain_open(path, flags, io, &w.src);
 	if (!err) {
 		w.top = chain_layer(w.src, 0);

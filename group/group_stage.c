@@ -40,10 +40,13 @@
 #include "group_int.h"
 
 const struct group_field group_stage_fields[GROUP_STAGE_NR_FIELDS] = {
-	GROUP_FIELD_ONE(struct group_stage_rec, tmp, "tmp", GROUP_FIELD_TEXT),
-	GROUP_FIELD_ONE(struct group_stage_rec, parent, "parent", GROUP_FIELD_LAYER),
-	GROUP_FIELD_ONE(struct group_stage_rec, publish, "publish", GROUP_FIELD_FLAG),
-	GROUP_FIELD_LIST(struct group_stage_rec, files, nr_files, "file", GROUP_FIELD_FILES),
+	GROUP_FIELD_ONE(struct group_stage_rec, tmp, "tmp", GROUP_FIELD_TEXT, GROUP_LOCK_NONE),
+	GROUP_FIELD_ONE(struct group_stage_rec, parent, "parent", GROUP_FIELD_LAYER,
+			GROUP_LOCK_NONE),
+	GROUP_FIELD_ONE(struct group_stage_rec, publish, "publish", GROUP_FIELD_FLAG,
+			GROUP_LOCK_NONE),
+	GROUP_FIELD_LIST(struct group_stage_rec, files, nr_files, "file", GROUP_FIELD_FILES,
+			 GROUP_LOCK_EXCL),
 };
 
 static const char *base_name(const char *path)
@@ -227,11 +230,15 @@ static int stage_publish(struct group_stage_rec *r, const struct vd_io *io)
 int group_stage_run(struct group_stage_rec *r, group_stage_fill_fn *fill, void *opaque,
 		    const struct vd_io *io)
 {
+	struct group_locks locks = {0};
 	char *staged = stage_path(r);
+	bool written = false;
 	int err = staged ? group_layer_files(r->in.target, &r->files, &r->nr_files) : -ENOMEM;
 
+	if (!err) /* no one else uses the layer from here to the end */
+		err = group_intent_lock(&r->in, &locks);
 	if (!err)
-		err = group_intent_write(&r->in, io); /* the record, with the layer's files */
+		written = !(err = group_intent_write(&r->in, io)); /* with the layer's files */
 	if (!err)
 		err = stage_open(r, io);
 	if (!err)
@@ -240,9 +247,10 @@ int group_stage_run(struct group_stage_rec *r, group_stage_fill_fn *fill, void *
 		err = stage_check_names(r);
 	free(staged);
 	if (!err)
-		return stage_publish(r, io); /* finished by recovery from P1 on */
-	if (!stage_discard(r, io)) /* roll back: the layer is as it was */
+		err = stage_publish(r, io); /* finished by recovery from P1 on */
+	else if (written && !stage_discard(r, io)) /* roll back: the layer is as it was */
 		group_intent_done(&r->in, io);
+	group_locks_release(&locks);
 	return err;
 }
 

@@ -47,6 +47,11 @@ enum {
 	 * out.  For disks from untrusted sources.  Default: VMware's and
 	 * qemu's rule (absolute and relative names alike, anywhere). */
 	VMDK_OPEN_STRICT_PATHS = 4,
+	/* A read-write open applies STRICT_PATHS, and refuses a flat extent
+	 * file shorter than the extent it holds (a write would grow a file
+	 * that is not the disk's): this flag lets a writer use extent files
+	 * outside the folder (a raw device named by absolute path). */
+	VMDK_OPEN_OUTSIDE_OK = 8,
 };
 
 /* Open the disk whose descriptor (or single-file image) is at `path`.
@@ -144,6 +149,11 @@ enum {
 };
 int vmdk_lock(struct vmdk_disk *d, unsigned held, unsigned denied);
 void vmdk_unlock(struct vmdk_disk *d);
+/* The same bytes on one file the caller opened (a file an operation
+ * removes or replaces, whose disk may no longer open): -EAGAIN, reported
+ * naming the path and the holder, when another open of it conflicts.
+ * Released when the file is closed. */
+int vmdk_lock_file(struct vd_file *f, const char *path, unsigned held, unsigned denied);
 
 /* ---- create -------------------------------------------------------------------------- */
 
