@@ -270,5 +270,10 @@ void vd_strv_free(char **v, unsigned n);
 int vd_write_durable(const struct vd_io *io, const char *path, const char *text,
 		     size_t len);
 int vd_read_small(const char *path, size_t max, char **out);
+/* Remove PATH.tmp left by a vd_write_durable that never reached W2 (a
+ * crash): only a regular file of this user that no live writer holds (W1
+ * holds a lock on it until it closes).  0 when removed or left for its
+ * writer. */
+int vd_remove_stale_temp(const struct vd_io *io, const char *path);
 
 #endif

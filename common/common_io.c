@@ -290,6 +290,9 @@ int vd_write_durable(const struct vd_io *io, const char *path, const char *text,
 		return -ENOMEM;
 	io->unlink(io, tmp);
 	err = io->open(io, tmp, VD_O_RDWR | VD_O_CREATE, &f);
+	if (!err && f->ops->lock) /* held until closed: vd_remove_stale_temp keeps off */
+		f->ops->lock(f, &(struct vd_lock_req){ .start = 0, .len = 1, .write = true },
+			     false);
 	if (!err) {
 		err = vd_pwrite(f, text, len, 0); /* W1 */
 		if (!err)
@@ -302,6 +305,27 @@ int vd_write_durable(const struct vd_io *io, const char *path, const char *text,
 		err = io->sync_dir(io, path);
 	free(tmp);
 	return err;
+}
+
+int vd_remove_stale_temp(const struct vd_io *io, const char *path)
+{
+	struct vd_file *f;
+	struct stat st;
+	int err;
+
+	if (lstat(path, &st) || !S_ISREG(st.st_mode) || st.st_uid != geteuid())
+		return 0;
+	if ((err = io->open(io, path, VD_O_RDWR, &f)))
+		return err == -ENOENT ? 0 : err;
+	if (f->ops->lock)
+		err = f->ops->lock(f, &(struct vd_lock_req){ .start = 0, .len = 1, .write = true },
+				   false);
+	if (!err)
+		err = io->unlink(io, path);
+	if (!err)
+		err = io->sync_dir(io, path);
+	vd_close(f);
+	return err == -EAGAIN || err == -ENOENT ? 0 : err;
 }
 
 int vd_read_small(const char *path, size_t max, char **out)

@@ -257,13 +257,15 @@ int group_repair(struct group *g, const char *path, unsigned flags,
  * what it needs to finish or roll back.  group_recover handles one record;
  * group_recover_near every record beside path and beside each layer its
  * chain names (their folders, not recursed).  GROUP_RECOVER_FINISH carries
- * the operations out (a writer's front door); without it the records are
+ * the operations out (a writer's front door: the record must be trusted,
+ * group_trust.c, and every layer it names is locked first) and removes
+ * the temporaries a crash left of records; without it the records are
  * only reported, naming the command that finishes them (a reader's).
  * Finding is silent: a path that is not a VMDK yields its own folder only.
  * Returns the first error of a recovery; *nr_found (may be NULL) counts the
  * records met. */
 enum { GROUP_RECOVER_FINISH = 1u << 0 };
-int group_recover(const char *intent_path, const struct vd_io *io);
+int group_recover(const char *intent_path, unsigned flags, const struct vd_io *io);
 int group_recover_near(const char *path, unsigned flags, const struct vd_io *io,
 		       unsigned *nr_found);
 

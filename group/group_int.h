@@ -94,7 +94,9 @@ enum group_field_kind {
 	GROUP_FIELD_FLAG,  /* bool: "1" when set, absent otherwise */
 	GROUP_FIELD_LAYER, /* char *: an absolute path of a layer */
 	GROUP_FIELD_LAYERS, /* char ** + unsigned count: absolute layer paths */
-	GROUP_FIELD_FILES, /* char ** + unsigned count: absolute file paths */
+	GROUP_FIELD_FILES, /* char ** + unsigned count: absolute paths of files
+			    * that exist when the record is written */
+	GROUP_FIELD_NEW_FILES, /* the same, of files the operation makes */
 };
 
 struct group_field {
@@ -115,6 +117,12 @@ struct group_op {
 	size_t size; /* of the record: struct group_intent and the fields */
 	/* Finish or roll back the operation of a record read back. */
 	int (*resume)(struct group_intent *in, const struct vd_io *io);
+	/* Optional (group_trust.c T6): 0 when the record's own fields say
+	 * what this operation writes there, else reported -VD_EBADDATA. */
+	int (*check)(const struct group_intent *in);
+	/* Optional: the key of a LAYER field beside which a twin of the
+	 * record may lie (group_trust.c T2). */
+	const char *twin_key;
 };
 
 /* The head of every record. */
@@ -122,6 +130,10 @@ struct group_intent {
 	const struct group_op *op;
 	char *path;   /* the record itself: TARGET GROUP_INTENT_SUFFIX */
 	char *target; /* the layer operated on */
+	/* read back: 2, or 0 for a record of the release before versions */
+	unsigned version;
+	char **ids;   /* read back: "DEV:INO:PATH" of the paths that existed */
+	unsigned nr_ids;
 };
 
 #define GROUP_FIELD_ONE(type, member, k, kd, lk) \
@@ -147,6 +159,13 @@ int group_intent_done(const struct group_intent *in, const struct vd_io *io);
 void group_intent_free(struct group_intent *in); /* NULL is a no-op */
 /* Append s to the list field at v / n (the record's own arrays). */
 int group_intent_add(char ***v, unsigned *n, const char *s);
+
+/* ---- group_trust.c: which records recovery acts on ------------------------------------------ */
+
+/* 0 when recovery may act on the record read back (files it would remove
+ * that are not the ones it was written for are taken out of it); an
+ * untrusted record is reported and -VD_EBADDATA / -EPERM. */
+int group_trust_record(struct group_intent *in);
 
 /* ---- group_layer.c: a layer's files and descriptor ------------------------------------------ */
 
@@ -181,7 +200,7 @@ extern const struct group_field group_stage_fields[GROUP_STAGE_NR_FIELDS];
 #define GROUP_STAGE_OP(op_name) \
 	{ .name = op_name, .fields = group_stage_fields, \
 	  .nr_fields = GROUP_STAGE_NR_FIELDS, .size = sizeof(struct group_stage_rec), \
-	  .resume = group_stage_resume }
+	  .resume = group_stage_resume, .check = group_stage_check }
 
 /* A record of op for the layer at path with its staging folder. */
 int group_stage_new(const struct group_op *op, const char *path,
@@ -195,6 +214,8 @@ int group_stage_run(struct group_stage_rec *r, group_stage_fill_fn *fill, void *
 		    const struct vd_io *io);
 /* Recovery: finish a publish, or discard what was staged. */
 int group_stage_resume(struct group_intent *in, const struct vd_io *io);
+/* A record's staging folder is the one its operation makes for its layer. */
+int group_stage_check(const struct group_intent *in);
 
 /* ---- group_rewrite.c ------------------------------------------------------------------------
  * Replace the layer at path by a fresh copy of the same kind (same CID and

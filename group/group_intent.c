@@ -2,12 +2,16 @@
  *
  * Owns: the record TARGET GROUP_INTENT_SUFFIX that an operation writes
  * before its first change and removes after its last, and its text form:
- * comment lines, then one key=value a line: op=NAME, target=PATH, then the
- * operation's fields in the order of its row (struct group_op: key, kind,
- * place in the record), a list field one line per value.  Paths are
- * absolute.  This file knows no operation: it reads and writes the fields
- * an operation's row describes, and the table of rows (group_recover.c)
- * says which row a record's op= names.
+ * comment lines, then one key=value a line: op=NAME, target=PATH,
+ * version=2, then the operation's fields in the order of its row (struct
+ * group_op: key, kind, place in the record, lock), a list field one line
+ * per value, then id=DEV:INO:PATH for every file it would remove, and last checksum=X (XXH3-64, 16 hex
+ * digits, of every byte before that line).  Paths are absolute.  A record
+ * without a version line is one of the release before versions (no ids, no
+ * checksum): it is read the same way and trusted less (group_trust.c).
+ * This file knows no operation: it reads and writes the fields an
+ * operation's row describes, and the table of rows (group_recover.c) says
+ * which row a record's op= names.
  *
  * The life of a record (the state of one operation on disk):
  *
@@ -36,9 +40,13 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "group_int.h"
+
+#define RECORD_VERSION 2u
 
 static void *field_at(const struct group_intent *in, size_t off)
 {
@@ -87,9 +95,32 @@ static void put_field(FILE *m, const struct group_intent *in, const struct group
 		break;
 	case GROUP_FIELD_LAYERS:
 	case GROUP_FIELD_FILES:
+	case GROUP_FIELD_NEW_FILES:
 		for (unsigned i = 0; i < *(unsigned *)field_at(in, f->nr_off); i++)
 			fprintf(m, "%s=%s\n", f->key, (*list)[i]);
 		break;
+	}
+}
+
+static void put_id(FILE *m, const char *path)
+{
+	struct stat st;
+
+	if (!stat(path, &st))
+		fprintf(m, "id=%llu:%llu:%s\n", (unsigned long long)st.st_dev,
+			(unsigned long long)st.st_ino, path);
+}
+
+/* The identity of every file the record would remove (descriptors of
+ * layers it only rewrites may change inode, so they carry none). */
+static void put_ids(FILE *m, const struct group_intent *in)
+{
+	for (unsigned i = 0; i < in->op->nr_fields; i++) {
+		const struct group_field *f = &in->op->fields[i];
+		char **list = *(char ***)field_at(in, f->off);
+		for (unsigned k = 0; f->kind == GROUP_FIELD_FILES &&
+				     k < *(unsigned *)field_at(in, f->nr_off); k++)
+			put_id(m, list[k]);
 	}
 }
 
@@ -102,11 +133,15 @@ int group_intent_write(const struct group_intent *in, const struct vd_io *io)
 
 	if (!m)
 		return -ENOMEM;
-	fprintf(m, "# vdelta: an operation in progress; the next vdelta command on\n"
-		   "# this group finishes it (do not remove by hand)\n");
-	fprintf(m, "op=%s\ntarget=%s\n", in->op->name, in->target);
+	fprintf(m, "# vdelta: an operation in progress; a vdelta command that changes\n"
+		   "# this group finishes it (`vdelta recover`; do not edit by hand)\n");
+	fprintf(m, "op=%s\ntarget=%s\nversion=%u\n", in->op->name, in->target,
+		RECORD_VERSION);
 	for (unsigned i = 0; i < in->op->nr_fields; i++)
 		put_field(m, in, &in->op->fields[i]);
+	put_ids(m, in);
+	fflush(m);
+	fprintf(m, "checksum=%016llx\n", (unsigned long long)XXH3_64bits(text, len));
 	fclose(m);
 	err = text ? vd_write_durable(io, in->path, text, len) : -ENOMEM; /* (1), (2) */
 	if (err)
@@ -153,8 +188,13 @@ static int read_line(struct group_intent *in, char *line)
 	if (!eq)
 		return -VD_EBADDATA;
 	*eq++ = 0;
-	if (!strcmp(line, "op") || !strcmp(line, "target"))
+	if (!strcmp(line, "op") || !strcmp(line, "target") || !strcmp(line, "checksum"))
 		return 0;
+	if (!strcmp(line, "version"))
+		return (in->version = (unsigned)strtoul(eq, NULL, 10)) == RECORD_VERSION
+		       ? 0 : -EPROTO;
+	if (!strcmp(line, "id"))
+		return vd_strv_add(&in->ids, &in->nr_ids, eq);
 	f = find_field(in->op, line);
 	return f ? set_field(in, f, eq) : -VD_EBADDATA;
 }
@@ -184,6 +224,24 @@ static int new_from_text(const char *text, const struct group_op *const *ops,
 	return err;
 }
 
+/* A record with a version line ends with the checksum of what precedes it. */
+static int check_sum(const char *path, const char *text)
+{
+	const char *last = strstr(text, "\nchecksum=");
+	unsigned long long want;
+
+	if (!strstr(text, "\nversion="))
+		return 0; /* the release before versions wrote none */
+	if (!last || sscanf(last + 10, "%16llx", &want) != 1 ||
+	    strchr(last + 1, '\n') != last + 26 || last[27] ||
+	    XXH3_64bits(text, (size_t)(last + 1 - text)) != want) {
+		vd_err("%s: its checksum does not match its text (a torn, truncated or "
+		       "edited record): left as is", path);
+		return -VD_EBADDATA;
+	}
+	return 0;
+}
+
 int group_intent_read(const char *path, const struct group_op *const *ops,
 		      unsigned nr_ops, struct group_intent **out)
 {
@@ -196,6 +254,10 @@ int group_intent_read(const char *path, const struct group_op *const *ops,
 		       err == -EFBIG ? "larger than a vdelta record" : strerror(-err));
 		return err == -EFBIG ? -VD_EBADDATA : err;
 	}
+	if ((err = check_sum(path, text))) {
+		free(text);
+		return err;
+	}
 	err = new_from_text(text, ops, nr_ops, &in);
 	if (!err) {
 		free(in->path);
@@ -207,10 +269,13 @@ int group_intent_read(const char *path, const struct group_op *const *ops,
 	if (err == -VD_EBADDATA || err == -ENOENT)
 		vd_err("%s: not a valid intent record (op, target and the operation's "
 		       "key=value lines expected): left as is", path);
+	if (err == -EPROTO)
+		vd_err("%s: record version is not %u (a newer vdelta wrote it): left as is",
+		       path, RECORD_VERSION);
 	free(text);
 	if (err) {
 		group_intent_free(in);
-		return err == -ENOENT ? -VD_EBADDATA : err;
+		return err == -ENOENT || err == -EPROTO ? -VD_EBADDATA : err;
 	}
 	*out = in;
 	return 0;
@@ -233,6 +298,7 @@ static int lock_field(const struct group_intent *in, const struct group_field *f
 			err = group_lock_layer(l, list[i], f->lock);
 		return err;
 	case GROUP_FIELD_FILES:
+	case GROUP_FIELD_NEW_FILES:
 		for (unsigned i = 0; !err && i < nr; i++)
 			err = group_lock_file(l, list[i], f->lock);
 		return err;
@@ -267,6 +333,7 @@ void group_intent_free(struct group_intent *in)
 		return;
 	for (unsigned i = 0; i < in->op->nr_fields; i++)
 		free_field(in, &in->op->fields[i]);
+	vd_strv_free(in->ids, in->nr_ids);
 	free(in->path);
 	free(in->target);
 	free(in);

@@ -19,7 +19,7 @@
 static const struct group_op *const ops[] = {GROUP_OPS(GROUP_OP_REF)};
 #define NR_OPS (sizeof ops / sizeof ops[0])
 
-int group_recover(const char *intent_path, const struct vd_io *io)
+int group_recover(const char *intent_path, unsigned flags, const struct vd_io *io)
 {
 	struct group_locks locks = {0};
 	struct group_intent *in;
@@ -30,8 +30,13 @@ int group_recover(const char *intent_path, const struct vd_io *io)
 		return 0; /* a twin record's recovery (relocate) removed it */
 	if ((err = group_intent_read(intent_path, ops, NR_OPS, &in)))
 		return err;
-	err = group_intent_lock(in, &locks); /* as the operation held them */
-	if (!err) {
+	err = group_trust_record(in);
+	if (!err && !(flags & GROUP_RECOVER_FINISH))
+		vd_warn("%s: an interrupted %s of %s; `vdelta recover %s` finishes it",
+			intent_path, in->op->name, in->target, in->target);
+	if (!err && (flags & GROUP_RECOVER_FINISH)) /* as the operation held them */
+		err = group_intent_lock(in, &locks);
+	if (!err && (flags & GROUP_RECOVER_FINISH)) {
 		vd_warn("%s: finishing an interrupted %s of %s", intent_path,
 			in->op->name, in->target);
 		err = in->op->resume(in, io);
@@ -41,10 +46,24 @@ int group_recover(const char *intent_path, const struct vd_io *io)
 	return err;
 }
 
+/* A record's or a sidecar's temporary left by a crash before its rename. */
+static bool stale_temp(const char *name)
+{
+	size_t n = strlen(name), t = strlen(".tmp");
+	size_t a = strlen(GROUP_INTENT_SUFFIX), b = strlen(GROUP_CHILDREN_SUFFIX);
+
+	if (n <= t || strcmp(name + n - t, ".tmp"))
+		return false;
+	n -= t;
+	return (n > a && !strncmp(name + n - a, GROUP_INTENT_SUFFIX, a)) ||
+	       (n > b && !strncmp(name + n - b, GROUP_CHILDREN_SUFFIX, b));
+}
+
 /* ---- records beside a disk --------------------------------------------------------------- */
 
-/* The intent records in dir (not recursed; hidden entries skipped). */
-static int intents_in(const char *dir, char ***out, unsigned *nr)
+/* The intent records in dir (not recursed; hidden entries skipped); with
+ * clean, the stale temporaries of records are removed. */
+static int intents_in(const char *dir, bool clean, char ***out, unsigned *nr)
 {
 	size_t k = strlen(GROUP_INTENT_SUFFIX);
 	DIR *d = opendir(dir);
@@ -55,11 +74,12 @@ static int intents_in(const char *dir, char ***out, unsigned *nr)
 		return 0; /* nothing to recover there */
 	while (!err && (e = readdir(d))) {
 		size_t n = strlen(e->d_name);
-		if (e->d_name[0] == '.' || n <= k ||
-		    strcmp(e->d_name + n - k, GROUP_INTENT_SUFFIX))
+		bool rec = n > k && !strcmp(e->d_name + n - k, GROUP_INTENT_SUFFIX);
+		if (e->d_name[0] == '.' || (!rec && !(clean && stale_temp(e->d_name))))
 			continue;
 		char *p = vd_path_join(dir, e->d_name);
-		err = p ? vd_strv_add(out, nr, p) : -ENOMEM;
+		err = !p ? -ENOMEM : rec ? vd_strv_add(out, nr, p)
+				    : vd_remove_stale_temp(vd_io_posix(), p);
 		free(p);
 	}
 	closedir(d);
@@ -92,7 +112,7 @@ static int near_dirs(const char *path, char ***dirs, unsigned *nr)
 
 /* The records near path; opening its chain is silent (a file that is not
  * a VMDK, or a broken chain, just yields fewer folders). */
-static int intents_near(const char *path, char ***out, unsigned *nr)
+static int intents_near(const char *path, bool clean, char ***out, unsigned *nr)
 {
 	char **dirs = NULL;
 	unsigned nr_dirs = 0;
@@ -104,7 +124,7 @@ static int intents_near(const char *path, char ***out, unsigned *nr)
 	*out = NULL;
 	*nr = 0;
 	for (unsigned i = 0; !err && i < nr_dirs; i++)
-		err = intents_in(dirs[i], out, nr);
+		err = intents_in(dirs[i], clean, out, nr);
 	vd_strv_free(dirs, nr_dirs);
 	if (err) {
 		vd_strv_free(*out, *nr);
@@ -119,17 +139,12 @@ int group_recover_near(const char *path, unsigned flags, const struct vd_io *io,
 {
 	char **recs;
 	unsigned nr;
-	int err = intents_near(path, &recs, &nr), first = 0;
+	int err = intents_near(path, flags & GROUP_RECOVER_FINISH, &recs, &nr), first = 0;
 
 	for (unsigned i = 0; !err && i < nr; i++) {
 		int e = 0;
-		if (access(recs[i], F_OK)) /* one recovery may have ended another */
-			continue;
-		if (flags & GROUP_RECOVER_FINISH)
-			e = group_recover(recs[i], io);
-		else
-			vd_warn("%s: an interrupted group operation; `vdelta recover %s` "
-				"finishes it", recs[i], path);
+		if (!access(recs[i], F_OK)) /* one recovery may have ended another */
+			e = group_recover(recs[i], flags, io);
 		first = first ? first : e;
 	}
 	if (nr_found)
@@ -140,20 +155,45 @@ int group_recover_near(const char *path, unsigned flags, const struct vd_io *io,
 
 /* ---- the front door of the group commands ----------------------------------------------------- */
 
-/* Recover every record of the scan; the scan is redone when there was one. */
+/* Does the record lie in the folder of a layer of disk's group (every
+ * record, without a disk: the folders were named)? */
+static bool of_group(const struct group_tree *t, int root, const char *record)
+{
+	char *rd = vd_dirname(record);
+	bool found = root < 0;
+
+	for (unsigned i = 0; rd && !found && i < t->nr_nodes; i++) {
+		char *d = t->nodes[i].root == root ? vd_dirname(t->nodes[i].path) : NULL;
+		found = d && vd_same_file(d, rd);
+		free(d);
+	}
+	free(rd);
+	return found;
+}
+
+/* Recover the records of the scan that belong to disk's group (another
+ * group's interrupted operation is not this command's); the scan is redone
+ * when there was one. */
 static int recover_scanned(const char *disk, char *const *extra, unsigned nr_extra,
 			   const struct vd_io *io, struct group **g)
 {
 	const struct group_tree *t = group_nodes(*g);
+	int node = disk ? group_node(*g, disk) : -1, root = node >= 0 ? t->nodes[node].root : -1;
+	unsigned done = 0;
 	int err = 0;
 
-	if (!t->nr_intents)
-		return 0;
+	if (disk && node < 0)
+		return 0; /* reported by the operation */
 	for (unsigned i = 0; !err && i < t->nr_intents; i++)
-		err = group_recover(t->intents[i], io);
+		if (of_group(t, root, t->intents[i]) && !access(t->intents[i], F_OK)) {
+			err = group_recover(t->intents[i], GROUP_RECOVER_FINISH, io);
+			done++;
+		}
+	if (err || !done)
+		return err;
 	group_free(*g);
 	*g = NULL;
-	return err ? err : group_scan(disk, extra, nr_extra, g);
+	return group_scan(disk, extra, nr_extra, g);
 }
 
 int group_load(const char *disk, char *const *extra, unsigned nr_extra,

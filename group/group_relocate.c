@@ -78,7 +78,7 @@ static const struct group_field relocate_fields[] = {
 	GROUP_FIELD_ONE(struct relocate_rec, attach_child, "attach_child",
 			GROUP_FIELD_LAYER, GROUP_LOCK_NONE),
 	GROUP_FIELD_LIST(struct relocate_rec, created, nr_created, "created",
-			 GROUP_FIELD_FILES, GROUP_LOCK_EXCL),
+			 GROUP_FIELD_NEW_FILES, GROUP_LOCK_EXCL),
 };
 
 struct rl_layer {
@@ -207,12 +207,38 @@ static int relocate_resume(struct group_intent *head, const struct vd_io *io)
 	return exists(in->files[0]) ? roll_back(in, io) : roll_forward(in, io);
 }
 
+/* What L3 makes lies in the new top's folder and has a name L3 gives:
+ * a layer file's (a .vmdk), a sidecar record, or a hidden temporary. */
+static int relocate_check(const struct group_intent *head)
+{
+	const struct relocate_rec *in = (const struct relocate_rec *)head;
+	char *dir = in->tmp ? vd_dirname(in->tmp) : NULL;
+	int err = dir ? 0 : -VD_EBADDATA;
+
+	for (unsigned i = 0; !err && i < in->nr_created; i++) {
+		const char *c = in->created[i], *b = base_name(c);
+		size_t n = strlen(b);
+		bool named = (n > 5 && !strcmp(b + n - 5, ".vmdk")) ||
+			     strstr(b, GROUP_CHILDREN_SUFFIX) || strstr(b, RL_TMP);
+		if (strncmp(c, dir, strlen(dir)) || c[strlen(dir)] != '/' ||
+		    strchr(c + strlen(dir) + 1, '/') || !named) {
+			vd_err("%s: not acted on: %s is not a file relocate makes in %s (T6): "
+			       "left as it is", head->path, c, dir);
+			err = -VD_EBADDATA;
+		}
+	}
+	free(dir);
+	return err;
+}
+
 const struct group_op group_op_relocate = {
 	.name = "relocate",
 	.fields = relocate_fields,
 	.nr_fields = sizeof relocate_fields / sizeof relocate_fields[0],
 	.size = sizeof(struct relocate_rec),
 	.resume = relocate_resume,
+	.check = relocate_check,
+	.twin_key = "tmp",
 };
 
 /* ---- copying (L3) -------------------------------------------------------------------- */

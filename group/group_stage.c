@@ -74,6 +74,21 @@ int group_stage_new(const struct group_op *op, const char *path,
 	return err;
 }
 
+int group_stage_check(const struct group_intent *in)
+{
+	const struct group_stage_rec *r = (const struct group_stage_rec *)in;
+	struct group_stage_rec *want = NULL;
+	int err = group_stage_new(in->op, in->target, &want);
+
+	if (!err && (!r->tmp || strcmp(r->tmp, want->tmp))) {
+		vd_err("%s: not acted on: its staging folder is not %s (T6): left as it is",
+		       in->path, want->tmp);
+		err = -VD_EBADDATA;
+	}
+	group_intent_free(want ? &want->in : NULL);
+	return err;
+}
+
 /* The staged descriptor: the staging folder + the layer's own name. */
 static char *stage_path(const struct group_stage_rec *r)
 {

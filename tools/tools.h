@@ -38,6 +38,10 @@ struct tools_cmd {
 	const char *usage;
 	/* argv[0] is "vdelta NAME" (for getopt's messages); returns TOOLS_*. */
 	int (*run)(int argc, char **argv);
+	/* The command changes disks: interrupted group operations near the
+	 * disks it names are finished before it runs (otherwise they are only
+	 * reported: a command that reads never removes or rewrites anything). */
+	bool writes;
 };
 
 /* Print "vdelta: <msg>" to stderr (a newline is added). */
@@ -54,10 +58,10 @@ unsigned tools_nr_errors(void);
 /* on: messages (library and tools_err) are dropped, not counted, until off. */
 void tools_log_quiet(bool on);
 
-/* Before a command runs (tools_recover.c): finish or roll back the
- * interrupted group operations whose intent records lie beside the layers
- * of every VMDK its arguments name. */
-void tools_recover_args(int argc, char **argv);
+/* Before a command runs (tools_recover.c): finish or roll back (finish
+ * true) or report the interrupted group operations whose intent records
+ * lie beside the layers of every VMDK its arguments name. */
+void tools_recover_args(int argc, char **argv, bool finish);
 
 /* ---- JSON writer (tools_json.c) --------------------------------------------------
  * Streams pretty-printed JSON to a FILE.  Inside an object every value has

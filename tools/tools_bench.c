@@ -406,9 +406,9 @@ static int bench_run(int argc, char **argv)
 }
 
 const struct tools_cmd tools_cmd_bench = {
-	"bench",
-	"measure what reading a chain costs (read amplification, latency, peers)",
-	"[OPTIONS] DISK...\n"
+	.name = "bench",
+	.summary = "measure what reading a chain costs (read amplification, latency, peers)",
+	.usage = "[OPTIONS] DISK...\n"
 	"       vdelta bench --synthetic [--depths 1,4,8,16,32] [OPTIONS]\n\n"
 	"Reads DISK (never writes it) in process through the chain layer and counts\n"
 	"every physical read per layer, metadata apart from data.\n\n"
@@ -439,5 +439,5 @@ const struct tools_cmd tools_cmd_bench = {
 	"                     against depth, one line per system\n"
 	"  --tmpdir DIR       scratch folder (default $TMPDIR or /tmp)\n"
 	"  -q, --quiet        no progress line\n",
-	bench_run,
+	.run = bench_run,
 };

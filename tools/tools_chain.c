@@ -89,6 +89,7 @@ static int snapshot_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_snapshot = {
 	.name = "snapshot",
+	.writes = true,
 	.summary = "freeze a disk's top layer and add an empty delta over it",
 	.usage = "[-t KIND] [--force-dirty] DISK\n"
 		 "\n"
@@ -176,6 +177,7 @@ static int clone_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_clone = {
 	.name = "clone",
+	.writes = true,
 	.summary = "make a linked, from-current or full clone of a disk",
 	.usage = "--linked [-t KIND] SNAPSHOT NEW | --from-current DISK NEW | "
 		 "--full [-t SUBFORMAT] [--preallocate] DISK NEW\n"

@@ -15,6 +15,7 @@ static int commit_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_commit = {
 	.name = "commit",
+	.writes = true,
 	.summary = "merge a layer into its parent and remove it (snapshot removal)",
 	.usage = "[--dry-run] [--json] [-p] [--scan DIR]... LAYER\n"
 		 "\n"

@@ -175,6 +175,7 @@ static int cons_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_consolidate = {
 	.name = "consolidate",
+	.writes = true,
 	.summary = "collapse a disk's unshared snapshot layers (shared ones untouched)",
 	.usage = "[--dry-run] [--json] [-p] [--keep LAYER]... [--scan DIR]... DISK | --all DIR\n"
 		 "\n"

@@ -123,6 +123,7 @@ static int create_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_create = {
 	.name = "create",
+	.writes = true,
 	.summary = "create a new, empty VMDK disk",
 	.usage = "-s SIZE [-t SUBFORMAT] [--adapter A] [--hwversion N] "
 		 "[--zeroed-grain] FILE\n"

@@ -15,6 +15,7 @@ static int delete_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_delete = {
 	.name = "delete",
+	.writes = true,
 	.summary = "remove a disk's layers that no other disk uses",
 	.usage = "[--dry-run] [--json] [--orphans] [--scan DIR]... DISK\n"
 		 "\n"

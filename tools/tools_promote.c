@@ -55,6 +55,7 @@ static int promote_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_promote = {
 	.name = "promote",
+	.writes = true,
 	.summary = "consolidate a disk, or with --unlink give it its own copy of shared layers",
 	.usage = "[--unlink] [--dry-run] [--json] [-p] [--scan DIR]... DISK\n"
 		 "\n"

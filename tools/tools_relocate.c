@@ -76,6 +76,7 @@ static int reloc_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_relocate = {
 	.name = "relocate",
+	.writes = true,
 	.summary = "move a disk's layers to another folder (shared layers copied, never moved)",
 	.usage = "--mode child-most|share|no-share [--dry-run] [--json] [-p] [--scan DIR]... DISK DIR\n"
 		 "\n"

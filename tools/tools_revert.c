@@ -15,6 +15,7 @@ static int revert_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_revert = {
 	.name = "revert",
+	.writes = true,
 	.summary = "discard a disk's top delta: back to its last snapshot",
 	.usage = "[--dry-run] [--json] [--scan DIR]... DISK\n"
 		 "\n"

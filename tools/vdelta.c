@@ -32,7 +32,8 @@
 	X(revert)     \
 	X(promote)    \
 	X(consolidate) \
-	X(relocate)
+	X(relocate)   \
+	X(recover)
 
 #define TOOLS_DECLARE(n) extern const struct tools_cmd tools_cmd_##n;
 #define TOOLS_REF(n) &tools_cmd_##n,
@@ -194,7 +195,7 @@ static int run_cmd(const struct tools_cmd *cmd, int argc, char **argv)
 		return TOOLS_ERR;
 	}
 	argv[0] = name;
-	tools_recover_args(argc, argv);
+	tools_recover_args(argc, argv, cmd->writes);
 	ret = cmd->run(argc, argv);
 	free(name);
 	return ret;

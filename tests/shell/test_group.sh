@@ -373,8 +373,9 @@ for delay in 0.05 0.2 0.4; do
 	cd "$T" || die cd
 done
 
-# ---- kill -9 in the middle of a consolidate (a pull, then a commit); the
-# next command of any kind (info, digest) finishes it ----
+# ---- kill -9 in the middle of a consolidate (a pull, then a commit); a
+# command that only reads (info) reports it and changes nothing, `vdelta
+# recover` finishes it ----
 for delay in 0.05 0.2 0.4 0.8; do
 	rm -rf "$K" && mkdir -p "$K" && cd "$K" || die mkdir
 	"$VDELTA" create -s 256M base.vmdk >/dev/null
@@ -392,13 +393,20 @@ for delay in 0.05 0.2 0.4 0.8; do
 	kill -9 $pid 2>/dev/null
 	wait $pid 2>/dev/null
 	left=$(ls ./*.vdelta-intent 2>/dev/null | wc -l)
-	run "$VDELTA" info base-000003.vmdk # not a group command: recovers too
+	ls -l --time-style=+%s.%N . | sha256sum >"$T/listing.before"
+	run "$VDELTA" info base-000003.vmdk # reads: reports, changes nothing
+	ls -l --time-style=+%s.%N . | sha256sum >"$T/listing.after"
+	if ! cmp -s "$T/listing.before" "$T/listing.after" ||
+		{ [ "$left" -gt 0 ] && ! grep -q "vdelta recover" "$T/last.err"; }; then
+		fail "consolidate killed after ${delay}s: info changed the folder or did not report the record"
+	fi
+	run "$VDELTA" recover base-000003.vmdk
 	ours=$("$VDELTA" digest base-000003.vmdk 2>"$T/last.err" | cut -d' ' -f1)
 	got=$(qdigest base-000003.vmdk)
 	if [ "$got" = "$want" ] && [ "$ours" = "$want" ] &&
 		[ -z "$(ls ./*.vdelta-intent 2>/dev/null)" ] &&
 		qemu-img check -q base-000003.vmdk >/dev/null 2>&1; then
-		pass "consolidate killed after ${delay}s ($left intent records left): info recovered, digest as before (= qemu's export), qemu-img check clean"
+		pass "consolidate killed after ${delay}s ($left intent records left): info reported it, recover finished it, digest as before (= qemu's export), qemu-img check clean"
 	else
 		fail "consolidate killed after ${delay}s: digest $ours / qemu $got (want $want) or leftovers: $(ls)"
 	fi
