@@ -50,6 +50,9 @@
 
 #define GROUP_INTENT_SUFFIX ".vdelta-intent"
 #define GROUP_CHILDREN_SUFFIX ".vdelta-children"
+/* Datastore roots every group command scans, one folder a line (the
+ * variable VDELTA_DATASTORES, colon-separated, replaces the file). */
+#define GROUP_DATASTORES_FILE "/etc/vdelta/datastores"
 
 /* ---- tree (group_tree.c) -------------------------------------------------------------
  * Every VMDK disk found in some folders (descriptors and single-file disks;
@@ -64,6 +67,8 @@ enum {
 	GROUP_TREE_OUTSIDE = 1u << 4, /* a parent outside the folders scanned */
 	GROUP_TREE_CAPACITY = 1u << 5, /* capacity differs from the parent's */
 	GROUP_TREE_GONE = 1u << 6,    /* merged away by this command (no links) */
+	GROUP_TREE_UNKNOWN = 1u << 7, /* children found, none recorded: its
+				       * children are unknown (group.c) */
 };
 
 struct group_tree_node {
@@ -78,22 +83,36 @@ struct group_tree_node {
 	unsigned reach;       /* disks (leaves) whose chain includes this layer */
 	bool frozen;
 	unsigned flags;       /* GROUP_TREE_* */
-	uint64_t full_bytes;  /* leaves: data bytes of the whole chain */
+	uint64_t full_bytes;  /* leaves: data bytes of the whole chain (GROUP_SCAN_SIZES) */
 	int root;             /* index of its group's root */
+	dev_t dev;            /* identity of the descriptor (or single file) */
+	ino_t ino;
+	unsigned aliases;     /* other names of the layer: hard links, symlinks
+			       * met in the folders, other descriptors of its
+			       * extent files */
 };
+
+struct group_tree_index;
 
 struct group_tree {
 	struct group_tree_node *nodes;
 	unsigned nr_nodes;
 	char **intents;       /* intent records found (GROUP_INTENT_SUFFIX) */
 	unsigned nr_intents;
+	struct group_tree_index *index; /* private: nodes by identity */
 };
 
 #define GROUP_TREE_MAX_DIR_DEPTH 8u /* subfolder levels a scan descends */
 
-/* The folders are scanned recursively (see group_tree.c for the bounds). */
-int group_tree_scan(char *const *dirs, unsigned nr_dirs, struct group_tree **out);
+/* The folders are scanned recursively (see group_tree.c for the bounds).
+ * GROUP_SCAN_SIZES: also the space each disk would take as a full clone
+ * (reads every leaf's whole map; `tree` wants it, operations do not). */
+enum { GROUP_SCAN_SIZES = 1u << 0 };
+int group_tree_scan(char *const *dirs, unsigned nr_dirs, unsigned flags,
+		    struct group_tree **out);
 void group_tree_free(struct group_tree *t);
+/* The node of the layer at path (the same file), or -ENOENT. */
+int group_tree_find(const struct group_tree *t, const char *path);
 
 /* ---- snapshots and clones (group_snapshot.c, group_clone.c) --------------------------
  * NEW paths must not exist.  Parent hints are written relative to NEW's
@@ -149,6 +168,7 @@ enum group_step_kind {
 	GROUP_STEP_CLEAN,    /* stale unclean flag cleared, redundant tables synced */
 	GROUP_STEP_COMPACT,  /* rewritten without leaked grains, same content/CID */
 	GROUP_STEP_PULL,     /* its parent's data copied into it (the parent goes) */
+	GROUP_STEP_RECORD,   /* its sidecar record gains the children found */
 };
 
 struct group_plan_step {
@@ -167,6 +187,8 @@ struct group_plan {
 	uint64_t space_needed; /* new storage, at most */
 	uint64_t space_avail;  /* free bytes where it goes (statvfs) */
 	char *result;          /* the disk's top afterwards (malloc'd), NULL if gone */
+	char *const *scanned;  /* the folders looked in (the group's: see group_scanned) */
+	unsigned nr_scanned;
 	group_progress_fn *progress; /* optional, set by the caller */
 	void *progress_opaque;
 };
@@ -192,9 +214,16 @@ void group_free(struct group *g); /* NULL is a no-op */
 const struct group_tree *group_nodes(const struct group *g);
 /* Node of the layer at path (same file), or -ENOENT. */
 int group_node(const struct group *g, const char *path);
-/* Disks (leaf paths) reaching node, plus recorded children not found. */
+/* Disks (leaf paths) reaching node, plus recorded children not found and
+ * other names of the node or a layer above it. */
 unsigned group_nr_users(const struct group *g, int node);
 bool group_shared(const struct group *g, int node);
+/* The node has children found and none recorded (GROUP_TREE_UNKNOWN). */
+bool group_unknown(const struct group *g, int node);
+/* Shared or unknown: no operation removes, merges into or moves it. */
+bool group_busy(const struct group *g, int node);
+/* The folders the load scanned (the plan prints them). */
+char *const *group_scanned(const struct group *g, unsigned *nr);
 
 /* ---- operations ----------------------------------------------------------------------- */
 
@@ -251,6 +280,14 @@ int group_relocate(struct group *g, const char *disk, const char *dir,
  * means nothing needed doing. */
 int group_repair(struct group *g, const char *path, unsigned flags,
 		 const struct vd_io *io, struct group_plan *plan);
+
+/* adopt (group_record.c): every layer of the group with children found
+ * that its sidecar record does not list records them (bytes: how many), so
+ * its children are known and the normal rules apply.  The scan must have
+ * covered every folder its clones may live in: what it did not find stays
+ * unrecorded. */
+int group_adopt(struct group *g, unsigned flags, const struct vd_io *io,
+		struct group_plan *plan);
 
 /* ---- recovery at the front door (group_recover.c) -------------------------------------
  * An intent record names the operation (a row of the table of kinds) and

@@ -322,8 +322,10 @@ static int commit_check(const struct group *g, const char *layer, int *l)
 
 	if (p < 0)
 		return p;
-	if (group_shared(g, p))
-		return group_refuse_shared(g, p, "commit into it");
+	if (group_unknown(g, *l))
+		return group_refuse_busy(g, *l, "commit (it is removed)");
+	if (group_busy(g, p))
+		return group_refuse_busy(g, p, "commit into it");
 	return check_writable_kind(g->t->nodes[p].path);
 }
 

@@ -49,7 +49,7 @@ static int next_merge(const struct group *g, int d, char *const *keep,
 
 	for (int at = d; at >= 0; at = t->nodes[at].parent) {
 		int p = t->nodes[at].parent;
-		if (p < 0 || group_shared(g, p))
+		if (p < 0 || group_busy(g, p) || (at != d && group_unknown(g, at)))
 			break;
 		if (at == d ? top_takes_parent(g, d, keep, nr_keep)
 			    : !kept(t->nodes[at].path, keep, nr_keep))
@@ -132,6 +132,23 @@ static int consolidate_plan(struct group *g, int d, char *const *keep,
 	return err;
 }
 
+/* A layer of the merges' reach whose children are unknown (the walk of
+ * next_merge would stop at it), or -1: consolidate refuses it up front
+ * rather than merge half the chain. */
+static int unknown_in_reach(const struct group *g, int d)
+{
+	const struct group_tree *t = g->t;
+
+	for (int at = d; at >= 0; at = t->nodes[at].parent) {
+		int p = t->nodes[at].parent;
+		if (p < 0 || group_shared(g, p))
+			return -1;
+		if (group_unknown(g, p))
+			return p;
+	}
+	return -1;
+}
+
 int group_consolidate(struct group *g, const char *disk, char *const *keep,
 		      unsigned nr_keep, unsigned flags, const struct vd_io *io,
 		      struct group_plan *plan)
@@ -141,8 +158,13 @@ int group_consolidate(struct group *g, const char *disk, char *const *keep,
 	int d = group_disk_node(g, disk, "consolidate"), l, err = d < 0 ? d : 0;
 
 	plan->op = "consolidate";
-	if (!err && (flags & GROUP_DRY_RUN))
-		return consolidate_plan(g, d, keep, nr_keep, plan);
+	if (!err && (l = unknown_in_reach(g, d)) >= 0)
+		err = group_refuse_busy(g, l, "consolidate");
+	if (!err && (flags & GROUP_DRY_RUN)) {
+		err = consolidate_plan(g, d, keep, nr_keep, plan);
+		plan->op = "consolidate";
+		return err;
+	}
 	while (!err && (l = next_merge(g, d, keep, nr_keep)) >= 0) {
 		free(plan->result);
 		plan->result = NULL;

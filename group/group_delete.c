@@ -89,13 +89,13 @@ static int delete_walk(const struct group *g, int d, unsigned flags,
 	const struct group_tree *t = g->t;
 	int at = d, below = -1, err = 0;
 
-	while (!err && at >= 0 && !group_shared(g, at)) {
+	while (!err && at >= 0 && !group_busy(g, at)) {
 		err = delete_layer(g, at, r, plan);
 		below = at;
 		at = t->nodes[at].parent;
 	}
 	while (!err && (flags & GROUP_ORPHANS) && at >= 0 && below >= 0 &&
-	       nr_found_children(t, at) == 1) {
+	       nr_found_children(t, at) == 1 && !group_unknown(g, at)) {
 		err = delete_layer(g, at, r, plan);
 		below = at;
 		at = t->nodes[at].parent;
@@ -125,7 +125,7 @@ static int delete_check(const struct group *g, const char *disk, int d)
 		       "delete its disks, or commit it", disk);
 		return -EBUSY;
 	}
-	return group_shared(g, d) ? group_refuse_shared(g, d, "delete") : 0;
+	return group_busy(g, d) ? group_refuse_busy(g, d, "delete") : 0;
 }
 
 int group_delete(struct group *g, const char *disk, unsigned flags,

@@ -12,9 +12,11 @@
 
 struct group {
 	struct group_tree *t;
+	char **dirs;         /* the folders scanned */
+	unsigned nr_dirs;
 	char ***unseen;      /* per node: recorded children not found */
 	unsigned *nr_unseen;
-	unsigned *users_unseen; /* unseen at the node or any layer above it */
+	unsigned *users_unseen; /* unseen and aliases at the node or any layer above */
 };
 
 /* ---- group.c -------------------------------------------------------------------------- */
@@ -25,6 +27,9 @@ int group_scan(const char *disk, char *const *extra, unsigned nr_extra,
 	       struct group **out);
 /* Refuse (-EBUSY) changing node: names the other disks. */
 int group_refuse_shared(const struct group *g, int node, const char *what);
+/* Refuse (-EBUSY) changing a busy node: shared (names the other disks) or
+ * with unknown users (names the layer, why, and what makes it safe). */
+int group_refuse_busy(const struct group *g, int node, const char *what);
 /* The node of layer (*l) and its parent's (returned), refusing (reported)
  * a layer not found, without a parent or with a broken link. */
 int group_merge_node(const struct group *g, const char *layer, const char *what, int *l);

@@ -64,7 +64,7 @@ const char *group_plan_step_name(enum group_step_kind k)
 {
 	static const char *const names[] = {
 		"write", "create", "remove", "repoint", "unfreeze", "orphan", "keep",
-		"clean", "compact", "pull",
+		"clean", "compact", "pull", "record",
 	};
 
 	return (unsigned)k < sizeof names / sizeof *names ? names[k] : "?";

@@ -44,7 +44,7 @@ int group_promote_unlink(struct group *g, const char *disk, unsigned flags,
 	int err = x < 0 ? x : 0;
 
 	plan->op = "promote --unlink";
-	while (!err && t->nodes[x].parent >= 0 && !group_shared(g, t->nodes[x].parent))
+	while (!err && t->nodes[x].parent >= 0 && !group_busy(g, t->nodes[x].parent))
 		x = t->nodes[x].parent;
 	s = err ? -1 : t->nodes[x].parent;
 	if (err || s < 0)

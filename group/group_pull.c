@@ -382,8 +382,8 @@ static int pull_check(const struct group *g, const char *layer, int *l)
 		return p;
 	if (group_shared(g, *l))
 		return group_refuse_shared(g, *l, "merging its parent into it");
-	if (group_shared(g, p))
-		return group_refuse_shared(g, p, "merging it into its child");
+	if (group_busy(g, p))
+		return group_refuse_busy(g, p, "merging it into its child");
 	if ((err = group_pull_eligible(layer)) == -ENOTSUP)
 		vd_err("%s: not a hosted sparse layer: its parent cannot be merged into it; "
 		       "nothing changed", layer);

@@ -434,7 +434,8 @@ static int load_chain(struct relocate *r, int d)
 			return -errno;
 		r->n++;
 		l->file_bytes = t->nodes[at].file_bytes;
-		l->shared = group_shared(r->g, at);
+		/* below a busy layer, everything is reached through it */
+		l->shared = group_busy(r->g, at) || (r->n > 1 && r->l[r->n - 2].shared);
 	}
 	return 0;
 }
@@ -662,8 +663,8 @@ static int check_disk(struct relocate *r, const char *disk, const char *dir, int
 		       "top layer", disk);
 		return -EINVAL;
 	}
-	if (group_shared(r->g, *d))
-		return group_refuse_shared(r->g, *d, "relocate");
+	if (group_busy(r->g, *d))
+		return group_refuse_busy(r->g, *d, "relocate");
 	return 0;
 }
 

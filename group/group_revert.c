@@ -51,8 +51,8 @@ static int revert_check(const struct group *g, int t, struct vmdk_disk *top)
 		vd_err("%s: has no parent: no snapshot to revert to", n->path);
 		return -EINVAL;
 	}
-	if (group_shared(g, t))
-		return group_refuse_shared(g, t, "revert");
+	if (group_busy(g, t))
+		return group_refuse_busy(g, t, "revert");
 	return group_rewrite_like(top, top, false, &o); /* -ENOTSUP: says why */
 }
 

@@ -34,18 +34,94 @@
 #define TREE_MAX_ENTRIES 1000000u /* bounds time: folder entries looked at */
 #define TREE_MAX_DIRS 100000u
 
+/* (device, inode) -> index, open addressing. */
+struct idmap {
+	uint64_t *dev, *ino;
+	int *val;
+	unsigned cap, nr; /* cap: 0 or a power of two */
+};
+
+struct group_tree_index {
+	struct idmap nodes;
+};
+
 struct scan {
 	struct group_tree *t;
-	dev_t *dev;
-	ino_t *ino;
+	unsigned flags;
 	bool *text;     /* node i is a text descriptor (linked first) */
 	bool *extent;   /* node i is an extent file of another disk */
+	bool *listed;   /* node i was met as a folder entry */
 	unsigned cap;
-	dev_t *dir_dev; /* folders visited */
-	ino_t *dir_ino;
-	unsigned nr_dirs, dirs_cap;
+	struct idmap nodes; /* descriptors and single files: node */
+	struct idmap dirs;  /* folders visited */
+	struct idmap files; /* extent files: the node whose descriptor names it */
 	unsigned nr_entries;
 };
+
+static unsigned idmap_slot(const struct idmap *m, uint64_t dev, uint64_t ino)
+{
+	uint64_t h = (dev * 0x9e3779b97f4a7c15ull) ^ (ino * 0xc2b2ae3d27d4eb4full);
+
+	return (unsigned)(h ^ (h >> 29)) & (m->cap - 1);
+}
+
+static int idmap_get(const struct idmap *m, uint64_t dev, uint64_t ino)
+{
+	for (unsigned i = m->cap ? idmap_slot(m, dev, ino) : 0; m->cap && m->val[i] >= 0;
+	     i = (i + 1) & (m->cap - 1))
+		if (m->dev[i] == dev && m->ino[i] == ino)
+			return m->val[i];
+	return -1;
+}
+
+static void idmap_free(struct idmap *m)
+{
+	free(m->dev);
+	free(m->ino);
+	free(m->val);
+	*m = (struct idmap){0};
+}
+
+static int idmap_put(struct idmap *m, uint64_t dev, uint64_t ino, int val);
+
+static int idmap_grow(struct idmap *m)
+{
+	struct idmap old = *m, n = { .cap = m->cap ? 2 * m->cap : 64 };
+	int err = 0;
+
+	n.dev = calloc(n.cap, sizeof *n.dev);
+	n.ino = calloc(n.cap, sizeof *n.ino);
+	n.val = malloc(n.cap * sizeof *n.val);
+	if (!n.dev || !n.ino || !n.val) {
+		idmap_free(&n);
+		return -ENOMEM;
+	}
+	memset(n.val, 0xff, n.cap * sizeof *n.val);
+	*m = n;
+	for (unsigned i = 0; !err && i < old.cap; i++)
+		if (old.val[i] >= 0)
+			err = idmap_put(m, old.dev[i], old.ino[i], old.val[i]);
+	idmap_free(&old);
+	return err;
+}
+
+/* Map (dev, ino) to val, replacing an entry of the same key. */
+static int idmap_put(struct idmap *m, uint64_t dev, uint64_t ino, int val)
+{
+	unsigned i;
+	int err = 2 * (m->nr + 1) > m->cap ? idmap_grow(m) : 0;
+
+	if (err)
+		return err;
+	for (i = idmap_slot(m, dev, ino); m->val[i] >= 0; i = (i + 1) & (m->cap - 1))
+		if (m->dev[i] == dev && m->ino[i] == ino)
+			break;
+	m->nr += m->val[i] < 0;
+	m->dev[i] = dev;
+	m->ino[i] = ino;
+	m->val[i] = val;
+	return 0;
+}
 
 enum sniff { NOT_DISK, TEXT_DISK, SPARSE_DISK };
 
@@ -74,10 +150,29 @@ static enum sniff sniff(const char *path)
 
 static int find_node(struct scan *s, const struct stat *st)
 {
-	for (unsigned i = 0; i < s->t->nr_nodes; i++)
-		if (s->dev[i] == st->st_dev && s->ino[i] == st->st_ino)
-			return (int)i;
-	return -1;
+	return idmap_get(&s->nodes, st->st_dev, st->st_ino);
+}
+
+static int grow_nodes(struct scan *s)
+{
+	struct group_tree *t = s->t;
+	unsigned cap = s->cap ? 2 * s->cap : 64;
+	struct group_tree_node *n = reallocarray(t->nodes, cap, sizeof *n);
+	bool *text = n ? reallocarray(s->text, cap, sizeof *text) : NULL;
+	bool *ext = text ? reallocarray(s->extent, cap, sizeof *ext) : NULL;
+	bool *listed = ext ? reallocarray(s->listed, cap, sizeof *listed) : NULL;
+
+	if (n)
+		t->nodes = n;
+	if (text)
+		s->text = text;
+	if (ext)
+		s->extent = ext;
+	if (!listed)
+		return -ENOMEM;
+	s->listed = listed;
+	s->cap = cap;
+	return 0;
 }
 
 /* Index of the node for path, added when new (*added). */
@@ -94,22 +189,15 @@ static int add_node(struct scan *s, const char *path, bool *added)
 		return i;
 	if (t->nr_nodes >= TREE_MAX_NODES)
 		return -E2BIG;
-	if (t->nr_nodes == s->cap) {
-		s->cap = s->cap ? 2 * s->cap : 64;
-		t->nodes = reallocarray(t->nodes, s->cap, sizeof *t->nodes);
-		s->dev = reallocarray(s->dev, s->cap, sizeof *s->dev);
-		s->ino = reallocarray(s->ino, s->cap, sizeof *s->ino);
-		s->text = reallocarray(s->text, s->cap, sizeof *s->text);
-		s->extent = reallocarray(s->extent, s->cap, sizeof *s->extent);
-		if (!t->nodes || !s->dev || !s->ino || !s->text || !s->extent)
-			return -ENOMEM;
-	}
-	i = (int)t->nr_nodes++;
+	if (t->nr_nodes == s->cap && grow_nodes(s))
+		return -ENOMEM;
+	i = (int)t->nr_nodes;
+	if (idmap_put(&s->nodes, st.st_dev, st.st_ino, i))
+		return -ENOMEM;
+	t->nr_nodes++;
 	t->nodes[i] = (struct group_tree_node){ .path = strdup(path), .parent = -1,
-						.root = i };
-	s->dev[i] = st.st_dev;
-	s->ino[i] = st.st_ino;
-	s->text[i] = s->extent[i] = false;
+						.root = i, .dev = st.st_dev, .ino = st.st_ino };
+	s->text[i] = s->extent[i] = s->listed[i] = false;
 	*added = true;
 	return t->nodes[i].path ? i : -ENOMEM;
 }
@@ -117,21 +205,9 @@ static int add_node(struct scan *s, const char *path, bool *added)
 /* Remember a folder; false when it was seen already (or too many). */
 static bool dir_first_visit(struct scan *s, const struct stat *st)
 {
-	for (unsigned i = 0; i < s->nr_dirs; i++)
-		if (s->dir_dev[i] == st->st_dev && s->dir_ino[i] == st->st_ino)
-			return false;
-	if (s->nr_dirs >= TREE_MAX_DIRS)
+	if (idmap_get(&s->dirs, st->st_dev, st->st_ino) >= 0 || s->dirs.nr >= TREE_MAX_DIRS)
 		return false;
-	if (s->nr_dirs == s->dirs_cap) {
-		s->dirs_cap = s->dirs_cap ? 2 * s->dirs_cap : 16;
-		s->dir_dev = reallocarray(s->dir_dev, s->dirs_cap, sizeof *s->dir_dev);
-		s->dir_ino = reallocarray(s->dir_ino, s->dirs_cap, sizeof *s->dir_ino);
-		if (!s->dir_dev || !s->dir_ino)
-			return false;
-	}
-	s->dir_dev[s->nr_dirs] = st->st_dev;
-	s->dir_ino[s->nr_dirs++] = st->st_ino;
-	return true;
+	return !idmap_put(&s->dirs, st->st_dev, st->st_ino, 1);
 }
 
 static bool has_suffix(const char *name, const char *suffix)
@@ -177,6 +253,11 @@ static int scan_entry(struct scan *s, const char *path, const char *name,
 	enum sniff k = sniff(path);
 	if (k != NOT_DISK)
 		err = add_node(s, path, &added);
+	if (err >= 0 && k != NOT_DISK) {
+		if (s->listed[err]) /* a second folder entry of one file */
+			s->t->nodes[err].aliases++;
+		s->listed[err] = true;
+	}
 	if (err >= 0 && k == TEXT_DISK)
 		s->text[err] = true;
 	return VD_MIN(err, 0);
@@ -249,15 +330,33 @@ int group_tree_refresh(struct group_tree *t, unsigned i)
 	return 0;
 }
 
-/* The files of d other than its descriptor are extents, not disks. */
-static void mark_extents(struct scan *s, struct vmdk_disk *d)
+/* The files of d (node i) other than its descriptor are extents, not
+ * disks; an extent another descriptor names too, or any file with more
+ * than one link, is another way to reach the layer. */
+static int mark_files(struct scan *s, unsigned i, struct vmdk_disk *d)
 {
+	struct group_tree_node *n = &s->t->nodes[i];
+	unsigned links = 0;
 	struct stat st;
-	int k;
+	int k, err = 0;
 
-	for (unsigned f = 1; f < vmdk_nr_files(d); f++)
-		if (!stat(vmdk_file_path(d, f), &st) && (k = find_node(s, &st)) >= 0)
+	for (unsigned f = 0; !err && f < vmdk_nr_files(d); f++) {
+		if (stat(vmdk_file_path(d, f), &st))
+			continue;
+		links = VD_MAX(links, (unsigned)VD_MIN(st.st_nlink, 1u << 16) - 1);
+		if (!f)
+			continue;
+		if ((k = find_node(s, &st)) >= 0)
 			s->extent[k] = true;
+		k = idmap_get(&s->files, st.st_dev, st.st_ino);
+		if (k >= 0 && k != (int)i) {
+			n->aliases++;
+			s->t->nodes[k].aliases++;
+		} else if (k < 0)
+			err = idmap_put(&s->files, st.st_dev, st.st_ino, (int)i);
+	}
+	n->aliases = VD_MAX(n->aliases, links);
+	return err;
 }
 
 /* Drop the extent nodes, renumbering parents. */
@@ -287,6 +386,29 @@ static void drop_extents(struct scan *s)
 	free(map);
 }
 
+/* The tree's own index of its nodes by identity (after drop_extents). */
+static int index_nodes(struct group_tree *t)
+{
+	int err;
+
+	t->index = calloc(1, sizeof *t->index);
+	err = t->index ? 0 : -ENOMEM;
+	for (unsigned i = 0; !err && i < t->nr_nodes; i++)
+		err = idmap_put(&t->index->nodes, t->nodes[i].dev, t->nodes[i].ino, (int)i);
+	return err;
+}
+
+int group_tree_find(const struct group_tree *t, const char *path)
+{
+	struct stat st;
+	int i;
+
+	if (stat(path, &st))
+		return -ENOENT;
+	i = t->index ? idmap_get(&t->index->nodes, st.st_dev, st.st_ino) : -1;
+	return i >= 0 ? i : -ENOENT;
+}
+
 /* Read node i's descriptor and find (or add) its parent. */
 static int link_node(struct scan *s, unsigned i)
 {
@@ -298,11 +420,18 @@ static int link_node(struct scan *s, unsigned i)
 
 	if (s->extent[i])
 		return 0;
-	if (vmdk_open(n->path, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, NULL, &d)) {
+	vd_log_mute(true);
+	p = vmdk_open(n->path, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, NULL, &d);
+	vd_log_mute(false);
+	if (p) {
 		n->flags |= GROUP_TREE_UNREADABLE;
 		return 0;
 	}
-	mark_extents(s, d);
+	if ((p = mark_files(s, i, d))) {
+		vmdk_close(d);
+		return p;
+	}
+	n = &s->t->nodes[i];
 	describe(n, d);
 	n->hint = n->hint_buf = vd_strdup(vmdk_parent_hint(d));
 	if (n->hint && chain_hint_find(n->path, n->hint,
@@ -345,7 +474,7 @@ static uint64_t full_size(const char *path)
 }
 
 /* Links, children, reach, roots and flags, once every node is linked. */
-static void finish(struct group_tree *t)
+static void finish(struct group_tree *t, unsigned flags)
 {
 	for (unsigned i = 0; i < t->nr_nodes; i++) {
 		struct group_tree_node *n = &t->nodes[i], *p;
@@ -371,14 +500,15 @@ static void finish(struct group_tree *t)
 		}
 		if (n->frozen && leaf)
 			n->flags |= GROUP_TREE_ORPHAN;
-		if (leaf && readable)
+		if (leaf && readable && (flags & GROUP_SCAN_SIZES))
 			n->full_bytes = full_size(n->path);
 	}
 }
 
-int group_tree_scan(char *const *dirs, unsigned nr_dirs, struct group_tree **out)
+int group_tree_scan(char *const *dirs, unsigned nr_dirs, unsigned flags,
+		    struct group_tree **out)
 {
-	struct scan s = { .t = calloc(1, sizeof *s.t) };
+	struct scan s = { .t = calloc(1, sizeof *s.t), .flags = flags };
 	int err = s.t ? 0 : -ENOMEM;
 
 	for (unsigned i = 0; !err && i < nr_dirs; i++)
@@ -392,14 +522,15 @@ int group_tree_scan(char *const *dirs, unsigned nr_dirs, struct group_tree **out
 			err = link_node(&s, i);
 	if (!err) {
 		drop_extents(&s);
-		finish(s.t);
+		finish(s.t, flags);
+		err = index_nodes(s.t);
 	}
-	free(s.dev);
-	free(s.ino);
+	idmap_free(&s.nodes);
+	idmap_free(&s.dirs);
+	idmap_free(&s.files);
 	free(s.text);
 	free(s.extent);
-	free(s.dir_dev);
-	free(s.dir_ino);
+	free(s.listed);
 	if (err) {
 		group_tree_free(s.t);
 		return err;
@@ -420,5 +551,8 @@ void group_tree_free(struct group_tree *t)
 		free(t->intents[i]);
 	free(t->intents);
 	free(t->nodes);
+	if (t->index)
+		idmap_free(&t->index->nodes);
+	free(t->index);
 	free(t);
 }

@@ -167,7 +167,7 @@ static int tree_run(int argc, char **argv)
 	}
 	if (optind >= argc)
 		return tools_usage(&tools_cmd_tree, "expected at least one DIR");
-	rc = group_tree_scan(argv + optind, (unsigned)(argc - optind), &t);
+	rc = group_tree_scan(argv + optind, (unsigned)(argc - optind), GROUP_SCAN_SIZES, &t);
 	if (rc < 0)
 		return tools_fail(argv[optind], rc);
 	json ? json_tree(t) : text_tree(t);

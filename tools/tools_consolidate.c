@@ -43,6 +43,7 @@ static int consolidate_one(struct group *g, const char *disk, char *const *keep,
 	tools_group_progress(&plan, &pr, force_progress);
 	rc = group_consolidate(g, disk, keep, nr_keep, flags, NULL, &plan);
 	tools_progress_end(&pr, pr.total);
+	plan.scanned = group_scanned(g, &plan.nr_scanned);
 	if (rc >= 0)
 		tools_group_print(&plan, flags & GROUP_DRY_RUN, json);
 	group_plan_free(&plan);
@@ -104,7 +105,7 @@ static int report_after(char *dir, uint64_t before)
 {
 	struct group_tree *t;
 	char h1[32], h2[32];
-	int rc = group_tree_scan(&dir, 1, &t);
+	int rc = group_tree_scan(&dir, 1, 0, &t);
 
 	if (rc < 0)
 		return tools_fail(dir, rc);

@@ -70,12 +70,17 @@ static void print_json(const struct group_plan *p, bool dry_run)
 	tools_json_bool(&j, "dry_run", dry_run);
 	tools_json_arr_begin(&j, "steps");
 	for (unsigned i = 0; i < p->nr_steps; i++) {
+		bool rec = p->steps[i].kind == GROUP_STEP_RECORD;
 		tools_json_obj_begin(&j, NULL);
 		tools_json_str(&j, "action", group_plan_step_name(p->steps[i].kind));
 		tools_json_str(&j, "path", p->steps[i].path);
-		tools_json_u64(&j, "bytes", p->steps[i].bytes);
+		tools_json_u64(&j, rec ? "children" : "bytes", p->steps[i].bytes);
 		tools_json_obj_end(&j);
 	}
+	tools_json_arr_end(&j);
+	tools_json_arr_begin(&j, "scanned");
+	for (unsigned i = 0; i < p->nr_scanned; i++)
+		tools_json_str(&j, NULL, p->scanned[i]);
 	tools_json_arr_end(&j);
 	tools_json_u64(&j, "copy_bytes", p->copy_bytes);
 	tools_json_u64(&j, "space_needed", p->space_needed);
@@ -90,12 +95,19 @@ static void print_text(const struct group_plan *p, bool dry_run)
 
 	printf("%s%s:%s\n", p->op, dry_run ? " (dry run: nothing changed)" : "",
 	       p->nr_steps ? "" : " nothing to do");
+	if (p->nr_scanned)
+		printf("  scanned:  ");
+	for (unsigned i = 0; i < p->nr_scanned; i++)
+		printf("%s%s", p->scanned[i], i + 1 < p->nr_scanned ? ", " : "\n");
 	if (!p->nr_steps)
 		return;
 	for (unsigned i = 0; i < p->nr_steps; i++) {
 		const struct group_plan_step *s = &p->steps[i];
 		printf("  %-9s %s", group_plan_step_name(s->kind), s->path);
-		if (s->bytes)
+		if (s->kind == GROUP_STEP_RECORD)
+			printf("  (%llu child%s)", (unsigned long long)s->bytes,
+			       s->bytes == 1 ? "" : "ren");
+		else if (s->bytes)
 			printf("  (%s)", tools_human_size(s->bytes, h1, sizeof h1));
 		putchar('\n');
 	}
@@ -140,14 +152,12 @@ int tools_group_run(const char *disk, char *const *scan, unsigned nr_scan,
 	tools_group_progress(&plan, &pr, force_progress);
 	rc = op(g, disk, flags, NULL, &plan);
 	tools_progress_end(&pr, pr.total);
-	group_free(g);
-	if (rc < 0) {
-		group_plan_free(&plan);
-		return tools_fail(disk, rc);
-	}
-	tools_group_print(&plan, flags & GROUP_DRY_RUN, json);
+	plan.scanned = group_scanned(g, &plan.nr_scanned);
+	if (rc >= 0)
+		tools_group_print(&plan, flags & GROUP_DRY_RUN, json);
 	group_plan_free(&plan);
-	return TOOLS_OK;
+	group_free(g);
+	return rc < 0 ? tools_fail(disk, rc) : TOOLS_OK;
 }
 
 int tools_group_main(const struct tools_cmd *cmd, int argc, char **argv,
@@ -161,3 +171,58 @@ int tools_group_main(const struct tools_cmd *cmd, int argc, char **argv,
 	return tools_group_run(argv[optind], a.scan, a.nr_scan, a.flags, a.json,
 			       a.force_progress, op);
 }
+
+/* ---- vdelta adopt -------------------------------------------------------------------------- */
+
+extern const struct tools_cmd tools_cmd_adopt;
+
+static int adopt_run(int argc, char **argv)
+{
+	struct group_args a = {0};
+	struct group_plan plan = {0};
+	struct group *g;
+	int c, rc;
+
+	while ((c = getopt_long(argc, argv, "n", group_opts, NULL)) != -1) {
+		if (c == 'n')
+			a.flags |= GROUP_DRY_RUN;
+		else if (c == 'j')
+			a.json = true;
+		else
+			return tools_usage(&tools_cmd_adopt, c == '?' ? NULL :
+					   "--dry-run and --json only");
+	}
+	if (optind == argc)
+		return tools_usage(&tools_cmd_adopt, "expected DIR...");
+	rc = group_load(NULL, argv + optind, (unsigned)(argc - optind), NULL, &g);
+	if (rc < 0)
+		return tools_fail(argv[optind], rc);
+	rc = group_adopt(g, a.flags, NULL, &plan);
+	plan.scanned = group_scanned(g, &plan.nr_scanned);
+	if (rc >= 0)
+		tools_group_print(&plan, a.flags & GROUP_DRY_RUN, a.json);
+	group_plan_free(&plan);
+	group_free(g);
+	return rc < 0 ? tools_fail(argv[optind], rc) : TOOLS_OK;
+}
+
+const struct tools_cmd tools_cmd_adopt = {
+	.name = "adopt",
+	.summary = "record the children a scan finds, so their layers' children are known",
+	.usage = "[--dry-run] [--json] DIR...\n"
+		 "\n"
+		 "A layer another tool made (qemu-img, VMware, a copy) carries no record of\n"
+		 "its children, so vdelta cannot know who else reads it: its children\n"
+		 "are unknown, and commit, consolidate, delete and relocate refuse to\n"
+		 "remove it, merge into it or move it.  adopt scans DIR... (recursively)\n"
+		 "and the configured datastore roots ($VDELTA_DATASTORES, or one folder a\n"
+		 "line in /etc/vdelta/datastores), and writes, beside every layer with\n"
+		 "children found, the record of those children.  Name every folder\n"
+		 "where the group's clones may live: a clone the scan does not find\n"
+		 "stays unknown to vdelta.\n"
+		 "\n"
+		 "  -n, --dry-run  list the records that would be written\n"
+		 "  --json         the plan / the result as JSON",
+	.run = adopt_run,
+	.writes = true,
+};

@@ -78,7 +78,7 @@ static bool is_record(const char *path)
 static int recover_dir(char *dir, unsigned flags, unsigned *found)
 {
 	struct group_tree *t;
-	int rc = group_tree_scan(&dir, 1, &t), first = 0;
+	int rc = group_tree_scan(&dir, 1, 0, &t), first = 0;
 
 	if (rc < 0)
 		return rc;

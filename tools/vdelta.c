@@ -33,6 +33,7 @@
 	X(promote)    \
 	X(consolidate) \
 	X(relocate)   \
+	X(adopt)      \
 	X(recover)
 
 #define TOOLS_DECLARE(n) extern const struct tools_cmd tools_cmd_##n;

@@ -122,7 +122,7 @@ static void scan_dir(void)
 	char *dirs[1] = { (char *)work_dir };
 	struct group_tree *t = NULL;
 
-	if (group_tree_scan(dirs, 1, &t) == 0) {
+	if (group_tree_scan(dirs, 1, GROUP_SCAN_SIZES, &t) == 0) {
 		for (unsigned i = 0; i < t->nr_nodes; i++)
 			if (t->nodes[i].parent >= (int)t->nr_nodes)
 				fuzz_fail("tree node %u: parent %d of %u", i,

@@ -139,11 +139,30 @@ qcheck()
 	fi
 }
 
+# adopt_qemu: a group qemu-img made has no records: its layers' children
+# are unknown until `vdelta adopt` records what a scan finds
+adopt_qemu()
+{
+	[ "$MODE" = qemu ] || return 0
+	refused "qemu: commit before adopt" commit $S "$1"
+	grep -q "children unknown" "$T/last.err" && grep -q "vdelta adopt" "$T/last.err" &&
+		pass "qemu: refused as children unknown, naming adopt" ||
+		fail "qemu: refusal before adopt: $(cat "$T/last.err")"
+	expect_ok "qemu: adopt" "$VDELTA" adopt "$2"
+	grep -q "record" "$T/last.out" && pass "qemu: adopt recorded children" ||
+		fail "qemu: adopt: $(cat "$T/last.out")"
+	expect_ok "qemu: adopt again" "$VDELTA" adopt --dry-run "$2"
+	grep -q "nothing to do" "$T/last.out" && pass "qemu: a second adopt has nothing to record" ||
+		fail "qemu: adopt again: $(cat "$T/last.out")"
+}
+
 for MODE in vdelta qemu; do
 	DS=$T/$MODE
 	build
 	shared_sums
 	S="--scan $DS"
+	adopt_qemu vm2/vm2-000001.vmdk "$DS"
+	all_sums
 
 	# ---- refusals ----
 	refused "$MODE: commit into a shared parent" commit $S vm2/vm2.vmdk
@@ -202,6 +221,7 @@ for MODE in vdelta qemu; do
 
 	# ---- promote --unlink and consolidate, on a fresh group ----
 	build
+	[ "$MODE" = qemu ] && { "$VDELTA" adopt "$DS" >/dev/null || fail "qemu: adopt"; }
 	shared_sums
 	refused "$MODE: promote a shared layer without --unlink" promote $S base/base-000001.vmdk
 	refused "$MODE: promote --unlink a shared layer" promote --unlink $S base/base-000001.vmdk
@@ -256,6 +276,8 @@ for MODE in vdelta qemu; do
 	w big.vmdk -c 'write -P 0x31 4M 8M' -c 'write -P 0x32 1536k 64k'
 	child big.vmdk top.vmdk
 	w top.vmdk -c 'write -P 0x41 20M 1M'
+	S=
+	adopt_qemu top.vmdk "$P"
 	qemu-img convert -O raw top.vmdk "$T/pull.raw"
 	record_digest top.vmdk
 	record_digest other.vmdk
@@ -290,6 +312,7 @@ for MODE in vdelta qemu; do
 	w snap.vmdk -c 'write -P 0x21 2M 8M'
 	child snap.vmdk top.vmdk
 	w top.vmdk -c 'write -P 0x31 20M 1M'
+	adopt_qemu top.vmdk "$P"
 	qemu-img convert -O raw top.vmdk "$T/pull.raw"
 	record_digest top.vmdk
 	expect_ok "$MODE: consolidate (pull a base)" "$VDELTA" consolidate -p --json top.vmdk
