@@ -242,12 +242,15 @@ struct vmdk_create_opts;
 int group_rewrite_like(struct vmdk_disk *top, struct vmdk_disk *base, bool flatten,
 		       struct vmdk_create_opts *o);
 /* 0 when dst reads like src (a chain, often one layer opened with
- * CHAIN_OPEN_NO_PARENT) over the whole capacity and, when alloc, holds the
- * same runs; -EIO (not reported) when it does not.  buf and buf2 hold
- * GROUP_REWRITE_BUF bytes each. */
+ * CHAIN_OPEN_NO_PARENT) over the whole capacity: CONTENT the same bytes;
+ * RUNS and the same runs held; LAYER the same runs held except zeros src
+ * holds where below (the layer's parents, NULL for a base) reads zeros
+ * too, which dst may drop.  -EIO (not reported) when it does not.  buf and
+ * buf2 hold GROUP_REWRITE_BUF bytes each. */
 #define GROUP_REWRITE_BUF (4u << 20)
-int group_rewrite_compare(struct chain *src, struct vmdk_disk *dst, bool alloc,
-			  uint8_t *buf, uint8_t *buf2);
+enum group_cmp { GROUP_CMP_CONTENT, GROUP_CMP_RUNS, GROUP_CMP_LAYER };
+int group_rewrite_compare(struct chain *src, struct vmdk_disk *dst, enum group_cmp mode,
+			  struct chain *below, uint8_t *buf, uint8_t *buf2);
 
 /* ---- group_pull.c ---------------------------------------------------------------------------- */
 

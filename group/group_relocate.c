@@ -332,7 +332,7 @@ static int same_layer(struct relocate *r, const char *src, const char *path)
 	if (!err && vmdk_cid(d) != vmdk_cid(chain_layer(c, 0)))
 		err = -EIO;
 	if (!err)
-		err = group_rewrite_compare(c, d, true, r->buf, r->buf2);
+		err = group_rewrite_compare(c, d, GROUP_CMP_RUNS, NULL, r->buf, r->buf2);
 	vmdk_close(d);
 	chain_close(c);
 	return err;
