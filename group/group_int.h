@@ -176,6 +176,9 @@ int group_trust_record(struct group_intent *in);
 
 /* Paths of every file of the layer at path (descriptor first). */
 int group_layer_files(const char *path, char ***files, unsigned *nr);
+/* Refuse (-EINVAL, reported) a name for a new layer that the files made
+ * from it would not fit, or that a descriptor cannot carry back. */
+int group_layer_check_name(const char *path);
 /* Add the layer's files (descriptor first) and its sidecar record to v. */
 int group_layer_add_files(char ***v, unsigned *n, const char *layer);
 /* Remove files in order, then fsync their folder. */
@@ -190,16 +193,18 @@ int group_layer_held_bytes(const char *layer, uint64_t *out);
 
 /* ---- group_stage.c: a layer replaced through a staging folder ------------------------------- */
 
-/* The record of revert, repair and promote --unlink (one layer swapped). */
+/* The record of revert, repair and promote --unlink (one layer swapped),
+ * and of clone --from-current (one new layer published). */
 struct group_stage_rec {
 	struct group_intent in;
+	char *record_in; /* a new layer: the parent whose record gains it (P1b) */
 	char *tmp;     /* the staging folder .NAME.vdelta-OP beside the layer */
 	char *parent;  /* promote: the shared layer whose record drops it */
 	bool publish;  /* the staged layer is being swapped in: finish */
-	char **files;  /* the layer's files before the swap */
+	char **files;  /* the layer's files before the swap (none: a new one) */
 	unsigned nr_files;
 };
-#define GROUP_STAGE_NR_FIELDS 4u
+#define GROUP_STAGE_NR_FIELDS 5u
 extern const struct group_field group_stage_fields[GROUP_STAGE_NR_FIELDS];
 /* The row of an operation made of one staged swap. */
 #define GROUP_STAGE_OP(op_name) \
@@ -270,7 +275,8 @@ int group_pull_eligible(const char *layer);
 	X(revert)    \
 	X(repair)    \
 	X(promote)   \
-	X(relocate)
+	X(relocate)  \
+	X(clone)
 
 #define GROUP_OP_DECLARE(n) extern const struct group_op group_op_##n;
 GROUP_OPS(GROUP_OP_DECLARE)

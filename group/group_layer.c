@@ -9,10 +9,36 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "group_int.h"
+
+/* The most a name grows by when vdelta derives files from it: an extent
+ * (-sesparse.vmdk for .vmdk), a record and its temporary, a staging
+ * folder (.NAME.vdelta-promote). */
+#define NAME_ROOM 24u
+
+int group_layer_check_name(const char *path)
+{
+	const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+	const char *why = NULL;
+
+	if (!*base)
+		why = "it has no file name";
+	else if (strlen(base) + NAME_ROOM > NAME_MAX || strlen(path) + NAME_ROOM >= PATH_MAX)
+		why = "it is too long for the files vdelta makes from it (records, extents)";
+	for (const char *c = path; !why && *c; c++)
+		if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20 || *c == 0x7f)
+			why = "a descriptor cannot carry it back (a quote, a backslash or a "
+			      "control character: parent hints and extent names are quoted "
+			      "strings where a backslash separates Windows folders)";
+	if (!why)
+		return 0;
+	vd_err("%s: refused as a name for a new layer: %s; nothing written", path, why);
+	return -EINVAL;
+}
 
 int group_layer_files(const char *path, char ***files, unsigned *nr)
 {

@@ -174,9 +174,9 @@ static int child_over(const char *parent, const char *new_path, bool require_fro
 	struct parent_info pi;
 	bool was_frozen, can_mark;
 	struct vmdk_disk *d;
-	int err = vmdk_open(parent, VMDK_OPEN_RDONLY, io, &d);
+	int err = group_layer_check_name(new_path); /* 1: before anything is written */
 
-	if (err)
+	if (err || (err = vmdk_open(parent, VMDK_OPEN_RDONLY, io, &d)))
 		return err;
 	was_frozen = chain_is_frozen(d);
 	can_mark = markable(d);

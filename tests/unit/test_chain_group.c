@@ -559,6 +559,63 @@ static void recover_beside(const char *disk)
 	assert_int_equal(group_recover_near(disk, GROUP_RECOVER_FINISH, NULL, NULL), 0);
 }
 
+/* Rewrite the intent records in dir as the release before record versions
+ * wrote them (its writer: two comment lines, then op, target, parent,
+ * grandparent, cid, long_cid, tmp, unfreeze, publish, child..., file...,
+ * attach, attach_child, created...; no version, ids or checksum). */
+static bool legacy;
+
+static void put_key(FILE *out, char *const *lines, unsigned n, const char *key)
+{
+	size_t k = strlen(key);
+
+	for (unsigned i = 0; i < n; i++)
+		if (!strncmp(lines[i], key, k) && lines[i][k] == '=')
+			fprintf(out, "%s\n", lines[i]);
+}
+
+static void to_legacy(const char *rec)
+{
+	static const char *const order[] = {
+		"op", "target", "parent", "grandparent", "cid", "long_cid", "tmp", "unfreeze",
+		"publish", "child", "file", "attach", "attach_child", "created",
+	};
+	size_t len = 0;
+	char *text = (char *)vdt_slurp(rec, &len), *save, *l, *lines[4096];
+	unsigned n = 0;
+	FILE *out;
+
+	assert_non_null(text);
+	text = realloc(text, len + 1);
+	text[len] = 0;
+	for (l = strtok_r(text, "\n", &save); l && n < 4096; l = strtok_r(NULL, "\n", &save))
+		lines[n++] = l;
+	assert_non_null(out = fopen(rec, "w"));
+	fprintf(out, "# vdelta: an operation in progress; the next vdelta command on\n"
+		     "# this group finishes it (do not remove by hand)\n");
+	for (unsigned i = 0; i < sizeof order / sizeof order[0]; i++)
+		put_key(out, lines, n, order[i]);
+	assert_int_equal(fclose(out), 0);
+	free(text);
+}
+
+static void records_to_legacy(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	assert_non_null(d);
+	while ((e = readdir(d))) {
+		size_t n = strlen(e->d_name), k = strlen(GROUP_INTENT_SUFFIX);
+		if (n > k && !strcmp(e->d_name + n - k, GROUP_INTENT_SUFFIX)) {
+			char *p = at(dir, e->d_name);
+			to_legacy(p);
+			free(p);
+		}
+	}
+	closedir(d);
+}
+
 /* Crash after n writes; then load the group again (recovery) and check. */
 static bool crash_at(enum which w, long n, bool drop)
 {
@@ -580,6 +637,8 @@ static bool crash_at(enum which w, long n, bool drop)
 	if (getenv("VDT_VERBOSE"))
 		fprintf(stderr, "crash after %ld writes (drop %d): %s\n", n, drop,
 			crashed ? "crashed" : "finished");
+	if (legacy)
+		records_to_legacy(dir);
 	/* the next command on the group: recovery, from any of its disks */
 	if (recover_near)
 		recover_beside(top);
@@ -623,6 +682,20 @@ static void test_faults_near(void **state)
 	recover_near = false;
 }
 static void test_pull_base_faults(void **state) { (void)state; faults(OP_PULL_BASE); }
+
+/* Records the release before record versions wrote, left at every crash
+ * point of each operation, are recovered the same way. */
+static void test_legacy_faults(void **state)
+{
+	(void)state;
+	legacy = true;
+	faults(OP_COMMIT);
+	faults(OP_DELETE);
+	faults(OP_REVERT);
+	faults(OP_PULL);
+	faults(OP_UNLINK);
+	legacy = false;
+}
 static void test_consolidate_base_faults(void **state)
 {
 	(void)state;
@@ -802,6 +875,7 @@ int main(void)
 		cmocka_unit_test(test_pull_base),
 		cmocka_unit_test(test_pull_faults),
 		cmocka_unit_test(test_pull_base_faults),
+		cmocka_unit_test(test_legacy_faults),
 		cmocka_unit_test(test_pull_refused),
 		cmocka_unit_test(test_consolidate_direction),
 		cmocka_unit_test(test_consolidate_base),
