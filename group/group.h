@@ -68,7 +68,7 @@ enum {
 	GROUP_TREE_CAPACITY = 1u << 5, /* capacity differs from the parent's */
 	GROUP_TREE_GONE = 1u << 6,    /* merged away by this command (no links) */
 	GROUP_TREE_UNKNOWN = 1u << 7, /* children found, none recorded: its
-				       * children are unknown (group.c) */
+				       * children are unknown */
 };
 
 struct group_tree_node {

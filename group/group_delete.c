@@ -102,7 +102,7 @@ static int delete_walk(const struct group *g, int d, unsigned flags,
 	}
 	if (!err && at >= 0 && below >= 0) {
 		/* one found child (ours): only records of unseen children hold it */
-		bool orphan = nr_found_children(t, at) == 1;
+		bool orphan = nr_found_children(t, at) == 1 && !group_unknown(g, at);
 		err = group_plan_add(plan, orphan ? GROUP_STEP_ORPHAN : GROUP_STEP_KEEP,
 				     t->nodes[at].path, 0);
 		if (!err && !(r->parent = strdup(t->nodes[at].path)))
