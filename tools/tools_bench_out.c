@@ -1,4 +1,4 @@
-/* tools — the output of `vdelta bench` (top layer).
+/* tools — the output of `vdelta bench` (top layer, over bench.h).
  *
  * Owns: the table printed on a terminal, the JSON document (its schema is
  * docs/bench.schema.json), the CSV rows and the gnuplot plot (random 4 KiB
@@ -21,7 +21,7 @@ static double ratio(double a, double b)
 	return b > 0 ? a / b : 0;
 }
 
-double bench_out_amp(const struct bench_result *r, bool bytes)
+static double amp(const struct bench_result *r, bool bytes)
 {
 	if (bytes)
 		return ratio((double)(r->meta_bytes + r->data_bytes), (double)r->bytes);
@@ -41,8 +41,8 @@ static double mibs(const struct bench_result *r)
 /* Throughput of r over vdelta's on the same disk and workload (0: none). */
 static double vs_vdelta(const struct bench_run *b, const struct bench_result *r)
 {
-	for (unsigned i = 0; i < b->nr_results; i++) {
-		const struct bench_result *v = &b->results[i];
+	for (unsigned i = 0; i < bench_run_nr_results(b); i++) {
+		const struct bench_result *v = bench_run_result(b, i);
 		if (!strcmp(v->system, "vdelta") && v->disk == r->disk &&
 		    v->pattern == r->pattern && v->threads == r->threads)
 			return ratio(iops(r), iops(v));
@@ -96,10 +96,10 @@ static void table_layers(const struct bench_result *r, unsigned depth, FILE *f)
 static void table_row(const struct bench_run *b, const struct bench_result *r, FILE *f)
 {
 	fprintf(f, "  %-10s %-20s %3u %8" PRIu64 " %9.0f %8.1f %8.1f %8.1f %8.1f", r->system,
-		bench_pattern_name(r->pattern), r->threads, r->ops, iops(r), mibs(r),
+		bench_work_pattern_name(r->pattern), r->threads, r->ops, iops(r), mibs(r),
 		r->lat_ns[0] / 1e3, r->lat_ns[1] / 1e3, r->lat_ns[2] / 1e3);
 	if (r->counted)
-		fprintf(f, " %7.2f %7.2f %7.3f", bench_out_amp(r, false), bench_out_amp(r, true),
+		fprintf(f, " %7.2f %7.2f %7.3f", amp(r, false), amp(r, true),
 			ratio((double)r->meta_reads, (double)r->ops));
 	else
 		fprintf(f, " %7s %7s %7s", "-", "-", "-");
@@ -107,16 +107,16 @@ static void table_row(const struct bench_run *b, const struct bench_result *r, F
 		fprintf(f, " %6.2f", vs_vdelta(b, r));
 	fputc('\n', f);
 	if (r->per_layer && r->pattern != BENCH_WRITE)
-		table_layers(r, b->disks[r->disk].depth, f);
+		table_layers(r, bench_run_disk(b, r->disk)->depth, f);
 }
 
-void bench_out_table(const struct bench_run *b, FILE *f)
+void tools_bench_out_table(const struct bench_run *b, FILE *f)
 {
-	for (unsigned d = 0; d < b->nr_disks; d++) {
-		table_disk(&b->disks[d], f);
-		for (unsigned i = 0; i < b->nr_results; i++)
-			if (b->results[i].disk == d)
-				table_row(b, &b->results[i], f);
+	for (unsigned d = 0; d < bench_run_nr_disks(b); d++) {
+		table_disk(bench_run_disk(b, d), f);
+		for (unsigned i = 0; i < bench_run_nr_results(b); i++)
+			if (bench_run_result(b, i)->disk == d)
+				table_row(b, bench_run_result(b, i), f);
 	}
 	fputs("\namp = physical reads per logical read (amp B: bytes); meta/op = metadata "
 	      "reads per request; x vd = throughput against vdelta\n", f);
@@ -163,8 +163,8 @@ static void json_physical(struct tools_json *j, const struct bench_result *r)
 	tools_json_u64(j, "meta_bytes", r->meta_bytes);
 	tools_json_u64(j, "data_reads", r->data_reads);
 	tools_json_u64(j, "data_bytes", r->data_bytes);
-	tools_json_f64(j, "amplification_ops", bench_out_amp(r, false));
-	tools_json_f64(j, "amplification_bytes", bench_out_amp(r, true));
+	tools_json_f64(j, "amplification_ops", amp(r, false));
+	tools_json_f64(j, "amplification_bytes", amp(r, true));
 	tools_json_obj_end(j);
 }
 
@@ -190,8 +190,8 @@ static void json_result(struct tools_json *j, const struct bench_run *b,
 	tools_json_obj_begin(j, NULL);
 	tools_json_str(j, "system", r->system);
 	tools_json_u64(j, "disk", r->disk);
-	tools_json_u64(j, "depth", b->disks[r->disk].depth);
-	tools_json_str(j, "pattern", bench_pattern_name(r->pattern));
+	tools_json_u64(j, "depth", bench_run_disk(b, r->disk)->depth);
+	tools_json_str(j, "pattern", bench_work_pattern_name(r->pattern));
 	tools_json_u64(j, "threads", r->threads);
 	tools_json_u64(j, "ops", r->ops);
 	tools_json_u64(j, "bytes", r->bytes);
@@ -205,12 +205,12 @@ static void json_result(struct tools_json *j, const struct bench_run *b,
 	tools_json_obj_end(j);
 	if (r->counted)
 		json_physical(j, r);
-	json_layers(j, r, b->disks[r->disk].depth);
+	json_layers(j, r, bench_run_disk(b, r->disk)->depth);
 	tools_json_f64(j, "vs_vdelta", strcmp(r->system, "vdelta") ? vs_vdelta(b, r) : 1.0);
 	tools_json_obj_end(j);
 }
 
-void bench_out_json(const struct bench_run *b, FILE *f)
+void tools_bench_out_json(const struct bench_run *b, FILE *f)
 {
 	struct tools_json j;
 	double load[3] = {0};
@@ -222,33 +222,33 @@ void bench_out_json(const struct bench_run *b, FILE *f)
 	tools_json_u64(&j, "cpus", (uint64_t)sysconf(_SC_NPROCESSORS_ONLN));
 	tools_json_f64(&j, "load_average", load[0]);
 	tools_json_arr_begin(&j, "disks");
-	for (unsigned d = 0; d < b->nr_disks; d++)
-		json_disk(&j, &b->disks[d]);
+	for (unsigned d = 0; d < bench_run_nr_disks(b); d++)
+		json_disk(&j, bench_run_disk(b, d));
 	tools_json_arr_end(&j);
 	tools_json_arr_begin(&j, "results");
-	for (unsigned i = 0; i < b->nr_results; i++)
-		json_result(&j, b, &b->results[i]);
+	for (unsigned i = 0; i < bench_run_nr_results(b); i++)
+		json_result(&j, b, bench_run_result(b, i));
 	tools_json_arr_end(&j);
 	tools_json_obj_end(&j);
 }
 
 /* ---- CSV ------------------------------------------------------------------------ */
 
-void bench_out_csv(const struct bench_run *b, FILE *f)
+void tools_bench_out_csv(const struct bench_run *b, FILE *f)
 {
 	fputs("system,depth,pattern,threads,ops,bytes,seconds,iops,mib_per_s,p50_us,p99_us,"
 	      "p99_9_us,phys_reads,phys_bytes,meta_reads,data_reads,amp_ops,amp_bytes,"
 	      "vs_vdelta\n", f);
-	for (unsigned i = 0; i < b->nr_results; i++) {
-		const struct bench_result *r = &b->results[i];
+	for (unsigned i = 0; i < bench_run_nr_results(b); i++) {
+		const struct bench_result *r = bench_run_result(b, i);
 		fprintf(f, "%s,%u,%s,%u,%" PRIu64 ",%" PRIu64 ",%.6f,%.1f,%.2f,%.1f,%.1f,%.1f,",
-			r->system, b->disks[r->disk].depth, bench_pattern_name(r->pattern),
-			r->threads, r->ops, r->bytes, r->seconds, iops(r), mibs(r),
+			r->system, bench_run_disk(b, r->disk)->depth,
+			bench_work_pattern_name(r->pattern), r->threads, r->ops, r->bytes,
+			r->seconds, iops(r), mibs(r),
 			r->lat_ns[0] / 1e3, r->lat_ns[1] / 1e3, r->lat_ns[2] / 1e3);
 		fprintf(f, "%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%.4f,%.4f,%.3f\n",
 			r->meta_reads + r->data_reads, r->meta_bytes + r->data_bytes,
-			r->meta_reads, r->data_reads, bench_out_amp(r, false),
-			bench_out_amp(r, true),
+			r->meta_reads, r->data_reads, amp(r, false), amp(r, true),
 			strcmp(r->system, "vdelta") ? vs_vdelta(b, r) : 1.0);
 	}
 }
@@ -259,8 +259,8 @@ void bench_out_csv(const struct bench_run *b, FILE *f)
 static const struct bench_result *find(const struct bench_run *b, const char *system,
 				       unsigned d, enum bench_pattern p)
 {
-	for (unsigned i = 0; i < b->nr_results; i++) {
-		const struct bench_result *r = &b->results[i];
+	for (unsigned i = 0; i < bench_run_nr_results(b); i++) {
+		const struct bench_result *r = bench_run_result(b, i);
 		if (r->disk == d && r->pattern == p && !strcmp(r->system, system) &&
 		    (p != BENCH_RAND || r->threads == 1))
 			return r;
@@ -273,11 +273,11 @@ static unsigned systems(const struct bench_run *b, const char **out)
 {
 	unsigned n = 0, k;
 
-	for (unsigned i = 0; i < b->nr_results; i++) {
-		for (k = 0; k < n && strcmp(out[k], b->results[i].system); k++)
+	for (unsigned i = 0; i < bench_run_nr_results(b); i++) {
+		for (k = 0; k < n && strcmp(out[k], bench_run_result(b, i)->system); k++)
 			;
 		if (k == n && n < 8)
-			out[n++] = b->results[i].system;
+			out[n++] = bench_run_result(b, i)->system;
 	}
 	return n;
 }
@@ -295,13 +295,13 @@ static void plot_data(const struct bench_run *b, const char **sys, unsigned n, F
 {
 	for (unsigned s = 0; s < n; s++) {
 		fprintf(g, "$s%u << EOD\n", s);
-		for (unsigned d = 0; d < b->nr_disks; d++) {
+		for (unsigned d = 0; d < bench_run_nr_disks(b); d++) {
 			const struct bench_result *r = find(b, sys[s], d, BENCH_RAND);
 			const struct bench_result *q = find(b, sys[s], d, BENCH_SEQ);
-			fprintf(g, "%u", b->disks[d].depth);
+			fprintf(g, "%u", bench_run_disk(b, d)->depth);
 			plot_value(g, r, r ? iops(r) : 0);
 			plot_value(g, q, q ? mibs(q) : 0);
-			plot_value(g, r && r->counted, r ? bench_out_amp(r, false) : 0);
+			plot_value(g, r && r->counted, r ? amp(r, false) : 0);
 			fputc('\n', g);
 		}
 		fputs("EOD\n", g);
@@ -317,7 +317,7 @@ static void plot_panel(FILE *g, const char **sys, unsigned n, int col, const cha
 	fputc('\n', g);
 }
 
-int bench_out_plot(const struct bench_run *b, const char *path)
+int tools_bench_out_plot(const struct bench_run *b, const char *path)
 {
 	const char *sys[8], *ext = strrchr(path, '.');
 	unsigned n = systems(b, sys);

@@ -1,4 +1,4 @@
-/* tools — a disk under `vdelta bench` (top layer, over chain.h).
+/* bench — a disk under test (bench layer, over chain.h).
  *
  * Owns: opening the chain read-only through the counting io (so every
  * physical read is counted per file, metadata apart from data), mapping
@@ -17,11 +17,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "tools_bench.h"
+#include "bench_int.h"
 
 static uint64_t file_storage(const char *path)
 {
@@ -31,11 +32,13 @@ static uint64_t file_storage(const char *path)
 }
 
 /* Layer paths and file sizes; every file of a layer counts toward it. */
-static void disk_layers(struct bench_disk *d)
+static void disk_layers(struct bench_disk_state *s)
 {
+	struct bench_disk *d = &s->fig;
+
 	d->file_bytes = 0;
 	for (unsigned i = 0; i < d->depth; i++) {
-		struct vmdk_disk *v = chain_layer(d->chain, i);
+		struct vmdk_disk *v = chain_layer(s->chain, i);
 		d->layer_paths[i] = vd_strdup(vmdk_path(v));
 		d->layer_file_bytes[i] = 0;
 		for (unsigned k = 0; k < vmdk_nr_files(v); k++)
@@ -45,14 +48,15 @@ static void disk_layers(struct bench_disk *d)
 }
 
 /* Bytes the chain holds as DATA: what a consolidated disk would store. */
-static int disk_data_bytes(struct bench_disk *d)
+static int disk_data_bytes(struct bench_disk_state *s)
 {
+	struct bench_disk *d = &s->fig;
 	struct chain_run r;
 	int err;
 
 	d->data_bytes = 0;
 	for (uint64_t off = 0; off < d->capacity; off += r.len) {
-		if ((err = chain_status(d->chain, off, d->capacity - off, &r)))
+		if ((err = chain_status(s->chain, off, d->capacity - off, &r)))
 			return err;
 		if (r.kind == CHAIN_DATA)
 			d->data_bytes += r.len;
@@ -60,43 +64,44 @@ static int disk_data_bytes(struct bench_disk *d)
 	return 0;
 }
 
-int bench_disk_open(struct bench_disk *d, const char *path)
+int bench_disk_open(struct bench_disk_state *s, const char *path)
 {
-	struct vd_count_stats s;
+	struct bench_disk *d = &s->fig;
+	struct vd_count_stats st;
 	uint64_t units;
 	int err;
 
 	d->path = vd_strdup(path);
-	if (!d->path || (err = vd_countio_create(NULL, &d->count)))
+	if (!d->path || (err = vd_countio_create(NULL, &s->count)))
 		return -ENOMEM;
-	err = chain_open(path, CHAIN_OPEN_RDONLY, vd_countio_io(d->count), &d->chain);
+	err = chain_open(path, CHAIN_OPEN_RDONLY, vd_countio_io(s->count), &s->chain);
 	if (err)
 		return err;
-	vd_countio_total(d->count, &s);
-	d->open_reads = s.meta_reads + s.data_reads;
-	d->open_bytes = s.meta_bytes + s.data_bytes;
-	d->depth = chain_depth(d->chain);
-	d->capacity = chain_capacity(d->chain);
-	d->unit = chain_unit(d->chain);
+	vd_countio_total(s->count, &st);
+	d->open_reads = st.meta_reads + st.data_reads;
+	d->open_bytes = st.meta_bytes + st.data_bytes;
+	d->depth = chain_depth(s->chain);
+	d->capacity = chain_capacity(s->chain);
+	d->unit = chain_unit(s->chain);
 	units = VD_DIV_ROUND_UP(d->capacity, d->unit);
 	d->map_bytes = units + VD_DIV_ROUND_UP(units, CHAIN_MAP_CHUNK) * sizeof(void *);
-	disk_layers(d);
-	vd_countio_reset(d->count);
-	err = disk_data_bytes(d);
-	vd_countio_total(d->count, &s);
-	d->scan_reads = s.meta_reads + s.data_reads;
-	d->scan_bytes = s.meta_bytes + s.data_bytes;
+	disk_layers(s);
+	vd_countio_reset(s->count);
+	err = disk_data_bytes(s);
+	vd_countio_total(s->count, &st);
+	d->scan_reads = st.meta_reads + st.data_reads;
+	d->scan_bytes = st.meta_bytes + st.data_bytes;
 	return err;
 }
 
-void bench_disk_close(struct bench_disk *d)
+void bench_disk_close(struct bench_disk_state *s)
 {
-	chain_close(d->chain);
-	vd_countio_destroy(d->count);
-	for (unsigned i = 0; i < d->depth; i++)
-		free(d->layer_paths[i]);
-	free(d->path);
-	memset(d, 0, sizeof *d);
+	chain_close(s->chain);
+	vd_countio_destroy(s->count);
+	for (unsigned i = 0; i < s->fig.depth; i++)
+		free(s->fig.layer_paths[i]);
+	free(s->fig.path);
+	memset(s, 0, sizeof *s);
 }
 
 static void warm_file(const char *path)
@@ -111,18 +116,18 @@ static void warm_file(const char *path)
 	close(fd);
 }
 
-void bench_disk_warm(const struct bench_disk *d)
+void bench_disk_warm(const struct bench_disk_state *s)
 {
-	for (unsigned i = 0; i < d->depth; i++) {
-		struct vmdk_disk *v = chain_layer(d->chain, i);
+	for (unsigned i = 0; i < s->fig.depth; i++) {
+		struct vmdk_disk *v = chain_layer(s->chain, i);
 		for (unsigned k = 0; k < vmdk_nr_files(v); k++)
 			warm_file(vmdk_file_path(v, k));
 	}
 }
 
-void bench_disk_count_begin(struct bench_disk *d)
+void bench_disk_count_begin(struct bench_disk_state *s)
 {
-	vd_countio_reset(d->count);
+	vd_countio_reset(s->count);
 }
 
 /* Add one file's counters to layer l of r. */
@@ -138,39 +143,43 @@ static void count_fold(struct bench_result *r, unsigned l, const struct vd_count
 	r->data_bytes += s->data_bytes;
 }
 
-void bench_disk_count_end(struct bench_disk *d, struct bench_result *r)
+void bench_disk_count_end(struct bench_disk_state *s, struct bench_result *r)
 {
-	struct vd_count_stats s;
+	struct vd_count_stats st;
 
 	r->counted = r->per_layer = true;
-	for (unsigned i = 0; i < d->depth; i++) {
-		struct vmdk_disk *v = chain_layer(d->chain, i);
+	for (unsigned i = 0; i < s->fig.depth; i++) {
+		struct vmdk_disk *v = chain_layer(s->chain, i);
 		for (unsigned k = 0; k < vmdk_nr_files(v); k++)
-			if (!vd_countio_find(d->count, vmdk_file_path(v, k), &s))
-				count_fold(r, i, &s);
+			if (!vd_countio_find(s->count, vmdk_file_path(v, k), &st))
+				count_fold(r, i, &st);
 	}
 }
 
 /* ---- the throw-away delta ------------------------------------------------------ */
 
-int bench_disk_scratch(const struct bench_disk *d, const char *tmpdir, char **dir_out,
-		       char **delta_out)
+int bench_disk_scratch(const struct bench_disk_state *s, const char *tmpdir,
+		       char **dir_out, char **delta_out)
 {
-	struct vmdk_disk *top = chain_layer(d->chain, 0);
+	struct vmdk_disk *top = chain_layer(s->chain, 0);
 	char tmpl[PATH_MAX], top_abs[PATH_MAX];
 	struct vmdk_create_opts co = {
-		.capacity = d->capacity,
+		.capacity = s->fig.capacity,
 		.subformat = VMDK_MONOLITHIC_SPARSE,
 		.grain_size = vmdk_grain_size(top) ? vmdk_grain_size(top) : 65536,
 		.parent_cid = vmdk_cid(top),
 	};
 	int err;
 
-	if (!realpath(vmdk_path(top), top_abs))
-		return tools_fail(vmdk_path(top), -errno), -EIO;
+	if (!realpath(vmdk_path(top), top_abs)) {
+		vd_err("%s: %s", vmdk_path(top), strerror(errno));
+		return -EIO;
+	}
 	snprintf(tmpl, sizeof tmpl, "%s/vdelta-bench-XXXXXX", tmpdir);
-	if (!mkdtemp(tmpl))
-		return tools_fail(tmpl, -errno), -EIO;
+	if (!mkdtemp(tmpl)) {
+		vd_err("%s: %s", tmpl, strerror(errno));
+		return -EIO;
+	}
 	co.parent_hint = top_abs;
 	*dir_out = vd_strdup(tmpl);
 	*delta_out = vd_path_join(tmpl, "scratch.vmdk");

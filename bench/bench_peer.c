@@ -1,7 +1,7 @@
-/* tools — the FUSE servers of `vdelta bench --fuse/--peers` (top layer).
+/* bench — the servers beside vdelta in process (bench layer).
  *
  * Owns: serving a chain through FUSE so the bench reads it there beside
- * vdelta in process: `vdelta mount -f --ro` (this program, --fuse),
+ * vdelta in process: `vdelta mount -f --ro` (o->vdelta_prog, o->fuse),
  * qemu-storage-daemon's FUSE export (read-only, qemu follows the parent
  * hints itself) and vmdkmount (libvmdk; DIR/vmdkN is the whole chain).
  * Each runs as our child in a fresh folder under the temp dir; its
@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -23,7 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tools_bench.h"
+#include "bench_int.h"
 
 #define FUSE_SUPER_MAGIC 0x65735546
 #define START_TIMEOUT_MS 15000
@@ -61,7 +62,8 @@ bool bench_peer_available(unsigned peer)
 	       (peer == PEER_VDELTA || in_path(peer_progs[peer]));
 }
 
-static void peer_exec(unsigned peer, const char *top, const struct bench_peer *p)
+static void peer_exec(unsigned peer, const char *top, const struct bench_opts *o,
+		      const struct bench_peer *p)
 {
 	char file[PATH_MAX + 64], exp[PATH_MAX + 128];
 	int null = open("/dev/null", O_RDWR);
@@ -72,10 +74,10 @@ static void peer_exec(unsigned peer, const char *top, const struct bench_peer *p
 		dup2(null, STDERR_FILENO);
 		execlp("vmdkmount", "vmdkmount", "-v", top, p->mnt, (char *)NULL);
 	}
-	if (peer == PEER_VDELTA) { /* this very program; --ro: reads only */
+	if (peer == PEER_VDELTA) { /* --ro: reads only */
 		snprintf(file, sizeof file, "%s=disk", top);
-		execl("/proc/self/exe", "vdelta", "mount", "-f", "--ro", file, p->mnt,
-		      (char *)NULL);
+		execlp(o->vdelta_prog, "vdelta", "mount", "-f", "--ro", file, p->mnt,
+		       (char *)NULL);
 	}
 	snprintf(file, sizeof file, "driver=file,node-name=f,filename=%s,read-only=on", top);
 	snprintf(exp, sizeof exp, "type=fuse,id=e,node-name=n,mountpoint=%s,writable=off",
@@ -124,8 +126,8 @@ static int peer_prepare(unsigned peer, unsigned depth, const char *tmpdir,
 	return close(open(p->mnt, O_CREAT | O_WRONLY | O_CLOEXEC, 0644)) ? -errno : 0;
 }
 
-int bench_peer_start(unsigned peer, const char *top, unsigned depth, const char *tmpdir,
-		     struct bench_peer **out)
+int bench_peer_start(unsigned peer, const char *top, unsigned depth,
+		     const struct bench_opts *o, struct bench_peer **out)
 {
 	struct bench_peer *p = calloc(1, sizeof *p);
 	char top_abs[PATH_MAX];
@@ -134,19 +136,19 @@ int bench_peer_start(unsigned peer, const char *top, unsigned depth, const char 
 	*out = NULL;
 	if (!p)
 		return -ENOMEM;
-	if (!realpath(top, top_abs) || (err = peer_prepare(peer, depth, tmpdir, p))) {
+	if (!realpath(top, top_abs) || (err = peer_prepare(peer, depth, o->tmpdir, p))) {
 		err = -errno;
-		tools_fail(top, err);
+		vd_err("%s: %s", top, strerror(errno));
 		free(p);
 		return err;
 	}
 	p->pid = fork();
 	if (p->pid == 0)
-		peer_exec(peer, top_abs, p);
+		peer_exec(peer, top_abs, o, p);
 	err = p->pid < 0 ? -errno : peer_wait(p);
 	if (err) {
-		tools_err("%s: %s did not come up serving %s (%s)", p->mnt, peer_progs[peer],
-			  top, strerror(-err));
+		vd_err("%s: %s did not come up serving %s (%s)", p->mnt, peer_progs[peer], top,
+		       strerror(-err));
 		bench_peer_stop(p);
 		return err;
 	}

@@ -1,0 +1,98 @@
+/* bench — private header of the bench layer (layer 4); included only by
+ * bench/bench_*.c (and unit tests).
+ *
+ * Owns the shapes the bench files share:
+ *   bench_run.c    a run: its disks, the order of workloads and systems,
+ *                  the results
+ *   bench_work.c   workloads (sequential, random, trace, write) over a
+ *                  target, latency percentiles, traces
+ *   bench_disk.c   a disk under test: the chain through the counting io,
+ *                  per-layer counts, open cost, map memory, consolidate
+ *                  prediction, the throw-away delta of write workloads
+ *   bench_synth.c  synthetic chains built with the library
+ *   bench_peer.c   the servers beside vdelta (vdelta mount, qemu's FUSE
+ *                  export, vmdkmount)
+ */
+#ifndef VDELTA_BENCH_INT_H
+#define VDELTA_BENCH_INT_H
+
+#include <signal.h>
+
+#include "bench.h"
+
+/* One trace line: a read or a write of len bytes at off. */
+struct bench_op {
+	uint64_t off;
+	uint32_t len;
+	bool write;
+};
+
+struct bench_trace {
+	struct bench_op *ops;
+	size_t nr_ops;
+	bool has_writes;
+	uint32_t max_len;
+};
+
+/* What a workload runs against: a chain in process, or a served file. */
+struct bench_target {
+	struct chain *chain; /* in process, or NULL */
+	int fd;              /* a file served over FUSE, or -1 */
+	uint64_t size;
+};
+
+/* A disk under test: its figures and the chain they are read through. */
+struct bench_disk_state {
+	struct bench_disk fig;
+	struct chain *chain; /* open for reading, counting */
+	struct vd_countio *count;
+};
+
+/* ---- bench_run.c ---- */
+/* Set by bench_run_interrupt: workloads end with -EINTR. */
+extern volatile sig_atomic_t bench_run_stop;
+
+/* ---- bench_work.c ---- */
+/* Run one workload; fills r's logical figures and latencies. */
+int bench_work_run(const struct bench_target *t, const struct bench_opts *o,
+		   const struct bench_trace *trace, struct bench_result *r);
+/* Parse a trace file ("OFFSET LENGTH op" lines) for a disk of capacity. */
+int bench_work_trace_load(const char *path, uint64_t capacity, struct bench_trace *out);
+
+/* ---- bench_disk.c ---- */
+int bench_disk_open(struct bench_disk_state *d, const char *path);
+void bench_disk_close(struct bench_disk_state *d);
+/* Read every layer file once so the page cache is warm. */
+void bench_disk_warm(const struct bench_disk_state *d);
+/* Zero the counters before a workload; fold them into r after it. */
+void bench_disk_count_begin(struct bench_disk_state *d);
+void bench_disk_count_end(struct bench_disk_state *d, struct bench_result *r);
+/* A throw-away delta over the disk's top in a new folder under tmpdir:
+ * *dir_out (malloc'd) holds it; the top itself is never opened for
+ * writing. Close with chain_close, remove with bench_disk_scratch_remove. */
+int bench_disk_scratch(const struct bench_disk_state *d, const char *tmpdir,
+		       char **dir_out, char **delta_out);
+/* Remove a folder's files, then the folder. */
+void bench_disk_scratch_remove(const char *dir);
+
+/* ---- bench_synth.c ---- */
+/* Build (or reuse) a chain of max(depths) layers in dir; tops[i] is the
+ * top of the chain of depth depths[i] (malloc'd). */
+int bench_synth_build(const struct bench_opts *o, const char *dir, char **tops);
+
+/* ---- bench_peer.c ---- */
+struct bench_peer;
+/* Names of the FUSE servers that may run: "vdelta-fuse" (o->fuse), then
+ * the peers "qemu-fuse" and "vmdkmount" (o->peers). */
+extern const char *const bench_peer_names[];
+extern const unsigned bench_nr_peers;
+bool bench_peer_available(unsigned peer);
+/* Serve top with peer `peer`; *out NULL and 0 when it is not installed. */
+int bench_peer_start(unsigned peer, const char *top, unsigned depth,
+		     const struct bench_opts *o, struct bench_peer **out);
+const char *bench_peer_file(const struct bench_peer *p);
+/* /proc/PID/io of the serving process: read syscalls and bytes. */
+int bench_peer_io(const struct bench_peer *p, uint64_t *syscr, uint64_t *rchar);
+void bench_peer_stop(struct bench_peer *p); /* NULL is a no-op */
+
+#endif
