@@ -246,7 +246,8 @@ void chain_tree_free(struct chain_tree *t);
  *
  * Modes: RW writes into the top (a frozen top is -EPERM, see chain_open);
  * RO opens it read-only; NONPERSISTENT writes into a throw-away delta over
- * the top, made in $TMPDIR (or /tmp) and unlinked as soon as it is open,
+ * the top, made in the server's tmpdir (default $TMPDIR, or /tmp: see
+ * chain_server_opts) and unlinked as soon as it is open,
  * so no file of the disk changes and nothing is left behind even after a
  * kill; SNAPSHOT runs chain_snapshot at add time (the top is frozen as it
  * is) and writes into the new delta (chain_served_top names it).
@@ -290,6 +291,16 @@ const char *chain_serve_mode_name(enum chain_serve_mode m);
 int chain_serve_mode_parse(const char *s, enum chain_serve_mode *out);
 
 int chain_server_create(struct chain_server **out);
+/* Where a server's chains read and write, and where its throw-away deltas
+ * are made (a bench counting every read, a scratch folder of its own). */
+struct chain_server_opts {
+	const struct vd_io *io; /* every chain of the server (NULL: POSIX); must
+				 * outlive the server */
+	const char *tmpdir;     /* throw-away deltas (NULL: $TMPDIR or /tmp) */
+};
+/* chain_server_create with options (o NULL: the defaults). */
+int chain_server_create_opts(const struct chain_server_opts *o,
+			     struct chain_server **out);
 /* Open the disk whose top is `path` in `mode`, served under `name`. */
 int chain_server_add(struct chain_server *s, const char *path, const char *name,
 		     enum chain_serve_mode mode, struct chain_served **out);
