@@ -4,16 +4,18 @@
  * physical read is counted per file, metadata apart from data), mapping
  * the counted files to layers, the open cost, the cost and memory of the
  * merged map (built whole by walking the chain's status before any
- * workload, so workloads see a warm map), the consolidate prediction, warming the page cache, and the
- * throw-away delta that write workloads use.
+ * workload, so workloads see a warm map), the consolidate prediction,
+ * warming the page cache, and the throw-away delta that write workloads
+ * use.
  *
- * The throw-away delta is a new monolithicSparse file in a fresh folder
- * whose parentCID is the top's CID and whose hint is the top's absolute
- * path.  The top is never opened for writing, frozen or otherwise touched:
- * chain_open opens every parent read-only.  The folder is removed after.
+ * The throw-away delta is the serving core's (CHAIN_SERVE_NONPERSISTENT,
+ * what `vdelta mount --nonpersistent` writes into): a new monolithicSparse
+ * delta over the top, made in the scratch folder and unlinked as soon as
+ * it is open, so nothing is left behind even after a kill.  The top is
+ * never opened for writing, frozen or otherwise touched: every parent is
+ * opened read-only.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -158,47 +160,18 @@ void bench_disk_count_end(struct bench_disk_state *s, struct bench_result *r)
 
 /* ---- the throw-away delta ------------------------------------------------------ */
 
-int bench_disk_scratch(const struct bench_disk_state *s, const char *tmpdir,
-		       char **dir_out, char **delta_out)
+int bench_disk_scratch_open(const struct bench_disk_state *d, const char *tmpdir,
+			    const struct vd_io *io, struct chain_server **server,
+			    struct chain **chain)
 {
-	struct vmdk_disk *top = chain_layer(s->chain, 0);
-	char tmpl[PATH_MAX], top_abs[PATH_MAX];
-	struct vmdk_create_opts co = {
-		.capacity = s->fig.capacity,
-		.subformat = VMDK_MONOLITHIC_SPARSE,
-		.grain_size = vmdk_grain_size(top) ? vmdk_grain_size(top) : 65536,
-		.parent_cid = vmdk_cid(top),
-	};
-	int err;
+	struct chain_server_opts so = { .io = io, .tmpdir = tmpdir };
+	struct chain_served *sd;
+	int err = chain_server_create_opts(&so, server);
 
-	if (!realpath(vmdk_path(top), top_abs)) {
-		vd_err("%s: %s", vmdk_path(top), strerror(errno));
-		return -EIO;
-	}
-	snprintf(tmpl, sizeof tmpl, "%s/vdelta-bench-XXXXXX", tmpdir);
-	if (!mkdtemp(tmpl)) {
-		vd_err("%s: %s", tmpl, strerror(errno));
-		return -EIO;
-	}
-	co.parent_hint = top_abs;
-	*dir_out = vd_strdup(tmpl);
-	*delta_out = vd_path_join(tmpl, "scratch.vmdk");
-	if (!*dir_out || !*delta_out)
-		return -ENOMEM;
-	err = vmdk_create(*delta_out, &co, NULL);
+	if (err)
+		return err;
+	err = chain_server_add(*server, d->fig.path, "scratch", CHAIN_SERVE_NONPERSISTENT,
+			       &sd);
+	*chain = err ? NULL : chain_served_chain(sd);
 	return err;
-}
-
-void bench_disk_scratch_remove(const char *dir)
-{
-	DIR *dh = opendir(dir);
-	struct dirent *e;
-
-	if (!dh)
-		return;
-	while ((e = readdir(dh)))
-		if (e->d_name[0] != '.')
-			unlinkat(dirfd(dh), e->d_name, 0);
-	closedir(dh);
-	rmdir(dir);
 }

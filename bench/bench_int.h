@@ -67,18 +67,20 @@ void bench_disk_warm(const struct bench_disk_state *d);
 /* Zero the counters before a workload; fold them into r after it. */
 void bench_disk_count_begin(struct bench_disk_state *d);
 void bench_disk_count_end(struct bench_disk_state *d, struct bench_result *r);
-/* A throw-away delta over the disk's top in a new folder under tmpdir:
- * *dir_out (malloc'd) holds it; the top itself is never opened for
- * writing. Close with chain_close, remove with bench_disk_scratch_remove. */
-int bench_disk_scratch(const struct bench_disk_state *d, const char *tmpdir,
-		       char **dir_out, char **delta_out);
-/* Remove a folder's files, then the folder. */
-void bench_disk_scratch_remove(const char *dir);
+/* The serving core's throw-away delta over the disk's top, made under
+ * tmpdir (NULL: $TMPDIR or /tmp); *chain writes into it, every read going
+ * through io.  The top itself is never opened for writing.  Close with
+ * chain_server_close(*server) (also after a failure). */
+int bench_disk_scratch_open(const struct bench_disk_state *d, const char *tmpdir,
+			    const struct vd_io *io, struct chain_server **server,
+			    struct chain **chain);
 
 /* ---- bench_synth.c ---- */
 /* Build (or reuse) a chain of max(depths) layers in dir; tops[i] is the
  * top of the chain of depth depths[i] (malloc'd). */
 int bench_synth_build(const struct bench_opts *o, const char *dir, char **tops);
+/* Remove a temporary folder of synthetic chains (its files, then it). */
+void bench_synth_remove(const char *dir);
 
 /* ---- bench_peer.c ---- */
 struct bench_peer;

@@ -119,33 +119,30 @@ static int run_peer(struct bench_run *b, unsigned disk, struct bench_peer *peer,
 	return err;
 }
 
-/* The write workload on a throw-away delta over the top. */
+/* The write workload on the serving core's throw-away delta over the top,
+ * every read of the run counted. */
 static int run_write(struct bench_run *b, unsigned disk, enum bench_pattern p)
 {
 	struct bench_disk_state *d = &b->disks[disk];
 	struct bench_result *r = result_new(b, "vdelta", disk, p, 1);
 	struct bench_target t = { .fd = -1, .size = d->fig.capacity };
+	struct chain_server *s = NULL;
 	struct vd_countio *ci = NULL;
-	struct vd_count_stats s;
-	char *dir = NULL, *delta = NULL;
-	int err = r ? bench_disk_scratch(d, b->o.tmpdir, &dir, &delta) : -E2BIG;
+	struct vd_count_stats st;
+	int err = r ? vd_countio_create(NULL, &ci) : -E2BIG;
 
-	if (!err && !(err = vd_countio_create(NULL, &ci)))
-		err = chain_open(delta, CHAIN_OPEN_RDWR, vd_countio_io(ci), &t.chain);
+	if (!err)
+		err = bench_disk_scratch_open(d, b->o.tmpdir, vd_countio_io(ci), &s, &t.chain);
 	if (!err) {
 		vd_countio_reset(ci);
 		err = bench_work_run(&t, &b->o, &b->trace, r);
-		vd_countio_total(ci, &s);
+		vd_countio_total(ci, &st);
 		r->counted = true;
-		r->meta_reads = s.meta_reads, r->meta_bytes = s.meta_bytes;
-		r->data_reads = s.data_reads, r->data_bytes = s.data_bytes;
+		r->meta_reads = st.meta_reads, r->meta_bytes = st.meta_bytes;
+		r->data_reads = st.data_reads, r->data_bytes = st.data_bytes;
 	}
-	err = chain_close(t.chain) ?: err;
+	err = chain_server_close(s) ?: err;
 	vd_countio_destroy(ci);
-	if (dir)
-		bench_disk_scratch_remove(dir);
-	free(dir);
-	free(delta);
 	return err;
 }
 
@@ -223,7 +220,7 @@ static int synth_build(struct bench_run *b)
 			return -EIO;
 		}
 		if (!(b->synth_tmp = vd_strdup(tmpl))) {
-			bench_disk_scratch_remove(tmpl);
+			bench_synth_remove(tmpl);
 			return -ENOMEM;
 		}
 		dir = b->synth_tmp;
@@ -280,7 +277,7 @@ void bench_run_destroy(struct bench_run *b)
 	for (unsigned i = 0; i < BENCH_MAX_DEPTHS; i++)
 		free(b->tops[i]);
 	if (b->synth_tmp)
-		bench_disk_scratch_remove(b->synth_tmp);
+		bench_synth_remove(b->synth_tmp);
 	free(b->synth_tmp);
 	free(b->trace.ops);
 	free(b);

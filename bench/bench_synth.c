@@ -11,11 +11,13 @@
  * last: a later run with the same parameters reuses the chain.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "bench_int.h"
 
@@ -198,4 +200,18 @@ int bench_synth_build(const struct bench_opts *o, const char *dir, char **tops)
 		if (!(tops[i] = synth_path(&s, o->depths[i] - 1)))
 			ret = -ENOMEM;
 	return ret < 0 ? ret : 0;
+}
+
+void bench_synth_remove(const char *dir)
+{
+	DIR *dh = opendir(dir);
+	struct dirent *e;
+
+	if (!dh)
+		return;
+	while ((e = readdir(dh)))
+		if (e->d_name[0] != '.')
+			unlinkat(dirfd(dh), e->d_name, 0);
+	closedir(dh);
+	rmdir(dir);
 }
