@@ -68,6 +68,20 @@ enum bench_pattern {
 /* "seq-read-1M", "rand-read-4K", "trace", "rand-write-4K-fsync". */
 const char *bench_work_pattern_name(enum bench_pattern p);
 
+/* The servers a run starts beside vdelta in process (o->systems): each
+ * row of the table in bench_peer.c names the bits that select it. */
+enum {
+	BENCH_SYS_FUSE = 1u << 0,  /* vdelta-fuse: vdelta mount --ro */
+	BENCH_SYS_PEERS = 1u << 1, /* other programs that serve the same chain */
+};
+
+/* A server a run wanted and could not start: program is not installed. */
+struct bench_missing {
+	const char *system;  /* "qemu-fuse" */
+	const char *program; /* "qemu-storage-daemon" */
+	const char *package; /* the Debian package that brings it */
+};
+
 /* Called on the driving thread to show where a run is. */
 struct bench_disk;
 struct bench_result;
@@ -87,7 +101,7 @@ struct bench_hooks {
 struct bench_opts {
 	bool synthetic;         /* build chains of depths[] (else: the caller's disks) */
 	bool write;             /* the random write workload too */
-	bool fuse, peers;       /* the servers beside vdelta (bench_peer.c) */
+	unsigned systems;       /* BENCH_SYS_*: the servers beside vdelta in process */
 	const char *vdelta_prog; /* the vdelta program that serves vdelta-fuse */
 	const char *trace_path; /* replay this trace (NULL: none) */
 	const char *dir;        /* synthetic chains: build (or reuse) and keep here */
@@ -150,6 +164,11 @@ unsigned bench_run_nr_disks(const struct bench_run *b);
 const struct bench_disk *bench_run_disk(const struct bench_run *b, unsigned i);
 unsigned bench_run_nr_results(const struct bench_run *b);
 const struct bench_result *bench_run_result(const struct bench_run *b, unsigned i);
+/* The servers o->systems asked for that are not installed: known (and
+ * each reported once, as a warning) from bench_run_create on; the run
+ * goes on without them. */
+unsigned bench_run_nr_missing(const struct bench_run *b);
+const struct bench_missing *bench_run_missing(const struct bench_run *b, unsigned i);
 /* Close the disks, remove a temporary synthetic folder, free b.  NULL is
  * a no-op. */
 void bench_run_destroy(struct bench_run *b);

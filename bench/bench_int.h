@@ -83,14 +83,17 @@ int bench_synth_build(const struct bench_opts *o, const char *dir, char **tops);
 void bench_synth_remove(const char *dir);
 
 /* ---- bench_peer.c ---- */
+/* The servers, k < bench_nr_peers, in the order a run alternates them. */
+#define BENCH_PEER_MAX 8
 struct bench_peer;
-/* Names of the FUSE servers that may run: "vdelta-fuse" (o->fuse), then
- * the peers "qemu-fuse" and "vmdkmount" (o->peers). */
-extern const char *const bench_peer_names[];
 extern const unsigned bench_nr_peers;
-bool bench_peer_available(unsigned peer);
-/* Serve top with peer `peer`; *out NULL and 0 when it is not installed. */
-int bench_peer_start(unsigned peer, const char *top, unsigned depth,
+const char *bench_peer_system(unsigned k);
+/* o->systems selects server k. */
+bool bench_peer_wanted(unsigned k, const struct bench_opts *o);
+/* Server k is not installed: *out says what is missing (true). */
+bool bench_peer_missing(unsigned k, const struct bench_opts *o, struct bench_missing *out);
+/* Serve top with server k, a child process in a folder under o->tmpdir. */
+int bench_peer_start(unsigned k, const char *top, unsigned depth,
 		     const struct bench_opts *o, struct bench_peer **out);
 const char *bench_peer_file(const struct bench_peer *p);
 /* /proc/PID/io of the serving process: read syscalls and bytes. */

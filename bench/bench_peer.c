@@ -1,10 +1,11 @@
 /* bench — the servers beside vdelta in process (bench layer).
  *
- * Owns: serving a chain through FUSE so the bench reads it there beside
- * vdelta in process: `vdelta mount -f --ro` (o->vdelta_prog, o->fuse),
- * qemu-storage-daemon's FUSE export (read-only, qemu follows the parent
- * hints itself) and vmdkmount (libvmdk; DIR/vmdkN is the whole chain).
- * Each runs as our child in a fresh folder under the temp dir; its
+ * Owns: the table of servers that serve a chain so the bench reads it
+ * there beside vdelta in process, one row each: `vdelta mount -f --ro`
+ * (o->vdelta_prog), qemu-storage-daemon's FUSE export (read-only) and
+ * vmdkmount (libvmdk; DIR/vmdkN is the whole chain); which of them a run
+ * wants and which are not installed (with the Debian package that brings
+ * each).  Each runs as our child in a fresh folder under o->tmpdir; its
  * physical reads are the `syscr`/`rchar` lines of /proc/PID/io (every
  * thread of the process).  They include the server's reads of requests
  * from /dev/fuse (one per FUSE request; the kernel cuts a large read into
@@ -29,11 +30,6 @@
 #define FUSE_SUPER_MAGIC 0x65735546
 #define START_TIMEOUT_MS 15000
 
-const char *const bench_peer_names[] = {"vdelta-fuse", "qemu-fuse", "vmdkmount"};
-const unsigned bench_nr_peers = 3;
-static const char *const peer_progs[] = {"vdelta", "qemu-storage-daemon", "vmdkmount"};
-enum { PEER_VDELTA, PEER_QEMU, PEER_VMDKMOUNT };
-
 struct bench_peer {
 	pid_t pid;
 	char dir[PATH_MAX / 2];       /* our folder: the mountpoint lives here */
@@ -41,11 +37,69 @@ struct bench_peer {
 	char file[PATH_MAX / 2 + 32]; /* the served disk */
 };
 
+/* A server beside vdelta in process. */
+struct peer_kind {
+	const char *system;  /* its name in results */
+	unsigned systems;    /* the BENCH_SYS_* bits that run it */
+	const char *prog;    /* the program (NULL: o->vdelta_prog) */
+	const char *package; /* the Debian package that brings it */
+	const char *mnt_file; /* the mountpoint is this file (NULL: a folder) */
+	const char *served;  /* the served file in the folder ... */
+	bool served_depth;   /* ... with the chain's depth appended */
+	void (*exec)(const char *prog, const char *top, const struct bench_peer *p);
+};
+
+static void exec_vdelta(const char *prog, const char *top, const struct bench_peer *p)
+{
+	char file[PATH_MAX + 64];
+
+	snprintf(file, sizeof file, "%s=disk", top); /* --ro: reads only */
+	execlp(prog, "vdelta", "mount", "-f", "--ro", file, p->mnt, (char *)NULL);
+}
+
+/* qemu follows the parent hints itself. */
+static void exec_qemu(const char *prog, const char *top, const struct bench_peer *p)
+{
+	char file[PATH_MAX + 64], exp[PATH_MAX + 128];
+
+	snprintf(file, sizeof file, "driver=file,node-name=f,filename=%s,read-only=on", top);
+	snprintf(exp, sizeof exp, "type=fuse,id=e,node-name=n,mountpoint=%s,writable=off",
+		 p->mnt);
+	execlp(prog, prog, "--blockdev", file, "--blockdev",
+	       "driver=vmdk,node-name=n,file=f,read-only=on", "--export", exp, (char *)NULL);
+}
+
+/* -v: stay in the foreground (and talk: stderr goes too). */
+static void exec_vmdkmount(const char *prog, const char *top, const struct bench_peer *p)
+{
+	int null = open("/dev/null", O_RDWR);
+
+	dup2(null, STDERR_FILENO);
+	execlp(prog, prog, "-v", top, p->mnt, (char *)NULL);
+}
+
+/* Adding a server is one row here (and an exec function for a new command
+ * line).  Every FUSE server also needs fusermount3 (fuse3) to unmount. */
+static const struct peer_kind kinds[] = {
+	{ "vdelta-fuse", BENCH_SYS_FUSE, NULL, NULL, NULL, "disk", false, exec_vdelta },
+	{ "qemu-fuse", BENCH_SYS_PEERS, "qemu-storage-daemon", "qemu-system-common",
+	  "disk.img", NULL, false, exec_qemu },
+	{ "vmdkmount", BENCH_SYS_PEERS, "vmdkmount", "libvmdk-utils", NULL, "vmdk", true,
+	  exec_vmdkmount },
+};
+
+const unsigned bench_nr_peers = sizeof kinds / sizeof kinds[0];
+_Static_assert(sizeof kinds / sizeof kinds[0] <= BENCH_PEER_MAX, "BENCH_PEER_MAX");
+
+const char *bench_peer_system(unsigned k) { return kinds[k].system; }
+
 static bool in_path(const char *prog)
 {
 	const char *path = getenv("PATH");
 	char buf[PATH_MAX];
 
+	if (strchr(prog, '/'))
+		return access(prog, X_OK) == 0;
 	for (const char *p = path ? path : "/usr/bin:/bin"; *p;) {
 		size_t n = strcspn(p, ":");
 		snprintf(buf, sizeof buf, "%.*s/%s", (int)n, p, prog);
@@ -56,35 +110,37 @@ static bool in_path(const char *prog)
 	return false;
 }
 
-bool bench_peer_available(unsigned peer)
+static const char *kind_prog(unsigned k, const struct bench_opts *o)
 {
-	return peer < bench_nr_peers && in_path("fusermount3") &&
-	       (peer == PEER_VDELTA || in_path(peer_progs[peer]));
+	return kinds[k].prog ? kinds[k].prog : o->vdelta_prog;
 }
 
-static void peer_exec(unsigned peer, const char *top, const struct bench_opts *o,
+bool bench_peer_wanted(unsigned k, const struct bench_opts *o)
+{
+	return (kinds[k].systems & o->systems) != 0;
+}
+
+bool bench_peer_missing(unsigned k, const struct bench_opts *o, struct bench_missing *out)
+{
+	*out = (struct bench_missing){ .system = kinds[k].system };
+	if (!in_path("fusermount3")) {
+		out->program = "fusermount3";
+		out->package = "fuse3";
+	} else if (!in_path(kind_prog(k, o))) {
+		out->program = kind_prog(k, o);
+		out->package = kinds[k].package;
+	}
+	return out->program != NULL;
+}
+
+static void peer_exec(unsigned k, const char *top, const struct bench_opts *o,
 		      const struct bench_peer *p)
 {
-	char file[PATH_MAX + 64], exp[PATH_MAX + 128];
 	int null = open("/dev/null", O_RDWR);
 
 	dup2(null, STDIN_FILENO);
 	dup2(null, STDOUT_FILENO);
-	if (peer == PEER_VMDKMOUNT) { /* -v: stay in the foreground (and talk) */
-		dup2(null, STDERR_FILENO);
-		execlp("vmdkmount", "vmdkmount", "-v", top, p->mnt, (char *)NULL);
-	}
-	if (peer == PEER_VDELTA) { /* --ro: reads only */
-		snprintf(file, sizeof file, "%s=disk", top);
-		execlp(o->vdelta_prog, "vdelta", "mount", "-f", "--ro", file, p->mnt,
-		       (char *)NULL);
-	}
-	snprintf(file, sizeof file, "driver=file,node-name=f,filename=%s,read-only=on", top);
-	snprintf(exp, sizeof exp, "type=fuse,id=e,node-name=n,mountpoint=%s,writable=off",
-		 p->mnt);
-	execlp("qemu-storage-daemon", "qemu-storage-daemon", "--blockdev", file,
-	       "--blockdev", "driver=vmdk,node-name=n,file=f,read-only=on",
-	       "--export", exp, (char *)NULL);
+	kinds[k].exec(kind_prog(k, o), top, p);
 	_exit(127);
 }
 
@@ -108,25 +164,28 @@ static int peer_wait(struct bench_peer *p)
 	return -ETIMEDOUT;
 }
 
-static int peer_prepare(unsigned peer, unsigned depth, const char *tmpdir,
+static int peer_prepare(unsigned k, unsigned depth, const char *tmpdir,
 			struct bench_peer *p)
 {
+	const struct peer_kind *kind = &kinds[k];
+
 	snprintf(p->dir, sizeof p->dir, "%s/vdelta-bench-peer-XXXXXX", tmpdir);
 	if (!mkdtemp(p->dir))
 		return -errno;
-	snprintf(p->mnt, sizeof p->mnt, "%s/%s", p->dir, peer == PEER_QEMU ? "disk.img" : "mnt");
-	if (peer != PEER_QEMU) {
-		if (peer == PEER_VMDKMOUNT)
-			snprintf(p->file, sizeof p->file, "%s/vmdk%u", p->mnt, depth);
-		else
-			snprintf(p->file, sizeof p->file, "%s/disk", p->mnt);
-		return mkdir(p->mnt, 0755) ? -errno : 0;
+	if (kind->mnt_file) {
+		snprintf(p->mnt, sizeof p->mnt, "%s/%s", p->dir, kind->mnt_file);
+		snprintf(p->file, sizeof p->file, "%s", p->mnt);
+		return close(open(p->mnt, O_CREAT | O_WRONLY | O_CLOEXEC, 0644)) ? -errno : 0;
 	}
-	snprintf(p->file, sizeof p->file, "%s", p->mnt);
-	return close(open(p->mnt, O_CREAT | O_WRONLY | O_CLOEXEC, 0644)) ? -errno : 0;
+	snprintf(p->mnt, sizeof p->mnt, "%s/mnt", p->dir);
+	if (kind->served_depth)
+		snprintf(p->file, sizeof p->file, "%s/%s%u", p->mnt, kind->served, depth);
+	else
+		snprintf(p->file, sizeof p->file, "%s/%s", p->mnt, kind->served);
+	return mkdir(p->mnt, 0755) ? -errno : 0;
 }
 
-int bench_peer_start(unsigned peer, const char *top, unsigned depth,
+int bench_peer_start(unsigned k, const char *top, unsigned depth,
 		     const struct bench_opts *o, struct bench_peer **out)
 {
 	struct bench_peer *p = calloc(1, sizeof *p);
@@ -136,18 +195,18 @@ int bench_peer_start(unsigned peer, const char *top, unsigned depth,
 	*out = NULL;
 	if (!p)
 		return -ENOMEM;
-	if (!realpath(top, top_abs) || (err = peer_prepare(peer, depth, o->tmpdir, p))) {
+	if (!realpath(top, top_abs) || (err = peer_prepare(k, depth, o->tmpdir, p))) {
 		err = -errno;
-		vd_err("%s: %s", top, strerror(errno));
-		free(p);
+		vd_err("%s: %s", p->dir[0] ? p->dir : top, strerror(errno));
+		bench_peer_stop(p);
 		return err;
 	}
 	p->pid = fork();
 	if (p->pid == 0)
-		peer_exec(peer, top_abs, o, p);
+		peer_exec(k, top_abs, o, p);
 	err = p->pid < 0 ? -errno : peer_wait(p);
 	if (err) {
-		vd_err("%s: %s did not come up serving %s (%s)", p->mnt, peer_progs[peer], top,
+		vd_err("%s: %s did not come up serving %s (%s)", p->mnt, kind_prog(k, o), top,
 		       strerror(-err));
 		bench_peer_stop(p);
 		return err;

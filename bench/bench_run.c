@@ -25,6 +25,9 @@ volatile sig_atomic_t bench_run_stop;
 
 struct bench_run {
 	struct bench_opts o;
+	bool peer_runs[BENCH_PEER_MAX];  /* wanted and installed */
+	struct bench_missing missing[BENCH_PEER_MAX];
+	unsigned nr_missing;
 	struct bench_trace trace;
 	struct bench_disk_state disks[BENCH_MAX_DEPTHS];
 	unsigned nr_disks;
@@ -94,10 +97,10 @@ static int run_vdelta(struct bench_run *b, unsigned disk, enum bench_pattern p,
 }
 
 static int run_peer(struct bench_run *b, unsigned disk, struct bench_peer *peer,
-		    const char *name, enum bench_pattern p, unsigned threads)
+		    unsigned k, enum bench_pattern p, unsigned threads)
 {
 	struct bench_target t = { .fd = -1, .size = b->disks[disk].fig.capacity };
-	struct bench_result *r = result_new(b, name, disk, p, threads);
+	struct bench_result *r = result_new(b, bench_peer_system(k), disk, p, threads);
 	uint64_t cr0 = 0, ch0 = 0, cr1 = 0, ch1 = 0;
 	int err;
 
@@ -155,7 +158,7 @@ static int run_pattern(struct bench_run *b, unsigned disk, struct bench_peer **p
 
 	for (unsigned k = 0; !err && k < bench_nr_peers; k++)
 		if (peers[k])
-			err = run_peer(b, disk, peers[k], bench_peer_names[k], p, threads);
+			err = run_peer(b, disk, peers[k], k, p, threads);
 	return err;
 }
 
@@ -173,12 +176,12 @@ static int run_reads(struct bench_run *b, unsigned disk, struct bench_peer **pee
 static int run_disk(struct bench_run *b, unsigned disk)
 {
 	struct bench_disk_state *d = &b->disks[disk];
-	struct bench_peer *peers[3] = {NULL, NULL, NULL};
+	struct bench_peer *peers[BENCH_PEER_MAX] = { NULL };
 	int err = 0;
 
 	bench_disk_warm(d);
 	for (unsigned k = 0; k < bench_nr_peers && !err; k++)
-		if ((k ? b->o.peers : b->o.fuse) && bench_peer_available(k))
+		if (b->peer_runs[k])
 			err = bench_peer_start(k, d->fig.path, d->fig.depth, &b->o, &peers[k]);
 	if (!err)
 		err = run_reads(b, disk, peers);
@@ -228,6 +231,25 @@ static int synth_build(struct bench_run *b)
 	return bench_synth_build(&b->o, dir, b->tops);
 }
 
+/* Which servers run; the ones wanted and not installed are said once. */
+static void plan_peers(struct bench_run *b)
+{
+	for (unsigned k = 0; k < bench_nr_peers; k++) {
+		struct bench_missing *m = &b->missing[b->nr_missing];
+		if (!bench_peer_wanted(k, &b->o))
+			continue;
+		b->peer_runs[k] = !bench_peer_missing(k, &b->o, m);
+		if (b->peer_runs[k])
+			continue;
+		b->nr_missing++;
+		if (m->package)
+			vd_warn("%s not run: %s is not installed (Debian package %s)",
+				m->system, m->program, m->package);
+		else
+			vd_warn("%s not run: %s is not there", m->system, m->program);
+	}
+}
+
 int bench_run_create(const struct bench_opts *o, struct bench_run **out)
 {
 	struct bench_run *b = calloc(1, sizeof *b);
@@ -235,6 +257,7 @@ int bench_run_create(const struct bench_opts *o, struct bench_run **out)
 	if (!b)
 		return -ENOMEM;
 	b->o = *o;
+	plan_peers(b);
 	*out = b;
 	return 0;
 }
@@ -266,6 +289,13 @@ const struct bench_disk *bench_run_disk(const struct bench_run *b, unsigned i)
 const struct bench_result *bench_run_result(const struct bench_run *b, unsigned i)
 {
 	return i < b->nr_results ? &b->results[i] : NULL;
+}
+
+unsigned bench_run_nr_missing(const struct bench_run *b) { return b->nr_missing; }
+
+const struct bench_missing *bench_run_missing(const struct bench_run *b, unsigned i)
+{
+	return i < b->nr_missing ? &b->missing[i] : NULL;
 }
 
 void bench_run_destroy(struct bench_run *b)

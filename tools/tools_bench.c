@@ -118,8 +118,8 @@ static int parse_one(struct bench_cmd *cmd, int c, const char *arg)
 	case OPT_WRITE: o->write = true; return 0;
 	case OPT_WRITE_OPS: return parse_u64(arg, 1, 1u << 24, &o->write_ops);
 	case OPT_SEED: return parse_u64(arg, 0, UINT64_MAX >> 1, &o->seed);
-	case OPT_PEERS: o->peers = true; return 0;
-	case OPT_FUSE: o->fuse = true; return 0;
+	case OPT_PEERS: o->systems |= BENCH_SYS_PEERS; return 0;
+	case OPT_FUSE: o->systems |= BENCH_SYS_FUSE; return 0;
 	case OPT_JSON: cmd->json = true; return 0;
 	case OPT_CSV: cmd->csv = true; return 0;
 	case OPT_PLOT: cmd->plot = arg; return 0;
@@ -277,7 +277,8 @@ const struct tools_cmd tools_cmd_bench = {
 	"  --seed N           seed of the random offsets and data (default 1)\n"
 	"Systems:\n"
 	"  --peers            also through qemu-storage-daemon's FUSE export and\n"
-	"                     vmdkmount when installed, alternating with vdelta\n"
+	"                     vmdkmount, alternating with vdelta (those not installed\n"
+	"                     are named, with their Debian package)\n"
 	"  --fuse             also through `vdelta mount --ro` (FUSE, direct I/O)\n"
 	"Output:\n"
 	"  --json | --csv     machine-readable (schema: docs/bench.schema.json)\n"

@@ -120,6 +120,11 @@ void tools_bench_out_table(const struct bench_run *b, FILE *f)
 	}
 	fputs("\namp = physical reads per logical read (amp B: bytes); meta/op = metadata "
 	      "reads per request; x vd = throughput against vdelta\n", f);
+	for (unsigned i = 0; i < bench_run_nr_missing(b); i++) {
+		const struct bench_missing *m = bench_run_missing(b, i);
+		fprintf(f, "not run: %s (%s not installed%s%s)\n", m->system, m->program,
+			m->package ? "; Debian package " : "", m->package ? m->package : "");
+	}
 }
 
 /* ---- JSON ----------------------------------------------------------------------- */
@@ -210,6 +215,22 @@ static void json_result(struct tools_json *j, const struct bench_run *b,
 	tools_json_obj_end(j);
 }
 
+/* The servers asked for and not installed. */
+static void json_not_run(struct tools_json *j, const struct bench_run *b)
+{
+	tools_json_arr_begin(j, "not_run");
+	for (unsigned i = 0; i < bench_run_nr_missing(b); i++) {
+		const struct bench_missing *m = bench_run_missing(b, i);
+		tools_json_obj_begin(j, NULL);
+		tools_json_str(j, "system", m->system);
+		tools_json_str(j, "program", m->program);
+		if (m->package)
+			tools_json_str(j, "package", m->package);
+		tools_json_obj_end(j);
+	}
+	tools_json_arr_end(j);
+}
+
 void tools_bench_out_json(const struct bench_run *b, FILE *f)
 {
 	struct tools_json j;
@@ -229,6 +250,7 @@ void tools_bench_out_json(const struct bench_run *b, FILE *f)
 	for (unsigned i = 0; i < bench_run_nr_results(b); i++)
 		json_result(&j, b, bench_run_result(b, i));
 	tools_json_arr_end(&j);
+	json_not_run(&j, b);
 	tools_json_obj_end(&j);
 }
 
@@ -255,6 +277,8 @@ void tools_bench_out_csv(const struct bench_run *b, FILE *f)
 
 /* ---- plot ----------------------------------------------------------------------- */
 
+#define PLOT_MAX_SYSTEMS 8
+
 /* The result of system on disk d for a pattern (random: 1 thread). */
 static const struct bench_result *find(const struct bench_run *b, const char *system,
 				       unsigned d, enum bench_pattern p)
@@ -268,16 +292,17 @@ static const struct bench_result *find(const struct bench_run *b, const char *sy
 	return NULL;
 }
 
-/* Distinct systems in order of appearance. */
-static unsigned systems(const struct bench_run *b, const char **out)
+/* The first result of each system, in order of appearance. */
+static unsigned systems(const struct bench_run *b, const struct bench_result **out)
 {
 	unsigned n = 0, k;
 
 	for (unsigned i = 0; i < bench_run_nr_results(b); i++) {
-		for (k = 0; k < n && strcmp(out[k], bench_run_result(b, i)->system); k++)
+		const struct bench_result *r = bench_run_result(b, i);
+		for (k = 0; k < n && strcmp(out[k]->system, r->system); k++)
 			;
-		if (k == n && n < 8)
-			out[n++] = bench_run_result(b, i)->system;
+		if (k == n && n < PLOT_MAX_SYSTEMS)
+			out[n++] = r;
 	}
 	return n;
 }
@@ -291,13 +316,14 @@ static void plot_value(FILE *g, bool have, double v)
 }
 
 /* One datablock per system: depth, rand IOPS, seq MiB/s, rand amplification. */
-static void plot_data(const struct bench_run *b, const char **sys, unsigned n, FILE *g)
+static void plot_data(const struct bench_run *b, const struct bench_result **sys,
+		      unsigned n, FILE *g)
 {
 	for (unsigned s = 0; s < n; s++) {
 		fprintf(g, "$s%u << EOD\n", s);
 		for (unsigned d = 0; d < bench_run_nr_disks(b); d++) {
-			const struct bench_result *r = find(b, sys[s], d, BENCH_RAND);
-			const struct bench_result *q = find(b, sys[s], d, BENCH_SEQ);
+			const struct bench_result *r = find(b, sys[s]->system, d, BENCH_RAND);
+			const struct bench_result *q = find(b, sys[s]->system, d, BENCH_SEQ);
 			fprintf(g, "%u", bench_run_disk(b, d)->depth);
 			plot_value(g, r, r ? iops(r) : 0);
 			plot_value(g, q, q ? mibs(q) : 0);
@@ -308,18 +334,20 @@ static void plot_data(const struct bench_run *b, const char **sys, unsigned n, F
 	}
 }
 
-static void plot_panel(FILE *g, const char **sys, unsigned n, int col, const char *title)
+static void plot_panel(FILE *g, const struct bench_result **sys, unsigned n, int col,
+		       const char *title)
 {
 	fprintf(g, "set title '%s'\nplot ", title);
 	for (unsigned s = 0; s < n; s++)
 		fprintf(g, "%s$s%u using 1:%d with linespoints title '%s'", s ? ", " : "", s,
-			col, sys[s]);
+			col, sys[s]->system);
 	fputc('\n', g);
 }
 
 int tools_bench_out_plot(const struct bench_run *b, const char *path)
 {
-	const char *sys[8], *ext = strrchr(path, '.');
+	const struct bench_result *sys[PLOT_MAX_SYSTEMS];
+	const char *ext = strrchr(path, '.');
 	unsigned n = systems(b, sys);
 	bool png = ext && !strcmp(ext, ".png");
 	FILE *g;

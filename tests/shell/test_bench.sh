@@ -11,7 +11,9 @@
 #    (sha256 before/after) and no scratch files behind;
 #  - --json validates against docs/bench.schema.json (a small validator for
 #    the subset of JSON Schema the file uses), --plot writes an SVG whose
-#    series and points match the JSON, --csv has one row per result.
+#    series and points match the JSON, --csv has one row per result;
+#  - --peers names every server it could not run and the package that brings
+#    its program (dpkg -S of the program, where it is installed).
 # shellcheck source=tests/shell/lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -137,6 +139,62 @@ run "$VDELTA" bench -q --trace "$T/bad-trace.txt" "$TOP"
 	fail "bad trace: $(cat "$T/last.err")"
 run "$VDELTA" bench --json --csv "$TOP"
 [ $? = 2 ] && pass "--json with --csv: usage error" || fail "--json --csv exit status"
+
+# ---- --peers: what could not run ---------------------------------------------------------
+# The Debian package that installed a program here (empty when none did).
+pkg_of()
+{
+	local p=$1 f pkg
+	command -v dpkg >/dev/null || return 0
+	for f in "$(command -v "$p" 2>/dev/null)" "/usr/bin/$p" "/bin/$p" "/usr/sbin/$p"; do
+		[ -n "$f" ] && [ -e "$f" ] || continue
+		pkg=$( (dpkg -S "$f" || dpkg -S "$(readlink -f "$f")") 2>/dev/null | head -n1)
+		[ -n "$pkg" ] && { echo "${pkg%%:*}"; return 0; }
+	done
+}
+# each missing server: named on stderr and in not_run, with the package
+# that brings its program where dpkg knows it (NAME=PROGRAM pairs)
+check_missing()
+{
+	local what=$1 pair sys prog pkg
+	shift
+	for pair in "$@"; do
+		sys=${pair%%=*} prog=${pair#*=}
+		pkg=$(pkg_of "$prog")
+		if grep -q "$sys not run: $prog is not installed" "$T/last.err" &&
+			"$PYTHON" - "$T/last.out" "$sys" "$prog" "$pkg" <<'PY'; then
+import json, sys
+d = json.load(open(sys.argv[1]))
+want = {"system": sys.argv[2], "program": sys.argv[3]}
+got = [m for m in d["not_run"] if m["system"] == want["system"]]
+ok = len(got) == 1 and got[0]["program"] == want["program"]
+ok = ok and (not sys.argv[4] or got[0].get("package") == sys.argv[4])
+ok = ok and not [r for r in d["results"] if r["system"] == want["system"]]
+sys.exit(0 if ok else 1)
+PY
+			pass "$what: $sys not run, $prog missing${pkg:+ (package $pkg, as dpkg says)}"
+		else
+			fail "$what: $sys / $prog not reported: $(cat "$T/last.err")"
+		fi
+	done
+}
+PEER_ARGS=(-q --peers --ops 300 --seq-bytes 1M --threads 1 --json "$TOP")
+mkdir -p "$T/bin"
+if run env PATH="$T/bin" "$VDELTA" bench "${PEER_ARGS[@]}"; then
+	check_missing "no fusermount3" qemu-fuse=fusermount3 vmdkmount=fusermount3
+else
+	fail "bench --peers without the peers: $(cat "$T/last.err")"
+fi
+if [ -c /dev/fuse ] && command -v fusermount3 >/dev/null; then
+	ln -s "$(command -v fusermount3)" "$T/bin/fusermount3"
+	if run env PATH="$T/bin" "$VDELTA" bench "${PEER_ARGS[@]}"; then
+		check_missing "only fusermount3" qemu-fuse=qemu-storage-daemon vmdkmount=vmdkmount
+	else
+		fail "bench --peers with fusermount3 alone: $(cat "$T/last.err")"
+	fi
+else
+	echo "no /dev/fuse or fusermount3: the peers' own programs not checked"
+fi
 
 # ---- JSON schema and plot --------------------------------------------------------------
 if command -v gnuplot >/dev/null &&
