@@ -72,7 +72,10 @@ const char *bench_work_pattern_name(enum bench_pattern p);
  * row of the table in bench_peer.c names the bits that select it. */
 enum {
 	BENCH_SYS_FUSE = 1u << 0,  /* vdelta-fuse: vdelta mount --ro */
-	BENCH_SYS_PEERS = 1u << 1, /* other programs that serve the same chain */
+	/* the other programs that serve the same chain (qemu-fuse, vmdkmount),
+	 * and vdelta through the same path (vdelta-fuse), so that their figures
+	 * compare with vdelta's own through FUSE, not in process */
+	BENCH_SYS_PEERS = 1u << 1,
 };
 
 /* A server a run wanted and could not start: program is not installed. */
@@ -123,6 +126,13 @@ struct bench_layer_count {
 /* The figures of one workload on one system. */
 struct bench_result {
 	const char *system;    /* "vdelta", "vdelta-fuse", "qemu-fuse", "vmdkmount" */
+	const char *label;     /* to show: "vdelta (in process)", else the system */
+	const char *access;    /* how it reaches the disk: "in-process", "fuse" */
+	/* the system whose throughput this one is set against on the same
+	 * disk and workload: vdelta reached the same way (qemu-fuse: vdelta-fuse),
+	 * vdelta's own servers against vdelta in process; NULL for vdelta in
+	 * process, or when vdelta did not run that way */
+	const char *vs_system;
 	unsigned disk;         /* index of the run's disk */
 	enum bench_pattern pattern;
 	unsigned threads;

@@ -41,6 +41,8 @@ struct bench_peer {
 struct peer_kind {
 	const char *system;  /* its name in results */
 	unsigned systems;    /* the BENCH_SYS_* bits that run it */
+	const char *access;  /* how the bench reaches the disk */
+	bool ours;           /* vdelta itself: the others of its access compare with it */
 	const char *prog;    /* the program (NULL: o->vdelta_prog) */
 	const char *package; /* the Debian package that brings it */
 	const char *mnt_file; /* the mountpoint is this file (NULL: a folder) */
@@ -81,17 +83,19 @@ static void exec_vmdkmount(const char *prog, const char *top, const struct bench
 /* Adding a server is one row here (and an exec function for a new command
  * line).  Every FUSE server also needs fusermount3 (fuse3) to unmount. */
 static const struct peer_kind kinds[] = {
-	{ "vdelta-fuse", BENCH_SYS_FUSE, NULL, NULL, NULL, "disk", false, exec_vdelta },
-	{ "qemu-fuse", BENCH_SYS_PEERS, "qemu-storage-daemon", "qemu-system-common",
-	  "disk.img", NULL, false, exec_qemu },
-	{ "vmdkmount", BENCH_SYS_PEERS, "vmdkmount", "libvmdk-utils", NULL, "vmdk", true,
-	  exec_vmdkmount },
+	{ "vdelta-fuse", BENCH_SYS_FUSE | BENCH_SYS_PEERS, "fuse", true, NULL, NULL, NULL,
+	  "disk", false, exec_vdelta },
+	{ "qemu-fuse", BENCH_SYS_PEERS, "fuse", false, "qemu-storage-daemon",
+	  "qemu-system-common", "disk.img", NULL, false, exec_qemu },
+	{ "vmdkmount", BENCH_SYS_PEERS, "fuse", false, "vmdkmount", "libvmdk-utils", NULL,
+	  "vmdk", true, exec_vmdkmount },
 };
 
 const unsigned bench_nr_peers = sizeof kinds / sizeof kinds[0];
 _Static_assert(sizeof kinds / sizeof kinds[0] <= BENCH_PEER_MAX, "BENCH_PEER_MAX");
 
 const char *bench_peer_system(unsigned k) { return kinds[k].system; }
+const char *bench_peer_access(unsigned k) { return kinds[k].access; }
 
 static bool in_path(const char *prog)
 {
@@ -131,6 +135,19 @@ bool bench_peer_missing(unsigned k, const struct bench_opts *o, struct bench_mis
 		out->package = kinds[k].package;
 	}
 	return out->program != NULL;
+}
+
+const char *bench_peer_vs(unsigned k, const struct bench_opts *o)
+{
+	struct bench_missing m;
+
+	if (kinds[k].ours)
+		return "vdelta";
+	for (unsigned i = 0; i < bench_nr_peers; i++)
+		if (kinds[i].ours && !strcmp(kinds[i].access, kinds[k].access) &&
+		    bench_peer_wanted(i, o) && !bench_peer_missing(i, o, &m))
+			return kinds[i].system;
+	return NULL;
 }
 
 static void peer_exec(unsigned k, const char *top, const struct bench_opts *o,

@@ -23,6 +23,14 @@
 
 volatile sig_atomic_t bench_run_stop;
 
+/* A system as results name it. */
+struct system {
+	const char *name, *label, *access, *vs;
+};
+
+static const struct system in_process = { "vdelta", "vdelta (in process)", "in-process",
+					  NULL };
+
 struct bench_run {
 	struct bench_opts o;
 	bool peer_runs[BENCH_PEER_MAX];  /* wanted and installed */
@@ -61,7 +69,7 @@ void bench_run_interrupt(void)
 
 /* ---- one workload on each system ------------------------------------------------ */
 
-static struct bench_result *result_new(struct bench_run *b, const char *system,
+static struct bench_result *result_new(struct bench_run *b, const struct system *sys,
 				       unsigned disk, enum bench_pattern p, unsigned threads)
 {
 	const struct bench_hooks *h = &b->o.hooks;
@@ -73,8 +81,9 @@ static struct bench_result *result_new(struct bench_run *b, const char *system,
 		return NULL;
 	}
 	r = &b->results[b->nr_results++];
-	*r = (struct bench_result){ .system = system, .disk = disk, .pattern = p,
-				    .threads = threads };
+	*r = (struct bench_result){ .system = sys->name, .label = sys->label,
+				    .access = sys->access, .vs_system = sys->vs, .disk = disk,
+				    .pattern = p, .threads = threads };
 	if (h->workload)
 		h->workload(h->arg, &b->disks[disk].fig, r);
 	return r;
@@ -85,7 +94,7 @@ static int run_vdelta(struct bench_run *b, unsigned disk, enum bench_pattern p,
 {
 	struct bench_disk_state *d = &b->disks[disk];
 	struct bench_target t = { .chain = d->chain, .fd = -1, .size = d->fig.capacity };
-	struct bench_result *r = result_new(b, "vdelta", disk, p, threads);
+	struct bench_result *r = result_new(b, &in_process, disk, p, threads);
 	int err;
 
 	if (!r)
@@ -99,8 +108,10 @@ static int run_vdelta(struct bench_run *b, unsigned disk, enum bench_pattern p,
 static int run_peer(struct bench_run *b, unsigned disk, struct bench_peer *peer,
 		    unsigned k, enum bench_pattern p, unsigned threads)
 {
+	const struct system sys = { bench_peer_system(k), bench_peer_system(k),
+				    bench_peer_access(k), bench_peer_vs(k, &b->o) };
 	struct bench_target t = { .fd = -1, .size = b->disks[disk].fig.capacity };
-	struct bench_result *r = result_new(b, bench_peer_system(k), disk, p, threads);
+	struct bench_result *r = result_new(b, &sys, disk, p, threads);
 	uint64_t cr0 = 0, ch0 = 0, cr1 = 0, ch1 = 0;
 	int err;
 
@@ -127,7 +138,7 @@ static int run_peer(struct bench_run *b, unsigned disk, struct bench_peer *peer,
 static int run_write(struct bench_run *b, unsigned disk, enum bench_pattern p)
 {
 	struct bench_disk_state *d = &b->disks[disk];
-	struct bench_result *r = result_new(b, "vdelta", disk, p, 1);
+	struct bench_result *r = result_new(b, &in_process, disk, p, 1);
 	struct bench_target t = { .fd = -1, .size = d->fig.capacity };
 	struct chain_server *s = NULL;
 	struct vd_countio *ci = NULL;

@@ -181,8 +181,8 @@ static void on_workload(void *arg, const struct bench_disk *d,
 	struct bench_cmd *cmd = arg;
 
 	if (cmd->progress)
-		fprintf(stderr, "\rbench: depth %u: %-10s %-20s x%u ...   ", d->depth,
-			r->system, bench_work_pattern_name(r->pattern), r->threads);
+		fprintf(stderr, "\rbench: depth %u: %-19s %-20s x%u ...   ", d->depth,
+			r->label, bench_work_pattern_name(r->pattern), r->threads);
 }
 
 /* ---- the run ---------------------------------------------------------------------- */
@@ -257,7 +257,9 @@ const struct tools_cmd tools_cmd_bench = {
 	"[OPTIONS] DISK...\n"
 	"       vdelta bench --synthetic [--depths 1,4,8,16,32] [OPTIONS]\n\n"
 	"Reads DISK (never writes it) in process through the chain layer and counts\n"
-	"every physical read per layer, metadata apart from data.\n\n"
+	"every physical read per layer, metadata apart from data.  Through FUSE,\n"
+	"each server is set against vdelta through FUSE (x vd), vdelta's own FUSE\n"
+	"figures against vdelta in process.\n\n"
 	"Chains:\n"
 	"  --synthetic        build chains with vdelta itself and bench each depth\n"
 	"  --depths LIST      depths of the synthetic chains (default 1,8,32)\n"
@@ -275,10 +277,10 @@ const struct tools_cmd tools_cmd_bench = {
 	"  --write            random 4 KiB writes, each flushed, on a throw-away delta\n"
 	"  --write-ops N      writes per run (default 500)\n"
 	"  --seed N           seed of the random offsets and data (default 1)\n"
-	"Systems:\n"
+	"Systems (vdelta in process always; the others alternate with it):\n"
 	"  --peers            also through qemu-storage-daemon's FUSE export and\n"
-	"                     vmdkmount, alternating with vdelta (those not installed\n"
-	"                     are named, with their Debian package)\n"
+	"                     vmdkmount (those not installed are named, with their\n"
+	"                     Debian package), and vdelta through FUSE beside them\n"
 	"  --fuse             also through `vdelta mount --ro` (FUSE, direct I/O)\n"
 	"Output:\n"
 	"  --json | --csv     machine-readable (schema: docs/bench.schema.json)\n"

@@ -38,12 +38,16 @@ static double mibs(const struct bench_result *r)
 	return ratio((double)r->bytes / 1048576.0, r->seconds);
 }
 
-/* Throughput of r over vdelta's on the same disk and workload (0: none). */
+/* Throughput of r over that of r->vs_system on the same disk and workload;
+ * vdelta in process against itself is 1, 0 when there is nothing to set
+ * r against. */
 static double vs_vdelta(const struct bench_run *b, const struct bench_result *r)
 {
+	if (!r->vs_system)
+		return strcmp(r->access, "in-process") ? 0 : 1.0;
 	for (unsigned i = 0; i < bench_run_nr_results(b); i++) {
 		const struct bench_result *v = bench_run_result(b, i);
-		if (!strcmp(v->system, "vdelta") && v->disk == r->disk &&
+		if (!strcmp(v->system, r->vs_system) && v->disk == r->disk &&
 		    v->pattern == r->pattern && v->threads == r->threads)
 			return ratio(iops(r), iops(v));
 	}
@@ -71,7 +75,7 @@ static void table_disk(const struct bench_disk *d, FILE *f)
 		"amplification 1.00 read per read\n", d->depth,
 		tools_human_size(d->file_bytes, now, sizeof now),
 		tools_human_size(d->data_bytes, after, sizeof after));
-	fprintf(f, "  %-10s %-20s %3s %8s %9s %8s %8s %8s %8s %7s %7s %7s %6s\n", "system",
+	fprintf(f, "  %-19s %-20s %3s %8s %9s %8s %8s %8s %8s %7s %7s %7s %6s\n", "system",
 		"pattern", "thr", "ops", "IOPS", "MiB/s", "p50 us", "p99 us", "p99.9 us",
 		"amp", "amp B", "meta/op", "x vd");
 }
@@ -80,7 +84,7 @@ static void table_layers(const struct bench_result *r, unsigned depth, FILE *f)
 {
 	unsigned shown = 0;
 
-	fprintf(f, "  %-10s data reads by layer (0 = top):", "");
+	fprintf(f, "  %-19s data reads by layer (0 = top):", "");
 	for (unsigned l = 0; l < depth; l++) {
 		if (!r->layers[l].data_reads)
 			continue;
@@ -95,7 +99,7 @@ static void table_layers(const struct bench_result *r, unsigned depth, FILE *f)
 
 static void table_row(const struct bench_run *b, const struct bench_result *r, FILE *f)
 {
-	fprintf(f, "  %-10s %-20s %3u %8" PRIu64 " %9.0f %8.1f %8.1f %8.1f %8.1f", r->system,
+	fprintf(f, "  %-19s %-20s %3u %8" PRIu64 " %9.0f %8.1f %8.1f %8.1f %8.1f", r->label,
 		bench_work_pattern_name(r->pattern), r->threads, r->ops, iops(r), mibs(r),
 		r->lat_ns[0] / 1e3, r->lat_ns[1] / 1e3, r->lat_ns[2] / 1e3);
 	if (r->counted)
@@ -103,8 +107,10 @@ static void table_row(const struct bench_run *b, const struct bench_result *r, F
 			ratio((double)r->meta_reads, (double)r->ops));
 	else
 		fprintf(f, " %7s %7s %7s", "-", "-", "-");
-	if (strcmp(r->system, "vdelta"))
+	if (r->vs_system)
 		fprintf(f, " %6.2f", vs_vdelta(b, r));
+	else if (strcmp(r->access, "in-process"))
+		fprintf(f, " %6s", "-");
 	fputc('\n', f);
 	if (r->per_layer && r->pattern != BENCH_WRITE)
 		table_layers(r, bench_run_disk(b, r->disk)->depth, f);
@@ -119,7 +125,9 @@ void tools_bench_out_table(const struct bench_run *b, FILE *f)
 				table_row(b, bench_run_result(b, i), f);
 	}
 	fputs("\namp = physical reads per logical read (amp B: bytes); meta/op = metadata "
-	      "reads per request; x vd = throughput against vdelta\n", f);
+	      "reads per request;\nx vd = throughput against vdelta reached the same way "
+	      "(through FUSE: vdelta-fuse),\n       vdelta's own servers against vdelta in "
+	      "process\n", f);
 	for (unsigned i = 0; i < bench_run_nr_missing(b); i++) {
 		const struct bench_missing *m = bench_run_missing(b, i);
 		fprintf(f, "not run: %s (%s not installed%s%s)\n", m->system, m->program,
@@ -194,6 +202,7 @@ static void json_result(struct tools_json *j, const struct bench_run *b,
 {
 	tools_json_obj_begin(j, NULL);
 	tools_json_str(j, "system", r->system);
+	tools_json_str(j, "access", r->access);
 	tools_json_u64(j, "disk", r->disk);
 	tools_json_u64(j, "depth", bench_run_disk(b, r->disk)->depth);
 	tools_json_str(j, "pattern", bench_work_pattern_name(r->pattern));
@@ -211,7 +220,9 @@ static void json_result(struct tools_json *j, const struct bench_run *b,
 	if (r->counted)
 		json_physical(j, r);
 	json_layers(j, r, bench_run_disk(b, r->disk)->depth);
-	tools_json_f64(j, "vs_vdelta", strcmp(r->system, "vdelta") ? vs_vdelta(b, r) : 1.0);
+	tools_json_f64(j, "vs_vdelta", vs_vdelta(b, r));
+	if (r->vs_system)
+		tools_json_str(j, "vs_system", r->vs_system);
 	tools_json_obj_end(j);
 }
 
@@ -260,7 +271,7 @@ void tools_bench_out_csv(const struct bench_run *b, FILE *f)
 {
 	fputs("system,depth,pattern,threads,ops,bytes,seconds,iops,mib_per_s,p50_us,p99_us,"
 	      "p99_9_us,phys_reads,phys_bytes,meta_reads,data_reads,amp_ops,amp_bytes,"
-	      "vs_vdelta\n", f);
+	      "vs_vdelta,access,vs_system\n", f);
 	for (unsigned i = 0; i < bench_run_nr_results(b); i++) {
 		const struct bench_result *r = bench_run_result(b, i);
 		fprintf(f, "%s,%u,%s,%u,%" PRIu64 ",%" PRIu64 ",%.6f,%.1f,%.2f,%.1f,%.1f,%.1f,",
@@ -268,10 +279,10 @@ void tools_bench_out_csv(const struct bench_run *b, FILE *f)
 			bench_work_pattern_name(r->pattern), r->threads, r->ops, r->bytes,
 			r->seconds, iops(r), mibs(r),
 			r->lat_ns[0] / 1e3, r->lat_ns[1] / 1e3, r->lat_ns[2] / 1e3);
-		fprintf(f, "%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%.4f,%.4f,%.3f\n",
+		fprintf(f, "%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%.4f,%.4f,%.3f,%s,%s\n",
 			r->meta_reads + r->data_reads, r->meta_bytes + r->data_bytes,
 			r->meta_reads, r->data_reads, amp(r, false), amp(r, true),
-			strcmp(r->system, "vdelta") ? vs_vdelta(b, r) : 1.0);
+			vs_vdelta(b, r), r->access, r->vs_system ? r->vs_system : "");
 	}
 }
 
@@ -340,7 +351,7 @@ static void plot_panel(FILE *g, const struct bench_result **sys, unsigned n, int
 	fprintf(g, "set title '%s'\nplot ", title);
 	for (unsigned s = 0; s < n; s++)
 		fprintf(g, "%s$s%u using 1:%d with linespoints title '%s'", s ? ", " : "", s,
-			col, sys[s]->system);
+			col, sys[s]->label);
 	fputc('\n', g);
 }
 

@@ -13,7 +13,10 @@
 #    the subset of JSON Schema the file uses), --plot writes an SVG whose
 #    series and points match the JSON, --csv has one row per result;
 #  - --peers names every server it could not run and the package that brings
-#    its program (dpkg -S of the program, where it is installed).
+#    its program (dpkg -S of the program, where it is installed), and runs
+#    vdelta through FUSE beside the FUSE peers: each FUSE figure is set
+#    against vdelta-fuse (the ratio recomputed from the JSON), the in-process
+#    row is labelled as such.
 # shellcheck source=tests/shell/lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -140,7 +143,7 @@ run "$VDELTA" bench -q --trace "$T/bad-trace.txt" "$TOP"
 run "$VDELTA" bench --json --csv "$TOP"
 [ $? = 2 ] && pass "--json with --csv: usage error" || fail "--json --csv exit status"
 
-# ---- --peers: what could not run ---------------------------------------------------------
+# ---- --peers: what could not run, and vdelta through FUSE beside the peers ------------
 # The Debian package that installed a program here (empty when none did).
 pkg_of()
 {
@@ -181,7 +184,8 @@ PY
 PEER_ARGS=(-q --peers --ops 300 --seq-bytes 1M --threads 1 --json "$TOP")
 mkdir -p "$T/bin"
 if run env PATH="$T/bin" "$VDELTA" bench "${PEER_ARGS[@]}"; then
-	check_missing "no fusermount3" qemu-fuse=fusermount3 vmdkmount=fusermount3
+	check_missing "no fusermount3" vdelta-fuse=fusermount3 qemu-fuse=fusermount3 \
+		vmdkmount=fusermount3
 else
 	fail "bench --peers without the peers: $(cat "$T/last.err")"
 fi
@@ -189,11 +193,49 @@ if [ -c /dev/fuse ] && command -v fusermount3 >/dev/null; then
 	ln -s "$(command -v fusermount3)" "$T/bin/fusermount3"
 	if run env PATH="$T/bin" "$VDELTA" bench "${PEER_ARGS[@]}"; then
 		check_missing "only fusermount3" qemu-fuse=qemu-storage-daemon vmdkmount=vmdkmount
+		grep -q '"system": "vdelta-fuse"' "$T/last.out" &&
+			pass "--peers runs vdelta-fuse even with no peer installed" ||
+			fail "--peers without peers: no vdelta-fuse result"
 	else
 		fail "bench --peers with fusermount3 alone: $(cat "$T/last.err")"
 	fi
+	if run "$VDELTA" bench "${PEER_ARGS[@]}"; then
+		cp "$T/last.out" "$T/peers.json"
+		"$PYTHON" - "$T/peers.json" <<'PY' && pass "--peers: vdelta-fuse beside every FUSE peer, each set against it" || fail "--peers: systems and ratios"
+import json, sys
+d = json.load(open(sys.argv[1]))
+res = d["results"]
+key = lambda r: (r["disk"], r["pattern"], r["threads"])
+by = {(r["system"],) + key(r): r for r in res}
+ok = True
+fuse = [r for r in res if r["access"] == "fuse"]
+if not [r for r in fuse if r["system"] != "vdelta-fuse"] and d["not_run"] == []:
+    print("no FUSE peer ran and none reported missing"); ok = False
+for r in res:
+    if r["system"] == "vdelta":
+        want = None if r["access"] == "in-process" else "?"
+    else:
+        want = "vdelta" if r["system"] == "vdelta-fuse" else "vdelta-fuse"
+    if r.get("vs_system") != want or (want and (want,) + key(r) not in by):
+        print("result", r["system"], r["pattern"], "vs", r.get("vs_system"), "want", want); ok = False
+        continue
+    ratio = r["iops"] / by[(want,) + key(r)]["iops"] if want else 1.0
+    if abs(r["vs_vdelta"] - ratio) > 1e-3 * max(ratio, 1e-3):
+        print("vs_vdelta", r["vs_vdelta"], "recomputed", ratio); ok = False
+sys.exit(0 if ok else 1)
+PY
+	else
+		fail "bench --peers: $(cat "$T/last.err")"
+	fi
+	if run "$VDELTA" bench -q --fuse --ops 300 --seq-bytes 1M --threads 1 "$TOP"; then
+		grep -q '^  vdelta (in process) ' "$T/last.out" && grep -q '^  vdelta-fuse ' "$T/last.out" &&
+			pass "the table labels the in-process row beside vdelta-fuse" ||
+			fail "table labels: $(head -n 8 "$T/last.out")"
+	else
+		fail "bench --fuse: $(cat "$T/last.err")"
+	fi
 else
-	echo "no /dev/fuse or fusermount3: the peers' own programs not checked"
+	echo "no /dev/fuse or fusermount3: vdelta-fuse beside the peers not checked"
 fi
 
 # ---- JSON schema and plot --------------------------------------------------------------
@@ -206,7 +248,9 @@ if command -v gnuplot >/dev/null &&
 import json, re, sys
 d = json.load(open(sys.argv[1]))
 svg = open(sys.argv[2]).read()
-systems = sorted({r["system"] for r in d["results"]})
+# the in-process row is labelled as such, the others by their system
+label = lambda r: "vdelta (in process)" if r["access"] == "in-process" else r["system"]
+systems = sorted({label(r) for r in d["results"]})
 # gnuplot names plot k of panel p "gnuplot_plot_<k><p>"
 groups = re.split(r'<g id="gnuplot_plot_', svg)[1:]
 titles = {}
@@ -223,8 +267,8 @@ for panel, series in titles.items():
             print("panel", panel, t, len(pts), "points for", len(d["disks"]), "disks"); ok = False
 # panel a: random 4 KiB IOPS of vdelta, 1 thread; a higher rate is drawn higher (smaller y)
 rand = {r["depth"]: r["iops"] for r in d["results"] if r["pattern"] == "rand-read-4K" and r["threads"] == 1}
-ys = [float(y) for _, y in dict(titles["a"])["vdelta"]]
-xs = [float(x) for x, _ in dict(titles["a"])["vdelta"]]
+ys = [float(y) for _, y in dict(titles["a"])["vdelta (in process)"]]
+xs = [float(x) for x, _ in dict(titles["a"])["vdelta (in process)"]]
 depths = sorted(rand)
 for i in range(len(depths)):
     for j in range(len(depths)):
@@ -234,7 +278,7 @@ if xs != sorted(xs):
     print("x positions are not in depth order", xs); ok = False
 sys.exit(0 if ok else 1)
 PY
-	"$PYTHON" - "$SCHEMA" "$T/plot.json" "$T/count.json" <<'PY' && pass "--json validates against docs/bench.schema.json" || fail "--json vs schema"
+	"$PYTHON" - "$SCHEMA" "$T/plot.json" "$T/count.json" "$T/peers.json" <<'PY' && pass "--json validates against docs/bench.schema.json" || fail "--json vs schema"
 import json, os, sys
 # The subset of JSON Schema the schema uses: type, required, properties,
 # items, enum, minimum, maximum.
