@@ -284,8 +284,8 @@ const struct tools_cmd tools_cmd_bench = {
 	"  --fuse             also through `vdelta mount --ro` (FUSE, direct I/O)\n"
 	"Output:\n"
 	"  --json | --csv     machine-readable (schema: docs/bench.schema.json)\n"
-	"  --plot FILE        gnuplot .svg or .png: throughput and amplification\n"
-	"                     against depth, one line per system\n"
+	"  --plot FILE        gnuplot .svg or .png: throughput (log scale) and\n"
+	"                     amplification against depth, one line per system\n"
 	"  --tmpdir DIR       scratch folder (default $TMPDIR or /tmp)\n"
 	"  -q, --quiet        no progress line\n",
 	bench_cmd_run,

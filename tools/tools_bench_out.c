@@ -2,8 +2,8 @@
  *
  * Owns: the table printed on a terminal, the JSON document (its schema is
  * docs/bench.schema.json), the CSV rows and the gnuplot plot (random 4 KiB
- * IOPS, sequential MiB/s and random-read amplification against depth, one
- * line per system).  Amplification is physical reads (or bytes) per
+ * IOPS and sequential MiB/s on log axes, random-read amplification, against
+ * depth, one line per system).  Amplification is physical reads (or bytes) per
  * logical one; for a FUSE server the physical reads are all its read
  * syscalls, its reads of requests from /dev/fuse included.
  */
@@ -326,7 +326,8 @@ static void plot_value(FILE *g, bool have, double v)
 		fputs(" NaN", g);
 }
 
-/* One datablock per system: depth, rand IOPS, seq MiB/s, rand amplification. */
+/* One datablock per system: depth, rand IOPS, seq MiB/s, rand amplification
+ * (a rate of 0 has no place on the log axis: missing). */
 static void plot_data(const struct bench_run *b, const struct bench_result **sys,
 		      unsigned n, FILE *g)
 {
@@ -336,8 +337,8 @@ static void plot_data(const struct bench_run *b, const struct bench_result **sys
 			const struct bench_result *r = find(b, sys[s]->system, d, BENCH_RAND);
 			const struct bench_result *q = find(b, sys[s]->system, d, BENCH_SEQ);
 			fprintf(g, "%u", bench_run_disk(b, d)->depth);
-			plot_value(g, r, r ? iops(r) : 0);
-			plot_value(g, q, q ? mibs(q) : 0);
+			plot_value(g, r && iops(r) > 0, r ? iops(r) : 0);
+			plot_value(g, q && mibs(q) > 0, q ? mibs(q) : 0);
 			plot_value(g, r && r->counted, r ? amp(r, false) : 0);
 			fputc('\n', g);
 		}
@@ -345,9 +346,12 @@ static void plot_data(const struct bench_run *b, const struct bench_result **sys
 	}
 }
 
+/* Throughput panels on a log axis: systems apart by 100x stay readable. */
 static void plot_panel(FILE *g, const struct bench_result **sys, unsigned n, int col,
-		       const char *title)
+		       bool log_y, const char *title)
 {
+	fputs(log_y ? "set logscale y 10\nset yrange [*:*]\n"
+		    : "unset logscale y\nset yrange [0:*]\n", g);
 	fprintf(g, "set title '%s'\nplot ", title);
 	for (unsigned s = 0; s < n; s++)
 		fprintf(g, "%s$s%u using 1:%d with linespoints title '%s'", s ? ", " : "", s,
@@ -374,11 +378,11 @@ int tools_bench_out_plot(const struct bench_run *b, const char *path)
 	fprintf(g, "set terminal %s size 1200,400\nset output '%s'\n",
 		png ? "pngcairo" : "svg dynamic", path);
 	fputs("set datafile missing NaN\nset key top right\nset xlabel 'chain depth'\n"
-	      "set grid\nset logscale x 2\nset yrange [0:*]\nset multiplot layout 1,3\n", g);
+	      "set grid\nset logscale x 2\nset multiplot layout 1,3\n", g);
 	plot_data(b, sys, n, g);
-	plot_panel(g, sys, n, 2, "random 4 KiB reads (IOPS)");
-	plot_panel(g, sys, n, 3, "sequential 1 MiB reads (MiB/s)");
-	plot_panel(g, sys, n, 4, "read amplification (physical reads per 4 KiB read)");
+	plot_panel(g, sys, n, 2, true, "random 4 KiB reads (IOPS, log scale)");
+	plot_panel(g, sys, n, 3, true, "sequential 1 MiB reads (MiB/s, log scale)");
+	plot_panel(g, sys, n, 4, false, "read amplification (reads per 4 KiB read)");
 	fputs("unset multiplot\n", g);
 	st = pclose(g);
 	if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st)) {

@@ -11,7 +11,8 @@
 #    (sha256 before/after) and no scratch files behind;
 #  - --json validates against docs/bench.schema.json (a small validator for
 #    the subset of JSON Schema the file uses), --plot writes an SVG whose
-#    series and points match the JSON, --csv has one row per result;
+#    series and points match the JSON and whose throughput axes are
+#    logarithmic (every tick a power of ten), --csv has one row per result;
 #  - --peers names every server it could not run and the package that brings
 #    its program (dpkg -S of the program, where it is installed), and runs
 #    vdelta through FUSE beside the FUSE peers: each FUSE figure is set
@@ -244,8 +245,8 @@ if command -v gnuplot >/dev/null &&
 		--dir "$T/s" --ops 300 --seq-bytes 2M --json --plot "$T/plot.svg"; then
 	cp "$T/last.out" "$T/plot.json"
 	[ -s "$T/plot.svg" ] && pass "--plot wrote a non-empty SVG" || fail "--plot: empty SVG"
-	"$PYTHON" - "$T/plot.json" "$T/plot.svg" <<'PY' && pass "the plot's series and points match the JSON" || fail "plot vs JSON"
-import json, re, sys
+	"$PYTHON" - "$T/plot.json" "$T/plot.svg" <<'PY' && pass "the plot's series, points and log axes match the JSON" || fail "plot vs JSON"
+import json, math, re, sys
 d = json.load(open(sys.argv[1]))
 svg = open(sys.argv[2]).read()
 # the in-process row is labelled as such, the others by their system
@@ -276,6 +277,24 @@ for i in range(len(depths)):
             print("IOPS order differs from the drawn order", rand, ys); ok = False
 if xs != sorted(xs):
     print("x positions are not in depth order", xs); ok = False
+# y tick labels (right-aligned), by panel (400 px each): the throughput
+# panels a and b have a log axis (every tick a power of ten, "1x10^N" from
+# 10^6 on), the amplification panel c a linear one from 0
+ticks = {}
+for x, body in re.findall(r'<g transform="translate\(([\d.]+),[\d.]+\)"[^>]*text-anchor="end">\s*<text>(.*?)</text>', svg):
+    parts = re.findall(r'<tspan[^>]*>([^<]*)</tspan>', body)
+    text = "".join(parts[:1]).strip()
+    try:
+        v = 10.0 ** float(parts[1]) if text == "1x10" else float(text)
+    except (ValueError, IndexError):
+        continue
+    ticks.setdefault("abc"[min(int(float(x) // 400), 2)], []).append(v)
+for p in "ab":
+    t = ticks.get(p, [])
+    if len(t) < 2 or not all(v > 0 and abs(math.log10(v) - round(math.log10(v))) < 1e-9 for v in t):
+        print("panel", p, "y ticks", t, "are not powers of ten"); ok = False
+if 0.0 not in ticks.get("c", []):
+    print("panel c y ticks", ticks.get("c")); ok = False
 sys.exit(0 if ok else 1)
 PY
 	"$PYTHON" - "$SCHEMA" "$T/plot.json" "$T/count.json" "$T/peers.json" <<'PY' && pass "--json validates against docs/bench.schema.json" || fail "--json vs schema"
