@@ -17,7 +17,8 @@
 #    its program (dpkg -S of the program, where it is installed), and runs
 #    vdelta through FUSE beside the FUSE peers: each FUSE figure is set
 #    against vdelta-fuse (the ratio recomputed from the JSON), the in-process
-#    row is labelled as such.
+#    row is labelled as such;
+#  - every script under bench/ is executable.
 # shellcheck source=tests/shell/lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -238,6 +239,10 @@ PY
 else
 	echo "no /dev/fuse or fusermount3: vdelta-fuse beside the peers not checked"
 fi
+
+# ---- every script under bench/ runs as named (docs/benchmarks.md) ---------------------
+noexec=$(find "$SOURCE_DIR/bench" -name '*.sh' ! -perm -u+x)
+[ -z "$noexec" ] && pass "every bench/*.sh is executable" || fail "not executable: $noexec"
 
 # ---- JSON schema and plot --------------------------------------------------------------
 if command -v gnuplot >/dev/null &&
