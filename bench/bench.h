@@ -1,4 +1,4 @@
-/* bench — the bench engine (layer 4, beside fuse/, over chain.h): what
+/* bench — the bench engine (layer 3, beside fuse/, over chain.h): what
  * reading a chain costs, measured in process and through the servers that
  * serve the same chain, side by side in one run.  Public header of bench/;
  * `vdelta bench` (tools/tools_bench*.c) parses the options and prints the

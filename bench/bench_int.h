@@ -1,4 +1,4 @@
-/* bench — private header of the bench layer (layer 4); included only by
+/* bench — private header of the bench layer (layer 3); included only by
  * bench/bench_*.c (and unit tests).
  *
  * Owns the shapes the bench files share:
