@@ -17,8 +17,10 @@
  * the run starts as its child serving the same top (bench_peer.c: one row
  * per system).  For each disk every workload runs on each system in turn,
  * so the systems alternate under the same load; a result is one (system,
- * disk, workload).  Write workloads run in process on a throw-away delta
- * over the top; the disk's own files are only read.
+ * disk, workload), set against vdelta reached the same way (vs_system).
+ * Write workloads run in process on the serving core's throw-away delta
+ * over the top (CHAIN_SERVE_NONPERSISTENT, unlinked once open); the disk's
+ * own files are only read.
  *
  * UNITS: bytes, nanoseconds (`_ns`), seconds (`seconds`); depths are
  * layers (1: a base alone).
@@ -34,7 +36,8 @@
  * MODEL) and are joined before it returns.  The hooks are called on the
  * driving thread.  bench_run_interrupt() is async-signal-safe: the running
  * workload stops after its current requests and bench_run_measure returns
- * -EINTR, having stopped its servers and removed its scratch files.
+ * -EINTR, having stopped its servers (a temporary synthetic folder goes at
+ * bench_run_destroy, as always).
  *
  * PROCESSES: a server is our child in a fresh folder under the scratch
  * folder; stopping it unmounts our own mountpoint and waits for our own
@@ -46,7 +49,9 @@
  * "OFFSET LENGTH r|w" or does not fit the disk (file:line named); -E2BIG:
  * more than BENCH_MAX_RESULTS results, or a trace over 16 Mi requests;
  * -EEXIST: a synthetic folder built with other parameters; -ETIMEDOUT /
- * -ECHILD: a server did not come up; -EINTR: interrupted.
+ * -ECHILD: a server did not come up; -EINTR: interrupted.  A server asked
+ * for whose program is not installed is no error: a warning naming the
+ * program and its package, and bench_run_missing.
  */
 #ifndef VDELTA_BENCH_H
 #define VDELTA_BENCH_H
@@ -105,7 +110,7 @@ struct bench_opts {
 	bool synthetic;         /* build chains of depths[] (else: the caller's disks) */
 	bool write;             /* the random write workload too */
 	unsigned systems;       /* BENCH_SYS_*: the servers beside vdelta in process */
-	const char *vdelta_prog; /* the vdelta program that serves vdelta-fuse */
+	const char *vdelta_prog; /* serves vdelta-fuse (default "vdelta" in PATH) */
 	const char *trace_path; /* replay this trace (NULL: none) */
 	const char *dir;        /* synthetic chains: build (or reuse) and keep here */
 	const char *tmpdir;     /* scratch folder: servers, temporary chains */

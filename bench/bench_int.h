@@ -93,8 +93,9 @@ const char *bench_peer_access(unsigned k);
 bool bench_peer_wanted(unsigned k, const struct bench_opts *o);
 /* Server k is not installed: *out says what is missing (true). */
 bool bench_peer_missing(unsigned k, const struct bench_opts *o, struct bench_missing *out);
-/* What server k's throughput is set against (bench_result.vs_system). */
-const char *bench_peer_vs(unsigned k, const struct bench_opts *o);
+/* What server k's throughput is set against (bench_result.vs_system),
+ * runs[i] telling whether server i runs. */
+const char *bench_peer_vs(unsigned k, const bool *runs);
 /* Serve top with server k, a child process in a folder under o->tmpdir. */
 int bench_peer_start(unsigned k, const char *top, unsigned depth,
 		     const struct bench_opts *o, struct bench_peer **out);

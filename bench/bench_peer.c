@@ -137,15 +137,12 @@ bool bench_peer_missing(unsigned k, const struct bench_opts *o, struct bench_mis
 	return out->program != NULL;
 }
 
-const char *bench_peer_vs(unsigned k, const struct bench_opts *o)
+const char *bench_peer_vs(unsigned k, const bool *runs)
 {
-	struct bench_missing m;
-
 	if (kinds[k].ours)
 		return "vdelta";
 	for (unsigned i = 0; i < bench_nr_peers; i++)
-		if (kinds[i].ours && !strcmp(kinds[i].access, kinds[k].access) &&
-		    bench_peer_wanted(i, o) && !bench_peer_missing(i, o, &m))
+		if (kinds[i].ours && runs[i] && !strcmp(kinds[i].access, kinds[k].access))
 			return kinds[i].system;
 	return NULL;
 }

@@ -34,6 +34,7 @@ static const struct system in_process = { "vdelta", "vdelta (in process)", "in-p
 struct bench_run {
 	struct bench_opts o;
 	bool peer_runs[BENCH_PEER_MAX];  /* wanted and installed */
+	const char *peer_vs[BENCH_PEER_MAX]; /* what each is set against */
 	struct bench_missing missing[BENCH_PEER_MAX];
 	unsigned nr_missing;
 	struct bench_trace trace;
@@ -109,7 +110,7 @@ static int run_peer(struct bench_run *b, unsigned disk, struct bench_peer *peer,
 		    unsigned k, enum bench_pattern p, unsigned threads)
 {
 	const struct system sys = { bench_peer_system(k), bench_peer_system(k),
-				    bench_peer_access(k), bench_peer_vs(k, &b->o) };
+				    bench_peer_access(k), b->peer_vs[k] };
 	struct bench_target t = { .fd = -1, .size = b->disks[disk].fig.capacity };
 	struct bench_result *r = result_new(b, &sys, disk, p, threads);
 	uint64_t cr0 = 0, ch0 = 0, cr1 = 0, ch1 = 0;
@@ -259,6 +260,8 @@ static void plan_peers(struct bench_run *b)
 		else
 			vd_warn("%s not run: %s is not there", m->system, m->program);
 	}
+	for (unsigned k = 0; k < bench_nr_peers; k++)
+		b->peer_vs[k] = bench_peer_vs(k, b->peer_runs);
 }
 
 int bench_run_create(const struct bench_opts *o, struct bench_run **out)
