@@ -171,7 +171,8 @@ void chain_digest_hex(const uint8_t d[16], char hex[33]);
  *
  * Modes: RW writes into the top (a frozen top is -EPERM, see chain_open);
  * RO opens it read-only; NONPERSISTENT writes into a throw-away delta over
- * the top, made in $TMPDIR (or /tmp) and unlinked as soon as it is open,
+ * the top, made in the server's tmpdir (default $TMPDIR, or /tmp: see
+ * chain_server_opts) and unlinked as soon as it is open,
  * so no file of the disk changes and nothing is left behind even after a
  * kill; SNAPSHOT writes into a new delta over the top that the group layer
  * made at add time (group_serve_add: the top is frozen as it is, the new
@@ -216,6 +217,16 @@ const char *chain_serve_mode_name(enum chain_serve_mode m);
 int chain_serve_mode_parse(const char *s, enum chain_serve_mode *out);
 
 int chain_server_create(struct chain_server **out);
+/* Where a server's chains read and write, and where its throw-away deltas
+ * are made (a bench counting every read, a scratch folder of its own). */
+struct chain_server_opts {
+	const struct vd_io *io; /* every chain of the server (NULL: POSIX); must
+				 * outlive the server */
+	const char *tmpdir;     /* throw-away deltas (NULL: $TMPDIR or /tmp) */
+};
+/* chain_server_create with options (o NULL: the defaults). */
+int chain_server_create_opts(const struct chain_server_opts *o,
+			     struct chain_server **out);
 /* Open the disk whose top is `path` in `mode`, served under `name`.
  * SNAPSHOT is -EINVAL here: its new delta comes from the group layer
  * (group_serve_add), which then calls chain_server_add_snapshot with the

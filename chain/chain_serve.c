@@ -36,6 +36,8 @@ struct chain_server {
 	struct chain_pool *pool;
 	struct chain_served **disks;
 	unsigned nr_disks;
+	const struct vd_io *io; /* every chain's (NULL: POSIX) */
+	char *tmpdir;           /* throw-away deltas (NULL: $TMPDIR or /tmp) */
 };
 
 static const char *const mode_names[] = {
@@ -61,26 +63,38 @@ int chain_serve_mode_parse(const char *s, enum chain_serve_mode *out)
 	return -EINVAL;
 }
 
-int chain_server_create(struct chain_server **out)
+int chain_server_create_opts(const struct chain_server_opts *o,
+			     struct chain_server **out)
 {
 	struct chain_server *s = calloc(1, sizeof *s);
 	int err = s ? chain_pool_create(&s->pool) : -ENOMEM;
 
+	if (!err && o && o->tmpdir && !(s->tmpdir = strdup(o->tmpdir)))
+		err = -ENOMEM;
 	if (err) {
+		if (s)
+			chain_pool_destroy(s->pool);
 		free(s);
 		return err;
 	}
+	s->io = o ? o->io : NULL;
 	*out = s;
 	return 0;
+}
+
+int chain_server_create(struct chain_server **out)
+{
+	return chain_server_create_opts(NULL, out);
 }
 
 /* ---- nonpersistent: a delta nobody will ever see ------------------------------ */
 
 /* Create an empty delta over `top` in a fresh temp folder (without freezing
  * top: it is only read, and must not change by a byte). */
-static int throwaway_create(const char *top, char **dir_out, char **delta_out)
+static int throwaway_create(const struct chain_server *s, const char *top, char **dir_out,
+			    char **delta_out)
 {
-	const char *tmp = getenv("TMPDIR");
+	const char *tmp = s->tmpdir ? s->tmpdir : getenv("TMPDIR");
 	char *dir = NULL, *delta = NULL, *abs_top = realpath(top, NULL);
 	struct vmdk_create_opts o = { .subformat = VMDK_MONOLITHIC_SPARSE };
 	struct vmdk_disk *d = NULL;
@@ -113,10 +127,10 @@ static int throwaway_create(const char *top, char **dir_out, char **delta_out)
 static int open_nonpersistent(struct chain_server *s, struct chain_served *d)
 {
 	char *dir = NULL, *delta = NULL;
-	int err = throwaway_create(d->path, &dir, &delta);
+	int err = throwaway_create(s, d->path, &dir, &delta);
 
 	if (!err)
-		err = chain_open_pool(delta, CHAIN_OPEN_RDWR, NULL, s->pool, &d->chain);
+		err = chain_open_pool(delta, CHAIN_OPEN_RDWR, s->io, s->pool, &d->chain);
 	if (delta)
 		unlink(delta);
 	if (dir)
@@ -162,7 +176,7 @@ static int served_open(struct chain_server *s, struct chain_served *d)
 
 	switch (d->mode) {
 	case CHAIN_SERVE_RO:
-		return chain_open_pool(d->path, CHAIN_OPEN_RDONLY, NULL, s->pool, &d->chain);
+		return chain_open_pool(d->path, CHAIN_OPEN_RDONLY, s->io, s->pool, &d->chain);
 	case CHAIN_SERVE_NONPERSISTENT:
 		return open_nonpersistent(s, d);
 	case CHAIN_SERVE_SNAPSHOT: /* d->top: made by the caller */
@@ -173,7 +187,7 @@ static int served_open(struct chain_server *s, struct chain_served *d)
 			return -ENOMEM;
 	}
 	unclean = was_unclean(d->top);
-	err = chain_open_pool(d->top, CHAIN_OPEN_RDWR | CHAIN_OPEN_DIRTY_OK, NULL,
+	err = chain_open_pool(d->top, CHAIN_OPEN_RDWR | CHAIN_OPEN_DIRTY_OK, s->io,
 			      s->pool, &d->chain);
 	if (!err && !chain_writable(d->chain)) {
 		vd_err("%s: the top is read-only (file or extent access): it cannot be "
@@ -275,6 +289,7 @@ int chain_server_close(struct chain_server *s)
 	}
 	chain_pool_destroy(s->pool);
 	free(s->disks);
+	free(s->tmpdir);
 	free(s);
 	return err;
 }

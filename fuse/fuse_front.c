@@ -1,4 +1,4 @@
-/* fuse_front — FUSE requests to serving-core calls (layer 3).
+/* fuse_front — FUSE requests to serving-core calls (layer 4).
  *
  * Owns: the low-level operations table, inode numbers (1 the folder, 2 the
  * control file, 3+i served disk i), attributes, open flags and the page

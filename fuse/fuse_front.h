@@ -1,4 +1,4 @@
-/* fuse_front — the FUSE front end (layer 3, beside tools/): serves the
+/* fuse_front — the FUSE front end (layer 4, beside tools/): serves the
  * disks of a chain_server (chain.h) as regular files in a folder, through
  * libfuse3's low-level API.  Public header of fuse/.
  *

@@ -1,4 +1,4 @@
-/* fuse_status — the text of the mount's control file (layer 3).
+/* fuse_status — the text of the mount's control file (layer 4).
  *
  * Owns the format that `vdelta mount --status` parses: one record a line,
  * the record's kind first, then tab-separated key=value fields (values

@@ -7,6 +7,7 @@
  * (nonpersistent), pointer identity of pooled layers.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -198,6 +199,62 @@ static void test_serve_modes(void **state)
 	free(after);
 }
 
+static bool dir_empty(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	bool empty = true;
+
+	assert_non_null(d);
+	while ((e = readdir(d)))
+		empty &= e->d_name[0] == '.';
+	closedir(d);
+	return empty;
+}
+
+/* Options: the throw-away delta is made in the server's tmpdir (and gone
+ * from it once open), and every chain reads through the server's io. */
+static void test_serve_opts(void **state)
+{
+	struct fx *f = *state;
+	char *tmp = vdt_join(f->dir, "scratch");
+	struct vd_countio *ci;
+	struct chain_server *s;
+	struct chain_served *np;
+	struct vd_count_stats st;
+	uint8_t buf[4096];
+	size_t done;
+	struct chain_server_opts o = { .tmpdir = tmp };
+	bool in_tmp = false;
+
+	assert_int_equal(mkdir(tmp, 0755), 0);
+	assert_int_equal(vd_countio_create(NULL, &ci), 0);
+	o.io = vd_countio_io(ci);
+	assert_int_equal(chain_server_create_opts(&o, &s), 0);
+	assert_int_equal(chain_server_add(s, f->clone[0], "np", CHAIN_SERVE_NONPERSISTENT,
+					  &np), 0);
+	assert_true(dir_empty(tmp));
+	for (unsigned i = 0; i < vd_countio_nr_files(ci); i++) {
+		vd_countio_get(ci, i, &st);
+		in_tmp |= !strncmp(st.path, tmp, strlen(tmp)) && st.path[strlen(tmp)] == '/';
+	}
+	assert_true(in_tmp);
+	vd_countio_reset(ci);
+	assert_int_equal(chain_served_read(np, buf, sizeof buf, 0, &done), 0);
+	assert_int_equal(buf[0], 0xb0);
+	assert_int_equal(vd_countio_find(ci, f->base, &st), 0);
+	assert_true(st.data_reads >= 1);
+	fill(buf, sizeof buf, 0x5c);
+	assert_int_equal(chain_served_write(np, buf, sizeof buf, 0), 0);
+	assert_int_equal(chain_served_flush(np), 0);
+	vd_countio_total(ci, &st);
+	assert_true(st.writes >= 1 && st.syncs >= 1);
+	assert_int_equal(chain_server_close(s), 0);
+	assert_true(dir_empty(tmp));
+	vd_countio_destroy(ci);
+	free(tmp);
+}
+
 /* Two servers cannot write one top. */
 static void test_serve_refuses_second_writer(void **state)
 {
@@ -267,6 +324,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pool_locks_base, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_serve_rw_semantics, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_serve_modes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_serve_opts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_serve_read_segs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_serve_refuses_second_writer, setup, teardown),
 	};
