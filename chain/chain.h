@@ -289,6 +289,18 @@ struct chain_serve_stats {
 const char *chain_serve_mode_name(enum chain_serve_mode m);
 int chain_serve_mode_parse(const char *s, enum chain_serve_mode *out);
 
+/* A served disk in the front ends' words, DISK[:MODE][=NAME], split in
+ * place: "=NAME" is the last '=' after the last '/', ":MODE" a mode name
+ * after the last ':' that follows the last '/' (a ':' in a file name that
+ * is not followed by a mode stays part of DISK).  *name NULL when none is
+ * given, *mode dflt when none.  -EINVAL (not reported) for an empty NAME or
+ * one holding '/'. */
+int chain_serve_disk_arg(char *arg, enum chain_serve_mode dflt, char **name,
+			 enum chain_serve_mode *mode);
+/* The name a disk is served under by default: the top's base name without
+ * ".vmdk" (malloc'd; NULL when out of memory). */
+char *chain_serve_default_name(const char *path);
+
 int chain_server_create(struct chain_server **out);
 /* Open the disk whose top is `path` in `mode`, served under `name`. */
 int chain_server_add(struct chain_server *s, const char *path, const char *name,
@@ -296,6 +308,8 @@ int chain_server_add(struct chain_server *s, const char *path, const char *name,
 unsigned chain_server_nr_disks(const struct chain_server *s);
 struct chain_served *chain_server_disk(const struct chain_server *s, unsigned i);
 struct chain_pool *chain_server_pool(const struct chain_server *s);
+/* The disk served under `name`, or NULL. */
+struct chain_served *chain_server_find(const struct chain_server *s, const char *name);
 /* Flush every disk (first error returned, every disk tried). */
 int chain_server_flush(struct chain_server *s);
 /* Flush, close every chain, then the pool; frees s.  NULL is a no-op. */

@@ -19,6 +19,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "chain_int.h"
@@ -59,6 +60,39 @@ int chain_serve_mode_parse(const char *s, enum chain_serve_mode *out)
 		}
 	}
 	return -EINVAL;
+}
+
+/* ---- DISK[:MODE][=NAME], the front ends' words for a served disk ---------------- */
+
+int chain_serve_disk_arg(char *arg, enum chain_serve_mode dflt, char **name,
+			 enum chain_serve_mode *mode)
+{
+	char *slash = strrchr(arg, '/'), *eq = strrchr(arg, '='), *colon;
+
+	*name = NULL;
+	*mode = dflt;
+	if (eq && (!slash || eq > slash)) {
+		*eq = '\0';
+		*name = eq + 1;
+		slash = strrchr(arg, '/');
+	}
+	colon = strrchr(arg, ':');
+	if (colon && (!slash || colon > slash) && chain_serve_mode_parse(colon + 1, mode) == 0)
+		*colon = '\0';
+	if (*name && (!**name || strchr(*name, '/')))
+		return -EINVAL;
+	return 0;
+}
+
+char *chain_serve_default_name(const char *path)
+{
+	const char *b = strrchr(path, '/');
+	char *n = strdup(b ? b + 1 : path);
+	size_t len = n ? strlen(n) : 0;
+
+	if (len > 5 && !strcasecmp(n + len - 5, ".vmdk"))
+		n[len - 5] = '\0';
+	return n;
 }
 
 int chain_server_create(struct chain_server **out)
@@ -232,6 +266,14 @@ struct chain_pool *chain_server_pool(const struct chain_server *s) { return s->p
 struct chain_served *chain_server_disk(const struct chain_server *s, unsigned i)
 {
 	return i < s->nr_disks ? s->disks[i] : NULL;
+}
+
+struct chain_served *chain_server_find(const struct chain_server *s, const char *name)
+{
+	for (unsigned i = 0; i < s->nr_disks; i++)
+		if (!strcmp(s->disks[i]->name, name))
+			return s->disks[i];
+	return NULL;
 }
 
 int chain_server_flush(struct chain_server *s)

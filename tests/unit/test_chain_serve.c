@@ -256,6 +256,45 @@ static void test_serve_read_segs(void **state)
 	assert_int_equal(chain_server_close(s), 0);
 }
 
+/* DISK[:MODE][=NAME]: each part found only after the last '/', a ':' that
+ * names no mode kept in the file name. */
+static void test_serve_disk_arg(void **state)
+{
+	static const struct {
+		const char *arg, *disk, *name;
+		enum chain_serve_mode mode;
+	} cases[] = {
+		{ "d/a.vmdk", "d/a.vmdk", NULL, CHAIN_SERVE_RW },
+		{ "d/a.vmdk:ro", "d/a.vmdk", NULL, CHAIN_SERVE_RO },
+		{ "d/a.vmdk=x", "d/a.vmdk", "x", CHAIN_SERVE_RW },
+		{ "d/a.vmdk:snapshot=x", "d/a.vmdk", "x", CHAIN_SERVE_SNAPSHOT },
+		{ "d/a:b.vmdk", "d/a:b.vmdk", NULL, CHAIN_SERVE_RW },
+		{ "d=1/a.vmdk:nonpersistent", "d=1/a.vmdk", NULL, CHAIN_SERVE_NONPERSISTENT },
+		{ "d:ro/a.vmdk", "d:ro/a.vmdk", NULL, CHAIN_SERVE_RW },
+	};
+	enum chain_serve_mode mode;
+	char buf[64], *name, *n;
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		snprintf(buf, sizeof buf, "%s", cases[i].arg);
+		assert_int_equal(chain_serve_disk_arg(buf, CHAIN_SERVE_RW, &name, &mode), 0);
+		assert_string_equal(buf, cases[i].disk);
+		if (cases[i].name)
+			assert_string_equal(name, cases[i].name);
+		else
+			assert_null(name);
+		assert_int_equal(mode, cases[i].mode);
+	}
+	snprintf(buf, sizeof buf, "a.vmdk=");
+	assert_int_equal(chain_serve_disk_arg(buf, CHAIN_SERVE_RO, &name, &mode), -EINVAL);
+	n = chain_serve_default_name("/x/y/Disk.VMDK");
+	assert_string_equal(n, "Disk");
+	free(n);
+	n = chain_serve_default_name("raw.img");
+	assert_string_equal(n, "raw.img");
+	free(n);
+}
+
 static void quiet(void *opaque, enum vd_log_level level, const char *msg) {}
 
 int main(void)
@@ -267,6 +306,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_serve_modes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_serve_read_segs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_serve_refuses_second_writer, setup, teardown),
+		cmocka_unit_test(test_serve_disk_arg),
 	};
 
 	vd_log_set(quiet, NULL);
