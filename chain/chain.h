@@ -348,7 +348,20 @@ int chain_served_read_segs(struct chain_served *d, void *buf, size_t len, uint64
 			   size_t *done);
 int chain_served_write(struct chain_served *d, const void *buf, size_t len,
 		       uint64_t off);
+/* Zeros over [off, off+len): ranges that read as zeros already are left
+ * as they are (nothing allocated), whole grains the top lacks become
+ * zeroed grains where the top records them, the rest is zeros written
+ * (copy-on-write at the edges).  chain_served_zero's flags:
+ * CHAIN_SERVE_ZERO_FAST: -ENOTSUP, nothing written, unless no data would
+ *   be written (NBD's FAST_ZERO);
+ * CHAIN_SERVE_ZERO_TRIM: only what needs no data written, the rest left as
+ *   it is (a discard: the range's content becomes unspecified). */
+enum { CHAIN_SERVE_ZERO_FAST = 1u << 0, CHAIN_SERVE_ZERO_TRIM = 1u << 1 };
 int chain_served_write_zeroes(struct chain_served *d, size_t len, uint64_t off);
+int chain_served_zero(struct chain_served *d, size_t len, uint64_t off, unsigned flags);
+/* Whether the written top records zeroed grains (a zeroed-grain hosted
+ * sparse or a seSparse layer): then zeroing whole grains writes no data. */
+bool chain_served_zeroed_grains(const struct chain_served *d);
 /* Every acknowledged write and its tables durable (fsync of the top). */
 int chain_served_flush(struct chain_served *d);
 void chain_served_stats(struct chain_served *d, struct chain_serve_stats *out);
