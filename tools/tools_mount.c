@@ -256,8 +256,7 @@ static bool has_exited(pid_t pid)
 	return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
 }
 
-/* The daemon exits once it has flushed and closed every disk. */
-static int wait_exit(pid_t pid, unsigned timeout_s)
+int tools_wait_exit(pid_t pid, unsigned timeout_s)
 {
 	struct timespec ts = { 0, 20 * 1000 * 1000 };
 
@@ -283,7 +282,7 @@ static int umount_run(int argc, char **argv)
 		tools_err("%s: fusermount3 -u failed (a file still open?)", argv[optind]);
 		return TOOLS_ERR;
 	}
-	if (!rc && wait_exit((pid_t)pid, 120)) {
+	if (!rc && tools_wait_exit((pid_t)pid, 120)) {
 		tools_err("%s: the daemon (pid %ld) did not exit", argv[optind], pid);
 		return TOOLS_ERR;
 	}
