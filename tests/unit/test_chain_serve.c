@@ -207,6 +207,20 @@ static void test_serve_refuses_second_writer(void **state)
 	assert_int_equal(chain_server_add(a, f->clone[0], "x", CHAIN_SERVE_RW, NULL), 0);
 	assert_int_equal(chain_server_add(b, f->clone[0], "x", CHAIN_SERVE_RW, NULL), -EAGAIN);
 	assert_int_equal(chain_server_nr_disks(b), 0);
+	/* written (so marked unclean): a second writer, whose open would
+	 * recover an unclean top, is refused before it writes a byte */
+	struct chain_served *d = chain_server_disk(a, 0);
+	size_t len0, len1;
+	uint8_t *before, *after;
+	assert_int_equal(chain_served_write(d, "x", 1, 0), 0);
+	assert_int_equal(chain_served_flush(d), 0);
+	before = vdt_slurp(f->clone[0], &len0);
+	assert_int_equal(chain_server_add(b, f->clone[0], "x", CHAIN_SERVE_RW, NULL), -EAGAIN);
+	after = vdt_slurp(f->clone[0], &len1);
+	assert_int_equal(len0, len1);
+	assert_memory_equal(before, after, len0);
+	free(before);
+	free(after);
 	assert_int_equal(chain_server_close(b), 0);
 	assert_int_equal(chain_server_close(a), 0);
 	/* a frozen layer is refused for writing */
