@@ -106,6 +106,9 @@ struct vmdk_disk *chain_layer(const struct chain *c, unsigned i);
 const char *chain_path(const struct chain *c); /* the top as opened */
 bool chain_writable(const struct chain *c);
 uint64_t chain_unit(const struct chain *c); /* map unit, bytes */
+/* The top was left unclean (a crash) and opening it for writing with
+ * CHAIN_OPEN_DIRTY_OK recovered it (locks taken: not with NOLOCK). */
+bool chain_recovered(const struct chain *c);
 
 /* ---- data ------------------------------------------------------------------ */
 

@@ -15,6 +15,8 @@
 
 #include "chain_int.h"
 
+bool chain_recovered(const struct chain *c) { return c->recovered; }
+
 bool chain_is_frozen(struct vmdk_disk *d)
 {
 	const char *v = vmdk_desc_get(d, CHAIN_FROZEN_KEY);
@@ -148,6 +150,7 @@ static int open_layer(struct chain *c, const char *path)
 		err = lock_before_recovery(c, path, vflags, &guard);
 	if (!err)
 		err = vmdk_open(path, vflags, c->io, &c->layers[i].disk);
+	c->recovered = !err && guard;
 	vmdk_close(guard); /* its lock goes: the layer's own is taken below */
 	if (err)
 		return err;

@@ -162,23 +162,6 @@ static int open_nonpersistent(struct chain_server *s, struct chain_served *d)
 	return err;
 }
 
-/* Whether any extent of the layer at path has its unclean flag set. */
-static bool was_unclean(const char *path)
-{
-	struct vmdk_disk *d;
-	struct vmdk_extent_info ei;
-	struct vmdk_info info;
-	bool unclean = false;
-
-	if (vmdk_open(path, VMDK_OPEN_RDONLY, NULL, &d))
-		return false; /* the real open reports it */
-	vmdk_info_get(d, &info);
-	for (unsigned i = 0; i < info.nr_extents && !unclean; i++)
-		unclean = !vmdk_extent_info_get(d, i, &ei) && ei.unclean_shutdown;
-	vmdk_close(d);
-	return unclean;
-}
-
 /* A top left unclean was recovered by its dirty open: say so, once, with
  * the grains a crash leaked (wasted space, not an error). */
 static void report_recovery(struct chain_served *d)
@@ -212,7 +195,6 @@ static bool top_zeroed_grains(struct chain *c)
 
 static int served_open(struct chain_server *s, struct chain_served *d)
 {
-	bool unclean;
 	int err;
 
 	switch (d->mode) {
@@ -229,7 +211,6 @@ static int served_open(struct chain_server *s, struct chain_served *d)
 	}
 	if (err)
 		return err;
-	unclean = was_unclean(d->top);
 	err = chain_open_pool(d->top, CHAIN_OPEN_RDWR | CHAIN_OPEN_DIRTY_OK, NULL,
 			      s->pool, &d->chain);
 	if (!err && !chain_writable(d->chain)) {
@@ -237,7 +218,7 @@ static int served_open(struct chain_server *s, struct chain_served *d)
 		       "written", d->top);
 		return -EROFS;
 	}
-	if (!err && unclean)
+	if (!err && chain_recovered(d->chain))
 		report_recovery(d);
 	return err;
 }
