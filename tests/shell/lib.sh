@@ -137,6 +137,26 @@ sanitizer_clean()
 	fi
 }
 
+# For tests that start daemons: a detached daemon's stderr is /dev/null,
+# so sanitizer reports (ASan build) go to files in $T instead, and finish
+# fails on any.
+sanitizer_to_files()
+{
+	export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}log_path=$T/sanitizer"
+	export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}log_path=$T/sanitizer"
+	eval "lib_finish() $(declare -f finish | tail -n +2)"
+	finish()
+	{
+		local f
+		for f in "$T"/sanitizer.*; do
+			[ -e "$f" ] || continue
+			sed 's/^/  | /' "$f" >&2
+			fail "sanitizer report in $(basename "$f")"
+		done
+		lib_finish
+	}
+}
+
 # Check that a command succeeds; `what` names it in the report.
 expect_ok()
 {
@@ -290,7 +310,8 @@ gen_writes()
 }
 
 # apply_writes TOOL IMAGE LIST: replay a write list with qemu-io (on a VMDK
-# or, qemu-io-raw, a raw file) or vdio,
+# or, qemu-io-raw, a raw file or an NBD URI; QEMU_IO_WRAP, words put before
+# qemu-io, e.g. "ip netns exec NS") or vdio,
 # many commands per process (both tools take the same -c syntax).
 apply_writes()
 {
@@ -298,7 +319,7 @@ apply_writes()
 	local -a base
 	case $tool in
 	qemu-io) base=(qemu-io -f vmdk) ;;
-	qemu-io-raw) base=(qemu-io -f raw) ;;
+	qemu-io-raw) base=(${QEMU_IO_WRAP:-} qemu-io -f raw) ;; # an nbd:// URI too
 	vdio) base=("$VDIO" -w) ;;
 	*) die "apply_writes: unknown tool $tool" ;;
 	esac

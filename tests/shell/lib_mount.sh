@@ -11,21 +11,7 @@
 need fusermount3 qemu-img qemu-io
 need_vdelta
 
-# A detached daemon's stderr is /dev/null: sanitizer reports (ASan build)
-# go to files in $T instead, and finish fails on any.
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}log_path=$T/sanitizer"
-export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}log_path=$T/sanitizer"
-eval "lib_finish() $(declare -f finish | tail -n +2)"
-finish()
-{
-	local f
-	for f in "$T"/sanitizer.*; do
-		[ -e "$f" ] || continue
-		sed 's/^/  | /' "$f" >&2
-		fail "sanitizer report in $(basename "$f")"
-	done
-	lib_finish
-}
+sanitizer_to_files
 
 t_mounts=()
 t_loops=()
