@@ -121,7 +121,10 @@ apply_writes qemu-io-raw "$(nbd_unix "$S" z)" w2.txt && pass "qemu-io writes ove
 	fail "qemu-io over the socket"
 apply_writes qemu-io-raw ref2.raw w2.txt || die "reference writes"
 
-# a client that disconnects in the middle of a 32 MiB write
+# a client that disconnects in the middle of a 32 MiB write: the server
+# serves on, and the write is all there or not at all
+client_gone_mid_write()
+{
 nbd_py "$(nbd_unix "$S" p)" <<'PY'
 import nbd, os, sys
 h = nbd.NBD()
@@ -139,8 +142,13 @@ h.connect_uri(sys.argv[1])
 data = h.pread(32 << 20, 16 << 20)
 sys.exit(0 if data in (open("old.raw", "rb").read(), b"\x99" * (32 << 20)) else 1)
 PY
-[ $? = 0 ] && pass "a client gone mid-write: served on, the write all or nothing" ||
-	fail "after a client died mid-write"
+}
+if $nbd_asan_exit_hang; then
+	echo "skipped under ASan: a client gone mid-write (nbdkit would hang at exit, see lib_nbd.sh)"
+else
+	client_gone_mid_write && pass "a client gone mid-write: served on, the write all or nothing" ||
+		fail "after a client died mid-write"
+fi
 
 run nbdinfo --map --json "$(nbd_unix "$S" z)" && cp "$T/last.out" nbdmap.json ||
 	fail "nbdinfo --map"
@@ -216,26 +224,36 @@ cat map.out
 [ "$(sha256sum <d/base.vmdk)" = "$sha_base" ] && pass "base sha256 unchanged" ||
 	fail "base changed"
 
-# ---- TLS ------------------------------------------------------------------------
-mkdir psk
-echo "alice:$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >psk/keys.psk
-echo "alice:$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >wrong.psk
-chmod 600 psk/keys.psk
-expect_ok "serve with TLS required" vd_serve -U "$T/t.sock" --tls-psk psk/keys.psk \
-	d/base-000001.vmdk:ro=t
-run qemu-img info "$(nbd_unix "$T/t.sock" t)"
-[ $? != 0 ] && pass "a client without the key is refused" || fail "plain client got in"
+# ---- TLS (nbdkit's own) ------------------------------------------------------------
+# tls_read KEYDIR OUT: qemu-img reads export t with the PSK in KEYDIR/keys.psk
 tls_read()
 {
 	run qemu-img convert --object "tls-creds-psk,id=tls0,endpoint=client,dir=$1,username=alice" \
 		--image-opts "driver=nbd,server.type=unix,server.path=$T/t.sock,export=t,tls-creds=tls0" \
 		-O raw "$2"
 }
-mkdir wrong && mv wrong.psk wrong/keys.psk
-tls_read "$T/wrong" tls-wrong.raw
-[ $? != 0 ] && pass "a client with another key is refused" || fail "wrong key got in"
-tls_read "$T/psk" tls.raw && cmp -s tls.raw ref1.raw && pass "with the key, reads work (qemu-img tls-creds-psk)" ||
-	fail "TLS read"
-expect_ok "stop the TLS server" vd_serve --stop -U "$T/t.sock"
+
+tls_section()
+{
+	mkdir psk wrong
+	echo "alice:$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >psk/keys.psk
+	echo "alice:$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >wrong/keys.psk
+	chmod 600 psk/keys.psk wrong/keys.psk
+	expect_ok "serve with TLS required" vd_serve -U "$T/t.sock" --tls-psk psk/keys.psk \
+		d/base-000001.vmdk:ro=t
+	run qemu-img info "$(nbd_unix "$T/t.sock" t)"
+	[ $? != 0 ] && pass "a client without the key is refused" || fail "plain client got in"
+	tls_read "$T/wrong" tls-wrong.raw
+	[ $? != 0 ] && pass "a client with another key is refused" || fail "wrong key got in"
+	tls_read "$T/psk" tls.raw && cmp -s tls.raw ref1.raw &&
+		pass "with the key, reads work (qemu-img tls-creds-psk)" || fail "TLS read"
+	expect_ok "stop the TLS server" vd_serve --stop -U "$T/t.sock"
+}
+
+if $nbd_asan_exit_hang; then
+	echo "skipped under ASan: TLS (nbdkit would hang at exit after any TLS session, see lib_nbd.sh)"
+else
+	tls_section
+fi
 
 finish
