@@ -143,6 +143,8 @@ int tools_mount_pid(const char *mnt, long *pid);
 /* Wait until process pid has exited (gone, or a zombie whoever reaps it):
  * a daemon exits once it has flushed and closed every disk.  -ETIMEDOUT. */
 int tools_wait_exit(pid_t pid, unsigned timeout_s);
+/* Gone, or a zombie: it has exited, whoever reaps it. */
+bool tools_pid_exited(pid_t pid);
 
 /* ---- small shared helpers (vdelta.c) ----------------------------------------------- */
 

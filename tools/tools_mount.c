@@ -239,7 +239,7 @@ static int run_fusermount(const char *mnt)
 
 /* Gone, or a zombie: it has exited, whoever reaps it (a detached daemon's
  * parent is init or a subreaper, which may take its time). */
-static bool has_exited(pid_t pid)
+bool tools_pid_exited(pid_t pid)
 {
 	char path[64], buf[256], *p;
 	FILE *f;
@@ -261,7 +261,7 @@ int tools_wait_exit(pid_t pid, unsigned timeout_s)
 	struct timespec ts = { 0, 20 * 1000 * 1000 };
 
 	for (unsigned i = 0; i < timeout_s * 50; i++) {
-		if (has_exited(pid))
+		if (tools_pid_exited(pid))
 			return 0;
 		nanosleep(&ts, NULL);
 	}

@@ -101,7 +101,7 @@ static pid_t live_pid(const char *pidfile)
 	if (!fgets(comm, sizeof comm, f))
 		comm[0] = '\0';
 	fclose(f);
-	return strncmp(comm, "nbdkit", 6) ? 0 : (pid_t)pid;
+	return strncmp(comm, "nbdkit", 6) || tools_pid_exited((pid_t)pid) ? 0 : (pid_t)pid;
 }
 
 /* A socket file left by a server that is gone (nbdkit does not remove

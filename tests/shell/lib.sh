@@ -157,6 +157,26 @@ sanitizer_to_files()
 	}
 }
 
+# pid_gone PID: exited (gone, or a zombie its reaper has not collected: a
+# detached daemon's parent is init or a subreaper).
+pid_gone()
+{
+	local st
+	st=$(sed -n 's/^[0-9]* (.*) \(.\).*/\1/p' "/proc/$1/stat" 2>/dev/null)
+	[ -z "$st" ] || [ "$st" = Z ] || [ "$st" = X ]
+}
+
+# wait_gone PID: wait up to 10 s for pid_gone.
+wait_gone()
+{
+	local i
+	for i in $(seq 200); do
+		pid_gone "$1" && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
 # Check that a command succeeds; `what` names it in the report.
 expect_ok()
 {

@@ -59,26 +59,6 @@ is_mounted()
 	grep -q " $1 fuse" /proc/mounts
 }
 
-# pid_gone PID: exited (gone, or a zombie its reaper has not collected: a
-# detached daemon's parent is init or a subreaper).
-pid_gone()
-{
-	local st
-	st=$(sed -n 's/^[0-9]* (.*) \(.\).*/\1/p' "/proc/$1/stat" 2>/dev/null)
-	[ -z "$st" ] || [ "$st" = Z ] || [ "$st" = X ]
-}
-
-# wait_gone PID: wait up to 10 s for pid_gone.
-wait_gone()
-{
-	local i
-	for i in $(seq 200); do
-		pid_gone "$1" && return 0
-		sleep 0.05
-	done
-	return 1
-}
-
 # make_base SIZE QEMU-IO-CMD... : in $T/d, a base.vmdk made by qemu-img,
 # filled by qemu-io (the commands given), frozen by `vdelta snapshot`;
 # its new top is d/base-000001.vmdk.  The test's cwd becomes $T.
