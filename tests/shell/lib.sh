@@ -177,6 +177,29 @@ wait_gone()
 	return 1
 }
 
+# rss_kib PID: the process's resident memory, KiB.
+rss_kib()
+{
+	sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status"
+}
+
+# kill_in_flow PID WRITER-PID LOG: kill -9 the server PID in full flow of
+# the crash tests' writer (after 20 more acknowledged writes in LOG, plus
+# 0-0.3 s, from bash's seeded RANDOM), then reap the writer and wait until
+# the server is gone.
+kill_in_flow()
+{
+	local want=$(($(wc -l <"$3") + 20))
+	for _ in $(seq 200); do
+		[ "$(wc -l <"$3")" -lt $want ] || break
+		sleep 0.05
+	done
+	sleep "0.$((RANDOM % 4))"
+	kill -9 "$1"
+	wait "$2"
+	wait_gone "$1"
+}
+
 # Check that a command succeeds; `what` names it in the report.
 expect_ok()
 {

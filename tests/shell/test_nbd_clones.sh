@@ -20,11 +20,6 @@ for i in $(seq $N); do
 done
 sha_base=$(sha256sum <d/base.vmdk)
 
-rss_kib()
-{
-	sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status"
-}
-
 # RSS after the same client work, 32 nbdcopy runs (nbdkit's own memory
 # grows with its connections' threads and buffers): of one export, all
 # runs reading it, and of 32 exports, one run each
