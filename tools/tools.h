@@ -22,6 +22,7 @@
 #define VDELTA_TOOLS_H
 
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "common.h"
 #include "vmdk.h"
@@ -143,6 +144,11 @@ int tools_chain_info(const char *path, bool json, unsigned chain_flags);
 int tools_mount_status(const char *mnt, bool json);
 /* The pid of the daemon serving MOUNTPOINT (from its control file). */
 int tools_mount_pid(const char *mnt, long *pid);
+/* Wait until process pid has exited (gone, or a zombie whoever reaps it):
+ * a daemon exits once it has flushed and closed every disk.  -ETIMEDOUT. */
+int tools_wait_exit(pid_t pid, unsigned timeout_s);
+/* Gone, or a zombie: it has exited, whoever reaps it. */
+bool tools_pid_exited(pid_t pid);
 
 /* ---- small shared helpers (vdelta.c) ----------------------------------------------- */
 

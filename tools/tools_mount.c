@@ -33,45 +33,15 @@ struct mount_args {
 
 /* ---- DISK[:MODE][=NAME] ------------------------------------------------------- */
 
-/* Split "=NAME" (an '=' after the last '/') and ":MODE" off arg, in place. */
+/* The serving core's split, and a name that is not the control file's. */
 static int disk_arg(char *arg, enum chain_serve_mode dflt, char **name,
 		    enum chain_serve_mode *mode)
 {
-	char *slash = strrchr(arg, '/'), *eq = strrchr(arg, '='), *colon;
+	int err = chain_serve_disk_arg(arg, dflt, name, mode);
 
-	*name = NULL;
-	*mode = dflt;
-	if (eq && (!slash || eq > slash)) {
-		*eq = '\0';
-		*name = eq + 1;
-		slash = strrchr(arg, '/');
-	}
-	colon = strrchr(arg, ':');
-	if (colon && (!slash || colon > slash) && chain_serve_mode_parse(colon + 1, mode) == 0)
-		*colon = '\0';
-	if (*name && (!**name || strchr(*name, '/') || !strcmp(*name, FUSE_FRONT_STATUS)))
+	if (!err && *name && !strcmp(*name, FUSE_FRONT_STATUS))
 		return -EINVAL;
-	return 0;
-}
-
-/* The default name: the top's base name without ".vmdk". */
-static char *default_name(const char *path)
-{
-	const char *b = strrchr(path, '/');
-	char *n = strdup(b ? b + 1 : path);
-	size_t len = n ? strlen(n) : 0;
-
-	if (len > 5 && !strcasecmp(n + len - 5, ".vmdk"))
-		n[len - 5] = '\0';
-	return n;
-}
-
-static bool name_taken(struct chain_server *s, const char *name)
-{
-	for (unsigned i = 0; i < chain_server_nr_disks(s); i++)
-		if (!strcmp(chain_served_name(chain_server_disk(s, i)), name))
-			return true;
-	return false;
+	return err;
 }
 
 /* Add one disk; the messages explain what to do about a refusal. */
@@ -87,8 +57,8 @@ static int add_disk(struct chain_server *s, char *arg, enum chain_serve_mode dfl
 	if (!path)
 		return tools_fail(arg, -errno);
 	if (!name)
-		name = own = default_name(path);
-	if (name && name_taken(s, name)) {
+		name = own = chain_serve_default_name(path);
+	if (name && chain_server_find(s, name)) {
 		tools_err("%s: two disks named '%s': give one another name (DISK=NAME)",
 			  arg, name);
 		rc = TOOLS_ERR;
@@ -269,7 +239,7 @@ static int run_fusermount(const char *mnt)
 
 /* Gone, or a zombie: it has exited, whoever reaps it (a detached daemon's
  * parent is init or a subreaper, which may take its time). */
-static bool has_exited(pid_t pid)
+bool tools_pid_exited(pid_t pid)
 {
 	char path[64], buf[256], *p;
 	FILE *f;
@@ -286,13 +256,12 @@ static bool has_exited(pid_t pid)
 	return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
 }
 
-/* The daemon exits once it has flushed and closed every disk. */
-static int wait_exit(pid_t pid, unsigned timeout_s)
+int tools_wait_exit(pid_t pid, unsigned timeout_s)
 {
 	struct timespec ts = { 0, 20 * 1000 * 1000 };
 
 	for (unsigned i = 0; i < timeout_s * 50; i++) {
-		if (has_exited(pid))
+		if (tools_pid_exited(pid))
 			return 0;
 		nanosleep(&ts, NULL);
 	}
@@ -313,7 +282,7 @@ static int umount_run(int argc, char **argv)
 		tools_err("%s: fusermount3 -u failed (a file still open?)", argv[optind]);
 		return TOOLS_ERR;
 	}
-	if (!rc && wait_exit((pid_t)pid, 120)) {
+	if (!rc && tools_wait_exit((pid_t)pid, 120)) {
 		tools_err("%s: the daemon (pid %ld) did not exit", argv[optind], pid);
 		return TOOLS_ERR;
 	}

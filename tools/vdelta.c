@@ -26,6 +26,7 @@
 	X(tree)       \
 	X(mount)      \
 	X(umount)     \
+	X(serve)      \
 	X(bench)      \
 	X(commit)     \
 	X(delete)     \

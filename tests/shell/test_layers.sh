@@ -26,6 +26,7 @@ LAYERS=(
 	"group   group.h       common vmdk chain"
 	"fuse    fuse_front.h  common vmdk chain group"
 	"bench   bench.h       common vmdk chain group"
+	"nbd     -             common vmdk chain group"
 	"tools   -             common vmdk chain group fuse bench nbd rbd"
 )
 
