@@ -514,18 +514,20 @@ BASH_HEAD = r'''# bash completion for vdelta(1).
 
 _vdelta_commands='%(commands)s'
 
-# COMPREPLY: files of kind $1 (vmdk, dir, file, or several) matching $2
+# COMPREPLY: the names matching $1 of the kinds $2... (vmdk: .vmdk files
+# and folders to go down; dir; file)
 _vdelta_files()
 {
-	local IFS=$'\n' k
+	local IFS=$'\n' cur=$1 k
+	shift
 	compopt -o filenames 2>/dev/null
 	COMPREPLY=()
-	for k in $1; do
+	for k in "$@"; do
 		case $k in
-		vmdk) COMPREPLY+=($(compgen -d -- "$2")
-			COMPREPLY+=($(compgen -f -X '!*.[vV][mM][dD][kK]' -- "$2")) ;;
-		dir) COMPREPLY+=($(compgen -d -- "$2")) ;;
-		file) COMPREPLY+=($(compgen -f -- "$2")) ;;
+		vmdk) COMPREPLY+=($(compgen -d -- "$cur"))
+			COMPREPLY+=($(compgen -f -X '!*.[vV][mM][dD][kK]' -- "$cur")) ;;
+		dir) COMPREPLY+=($(compgen -d -- "$cur")) ;;
+		file) COMPREPLY+=($(compgen -f -- "$cur")) ;;
 		esac
 	done
 }
@@ -565,7 +567,7 @@ def bash_word(s):
 
 
 def bash_command(c):
-    lines = ["\t%s)" % c["name"], "\t\tcase $prev in"]
+    lines = ["\t%s)" % c["name"]]
     words, values = {}, {}
     for o in c["options"]:
         v = o["value"]
@@ -579,16 +581,20 @@ def bash_command(c):
         lines.append("\t\t%s) COMPREPLY=($(compgen -W %s -- \"$cur\")); return ;;"
                      % ("|".join(names), bash_word(w)))
     for kind, names in values.items():
-        act = "_vdelta_files %s \"$cur\"; " % kind if kind else ""
+        act = "_vdelta_files \"$cur\" %s; " % kind if kind else ""
         lines.append("\t\t%s) %sreturn ;;" % ("|".join(names), act))
+    if len(lines) > 1:
+        lines.insert(1, "\t\tcase $prev in")
+        lines.append("\t\tesac")
     opts = [n for o in c["options"] for n in o["names"]] + ["--help"]
-    lines.append("\t\tesac")
     lines.append("\t\tcase $cur in")
     lines.append("\t\t-*) COMPREPLY=($(compgen -W %s -- \"$cur\")) ;;"
                  % bash_word(" ".join(opts)))
     if c["args"]:
-        lines.append("\t\t*) _vdelta_files %s \"$cur\" ;;"
-                     % bash_word(" ".join(c["args"])))
+        kinds = ["file"] if "file" in c["args"] else c["args"]
+        if "vmdk" in kinds and "dir" in kinds:
+            kinds.remove("dir")  # folders come with the .vmdk files
+        lines.append("\t\t*) _vdelta_files \"$cur\" %s ;;" % " ".join(kinds))
     lines.append("\t\tesac ;;")
     return "\n".join(lines)
 
