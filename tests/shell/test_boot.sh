@@ -172,6 +172,7 @@ exec_start()
 # listen FILE: collect NOTIFY_SOCKET datagrams into FILE, one a line
 listen()
 {
+	[ -z "${listener:-}" ] || kill "$listener" 2>/dev/null
 	rm -f "$T/notify.sock" "$1"
 	"$PYTHON" -c 'import socket,sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(sys.argv[1]); s.settimeout(60)
@@ -179,7 +180,8 @@ with open(sys.argv[2], "a") as f:
     while True:
         try: d = s.recv(4096)
         except socket.timeout: break
-        f.write(d.decode().replace("\n", " ") + "\n"); f.flush()' "$T/notify.sock" "$1" &
+        f.write(d.decode().replace("\n", " ") + "\n"); f.flush()' "$T/notify.sock" "$1" \
+		</dev/null >/dev/null 2>&1 &
 	listener=$!
 	for ((i = 0; i < 50; i++)); do [ -S "$T/notify.sock" ] && return; sleep 0.1; done
 }
