@@ -1,11 +1,15 @@
 /* tools — `vdelta mount` and `vdelta umount` (top layer, over chain.h and
  * the FUSE front end fuse_front.h).
  *
- * Owns: the command lines, turning DISK[:MODE][=NAME] arguments into disks
- * of one serving core (chain_serve.c), the messages a user sees before the
- * mount returns (every startup failure, the new deltas of --snapshot), and
- * the wait for the daemon's clean exit at umount.  The serving itself is
- * fuse_front_run's; `--status` is tools_mount_status.c.
+ * Owns: the command lines, turning DISK[:MODE][=NAME] arguments (or the
+ * disk and mountpoint lines of --config FILE, whose other keys are the long
+ * options) into disks of one serving core (chain_serve.c), the messages a
+ * user sees before the mount returns (every startup failure, the new
+ * deltas of --snapshot), readiness and stop told to a service manager
+ * (tools_notify.c), and the wait for the daemon's clean exit at umount.
+ * The serving itself is fuse_front_run's; `--status` is
+ * tools_mount_status.c; the file format of --config tools_mount_conf.c; the
+ * fstab form tools_fstab.c.
  */
 #define _GNU_SOURCE
 #include <errno.h>
