@@ -28,8 +28,9 @@ if [ -z "${VDELTA_BOOT_NS:-}" ]; then
 	VDELTA_BOOT_NS=1 exec unshare -m --propagation private bash "$0" "$@"
 fi
 
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}log_path=$T/sanitizer"
-export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}log_path=$T/sanitizer"
+# mounts of the test's own, always stopped; sanitizer logs of the daemons
+source "$(dirname "$0")/lib_mount.sh"
+trap '[ -z "${listener:-}" ] || kill "$listener" 2>/dev/null; t_mount_cleanup' EXIT
 D=$T/root
 run meson install -C "$BUILD_DIR" --no-rebuild --destdir "$D" || die "meson install failed"
 prefix=$(meson introspect "$BUILD_DIR" --buildoptions |
@@ -48,24 +49,7 @@ cmp -s "$(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin comm
 	"$T/sbin/vdelta" ||
 	die "vdelta on mount(8)'s PATH is not the installed one"
 
-mnts=()
-cleanup()
-{
-	local m
-	for m in "${mnts[@]}"; do
-		grep -q " $m fuse" /proc/mounts && fusermount3 -u -z "$m" 2>/dev/null
-	done
-	[ -z "${listener:-}" ] || kill "$listener" 2>/dev/null
-	t_cleanup
-}
-trap cleanup EXIT
-
-mnt()
-{
-	mkdir -p "$T/$1"
-	mnts+=("$T/$1")
-}
-
+mnt() { mnt_new "$1" >/dev/null; }
 mounted() { grep -q " $1 fuse.vdelta " /proc/mounts; }
 
 # disk NAME: a 64 MiB sparse disk with 0x11 in its first MiB
@@ -145,7 +129,7 @@ test_drop_privileges()
 	disk e && mnt m4 || return
 	run mount -t fuse.vdelta -o drop_privileges "$T/e.vmdk" "$T/m4" ||
 		{ fail "mount -o drop_privileges"; return; }
-	pid=$(sed -n 's/^mount\t.*pid=\([0-9]*\).*/\1/p' "$T/m4/.vdelta-status")
+	pid=$(mount_pid "$T/m4")
 	caps=$(awk '/^CapEff/ {print $2}' "/proc/$pid/status")
 	[ "$caps" = 0000000000000000 ] || fail "daemon $pid has capabilities $caps"
 	written "$T/m4" e 0xe1 || fail "write through m4"
@@ -268,9 +252,4 @@ test_mount_type
 test_fstab
 test_drop_privileges
 test_unit_by_hand
-for f in "$T"/sanitizer.*; do
-	[ -e "$f" ] || continue
-	sed 's/^/  | /' "$f" >&2
-	fail "sanitizer report in $(basename "$f")"
-done
 finish
