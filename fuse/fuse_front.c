@@ -442,6 +442,8 @@ int fuse_front_run(struct chain_server *s, const char *mountpoint,
 	/* the mount is ready: the parent returns 0 to the shell from here */
 	fuse_daemonize(o->foreground);
 	if (fuse_set_signal_handlers(se) == 0) {
+		if (o->ready)
+			o->ready(o->opaque);
 		err = serve(se, o);
 		fuse_remove_signal_handlers(se);
 	}

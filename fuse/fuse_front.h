@@ -37,6 +37,10 @@ struct fuse_front_opts {
 	enum fuse_front_cache cache;
 	const char *mount_opts;        /* "-o" list for libfuse (allow_other, ...), or NULL */
 	unsigned max_threads;          /* 0: libfuse's default */
+	/* Called once in the serving process when the mount is ready and
+	 * stop signals are handled (a service manager's readiness), or NULL. */
+	void (*ready)(void *opaque);
+	void *opaque;
 };
 
 /* Mount the server's disks at mountpoint (an absolute path) and serve
@@ -46,7 +50,9 @@ struct fuse_front_opts {
  * 0 there (inside libfuse's fuse_daemonize), the child detaches (setsid,
  * cwd "/", stdio to /dev/null) and serves, so every path the server holds
  * must be absolute.  A failure before that returns -errno (reported) in
- * the one process there is, whose stderr is still the user's. */
+ * the one process there is, whose stderr is still the user's.  mountpoint
+ * may be "/dev/fd/N": a /dev/fuse descriptor already mounted by the caller
+ * (mount.fuse3's drop_privileges). */
 int fuse_front_run(struct chain_server *s, const char *mountpoint,
 		   const struct fuse_front_opts *o);
 

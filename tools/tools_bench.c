@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "tools_bench.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_bench;
 
@@ -250,40 +251,6 @@ static int bench_cmd_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_bench = {
 	.name = "bench",
-	.summary = "measure what reading a chain costs (read amplification, latency, peers)",
-	.usage = "[OPTIONS] DISK...\n"
-	"       vdelta bench --synthetic [--depths 1,4,8,16,32] [OPTIONS]\n\n"
-	"Reads DISK (never writes it) in process through the chain layer and counts\n"
-	"every physical read per layer, metadata apart from data.  Through FUSE,\n"
-	"each server is set against vdelta through FUSE (x vd), vdelta's own FUSE\n"
-	"figures against vdelta in process.\n\n"
-	"Chains:\n"
-	"  --synthetic        build chains with vdelta itself and bench each depth\n"
-	"  --depths LIST      depths of the synthetic chains (default 1,8,32)\n"
-	"  --size SIZE        virtual size (default 4G)\n"
-	"  --grain SIZE       grain size (default 64K)\n"
-	"  --fill PCT         percent of the base's grains holding data (default 100)\n"
-	"  --churn PCT        percent of the grains each delta rewrites (default 3)\n"
-	"  --dir DIR          build (or reuse) the chain in DIR and keep it\n"
-	"Workloads:\n"
-	"  --threads LIST     threads of the random 4 KiB reads (default 1,2)\n"
-	"  --ops N            random reads per run (default 20000)\n"
-	"  --seq-bytes SIZE   sequential 1 MiB reads cover this much (default: all)\n"
-	"  --trace FILE       replay \"OFFSET LENGTH r|w\" lines (writes go to a\n"
-	"                     throw-away delta)\n"
-	"  --write            random 4 KiB writes, each flushed, on a throw-away delta\n"
-	"  --write-ops N      writes per run (default 500)\n"
-	"  --seed N           seed of the random offsets and data (default 1)\n"
-	"Systems (vdelta in process always; the others alternate with it):\n"
-	"  --peers            also through qemu-storage-daemon's FUSE export and\n"
-	"                     vmdkmount (those not installed are named, with their\n"
-	"                     Debian package), and vdelta through FUSE beside them\n"
-	"  --fuse             also through `vdelta mount --ro` (FUSE, direct I/O)\n"
-	"Output:\n"
-	"  --json | --csv     machine-readable (schema: docs/bench.schema.json)\n"
-	"  --plot FILE        gnuplot .svg or .png: throughput (log scale) and\n"
-	"                     amplification against depth, one line per system\n"
-	"  --tmpdir DIR       scratch folder (default $TMPDIR or /tmp)\n"
-	"  -q, --quiet        no progress line\n",
+	TOOLS_PAGE(bench),
 	.run = bench_cmd_run,
 };

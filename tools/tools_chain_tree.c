@@ -14,6 +14,7 @@
 
 #include "group.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_tree;
 
@@ -186,13 +187,6 @@ static int tree_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_tree = {
 	.name = "tree",
-	.summary = "show the linked-clone groups of the disks in folders",
-	.usage = "[--json] DIR...\n"
-		 "\n"
-		 "Each group (the disks that reach one base) is printed as a tree: per\n"
-		 "layer its storage and how many disks reach it; per group the space\n"
-		 "used and what full clones would take.  Broken links (CID mismatch),\n"
-		 "missing parents and orphaned snapshots are flagged; the exit status\n"
-		 "is 1 when a link is broken or a parent missing.",
+	TOOLS_PAGE(tree),
 	.run = tree_run,
 };

@@ -11,6 +11,7 @@
 
 #include "group.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_consolidate;
 
@@ -177,23 +178,6 @@ static int cons_run(int argc, char **argv)
 const struct tools_cmd tools_cmd_consolidate = {
 	.name = "consolidate",
 	.writes = true,
-	.summary = "collapse a disk's unshared snapshot layers (shared ones untouched)",
-	.usage = "[--dry-run] [--json] [-p] [--keep LAYER]... [--scan DIR]... DISK | --all DIR\n"
-		 "\n"
-		 "Every layer of DISK between its top and the first layer another disk\n"
-		 "reaches, except the kept ones, is merged with its parent, lowest\n"
-		 "first, in the direction that copies fewer bytes: the layer into its\n"
-		 "parent (\"write\" in the plan) or the parent into the layer (\"pull\":\n"
-		 "the layer then hangs from the grandparent, or becomes a base).  The\n"
-		 "top stays where it is, the content is identical, shared layers are\n"
-		 "untouched.\n"
-		 "\n"
-		 "  -n, --dry-run  print the plan and stop\n"
-		 "  --json         the plan / the result as JSON\n"
-		 "  -p, --progress show progress even when stderr is not a terminal\n"
-		 "  --keep LAYER   do not merge LAYER away (nor its parent into it)\n"
-		 "  --scan DIR     look for more disks under DIR\n"
-		 "  --all DIR      every disk found under DIR; prints each disk's depth\n"
-		 "                 and the folder's space before and after",
+	TOOLS_PAGE(consolidate),
 	.run = cons_run,
 };

@@ -22,6 +22,7 @@
 
 #include "group.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 /* arg as a regular file: itself, or DISK of DISK:MODE; NULL when neither. */
 static char *file_arg(const char *arg)
@@ -137,20 +138,7 @@ static int recover_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_recover = {
 	.name = "recover",
-	.summary = "finish or roll back interrupted group operations",
-	.usage = "[--dry-run] DISK|DIR|RECORD...\n"
-		 "\n"
-		 "A group operation (commit, delete, relocate, ...) writes an intent\n"
-		 "record (LAYER.vmdk.vdelta-intent) before its first change; if it is\n"
-		 "interrupted, the next vdelta command that changes the group finishes\n"
-		 "it or rolls it back.  Commands that only read (info, digest, map,\n"
-		 "check) report such a record and change nothing; this command finishes\n"
-		 "the ones near DISK (the folders of its layers), under DIR, or the\n"
-		 "RECORD named.  A record is acted on only when it is the running\n"
-		 "user's, lies beside the layer it names and names only that group's\n"
-		 "files; any other is reported and left alone.\n"
-		 "\n"
-		 "  -n, --dry-run  list what would be done, change nothing",
+	TOOLS_PAGE(recover),
 	.run = recover_run,
 	.writes = true,
 };

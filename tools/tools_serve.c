@@ -23,6 +23,7 @@
 
 #include "chain.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_serve;
 
@@ -364,33 +365,6 @@ static int serve_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_serve = {
 	.name = "serve",
-	.summary = "serve disks to other hosts over NBD (nbdkit and the vdelta plugin)",
-	.usage = "[options] DISK[:MODE][=NAME]...\n"
-		 "       vdelta serve --stop [-p PORT | -U SOCKET | --pid-file FILE]\n"
-		 "\n"
-		 "Each DISK (the top layer of a chain) is served as the NBD export NAME\n"
-		 "(default: its base name without .vmdk; the first is also the default\n"
-		 "export), all by one nbdkit process: layers they share are opened once.\n"
-		 "Start-up recovers interrupted group operations and an unclean top, takes\n"
-		 "the locks and checks the chains; a refusal names the file and exits 1.\n"
-		 "Returns once serving and prints each export's URI; `vdelta serve --stop`\n"
-		 "(with the same -p, -U or --pid-file) or SIGTERM to nbdkit stops it\n"
-		 "cleanly (flushed, locks released).\n"
-		 "\n"
-		 "  -p, --port PORT   TCP port (default " SERVE_PORT ")\n"
-		 "  -b, --bind ADDR   listen on this address only (nbdkit -i)\n"
-		 "  -U, --unix SOCKET serve on a Unix socket instead of TCP\n"
-		 "  --tls-psk FILE    require TLS with the pre-shared keys in FILE (nbdkit's\n"
-		 "                    --tls=require --tls-psk; `psktool -u NAME -p FILE`)\n"
-		 "  -f, --foreground  stay in the foreground (nbdkit -f), messages on stderr\n"
-		 "  --pid-file FILE   default SOCKET.pid, or $XDG_RUNTIME_DIR (or /tmp)\n"
-		 "                    /vdelta-serve-PORT.pid\n"
-		 "  --ro              every disk read-only\n"
-		 "  --nonpersistent   writes go into a throw-away delta, dropped at stop\n"
-		 "  --snapshot        freeze each top at start, write into a new delta\n"
-		 "  --stop            stop the server of that port, socket or pid file\n"
-		 "\n"
-		 "MODE (per disk) is rw, ro, nonpersistent or snapshot.  The same is\n"
-		 "`nbdkit vdelta disk=DISK[:MODE][=NAME]... [mode=MODE]` (docs/nbd.md).",
+	TOOLS_PAGE(serve),
 	.run = serve_run,
 };

@@ -30,6 +30,11 @@ LAYERS=(
 	"tools   -             common vmdk chain group fuse bench nbd rbd"
 )
 
+# Headers the build generates in a folder's build folder: its own.
+declare -A generated=(
+	[tools]="tools_pages.h"
+)
+
 declare -A header uses
 for row in "${LAYERS[@]}"; do
 	read -r dir hdr deps <<<"$row"
@@ -65,13 +70,14 @@ check_tree()
 	for dir in "${!defs[@]}"; do
 		local allowed=" " mine forbidden
 		for other in ${uses[$dir]}; do
-			allowed+="${header[$other]:-} "
+			[ "${header[$other]:--}" = - ] || allowed+="${header[$other]} "
 		done
 		for f in "$root/$dir"/*.[ch]; do
 			[ -e "$f" ] || continue
 			while read -r inc; do
 				nr_checked=$((nr_checked + 1))
 				[ -e "$root/$dir/$inc" ] && continue # its own header
+				case " ${generated[$dir]:-} " in *" $inc "*) continue ;; esac
 				case $allowed in
 				*" $inc "*) ;;
 				*) echo "FAIL: $dir/$(basename "$f") includes \"$inc\" (allowed:$allowed and $dir/*.h)"
