@@ -238,6 +238,7 @@ struct chain_server_opts {
 	const struct vd_io *io; /* every chain of the server (NULL: POSIX); must
 				 * outlive the server */
 	const char *tmpdir;     /* throw-away deltas (NULL: $TMPDIR or /tmp) */
+	unsigned open_flags;    /* added to every chain's: CHAIN_OPEN_OUTSIDE_OK */
 };
 /* chain_server_create with options (o NULL: the defaults). */
 int chain_server_create_opts(const struct chain_server_opts *o,

@@ -40,6 +40,7 @@ struct chain_server {
 	unsigned nr_disks;
 	const struct vd_io *io; /* every chain's (NULL: POSIX) */
 	char *tmpdir;           /* throw-away deltas (NULL: $TMPDIR or /tmp) */
+	unsigned open_flags;    /* added to every chain's open */
 };
 
 static const char *const mode_names[] = {
@@ -113,6 +114,7 @@ int chain_server_create_opts(const struct chain_server_opts *o,
 		return err;
 	}
 	s->io = o ? o->io : NULL;
+	s->open_flags = o ? o->open_flags & CHAIN_OPEN_OUTSIDE_OK : 0;
 	*out = s;
 	return 0;
 }
@@ -166,7 +168,8 @@ static int open_nonpersistent(struct chain_server *s, struct chain_served *d)
 	int err = throwaway_create(s, d->path, &dir, &delta);
 
 	if (!err)
-		err = chain_open_pool(delta, CHAIN_OPEN_RDWR, s->io, s->pool, &d->chain);
+		err = chain_open_pool(delta, CHAIN_OPEN_RDWR | s->open_flags, s->io, s->pool,
+				      &d->chain);
 	if (delta)
 		unlink(delta);
 	if (dir)
@@ -213,7 +216,8 @@ static int served_open(struct chain_server *s, struct chain_served *d)
 
 	switch (d->mode) {
 	case CHAIN_SERVE_RO:
-		return chain_open_pool(d->path, CHAIN_OPEN_RDONLY, s->io, s->pool, &d->chain);
+		return chain_open_pool(d->path, CHAIN_OPEN_RDONLY | s->open_flags, s->io,
+				       s->pool, &d->chain);
 	case CHAIN_SERVE_NONPERSISTENT:
 		return open_nonpersistent(s, d);
 	case CHAIN_SERVE_SNAPSHOT: /* d->top: made by the caller */
@@ -223,7 +227,7 @@ static int served_open(struct chain_server *s, struct chain_served *d)
 		if (!d->top)
 			return -ENOMEM;
 	}
-	err = chain_open_pool(d->top, CHAIN_OPEN_RDWR | CHAIN_OPEN_DIRTY_OK, s->io,
+	err = chain_open_pool(d->top, CHAIN_OPEN_RDWR | CHAIN_OPEN_DIRTY_OK | s->open_flags, s->io,
 			      s->pool, &d->chain);
 	if (!err && !chain_writable(d->chain)) {
 		vd_err("%s: the top is read-only (file or extent access): it cannot be "

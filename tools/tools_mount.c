@@ -42,6 +42,7 @@ struct mount_args {
 	int conf_rc;                     /* TOOLS_* of reading the file */
 	char **conf_disks, *conf_mnt;    /* what the file names */
 	unsigned nr_conf_disks;
+	bool outside;                    /* --outside-extents */
 };
 
 /* ---- DISK[:MODE][=NAME] ------------------------------------------------------- */
@@ -165,7 +166,8 @@ static int mount_serve(char *const *disks, unsigned nr, const char *mnt, struct 
 
 	if (rc)
 		return tools_fail(mnt, rc);
-	rc = chain_server_create(&s);
+	rc = chain_server_create_opts(&(struct chain_server_opts){
+		.open_flags = a->outside ? CHAIN_OPEN_OUTSIDE_OK : 0 }, &s);
 	rc = rc ? tools_fail(mnt, rc) : TOOLS_OK;
 	for (unsigned i = 0; i < nr && rc == TOOLS_OK; i++)
 		rc = add_disk(s, disks[i], a->mode);
@@ -187,7 +189,7 @@ static int mount_serve(char *const *disks, unsigned nr, const char *mnt, struct 
 }
 
 enum { OPT_RO = 256, OPT_NP, OPT_SNAP, OPT_CACHE, OPT_STATUS, OPT_JSON, OPT_THREADS,
-       OPT_CONFIG };
+       OPT_CONFIG, OPT_OUTSIDE };
 
 static const struct option mount_opts[] = {
 	{"foreground", no_argument, NULL, 'f'},
@@ -198,6 +200,7 @@ static const struct option mount_opts[] = {
 	{"cache", required_argument, NULL, OPT_CACHE},
 	{"threads", required_argument, NULL, OPT_THREADS},
 	{"config", required_argument, NULL, OPT_CONFIG},
+	{"outside-extents", no_argument, NULL, OPT_OUTSIDE},
 	{"status", no_argument, NULL, OPT_STATUS},
 	{"json", no_argument, NULL, OPT_JSON},
 	{NULL, 0, NULL, 0},
@@ -233,6 +236,7 @@ static int mount_opt(int c, const char *arg, struct mount_args *a)
 	case OPT_SNAP: a->mode = CHAIN_SERVE_SNAPSHOT; break;
 	case OPT_STATUS: a->status_of = ""; return 0;
 	case OPT_JSON: a->json = true; return 0;
+	case OPT_OUTSIDE: a->outside = true; return 0;
 	case OPT_THREADS: a->fo.max_threads = (unsigned)atoi(arg);
 		return a->fo.max_threads ? 0 : -EINVAL;
 	case OPT_CONFIG:

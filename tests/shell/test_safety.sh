@@ -380,6 +380,16 @@ EOF
 refused "outside extent: snapshot" "outside the descriptor's folder" snapshot "$T/ds/X/out.vmdk"
 [ "$(cat "$T/ds/victim.txt")" = 12345678901234567890 ] && pass "outside extent: the file outside is untouched" ||
 	fail "outside extent: written"
+if [ -c /dev/fuse ]; then
+	mkdir -p "$T/mx"
+	refused "outside extent: a read-write mount" "outside the descriptor's folder" mount "$T/ds/X/out.vmdk" "$T/mx"
+	if run "$VDELTA" mount --outside-extents "$T/ds/X/out.vmdk" "$T/mx"; then
+		pass "outside extent: mount --outside-extents serves it"
+		"$VDELTA" umount "$T/mx" >/dev/null || fusermount3 -u -z "$T/mx"
+	else
+		fail "outside extent: mount --outside-extents refused"
+	fi
+fi
 sed -i 's|"../victim.txt"|"short-flat.vmdk"|' "$T/ds/X/out.vmdk"
 printf '12345678901234567890' >"$T/ds/X/short-flat.vmdk"
 refused "short flat extent: snapshot" "refused for writing" snapshot "$T/ds/X/out.vmdk"
