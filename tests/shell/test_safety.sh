@@ -61,10 +61,32 @@ w()
 }
 
 # ---- holders --------------------------------------------------------------------
+# nbdkit (not built with sanitizers) loading a plugin that is: the runtimes
+# preloaded into it alone (as lib_nbd.sh does)
+NBD_OK=false
+if command -v nbdkit >/dev/null && [ -f "$BUILD_DIR/nbd/nbdkit-vdelta-plugin.so" ]; then
+	NBD_OK=true
+	pre=
+	case ${SANITIZE:-none} in *address*) pre=$(gcc -print-file-name=libasan.so) ;; esac
+	case ${SANITIZE:-none} in *undefined*) pre="$pre $(gcc -print-file-name=libubsan.so)" ;; esac
+	mkdir -p "$T/bin"
+	{
+		echo '#!/bin/sh'
+		[ -z "$pre" ] || echo "LD_PRELOAD='${pre# }'; export LD_PRELOAD"
+		echo "exec $(command -v nbdkit) \"\$@\""
+	} >"$T/bin/nbdkit"
+	chmod +x "$T/bin/nbdkit"
+	PATH=$T/bin:$PATH
+fi
 HOLDER_PID=
 HOLDER_MNT=
+HOLDER_NBD=
 hold_stop()
 {
+	if [ -n "$HOLDER_NBD" ]; then
+		"$VDELTA" serve --stop --pid-file "$T/nbd.pid" >/dev/null 2>&1
+		HOLDER_NBD=
+	fi
 	if [ -n "$HOLDER_MNT" ]; then
 		"$VDELTA" umount "$HOLDER_MNT" >/dev/null 2>&1 || fusermount3 -u -z "$HOLDER_MNT"
 		HOLDER_MNT=
@@ -106,6 +128,12 @@ hold()
 		FIFO_PID=$!
 		qemu-io -f vmdk "$disk" <"$T/fifo" >/dev/null 2>&1 &
 		HOLDER_PID=$! ;;
+	nbd-ro | nbd-rw)
+		$NBD_OK || return 1
+		HOLDER_NBD=1
+		"$VDELTA" serve -U "$T/nbd.sock" --pid-file "$T/nbd.pid" \
+			$([ $kind = nbd-ro ] && echo --ro) "$disk=far" >/dev/null || return 1
+		HOLDER_PID_MNT=$(cat "$T/nbd.pid") ;;
 	mount-ro | mount-rw)
 		[ -c /dev/fuse ] || return 1
 		HOLDER_MNT=$T/mnt && mkdir -p "$HOLDER_MNT"
@@ -124,6 +152,7 @@ holder_name()
 	qsd-*) echo qemu-storage ;; # comm is truncated to 15 characters
 	qemu-io) echo qemu-io ;;
 	mount-*) echo vdelta ;;
+	nbd-*) echo nbdkit ;;
 	esac
 }
 
@@ -162,10 +191,11 @@ qemu_group
 run "$VDELTA" adopt "$T/ds" || fail "adopt ds"
 printf 'junk%.0s' $(seq 4000) >>"$T/ds/A/mid.vmdk" # a leak for check --repair
 A=$T/ds/A/a.vmdk
-for kind in qsd-ro qsd-rw qemu-io mount-ro mount-rw; do
+for kind in qsd-ro qsd-rw qemu-io mount-ro mount-rw nbd-ro nbd-rw; do
 	if ! hold $kind "$T/other/F/far.vmdk"; then
 		hold_stop
-		[ "${kind%-*}" = mount ] && { echo "no FUSE here: $kind skipped"; continue; }
+		[ "${kind%-*}" = mount ] && [ ! -c /dev/fuse ] && { echo "no FUSE: $kind skipped"; continue; }
+		[ "${kind%-*}" = nbd ] && ! $NBD_OK && { echo "no nbdkit: $kind skipped"; continue; }
 		fail "$kind: holder did not start"
 		continue
 	fi
