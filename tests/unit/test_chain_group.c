@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "vdtest.h"
+#include "vdt_legacy.h"
 #include "chain.h"
 #include "group.h"
 
@@ -559,62 +560,7 @@ static void recover_beside(const char *disk)
 	assert_int_equal(group_recover_near(disk, GROUP_RECOVER_FINISH, NULL, NULL), 0);
 }
 
-/* Rewrite the intent records in dir as the release before record versions
- * wrote them (its writer: two comment lines, then op, target, parent,
- * grandparent, cid, long_cid, tmp, unfreeze, publish, child..., file...,
- * attach, attach_child, created...; no version, ids or checksum). */
 static bool legacy;
-
-static void put_key(FILE *out, char *const *lines, unsigned n, const char *key)
-{
-	size_t k = strlen(key);
-
-	for (unsigned i = 0; i < n; i++)
-		if (!strncmp(lines[i], key, k) && lines[i][k] == '=')
-			fprintf(out, "%s\n", lines[i]);
-}
-
-static void to_legacy(const char *rec)
-{
-	static const char *const order[] = {
-		"op", "target", "parent", "grandparent", "cid", "long_cid", "tmp", "unfreeze",
-		"publish", "child", "file", "attach", "attach_child", "created",
-	};
-	size_t len = 0;
-	char *text = (char *)vdt_slurp(rec, &len), *save, *l, *lines[4096];
-	unsigned n = 0;
-	FILE *out;
-
-	assert_non_null(text);
-	text = realloc(text, len + 1);
-	text[len] = 0;
-	for (l = strtok_r(text, "\n", &save); l && n < 4096; l = strtok_r(NULL, "\n", &save))
-		lines[n++] = l;
-	assert_non_null(out = fopen(rec, "w"));
-	fprintf(out, "# vdelta: an operation in progress; the next vdelta command on\n"
-		     "# this group finishes it (do not remove by hand)\n");
-	for (unsigned i = 0; i < sizeof order / sizeof order[0]; i++)
-		put_key(out, lines, n, order[i]);
-	assert_int_equal(fclose(out), 0);
-	free(text);
-}
-
-static void records_to_legacy(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-
-	assert_non_null(d);
-	while ((e = readdir(d))) {
-		size_t n = strlen(e->d_name), k = strlen(GROUP_INTENT_SUFFIX);
-		if (n > k && !strcmp(e->d_name + n - k, GROUP_INTENT_SUFFIX)) {
-			char *p = at(dir, e->d_name);
-			to_legacy(p);
-			free(p);
-		}
-	}
-	closedir(d);
-}
 
 /* Crash after n writes; then load the group again (recovery) and check. */
 static bool crash_at(enum which w, long n, bool drop)
@@ -638,7 +584,7 @@ static bool crash_at(enum which w, long n, bool drop)
 		fprintf(stderr, "crash after %ld writes (drop %d): %s\n", n, drop,
 			crashed ? "crashed" : "finished");
 	if (legacy)
-		records_to_legacy(dir);
+		vdt_records_to_legacy(dir);
 	/* the next command on the group: recovery, from any of its disks */
 	if (recover_near)
 		recover_beside(top);
