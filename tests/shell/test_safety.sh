@@ -347,8 +347,13 @@ mkdir -p "$T/ds/C" && cd "$T/ds/C" || die cd
 qemu-img create -q -f vmdk -b "$T/ds/D/base.vmdk" -F vmdk self.vmdk
 sed -i 's|parentFileNameHint=".*"|parentFileNameHint="self.vmdk"|' self.vmdk 2>/dev/null
 qemu-img create -q -f vmdk x.vmdk $SIZE
+qemu-img create -q -f vmdk -b "$T/ds/D/base.vmdk" -F vmdk c1.vmdk
+qemu-img create -q -f vmdk -b c1.vmdk -F vmdk c2.vmdk
+sed -i 's|parentFileNameHint=".*"|parentFileNameHint="c2.vmdk"|' c1.vmdk
 cd "$T" || die cd
 refused "cycle: commit of a delta naming itself" "self.vmdk" commit "$T/ds/C/self.vmdk"
+refused "cycle: commit of one of two deltas naming each other" "c[12].vmdk" commit "$T/ds/C/c2.vmdk"
+refused "cycle: delete of one of two deltas naming each other" "c[12].vmdk" delete "$T/ds/C/c2.vmdk"
 [ -z "$(find "$T/ds" -name '*.vdelta-intent*')" ] && pass "cycle: no record" || fail "cycle: record left"
 expect_ok "cycle: a later command in the folder" "$VDELTA" info "$T/ds/C/x.vmdk"
 
