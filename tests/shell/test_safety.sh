@@ -298,6 +298,16 @@ for placement in relative absolute hardlink subfolder symlinked; do
 	done
 done
 
+# an orphan with another name (a hard link outside every datastore) stays
+vdelta_group
+mkdir -p "$T/away" && ln "$T/ds/D/base-000001.vmdk" "$T/away/keep.vmdk" || die "link"
+KEEP=$(qd "$T/away/keep.vmdk")
+expect_ok "alias: delete --orphans" "$VDELTA" delete --orphans "$TOP"
+[ ! -e "$TOP" ] && [ -e "$T/ds/D/base-000001.vmdk" ] && [ "$(qd "$T/away/keep.vmdk")" = "$KEEP" ] &&
+	pass "alias: delete --orphans kept the hard-linked layer" ||
+	fail "alias: delete --orphans: $(ls "$T/ds/D"), $(cat "$T/last.out")"
+rm -rf "$T/away"
+
 # ---- 4. check --repair of disks holding zero grains ----
 rm -rf "$T/ds" && mkdir -p "$T/ds/Z" && cd "$T/ds/Z" || die mkdir
 qemu-img create -q -f vmdk base.vmdk $SIZE
