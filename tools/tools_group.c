@@ -112,10 +112,11 @@ static void print_text(const struct group_plan *p, bool dry_run)
 			printf("  (%s)", tools_human_size(s->bytes, h1, sizeof h1));
 		putchar('\n');
 	}
-	printf("data to copy: %s; space needed: %s of %s free\n",
-	       tools_human_size(p->copy_bytes, h1, sizeof h1),
-	       tools_human_size(p->space_needed, h2, sizeof h2),
-	       tools_human_size(p->space_avail, h3, sizeof h3));
+	if (p->copy_bytes || p->space_needed)
+		printf("data to copy: %s; space needed: %s of %s free\n",
+		       tools_human_size(p->copy_bytes, h1, sizeof h1),
+		       tools_human_size(p->space_needed, h2, sizeof h2),
+		       tools_human_size(p->space_avail, h3, sizeof h3));
 	if (p->result && !dry_run)
 		printf("disk: %s\n", p->result);
 }

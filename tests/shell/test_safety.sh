@@ -425,6 +425,9 @@ EOF
 refused "outside extent: snapshot" "outside the descriptor's folder" snapshot "$T/ds/X/out.vmdk"
 [ "$(cat "$T/ds/victim.txt")" = 12345678901234567890 ] && pass "outside extent: the file outside is untouched" ||
 	fail "outside extent: written"
+refused "outside extent: delete" "outside the descriptor's folder" delete "$T/ds/X/out.vmdk"
+[ -e "$T/ds/X/out.vmdk" ] && [ "$(cat "$T/ds/victim.txt")" = 12345678901234567890 ] &&
+	pass "outside extent: delete removed nothing" || fail "outside extent: delete removed files"
 if [ -c /dev/fuse ]; then
 	mkdir -p "$T/mx"
 	refused "outside extent: a read-write mount" "outside the descriptor's folder" mount "$T/ds/X/out.vmdk" "$T/mx"
