@@ -220,7 +220,8 @@ int group_node(const struct group *g, const char *path);
  * other names of the node or a layer above it. */
 unsigned group_nr_users(const struct group *g, int node);
 bool group_shared(const struct group *g, int node);
-/* The node has children found and none recorded (GROUP_TREE_UNKNOWN). */
+/* The node has children vdelta never recorded: found and none recorded
+ * (GROUP_TREE_UNKNOWN), or one found that its record does not list. */
 bool group_unknown(const struct group *g, int node);
 /* Shared or unknown: no operation removes, merges into or moves it. */
 bool group_busy(const struct group *g, int node);

@@ -93,7 +93,8 @@ static bool is_record(const char *path)
 	return n > k && !strcmp(path + n - k, GROUP_INTENT_SUFFIX);
 }
 
-/* The records under a folder (recursively, as tree scans). */
+/* The records under a folder (recursively, as tree scans), and with
+ * GROUP_RECOVER_FINISH the temporaries crashes left of records. */
 static int recover_dir(char *dir, unsigned flags, unsigned *found)
 {
 	struct group_tree *t;
@@ -105,6 +106,9 @@ static int recover_dir(char *dir, unsigned flags, unsigned *found)
 		rc = group_recover(t->intents[i], flags, NULL);
 		first = first ? first : rc;
 	}
+	/* beside each layer too: the temporaries of records never published */
+	for (unsigned i = 0; (flags & GROUP_RECOVER_FINISH) && i < t->nr_nodes; i++)
+		group_recover_near(t->nodes[i].path, flags, NULL, NULL);
 	*found += t->nr_intents;
 	group_tree_free(t);
 	return first;
