@@ -151,8 +151,13 @@ int group_clone_full(const char *disk, const char *new_path, enum vmdk_subformat
 
 /* ---- sidecar records (group_record.c) --------------------------------------------------- */
 
-/* Record in parent's sidecar that child was made over it. */
-int group_record_child(const char *parent, const char *child, const struct vd_io *io);
+/* Record in parent's sidecar that child was made over it.  A layer with no
+ * record yet gets one that says it may have children never recorded,
+ * unless GROUP_RECORD_COMPLETE: it had none (a layer just made, a writable
+ * top given its first child). */
+enum { GROUP_RECORD_COMPLETE = 1u << 0 };
+int group_record_child(const char *parent, const char *child, unsigned flags,
+		       const struct vd_io *io);
 
 /* ---- plans (group_plan.c) -----------------------------------------------------------------
  * What an operation does (or, with GROUP_DRY_RUN, would do), step by step. */

@@ -71,9 +71,14 @@ int group_tree_refresh(struct group_tree *t, unsigned i);
 /* Recorded children of layer, as paths resolved against its folder. */
 int group_record_read(const char *layer, char ***out, unsigned *nr);
 /* Replace in parent's record the child `gone` by `added` (either may be
- * NULL / empty); no child left: no record. */
+ * NULL / empty); no child left: no record (unless it says others were
+ * never recorded).  A record made where there was none, or one saying so
+ * already, says others were never recorded unless GROUP_RECORD_COMPLETE. */
 int group_record_update(const char *parent, const char *gone, char *const *added,
-			unsigned nr_added, const struct vd_io *io);
+			unsigned nr_added, unsigned flags, const struct vd_io *io);
+/* None; the whole list of children vdelta gave it; or a part only. */
+enum group_record_state { GROUP_RECORD_NONE, GROUP_RECORD_WHOLE, GROUP_RECORD_PART };
+enum group_record_state group_record_state(const char *layer);
 /* Drop child (named before it exists, as group_record_child) from the record. */
 int group_record_drop(const char *parent, const char *child, const struct vd_io *io);
 

@@ -176,7 +176,7 @@ static int roll_back(const struct relocate_rec *in, const struct vd_io *io)
 	if (!err && in->nr_created)
 		err = io->sync_dir(io, in->created[0]);
 	if (!err && in->attach && in->attach_child)
-		err = group_record_update(in->attach, in->attach_child, NULL, 0, io);
+		err = group_record_update(in->attach, in->attach_child, NULL, 0, 0, io);
 	return err ? err : intents_done(in, io, false);
 }
 
@@ -191,7 +191,7 @@ static int roll_forward(const struct relocate_rec *in, const struct vd_io *io)
 			err = io->sync_dir(io, in->files[i]);
 	}
 	if (!err && in->parent && in->nr_children) /* L6 */
-		err = group_record_update(in->parent, in->children[0], NULL, 0, io);
+		err = group_record_update(in->parent, in->children[0], NULL, 0, 0, io);
 	return err ? err : intents_done(in, io, true); /* L7 */
 }
 
@@ -351,7 +351,7 @@ static int publish_file(struct relocate *r, const char *src, int layer)
 		       src, tmp);
 	if (!err && layer > 0 && r->l[layer - 1].copy) /* L3: its child in DIR */
 		err = group_record_update(r->l[layer].dst, NULL, &r->l[layer - 1].dst, 1,
-					  r->io);
+					  GROUP_RECORD_COMPLETE, r->io); /* a copy just made */
 	if (!err) /* L3: published */
 		err = r->io->rename(r->io, tmp, dst);
 	if (!err)
@@ -398,7 +398,7 @@ static int relocate_steps(struct relocate *r)
 	int err = intents_write(in, r->io); /* L1 */
 
 	if (!err && in->attach) /* L2 */
-		err = group_record_update(in->attach, NULL, &in->attach_child, 1, r->io);
+		err = group_record_update(in->attach, NULL, &in->attach_child, 1, 0, r->io);
 	for (int i = r->n - 1; !err && i >= 0; i--) /* L3 */
 		if (r->l[i].copy)
 			err = copy_layer(r, i);

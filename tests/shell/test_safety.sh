@@ -239,6 +239,21 @@ esac
 expect_ok "unknown: tree shows it" "$VDELTA" tree "$T/ds"
 grep -q "children unknown" "$T/last.out" && pass "unknown: tree marks children unknown" ||
 	fail "unknown: tree: $(cat "$T/last.out")"
+# a record vdelta writes for mid later (a clone from a's current state hangs
+# from mid) lists that clone only: a and far stay unknown
+expect_ok "unknown: clone --from-current a" "$VDELTA" clone --from-current "$A" "$T/ds/A/c.vmdk"
+grep -q "c.vmdk" "$T/ds/A/mid.vmdk.vdelta-children" 2>/dev/null &&
+	pass "unknown: mid recorded the clone" || fail "unknown: mid has no record of the clone"
+grep -qx "unknown=1" "$T/ds/A/mid.vmdk.vdelta-children" 2>/dev/null &&
+	pass "unknown: mid's new record says it had children never recorded" ||
+	fail "unknown: mid's record: $(cat "$T/ds/A/mid.vmdk.vdelta-children")"
+expect_ok "unknown: delete a (qemu's clone)" "$VDELTA" delete "$A"
+refused "unknown: commit c into mid once a is gone" "children unknown" commit "$T/ds/A/c.vmdk"
+expect_ok "unknown: delete --orphans --dry-run c" "$VDELTA" delete --orphans --dry-run "$T/ds/A/c.vmdk"
+! grep -q "remove .*mid.vmdk" "$T/last.out" && pass "unknown: delete --orphans of the clone keeps mid" ||
+	fail "unknown: delete --orphans plan: $(cat "$T/last.out")"
+far_same "unknown: after the clone and the deletes"
+qemu_group
 # the places named and recorded: normal rules, the far clone protects mid
 export VDELTA_DATASTORES=$T/other
 expect_ok "named: adopt" "$VDELTA" adopt "$T/ds"
