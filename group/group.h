@@ -99,6 +99,9 @@ struct group_tree {
 	unsigned nr_nodes;
 	char **intents;       /* intent records found (GROUP_INTENT_SUFFIX) */
 	unsigned nr_intents;
+	char **unscanned;     /* "PATH: reason": folders and *.vmdk files it could
+			       * not read (a clone there is not seen) */
+	unsigned nr_unscanned;
 	struct group_tree_index *index; /* private: nodes by identity */
 };
 
@@ -194,6 +197,8 @@ struct group_plan {
 	char *result;          /* the disk's top afterwards (malloc'd), NULL if gone */
 	char *const *scanned;  /* the folders looked in (the group's: see group_scanned) */
 	unsigned nr_scanned;
+	char *const *unscanned; /* what they held that could not be read (the tree's) */
+	unsigned nr_unscanned;
 	group_progress_fn *progress; /* optional, set by the caller */
 	void *progress_opaque;
 };

@@ -245,6 +245,12 @@ int group_adopt(struct group *g, unsigned flags, const struct vd_io *io,
 
 	io = io ? io : vd_io_posix();
 	plan->op = "adopt";
+	if (t->nr_unscanned) { /* a record it writes says it is the whole list */
+		vd_err("%s: not readable, so a clone there would not be recorded: adopt "
+		       "refused, nothing written (make it readable, or name folders "
+		       "without it)", t->unscanned[0]);
+		return -EACCES;
+	}
 	for (unsigned i = 0; !err && i < t->nr_nodes; i++) {
 		char **add = NULL;
 		unsigned nr = 0;

@@ -494,4 +494,27 @@ run "$VDELTA" snapshot "$T/ds/D/$long.vmdk"
 [ $? -eq 1 ] && same_all && pass "long name: snapshot refused, nothing written" ||
 	fail "long name: snapshot: $(cat "$T/last.err")"
 
+# ---- a folder the user may not read: listed as not scanned, adopt refused ----
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+	U=$(mktemp -d /tmp/vdelta-unscanned.XXXXXX) && chmod 755 "$U" || die mktemp
+	mkdir -p "$U/ds/A" "$U/ds/locked"
+	qemu-img create -q -f vmdk "$U/ds/A/base.vmdk" $SIZE
+	qemu-img create -q -f vmdk -b base.vmdk -F vmdk "$U/ds/A/a.vmdk"
+	qemu-img create -q -f vmdk -b ../A/base.vmdk -F vmdk "$U/ds/locked/l.vmdk"
+	chown -R nobody "$U/ds/A" "$U/ds" && chown root "$U/ds/locked" && chmod 700 "$U/ds/locked"
+	as_nobody() { setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"; }
+	run as_nobody "$VDELTA" tree "$U/ds"
+	grep -q "not scanned.*$U/ds/locked: Permission denied" "$T/last.out" &&
+		pass "unreadable: tree lists the folder it could not read" ||
+		fail "unreadable: tree: $(cat "$T/last.out" "$T/last.err")"
+	run as_nobody "$VDELTA" adopt "$U/ds"
+	[ $? -eq 1 ] && grep -q "locked.*adopt refused" "$T/last.err" && [ ! -e "$U/ds/A/base.vmdk.vdelta-children" ] &&
+		pass "unreadable: adopt refused, nothing written" ||
+		fail "unreadable: adopt: $(cat "$T/last.out" "$T/last.err")"
+	run as_nobody "$VDELTA" delete --dry-run "$U/ds/A/a.vmdk"
+	grep -q "not scanned.*locked" "$T/last.out" && pass "unreadable: a plan lists it" ||
+		fail "unreadable: plan: $(cat "$T/last.out" "$T/last.err")"
+	rm -rf "$U"
+fi
+
 finish
