@@ -19,10 +19,15 @@ case $build in /*) ;; *) build=$src/$build ;; esac
 # xxhash: xxhsum for `vdelta digest`; libssl-dev: fast hashing of the
 # multi-GiB corpus disks in the stream unit tests; python3: test helpers;
 # fio, e2fsprogs, util-linux: workloads, mkfs/fsck and loop devices through
-# a mount; strace: independent I/O counts; gnuplot-nox: bench plots).
+# a mount; strace: independent I/O counts; gnuplot-nox: bench plots;
+# librbd-dev: `vdelta rbd`; ceph-mon ceph-mgr ceph-osd ceph-common: the
+# one-node cluster of scripts/ceph.sh and its rbd/rados clients; rbd-fuse
+# and qemu-block-extra (qemu's rbd: driver): oracles of the rbd tests).
 packages=(meson ninja-build pkg-config gcc libfuse3-dev fuse3 zlib1g-dev
 	  libzstd-dev libxxhash-dev xxhash libcmocka-dev libssl-dev qemu-utils
-	  libvmdk-utils python3 fio e2fsprogs util-linux strace gnuplot-nox)
+	  libvmdk-utils python3 fio e2fsprogs util-linux strace gnuplot-nox
+	  librbd-dev ceph-mon ceph-mgr ceph-osd ceph-common rbd-fuse
+	  qemu-block-extra)
 
 missing=()
 for p in "${packages[@]}"; do
