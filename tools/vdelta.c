@@ -32,7 +32,8 @@
 	X(revert)     \
 	X(promote)    \
 	X(consolidate) \
-	X(relocate)
+	X(relocate)   \
+	X(rbd)
 
 #define TOOLS_DECLARE(n) extern const struct tools_cmd tools_cmd_##n;
 #define TOOLS_REF(n) &tools_cmd_##n,

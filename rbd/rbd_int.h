@@ -1,0 +1,155 @@
+/* rbd — private header of the RBD front end (layer 3); never included
+ * outside rbd/ (unit tests aside).  Units: bytes.
+ */
+#ifndef VDELTA_RBD_INT_H
+#define VDELTA_RBD_INT_H
+
+#include <rados/librados.h>
+#include <rbd/librbd.h>
+
+#include "rbd.h"
+
+#define RBD_XFER_DEPTH 16u          /* requests in flight per image */
+#define RBD_XFER_CHUNK (4u << 20)   /* bytes per request at most */
+#define RBD_DEFAULT_OBJECT (4u << 20)
+#define RBD_DEFAULT_CLONE_OBJECT (64u << 10)
+#define RBD_META_VALUE_MAX 4096u    /* bytes of a metadata value we read */
+
+/* ---- progress (rbd_export.c) ---- */
+struct rbd_progress {
+	chain_progress_fn *fn;
+	void *opaque;
+	uint64_t done, total;
+};
+void rbd_progress_add(struct rbd_progress *p, uint64_t bytes);
+
+/* ---- connection (rbd_conn.c) ---- */
+struct rbd_conn {
+	rados_t cluster;
+	rados_ioctx_t io; /* the target's pool */
+	char *pool;
+	char *who;        /* "client.ID" */
+	bool connected;
+};
+/* Connect and open the target's pool; c is cleared first, and must be
+ * closed (rbd_conn_close) whatever this returns. */
+int rbd_conn_open(const struct rbd_target *t, struct rbd_conn *c);
+/* An I/O context on another pool (destroy it with rados_ioctx_destroy). */
+int rbd_conn_pool(struct rbd_conn *c, const char *pool, rados_ioctx_t *io);
+void rbd_conn_close(struct rbd_conn *c);
+
+/* ---- names (rbd_name.c) ---- */
+/* The deepest folder holding every path (canonical paths). */
+int rbd_name_root(char *const *paths, unsigned n, char **out);
+/* rbd.h "IMAGE NAMES": -ENAMETOOLONG (reported) past RBD_NAME_MAX. */
+int rbd_name_make(const char *prefix, const char *root, const char *path, char **out);
+char *rbd_name_part(const char *image); /* image RBD_EXPORT_PART */
+/* dir/IMAGE.vmdk or dir/IMAGE-SNAP.vmdk (import). */
+char *rbd_name_file(const char *dir, const char *image, const char *snap, bool with_snap);
+
+/* ---- transfer windows (rbd_xfer.c) ---- */
+struct rbd_xfer;
+/* name: "pool/image" for messages (kept, not copied). */
+int rbd_xfer_create(rbd_image_t img, const char *name, struct rbd_xfer **out);
+/* The buffer of the next request (RBD_XFER_CHUNK bytes), waiting for the
+ * oldest one when all are in flight; fill it, then rbd_xfer_write. */
+void *rbd_xfer_next(struct rbd_xfer *x);
+int rbd_xfer_write(struct rbd_xfer *x, size_t len, uint64_t off);
+int rbd_xfer_zeroes(struct rbd_xfer *x, size_t len, uint64_t off);
+/* Wait for every request; the first error of any. */
+int rbd_xfer_drain(struct rbd_xfer *x);
+typedef int rbd_xfer_consume_fn(void *opaque, const void *buf, size_t len, uint64_t off);
+/* Read [off, off+len) in chunks, each handed to fn in order. */
+int rbd_xfer_read_range(struct rbd_xfer *x, uint64_t off, uint64_t len,
+			rbd_xfer_consume_fn *fn, void *opaque);
+void rbd_xfer_destroy(struct rbd_xfer *x); /* drains first; NULL is a no-op */
+
+/* ---- one image (rbd_image.c) ---- */
+int rbd_image_open(rados_ioctx_t io, const char *pool, const char *name, const char *snap,
+		   bool rdonly, rbd_image_t *out);
+/* 1 there, 0 not, -errno (reported) when it cannot be told. */
+int rbd_image_exists(rados_ioctx_t io, const char *pool, const char *name);
+/* 0, -ENOENT (not reported) when absent. */
+int rbd_image_meta_get(rbd_image_t img, const char *key, char *buf, size_t len);
+int rbd_image_meta_set(rbd_image_t img, const char *what, const char *key, const char *val);
+/* Create (if absent) and protect snapshot snap. */
+int rbd_image_snap(rbd_image_t img, const char *what, const char *snap);
+/* Remove name with its snapshots; 0 when it is not there. */
+int rbd_image_remove(rados_ioctx_t io, const char *pool, const char *name);
+int rbd_image_rename(rados_ioctx_t io, const char *pool, const char *from, const char *to);
+
+/* ---- digest (rbd_digest.c) ---- */
+int rbd_digest_image(rbd_image_t img, const char *what, struct rbd_progress *pr,
+		     uint8_t out[16]);
+
+/* ---- the group half (rbd_source.c) ---- */
+struct rbd_layer {
+	char *path;          /* canonical */
+	int parent;          /* index, -1 for a base */
+	unsigned nr_children;
+	uint32_t cid;
+	uint64_t capacity;
+	unsigned group;      /* index of its group's base */
+	struct chain *chain; /* rbd_source_open: its disk, read-only, locked */
+};
+struct rbd_source {
+	struct rbd_layer *layers; /* parents before children */
+	unsigned nr;
+	struct chain_pool *pool;
+};
+int rbd_source_load(char *const *disks, unsigned nr_disks, char *const *dirs,
+		    unsigned nr_dirs, struct rbd_source *s);
+int rbd_source_open(struct rbd_source *s);
+void rbd_source_close(struct rbd_source *s); /* a cleared s is a no-op */
+/* A blank monolithicSparse delta at child over parent: the parent frozen,
+ * the child recorded in its sidecar (chain_create_child_opts). */
+int rbd_source_child(const char *parent, const char *child);
+
+/* ---- sending one layer (rbd_send.c) ---- */
+/* Write the layer's own runs (vmdk_block_status of the layer alone) into
+ * img: data, and zeros as rbd_write_zeroes when mask_zeros (a clone: they
+ * must hide the parent).  *sent / *zeroed: bytes of each. */
+int rbd_send_layer(struct vmdk_disk *layer, rbd_image_t img, const char *what,
+		   bool mask_zeros, struct rbd_progress *pr, uint64_t *sent,
+		   uint64_t *zeroed);
+/* The bytes rbd_send_layer would send and zero. */
+int rbd_send_count(struct vmdk_disk *layer, bool mask_zeros, uint64_t *data,
+		   uint64_t *zeros);
+
+/* ---- an imported layer's content (rbd_fill.c) ---- */
+/* Fill the top of c (a new layer over its parent, or a new base) with what
+ * img holds beyond its parent (from_snap: an earlier snapshot of img;
+ * NULL: the parent image); *written: bytes written into the layer. */
+int rbd_fill_layer(struct chain *c, rbd_image_t img, const char *what,
+		   const char *from_snap, struct rbd_progress *pr, uint64_t *written);
+
+/* ---- the staging folder of an import (rbd_stage.c) ---- */
+int rbd_stage_create(const char *dir, char **out);
+int rbd_stage_remove(const char *stage);
+/* I2-I4: names (files of stage, in order) moved into dir. */
+int rbd_stage_publish(const char *stage, const char *dir, char *const *names,
+		      unsigned nr);
+/* Finish or remove the staging folders in dir of imports that were stopped. */
+int rbd_stage_recover(const char *dir);
+
+/* ---- an export under way (rbd_export.c, rbd_plan.c) ---- */
+struct rbd_export {
+	const struct rbd_export_opts *o;
+	char *const *disks, *const *dirs;
+	unsigned nr_disks, nr_dirs;
+	struct rbd_source src;
+	struct rbd_conn conn;
+	struct rbd_export_result *res; /* items[i] is src.layers[i] */
+	bool *part_left;               /* NAME RBD_EXPORT_PART found, to remove */
+	uint8_t (*digest)[16];         /* of each layer's disk */
+	struct rbd_progress pr;
+};
+/* Items with names, parents and snapshots (no cluster needed). */
+int rbd_plan_names(struct rbd_export *e);
+/* Each item's action from what the pool holds; every refusal reported,
+ * then -EEXIST.  Kept images' digests are checked by rbd_plan_digests
+ * once the local digests are known. */
+int rbd_plan_look(struct rbd_export *e);
+int rbd_plan_digests(struct rbd_export *e);
+
+#endif
