@@ -39,11 +39,14 @@
  * with a reader's lock (chain_open) from the start to the end: no writer
  * can change them meanwhile, and nothing of the source is ever written.
  *
- * IMPORT: each POOL/IMAGE[@SNAP] named and its parents (rbd_get_parent,
- * at most CHAIN_MAX_DEPTH images) become monolithicSparse layers in DIR;
- * a layer holds the grains where the image differs from its parent
- * (rbd_diff_iterate2 finds the objects it holds, each grain is compared
- * with the parent), a base its non-zero grains.  Two snapshots of one
+ * IMPORT: each POOL/IMAGE[@SNAP] named and its parents (the link each
+ * image header keeps, as `rbd children` shows it; at most CHAIN_MAX_DEPTH
+ * images) become monolithicSparse layers in DIR; a layer holds the grains
+ * where the image differs from its parent (rbd_diff_iterate2 finds the
+ * objects it holds, each grain is compared with the parent; past the
+ * parent overlap, where a clone reads zeros, too), a base its non-zero
+ * grains.  A clone whose size is not its parent's is refused (a VMDK
+ * chain has one size).  Two snapshots of one
  * image named or reached make a chain of their own (the later over the
  * earlier).  Everything is made and verified (digest of each layer's disk
  * against the image read back) in a hidden staging folder of DIR, then

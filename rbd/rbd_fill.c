@@ -8,8 +8,11 @@
  * copied-up object holds much of its parent's data, which stays the
  * parent's).  A differing grain of zeros becomes chain_pwrite_zeroes (a
  * zeroed grain masking the parent), any other chain_pwrite.  A base's
- * zero grains thus stay holes.  Extents are merged as they come, so the
- * list is bounded by the image's fragmentation, not its size.
+ * zero grains thus stay holes.  Past its parent overlap a clone reads
+ * zeros whatever the parent holds (a clone shrunk, then grown): that range
+ * is read and compared whole, so the layer masks the parent there too.
+ * Extents are merged as they come, so the list is bounded by the image's
+ * fragmentation, not its size.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -36,6 +39,7 @@ static int add_extent(uint64_t off, size_t len, int exists, void *opaque)
 	struct fill *f = opaque;
 	struct extent *e = f->nr ? &f->ext[f->nr - 1] : NULL;
 
+	(void)exists; /* a removed object reads zeros: compared like the rest */
 	if (e && e->off + e->len == off) {
 		e->len += len;
 		return 0;
@@ -80,16 +84,28 @@ static int consume(void *opaque, const void *data, size_t len, uint64_t off)
 	return err;
 }
 
+/* The extents below off, clipped there, then [off, end) as one. */
+static int add_mask(struct fill *f, uint64_t off, uint64_t end)
+{
+	while (f->nr && f->ext[f->nr - 1].off >= off)
+		f->nr--;
+	if (f->nr && f->ext[f->nr - 1].off + f->ext[f->nr - 1].len > off)
+		f->ext[f->nr - 1].len = off - f->ext[f->nr - 1].off;
+	return add_extent(off, (size_t)(end - off), 1, f);
+}
+
 int rbd_fill_layer(struct chain *c, rbd_image_t img, const char *what,
-		   const char *from_snap, struct rbd_progress *pr, uint64_t *written)
+		   const struct rbd_fill_src *src, struct rbd_progress *pr, uint64_t *written)
 {
 	struct fill f = {.c = c, .grain = chain_unit(c), .pr = pr};
 	uint64_t size = chain_capacity(c);
 	struct rbd_xfer *x = NULL;
-	int err = rbd_diff_iterate2(img, from_snap, 0, size, 0, 1, add_extent, &f);
+	int err = rbd_diff_iterate2(img, src->from_snap, 0, size, 0, 1, add_extent, &f);
 
 	if (err < 0)
 		vd_err("%s: cannot list what it holds: %s", what, strerror(-err));
+	if (!err && src->mask_off < VD_MIN(src->mask_end, size))
+		err = add_mask(&f, src->mask_off, VD_MIN(src->mask_end, size));
 	f.mine = err < 0 ? NULL : malloc(f.grain);
 	if (!err && !f.mine)
 		err = -ENOMEM;

@@ -1,9 +1,9 @@
 /* rbd — `vdelta rbd import`: RBD clone chains into a VMDK chain (layer 3,
  * over chain.h and librbd).
  *
- * Owns: the images to import (each spec and its parents through
- * rbd_get_parent, bounded by CHAIN_MAX_DEPTH; an image reached twice is
- * one layer), the order (parents first; two snapshots or a snapshot and
+ * Owns: the images to import (each spec and its parents through the
+ * header's link, rbd_parent.c, bounded by CHAIN_MAX_DEPTH; an image
+ * reached twice is one layer), the order (parents first; two snapshots or a snapshot and
  * the head of one image: the later over the earlier), the layers' names
  * (rbd_name_file), and the run: every name checked free in DIR before
  * anything is made, each layer made in the staging folder (rbd_stage.c
@@ -11,8 +11,9 @@
  * (rbd_source_child: parent frozen, child recorded), filled with what
  * differs from the parent (rbd_fill.c), closed, and verified: the digest
  * of its disk against the image read back.  Then published (I2-I4).
- * A failure before the publish removes the staging folder: DIR is as it
- * was.
+ * The children's records (sidecars) name them relative to the parent's
+ * folder, so the ones made in the staging folder hold in DIR.  A failure
+ * before the publish removes the staging folder: DIR is as it was.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,12 +28,12 @@
 struct node {
 	char *pool, *image, *snap; /* snap NULL: the head */
 	char *id;                  /* the image's id: one image, whatever its name */
-	uint64_t snap_id;          /* order within one image; the head is last */
+	uint64_t snap_id;          /* RBD_NOSNAP for the head (orders them last) */
 	uint64_t size;
+	uint64_t overlap;          /* bytes that read through to its RBD parent */
 	int parent;                /* index, -1: a base */
 	bool from_snap;            /* the parent is an earlier snapshot of it */
 	rados_ioctx_t io;          /* its pool's (owned by struct rbd_imp) */
-	rbd_image_t img;
 	char *what;                /* pool/image[@snap] */
 	char *name;                /* its file's name */
 };
@@ -74,52 +75,51 @@ static int pool_io(struct rbd_imp *m, const char *pool, rados_ioctx_t *io)
 }
 
 static int find_node(const struct rbd_imp *m, const char *pool, const char *id,
-		     const char *snap)
+		     uint64_t snap_id)
 {
 	for (unsigned i = 0; i < m->nr; i++)
 		if (!strcmp(m->nodes[i].pool, pool) && !strcmp(m->nodes[i].id, id) &&
-		    (snap ? m->nodes[i].snap && !strcmp(m->nodes[i].snap, snap)
-			  : !m->nodes[i].snap))
+		    m->nodes[i].snap_id == snap_id)
 			return (int)i;
 	return -1;
 }
 
-/* Open pool/image@snap as node *idx (a new one unless it is there). */
-static int open_node(struct rbd_imp *m, const char *pool, const char *image,
-		     const char *snap, int *idx)
+static void free_node(struct node *n)
 {
-	struct node n = {0}, *grown;
-	char id[128];
-	int err = pool_io(m, pool, &n.io);
+	free(n->pool), free(n->image), free(n->snap), free(n->id);
+	free(n->what), free(n->name);
+}
 
-	if (!err)
-		err = rbd_image_open(n.io, pool, image, snap, true, &n.img);
-	if (err)
-		return err;
-	if (rbd_get_id(n.img, id, sizeof id) < 0 || rbd_get_size(n.img, &n.size) < 0)
-		err = -EIO;
-	*idx = err ? -1 : find_node(m, pool, id, snap);
-	if (err || *idx >= 0) {
-		rbd_close(n.img);
-		return err;
-	}
-	n.snap_id = UINT64_MAX;
-	if (snap && rbd_snap_get_id(n.img, snap, &n.snap_id) < 0)
-		err = -EIO;
+/* Node *idx for image id of pool at snap_id (a new one unless it is
+ * there); the strings are copied. */
+static int add_node(struct rbd_imp *m, const char *pool, const char *id, const char *image,
+		    const char *snap, uint64_t snap_id, int *idx)
+{
+	struct node n = {.snap_id = snap_id, .parent = -1}, *grown;
+	int err;
+
+	*idx = find_node(m, pool, id, snap_id);
+	if (*idx >= 0)
+		return 0;
+	err = pool_io(m, pool, &n.io);
 	n.pool = strdup(pool);
+	n.id = strdup(id);
 	n.image = strdup(image);
 	n.snap = snap ? strdup(snap) : NULL;
-	n.id = strdup(id);
-	n.parent = -1;
 	if (asprintf(&n.what, "%s/%s%s%s", pool, image, snap ? "@" : "", snap ? snap : "") < 0)
 		n.what = NULL;
-	grown = realloc(m->nodes, (m->nr + 1) * sizeof *grown);
-	if (err || !grown || !n.pool || !n.image || !n.id || !n.what || (snap && !n.snap)) {
-		if (grown)
-			m->nodes = grown;
-		rbd_close(n.img);
-		free(n.pool), free(n.image), free(n.snap), free(n.id), free(n.what);
-		return err ? err : -ENOMEM;
+	if (!err && (!n.pool || !n.id || !n.image || !n.what || (snap && !n.snap)))
+		err = -ENOMEM;
+	if (!err && rbd_parent_size(n.io, id, snap_id, &n.size)) {
+		vd_err("%s: cannot read its size", n.what);
+		err = -EIO;
+	}
+	grown = err ? NULL : realloc(m->nodes, (m->nr + 1) * sizeof *grown);
+	if (!err && !grown)
+		err = -ENOMEM;
+	if (err) {
+		free_node(&n);
+		return err;
 	}
 	m->nodes = grown;
 	*idx = (int)m->nr;
@@ -127,35 +127,58 @@ static int open_node(struct rbd_imp *m, const char *pool, const char *image,
 	return 0;
 }
 
-/* Node idx's RBD parent as a node, or -1 for a base. */
-static int open_parent(struct rbd_imp *m, int idx, int *parent)
+/* The image a spec names, opened once for its id and snapshot id. */
+static int add_spec_node(struct rbd_imp *m, const char *pool, const char *image,
+			 const char *snap, int *idx)
 {
-	rbd_linked_image_spec_t pi;
-	rbd_snap_spec_t ps;
-	int err = rbd_get_parent(m->nodes[idx].img, &pi, &ps);
+	rados_ioctx_t io;
+	rbd_image_t img;
+	uint64_t snap_id = RBD_NOSNAP;
+	char id[RBD_NAME_MAX + 1];
+	int err = pool_io(m, pool, &io);
+
+	if (!err)
+		err = rbd_image_open(io, pool, image, snap, true, &img);
+	if (err)
+		return err;
+	if (rbd_get_id(img, id, sizeof id) < 0 || (snap && rbd_snap_get_id(img, snap, &snap_id) < 0)) {
+		vd_err("%s/%s: cannot read its id", pool, image);
+		err = -EIO;
+	}
+	rbd_close(img);
+	return err ? err : add_node(m, pool, id, image, snap, snap_id, idx);
+}
+
+/* Node idx's parent as a node, or -1 for a base. */
+static int add_parent(struct rbd_imp *m, int idx, int *parent)
+{
+	struct node *n = &m->nodes[idx];
+	struct rbd_parent_ref p;
+	rados_ioctx_t pio;
+	int err = rbd_parent_get(m->conn.cluster, n->io, n->what, n->id, n->snap_id, &p);
 
 	*parent = -1;
-	if (err == -ENOENT)
-		return 0;
-	if (err < 0) {
-		vd_err("%s: cannot read its parent: %s", m->nodes[idx].what, strerror(-err));
+	if (err || !p.pool)
 		return err;
-	}
-	err = open_node(m, pi.pool_name, pi.image_name, ps.name, parent);
-	rbd_linked_image_spec_cleanup(&pi);
-	rbd_snap_spec_cleanup(&ps);
+	err = pool_io(m, p.pool, &pio);
+	if (!err)
+		err = rbd_parent_names(pio, m->nodes[idx].what, &p);
+	if (!err)
+		err = add_node(m, p.pool, p.id, p.name, p.snap, p.snap_id, parent);
+	if (!err)
+		m->nodes[idx].overlap = VD_MIN(p.overlap, m->nodes[idx].size);
+	rbd_parent_free(&p);
 	return err;
 }
 
 /* spec and every parent up to its base, at most CHAIN_MAX_DEPTH images. */
 static int walk(struct rbd_imp *m, const char *pool, const char *image, const char *snap)
 {
-	int at, up, err = open_node(m, pool, image, snap, &at);
+	int at, up, err = add_spec_node(m, pool, image, snap, &at);
 	unsigned depth = 1;
 
 	while (!err && at >= 0) {
-		const char *what = m->nodes[at].what;
-		err = open_parent(m, at, &up);
+		err = add_parent(m, at, &up);
 		if (!err && up >= 0 && ++depth > CHAIN_MAX_DEPTH) {
 			vd_err("%s/%s: its parent chain is deeper than %u images, the most a "
 			       "VMDK chain holds; nothing imported (flatten it in RBD first)",
@@ -164,7 +187,6 @@ static int walk(struct rbd_imp *m, const char *pool, const char *image, const ch
 		}
 		if (!err && up >= 0)
 			m->nodes[at].parent = up;
-		(void)what;
 		at = up;
 	}
 	return err;
@@ -293,6 +315,37 @@ static char *stage_path(const struct rbd_imp *m, unsigned i)
 	return vd_path_join(m->stage, m->nodes[i].name);
 }
 
+/* A VMDK layer has its parent's size, a whole number of sectors (the
+ * ceiling is vmdk_create's). */
+static int check_size(const struct rbd_imp *m, unsigned i)
+{
+	const struct node *n = &m->nodes[i], *p = n->parent >= 0 ? &m->nodes[n->parent] : NULL;
+
+	if (n->size % VD_SECTOR || !n->size) {
+		vd_err("%s: %llu bytes: not a whole number of 512-byte sectors; nothing "
+		       "imported", n->what, (unsigned long long)n->size);
+		return -EINVAL;
+	}
+	if (p && p->size != n->size) {
+		vd_err("%s: %llu bytes, its parent %s %llu: the layers of a VMDK chain "
+		       "have one size; nothing imported (flatten it in RBD first)", n->what,
+		       (unsigned long long)n->size, p->what, (unsigned long long)p->size);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int check_sizes(const struct rbd_imp *m)
+{
+	int first = 0;
+
+	for (unsigned i = 0; i < m->nr; i++) {
+		int err = check_size(m, i);
+		first = first ? first : err;
+	}
+	return first;
+}
+
 static int make_layer(struct rbd_imp *m, unsigned i, const char *path)
 {
 	const struct node *n = &m->nodes[i];
@@ -300,11 +353,6 @@ static int make_layer(struct rbd_imp *m, unsigned i, const char *path)
 	char *parent;
 	int err;
 
-	if (n->size % VD_SECTOR || !n->size) {
-		vd_err("%s: %llu bytes: not a whole number of 512-byte sectors", n->what,
-		       (unsigned long long)n->size);
-		return -EINVAL;
-	}
 	if (n->parent < 0)
 		return vmdk_create(path, &co, NULL);
 	parent = stage_path(m, (unsigned)n->parent);
@@ -313,7 +361,7 @@ static int make_layer(struct rbd_imp *m, unsigned i, const char *path)
 	return err;
 }
 
-static int verify(struct rbd_imp *m, unsigned i, const char *path,
+static int verify(struct rbd_imp *m, unsigned i, rbd_image_t img, const char *path,
 		  struct rbd_import_item *it)
 {
 	struct chain *c;
@@ -326,7 +374,7 @@ static int verify(struct rbd_imp *m, unsigned i, const char *path,
 		chain_close(c);
 	}
 	if (!err)
-		err = rbd_digest_image(m->nodes[i].img, m->nodes[i].what, &m->pr, theirs);
+		err = rbd_digest_image(img, m->nodes[i].what, &m->pr, theirs);
 	if (err)
 		return err;
 	chain_digest_hex(mine, it->digest);
@@ -340,23 +388,68 @@ static int verify(struct rbd_imp *m, unsigned i, const char *path,
 	return 0;
 }
 
+/* What the layer holds beyond its parent: the image's objects (since the
+ * earlier snapshot, when its parent is one), and zeros past its parent
+ * overlap (rbd_fill.c). */
+static struct rbd_fill_src fill_src(const struct rbd_imp *m, unsigned i)
+{
+	const struct node *n = &m->nodes[i], *p = n->parent >= 0 ? &m->nodes[n->parent] : NULL;
+
+	if (!p)
+		return (struct rbd_fill_src){0};
+	if (n->from_snap)
+		return (struct rbd_fill_src){.from_snap = p->snap, .mask_off = n->overlap,
+					     .mask_end = p->overlap};
+	return (struct rbd_fill_src){.mask_off = n->overlap, .mask_end = n->size};
+}
+
+static int fill_one(struct rbd_imp *m, unsigned i, rbd_image_t img, const char *path,
+		    struct rbd_import_item *it)
+{
+	const struct node *n = &m->nodes[i];
+	const struct rbd_fill_src src = fill_src(m, i);
+	struct chain *c;
+	int err = chain_open(path, CHAIN_OPEN_RDWR, NULL, &c);
+
+	if (!err) {
+		err = rbd_fill_layer(c, img, n->what, &src, &m->pr, &it->data_bytes);
+		if (chain_close(c) && !err)
+			err = -EIO;
+	}
+	return err ? err : verify(m, i, img, path, it);
+}
+
+/* By id (a rename meanwhile does not matter) at the snapshot's id: a
+ * parent's snapshot may be one in the trash, which no name opens. */
+static int open_node(const struct node *n, rbd_image_t *img)
+{
+	int err = rbd_open_by_id_read_only(n->io, n->id, img, n->snap);
+
+	if (err == -ENOENT && n->snap) {
+		err = rbd_open_by_id_read_only(n->io, n->id, img, NULL);
+		if (!err && rbd_snap_set_by_id(*img, n->snap_id) < 0) {
+			rbd_close(*img);
+			err = -ENOENT;
+		}
+	}
+	if (err < 0)
+		vd_err("%s: cannot open: %s", n->what, strerror(-err));
+	return err;
+}
+
 static int import_one(struct rbd_imp *m, unsigned i, struct rbd_import_item *it)
 {
 	const struct node *n = &m->nodes[i];
 	char *path = stage_path(m, i);
-	struct chain *c;
+	rbd_image_t img;
 	int err = path ? make_layer(m, i, path) : -ENOMEM;
 
 	if (!err)
-		err = chain_open(path, CHAIN_OPEN_RDWR, NULL, &c);
+		err = open_node(n, &img);
 	if (!err) {
-		const char *from = n->from_snap ? m->nodes[n->parent].snap : NULL;
-		err = rbd_fill_layer(c, n->img, n->what, from, &m->pr, &it->data_bytes);
-		if (chain_close(c) && !err)
-			err = -EIO;
+		err = fill_one(m, i, img, path, it);
+		rbd_close(img);
 	}
-	if (!err)
-		err = verify(m, i, path, it);
 	free(path);
 	return err;
 }
@@ -426,6 +519,8 @@ static int plan(struct rbd_imp *m, char *const *specs, unsigned nr_specs)
 	if (!err)
 		err = order(m);
 	if (!err)
+		err = check_sizes(m);
+	if (!err)
 		err = name_nodes(m);
 	return err;
 }
@@ -438,21 +533,15 @@ static int run(struct rbd_imp *m, struct rbd_import_result *res)
 		err = import_one(m, i, &res->items[i]);
 		res->data_bytes += res->items[i].data_bytes;
 	}
-	if (!err)
-		err = publish(m);
-	else if (m->stage)
+	if (err && m->stage)
 		rbd_stage_remove(m->stage);
-	return err;
+	return err ? err : publish(m); /* stopped while moving: the next run finishes */
 }
 
 static void close_all(struct rbd_imp *m)
 {
-	for (unsigned i = 0; i < m->nr; i++) {
-		struct node *n = &m->nodes[i];
-		rbd_close(n->img);
-		free(n->pool), free(n->image), free(n->snap), free(n->id);
-		free(n->what), free(n->name);
-	}
+	for (unsigned i = 0; i < m->nr; i++)
+		free_node(&m->nodes[i]);
 	free(m->nodes);
 	for (unsigned i = 0; i < m->nr_pools; i++) {
 		rados_ioctx_destroy(m->pool_io[i]);

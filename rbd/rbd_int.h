@@ -116,12 +116,34 @@ int rbd_send_layer(struct vmdk_disk *layer, rbd_image_t img, const char *what,
 int rbd_send_count(struct vmdk_disk *layer, bool mask_zeros, uint64_t *data,
 		   uint64_t *zeros);
 
+/* ---- parents read from the image header (rbd_parent.c) ---- */
+#define RBD_NOSNAP ((uint64_t)-2) /* the head, as librados names it */
+struct rbd_parent_ref {
+	char *pool, *id;  /* pool name, image id; NULL for a base */
+	char *name, *snap; /* set by rbd_parent_names */
+	uint64_t snap_id;
+	uint64_t overlap;  /* bytes of the image that read through to the parent */
+};
+/* The parent of image id (in io) at snap_id; out->pool NULL for a base. */
+int rbd_parent_get(rados_t cluster, rados_ioctx_t io, const char *what, const char *id,
+		   uint64_t snap_id, struct rbd_parent_ref *out);
+/* Its image and snapshot names, read in pio, the parent's pool. */
+int rbd_parent_names(rados_ioctx_t pio, const char *what, struct rbd_parent_ref *p);
+int rbd_parent_size(rados_ioctx_t io, const char *id, uint64_t snap_id, uint64_t *size);
+void rbd_parent_free(struct rbd_parent_ref *p);
+
 /* ---- an imported layer's content (rbd_fill.c) ---- */
+struct rbd_fill_src {
+	const char *from_snap; /* an earlier snapshot of img; NULL: the parent image */
+	/* [mask_off, mask_end): img reads zeros there over a parent that may
+	 * not (past its parent overlap); empty when mask_off >= mask_end */
+	uint64_t mask_off, mask_end;
+};
 /* Fill the top of c (a new layer over its parent, or a new base) with what
- * img holds beyond its parent (from_snap: an earlier snapshot of img;
- * NULL: the parent image); *written: bytes written into the layer. */
+ * img holds beyond its parent; *written: bytes written into the layer. */
 int rbd_fill_layer(struct chain *c, rbd_image_t img, const char *what,
-		   const char *from_snap, struct rbd_progress *pr, uint64_t *written);
+		   const struct rbd_fill_src *src, struct rbd_progress *pr,
+		   uint64_t *written);
 
 /* ---- the staging folder of an import (rbd_stage.c) ---- */
 int rbd_stage_create(const char *dir, char **out);
