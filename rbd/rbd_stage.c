@@ -183,7 +183,9 @@ int rbd_stage_publish(const char *stage, const char *dir, char *const *names,
 		err = sync_dir(stage); /* I1's files durable by name */
 	if (!err)
 		err = write_record(rec, list, len); /* I2 */
-	if (!err)
+	if (err) /* nothing moved yet: undone */
+		rbd_stage_remove(stage);
+	else
 		err = finish(stage, dir, list);
 	free(list);
 	free(rec);
