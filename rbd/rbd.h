@@ -12,10 +12,12 @@
  * masks the parent (a discard would not: librbd skips a discard of part of
  * an object).  A layer with children gets the snapshot RBD_EXPORT_SNAP
  * (named by its CID), protected; a disk's top stays a writable image
- * without one.  Bases use objects of opts.object_size (default 4 MiB, as
- * rbd), clones of opts.clone_object_size (default 64 KiB, a VMDK grain):
- * a clone stores whole objects, copied up from the parent on first write,
- * so small objects keep a clone as small as its delta.
+ * without one.  Bases use objects of opts.object_size (default: 4 MiB, as
+ * rbd, or smaller for a sparse base, so that the objects its data touches
+ * hold at most 1/16 more than the data: `rbd du` shows what it uses),
+ * clones of opts.clone_object_size (default 64 KiB, a VMDK grain): a
+ * clone stores whole objects, copied up from the parent on first write, so
+ * small objects keep a clone as small as its delta.
  *
  * IMAGE NAMES: prefix + the layer's path relative to the deepest folder
  * holding every layer exported in the run, without ".vmdk"; bytes other than
@@ -111,7 +113,7 @@ enum rbd_action {
 struct rbd_export_opts {
 	struct rbd_target target;
 	const char *prefix;         /* NULL: "" */
-	uint64_t object_size;       /* bases; 0: 4 MiB */
+	uint64_t object_size;       /* bases; 0: chosen per base (above) */
 	uint64_t clone_object_size; /* clones; 0: 64 KiB */
 	unsigned flags;             /* RBD_DRY_RUN */
 	chain_progress_fn *progress; /* bytes sent and read back */
@@ -126,6 +128,7 @@ struct rbd_export_item {
 	enum rbd_action action;
 	unsigned nr_children;
 	uint64_t capacity;
+	uint64_t object_size; /* of a new image (0: none made) */
 	uint64_t send_bytes;  /* data to send (dry run) / sent */
 	uint64_t zero_bytes;  /* zeros written to mask the parent */
 	bool verified;        /* read back, digest equal */

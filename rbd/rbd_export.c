@@ -88,9 +88,8 @@ static int make_image(struct rbd_export *e, unsigned i, const char *part)
 {
 	const struct rbd_export_item *it = &e->res->items[i];
 	bool clone = it->action == RBD_ACT_CLONE;
-	uint64_t osz = clone ? e->o->clone_object_size : e->o->object_size;
 	rbd_image_options_t opts;
-	int err = image_opts(osz, &opts);
+	int err = image_opts(it->object_size, &opts);
 
 	if (err)
 		return err;
@@ -234,18 +233,36 @@ static int local_digests(struct rbd_export *e)
 	return err;
 }
 
-static void count_work(struct rbd_export *e)
+/* A new image's object size, what it will send, the progress total. */
+static int count_one(struct rbd_export *e, unsigned i)
 {
-	for (unsigned i = 0; i < e->res->nr_items; i++) {
-		struct rbd_export_item *it = &e->res->items[i];
-		struct vmdk_disk *layer = chain_layer(e->src.layers[i].chain, 0);
-		bool new = it->action == RBD_ACT_CREATE || it->action == RBD_ACT_CLONE;
-		if (new && !rbd_send_count(layer, it->action == RBD_ACT_CLONE, &it->send_bytes,
-					   &it->zero_bytes))
-			e->pr.total += it->send_bytes;
-		if (new || it->action == RBD_ACT_SNAP)
-			e->pr.total += it->capacity;
-	}
+	struct rbd_export_item *it = &e->res->items[i];
+	struct vmdk_disk *layer = chain_layer(e->src.layers[i].chain, 0);
+	bool clone = it->action == RBD_ACT_CLONE;
+	int err = 0;
+
+	if (it->action == RBD_ACT_SNAP)
+		e->pr.total += it->capacity;
+	if (it->action != RBD_ACT_CREATE && !clone)
+		return 0;
+	it->object_size = clone ? e->o->clone_object_size : e->o->object_size;
+	if (!it->object_size)
+		err = rbd_send_object_size(layer, &it->object_size);
+	if (!err)
+		err = rbd_send_count(layer, clone, &it->send_bytes, &it->zero_bytes);
+	if (err)
+		vd_err("%s: cannot read its allocation: %s", it->layer, strerror(-err));
+	e->pr.total += it->send_bytes + it->capacity;
+	return err;
+}
+
+static int count_work(struct rbd_export *e)
+{
+	int err = 0;
+
+	for (unsigned i = 0; !err && i < e->res->nr_items; i++)
+		err = count_one(e, i);
+	return err;
 }
 
 static int plan(struct rbd_export *e)
@@ -266,7 +283,7 @@ static int plan(struct rbd_export *e)
 	if (!err)
 		err = rbd_plan_look(e);
 	if (!err)
-		count_work(e);
+		err = count_work(e);
 	if (!err && !(e->o->flags & RBD_DRY_RUN))
 		err = local_digests(e);
 	if (!err && !(e->o->flags & RBD_DRY_RUN))
@@ -299,8 +316,6 @@ int rbd_export_run(char *const *disks, unsigned nr_disks, char *const *dirs,
 	int err;
 
 	memset(res, 0, sizeof *res);
-	if (!oo.object_size)
-		oo.object_size = RBD_DEFAULT_OBJECT;
 	if (!oo.clone_object_size)
 		oo.clone_object_size = RBD_DEFAULT_CLONE_OBJECT;
 	err = plan(&e);

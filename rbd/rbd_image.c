@@ -3,9 +3,10 @@
  *
  * Owns the librbd calls on a single image that export and import share,
  * each failure reported once as "POOL/IMAGE[@SNAP]: what: why".  Removal
- * (of an image export made and did not finish) unprotects and removes its
- * snapshots first; an image with clones is never removed (librbd refuses,
- * and so do we, before trying).
+ * is only of an image an export made and did not finish (NAME
+ * RBD_EXPORT_PART, which no one else writes and no clone is made of): its
+ * lock, held by the run that was stopped, is broken, its snapshots
+ * unprotected and removed, then the image.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -77,6 +78,22 @@ int rbd_image_snap(rbd_image_t img, const char *what, const char *snap)
 	return err;
 }
 
+/* The exclusive lock a killed export still holds on an image it was
+ * making: broken (librbd blocklists the holder), so the removal does not
+ * wait for the dead client's lock request to time out (30 s). */
+static void break_locks(rbd_image_t img)
+{
+	char *owners[8];
+	size_t nr = 8;
+	rbd_lock_mode_t mode;
+
+	if (rbd_lock_get_owners(img, &mode, owners, &nr) < 0)
+		return;
+	for (size_t i = 0; i < nr; i++)
+		rbd_lock_break(img, mode, owners[i]);
+	rbd_lock_get_owners_cleanup(owners, nr);
+}
+
 /* Unprotect and remove every snapshot of img. */
 static int drop_snaps(rbd_image_t img, const char *what)
 {
@@ -115,6 +132,7 @@ int rbd_image_remove(rados_ioctx_t io, const char *pool, const char *name)
 		vd_err("%s: cannot open: %s", what, strerror(-err));
 		return err;
 	}
+	break_locks(img);
 	err = drop_snaps(img, what);
 	rbd_close(img);
 	if (!err)

@@ -11,7 +11,6 @@
 
 #define RBD_XFER_DEPTH 16u          /* requests in flight per image */
 #define RBD_XFER_CHUNK (4u << 20)   /* bytes per request at most */
-#define RBD_DEFAULT_OBJECT (4u << 20)
 #define RBD_DEFAULT_CLONE_OBJECT (64u << 10)
 #define RBD_META_VALUE_MAX 4096u    /* bytes of a metadata value we read */
 
@@ -52,7 +51,8 @@ struct rbd_xfer;
 /* name: "pool/image" for messages (kept, not copied). */
 int rbd_xfer_create(rbd_image_t img, const char *name, struct rbd_xfer **out);
 /* The buffer of the next request (RBD_XFER_CHUNK bytes), waiting for the
- * oldest one when all are in flight; fill it, then rbd_xfer_write. */
+ * oldest one when all are in flight; fill it, then rbd_xfer_write.  NULL:
+ * out of memory. */
 void *rbd_xfer_next(struct rbd_xfer *x);
 int rbd_xfer_write(struct rbd_xfer *x, size_t len, uint64_t off);
 int rbd_xfer_zeroes(struct rbd_xfer *x, size_t len, uint64_t off);
@@ -112,6 +112,8 @@ int rbd_source_child(const char *parent, const char *child);
 int rbd_send_layer(struct vmdk_disk *layer, rbd_image_t img, const char *what,
 		   bool mask_zeros, struct rbd_progress *pr, uint64_t *sent,
 		   uint64_t *zeroed);
+/* The object size for a base image of layer (rbd_send.c). */
+int rbd_send_object_size(struct vmdk_disk *layer, uint64_t *object_size);
 /* The bytes rbd_send_layer would send and zero. */
 int rbd_send_count(struct vmdk_disk *layer, bool mask_zeros, uint64_t *data,
 		   uint64_t *zeros);

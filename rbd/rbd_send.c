@@ -9,7 +9,14 @@
  * holds (a discard would not for part of an object: librbd skips those);
  * an unallocated run is not sent (the clone reads its parent there, a new
  * base reads zeros).  A base's zeroed grains are not sent either: a new
- * image already reads zeros.  Nothing of the layer is written.
+ * image already reads zeros.  A chunk of data that holds only zeros is
+ * sent the same way as a zero run.  Nothing of the layer is written.
+ *
+ * Also the object size of a base (rbd_send_object_size): the largest from
+ * 4 MiB (rbd's own) down to 64 KiB at which the objects its data touches
+ * hold at most 1/16 more than the data.  A dense base keeps 4 MiB; a
+ * sparse one does not store (and `rbd du` does not count) whole 4 MiB
+ * objects around a few grains.
  */
 #include <errno.h>
 
@@ -28,31 +35,38 @@ static uint64_t chunk_end(uint64_t off, uint64_t end)
 	return VD_MIN(end, (off / RBD_XFER_CHUNK + 1) * RBD_XFER_CHUNK);
 }
 
-static int send_data(struct send *s, uint64_t off, uint64_t len)
-{
-	uint64_t end = off + len;
-	int err = 0;
-
-	s->data += len;
-	while (s->x && !err && off < end) {
-		uint64_t n = chunk_end(off, end) - off;
-		void *buf = rbd_xfer_next(s->x);
-		err = vmdk_pread(s->layer, buf, (size_t)n, off);
-		if (!err)
-			err = rbd_xfer_write(s->x, (size_t)n, off);
-		if (!err)
-			rbd_progress_add(s->pr, n);
-		off += n;
-	}
-	return err;
-}
-
 static int send_zeros(struct send *s, uint64_t off, uint64_t len)
 {
 	if (!s->mask_zeros)
 		return 0;
 	s->zeros += len;
 	return s->x ? rbd_xfer_zeroes(s->x, (size_t)len, off) : 0;
+}
+
+/* A chunk of data that is all zeros goes as zeros (or not at all into a
+ * base); counting alone cannot tell, so it counts the chunk as data. */
+static int send_data(struct send *s, uint64_t off, uint64_t len)
+{
+	uint64_t end = off + len;
+	int err = 0;
+
+	if (!s->x)
+		s->data += len;
+	while (s->x && !err && off < end) {
+		uint64_t n = chunk_end(off, end) - off;
+		void *buf = rbd_xfer_next(s->x);
+		err = buf ? vmdk_pread(s->layer, buf, (size_t)n, off) : -ENOMEM;
+		if (!err && vd_is_zero(buf, (size_t)n)) {
+			err = send_zeros(s, off, n);
+		} else if (!err) {
+			err = rbd_xfer_write(s->x, (size_t)n, off);
+			s->data += n;
+		}
+		if (!err)
+			rbd_progress_add(s->pr, n);
+		off += n;
+	}
+	return err;
 }
 
 static int walk(struct send *s)
@@ -92,6 +106,46 @@ int rbd_send_layer(struct vmdk_disk *layer, rbd_image_t img, const char *what,
 	}
 	*sent = s.data;
 	*zeroed = s.zeros;
+	return err;
+}
+
+#define OBJ_MIN_ORDER 16u /* 64 KiB: a grain */
+#define OBJ_MAX_ORDER 22u /* 4 MiB */
+#define OBJ_ORDERS (OBJ_MAX_ORDER - OBJ_MIN_ORDER + 1)
+
+/* Objects at each candidate size that [off, off+len) touches beyond the
+ * ones an earlier run touched (last[]: the last object counted). */
+static void touch(uint64_t off, uint64_t len, uint64_t *touched, uint64_t *last)
+{
+	for (unsigned k = 0; k < OBJ_ORDERS; k++) {
+		uint64_t first = off >> (OBJ_MIN_ORDER + k);
+		uint64_t end = (off + len - 1) >> (OBJ_MIN_ORDER + k);
+		touched[k] += end - first + 1 - (first == last[k]);
+		last[k] = end;
+	}
+}
+
+int rbd_send_object_size(struct vmdk_disk *layer, uint64_t *object_size)
+{
+	uint64_t cap = vmdk_capacity(layer), off, run, data = 0;
+	uint64_t touched[OBJ_ORDERS] = {0}, last[OBJ_ORDERS];
+	enum vmdk_bs kind;
+	int err = 0;
+
+	memset(last, 0xff, sizeof last);
+	for (off = 0; !err && off < cap; off += run) {
+		err = vmdk_block_status(layer, off, cap - off, &kind, &run);
+		if (!err && kind == VMDK_BS_DATA) {
+			touch(off, run, touched, last);
+			data += run;
+		}
+	}
+	*object_size = 1ull << OBJ_MIN_ORDER;
+	for (unsigned k = OBJ_ORDERS; !err && k-- > 0;)
+		if ((touched[k] << (OBJ_MIN_ORDER + k)) <= data + data / 16) {
+			*object_size = 1ull << (OBJ_MIN_ORDER + k);
+			break;
+		}
 	return err;
 }
 

@@ -2,7 +2,8 @@
  *
  * Owns: a window of RBD_XFER_DEPTH requests in flight (rbd_aio_write2,
  * rbd_aio_write_zeroes, rbd_aio_read2), each with its own buffer of
- * RBD_XFER_CHUNK bytes, completed oldest first; the first error is kept
+ * RBD_XFER_CHUNK bytes (allocated when its slot is first used: a small
+ * image costs one), completed oldest first; the first error is kept
  * and reported once naming the image and the offset.  Reads of a range
  * hand each chunk to a consumer in order, while later chunks are already
  * on their way.  Single-threaded: one caller drives a window (librbd
@@ -42,13 +43,6 @@ int rbd_xfer_create(rbd_image_t img, const char *name, struct rbd_xfer **out)
 		return -ENOMEM;
 	x->img = img;
 	x->name = name;
-	for (unsigned i = 0; i < RBD_XFER_DEPTH; i++) {
-		x->slots[i].buf = malloc(RBD_XFER_CHUNK);
-		if (!x->slots[i].buf) {
-			rbd_xfer_destroy(x);
-			return -ENOMEM;
-		}
-	}
 	*out = x;
 	return 0;
 }
@@ -78,9 +72,14 @@ static int wait_oldest(struct rbd_xfer *x, struct xfer_slot **slot)
 
 void *rbd_xfer_next(struct rbd_xfer *x)
 {
+	struct xfer_slot *s;
+
 	if (x->nr_busy == RBD_XFER_DEPTH)
 		wait_oldest(x, NULL);
-	return x->slots[(x->head + x->nr_busy) % RBD_XFER_DEPTH].buf;
+	s = &x->slots[(x->head + x->nr_busy) % RBD_XFER_DEPTH];
+	if (!s->buf)
+		s->buf = malloc(RBD_XFER_CHUNK);
+	return s->buf;
 }
 
 /* Submit on the next slot (rbd_xfer_next made room). */
@@ -91,7 +90,8 @@ static int submit(struct rbd_xfer *x, enum xfer_op op, size_t len, uint64_t off)
 
 	if (x->err)
 		return x->err;
-	rbd_xfer_next(x);
+	if (!rbd_xfer_next(x))
+		return x->err = -ENOMEM;
 	err = rbd_aio_create_completion(NULL, NULL, &s->comp);
 	if (err < 0)
 		return x->err = err;

@@ -4,7 +4,7 @@
  * Owns: the command lines (cluster options shared by both), the progress
  * meter, and the report: one line per image or layer, then a summary; or
  * JSON {"pool","dry_run","images":[{"image","layer","parent","snapshot",
- * "action","children","virtual-size","sent-bytes","zero-bytes","verified",
+ * "action","children","virtual-size","object-size","sent-bytes","zero-bytes","verified",
  * "digest"}],"sent-bytes","verified-bytes"} for export and
  * {"dry_run","layers":[{"image","path","parent","virtual-size",
  * "data-bytes","verified","digest"}],"data-bytes"} for import.
@@ -130,8 +130,10 @@ static void export_text(const struct rbd_export_result *r, bool dry)
 
 	for (unsigned i = 0; i < r->nr_items; i++) {
 		const struct rbd_export_item *it = &r->items[i];
-		printf("%s/%s  %s%s%s  %s", r->pool, it->image, rbd_export_action_name(it->action),
-		       it->parent ? " of " : "", it->parent ? it->parent : "", it->layer);
+		printf("%s/%s  %s  %s", r->pool, it->image, rbd_export_action_name(it->action),
+		       it->layer);
+		if (it->parent)
+			printf("  parent %s", it->parent);
 		if (it->send_bytes || it->zero_bytes)
 			printf("  %s %s, zeros %s", dry ? "to send" : "sent",
 			       tools_human_size(it->send_bytes, s, sizeof s),
@@ -164,6 +166,7 @@ static void export_json(const struct rbd_export_result *r, bool dry)
 		tools_json_str(&j, "action", rbd_export_action_name(it->action));
 		tools_json_u64(&j, "children", it->nr_children);
 		tools_json_u64(&j, "virtual-size", it->capacity);
+		tools_json_u64(&j, "object-size", it->object_size);
 		tools_json_u64(&j, "sent-bytes", it->send_bytes);
 		tools_json_u64(&j, "zero-bytes", it->zero_bytes);
 		tools_json_bool(&j, "verified", it->verified);
@@ -302,7 +305,8 @@ const struct tools_cmd tools_cmd_rbd = {
 		 "  --prefix NAME       export: put NAME before every image name\n"
 		 "  --all DIR           export: every group in DIR (recursively)\n"
 		 "  --scan DIR          export: look for the groups' disks in DIR too\n"
-		 "  --object-size S     export: objects of base images (default 4M)\n"
+		 "  --object-size S     export: objects of base images (default 4M, less\n"
+		 "                      for a sparse base: see docs/rbd.md)\n"
 		 "  --clone-object-size S  export: objects of clones (default 64K)\n"
 		 "  -n, --dry-run       print what would be done; write nothing\n"
 		 "  --json              print the result as JSON\n"
