@@ -32,6 +32,10 @@
 # a failed run:   trap 'scripts/ceph.sh stop "$dir"' EXIT
 set -euo pipefail
 
+# Debian's python3 (a pyenv shim on PATH costs seconds per call).
+PY=python3
+[ -x /usr/bin/python3 ] && PY=/usr/bin/python3
+
 die()
 {
 	echo "ceph.sh: $*" >&2
@@ -47,7 +51,7 @@ usage()
 # A free TCP port on 127.0.0.1 (bound, read, released).
 free_port()
 {
-	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+	"$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 write_conf()
@@ -95,6 +99,10 @@ mon_mgr_digest_period = 1
 [mon]
 mon_initial_members = a
 mon_cluster_log_file = $dir/log/cluster.log
+# One mon commits at once: a map change (a snapshot id, a pool) need not
+# wait for the 1 s a quorum of several gathers proposals in.
+paxos_propose_interval = 0.01
+paxos_min_wait = 0.001
 
 [osd]
 osd_objectstore = $store
@@ -178,7 +186,7 @@ start_osd()
 pgs_clean()
 {
 	ceph -c "$1/ceph.conf" --connect-timeout 5 pg stat -f json 2>/dev/null |
-		python3 -c 'import json, sys
+		"$PY" -c 'import json, sys
 s = json.load(sys.stdin)["pg_summary"]
 clean = sum(x["num"] for x in s["num_pg_by_state"] if x["name"] == "active+clean")
 sys.exit(0 if s["num_pgs"] and clean == s["num_pgs"] else 1)'
