@@ -22,8 +22,8 @@ case $build in /*) ;; *) build=$src/$build ;; esac
 # a mount; strace: independent I/O counts; gnuplot-nox: bench plots;
 # librbd-dev: `vdelta rbd`; ceph-mon ceph-mgr ceph-osd ceph-common: the
 # one-node cluster of scripts/ceph.sh and its rbd/rados clients; rbd-fuse
-# and qemu-block-extra (qemu's rbd: driver), python3-rbd (deep clone
-# chains made in one process): oracles of the rbd tests).
+# and qemu-block-extra (qemu's rbd: driver), python3-rbd (librbd reads and
+# clone chains made in one process): oracles of the rbd tests).
 packages=(meson ninja-build pkg-config gcc libfuse3-dev fuse3 zlib1g-dev
 	  libzstd-dev libxxhash-dev xxhash libcmocka-dev libssl-dev qemu-utils
 	  libvmdk-utils python3 fio e2fsprogs util-linux strace gnuplot-nox

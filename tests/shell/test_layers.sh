@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test_layers.sh — the layer rule (docs/architecture.md): a folder includes
 # only its own headers and the public headers of the layers below it
-# (common -> vmdk -> chain -> {fuse, tools}); a private *_int.h never
+# (common -> vmdk -> chain -> {fuse, rbd, tools}); a private *_int.h never
 # leaves its folder.  Reads the sources; needs no build.
 set -u
 src=${SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -11,8 +11,9 @@ declare -A allowed=(
 	[common]=""
 	[vmdk]="common.h"
 	[chain]="common.h vmdk.h"
-	[tools]="common.h vmdk.h chain.h fuse_front.h"
+	[tools]="common.h vmdk.h chain.h fuse_front.h rbd.h"
 	[fuse]="common.h vmdk.h chain.h"
+	[rbd]="common.h vmdk.h chain.h"
 )
 fail=0 checked=0
 for dir in "${!allowed[@]}"; do
