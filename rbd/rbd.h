@@ -27,17 +27,22 @@
  * in); it gets its final name only once written, verified and snapshotted.
  *
  * METADATA (rbd_metadata_set, RBD_META_*): format, the layer's path, CID,
- * parent CID and the XXH3-128 digest of its disk's content.  A re-run
+ * parent CID and the layer's digest: XXH3-128 of the runs the layer holds
+ * itself (rbd_send.c), which reading the layer alone gives.  A re-run
  * keeps an image whose metadata says the same CID and digest (sends
  * nothing), finishes what a killed run left (a NAME RBD_EXPORT_PART image
  * is removed and made again) and refuses an image that exists and differs
  * (not made by vdelta, another parent, another content), before anything
  * is written.
  *
- * VERIFICATION: every image written is read back whole (allocated objects
- * through librbd, its parents' included; the rest is zeros) and its
- * XXH3-128 compared with chain_digest of the layer's disk before the
- * image takes its final name.  The source layers are held open read-only
+ * VERIFICATION, before an image takes its final name: what it holds
+ * itself (its objects) and what its layer holds itself (data and zeroed
+ * grains) is read back through librbd and compared with the layer's disk
+ * (rbd_verify.c); everywhere else both read their parent, checked the same
+ * way before them (a base: zeros), so the image reads as the disk without
+ * reading the shared base back once per clone.  RBD_VERIFY_FULL reads
+ * every image back whole instead and compares its XXH3-128 with
+ * chain_digest of the disk (`vdelta digest`).  The source layers are held open read-only
  * with a reader's lock (chain_open) from the start to the end: no writer
  * can change them meanwhile, and nothing of the source is ever written.
  *
@@ -50,8 +55,8 @@
  * grains.  A clone whose size is not its parent's is refused (a VMDK
  * chain has one size).  Two snapshots of one
  * image named or reached make a chain of their own (the later over the
- * earlier).  Everything is made and verified (digest of each layer's disk
- * against the image read back) in a hidden staging folder of DIR, then
+ * earlier).  Everything is made and verified (as VERIFICATION says: each
+ * layer against its image) in a hidden staging folder of DIR, then
  * renamed into DIR parents first; a name that exists in DIR is refused
  * before anything is made.  Children are recorded (chain_group_record_
  * child) and parents frozen, as `vdelta snapshot` does.
@@ -87,7 +92,7 @@
 #define RBD_META_LAYER "vdelta.layer"   /* the layer's path when exported */
 #define RBD_META_CID "vdelta.cid"       /* 8 hex digits */
 #define RBD_META_PARENT_CID "vdelta.parent-cid"
-#define RBD_META_DIGEST "vdelta.digest" /* XXH3-128 of the disk, 32 hex */
+#define RBD_META_DIGEST "vdelta.digest" /* the layer's digest, 32 hex */
 
 struct rbd_target {
 	const char *conf;    /* ceph.conf; NULL: $CEPH_CONF, then /etc/ceph */
@@ -98,7 +103,8 @@ struct rbd_target {
 };
 
 enum {
-	RBD_DRY_RUN = 1u << 0, /* plan only: connect, look, write nothing */
+	RBD_DRY_RUN = 1u << 0,     /* plan only: connect, look, write nothing */
+	RBD_VERIFY_FULL = 1u << 1, /* read every image back whole (VERIFICATION) */
 };
 
 /* ---- export (rbd_export.c) ------------------------------------------------------ */
@@ -131,8 +137,9 @@ struct rbd_export_item {
 	uint64_t object_size; /* of a new image (0: none made) */
 	uint64_t send_bytes;  /* data to send (dry run) / sent */
 	uint64_t zero_bytes;  /* zeros written to mask the parent */
-	bool verified;        /* read back, digest equal */
-	char digest[33];      /* of the layer's disk; "" in a dry run */
+	bool verified;        /* read back, equal */
+	char digest[33];      /* the layer's (METADATA); "" in a dry run */
+	char disk_digest[33]; /* of its disk, with RBD_VERIFY_FULL; else "" */
 };
 
 struct rbd_export_result {

@@ -6,14 +6,16 @@
  *  X1. the groups are loaded (interrupted group operations recovered) and
  *      every layer's chain opened read-only with a reader's lock, held to
  *      the end: no writer can change a source layer meanwhile;
- *  X2. connect; plan every image (rbd_plan.c); the digest of every
- *      layer's disk; every refusal reported, then stop, nothing written;
+ *  X2. connect; plan every image (rbd_plan.c); the layer digest of every
+ *      image that is there (RBD_VERIFY_FULL: the digest of every disk to
+ *      be read back); every refusal reported, then stop, nothing written;
  *  X3. per layer, parents first: a NAME RBD_EXPORT_PART left by a stopped
  *      run is removed; a new image is made under NAME RBD_EXPORT_PART
  *      (rbd_create4 for a base, rbd_clone3 of the parent's snapshot for a
- *      clone), the layer's own grains written and flushed, the metadata
- *      set, the image read back and its digest compared with the disk's,
- *      its snapshot made and protected when the layer has children;
+ *      clone), the layer's own grains written and flushed (its digest
+ *      taken on the way), the metadata set, the image read back and
+ *      compared with the disk (rbd.h VERIFICATION), its snapshot made and
+ *      protected when the layer has children;
  *  X4. only then is it renamed NAME.  A kept image that gets children is
  *      read back and compared before its snapshot is made.
  * A run stopped anywhere leaves whole, verified images under final names
@@ -128,8 +130,9 @@ static int set_meta(struct rbd_export *e, unsigned i, rbd_image_t img, const cha
 	return err;
 }
 
-/* The image read back has the digest of the layer's disk. */
-static int verify(struct rbd_export *e, unsigned i, rbd_image_t img, const char *what)
+/* RBD_VERIFY_FULL: the image read back whole has the digest of the
+ * layer's disk. */
+static int verify_full(struct rbd_export *e, unsigned i, rbd_image_t img, const char *what)
 {
 	struct rbd_export_item *it = &e->res->items[i];
 	uint8_t got[16];
@@ -142,11 +145,31 @@ static int verify(struct rbd_export *e, unsigned i, rbd_image_t img, const char 
 	if (memcmp(got, e->digest[i], 16)) {
 		chain_digest_hex(got, hex);
 		vd_err("%s: read back, its digest is %s, the disk's (%s) is %s", what, hex,
-		       it->layer, it->digest);
+		       it->layer, it->disk_digest);
 		return -EIO;
 	}
-	it->verified = true;
 	return 0;
+}
+
+/* X3's read back: what the image and the layer hold themselves (rbd_verify.c),
+ * or all of it. */
+static int verify(struct rbd_export *e, unsigned i, rbd_image_t img, const char *what)
+{
+	struct rbd_export_item *it = &e->res->items[i];
+	struct rbd_extents own = {0};
+	uint64_t bytes = 0;
+	int err;
+
+	if (e->o->flags & RBD_VERIFY_FULL)
+		err = verify_full(e, i, img, what);
+	else
+		err = rbd_extent_of_image(img, what, NULL, it->capacity, &own);
+	if (!err && !(e->o->flags & RBD_VERIFY_FULL))
+		err = rbd_verify_layer(e->src.layers[i].chain, img, what, &own, &e->pr, &bytes);
+	rbd_extent_free(&own);
+	e->res->verify_bytes += bytes;
+	it->verified = !err;
+	return err;
 }
 
 /* X3 on an open image: grains, metadata, read back, snapshot. */
@@ -154,10 +177,14 @@ static int fill(struct rbd_export *e, unsigned i, rbd_image_t img, const char *w
 {
 	struct rbd_export_item *it = &e->res->items[i];
 	struct vmdk_disk *layer = chain_layer(e->src.layers[i].chain, 0);
-	int err = rbd_send_layer(layer, img, what, it->action == RBD_ACT_CLONE, &e->pr,
-				 &it->send_bytes, &it->zero_bytes);
+	struct rbd_send_out so = {0};
+	int err = rbd_send_layer(layer, img, what, it->action == RBD_ACT_CLONE, &e->pr, &so);
 
-	e->res->send_bytes += it->send_bytes;
+	it->send_bytes = so.sent;
+	it->zero_bytes = so.zeroed;
+	e->res->send_bytes += so.sent;
+	if (!err)
+		chain_digest_hex(so.digest, it->digest);
 	if (!err)
 		err = set_meta(e, i, img, what);
 	if (!err)
@@ -215,6 +242,30 @@ static int export_snap(struct rbd_export *e, unsigned i)
 
 /* ---- the run ---------------------------------------------------------------------- */
 
+/* The layer digest of each image that is there (to tell it is this
+ * layer's), and with RBD_VERIFY_FULL the digest of each disk read back. */
+static int local_digest(struct rbd_export *e, unsigned i)
+{
+	struct rbd_export_item *it = &e->res->items[i];
+	bool there = it->action == RBD_ACT_KEEP || it->action == RBD_ACT_SNAP;
+	uint8_t d[16];
+	int err = 0;
+
+	if (there)
+		err = rbd_send_digest(chain_layer(e->src.layers[i].chain, 0), d);
+	if (!err && there)
+		chain_digest_hex(d, it->digest);
+	if (err || !(e->o->flags & RBD_VERIFY_FULL) || it->action == RBD_ACT_KEEP)
+		return err;
+	err = chain_digest(e->src.layers[i].chain, e->digest[i]);
+	if (err)
+		vd_err("%s: cannot read its disk for the digest: %s", it->layer,
+		       strerror(-err));
+	else
+		chain_digest_hex(e->digest[i], it->disk_digest);
+	return err;
+}
+
 static int local_digests(struct rbd_export *e)
 {
 	int err = 0;
@@ -222,14 +273,8 @@ static int local_digests(struct rbd_export *e)
 	e->digest = calloc(e->src.nr, sizeof *e->digest);
 	if (!e->digest)
 		return -ENOMEM;
-	for (unsigned i = 0; !err && i < e->src.nr; i++) {
-		err = chain_digest(e->src.layers[i].chain, e->digest[i]);
-		if (err)
-			vd_err("%s: cannot read its disk for the digest: %s",
-			       e->src.layers[i].path, strerror(-err));
-		else
-			chain_digest_hex(e->digest[i], e->res->items[i].digest);
-	}
+	for (unsigned i = 0; !err && i < e->src.nr; i++)
+		err = local_digest(e, i);
 	return err;
 }
 
@@ -239,9 +284,10 @@ static int count_one(struct rbd_export *e, unsigned i)
 	struct rbd_export_item *it = &e->res->items[i];
 	struct vmdk_disk *layer = chain_layer(e->src.layers[i].chain, 0);
 	bool clone = it->action == RBD_ACT_CLONE;
+	bool full = e->o->flags & RBD_VERIFY_FULL;
 	int err = 0;
 
-	if (it->action == RBD_ACT_SNAP)
+	if (it->action == RBD_ACT_SNAP && full)
 		e->pr.total += it->capacity;
 	if (it->action != RBD_ACT_CREATE && !clone)
 		return 0;
@@ -252,7 +298,8 @@ static int count_one(struct rbd_export *e, unsigned i)
 		err = rbd_send_count(layer, clone, &it->send_bytes, &it->zero_bytes);
 	if (err)
 		vd_err("%s: cannot read its allocation: %s", it->layer, strerror(-err));
-	e->pr.total += it->send_bytes + it->capacity;
+	/* sent, then read back: the same bytes, or all of it */
+	e->pr.total += it->send_bytes + (full ? it->capacity : it->send_bytes + it->zero_bytes);
 	return err;
 }
 

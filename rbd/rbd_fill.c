@@ -11,50 +11,21 @@
  * zero grains thus stay holes.  Past its parent overlap a clone reads
  * zeros whatever the parent holds (a clone shrunk, then grown): that range
  * is read and compared whole, so the layer masks the parent there too.
- * Extents are merged as they come, so the list is bounded by the image's
- * fragmentation, not its size.
+ * The ranges (rbd_fill_ranges: the image's objects and that range) are
+ * rbd_extent.c lists, bounded by the image's fragmentation.
  */
 #include <errno.h>
 #include <stdlib.h>
 
 #include "rbd_int.h"
 
-struct extent {
-	uint64_t off, len;
-};
-
 struct fill {
 	struct chain *c;
 	uint64_t grain;
 	uint8_t *mine; /* one grain of the chain's current content */
-	struct extent *ext;
-	unsigned nr, cap;
 	uint64_t written;
 	struct rbd_progress *pr;
-	int err;
 };
-
-static int add_extent(uint64_t off, size_t len, int exists, void *opaque)
-{
-	struct fill *f = opaque;
-	struct extent *e = f->nr ? &f->ext[f->nr - 1] : NULL;
-
-	(void)exists; /* a removed object reads zeros: compared like the rest */
-	if (e && e->off + e->len == off) {
-		e->len += len;
-		return 0;
-	}
-	if (f->nr == f->cap) {
-		unsigned cap = f->cap ? 2 * f->cap : 256;
-		struct extent *grown = realloc(f->ext, cap * sizeof *grown);
-		if (!grown)
-			return -ENOMEM;
-		f->ext = grown;
-		f->cap = cap;
-	}
-	f->ext[f->nr++] = (struct extent){off, len};
-	return 0;
-}
 
 /* The part [off, off+len) of one grain: written when it differs. */
 static int put_piece(struct fill *f, const uint8_t *buf, size_t len, uint64_t off)
@@ -84,40 +55,42 @@ static int consume(void *opaque, const void *data, size_t len, uint64_t off)
 	return err;
 }
 
-/* The extents below off, clipped there, then [off, end) as one. */
-static int add_mask(struct fill *f, uint64_t off, uint64_t end)
+int rbd_fill_ranges(rbd_image_t img, const char *what, const struct rbd_fill_src *src,
+		    uint64_t size, struct rbd_extents *out)
 {
-	while (f->nr && f->ext[f->nr - 1].off >= off)
-		f->nr--;
-	if (f->nr && f->ext[f->nr - 1].off + f->ext[f->nr - 1].len > off)
-		f->ext[f->nr - 1].len = off - f->ext[f->nr - 1].off;
-	return add_extent(off, (size_t)(end - off), 1, f);
+	struct rbd_extents objs = {0}, mask = {0};
+	uint64_t end = VD_MIN(src->mask_end, size);
+	int err = rbd_extent_of_image(img, what, src->from_snap, size, &objs);
+
+	if (!err && src->mask_off < end)
+		err = rbd_extent_add(&mask, src->mask_off, end - src->mask_off);
+	if (!err)
+		err = rbd_extent_union(&objs, &mask, out);
+	rbd_extent_free(&objs);
+	rbd_extent_free(&mask);
+	return err;
 }
 
 int rbd_fill_layer(struct chain *c, rbd_image_t img, const char *what,
 		   const struct rbd_fill_src *src, struct rbd_progress *pr, uint64_t *written)
 {
 	struct fill f = {.c = c, .grain = chain_unit(c), .pr = pr};
-	uint64_t size = chain_capacity(c);
+	struct rbd_extents ext = {0};
 	struct rbd_xfer *x = NULL;
-	int err = rbd_diff_iterate2(img, src->from_snap, 0, size, 0, 1, add_extent, &f);
+	int err = rbd_fill_ranges(img, what, src, chain_capacity(c), &ext);
 
-	if (err < 0)
-		vd_err("%s: cannot list what it holds: %s", what, strerror(-err));
-	if (!err && src->mask_off < VD_MIN(src->mask_end, size))
-		err = add_mask(&f, src->mask_off, VD_MIN(src->mask_end, size));
-	f.mine = err < 0 ? NULL : malloc(f.grain);
+	f.mine = err ? NULL : malloc(f.grain);
 	if (!err && !f.mine)
 		err = -ENOMEM;
-	for (unsigned i = 0; !err && i < f.nr; i++)
-		pr->total += f.ext[i].len;
+	for (unsigned i = 0; !err && i < ext.nr; i++)
+		pr->total += ext.v[i].len;
 	if (!err)
 		err = rbd_xfer_create(img, what, &x);
-	for (unsigned i = 0; !err && i < f.nr; i++)
-		err = rbd_xfer_read_range(x, f.ext[i].off, f.ext[i].len, consume, &f);
+	for (unsigned i = 0; !err && i < ext.nr; i++)
+		err = rbd_xfer_read_range(x, ext.v[i].off, ext.v[i].len, consume, &f);
 	rbd_xfer_destroy(x);
 	free(f.mine);
-	free(f.ext);
+	rbd_extent_free(&ext);
 	*written = f.written;
 	return err;
 }

@@ -361,33 +361,6 @@ static int make_layer(struct rbd_imp *m, unsigned i, const char *path)
 	return err;
 }
 
-static int verify(struct rbd_imp *m, unsigned i, rbd_image_t img, const char *path,
-		  struct rbd_import_item *it)
-{
-	struct chain *c;
-	uint8_t mine[16], theirs[16];
-	char hex[33];
-	int err = chain_open(path, CHAIN_OPEN_RDONLY, NULL, &c);
-
-	if (!err) {
-		err = chain_digest(c, mine);
-		chain_close(c);
-	}
-	if (!err)
-		err = rbd_digest_image(img, m->nodes[i].what, &m->pr, theirs);
-	if (err)
-		return err;
-	chain_digest_hex(mine, it->digest);
-	if (memcmp(mine, theirs, 16)) {
-		chain_digest_hex(theirs, hex);
-		vd_err("%s: imported, its digest is %s, the image's is %s", it->path,
-		       it->digest, hex);
-		return -EIO;
-	}
-	it->verified = true;
-	return 0;
-}
-
 /* What the layer holds beyond its parent: the image's objects (since the
  * earlier snapshot, when its parent is one), and zeros past its parent
  * overlap (rbd_fill.c). */
@@ -401,6 +374,52 @@ static struct rbd_fill_src fill_src(const struct rbd_imp *m, unsigned i)
 		return (struct rbd_fill_src){.from_snap = p->snap, .mask_off = n->overlap,
 					     .mask_end = p->overlap};
 	return (struct rbd_fill_src){.mask_off = n->overlap, .mask_end = n->size};
+}
+
+/* RBD_VERIFY_FULL: the digest of the layer's disk against the image read
+ * back whole. */
+static int verify_full(struct rbd_imp *m, unsigned i, rbd_image_t img, struct chain *c,
+		       struct rbd_import_item *it)
+{
+	uint8_t mine[16], theirs[16];
+	char hex[33];
+	int err = chain_digest(c, mine);
+
+	if (!err)
+		err = rbd_digest_image(img, m->nodes[i].what, &m->pr, theirs);
+	if (err)
+		return err;
+	chain_digest_hex(mine, it->digest);
+	if (memcmp(mine, theirs, 16)) {
+		chain_digest_hex(theirs, hex);
+		vd_err("%s: imported, its digest is %s, the image's is %s", it->path,
+		       it->digest, hex);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* The layer made, reopened, against the image: over what either holds
+ * itself (rbd_verify.c), or whole. */
+static int verify(struct rbd_imp *m, unsigned i, rbd_image_t img, const char *path,
+		  struct rbd_import_item *it)
+{
+	const struct rbd_fill_src src = fill_src(m, i);
+	struct rbd_extents own = {0};
+	uint64_t bytes;
+	struct chain *c = NULL;
+	int err = chain_open(path, CHAIN_OPEN_RDONLY, NULL, &c);
+
+	if (!err && (m->o->flags & RBD_VERIFY_FULL))
+		err = verify_full(m, i, img, c, it);
+	else if (!err)
+		err = rbd_fill_ranges(img, m->nodes[i].what, &src, it->capacity, &own);
+	if (!err && !(m->o->flags & RBD_VERIFY_FULL))
+		err = rbd_verify_layer(c, img, m->nodes[i].what, &own, &m->pr, &bytes);
+	rbd_extent_free(&own);
+	chain_close(c);
+	it->verified = !err;
+	return err;
 }
 
 static int fill_one(struct rbd_imp *m, unsigned i, rbd_image_t img, const char *path,
@@ -469,7 +488,8 @@ static int fill_items(struct rbd_imp *m, struct rbd_import_result *res)
 		res->nr_items = i + 1;
 		if (!it->spec || !it->path || (m->nodes[i].parent >= 0 && !it->parent))
 			return -ENOMEM;
-		m->pr.total += it->capacity;
+		if (m->o->flags & RBD_VERIFY_FULL)
+			m->pr.total += it->capacity; /* read back whole */
 	}
 	return 0;
 }

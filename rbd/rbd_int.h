@@ -106,17 +106,51 @@ void rbd_source_close(struct rbd_source *s); /* a cleared s is a no-op */
 int rbd_source_child(const char *parent, const char *child);
 
 /* ---- sending one layer (rbd_send.c) ---- */
+struct rbd_send_out {
+	uint64_t sent, zeroed; /* bytes of data and of zeros written */
+	uint8_t digest[16];    /* the layer's digest (rbd_send.c) */
+};
 /* Write the layer's own runs (vmdk_block_status of the layer alone) into
  * img: data, and zeros as rbd_write_zeroes when mask_zeros (a clone: they
- * must hide the parent).  *sent / *zeroed: bytes of each. */
+ * must hide the parent); flushed. */
 int rbd_send_layer(struct vmdk_disk *layer, rbd_image_t img, const char *what,
-		   bool mask_zeros, struct rbd_progress *pr, uint64_t *sent,
-		   uint64_t *zeroed);
+		   bool mask_zeros, struct rbd_progress *pr, struct rbd_send_out *out);
+/* The layer's digest without sending (reads its own data). */
+int rbd_send_digest(struct vmdk_disk *layer, uint8_t out[16]);
 /* The object size for a base image of layer (rbd_send.c). */
 int rbd_send_object_size(struct vmdk_disk *layer, uint64_t *object_size);
 /* The bytes rbd_send_layer would send and zero. */
 int rbd_send_count(struct vmdk_disk *layer, bool mask_zeros, uint64_t *data,
 		   uint64_t *zeros);
+
+/* ---- lists of byte ranges (rbd_extent.c) ---- */
+struct rbd_extent {
+	uint64_t off, len;
+};
+struct rbd_extents {
+	struct rbd_extent *v; /* sorted, merged */
+	unsigned nr, cap;
+};
+/* Add a range that starts at or after the last one's start. */
+int rbd_extent_add(struct rbd_extents *x, uint64_t off, uint64_t len);
+int rbd_extent_diff_cb(uint64_t off, size_t len, int exists, void *opaque);
+/* What img holds itself in [0, size), since from_snap when given (whole
+ * objects, its parent's not included). */
+int rbd_extent_of_image(rbd_image_t img, const char *what, const char *from_snap,
+			uint64_t size, struct rbd_extents *out);
+/* What layer holds itself: data and zeroed grains. */
+int rbd_extent_of_layer(struct vmdk_disk *layer, struct rbd_extents *out);
+int rbd_extent_union(const struct rbd_extents *a, const struct rbd_extents *b,
+		     struct rbd_extents *out);
+void rbd_extent_free(struct rbd_extents *x); /* a cleared list is a no-op */
+
+/* ---- an image checked against its disk (rbd_verify.c) ---- */
+/* img read back over own (what the image holds itself) and what the top
+ * layer of disk holds itself, compared byte for byte with disk; *bytes:
+ * read back. */
+int rbd_verify_layer(struct chain *disk, rbd_image_t img, const char *what,
+		     const struct rbd_extents *own, struct rbd_progress *pr,
+		     uint64_t *bytes);
 
 /* ---- parents read from the image header (rbd_parent.c) ---- */
 #define RBD_NOSNAP ((uint64_t)-2) /* the head, as librados names it */
@@ -141,6 +175,10 @@ struct rbd_fill_src {
 	 * not (past its parent overlap); empty when mask_off >= mask_end */
 	uint64_t mask_off, mask_end;
 };
+/* What img holds beyond its parent: its objects (since from_snap) and the
+ * mask range. */
+int rbd_fill_ranges(rbd_image_t img, const char *what, const struct rbd_fill_src *src,
+		    uint64_t size, struct rbd_extents *out);
 /* Fill the top of c (a new layer over its parent, or a new base) with what
  * img holds beyond its parent; *written: bytes written into the layer. */
 int rbd_fill_layer(struct chain *c, rbd_image_t img, const char *what,
@@ -165,7 +203,7 @@ struct rbd_export {
 	struct rbd_conn conn;
 	struct rbd_export_result *res; /* items[i] is src.layers[i] */
 	bool *part_left;               /* NAME RBD_EXPORT_PART found, to remove */
-	uint8_t (*digest)[16];         /* of each layer's disk */
+	uint8_t (*digest)[16];         /* of each layer's disk (RBD_VERIFY_FULL) */
 	struct rbd_progress pr;
 };
 /* Items with names, parents and snapshots (no cluster needed). */

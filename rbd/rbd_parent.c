@@ -160,7 +160,10 @@ int rbd_parent_get(rados_t cluster, rados_ioctx_t io, const char *what, const ch
 		err = -ENOMEM;
 	if (err) {
 		vd_err("%s: cannot read its parent: %s", what,
-		       err == -VD_EBADDATA ? "a malformed answer" : strerror(-err));
+		       err == -VD_EBADDATA ? "a malformed answer"
+		       : err == -EXDEV	   ? "it is in another pool namespace, which vdelta "
+					     "does not follow"
+					   : strerror(-err));
 		rbd_parent_free(out);
 	}
 	return err;

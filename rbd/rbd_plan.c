@@ -6,7 +6,7 @@
  *  - absent: CREATE (a base) or CLONE;
  *  - there, made by vdelta (RBD_META_FORMAT), of the same size, with the
  *    expected parent snapshot, RBD_META_CID the layer's CID and
- *    RBD_META_DIGEST the digest of the layer's disk: KEEP, or SNAP when
+ *    RBD_META_DIGEST the layer's digest (rbd_send.c): KEEP, or SNAP when
  *    the layer now has children and the image has no snapshot yet;
  *  - anything else is refused (-EEXIST), naming the image and why: a name
  *    taken by an image vdelta did not make, another parent, another size,

@@ -12,6 +12,11 @@
  * image already reads zeros.  A chunk of data that holds only zeros is
  * sent the same way as a zero run.  Nothing of the layer is written.
  *
+ * The same walk gives the layer's digest (RBD_META_DIGEST): XXH3-128 over
+ * each run the layer holds itself, in order, as its offset and length
+ * (le64 each), its kind (1 data, 2 zeros) and, for data, its bytes.  It
+ * names what the layer holds, whatever its parents hold.
+ *
  * Also the object size of a base (rbd_send_object_size): the largest from
  * 4 MiB (rbd's own) down to 64 KiB at which the objects its data touches
  * hold at most 1/16 more than the data.  A dense base keeps 4 MiB; a
@@ -19,12 +24,16 @@
  * objects around a few grains.
  */
 #include <errno.h>
+#include <stdlib.h>
+#include <xxhash.h>
 
 #include "rbd_int.h"
 
 struct send {
 	struct vmdk_disk *layer;
-	struct rbd_xfer *x; /* NULL: count only */
+	struct rbd_xfer *x; /* NULL: nothing sent */
+	XXH3_state_t *h;    /* NULL: no digest */
+	uint8_t *buf;       /* a chunk, when the data is read without sending */
 	bool mask_zeros;
 	struct rbd_progress *pr;
 	uint64_t data, zeros;
@@ -35,6 +44,18 @@ static uint64_t chunk_end(uint64_t off, uint64_t end)
 	return VD_MIN(end, (off / RBD_XFER_CHUNK + 1) * RBD_XFER_CHUNK);
 }
 
+static void hash_run(struct send *s, uint64_t off, uint64_t len, uint8_t kind)
+{
+	uint8_t rec[17];
+
+	if (!s->h)
+		return;
+	put_le64(rec, off);
+	put_le64(rec + 8, len);
+	rec[16] = kind;
+	XXH3_128bits_update(s->h, rec, sizeof rec);
+}
+
 static int send_zeros(struct send *s, uint64_t off, uint64_t len)
 {
 	if (!s->mask_zeros)
@@ -43,28 +64,40 @@ static int send_zeros(struct send *s, uint64_t off, uint64_t len)
 	return s->x ? rbd_xfer_zeroes(s->x, (size_t)len, off) : 0;
 }
 
-/* A chunk of data that is all zeros goes as zeros (or not at all into a
- * base); counting alone cannot tell, so it counts the chunk as data. */
+/* One chunk read (into the next request's buffer when sending), hashed,
+ * sent: as zeros when it holds only zeros. */
+static int send_chunk(struct send *s, uint64_t off, uint64_t n)
+{
+	void *buf = s->x ? rbd_xfer_next(s->x) : s->buf;
+	int err = buf ? vmdk_pread(s->layer, buf, (size_t)n, off) : -ENOMEM;
+
+	if (err)
+		return err;
+	if (s->h)
+		XXH3_128bits_update(s->h, buf, (size_t)n);
+	if (!s->x)
+		return 0;
+	if (vd_is_zero(buf, (size_t)n))
+		return send_zeros(s, off, n);
+	s->data += n;
+	return rbd_xfer_write(s->x, (size_t)n, off);
+}
+
+/* A run of data; counting alone (nothing read) counts it all as data. */
 static int send_data(struct send *s, uint64_t off, uint64_t len)
 {
 	uint64_t end = off + len;
 	int err = 0;
 
-	if (!s->x)
+	hash_run(s, off, len, 1);
+	if (!s->x && !s->h) {
 		s->data += len;
-	while (s->x && !err && off < end) {
-		uint64_t n = chunk_end(off, end) - off;
-		void *buf = rbd_xfer_next(s->x);
-		err = buf ? vmdk_pread(s->layer, buf, (size_t)n, off) : -ENOMEM;
-		if (!err && vd_is_zero(buf, (size_t)n)) {
-			err = send_zeros(s, off, n);
-		} else if (!err) {
-			err = rbd_xfer_write(s->x, (size_t)n, off);
-			s->data += n;
-		}
-		if (!err)
-			rbd_progress_add(s->pr, n);
-		off += n;
+		return 0;
+	}
+	for (; !err && off < end; off = chunk_end(off, end)) {
+		err = send_chunk(s, off, chunk_end(off, end) - off);
+		if (!err && s->x)
+			rbd_progress_add(s->pr, chunk_end(off, end) - off);
 	}
 	return err;
 }
@@ -79,23 +112,34 @@ static int walk(struct send *s)
 		err = vmdk_block_status(s->layer, off, cap - off, &kind, &run);
 		if (!err && kind == VMDK_BS_DATA)
 			err = send_data(s, off, run);
-		else if (!err && kind == VMDK_BS_ZERO)
+		else if (!err && kind == VMDK_BS_ZERO) {
+			hash_run(s, off, run, 2);
 			err = send_zeros(s, off, run);
+		}
 	}
 	return err;
 }
 
-int rbd_send_layer(struct vmdk_disk *layer, rbd_image_t img, const char *what,
-		   bool mask_zeros, struct rbd_progress *pr, uint64_t *sent,
-		   uint64_t *zeroed)
+static void digest_out(struct send *s, uint8_t out[16])
 {
-	struct send s = {.layer = layer, .mask_zeros = mask_zeros, .pr = pr};
-	int err = rbd_xfer_create(img, what, &s.x), derr;
+	XXH128_canonical_t canon;
 
-	if (err)
-		return err;
-	err = walk(&s);
-	derr = rbd_xfer_drain(s.x);
+	XXH128_canonicalFromHash(&canon, XXH3_128bits_digest(s->h));
+	memcpy(out, canon.digest, 16);
+}
+
+int rbd_send_layer(struct vmdk_disk *layer, rbd_image_t img, const char *what,
+		   bool mask_zeros, struct rbd_progress *pr, struct rbd_send_out *out)
+{
+	struct send s = {.layer = layer, .mask_zeros = mask_zeros, .pr = pr,
+			 .h = XXH3_createState()};
+	int err = s.h && XXH3_128bits_reset(s.h) == XXH_OK ? 0 : -ENOMEM, derr;
+
+	if (!err)
+		err = rbd_xfer_create(img, what, &s.x);
+	if (!err)
+		err = walk(&s);
+	derr = s.x ? rbd_xfer_drain(s.x) : 0;
 	rbd_xfer_destroy(s.x);
 	if (!err)
 		err = derr;
@@ -104,8 +148,29 @@ int rbd_send_layer(struct vmdk_disk *layer, rbd_image_t img, const char *what,
 		if (err < 0)
 			vd_err("%s: flush: %s", what, strerror(-err));
 	}
-	*sent = s.data;
-	*zeroed = s.zeros;
+	if (!err)
+		digest_out(&s, out->digest);
+	XXH3_freeState(s.h);
+	out->sent = s.data;
+	out->zeroed = s.zeros;
+	return err;
+}
+
+int rbd_send_digest(struct vmdk_disk *layer, uint8_t out[16])
+{
+	struct send s = {.layer = layer, .h = XXH3_createState(),
+			 .buf = malloc(RBD_XFER_CHUNK)};
+	int err = s.h && s.buf && XXH3_128bits_reset(s.h) == XXH_OK ? 0 : -ENOMEM;
+
+	if (!err)
+		err = walk(&s);
+	if (!err)
+		digest_out(&s, out);
+	else
+		vd_err("%s: cannot read it for its digest: %s", vmdk_path(layer),
+		       strerror(-err));
+	XXH3_freeState(s.h);
+	free(s.buf);
 	return err;
 }
 

@@ -5,7 +5,7 @@
  * meter, and the report: one line per image or layer, then a summary; or
  * JSON {"pool","dry_run","images":[{"image","layer","parent","snapshot",
  * "action","children","virtual-size","object-size","sent-bytes","zero-bytes","verified",
- * "digest"}],"sent-bytes","verified-bytes"} for export and
+ * "digest","disk-digest"}],"sent-bytes","verified-bytes"} for export and
  * {"dry_run","layers":[{"image","path","parent","virtual-size",
  * "data-bytes","verified","digest"}],"data-bytes"} for import.
  */
@@ -27,14 +27,14 @@ struct rbd_args {
 	uint64_t object_size, clone_object_size;
 	char *dirs[MAX_DIRS];
 	unsigned nr_dirs;
-	bool all, dry_run, json, force_progress;
+	bool all, dry_run, json, force_progress, verify_full;
 	struct tools_progress pr;
 	bool pr_started;
 };
 
 enum {
 	OPT_POOL = 256, OPT_CONF, OPT_ID, OPT_KEYRING, OPT_TIMEOUT, OPT_PREFIX, OPT_ALL,
-	OPT_SCAN, OPT_OSIZE, OPT_COSIZE, OPT_JSON,
+	OPT_SCAN, OPT_OSIZE, OPT_COSIZE, OPT_JSON, OPT_VERIFY,
 };
 
 static const struct option rbd_opts[] = {
@@ -50,6 +50,7 @@ static const struct option rbd_opts[] = {
 	{"clone-object-size", required_argument, NULL, OPT_COSIZE},
 	{"dry-run", no_argument, NULL, 'n'},
 	{"json", no_argument, NULL, OPT_JSON},
+	{"verify", required_argument, NULL, OPT_VERIFY},
 	{"progress", no_argument, NULL, 'p'},
 	{NULL, 0, NULL, 0},
 };
@@ -83,6 +84,14 @@ static int parse_timeout(const char *s, unsigned *out)
 	return TOOLS_OK;
 }
 
+static int parse_verify(const char *s, bool *full)
+{
+	if (strcmp(s, "full") && strcmp(s, "layers"))
+		return tools_usage(&tools_cmd_rbd, "--verify: layers or full");
+	*full = !strcmp(s, "full");
+	return TOOLS_OK;
+}
+
 static int add_dir(struct rbd_args *a, char *dir, bool all)
 {
 	if (a->nr_dirs == MAX_DIRS)
@@ -107,6 +116,7 @@ static int option(struct rbd_args *a, int c)
 	case OPT_COSIZE: return parse_size(optarg, &a->clone_object_size);
 	case 'n': a->dry_run = true; return TOOLS_OK;
 	case OPT_JSON: a->json = true; return TOOLS_OK;
+	case OPT_VERIFY: return parse_verify(optarg, &a->verify_full);
 	case 'p': a->force_progress = true; return TOOLS_OK;
 	default: return tools_usage(&tools_cmd_rbd, NULL);
 	}
@@ -120,6 +130,11 @@ static int parse(int argc, char **argv, struct rbd_args *a)
 	while (rc == TOOLS_OK && (c = getopt_long(argc, argv, "np", rbd_opts, NULL)) != -1)
 		rc = option(a, c);
 	return rc;
+}
+
+static unsigned flags_of(const struct rbd_args *a)
+{
+	return (a->dry_run ? RBD_DRY_RUN : 0) | (a->verify_full ? RBD_VERIFY_FULL : 0);
 }
 
 /* ---- export ----------------------------------------------------------------------- */
@@ -171,6 +186,7 @@ static void export_json(const struct rbd_export_result *r, bool dry)
 		tools_json_u64(&j, "zero-bytes", it->zero_bytes);
 		tools_json_bool(&j, "verified", it->verified);
 		tools_json_str(&j, "digest", it->digest[0] ? it->digest : NULL);
+		tools_json_str(&j, "disk-digest", it->disk_digest[0] ? it->disk_digest : NULL);
 		tools_json_obj_end(&j);
 	}
 	tools_json_arr_end(&j);
@@ -185,8 +201,8 @@ static int export_main(int argc, char **argv, struct rbd_args *a)
 	struct rbd_export_opts o = {.target = a->t, .prefix = a->prefix,
 				    .object_size = a->object_size,
 				    .clone_object_size = a->clone_object_size,
-				    .flags = a->dry_run ? RBD_DRY_RUN : 0,
-				    .progress = progress, .progress_opaque = a};
+				    .flags = flags_of(a), .progress = progress,
+				    .progress_opaque = a};
 	struct rbd_export_result r;
 	unsigned nr = (unsigned)(argc - optind);
 	int rc;
@@ -244,8 +260,8 @@ static void import_out(const struct rbd_import_result *r, bool dry, bool json)
 
 static int import_main(int argc, char **argv, struct rbd_args *a)
 {
-	struct rbd_import_opts o = {.target = a->t, .flags = a->dry_run ? RBD_DRY_RUN : 0,
-				    .progress = progress, .progress_opaque = a};
+	struct rbd_import_opts o = {.target = a->t, .flags = flags_of(a), .progress = progress,
+				    .progress_opaque = a};
 	struct rbd_import_result r;
 	int rc;
 
@@ -291,9 +307,9 @@ const struct tools_cmd tools_cmd_rbd = {
 		 "becomes an image: a base written from its allocated grains, each layer\n"
 		 "above a clone of its parent's snapshot holding only its own grains,\n"
 		 "snapshotted and protected when it has children; a disk's top is a\n"
-		 "writable clone.  Every image written is read back and its digest\n"
-		 "compared with the disk's.  Running it again sends only the layers\n"
-		 "not there yet, and refuses an image that exists and differs.\n"
+		 "writable clone.  Every image written is read back and compared with\n"
+		 "the disk.  Running it again sends only the layers not there yet,\n"
+		 "and refuses an image that exists and differs.\n"
 		 "import: the images named and their parents become a VMDK chain in\n"
 		 "DIR, each layer holding what differs from its parent.\n"
 		 "\n"
@@ -308,6 +324,8 @@ const struct tools_cmd tools_cmd_rbd = {
 		 "  --object-size S     export: objects of base images (default 4M, less\n"
 		 "                      for a sparse base: see docs/rbd.md)\n"
 		 "  --clone-object-size S  export: objects of clones (default 64K)\n"
+		 "  --verify layers|full  read back what each image and its layer hold\n"
+		 "                      themselves (default), or every image whole\n"
 		 "  -n, --dry-run       print what would be done; write nothing\n"
 		 "  --json              print the result as JSON\n"
 		 "  -p, --progress      show progress even when stderr is not a terminal\n"

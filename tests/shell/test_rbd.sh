@@ -183,11 +183,17 @@ src_sums >"$T/src.before"
 expect_ok "export group A (made by vdelta)" "$VDELTA" rbd export --prefix a- -p --all "$A"
 grep -q '%' "$T/last.err" && pass "-p shows progress" || fail "-p showed no progress"
 t0=$EPOCHREALTIME
-expect_ok "export group B (made by qemu-img)" "$VDELTA" rbd export --prefix q- --json --all "$B"
+expect_ok "export group B (made by qemu-img), each image read back whole" \
+	"$VDELTA" rbd export --prefix q- --verify full --json --all "$B"
 T_EXPORT_B=$(usecs "$t0")
-"$PYTHON" -c 'import json, sys; d = json.load(open(sys.argv[1])); sys.exit(0 if d["images"] and all(i["verified"] for i in d["images"]) else 1)' \
-	"$T/last.out" && pass "--json: every image of B read back and verified" ||
-	fail "--json: not every image verified"
+for l in $LAYERS_B; do echo "q-$l $(qdigest "$B/$l.vmdk")"; done >"$T/b.qdig"
+"$PYTHON" - "$T/last.out" "$T/b.qdig" <<'PY' && pass "--verify full: every image of B verified, its disk-digest qemu's" ||
+import json, sys
+d = json.load(open(sys.argv[1]))["images"]
+want = dict(l.split() for l in open(sys.argv[2]))
+sys.exit(0 if len(d) == len(want) and all(i["verified"] and i["disk-digest"] == want[i["image"]] for i in d) else 1)
+PY
+	fail "--verify full: $(cat "$T/last.out")"
 src_sums | cmp -s - "$T/src.before" && pass "export wrote nothing of the source (sha256 of every file)" ||
 	fail "export changed source files: $(src_sums | diff "$T/src.before" - | head -4)"
 
@@ -391,12 +397,13 @@ diff "$T/b.before" "$T/b.after" | grep -q '^> q-q2 ' && [ "$changed" = 1 ] &&
 
 # ---- kill -9, then again ---------------------------------------------------------------
 
-# Killed at a quarter, half and three quarters of the time B's export took.
+# Killed at a quarter, half and three quarters of the time B's export took
+# (the same command); run again without --verify full.
 partway=0
 for frac in 25 50 75; do
 	pre=k$frac-
 	us=$((T_EXPORT_B * frac / 100))
-	"$VDELTA" rbd export --prefix "$pre" --all "$B" >/dev/null 2>&1 &
+	"$VDELTA" rbd export --verify full --prefix "$pre" --all "$B" >/dev/null 2>&1 &
 	pid=$!
 	sleep "$((us / 1000000)).$(printf '%06d' $((us % 1000000)))"
 	kill -9 $pid 2>/dev/null
@@ -506,6 +513,11 @@ fi
 	fail "unreachable: took $((SECONDS - t0)) s"
 [ "$(rbd_list)" = "$POOL_NOW" ] && pass "unreachable: rbd ls as before" || fail "unreachable: rbd ls changed"
 
+# q-q2 was written through librbd above; once q2 is snapshotted here its
+# image would become a parent: read back against the disk first, refused
+run "$VDELTA" snapshot "$B/q2.vmdk"
+refused "an image written in RBD that would become a parent" "q-q2: read back, byte [0-9]* differs" \
+	"$VDELTA" rbd export --prefix q- --all "$B"
 run qemu-io -f vmdk -c 'write -P 0x73 8M 64k' "$B/q4.vmdk"
 refused "a layer that changed under its exported image" "q-q4.*exists" \
 	"$VDELTA" rbd export --prefix q- --all "$B"
