@@ -58,8 +58,8 @@
  * earlier).  Everything is made and verified (as VERIFICATION says: each
  * layer against its image) in a hidden staging folder of DIR, then
  * renamed into DIR parents first; a name that exists in DIR is refused
- * before anything is made.  Children are recorded (chain_group_record_
- * child) and parents frozen, as `vdelta snapshot` does.
+ * before anything is made.  Children are recorded (group_record_child)
+ * and parents frozen, as `vdelta snapshot` does.
  *
  * CLUSTER: struct rbd_target names the cluster (ceph.conf, client id,
  * keyring, pool); connecting, monitor and OSD operations are bounded by
@@ -79,7 +79,7 @@
 #ifndef VDELTA_RBD_H
 #define VDELTA_RBD_H
 
-#include "chain.h"
+#include "group.h"
 
 #define RBD_DEFAULT_POOL "rbd"
 #define RBD_DEFAULT_TIMEOUT_S 30u
@@ -122,7 +122,7 @@ struct rbd_export_opts {
 	uint64_t object_size;       /* bases; 0: chosen per base (above) */
 	uint64_t clone_object_size; /* clones; 0: 64 KiB */
 	unsigned flags;             /* RBD_DRY_RUN */
-	chain_progress_fn *progress; /* bytes sent and read back */
+	group_progress_fn *progress; /* bytes sent and read back */
 	void *progress_opaque;
 };
 
@@ -164,7 +164,7 @@ const char *rbd_export_action_name(enum rbd_action a);
 struct rbd_import_opts {
 	struct rbd_target target; /* pool: for a spec without "POOL/" */
 	unsigned flags;           /* RBD_DRY_RUN */
-	chain_progress_fn *progress;
+	group_progress_fn *progress;
 	void *progress_opaque;
 };
 

@@ -504,7 +504,7 @@ static int publish(struct rbd_imp *m)
 	for (unsigned i = 0; !err && i < m->nr; i++) {
 		char *side, *p;
 		names[nr++] = strdup(m->nodes[i].name);
-		if (asprintf(&side, "%s%s", m->nodes[i].name, CHAIN_CHILDREN_SUFFIX) < 0)
+		if (asprintf(&side, "%s%s", m->nodes[i].name, GROUP_CHILDREN_SUFFIX) < 0)
 			err = -ENOMEM;
 		p = err ? NULL : vd_path_join(m->stage, side);
 		if (!err && p && !access(p, F_OK))

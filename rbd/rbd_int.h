@@ -7,6 +7,7 @@
 #include <rados/librados.h>
 #include <rbd/librbd.h>
 
+#include "group.h"
 #include "rbd.h"
 
 #define RBD_XFER_DEPTH 16u          /* requests in flight per image */
@@ -16,7 +17,7 @@
 
 /* ---- progress (rbd_export.c) ---- */
 struct rbd_progress {
-	chain_progress_fn *fn;
+	group_progress_fn *fn;
 	void *opaque;
 	uint64_t done, total;
 };
@@ -102,7 +103,7 @@ int rbd_source_load(char *const *disks, unsigned nr_disks, char *const *dirs,
 int rbd_source_open(struct rbd_source *s);
 void rbd_source_close(struct rbd_source *s); /* a cleared s is a no-op */
 /* A blank monolithicSparse delta at child over parent: the parent frozen,
- * the child recorded in its sidecar (chain_create_child_opts). */
+ * the child recorded in its sidecar (group_create_child). */
 int rbd_source_child(const char *parent, const char *child);
 
 /* ---- sending one layer (rbd_send.c) ---- */

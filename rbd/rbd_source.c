@@ -1,10 +1,9 @@
 /* rbd — the group half: which layers a group has, who is whose parent,
  * and the children an import records (layer 3, over chain.h).
  *
- * Owns every call this front end makes into the group side of chain.h
- * (chain_tree_scan, chain_group_load and its tree, chain_create_child_opts
- * which records a child and freezes its parent), so they sit in one
- * place.  A group is loaded the way every group command loads it (its
+ * Owns every call this front end makes into group.h (group_tree_scan,
+ * group_load and its tree, group_create_child which records a child and
+ * freezes its parent), so they sit in one place.  A group is loaded the way every group command loads it (its
  * interrupted operations recovered first), flattened into a list of
  * layers, parents before children; a layer whose link is broken, whose
  * parent is missing or unreadable, or whose size differs from its
@@ -20,8 +19,8 @@
 
 #include "rbd_int.h"
 
-#define BAD_NODE (CHAIN_TREE_BROKEN | CHAIN_TREE_MISSING | CHAIN_TREE_UNREADABLE | \
-		  CHAIN_TREE_CAPACITY)
+#define BAD_NODE (GROUP_TREE_BROKEN | GROUP_TREE_MISSING | GROUP_TREE_UNREADABLE | \
+		  GROUP_TREE_CAPACITY)
 
 static int find_layer(const struct rbd_source *s, const char *path)
 {
@@ -31,21 +30,21 @@ static int find_layer(const struct rbd_source *s, const char *path)
 	return -1;
 }
 
-static int refuse_node(const struct chain_tree_node *n)
+static int refuse_node(const struct group_tree_node *n)
 {
-	const char *why = n->flags & CHAIN_TREE_BROKEN	  ? "its parentCID is not its parent's CID"
-			  : n->flags & CHAIN_TREE_MISSING  ? "its parent is missing"
-			  : n->flags & CHAIN_TREE_CAPACITY ? "its size differs from its parent's"
+	const char *why = n->flags & GROUP_TREE_BROKEN	  ? "its parentCID is not its parent's CID"
+			  : n->flags & GROUP_TREE_MISSING  ? "its parent is missing"
+			  : n->flags & GROUP_TREE_CAPACITY ? "its size differs from its parent's"
 							   : "it cannot be read";
 
 	vd_err("%s: %s: the group is not exported (vdelta tree shows it)", n->path, why);
-	return n->flags & CHAIN_TREE_MISSING ? -ENOENT : -VD_EBADDATA;
+	return n->flags & GROUP_TREE_MISSING ? -ENOENT : -VD_EBADDATA;
 }
 
-static int add_node(struct rbd_source *s, const struct chain_tree *t, unsigned i,
+static int add_node(struct rbd_source *s, const struct group_tree *t, unsigned i,
 		    int parent, unsigned group)
 {
-	const struct chain_tree_node *n = &t->nodes[i];
+	const struct group_tree_node *n = &t->nodes[i];
 	struct rbd_layer *l, *grown = realloc(s->layers, (s->nr + 1) * sizeof *grown);
 
 	if (!grown)
@@ -66,7 +65,7 @@ static int add_node(struct rbd_source *s, const struct chain_tree *t, unsigned i
 }
 
 /* The nodes of the group rooted at root, parents before children. */
-static int add_tree(struct rbd_source *s, const struct chain_tree *t, unsigned root)
+static int add_tree(struct rbd_source *s, const struct group_tree *t, unsigned root)
 {
 	unsigned first = s->nr, *node = calloc(t->nr_nodes, sizeof *node), nr = 0;
 	int err = node ? add_node(s, t, root, -1, first) : -ENOMEM;
@@ -87,18 +86,18 @@ static int add_tree(struct rbd_source *s, const struct chain_tree *t, unsigned r
 static int add_group(struct rbd_source *s, const char *path, char *const *dirs,
 		     unsigned nr_dirs)
 {
-	struct chain_group *g;
-	const struct chain_tree *t;
+	struct group *g;
+	const struct group_tree *t;
 	char *base;
-	int err = chain_group_load(path, dirs, nr_dirs, NULL, &g), n;
+	int err = group_load(path, dirs, nr_dirs, NULL, &g), n;
 
 	if (err)
 		return err;
-	t = chain_group_tree(g);
-	n = chain_group_node(g, path);
+	t = group_nodes(g);
+	n = group_node(g, path);
 	if (n < 0) {
 		vd_err("%s: not found in its own folder's scan", path);
-		chain_group_free(g);
+		group_free(g);
 		return -ENOENT;
 	}
 	n = t->nodes[n].root;
@@ -106,25 +105,25 @@ static int add_group(struct rbd_source *s, const char *path, char *const *dirs,
 	if (!base || find_layer(s, base) < 0)
 		err = add_tree(s, t, (unsigned)n);
 	free(base);
-	chain_group_free(g);
+	group_free(g);
 	return err;
 }
 
 int rbd_source_load(char *const *disks, unsigned nr_disks, char *const *dirs,
 		    unsigned nr_dirs, struct rbd_source *s)
 {
-	struct chain_tree *t = NULL;
+	struct group_tree *t = NULL;
 	int err = 0;
 
 	memset(s, 0, sizeof *s);
 	for (unsigned i = 0; !err && i < nr_disks; i++)
 		err = add_group(s, disks[i], dirs, nr_dirs);
 	if (!err && !nr_disks)
-		err = chain_tree_scan(dirs, nr_dirs, &t);
+		err = group_tree_scan(dirs, nr_dirs, 0, &t);
 	for (unsigned i = 0; !err && t && i < t->nr_nodes; i++)
 		if (t->nodes[i].root == (int)i)
 			err = add_group(s, t->nodes[i].path, dirs, nr_dirs);
-	chain_tree_free(t);
+	group_tree_free(t);
 	if (!err && !s->nr) {
 		vd_err("%s: no VMDK disk found", nr_dirs ? dirs[0] : "(no folder)");
 		err = -ENOENT;
@@ -157,7 +156,7 @@ void rbd_source_close(struct rbd_source *s)
 
 int rbd_source_child(const char *parent, const char *child)
 {
-	const struct chain_child_opts o = {.kind = VMDK_MONOLITHIC_SPARSE};
+	const struct group_child_opts o = {.kind = VMDK_MONOLITHIC_SPARSE};
 
-	return chain_create_child_opts(parent, child, false, &o, NULL);
+	return group_create_child(parent, child, false, &o, NULL);
 }

@@ -16,6 +16,7 @@
 
 #include "rbd.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_rbd;
 
@@ -279,57 +280,30 @@ static int import_main(int argc, char **argv, struct rbd_args *a)
 	return rc ? tools_fail(argv[optind], rc) : TOOLS_OK;
 }
 
+/* Options anywhere (getopt moves the words after them): the first word
+ * left is export or import. */
 static int rbd_run(int argc, char **argv)
 {
 	struct rbd_args a = {0};
-	int rc;
+	const char *cmd;
+	int rc = parse(argc, argv, &a);
 
-	if (argc < 2)
-		return tools_usage(&tools_cmd_rbd, "expected export or import");
-	rc = parse(argc - 1, argv + 1, &a);
 	if (rc != TOOLS_OK)
 		return rc;
-	if (!strcmp(argv[1], "export"))
-		return export_main(argc - 1, argv + 1, &a);
-	if (!strcmp(argv[1], "import"))
+	if (optind >= argc)
+		return tools_usage(&tools_cmd_rbd, "expected export or import");
+	cmd = argv[optind++];
+	if (!strcmp(cmd, "export"))
+		return export_main(argc, argv, &a);
+	if (!strcmp(cmd, "import"))
 		return a.nr_dirs ? tools_usage(&tools_cmd_rbd, "--all and --scan go with export")
-				 : import_main(argc - 1, argv + 1, &a);
-	return tools_usage(&tools_cmd_rbd, "unknown rbd command '%s'", argv[1]);
+				 : import_main(argc, argv, &a);
+	return tools_usage(&tools_cmd_rbd, "unknown rbd command '%s'", cmd);
 }
 
 const struct tools_cmd tools_cmd_rbd = {
 	.name = "rbd",
-	.summary = "lay linked-clone groups into Ceph RBD layering, and back",
-	.usage = "export [OPTIONS] [--prefix NAME] DISK... | --all DIR\n"
-		 "       vdelta rbd import [OPTIONS] POOL/IMAGE[@SNAP]... DIR\n"
-		 "\n"
-		 "export: each layer of the groups of DISK... (or of every group in DIR)\n"
-		 "becomes an image: a base written from its allocated grains, each layer\n"
-		 "above a clone of its parent's snapshot holding only its own grains,\n"
-		 "snapshotted and protected when it has children; a disk's top is a\n"
-		 "writable clone.  Every image written is read back and compared with\n"
-		 "the disk.  Running it again sends only the layers not there yet,\n"
-		 "and refuses an image that exists and differs.\n"
-		 "import: the images named and their parents become a VMDK chain in\n"
-		 "DIR, each layer holding what differs from its parent.\n"
-		 "\n"
-		 "  --pool P            pool (default rbd; import: for IMAGE without POOL/)\n"
-		 "  --conf FILE         ceph.conf (default: $CEPH_CONF, /etc/ceph/ceph.conf)\n"
-		 "  --id NAME           client name without \"client.\" (default admin)\n"
-		 "  --keyring FILE      its key (default: as the conf says)\n"
-		 "  --timeout SECS      bound on every wait on the cluster (default 30)\n"
-		 "  --prefix NAME       export: put NAME before every image name\n"
-		 "  --all DIR           export: every group in DIR (recursively)\n"
-		 "  --scan DIR          export: look for the groups' disks in DIR too\n"
-		 "  --object-size S     export: objects of base images (default 4M, less\n"
-		 "                      for a sparse base: see docs/rbd.md)\n"
-		 "  --clone-object-size S  export: objects of clones (default 64K)\n"
-		 "  --verify layers|full  read back what each image and its layer hold\n"
-		 "                      themselves (default), or every image whole\n"
-		 "  -n, --dry-run       print what would be done; write nothing\n"
-		 "  --json              print the result as JSON\n"
-		 "  -p, --progress      show progress even when stderr is not a terminal\n"
-		 "\n"
-		 "Names, metadata and what a re-run does: docs/rbd.md.",
+	.writes = true,
+	TOOLS_PAGE(rbd),
 	.run = rbd_run,
 };
