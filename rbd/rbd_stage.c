@@ -7,8 +7,10 @@
  *      (parents before children, each layer before its sidecar), is
  *      written there (temp, fsync, rename, folder fsync): from here on the
  *      import is finished, never undone;
- *  I3. each file is renamed into DIR without replacing anything
- *      (RENAME_NOREPLACE), in that order, then DIR is fsynced;
+ *  I3. every file listed is locked (a writer's lock that denies every
+ *      other open, held to the end of I4), then each is renamed into DIR
+ *      without replacing anything (RENAME_NOREPLACE), in that order, then
+ *      DIR is fsynced;
  *  I4. the staging folder is removed, its record last.
  * rbd_stage_recover runs before every import into DIR: a staging folder
  * whose process is gone is finished from I3 when it has the record (a
@@ -89,48 +91,66 @@ static int sync_dir(const char *dir)
 	return err;
 }
 
-/* I2: temp, fsync, rename, folder fsync. */
+/* I2: common.h W1-W2. */
 static int write_record(const char *path, const char *text, size_t len)
 {
-	char *tmp;
-	int fd, err = 0;
+	int err = vd_write_durable(vd_io_posix(), path, text, len);
 
-	if (asprintf(&tmp, "%s.tmp", path) < 0)
-		return -ENOMEM;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0 || write(fd, text, len) != (ssize_t)len || fsync(fd))
-		err = errno ? -errno : -EIO;
-	if (fd >= 0)
-		close(fd);
-	if (!err && rename(tmp, path))
-		err = -errno;
 	if (err)
 		vd_err("%s: cannot write: %s", path, strerror(-err));
-	free(tmp);
-	if (!err) {
-		char *dir = vd_dirname(path);
-		err = dir ? sync_dir(dir) : -ENOMEM;
-		free(dir);
-	}
 	return err;
 }
 
-/* The record's text (bounded: STAGE_MAX_FILES names). */
+/* The record's text (bounded: STAGE_MAX_FILES names); -ENOENT when none. */
 static int read_record(const char *path, char **out)
 {
-	size_t max = STAGE_MAX_FILES * (RBD_NAME_MAX + 80), n;
-	FILE *f = fopen(path, "r");
-	char *buf = f ? malloc(max + 1) : NULL;
+	int err = vd_read_small(path, STAGE_MAX_FILES * (RBD_NAME_MAX + 80), out);
 
-	if (!f)
-		return -errno;
-	n = buf ? fread(buf, 1, max, f) : 0;
-	fclose(f);
-	if (!buf)
-		return -ENOMEM;
-	buf[n] = '\0';
-	*out = buf;
-	return 0;
+	if (err && err != -ENOENT)
+		vd_err("%s: cannot read: %s", path, strerror(-err));
+	return err;
+}
+
+/* I3 holds every file it moves under a writer's lock that denies every
+ * other open (vmdk.h, qemu's bytes), taken where the file is now (the
+ * staging folder, or DIR when a stopped run moved it already). */
+struct stage_locks {
+	struct vd_file **f;
+	unsigned nr;
+};
+
+static int lock_one(struct stage_locks *l, const char *stage, const char *dir,
+		    const char *name)
+{
+	const unsigned all = VMDK_PERM_READ | VMDK_PERM_WRITE | VMDK_PERM_RESIZE;
+	const struct vd_io *io = vd_io_posix();
+	char *p = vd_path_join(stage, name);
+	struct vd_file **grown = realloc(l->f, (l->nr + 1) * sizeof *grown);
+	int err = p && grown ? 0 : -ENOMEM;
+
+	l->f = grown ? grown : l->f;
+	if (!err && access(p, F_OK)) {
+		free(p);
+		p = vd_path_join(dir, name);
+		err = p ? 0 : -ENOMEM;
+	}
+	if (!err)
+		err = io->open(io, p, VD_O_RDWR, &l->f[l->nr]);
+	if (err && err != -ENOMEM)
+		vd_err("%s: cannot be locked to be moved: %s", p, strerror(-err));
+	if (!err && (err = vmdk_lock_file(l->f[l->nr], p, all, all)))
+		vd_close(l->f[l->nr]);
+	else if (!err)
+		l->nr++;
+	free(p);
+	return err;
+}
+
+static void unlock_all(struct stage_locks *l)
+{
+	for (unsigned i = 0; i < l->nr; i++)
+		vd_close(l->f[i]);
+	free(l->f);
 }
 
 /* I3 for one name; done already when it is in dir and not in stage. */
@@ -154,17 +174,29 @@ static int move_one(const char *stage, const char *dir, const char *name)
 	return err;
 }
 
+/* I3 and I4 for the files the record lists, each locked first. */
 static int finish(const char *stage, const char *dir, char *list)
 {
+	struct stage_locks l = {0};
+	char **v = NULL;
+	unsigned nr = 0;
 	int err = 0;
 
 	for (char *save, *n = strtok_r(list, "\n", &save); !err && n;
 	     n = strtok_r(NULL, "\n", &save))
 		if (*n && !strchr(n, '/'))
-			err = move_one(stage, dir, n);
+			err = vd_strv_add(&v, &nr, n);
+	for (unsigned i = 0; !err && i < nr; i++)
+		err = lock_one(&l, stage, dir, v[i]);
+	for (unsigned i = 0; !err && i < nr; i++)
+		err = move_one(stage, dir, v[i]);
 	if (!err)
 		err = sync_dir(dir);
-	return err ? err : rbd_stage_remove(stage); /* I4 */
+	if (!err)
+		err = rbd_stage_remove(stage); /* I4 */
+	unlock_all(&l);
+	vd_strv_free(v, nr);
+	return err;
 }
 
 int rbd_stage_publish(const char *stage, const char *dir, char *const *names,
