@@ -523,7 +523,10 @@ static int publish(struct rbd_imp *m)
 
 static int plan(struct rbd_imp *m, char *const *specs, unsigned nr_specs)
 {
-	int err = rbd_stage_recover(m->dir);
+	int err = rbd_source_recover(m->dir);
+
+	if (!err)
+		err = rbd_stage_recover(m->dir);
 
 	if (!err)
 		err = rbd_conn_open(&m->o->target, &m->conn);

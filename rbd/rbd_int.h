@@ -105,6 +105,9 @@ void rbd_source_close(struct rbd_source *s); /* a cleared s is a no-op */
 /* A blank monolithicSparse delta at child over parent: the parent frozen,
  * the child recorded in its sidecar (group_create_child). */
 int rbd_source_child(const char *parent, const char *child);
+/* The front door of a writer into dir (group_recover_near,
+ * GROUP_RECOVER_FINISH): interrupted group operations there finished. */
+int rbd_source_recover(const char *dir);
 
 /* ---- sending one layer (rbd_send.c) ---- */
 struct rbd_send_out {

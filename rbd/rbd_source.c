@@ -3,7 +3,7 @@
  *
  * Owns every call this front end makes into group.h (group_tree_scan,
  * group_load and its tree, group_create_child which records a child and
- * freezes its parent), so they sit in one place.  A group is loaded the way every group command loads it (its
+ * freezes its parent, group_recover_near), so they sit in one place.  A group is loaded the way every group command loads it (its
  * interrupted operations recovered first), flattened into a list of
  * layers, parents before children; a layer whose link is broken, whose
  * parent is missing or unreadable, or whose size differs from its
@@ -159,4 +159,9 @@ int rbd_source_child(const char *parent, const char *child)
 	const struct group_child_opts o = {.kind = VMDK_MONOLITHIC_SPARSE};
 
 	return group_create_child(parent, child, false, &o, NULL);
+}
+
+int rbd_source_recover(const char *dir)
+{
+	return group_recover_near(dir, GROUP_RECOVER_FINISH, NULL, NULL);
 }
