@@ -358,6 +358,26 @@ for f in "$I"/*.vmdk; do
 done
 [ $rec_ok = 1 ] && pass "import: every parent's child record names its children in $I" ||
 	fail "import: child records differ from the chains"
+# the group commands load the import as a group of their own: vdelta tree
+# flags nothing (children known, links whole), vdelta check is clean on
+# every layer, and a group command plans over it
+if run "$VDELTA" tree --json "$I"; then
+	"$PYTHON" - "$T/last.out" <<'PY' && pass "vdelta tree --json: no layer of the import flagged" ||
+import json, sys
+t = json.load(open(sys.argv[1]))
+bad = [(n.get("path"), n.get("flags")) for g in t["groups"] for n in g.get("layers", g.get("nodes", [])) if n.get("flags")]
+print(bad, file=sys.stderr)
+sys.exit(1 if bad or not t["groups"] else 0)
+PY
+		fail "vdelta tree --json flags layers of the import"
+else
+	fail "vdelta tree $I: $(cat "$T/last.err")"
+fi
+chk_ok=1
+for f in "$I"/*.vmdk; do run "$VDELTA" check "$f" || { chk_ok=0; echo "check $f: $(cat "$T/last.err")" >&2; }; done
+[ $chk_ok = 1 ] && pass "vdelta check: every imported layer clean" || fail "vdelta check: an imported layer is not clean"
+run "$VDELTA" consolidate --dry-run "$I/a-c2.vmdk" && pass "consolidate --dry-run loads the imported group" ||
+	fail "consolidate --dry-run on the import: $(cat "$T/last.err")"
 [ -z "$(ls -A "$I" | grep '^\.')" ] && pass "import: no staging folder left" || fail "import left $(ls -A "$I" | grep '^\.')"
 
 # a clone shrunk and grown again reads zeros past its parent overlap; a
