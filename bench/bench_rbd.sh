@@ -200,10 +200,10 @@ du[flat]=$du_flat
 du[qconv]=$du_q
 
 ratio() { echo "scale=2; $1 / $2" | bc; }
-qline="qemu-img convert to rbd:         (no rbd driver in qemu-img)"
+qline="qemu-img convert to rbd         (no rbd driver in qemu-img)"
 qratio=
 if [ -n "$QRBD" ]; then
-	qline="qemu-img convert to rbd:        $(printf '%7.1f' "$t_q")   $(printf '%10s' "$(mib "${du[qconv]}")")   $(printf '%10s' "(removed)")"
+	qline="qemu-img convert to rbd         $(printf '%7.1f' "$t_q")   $(printf '%10s' "$(mib "${du[qconv]}")")   $(printf '%10s' "(removed)")"
 	qratio="time / qemu-img convert to rbd:          $(ratio "$t_vd" "$t_q")"
 fi
 cat <<EOF
