@@ -72,20 +72,30 @@ static char *header_oid(const char *id)
 	return asprintf(&oid, "rbd_header.%s", id) < 0 ? NULL : oid;
 }
 
-int rbd_parent_size(rados_ioctx_t io, const char *id, uint64_t snap_id, uint64_t *size)
+/* A method of the image's header object that takes a snapshot id. */
+static int call_at_snap(rados_ioctx_t io, const char *id, const char *method,
+			uint64_t snap_id, char *out, size_t *len)
 {
-	char in[8], out[REPLY_MAX], *oid = header_oid(id);
-	size_t len = 0;
+	char in[8], *oid = header_oid(id);
 	int err = oid ? 0 : -ENOMEM;
 
 	put_le64(in, snap_id);
 	if (!err)
-		err = call(io, oid, "get_size", in, sizeof in, out, &len);
+		err = call(io, oid, method, in, sizeof in, out, len);
+	free(oid);
+	return err;
+}
+
+int rbd_parent_size(rados_ioctx_t io, const char *id, uint64_t snap_id, uint64_t *size)
+{
+	char out[REPLY_MAX];
+	size_t len = 0;
+	int err = call_at_snap(io, id, "get_size", snap_id, out, &len);
+
 	if (!err && len < 9)
 		err = -VD_EBADDATA;
 	if (!err)
 		*size = get_le64(out + 1); /* after the order byte */
-	free(oid);
 	return err;
 }
 
@@ -102,14 +112,10 @@ static int image_name(rados_ioctx_t io, const char *id, char **name)
 
 static int snap_name(rados_ioctx_t io, const char *id, uint64_t snap_id, char **name)
 {
-	char in[8], out[REPLY_MAX], *oid = header_oid(id);
+	char out[REPLY_MAX];
 	size_t len = 0, pos = 0;
-	int err = oid ? 0 : -ENOMEM;
+	int err = call_at_snap(io, id, "get_snapshot_name", snap_id, out, &len);
 
-	put_le64(in, snap_id);
-	if (!err)
-		err = call(io, oid, "get_snapshot_name", in, sizeof in, out, &len);
-	free(oid);
 	return err ? err : get_str(out, len, &pos, name);
 }
 
@@ -118,14 +124,10 @@ static int snap_name(rados_ioctx_t io, const char *id, uint64_t snap_id, char **
 static int parent_ids(rados_ioctx_t io, const char *id, uint64_t snap_id, int64_t *pool,
 		      struct rbd_parent_ref *p)
 {
-	char in[8], out[REPLY_MAX], *oid = header_oid(id);
+	char out[REPLY_MAX];
 	size_t len = 0, pos = 8;
-	int err = oid ? 0 : -ENOMEM;
+	int err = call_at_snap(io, id, "get_parent", snap_id, out, &len);
 
-	put_le64(in, snap_id);
-	if (!err)
-		err = call(io, oid, "get_parent", in, sizeof in, out, &len);
-	free(oid);
 	if (!err && len < 8)
 		err = -VD_EBADDATA;
 	if (!err)
