@@ -129,31 +129,40 @@ du_of() # POOL [IMAGE]: rbd du's used bytes (of every image and snapshot)
 		'import json, sys; print(sum(i["used_size"] for i in json.load(sys.stdin)["images"]))'
 }
 
-t_flat=0 t_conv=0 du_flat=0
-for i in $(seq -f %02g 1 "$CLONES"); do
-	t0=$(now)
-	qemu-img convert -f vmdk -O raw "$G/c$i.vmdk" "$B/flat.raw"
-	t_conv=$(echo "$t_conv + $(secs "$t0")" | bc)
-	rbd import --no-progress "$B/flat.raw" "flat/c$i"
+to_flat()	# CLONE: flattened to a raw file, rbd import-ed
+{
+	qemu-img convert -f vmdk -O raw "$G/c$1.vmdk" "$B/flat.raw"
+	rbd import --no-progress "$B/flat.raw" "flat/c$1"
 	rm "$B/flat.raw"
-	t_flat=$(echo "$t_flat + $(secs "$t0")" | bc)
-	[ "$i" = 01 ] && flat_c01=$(rbd export --no-progress flat/c01 - 2>/dev/null | xxhsum -H2 | cut -d' ' -f1)
-	du_flat=$((du_flat + $(du_of flat "c$i")))
-	rbd rm --no-progress "flat/c$i"
-done
-echo "flatten + rbd import x $CLONES: $t_flat s (qemu-img convert $t_conv s of it)" >&2
-
-t_q=- du_q=0
-if [ -n "$QRBD" ]; then
-	t_q=0
+}
+to_qconv()	# CLONE: qemu-img convert straight into an rbd: image
+{
+	qemu-img convert -f vmdk -O raw "$G/c$1.vmdk" "rbd:qconv/c$1:conf=$CEPH_CONF"
+}
+# per_clone POOL WAY: every clone into POOL by WAY, one at a time, each
+# image measured and removed after: SUM_T seconds, SUM_DU bytes (rbd du),
+# C01 the digest of c01's image
+per_clone()
+{
+	local i t0
+	SUM_T=0 SUM_DU=0 C01=
 	for i in $(seq -f %02g 1 "$CLONES"); do
 		t0=$(now)
-		qemu-img convert -f vmdk -O raw "$G/c$i.vmdk" "rbd:qconv/c$i:conf=$CEPH_CONF"
-		t_q=$(echo "$t_q + $(secs "$t0")" | bc)
-		[ "$i" = 01 ] && q_c01=$(rbd export --no-progress qconv/c01 - 2>/dev/null | xxhsum -H2 | cut -d' ' -f1)
-		du_q=$((du_q + $(du_of qconv "c$i")))
-		rbd rm --no-progress "qconv/c$i"
+		"$2" "$i"
+		SUM_T=$(echo "$SUM_T + $(secs "$t0")" | bc)
+		[ "$i" = 01 ] && C01=$(rbd export --no-progress "$1/c01" - 2>/dev/null | xxhsum -H2 | cut -d' ' -f1)
+		SUM_DU=$((SUM_DU + $(du_of "$1" "c$i")))
+		rbd rm --no-progress "$1/c$i"
 	done
+}
+
+per_clone flat to_flat
+t_flat=$SUM_T du_flat=$SUM_DU flat_c01=$C01
+echo "flatten + rbd import x $CLONES: $t_flat s" >&2
+t_q=- du_q=0
+if [ -n "$QRBD" ]; then
+	per_clone qconv to_qconv
+	t_q=$SUM_T du_q=$SUM_DU q_c01=$C01
 	echo "qemu-img convert -O raw rbd: x $CLONES: $t_q s" >&2
 fi
 
