@@ -1,4 +1,4 @@
-/* rbd — the Ceph RBD front end (layer 3, beside fuse/): a linked-clone
+/* rbd — the Ceph RBD front end (layer 4, beside fuse/): a linked-clone
  * group laid into RBD layering through librbd's C API, and an RBD clone
  * chain taken back into a VMDK chain.  Public header of rbd/.  Uses
  * chain.h (chains, digests, the group's discovery and child records),

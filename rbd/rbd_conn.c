@@ -1,4 +1,4 @@
-/* rbd — the connection to a Ceph cluster (layer 3, over librados).
+/* rbd — the connection to a Ceph cluster (layer 4, over librados).
  *
  * Owns: turning a struct rbd_target into a connected cluster handle and an
  * I/O context on a pool: the conf file (or librados' own search), the

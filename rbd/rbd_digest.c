@@ -1,4 +1,4 @@
-/* rbd — the content digest of an image read back (layer 3).
+/* rbd — the content digest of an image read back (layer 4).
  *
  * Owns: XXH3-128 over every byte of an image (at its head or an open
  * snapshot), read through librbd in order with RBD_XFER_DEPTH reads in

@@ -1,6 +1,6 @@
 /* rbd — `vdelta rbd export`: a linked-clone group laid into RBD layering
- * (layer 3, over chain.h and librbd).  The mapping, names and metadata
- * are rbd.h's; rbd_plan.c decides, rbd_send.c moves a layer's grains.
+ * (layer 4, over group.h, chain.h and librbd).  The mapping, names and
+ * metadata are rbd.h's; rbd_plan.c decides, rbd_send.c moves a layer's grains.
  *
  * Order, per run:
  *  X1. the groups are loaded (interrupted group operations recovered) and

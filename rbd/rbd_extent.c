@@ -1,4 +1,4 @@
-/* rbd — lists of byte ranges (layer 3).
+/* rbd — lists of byte ranges (layer 4).
  *
  * Owns the ranges import and verification walk: what an image holds of its
  * own (rbd_diff_iterate2's extents, whole objects) and what a layer holds

@@ -1,4 +1,4 @@
-/* rbd — one imported layer's content from an image (layer 3).
+/* rbd — one imported layer's content from an image (layer 4).
  *
  * Owns: finding the objects an image (at a snapshot) holds beyond its
  * parent (rbd_diff_iterate2, whole objects, without the parent's; or

@@ -1,4 +1,4 @@
-/* rbd — one image: open, metadata, snapshots, removal (layer 3, over
+/* rbd — one image: open, metadata, snapshots, removal (layer 4, over
  * librbd).
  *
  * Owns the librbd calls on a single image that export and import share,

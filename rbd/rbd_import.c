@@ -1,4 +1,4 @@
-/* rbd — `vdelta rbd import`: RBD clone chains into a VMDK chain (layer 3,
+/* rbd — `vdelta rbd import`: RBD clone chains into a VMDK chain (layer 4,
  * over chain.h and librbd).
  *
  * Owns: the images to import (each spec and its parents through the

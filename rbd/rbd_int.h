@@ -1,4 +1,4 @@
-/* rbd — private header of the RBD front end (layer 3); never included
+/* rbd — private header of the RBD front end (layer 4); never included
  * outside rbd/ (unit tests aside).  Units: bytes.
  */
 #ifndef VDELTA_RBD_INT_H

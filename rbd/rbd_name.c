@@ -1,5 +1,5 @@
 /* rbd — names: of the images a group is laid into, and of the layers an
- * import makes (layer 3).
+ * import makes (layer 4).
  *
  * Owns the rule of rbd.h "IMAGE NAMES": prefix + the layer's path below
  * the root folder (the deepest folder holding every layer exported), its

@@ -1,4 +1,4 @@
-/* rbd — an image's parent without opening the image (layer 3, over
+/* rbd — an image's parent without opening the image (layer 4, over
  * librados' object classes).
  *
  * Why not rbd_open + rbd_get_parent: librbd opens every ancestor of an

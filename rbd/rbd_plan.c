@@ -1,4 +1,4 @@
-/* rbd — what an export will do with each layer (layer 3).
+/* rbd — what an export will do with each layer (layer 4).
  *
  * Owns the names of each layer's image, its parent's snapshot and its own
  * (rbd.h "IMAGE NAMES"), and the decision per image from what the pool

@@ -1,4 +1,4 @@
-/* rbd — sending one layer's own grains into an image (layer 3).
+/* rbd — sending one layer's own grains into an image (layer 4).
  *
  * Owns the walk of a layer alone (vmdk_block_status of the layer file, no
  * parent): a DATA run is read from the layer (vmdk_pread: its own grains)

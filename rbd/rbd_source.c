@@ -1,5 +1,5 @@
 /* rbd — the group half: which layers a group has, who is whose parent,
- * and the children an import records (layer 3, over chain.h).
+ * and the children an import records (layer 4, over chain.h).
  *
  * Owns every call this front end makes into group.h (group_tree_scan,
  * group_load and its tree, group_create_child which records a child and

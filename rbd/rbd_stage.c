@@ -1,4 +1,4 @@
-/* rbd — the staging folder of an import, and its publish (layer 3).
+/* rbd — the staging folder of an import, and its publish (layer 4).
  *
  * Owns the write order that keeps half-made layers away from final names:
  *  I1. every layer is made, flushed and verified in the hidden folder

@@ -1,4 +1,4 @@
-/* rbd — an image read back and compared with the disk it holds (layer 3).
+/* rbd — an image read back and compared with the disk it holds (layer 4).
  *
  * Owns the check export and import make before they report success, when
  * not asked for the whole one (RBD_VERIFY_FULL, rbd_digest.c: every byte

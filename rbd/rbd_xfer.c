@@ -1,4 +1,4 @@
-/* rbd — asynchronous data transfer with one image (layer 3, over librbd).
+/* rbd — asynchronous data transfer with one image (layer 4, over librbd).
  *
  * Owns: a window of RBD_XFER_DEPTH requests in flight (rbd_aio_write2,
  * rbd_aio_write_zeroes, rbd_aio_read2), each with its own buffer of
