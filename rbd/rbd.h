@@ -1,8 +1,9 @@
 /* rbd — the Ceph RBD front end (layer 4, beside fuse/): a linked-clone
  * group laid into RBD layering through librbd's C API, and an RBD clone
  * chain taken back into a VMDK chain.  Public header of rbd/.  Uses
- * chain.h (chains, digests, the group's discovery and child records),
- * vmdk.h and librados/librbd; docs/rbd.md is the user's side.
+ * group.h (the group's discovery, child records and front door), chain.h
+ * (chains, digests), vmdk.h and librados/librbd; docs/rbd.md is the
+ * user's side.
  *
  * THE MAPPING: each layer of a group becomes one image.  A base is a plain
  * image written from its allocated grains only (holes and zeroed grains
