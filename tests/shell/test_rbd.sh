@@ -83,11 +83,7 @@ qdigest()       # xxhsum -H2 of qemu's raw export
 	qemu-img convert -U -O raw "$1" "$T/q.raw" && xxhsum -H2 "$T/q.raw" | cut -d' ' -f1
 }
 
-# every image and snapshot of the pool, sorted.  python3-rbd (Ceph 16.2)
-# on a loaded machine now and then aborts in librados ("terminate called
-# after throwing an instance of 'std::system_error'"); the listing only
-# reads, so an abort is retried, and said.
-rbd_list_once()
+rbd_list()      # every image and snapshot of the pool, sorted
 {
 	"$PYTHON" - "$POOL" <<'PY'
 import rados, rbd, sys
@@ -98,17 +94,6 @@ with rados.Rados(conffile="") as c, c.open_ioctx(sys.argv[1]) as io:
             for s in img.list_snaps():
                 print(name + "@" + s["name"])
 PY
-}
-rbd_list()
-{
-	local try rc out
-	for try in 1 2 3; do
-		rc=0
-		out=$(rbd_list_once) && { printf '%s\n' "$out"; return 0; } || rc=$?
-		[ $rc = 134 ] || return $rc
-		echo "rbd_list: python3-rbd aborted (try $try of 3)" >&2
-	done
-	return $rc
 }
 
 rbd_remove()    # PREFIX: remove the images named PREFIX*, clones first
