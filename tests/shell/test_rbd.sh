@@ -35,6 +35,13 @@ if ! "$SOURCE_DIR/scripts/ceph.sh" start "$CL" >"$T/ceph.out" 2>&1; then
 	die "the one-node cluster did not start (scripts/ceph.sh)"
 fi
 export CEPH_CONF=$CL/ceph.conf
+# meson test sets MALLOC_PERTURB_; with it, librados/librbd 16.2.15 now and
+# then abort in their own io_context_pool thread ("terminate called after
+# throwing an instance of 'std::system_error' ... Invalid argument"), in
+# vdelta (in rbd_snap_create) and in python3-rbd's listing alike; without
+# it, none in the same runs.  The test's clients run without it; the unit
+# test and the ASan build check vdelta's own memory.
+unset MALLOC_PERTURB_
 POOL=rbd
 pass "cluster up: $(ceph health 2>&1)"
 
