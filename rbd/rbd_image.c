@@ -126,17 +126,18 @@ int rbd_image_remove(rados_ioctx_t io, const char *pool, const char *name)
 
 	snprintf(what, sizeof what, "%s/%s", pool, name);
 	err = rbd_open(io, name, &img, NULL);
-	if (err == -ENOENT)
-		return 0;
-	if (err < 0) {
+	if (err == -ENOENT) { /* listed, no header: a clone killed half made */
+		err = rbd_remove(io, name);
+	} else if (err < 0) {
 		vd_err("%s: cannot open: %s", what, strerror(-err));
 		return err;
+	} else {
+		break_locks(img);
+		err = drop_snaps(img, what);
+		rbd_close(img);
+		if (!err)
+			err = rbd_remove(io, name);
 	}
-	break_locks(img);
-	err = drop_snaps(img, what);
-	rbd_close(img);
-	if (!err)
-		err = rbd_remove(io, name);
 	if (err < 0 && err != -ENOENT)
 		vd_err("%s: cannot remove: %s", what, strerror(-err));
 	return err == -ENOENT ? 0 : err;
