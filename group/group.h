@@ -207,8 +207,10 @@ enum {
 
 /* The front door of the group commands: recover every intent record near
  * disk (its layers' folders) and in the folders scanned, then scan them.
- * disk may be any layer of the group. */
-int group_load(const char *disk, char *const *scan_dirs, unsigned nr_dirs,
+ * disk may be any layer of the group.  With GROUP_DRY_RUN the records are
+ * only reported (a dry run changes nothing, an interrupted operation
+ * included). */
+int group_load(const char *disk, char *const *scan_dirs, unsigned nr_dirs, unsigned flags,
 	       const struct vd_io *io, struct group **out);
 void group_free(struct group *g); /* NULL is a no-op */
 const struct group_tree *group_nodes(const struct group *g);
@@ -218,7 +220,8 @@ int group_node(const struct group *g, const char *path);
  * other names of the node or a layer above it. */
 unsigned group_nr_users(const struct group *g, int node);
 bool group_shared(const struct group *g, int node);
-/* The node has children found and none recorded (GROUP_TREE_UNKNOWN). */
+/* The node has children vdelta never recorded: found and none recorded
+ * (GROUP_TREE_UNKNOWN), or one found that its record does not list. */
 bool group_unknown(const struct group *g, int node);
 /* Shared or unknown: no operation removes, merges into or moves it. */
 bool group_busy(const struct group *g, int node);

@@ -172,8 +172,12 @@ int group_trust_record(struct group_intent *in);
 
 /* ---- group_layer.c: a layer's files and descriptor ------------------------------------------ */
 
-/* Paths of every file of the layer at path (descriptor first). */
+/* Paths of every file of the layer at path (descriptor first), each in the
+ * layer's folder: what an operation removes, moves or writes (an extent
+ * elsewhere is refused, -EPERM, reported).  group_layer_read_files: the
+ * same wherever they are, for a layer only read. */
 int group_layer_files(const char *path, char ***files, unsigned *nr);
+int group_layer_read_files(const char *path, char ***files, unsigned *nr);
 /* Refuse (-EINVAL, reported) a name for a new layer that the files made
  * from it would not fit, or that a descriptor cannot carry back. */
 int group_layer_check_name(const char *path);

@@ -484,14 +484,24 @@ static int check_copy(struct relocate *r, int i)
 	return err;
 }
 
-/* share: the layer at l[i].dst is l[i] (same CID, content, runs) and hangs
- * from l[i+1].dst. */
+/* A parent already: frozen, or with children of its own (an identical
+ * layer a disk still writes is no parent to hang from). */
+static bool a_parent(struct relocate *r, struct vmdk_disk *d, const char *path)
+{
+	int n = group_node(r->g, path);
+
+	return chain_is_frozen(d) || (n >= 0 && r->g->t->nodes[n].nr_children);
+}
+
+/* share: the layer at l[i].dst is l[i] (same CID, content, runs), a parent
+ * already below the top, and hangs from l[i+1].dst. */
 static bool reattachable(struct relocate *r, int i)
 {
 	struct vmdk_disk *d = NULL;
 	char *p = NULL;
 	bool ok = !same_layer(r, r->l[i].src, r->l[i].dst) &&
-		  !vmdk_open(r->l[i].dst, VMDK_OPEN_RDONLY, NULL, &d);
+		  !vmdk_open(r->l[i].dst, VMDK_OPEN_RDONLY, NULL, &d) &&
+		  (i == 0 || a_parent(r, d, r->l[i].dst));
 
 	if (ok && i + 1 == r->n)
 		ok = !vmdk_parent_hint(d);
@@ -631,14 +641,19 @@ static int build_plan(struct relocate *r)
 }
 
 /* What moves and what is created: EXCL (the record's fields); the layers
- * that stay, and are read or hung from: READ. */
+ * that stay, and are read or hung from: READ, the layers in DIR the new
+ * chain is reattached to included. */
 static int relocate_lock(struct relocate *r, struct group_locks *locks)
 {
 	int err = group_intent_lock(&r->rec->in, locks);
 
-	for (int i = 0; !err && i < r->n; i++)
-		if (!r->l[i].removed)
-			err = group_lock_layer(locks, r->l[i].src, GROUP_LOCK_READ);
+	for (int i = 0; !err && i < r->n; i++) {
+		const struct rl_layer *l = &r->l[i];
+		if (!l->removed)
+			err = group_lock_layer(locks, l->src, GROUP_LOCK_READ);
+		if (!err && !l->copy && !vd_same_file(l->src, l->dst))
+			err = group_lock_layer(locks, l->dst, GROUP_LOCK_READ);
+	}
 	return err;
 }
 

@@ -314,7 +314,8 @@ static int count_work(struct rbd_export *e)
 
 static int plan(struct rbd_export *e)
 {
-	int err = rbd_source_load(e->disks, e->nr_disks, e->dirs, e->nr_dirs, &e->src);
+	int err = rbd_source_load(e->disks, e->nr_disks, e->dirs, e->nr_dirs, e->o->flags,
+				  &e->src);
 
 	if (!err)
 		err = rbd_source_open(&e->src); /* X1 */

@@ -523,9 +523,9 @@ static int publish(struct rbd_imp *m)
 
 static int plan(struct rbd_imp *m, char *const *specs, unsigned nr_specs)
 {
-	int err = rbd_source_recover(m->dir);
+	int err = rbd_source_recover(m->dir, m->o->flags);
 
-	if (!err)
+	if (!err && !(m->o->flags & RBD_DRY_RUN)) /* a dry run changes nothing */
 		err = rbd_stage_recover(m->dir);
 
 	if (!err)

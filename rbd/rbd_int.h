@@ -98,16 +98,19 @@ struct rbd_source {
 	unsigned nr;
 	struct chain_pool *pool;
 };
+/* flags: RBD_DRY_RUN loads the groups as a dry run does (interrupted
+ * operations reported, not finished: group_load's GROUP_DRY_RUN). */
 int rbd_source_load(char *const *disks, unsigned nr_disks, char *const *dirs,
-		    unsigned nr_dirs, struct rbd_source *s);
+		    unsigned nr_dirs, unsigned flags, struct rbd_source *s);
 int rbd_source_open(struct rbd_source *s);
 void rbd_source_close(struct rbd_source *s); /* a cleared s is a no-op */
 /* A blank monolithicSparse delta at child over parent: the parent frozen,
  * the child recorded in its sidecar (group_create_child). */
 int rbd_source_child(const char *parent, const char *child);
 /* The front door of a writer into dir (group_recover_near,
- * GROUP_RECOVER_FINISH): interrupted group operations there finished. */
-int rbd_source_recover(const char *dir);
+ * GROUP_RECOVER_FINISH): interrupted group operations there finished;
+ * with RBD_DRY_RUN in flags only reported. */
+int rbd_source_recover(const char *dir, unsigned flags);
 
 /* ---- sending one layer (rbd_send.c) ---- */
 struct rbd_send_out {

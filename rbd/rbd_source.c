@@ -84,12 +84,12 @@ static int add_tree(struct rbd_source *s, const struct group_tree *t, unsigned r
 
 /* The group of path, unless a group already taken holds its base. */
 static int add_group(struct rbd_source *s, const char *path, char *const *dirs,
-		     unsigned nr_dirs)
+		     unsigned nr_dirs, unsigned gflags)
 {
 	struct group *g;
 	const struct group_tree *t;
 	char *base;
-	int err = group_load(path, dirs, nr_dirs, NULL, &g), n;
+	int err = group_load(path, dirs, nr_dirs, gflags, NULL, &g), n;
 
 	if (err)
 		return err;
@@ -110,19 +110,20 @@ static int add_group(struct rbd_source *s, const char *path, char *const *dirs,
 }
 
 int rbd_source_load(char *const *disks, unsigned nr_disks, char *const *dirs,
-		    unsigned nr_dirs, struct rbd_source *s)
+		    unsigned nr_dirs, unsigned flags, struct rbd_source *s)
 {
+	const unsigned gflags = flags & RBD_DRY_RUN ? GROUP_DRY_RUN : 0;
 	struct group_tree *t = NULL;
 	int err = 0;
 
 	memset(s, 0, sizeof *s);
 	for (unsigned i = 0; !err && i < nr_disks; i++)
-		err = add_group(s, disks[i], dirs, nr_dirs);
+		err = add_group(s, disks[i], dirs, nr_dirs, gflags);
 	if (!err && !nr_disks)
 		err = group_tree_scan(dirs, nr_dirs, 0, &t);
 	for (unsigned i = 0; !err && t && i < t->nr_nodes; i++)
 		if (t->nodes[i].root == (int)i)
-			err = add_group(s, t->nodes[i].path, dirs, nr_dirs);
+			err = add_group(s, t->nodes[i].path, dirs, nr_dirs, gflags);
 	group_tree_free(t);
 	if (!err && !s->nr) {
 		vd_err("%s: no VMDK disk found", nr_dirs ? dirs[0] : "(no folder)");
@@ -161,7 +162,8 @@ int rbd_source_child(const char *parent, const char *child)
 	return group_create_child(parent, child, false, &o, NULL);
 }
 
-int rbd_source_recover(const char *dir)
+int rbd_source_recover(const char *dir, unsigned flags)
 {
-	return group_recover_near(dir, GROUP_RECOVER_FINISH, NULL, NULL);
+	return group_recover_near(dir, flags & RBD_DRY_RUN ? 0 : GROUP_RECOVER_FINISH, NULL,
+				  NULL);
 }

@@ -23,7 +23,12 @@ SIZE=64M
 # qd DISK: xxhsum -H2 of qemu's raw export (force-share: holders keep locks)
 qd()
 {
-X
+	local sum=
+	rm -f "$T/qd.raw"
+	qemu-img convert -U -O raw "$1" "$T/qd.raw" 2>/dev/null &&
+		sum=$(xxhsum -H2 "$T/qd.raw" | cut -d' ' -f1)
+	rm -f "$T/qd.raw"
+	echo "${sum:-unreadable-$RANDOM$RANDOM}" # two failures never compare equal
 }
 
 # snap_all: sha256 of every file under $T/ds and $T/other, and their listing
@@ -298,6 +303,17 @@ for placement in relative absolute hardlink subfolder symlinked; do
 	done
 done
 
+# an orphan with another name (a hard link outside every datastore) stays
+vdelta_group
+mkdir -p "$T/away" && ln "$T/ds/D/base-000001.vmdk" "$T/away/keep.vmdk" || die "link"
+KEEP=$(qd "$T/ds/D/base-000001.vmdk") # the linked name's parent hint leads nowhere
+expect_ok "alias: delete --orphans" "$VDELTA" delete --orphans "$TOP"
+[ ! -e "$TOP" ] && [ "$(qd "$T/ds/D/base-000001.vmdk")" = "$KEEP" ] &&
+	[ "$(stat -c %i "$T/away/keep.vmdk")" = "$(stat -c %i "$T/ds/D/base-000001.vmdk")" ] &&
+	pass "alias: delete --orphans kept the hard-linked layer" ||
+	fail "alias: delete --orphans: $(ls "$T/ds/D"), $(cat "$T/last.out")"
+rm -rf "$T/away"
+
 # ---- 4. check --repair of disks holding zero grains ----
 rm -rf "$T/ds" && mkdir -p "$T/ds/Z" && cd "$T/ds/Z" || die mkdir
 qemu-img create -q -f vmdk base.vmdk $SIZE
@@ -415,6 +431,9 @@ EOF
 refused "outside extent: snapshot" "outside the descriptor's folder" snapshot "$T/ds/X/out.vmdk"
 [ "$(cat "$T/ds/victim.txt")" = 12345678901234567890 ] && pass "outside extent: the file outside is untouched" ||
 	fail "outside extent: written"
+refused "outside extent: delete" "outside the descriptor's folder" delete "$T/ds/X/out.vmdk"
+[ -e "$T/ds/X/out.vmdk" ] && [ "$(cat "$T/ds/victim.txt")" = 12345678901234567890 ] &&
+	pass "outside extent: delete removed nothing" || fail "outside extent: delete removed files"
 if [ -c /dev/fuse ]; then
 	mkdir -p "$T/mx"
 	refused "outside extent: a read-write mount" "outside the descriptor's folder" mount "$T/ds/X/out.vmdk" "$T/mx"

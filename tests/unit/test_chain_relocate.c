@@ -211,7 +211,7 @@ static int relocate(const char *dir, const char *disk, const char *to,
 {
 	char *p = at(dir, disk), *d = at(dir, to);
 	struct group *g;
-	int err = group_load(p, NULL, 0, NULL, &g);
+	int err = group_load(p, NULL, 0, 0, NULL, &g);
 
 	if (!err) {
 		err = group_relocate(g, p, d, mode, flags, io, plan);
@@ -419,7 +419,7 @@ static bool crash_at(enum group_relocate_mode mode, long n, bool drop)
 		free(dst);
 	}
 	/* the next command on the group, from wherever A is */
-	if (!group_load(exists(dir, "vmA/a2.vmdk") ? old : new, NULL, 0, NULL, &g))
+	if (!group_load(exists(dir, "vmA/a2.vmdk") ? old : new, NULL, 0, 0, NULL, &g))
 		group_free(g);
 	there = exists(dir, "dst/a2.vmdk");
 	assert_true(there != exists(dir, "vmA/a2.vmdk")); /* at exactly one place */
@@ -481,7 +481,7 @@ static bool reattach_crash_at(long n, bool drop)
 	crashed = vd_faultio_crashed(fi);
 	assert_int_equal(vd_faultio_crash(fi), 0);
 	vd_faultio_destroy(fi);
-	if (!group_load(exists(dir, "vmB/b.vmdk") ? old : new, NULL, 0, NULL, &g))
+	if (!group_load(exists(dir, "vmB/b.vmdk") ? old : new, NULL, 0, 0, NULL, &g))
 		group_free(g);
 	there = exists(dir, "dst/b.vmdk");
 	assert_true(there != exists(dir, "vmB/b.vmdk"));
