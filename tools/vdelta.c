@@ -38,7 +38,8 @@
 	X(consolidate) \
 	X(relocate)   \
 	X(adopt)      \
-	X(recover)
+	X(recover)    \
+	X(rbd)
 
 #define TOOLS_DECLARE(n) extern const struct tools_cmd tools_cmd_##n;
 #define TOOLS_REF(n) &tools_cmd_##n,
