@@ -161,6 +161,10 @@ int group_intent_read(const char *path, const struct group_op *const *ops,
 /* Lock every layer and file the record names, in the mode its row gives
  * (before the record is written, and before recovery acts on it). */
 int group_intent_lock(const struct group_intent *in, struct group_locks *l);
+/* Does match accept the target or a path of a layer or file field? */
+typedef bool group_intent_match_fn(const char *path, void *opaque);
+bool group_intent_names(const struct group_intent *in, group_intent_match_fn *match,
+			void *opaque);
 /* The last step of every operation: the record (and a stale temporary of
  * it) removed, the folder fsynced. */
 int group_intent_done(const struct group_intent *in, const struct vd_io *io);

@@ -316,6 +316,35 @@ int group_intent_lock(const struct group_intent *in, struct group_locks *l)
 	return err;
 }
 
+/* ---- what a record names ---------------------------------------------------------------- */
+
+static bool field_names(const struct group_intent *in, const struct group_field *f,
+			group_intent_match_fn *match, void *opaque)
+{
+	char **one = field_at(in, f->off), **list = *(char ***)field_at(in, f->off);
+	unsigned nr = f->nr_off ? *(unsigned *)field_at(in, f->nr_off) : 0;
+
+	if (f->kind == GROUP_FIELD_LAYER)
+		return *one && match(*one, opaque);
+	if (f->kind == GROUP_FIELD_TEXT || f->kind == GROUP_FIELD_FLAG)
+		return false;
+	for (unsigned i = 0; i < nr; i++)
+		if (match(list[i], opaque))
+			return true;
+	return false;
+}
+
+bool group_intent_names(const struct group_intent *in, group_intent_match_fn *match,
+			void *opaque)
+{
+	if (match(in->target, opaque))
+		return true;
+	for (unsigned i = 0; i < in->op->nr_fields; i++)
+		if (field_names(in, &in->op->fields[i], match, opaque))
+			return true;
+	return false;
+}
+
 /* ---- end ------------------------------------------------------------------------------------ */
 
 static void free_field(struct group_intent *in, const struct group_field *f)

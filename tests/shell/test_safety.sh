@@ -413,6 +413,23 @@ chown nobody "$T/ds/P/disk.vmdk.vdelta-intent"
 run "$VDELTA" recover "$T/ds/P/disk.vmdk"
 [ -e "$T/ds/P/disk.vmdk" ] && grep -q "owned by uid" "$T/last.err" &&
 	pass "planted: another user's record is refused" || fail "planted: another user's record: $(cat "$T/last.err")"
+# a refused record names nothing of another disk whose base lies beside it:
+# that disk still opens (the record blocks only the chains it names)
+"$VDELTA" create -s $SIZE "$T/ds/P/base.vmdk" >/dev/null
+mkdir -p "$T/ds/Q" && "$VDELTA" snapshot "$T/ds/P/base.vmdk" >/dev/null &&
+	"$VDELTA" clone --linked "$T/ds/P/base.vmdk" "$T/ds/Q/c.vmdk" >/dev/null || die "clone"
+if $NBD_OK; then
+	run "$VDELTA" serve -U "$T/nbd.sock" --pid-file "$T/nbd.pid" "$T/ds/Q/c.vmdk=c"
+	rc=$?
+	[ -e "$T/nbd.pid" ] && "$VDELTA" serve --stop --pid-file "$T/nbd.pid" >/dev/null
+	[ $rc -eq 0 ] && grep -q "names no layer of" "$T/last.err" &&
+		pass "planted: a refused record beside a base does not stop the clone's export" ||
+		fail "planted: the clone's export: $(cat "$T/last.err")"
+fi
+run "$VDELTA" snapshot "$T/ds/Q/c.vmdk"
+[ $? -eq 0 ] && [ -e "$T/ds/P/disk.vmdk" ] && [ -e "$T/ds/P/disk.vmdk.vdelta-intent" ] &&
+	pass "planted: a refused record beside a base: the clone's snapshot runs, the record is left" ||
+	fail "planted: snapshot of the clone: $(cat "$T/last.err")"
 rm -f "$T/ds/P/disk.vmdk.vdelta-intent"
 
 # ---- 7. one layer reached twice: copied descriptors, hard links ----
