@@ -124,14 +124,41 @@ static void put_ids(FILE *m, const struct group_intent *in)
 	}
 }
 
+/* Every folder the operation removes files from or makes files in takes
+ * the change: a removal refused halfway would leave the record stuck. */
+static int check_folders(const struct group_intent *in)
+{
+	for (unsigned i = 0; i < in->op->nr_fields; i++) {
+		const struct group_field *f = &in->op->fields[i];
+		char **list = *(char ***)field_at(in, f->off);
+		unsigned nr = f->kind == GROUP_FIELD_FILES || f->kind == GROUP_FIELD_NEW_FILES
+				      ? *(unsigned *)field_at(in, f->nr_off) : 0;
+		for (unsigned k = 0; k < nr; k++) {
+			char *d = vd_dirname(list[k]);
+			int err = !d ? -ENOMEM : access(d, W_OK | X_OK) ? -errno : 0;
+			if (err == -ENOENT) /* made by the operation (a staging folder) */
+				err = 0;
+			if (err && err != -ENOMEM)
+				vd_err("%s: folder of %s: %s: %s refused, nothing changed", d,
+				       list[k], strerror(-err), in->op->name);
+			free(d);
+			if (err)
+				return err;
+		}
+	}
+	return 0;
+}
+
 int group_intent_write(const struct group_intent *in, const struct vd_io *io)
 {
 	char *text = NULL;
 	size_t len = 0;
-	FILE *m = open_memstream(&text, &len);
-	int err;
+	FILE *m;
+	int err = check_folders(in);
 
-	if (!m)
+	if (err)
+		return err;
+	if (!(m = open_memstream(&text, &len)))
 		return -ENOMEM;
 	fprintf(m, "# vdelta: an operation in progress; a vdelta command that changes\n"
 		   "# this group finishes it (`vdelta recover`; do not edit by hand)\n");

@@ -531,6 +531,21 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
 	run as_nobody "$VDELTA" delete --dry-run "$U/ds/A/a.vmdk"
 	grep -q "not scanned.*locked" "$T/last.out" && pass "unreadable: a plan lists it" ||
 		fail "unreadable: plan: $(cat "$T/last.out" "$T/last.err")"
+	# a folder the user may not write: an operation removing files there is
+	# refused before it writes anything (never stuck halfway)
+	rm -rf "$U/ds" && mkdir -p "$U/ds/A" "$U/ds/B" || die mkdir
+	"$VDELTA" create -s $SIZE "$U/ds/B/base.vmdk" >/dev/null
+	"$VDELTA" snapshot "$U/ds/B/base.vmdk" >/dev/null
+	"$VDELTA" clone --linked "$U/ds/B/base.vmdk" "$U/ds/A/a.vmdk" >/dev/null || die clone
+	rm -f "$U/ds/B/base-000001.vmdk" "$U/ds/B/base-000001.vmdk"*
+	"$VDELTA" adopt "$U/ds" >/dev/null
+	chown -R nobody "$U/ds/A" "$U/ds/B/"* # B itself stays root's
+	before=$(cd "$U" && find . -type f | sort | xargs sha256sum)
+	run as_nobody "$VDELTA" delete --orphans "$U/ds/A/a.vmdk"
+	[ $? -eq 1 ] && grep -q "ds/B: folder of .*base.vmdk: Permission denied: delete refused" "$T/last.err" &&
+		[ "$(cd "$U" && find . -type f | sort | xargs sha256sum)" = "$before" ] &&
+		pass "unwritable: delete --orphans refused before any change" ||
+		fail "unwritable: delete --orphans: $(cat "$T/last.out" "$T/last.err"; ls "$U/ds/A")"
 	rm -rf "$U"
 fi
 
