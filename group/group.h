@@ -314,7 +314,12 @@ int group_adopt(struct group *g, unsigned flags, const struct vd_io *io,
  * Finding is silent: a path that is not a VMDK yields its own folder only.
  * Returns the first error of a recovery; *nr_found (may be NULL) counts the
  * records met. */
-enum { GROUP_RECOVER_FINISH = 1u << 0 };
+enum {
+	GROUP_RECOVER_FINISH = 1u << 0,
+	/* a refused record that names no layer of path's chain is an error too
+	 * (otherwise reported and left alone: it does not stop path opening) */
+	GROUP_RECOVER_STRICT = 1u << 1,
+};
 int group_recover(const char *intent_path, unsigned flags, const struct vd_io *io);
 int group_recover_near(const char *path, unsigned flags, const struct vd_io *io,
 		       unsigned *nr_found);

@@ -73,6 +73,8 @@ static int record_load(const char *layer, char ***out, unsigned *nr,
 		err = p ? vd_strv_add(out, nr, p) : -ENOMEM;
 		free(p);
 	}
+	if (err == -E2BIG)
+		vd_err("%s: more than %u children recorded", path, VD_STRV_MAX);
 	free(text);
 	free(path);
 	free(dir);
@@ -168,8 +170,10 @@ int group_record_update(const char *parent, const char *gone, char *const *added
 		if (!dup)
 			err = vd_strv_add(&v, &k, added[i]);
 	}
-	if (!err && k > VD_STRV_MAX)
+	if (!err && k > VD_STRV_MAX) {
+		vd_err("%s: more than %u children to record", path, VD_STRV_MAX);
 		err = -E2BIG;
+	}
 	if (!err && !k && (state == GROUP_RECORD_NONE || !part)) /* no child left: no record */
 		err = group_layer_unlink(path, io);
 	else if (!err)

@@ -195,7 +195,8 @@ int group_recover_near(const char *path, unsigned flags, const struct vd_io *io,
 		int e = 0;
 		if (!access(recs[i], F_OK)) /* one recovery may have ended another */
 			e = group_recover(recs[i], flags, io);
-		if ((e == -VD_EBADDATA || e == -EPERM) && !record_touches(recs[i], &n)) {
+		if ((e == -VD_EBADDATA || e == -EPERM) && !(flags & GROUP_RECOVER_STRICT) &&
+		    !record_touches(recs[i], &n)) {
 			vd_warn("%s: names no layer of %s: left alone, %s opened", recs[i],
 				path, path);
 			e = 0;

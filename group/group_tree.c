@@ -191,8 +191,10 @@ static int add_node(struct scan *s, const char *path, bool *added)
 		return -errno;
 	if ((i = find_node(s, &st)) >= 0)
 		return i;
-	if (t->nr_nodes >= TREE_MAX_NODES)
+	if (t->nr_nodes >= TREE_MAX_NODES) {
+		vd_err("%s: more than %u disks under the folders scanned", path, TREE_MAX_NODES);
 		return -E2BIG;
+	}
 	if (t->nr_nodes == s->cap && grow_nodes(s))
 		return -ENOMEM;
 	i = (int)t->nr_nodes;
@@ -223,7 +225,12 @@ static bool has_suffix(const char *name, const char *suffix)
 
 static int add_intent(struct group_tree *t, const char *path)
 {
-	return vd_strv_add(&t->intents, &t->nr_intents, path);
+	int err = vd_strv_add(&t->intents, &t->nr_intents, path);
+
+	if (err == -E2BIG)
+		vd_err("%s: more than %u intent records under the folders scanned", path,
+		       VD_STRV_MAX);
+	return err;
 }
 
 /* A folder or *.vmdk the scan cannot read: listed, the scan goes on. */

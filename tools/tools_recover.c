@@ -138,13 +138,13 @@ static int recover_run(int argc, char **argv)
 	static const struct option opts[] = {
 		{"dry-run", no_argument, NULL, 'n'}, {NULL, 0, NULL, 0},
 	};
-	unsigned flags = GROUP_RECOVER_FINISH, found = 0;
+	unsigned flags = GROUP_RECOVER_FINISH | GROUP_RECOVER_STRICT, found = 0;
 	int c, worst = TOOLS_OK;
 
 	while ((c = getopt_long(argc, argv, "n", opts, NULL)) != -1) {
 		if (c != 'n')
 			return tools_usage(&tools_cmd_recover, NULL);
-		flags = 0;
+		flags = GROUP_RECOVER_STRICT;
 	}
 	if (optind == argc)
 		return tools_usage(&tools_cmd_recover, "expected DISK, DIR or RECORD");
@@ -153,8 +153,10 @@ static int recover_run(int argc, char **argv)
 		if (rc < 0)
 			worst = tools_fail(argv[i], rc);
 	}
-	printf("%u interrupted operation%s %s\n", found, found == 1 ? "" : "s",
-	       flags ? "found and handled" : "found (dry run: nothing changed)");
+	printf("%u interrupted operation%s found%s\n", found, found == 1 ? "" : "s",
+	       !(flags & GROUP_RECOVER_FINISH) ? " (dry run: nothing changed)"
+	       : worst != TOOLS_OK ? "; not all finished (the messages above say why)"
+	       : found ? ", every one finished" : "");
 	return worst;
 }
 
