@@ -488,21 +488,24 @@ expect_ok "leftovers: recover" "$VDELTA" recover "$TOP"
 [ ! -e "$T/ds/D/base.vmdk.vdelta-children.tmp" ] && [ ! -e "$T/ds/D/base-000002.vmdk.vdelta-intent.tmp" ] &&
 	pass "leftovers: stale record temporaries removed" || fail "leftovers: $(ls "$T/ds/D")"
 w "$TOP" -c 'write -P 0x77 0 48M'
-for delay in 0.02 0.1 0.3; do
-	rm -f "$T/ds/D/new.vmdk"
-	"$VDELTA" clone --from-current "$TOP" "$T/ds/D/new.vmdk" >/dev/null 2>&1 &
-	pid=$!
-	sleep $delay
-	kill -9 $pid 2>/dev/null
-	wait $pid 2>/dev/null
-	run "$VDELTA" recover "$TOP"
-	if [ ! -e "$T/ds/D/new.vmdk" ] || [ "$(qd "$T/ds/D/new.vmdk")" = "$(qd "$TOP")" ]; then
-		pass "clone --from-current killed after ${delay}s: the new disk is whole or absent"
-	else
-		fail "clone --from-current killed after ${delay}s: a half-made disk"
-	fi
-	[ -z "$(find "$T/ds/D" -name '.*vdelta-clone*')" ] && pass "clone killed: no staging left after recover" ||
-		fail "clone killed: staging left"
+for how in --from-current --full; do
+	for delay in 0.02 0.1 0.3; do
+		rm -f "$T/ds/D/new.vmdk"
+		"$VDELTA" clone $how "$TOP" "$T/ds/D/new.vmdk" >/dev/null 2>&1 &
+		pid=$!
+		sleep $delay
+		kill -9 $pid 2>/dev/null
+		wait $pid 2>/dev/null
+		run "$VDELTA" recover "$T/ds/D"
+		if [ ! -e "$T/ds/D/new.vmdk" ] || [ "$(qd "$T/ds/D/new.vmdk")" = "$(qd "$TOP")" ]; then
+			pass "clone $how killed after ${delay}s: the new disk is whole or absent"
+		else
+			fail "clone $how killed after ${delay}s: a half-made disk"
+		fi
+		[ -z "$(find "$T/ds/D" -name '.*vdelta-clone*')" ] &&
+			pass "clone $how killed: no staging left after recover" ||
+			fail "clone $how killed: staging left"
+	done
 done
 long=$(printf 'n%.0s' $(seq 240))
 cp "$TOP" "$T/ds/D/$long.vmdk"
