@@ -31,7 +31,8 @@
  *      layer of another chain — another group's disk in the same folder,
  *      named as a child or through its files — is not acted on.  The kept
  *      layers the record names (delete's parent, a pull's grandparent) are
- *      links: a sibling under a kept layer the record names passes.
+ *      links: a sibling under a kept layer the record names passes.  A
+ *      record naming more than FAMILY_MAX layers is not acted on.
  * Anything else is reported once, naming the record and the rule (for T7
  * the layer too), and left alone (-VD_EBADDATA, or -EPERM for T1).  Then
  * the files it would remove are sifted: a file is kept out of the
@@ -277,35 +278,62 @@ static void sift(struct group_intent *in, const struct group_field *f)
 
 /* ---- one family (T7) ----------------------------------------------------------------------- */
 
+/* The most layers T7 weighs in one record, and children of one sidecar
+ * record it reads: its time stays bounded (a record naming more is not
+ * acted on). */
+#define FAMILY_MAX 512u
+#define FAMILY_KIDS 512u
+
+struct file_id {
+	dev_t dev;
+	ino_t ino;
+};
+
 /* A layer of a record of the release before versions, as T7 weighs it. */
 struct kin {
 	char *path;
+	struct file_id id;
 	bool stake;  /* recovery writes or removes it, or a file of it */
 	bool linked; /* joined to the anchor through the record's layers */
-	char **line; /* itself, then the parents its descriptors name */
+	struct file_id line[CHAIN_MAX_DEPTH]; /* itself, then the parents its
+					       * descriptors' hints lead to */
 	unsigned nr_line;
-	char **kids; /* the children its sidecar record names */
+	struct file_id *kids; /* the children its sidecar record names */
 	unsigned nr_kids;
 };
 
 struct family {
 	const struct group_intent *in;
 	struct kin *k;
-	unsigned nr;
+	unsigned nr, room;
 	int err;
 };
 
-/* path, then each parent its descriptor's hint leads to (silent, bounded). */
-static int descent(const char *path, char ***line, unsigned *nr)
+static bool id_of(const char *path, struct file_id *id)
 {
-	char *at = strdup(path);
-	int err = at ? 0 : -ENOMEM;
+	struct stat st;
 
-	while (!err && at && *nr < CHAIN_MAX_DEPTH) {
+	if (stat(path, &st))
+		return false;
+	*id = (struct file_id){ st.st_dev, st.st_ino };
+	return true;
+}
+
+static bool same_id(struct file_id a, struct file_id b)
+{
+	return a.dev == b.dev && a.ino == b.ino;
+}
+
+/* k's line: k, then each parent its descriptor's hint leads to (silent). */
+static void descent(struct kin *k)
+{
+	char *at = strdup(k->path);
+
+	while (at && k->nr_line < CHAIN_MAX_DEPTH && id_of(at, &k->line[k->nr_line])) {
 		struct vmdk_disk *d = NULL;
 		char *up = NULL;
-		err = vd_strv_add(line, nr, at);
-		if (!err && !vmdk_open(at, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, NULL, &d)) {
+		k->nr_line++;
+		if (!vmdk_open(at, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, NULL, &d)) {
 			if (vmdk_parent_hint(d) &&
 			    chain_hint_find(at, vmdk_parent_hint(d),
 					    vmdk_desc_get(d, "ddb.nativeParentHint"), &up))
@@ -316,33 +344,51 @@ static int descent(const char *path, char ***line, unsigned *nr)
 		at = up;
 	}
 	free(at);
-	return err;
+}
+
+/* k's children as its sidecar record names them (none when unreadable). */
+static int kids_of(struct kin *k)
+{
+	char **kids = NULL;
+	unsigned nr = 0;
+
+	if (!group_record_read(k->path, &kids, &nr) && nr) {
+		k->kids = calloc(VD_MIN(nr, FAMILY_KIDS), sizeof *k->kids);
+		for (unsigned i = 0; k->kids && i < nr && k->nr_kids < FAMILY_KIDS; i++)
+			k->nr_kids += id_of(kids[i], &k->kids[k->nr_kids]);
+	}
+	vd_strv_free(kids, nr);
+	return nr && !k->kids ? -ENOMEM : 0;
 }
 
 /* Add path (when it is there) to the family; the same file twice is one. */
 static int kin_add(struct family *fam, const char *path, bool stake)
 {
-	struct stat st;
+	struct file_id id;
 	struct kin *k;
 
-	if (lstat(path, &st))
+	if (!id_of(path, &id))
 		return 0; /* removed before the interruption, or not made yet */
 	for (unsigned i = 0; i < fam->nr; i++)
-		if (vd_same_file(fam->k[i].path, path)) {
+		if (same_id(fam->k[i].id, id)) {
 			fam->k[i].stake |= stake;
 			return 0;
 		}
-	if (!(k = realloc(fam->k, (fam->nr + 1) * sizeof *k)))
-		return -ENOMEM;
-	fam->k = k;
-	k = &fam->k[fam->nr++];
-	*k = (struct kin){ .stake = stake, .path = strdup(path) };
-	if (group_record_read(path, &k->kids, &k->nr_kids)) { /* none readable */
-		vd_strv_free(k->kids, k->nr_kids);
-		k->kids = NULL;
-		k->nr_kids = 0;
+	if (fam->nr == FAMILY_MAX)
+		return -E2BIG; /* reported by check_family, unmuted */
+	if (fam->nr == fam->room) {
+		unsigned room = fam->room ? 2 * fam->room : 8;
+		if (!(k = realloc(fam->k, room * sizeof *k)))
+			return -ENOMEM;
+		fam->k = k;
+		fam->room = room;
 	}
-	return k->path ? descent(path, &k->line, &k->nr_line) : -ENOMEM;
+	k = &fam->k[fam->nr++];
+	*k = (struct kin){ .stake = stake, .id = id, .path = strdup(path) };
+	if (!k->path)
+		return -ENOMEM;
+	descent(k);
+	return kids_of(k);
 }
 
 /* An existing file of a FILES field that fn(file, opaque) holds for. */
@@ -397,10 +443,10 @@ static bool is_descriptor(const char *path, void *opaque)
 	return fam->err != 0;
 }
 
-static bool in_list(char *const *v, unsigned n, const char *path)
+static bool in_ids(const struct file_id *v, unsigned n, struct file_id id)
 {
 	for (unsigned i = 0; i < n; i++)
-		if (vd_same_file(v[i], path))
+		if (same_id(v[i], id))
 			return true;
 	return false;
 }
@@ -409,32 +455,37 @@ static bool in_list(char *const *v, unsigned n, const char *path)
  * (a parent whose child no longer names it: pull of a base after U4). */
 static bool linked_to(const struct kin *a, const struct kin *b)
 {
-	return in_list(a->line, a->nr_line, b->path) || in_list(a->kids, a->nr_kids, b->path);
+	return in_ids(a->line, a->nr_line, b->id) || in_ids(a->kids, a->nr_kids, b->id);
 }
 
 /* Mark every layer joined to k[anchor] by a path of layers of the record,
- * each next one in the other's line of descent. */
-static void link_from(struct family *fam, unsigned anchor)
+ * each next one linked to the one before (each pair weighed once). */
+static int link_from(struct family *fam, unsigned anchor)
 {
-	bool grew = true;
+	unsigned *queue = malloc(fam->nr * sizeof *queue), head = 0, tail = 0;
 
+	if (!queue)
+		return -ENOMEM;
 	fam->k[anchor].linked = true;
-	while (grew) {
-		grew = false;
+	queue[tail++] = anchor;
+	while (head < tail) {
+		const struct kin *j = &fam->k[queue[head++]];
 		for (unsigned i = 0; i < fam->nr; i++)
-			for (unsigned j = 0; !fam->k[i].linked && j < fam->nr; j++)
-				if (fam->k[j].linked && (linked_to(&fam->k[i], &fam->k[j]) ||
-							 linked_to(&fam->k[j], &fam->k[i])))
-					fam->k[i].linked = grew = true;
+			if (!fam->k[i].linked && (linked_to(&fam->k[i], j) ||
+						  linked_to(j, &fam->k[i]))) {
+				fam->k[i].linked = true;
+				queue[tail++] = i;
+			}
 	}
+	free(queue);
+	return 0;
 }
 
 static void family_free(struct family *fam)
 {
 	for (unsigned i = 0; i < fam->nr; i++) {
 		free(fam->k[i].path);
-		vd_strv_free(fam->k[i].line, fam->k[i].nr_line);
-		vd_strv_free(fam->k[i].kids, fam->k[i].nr_kids);
+		free(fam->k[i].kids);
 	}
 	free(fam->k);
 }
@@ -452,9 +503,11 @@ static int check_family(const struct group_intent *in)
 		any_removed(in, is_descriptor, &fam);
 	vd_log_mute(false);
 	err = fam.err;
+	if (err == -E2BIG)
+		err = untrusted(in, "it names more layers than recovery weighs (T7)", NULL);
 	for (unsigned i = 0; !err && i < fam.nr; i++)
 		if (fam.k[i].stake) { /* the target, when it is there (the first) */
-			link_from(&fam, i);
+			err = link_from(&fam, i);
 			break;
 		}
 	for (unsigned i = 0; !err && i < fam.nr; i++)

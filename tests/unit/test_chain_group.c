@@ -858,6 +858,33 @@ static void test_legacy_other_group(void **state)
 	free(other);
 }
 
+/* A legacy record naming more layers than T7 weighs (each a file that is
+ * there): refused, reported, nothing removed. */
+static void test_legacy_too_many_layers(void **state)
+{
+	char *dir = copy_group(), *rec = at(dir, "base-000003.vmdk" GROUP_INTENT_SUFFIX);
+	char *top = at(dir, "base-000003.vmdk");
+	FILE *f;
+
+	(void)state;
+	assert_int_equal(vdt_sh("cd '%s' && mkdir many && touch $(seq -f many/x%%g.vmdk 600)",
+				dir), 0);
+	assert_non_null(f = fopen(rec, "w"));
+	fprintf(f, "op=delete\ntarget=%s\nfile=%s\n", top, top);
+	for (unsigned i = 1; i <= 600; i++)
+		fprintf(f, "child=%s/many/x%u.vmdk\n", dir, i);
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(group_recover_near(top, GROUP_RECOVER_FINISH, NULL, NULL),
+			 -VD_EBADDATA);
+	assert_non_null(strstr(vdt_last_msg, "more layers than recovery weighs (T7)"));
+	assert_true(exists(dir, "many/x600.vmdk") && exists(dir, "base-000003.vmdk"));
+	assert_all_unchanged(dir);
+	vdt_rmtree(dir);
+	free(dir);
+	free(rec);
+	free(top);
+}
+
 /* ---- the sidecar record, written partly ------------------------------------------ */
 
 /* A linked clone of base is made with the writes stopped after n, while the
@@ -951,6 +978,7 @@ int main(void)
 		cmocka_unit_test(test_pull_base_faults),
 		cmocka_unit_test(test_legacy_faults),
 		cmocka_unit_test(test_legacy_other_group),
+		cmocka_unit_test(test_legacy_too_many_layers),
 		cmocka_unit_test(test_pull_refused),
 		cmocka_unit_test(test_consolidate_direction),
 		cmocka_unit_test(test_consolidate_base),
