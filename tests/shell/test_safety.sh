@@ -408,6 +408,37 @@ for file in "$T/victim.txt" "$T/ds/P/../../victim.txt" "$T/ds/P/link.txt" "$T/ds
 		pass "planted file=$file: info, digest, check and recover remove nothing" ||
 		fail "planted file=$file: a file went"
 done
+# a record of the release before versions (no version, ids or checksum)
+# beside disk.vmdk naming another group's disk in the same folder: its top
+# as the child and its files, or its base by a name of disk's own
+(cd "$T/ds/P" && qemu-img create -q -f vmdk disk-2.vmdk $SIZE &&
+	qemu-img create -q -f vmdk -b disk-2.vmdk -F vmdk b-top.vmdk) || die "other group"
+w "$T/ds/P/disk-2.vmdk" -c 'write -P 0x2b 0 1M'
+w "$T/ds/P/b-top.vmdk" -c 'write -P 0x3c 2M 1M'
+other_sum()
+{
+	qemu-img convert -U -O raw "$T/ds/P/b-top.vmdk" "$T/other.raw" && sha256sum <"$T/other.raw"
+	sha256sum "$T/ds/P/disk-2.vmdk" "$T/ds/P/b-top.vmdk"
+	rm -f "$T/other.raw"
+}
+other_before=$(other_sum)
+for lines in "child=$T/ds/P/b-top.vmdk file=$T/ds/P/b-top.vmdk file=$T/ds/P/disk-2.vmdk" \
+	"parent=$T/ds/P/disk-2.vmdk child=$T/ds/P/b-top.vmdk file=$T/ds/P/b-top.vmdk" \
+	"file=$T/ds/P/disk-2.vmdk"; do
+	# shellcheck disable=SC2086 # one record line a word
+	plant $lines
+	for cmd in digest check info; do
+		run "$VDELTA" $cmd "$T/ds/P/disk.vmdk"
+	done
+	once=$(grep -c "(T7).*/ds/P/\(b-top\|disk-2\)\.vmdk" "$T/last.err")
+	run "$VDELTA" recover "$T/ds/P/disk.vmdk"
+	rc=$?
+	[ $rc -eq 1 ] && [ "$once" -eq 1 ] && grep -q "(T7)" "$T/last.err" &&
+		[ "$(other_sum)" = "$other_before" ] && [ -e "$T/ds/P/disk.vmdk.vdelta-intent" ] &&
+		pass "planted legacy record naming another group's disk ($lines): refused, reported (once by info), the disk reads the same" ||
+		fail "planted legacy record ($lines): exit $rc, info's reports $once, $(head -c 400 "$T/last.err")"
+done
+rm -f "$T/ds/P/disk-2.vmdk" "$T/ds/P/b-top.vmdk"
 plant "file=$T/ds/P/disk.vmdk"
 chown nobody "$T/ds/P/disk.vmdk.vdelta-intent"
 run "$VDELTA" recover "$T/ds/P/disk.vmdk"
