@@ -52,6 +52,8 @@ struct tools_cmd {
 	 * disks it names are finished before it runs (otherwise they are only
 	 * reported: a command that reads never removes or rewrites anything). */
 	bool writes;
+	/* The command is the recovery itself (`recover`): no front door. */
+	bool recovers;
 };
 
 /* Print "vdelta: <msg>" to stderr (a newline is added). */
