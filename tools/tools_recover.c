@@ -165,4 +165,5 @@ const struct tools_cmd tools_cmd_recover = {
 	TOOLS_PAGE(recover),
 	.run = recover_run,
 	.writes = true,
+	.recovers = true,
 };
