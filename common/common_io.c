@@ -284,9 +284,10 @@ void vd_close(struct vd_file *f)
 struct undo {
 	struct undo *next;
 	char *path;
-	uint64_t off;
+	uint64_t off;      /* a truncate's new size */
 	uint64_t old_size;
 	size_t len;
+	bool is_trunc;
 	uint8_t data[];
 };
 
@@ -295,7 +296,7 @@ struct vd_faultio {
 	pthread_mutex_t lock;
 	long writes_left;
 	long writes;
-	bool drop_unsynced;
+	bool drop_unsynced, keep_newest;
 	bool crashed;
 	struct undo *undo; /* newest first */
 };
@@ -329,7 +330,7 @@ static bool fault_take(struct vd_faultio *fi)
 }
 
 static int fault_record(struct vd_faultio *fi, struct vd_file *inner, size_t len,
-			uint64_t off)
+			uint64_t off, bool is_trunc)
 {
 	struct undo *u = malloc(sizeof *u + len);
 	int err;
@@ -339,6 +340,7 @@ static int fault_record(struct vd_faultio *fi, struct vd_file *inner, size_t len
 	u->path = strdup(inner->path);
 	u->off = off;
 	u->len = len;
+	u->is_trunc = is_trunc;
 	err = vd_fsize(inner, &u->old_size);
 	if (!err && len)
 		err = vd_pread(inner, u->data, len, off);
@@ -361,7 +363,7 @@ static int fault_write_common(struct vd_file *f, const void *buf, size_t len,
 
 	pthread_mutex_lock(&fi->lock);
 	if (fault_take(fi)) {
-		err = fault_record(fi, ff->inner, is_trunc ? 0 : len, off);
+		err = fault_record(fi, ff->inner, is_trunc ? 0 : len, off, is_trunc);
 		if (!err)
 			err = is_trunc ? ff->inner->ops->truncate(ff->inner, off)
 				       : vd_pwrite(ff->inner, buf, len, off);
@@ -530,7 +532,9 @@ static int undo_apply(const struct undo *u)
 	return err;
 }
 
-int vd_faultio_crash(struct vd_faultio *fi)
+void vd_faultio_keep_newest(struct vd_faultio *fi) { fi->keep_newest = true; }
+
+static int crash_undo(struct vd_faultio *fi)
 {
 	int err = 0;
 
@@ -543,6 +547,64 @@ int vd_faultio_crash(struct vd_faultio *fi)
 		free(u->path);
 		free(u);
 	}
+	return err;
+}
+
+/* The newest write's bytes (or a truncate's size) as it left the file. */
+static int newest_save(const struct undo *u, uint8_t **bytes)
+{
+	struct vd_file *f;
+	int err;
+
+	*bytes = NULL;
+	if (u->is_trunc || !u->len)
+		return 0;
+	*bytes = malloc(u->len);
+	if (!*bytes)
+		return -ENOMEM;
+	err = vd_io_posix()->open(vd_io_posix(), u->path, VD_O_RDWR, &f);
+	if (!err) {
+		err = vd_pread(f, *bytes, u->len, u->off);
+		vd_close(f);
+	}
+	return err;
+}
+
+/* Put the newest write back after every unsynced write was rolled back. */
+static int newest_redo(const struct undo *u, const uint8_t *bytes)
+{
+	struct vd_file *f;
+	int err = vd_io_posix()->open(vd_io_posix(), u->path, VD_O_RDWR, &f);
+
+	if (err)
+		return err;
+	if (u->is_trunc)
+		err = f->ops->truncate(f, u->off);
+	else if (bytes)
+		err = vd_pwrite(f, bytes, u->len, u->off);
+	vd_close(f);
+	return err;
+}
+
+int vd_faultio_crash(struct vd_faultio *fi)
+{
+	struct undo newest = { 0 };
+	uint8_t *bytes = NULL;
+	int err = 0, e2;
+
+	if (fi->drop_unsynced && fi->keep_newest && fi->undo) {
+		newest.path = strdup(fi->undo->path);
+		newest.off = fi->undo->off;
+		newest.len = fi->undo->len;
+		newest.is_trunc = fi->undo->is_trunc;
+		err = newest.path ? newest_save(fi->undo, &bytes) : -ENOMEM;
+	}
+	e2 = crash_undo(fi);
+	err = err ? err : e2;
+	if (!err && newest.path)
+		err = newest_redo(&newest, bytes);
+	free(newest.path);
+	free(bytes);
 	return err;
 }
 

@@ -198,6 +198,34 @@ static void test_fault_rollback(void **state)
 	vd_faultio_destroy(fi);
 }
 
+/* keep_newest: the last unsynced write stays, older unsynced ones go; an
+ * append skipped over by a rolled-back one leaves zeros, not a short file */
+static void test_fault_keep_newest(void **state)
+{
+	struct fx *fx = *state;
+	struct vd_faultio *fi;
+	const struct vd_io *io;
+	struct vd_file *f;
+	char *c;
+
+	assert_int_equal(vd_faultio_create(100, true, &fi), 0);
+	vd_faultio_keep_newest(fi);
+	io = vd_faultio_io(fi);
+	assert_int_equal(io->open(io, fx->a, VD_O_CREATE, &f), 0);
+	wr(f, "0123456789", 0, 0);
+	assert_int_equal(vd_sync(f), 0);
+	wr(f, "AB", 2, 0);   /* overwrite, rolled back */
+	wr(f, "XYZ", 12, 0); /* append, rolled back */
+	wr(f, "QQ", 16, 0);  /* newest: stays */
+	vd_close(f);
+	assert_int_equal(vd_faultio_crash(fi), 0);
+	assert_int_equal(file_size(fx->a), 18);
+	c = content(fx->a);
+	assert_memory_equal(c, "0123456789\0\0\0\0\0\0QQ", 18);
+	free(c);
+	vd_faultio_destroy(fi);
+}
+
 /* a sync protects only its own file's writes */
 static void test_fault_sync_per_file(void **state)
 {
@@ -278,6 +306,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fault_budget, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_zero_budget, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_rollback, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fault_keep_newest, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_sync_per_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_prefixes, setup, teardown),
 	};
