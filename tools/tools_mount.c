@@ -12,6 +12,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <syslog.h>
 #include <sys/wait.h>
@@ -134,6 +135,19 @@ static void mount_log(void *opaque, enum vd_log_level level, const char *msg)
 		fprintf(stderr, "vdelta: warning: %s\n", msg);
 }
 
+/* One daemon holds a descriptor per layer file it serves (a top per clone,
+ * the shared layers once) and one /dev/fuse clone per worker: a thousand
+ * clones pass the usual soft limit of 1024, so take the hard limit. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 static int mount_serve(char **disks, int nr, const char *mnt, struct mount_args *a)
 {
 	struct chain_server *s;
@@ -147,6 +161,7 @@ static int mount_serve(char **disks, int nr, const char *mnt, struct mount_args 
 		free(abs_mnt);
 		return tools_fail(mnt, rc);
 	}
+	raise_nofile();
 	rc = chain_server_create(&s);
 	rc = rc ? tools_fail(mnt, rc) : TOOLS_OK;
 	for (int i = 0; i < nr && rc == TOOLS_OK; i++)
