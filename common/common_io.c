@@ -534,6 +534,22 @@ static int undo_apply(const struct undo *u)
 
 void vd_faultio_keep_newest(struct vd_faultio *fi) { fi->keep_newest = true; }
 
+bool vd_faultio_unsynced(struct vd_faultio *fi, const char *path, uint64_t off,
+			 uint64_t len)
+{
+	bool hit = false;
+
+	pthread_mutex_lock(&fi->lock);
+	for (const struct undo *u = fi->undo; u && !hit; u = u->next) {
+		/* a truncate changes the bytes between the old and new size */
+		uint64_t lo = u->is_trunc ? VD_MIN(u->off, u->old_size) : u->off;
+		uint64_t hi = u->is_trunc ? VD_MAX(u->off, u->old_size) : u->off + u->len;
+		hit = !strcmp(u->path, path) && lo < off + len && off < hi;
+	}
+	pthread_mutex_unlock(&fi->lock);
+	return hit;
+}
+
 static int crash_undo(struct vd_faultio *fi)
 {
 	int err = 0;

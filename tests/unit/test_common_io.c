@@ -1,8 +1,9 @@
 /* tests — unit tests of common/common_io.c (layer 0): the POSIX io and the
  * fault-injecting io used by the crash tests (write budget, refused writes
  * change nothing, crash rollback of unsynced writes with drop_unsynced,
- * synced writes survive).  The file contents are checked with plain POSIX
- * reads, outside the io under test. */
+ * synced writes survive, the unsynced ranges a crash would roll back).
+ * The file contents are checked with plain POSIX reads, outside the io
+ * under test. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -226,6 +227,39 @@ static void test_fault_keep_newest(void **state)
 	vd_faultio_destroy(fi);
 }
 
+/* unsynced: the ranges written since the file's last sync, per file */
+static void test_fault_unsynced(void **state)
+{
+	struct fx *fx = *state;
+	struct vd_faultio *fi;
+	const struct vd_io *io;
+	struct vd_file *f, *g;
+
+	assert_int_equal(vd_faultio_create(100, true, &fi), 0);
+	io = vd_faultio_io(fi);
+	assert_int_equal(io->open(io, fx->a, VD_O_CREATE, &f), 0);
+	assert_int_equal(io->open(io, fx->b, VD_O_CREATE, &g), 0);
+	wr(f, "0123456789", 0, 0);
+	assert_true(vd_faultio_unsynced(fi, fx->a, 9, 1));
+	assert_false(vd_faultio_unsynced(fi, fx->a, 10, 5)); /* past the write */
+	assert_false(vd_faultio_unsynced(fi, fx->b, 0, 10)); /* another file */
+	assert_int_equal(vd_sync(f), 0);
+	assert_false(vd_faultio_unsynced(fi, fx->a, 0, 10));
+	wr(f, "AB", 4, 0);
+	wr(g, "x", 0, 0);
+	assert_false(vd_faultio_unsynced(fi, fx->a, 0, 4));
+	assert_true(vd_faultio_unsynced(fi, fx->a, 5, 4));
+	assert_int_equal(vd_sync(f), 0);
+	assert_false(vd_faultio_unsynced(fi, fx->a, 0, 10));
+	assert_true(vd_faultio_unsynced(fi, fx->b, 0, 1)); /* g not synced */
+	assert_int_equal(f->ops->truncate(f, 4), 0); /* bytes 4..9 change */
+	assert_false(vd_faultio_unsynced(fi, fx->a, 0, 4));
+	assert_true(vd_faultio_unsynced(fi, fx->a, 8, 1));
+	vd_close(f);
+	vd_close(g);
+	vd_faultio_destroy(fi);
+}
+
 /* a sync protects only its own file's writes */
 static void test_fault_sync_per_file(void **state)
 {
@@ -307,6 +341,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fault_zero_budget, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_rollback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_keep_newest, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fault_unsynced, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_sync_per_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_prefixes, setup, teardown),
 	};

@@ -28,12 +28,18 @@
  *   desc_mono, desc_split - a descriptor edit (vmdk_desc_set +
  *              vmdk_desc_write) on the embedded descriptor and on a
  *              separate descriptor file (temp + rename): the key is then
- *              either absent or set, and the disk always opens. */
+ *              either absent or set, and the disk always opens.
+ *
+ * group_commit: threads write and flush at once (vmdk_flush runs one flush
+ * at a time and skips a flush whose writes another one covered); whenever
+ * a flush returns 0, nothing a crash would roll back may overlap the bytes
+ * its caller wrote (vd_faultio_unsynced), in place or in a new grain. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <limits.h>
+#include <pthread.h>
 #include <cmocka.h>
 
 #include "vdtest.h"
@@ -401,6 +407,110 @@ static void crash_test(struct crash *c, const struct op *op)
 	mkdir(c->bdir, 0755);
 }
 
+/* ---- group commit ------------------------------------------------------------------- */
+
+#define GC_THREADS 4
+#define GC_ROUNDS 200
+#define GC_HELD 8 /* allocated grains per thread, written in place */
+
+struct gc {
+	struct vmdk_disk *d;
+	struct vd_faultio *fi;
+	const char *path;     /* the extent file */
+	uint64_t held_pos[GC_THREADS * GC_HELD];
+	unsigned id, bad;
+	int err;
+};
+
+/* Where the 4 KiB at off sit in the extent file (the grain is allocated);
+ * no cmocka assert here: it runs on the writer threads too. */
+static int gc_pos(struct vmdk_disk *d, uint64_t off, uint64_t *pos)
+{
+	uint64_t n;
+	int fd, err = vmdk_file_map(d, off, 4096, &fd, pos, &n);
+
+	return err ? err : n == 4096 ? 0 : -ERANGE;
+}
+
+/* Round r: even, 4 KiB into a held grain; odd, 4 KiB into a new grain. */
+static void *gc_main(void *opaque)
+{
+	struct gc *g = opaque;
+	uint8_t buf[4096];
+
+	for (unsigned r = 0; r < GC_ROUNDS && !g->err; r++) {
+		unsigned held = g->id * GC_HELD + r / 2 % GC_HELD;
+		uint64_t off = r % 2 ? (GC_THREADS * GC_HELD + g->id * GC_ROUNDS + r) * GRAIN
+				     : held * GRAIN + (r / 2 / GC_HELD % 16) * 4096;
+		uint64_t pos;
+
+		memset(buf, (int)(g->id * 64 + r % 64 + 1), sizeof buf);
+		pos = g->held_pos[held] + off % GRAIN;
+		g->err = vmdk_pwrite(g->d, buf, sizeof buf, off);
+		if (!g->err && r % 2)
+			g->err = gc_pos(g->d, off, &pos);
+		if (!g->err)
+			g->err = vmdk_flush(g->d);
+		if (!g->err && vd_faultio_unsynced(g->fi, g->path, pos, sizeof buf))
+			g->bad++;
+	}
+	return NULL;
+}
+
+static void gc_base(struct crash *c, struct gc *g)
+{
+	struct vmdk_create_opts o = { .capacity = CAP, .subformat = VMDK_MONOLITHIC_SPARSE,
+				      .parent_cid = VMDK_CID_NONE };
+	uint8_t *buf = calloc(1, GRAIN);
+	struct vmdk_disk *d;
+
+	assert_int_equal(vmdk_create(c->work, &o, NULL), 0);
+	assert_int_equal(vmdk_open(c->work, VMDK_OPEN_RDWR, NULL, &d), 0);
+	for (unsigned i = 0; i < GC_THREADS * GC_HELD; i++) {
+		memset(buf, 'a' + (int)i, GRAIN);
+		assert_int_equal(vmdk_pwrite(d, buf, GRAIN, i * GRAIN), 0);
+		assert_int_equal(gc_pos(d, i * GRAIN, &g->held_pos[i]), 0);
+	}
+	assert_int_equal(vmdk_close(d), 0);
+	free(buf);
+}
+
+static void test_group_commit(void **state)
+{
+	struct crash *c = *state;
+	struct gc g = { 0 }, w[GC_THREADS];
+	struct vmdk_extent_info ei;
+	pthread_t th[GC_THREADS];
+	unsigned bad = 0;
+
+	mkdir(c->wdir, 0755);
+	gc_base(c, &g);
+	assert_int_equal(vd_faultio_create(LONG_MAX, true, &g.fi), 0);
+	assert_int_equal(vmdk_open(c->work, VMDK_OPEN_RDWR, vd_faultio_io(g.fi), &g.d), 0);
+	assert_int_equal(vmdk_extent_info_get(g.d, 0, &ei), 0);
+	g.path = ei.path;
+	/* the check sees an unsynced write, and the flush clears it */
+	assert_int_equal(write_data(g.d, 0, 4096), 0);
+	assert_true(vd_faultio_unsynced(g.fi, g.path, g.held_pos[0], 4096));
+	assert_int_equal(vmdk_flush(g.d), 0);
+	assert_false(vd_faultio_unsynced(g.fi, g.path, g.held_pos[0], 4096));
+	for (unsigned i = 0; i < GC_THREADS; i++) {
+		w[i] = g;
+		w[i].id = i;
+		assert_int_equal(pthread_create(&th[i], NULL, gc_main, &w[i]), 0);
+	}
+	for (unsigned i = 0; i < GC_THREADS; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(w[i].err, 0);
+		bad += w[i].bad;
+	}
+	if (bad)
+		fail_msg("%u flushes returned before their caller's write was synced", bad);
+	assert_int_equal(vmdk_close(g.d), 0);
+	vd_faultio_destroy(g.fi);
+	vdt_rmtree(c->wdir);
+}
+
 #define OP_TEST(i)                                                  \
 	static void test_##i(void **state)                          \
 	{                                                           \
@@ -430,9 +540,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_7, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_8, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_9, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 	};
 
-	for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
+	for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
 		tests[i].name = ops[i].name;
 	vd_log_set(vdt_log, NULL);
 	return cmocka_run_group_tests(tests, NULL, NULL);
