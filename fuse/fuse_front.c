@@ -231,20 +231,6 @@ static void front_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 
 /* ---- data ---------------------------------------------------------------------- */
 
-static void read_status(fuse_req_t req, struct front *f, size_t size, off_t off)
-{
-	char *text = NULL;
-	size_t len = 0, at;
-	int err = fuse_status_render(f->srv, f->mountpoint, f->cache, &text, &len);
-
-	at = (uint64_t)off < len ? (size_t)off : len;
-	if (err)
-		fuse_reply_err(req, -err);
-	else
-		fuse_reply_buf(req, text + at, VD_MIN(size, len - at));
-	free(text);
-}
-
 /* Per-thread copy buffer for the parts of a read not mapped to a file. */
 static pthread_key_t copy_key;
 
@@ -269,8 +255,17 @@ static uint8_t *copy_buf(void)
  * surely fits (size between 2 pages and splice_max, probed at start from
  * what a pipe may grow to here); every other read is copied into the
  * thread's buffer and sent as one piece, as the minimal server does
- * (splice_max 0: nothing is spliced). */
-static size_t splice_min, splice_max;
+ * (splice_max 0: nothing is spliced).
+ *
+ * A spliced reply costs the daemon one copy less than a copied one (the
+ * kernel moves page references into the pipe), so the kernel is asked for
+ * reads no larger than what splices: read_max, the largest power of two
+ * from READ_SPLICE_MIN up to FUSE_FRONT_MAX_IO that fits (512 KiB where a
+ * pipe stops at 1 MiB), or FUSE_FRONT_MAX_IO when even READ_SPLICE_MIN
+ * does not fit (then every large read is copied).  Writes stay at
+ * FUSE_FRONT_MAX_IO. */
+#define READ_SPLICE_MIN (256u << 10)
+static size_t splice_min, splice_max, read_max = FUSE_FRONT_MAX_IO;
 
 static int pipe_max_size(void)
 {
@@ -305,6 +300,10 @@ static void splice_probe(void)
 	close(p[1]);
 	if (cap > 0 && (size_t)cap > spare)
 		splice_max = VD_MIN((size_t)cap - spare, FUSE_FRONT_MAX_IO);
+	for (read_max = FUSE_FRONT_MAX_IO; read_max > splice_max && read_max > READ_SPLICE_MIN;)
+		read_max /= 2;
+	if (read_max > splice_max)
+		read_max = FUSE_FRONT_MAX_IO;
 }
 
 static bool splice_fits(size_t size)
@@ -364,6 +363,20 @@ static int read_copy(fuse_req_t req, struct chain_served *d, uint8_t *buf, size_
 	return err;
 }
 
+static void read_status(fuse_req_t req, struct front *f, size_t size, off_t off)
+{
+	char *text = NULL;
+	size_t len = 0, at;
+	int err = fuse_status_render(f->srv, f->mountpoint, f->cache, read_max, &text, &len);
+
+	at = (uint64_t)off < len ? (size_t)off : len;
+	if (err)
+		fuse_reply_err(req, -err);
+	else
+		fuse_reply_buf(req, text + at, VD_MIN(size, len - at));
+	free(text);
+}
+
 static void front_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
@@ -375,7 +388,7 @@ static void front_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		read_status(req, front_of(req), size, off);
 		return;
 	}
-	size = VD_MIN(size, FUSE_FRONT_MAX_IO);
+	size = VD_MIN(size, read_max);
 	err = !d ? -EISDIR : !buf ? -ENOMEM
 	      : splice_fits(size) ? read_splice(req, d, buf, size, off)
 				  : read_copy(req, d, buf, size, off);
@@ -426,7 +439,7 @@ static void front_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 static void front_init(void *userdata, struct fuse_conn_info *conn)
 {
 	conn->max_write = FUSE_FRONT_MAX_IO;
-	conn->max_read = FUSE_FRONT_MAX_IO; /* as the max_read mount option says */
+	conn->max_read = (unsigned)read_max; /* as the max_read mount option says */
 	conn->max_readahead = FUSE_FRONT_MAX_IO;
 	conn->want |= conn->capable & (FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE; /* fsync must see every write */
@@ -449,8 +462,8 @@ static const struct fuse_lowlevel_ops front_ops = {
 static int session_args(const struct fuse_front_opts *o, struct fuse_args *args)
 {
 	char *opts = NULL;
-	int n = asprintf(&opts, "fsname=vdelta,subtype=vdelta,max_read=%u%s%s",
-			 FUSE_FRONT_MAX_IO, o->mount_opts ? "," : "",
+	int n = asprintf(&opts, "fsname=vdelta,subtype=vdelta,max_read=%zu%s%s",
+			 read_max, o->mount_opts ? "," : "",
 			 o->mount_opts ? o->mount_opts : "");
 
 	if (n < 0)

@@ -25,7 +25,7 @@
 #include "chain.h"
 
 #define FUSE_FRONT_STATUS ".vdelta-status"
-#define FUSE_FRONT_MAX_IO (1u << 20) /* bytes per read/write request */
+#define FUSE_FRONT_MAX_IO (1u << 20) /* bytes per read/write request, at most */
 
 enum fuse_front_cache {
 	FUSE_FRONT_CACHE_NONE,   /* direct I/O: no page cache of the served files */
@@ -50,8 +50,10 @@ struct fuse_front_opts {
 int fuse_front_run(struct chain_server *s, const char *mountpoint,
 		   const struct fuse_front_opts *o);
 
-/* The control file's content (malloc'd, *len bytes). */
+/* The control file's content (malloc'd, *len bytes); max_read: the
+ * largest read request the kernel was told to send. */
 int fuse_status_render(struct chain_server *s, const char *mountpoint,
-		       enum fuse_front_cache cache, char **text, size_t *len);
+		       enum fuse_front_cache cache, size_t max_read, char **text,
+		       size_t *len);
 
 #endif

@@ -5,6 +5,7 @@
  * never hold a tab or a newline; those are written as spaces).
  *
  *   mount	pid=PID	mountpoint=PATH	cache=none|kernel	disks=N	pool_layers=N
+ *		max_read=BYTES (the largest read request the kernel sends)
  *   disk	name=NAME	mode=MODE	path=TOP	top=WRITTEN	size=BYTES	layers=N
  *		reads=N	read_bytes=N	writes=N	write_bytes=N	flushes=N
  *		cow_grains=N	zero_bytes=N	walked_bytes=N	direct_bytes=N
@@ -61,7 +62,8 @@ static void put_disk(FILE *f, struct chain_served *d)
 }
 
 int fuse_status_render(struct chain_server *s, const char *mountpoint,
-		       enum fuse_front_cache cache, char **text, size_t *len)
+		       enum fuse_front_cache cache, size_t max_read, char **text,
+		       size_t *len)
 {
 	FILE *f = open_memstream(text, len);
 	unsigned n = chain_server_nr_disks(s);
@@ -74,6 +76,7 @@ int fuse_status_render(struct chain_server *s, const char *mountpoint,
 	put_str(f, "cache", cache == FUSE_FRONT_CACHE_NONE ? "none" : "kernel");
 	put_u64(f, "disks", n);
 	put_u64(f, "pool_layers", chain_pool_nr_layers(chain_server_pool(s)));
+	put_u64(f, "max_read", max_read);
 	fputc('\n', f);
 	for (unsigned i = 0; i < n; i++)
 		put_disk(f, chain_server_disk(s, i));
