@@ -4,9 +4,12 @@
 # (fuse/fuse_front.c; docs/benchmarks.md, "Reply path") (bench layer: the
 # vdelta binary, bench_fuse_min, qemu-img, fio, perf).
 #
-# Serves one content at once by bench_fuse_min (pread + fuse_reply_buf),
-# bench_fuse_min --splice (an fd-backed reply) and vdelta mount --ro of a
-# chain (VDELTA2, when given, a second vdelta binary on the same chain:
+# Serves one content at once by bench_fuse_min (pread + fuse_reply_buf,
+# 1 MiB requests), bench_fuse_min --splice (an fd-backed reply, spliced
+# where it fits libfuse's pipe, read into a buffer libfuse allocates where
+# not), bench_fuse_min --splice --max-read 524288 (requests small enough to
+# splice through a pipe of 1 MiB) and vdelta mount --ro of a chain
+# (VDELTA2, when given, a second vdelta binary on the same chain:
 # before/after), then reads SIZE_READ bytes sequentially (fio psync
 # direct=1) with each block size in BSS on each server in turn, PASSES
 # times, and prints per cell the throughput and the server's CPU time per
@@ -73,6 +76,7 @@ qemu-img convert -U -O raw "$top" "$dir/raw.img"
 cat "$dir/raw.img" "$(dirname "$top")"/*.vmdk >/dev/null
 serve min "$fmin" "$dir/raw.img" "$dir/min"
 serve min-splice "$fmin" --splice "$dir/raw.img" "$dir/min-splice"
+serve min-splice-512k "$fmin" --splice --max-read 524288 "$dir/raw.img" "$dir/min-splice-512k"
 serve vdelta "$vdelta" mount -f --ro "$top=disk" "$dir/vdelta"
 [ -n "$vdelta2" ] && serve vdelta2 "$vdelta2" mount -f --ro "$top=disk" "$dir/vdelta2"
 
@@ -124,7 +128,7 @@ if [ -n "$profile" ]; then
 		echo
 		echo "$n, $profile reads: top symbols (perf report --no-children)"
 		perf report -i "$dir/$n.perf" --stdio --no-children --sort symbol 2>/dev/null |
-			grep -E '^ +[0-9]' | head -12
+			awk '/^ +[0-9]/ && n++ < 12'
 	done
 fi
 echo
