@@ -429,6 +429,10 @@ int chain_group_recover(const char *intent_path, const struct vd_io *io);
  * opening the chain (a caller may silence them: a file that is not a
  * VMDK or a broken chain just yields fewer folders). */
 int chain_group_intents_near(const char *path, char ***out, unsigned *nr);
+/* The same for many disks at once, each folder read once (a record near
+ * several of them is listed once). */
+int chain_group_intents_near_all(const char *const *paths, unsigned nr_paths,
+				 char ***out, unsigned *nr);
 /* Record in parent's sidecar that child was made over it. */
 int chain_group_record_child(const char *parent, const char *child,
 			     const struct vd_io *io);

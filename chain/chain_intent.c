@@ -269,38 +269,55 @@ static int intents_in(const char *dir, char ***out, unsigned *nr)
 	return err;
 }
 
+/* Add the folder of file (malloc'd d, freed) to dirs unless there. */
+static int dir_add(char ***dirs, unsigned *nr, char *d)
+{
+	bool seen = false;
+	int err;
+
+	for (unsigned j = 0; d && j < *nr && !seen; j++)
+		seen = same_file((*dirs)[j], d);
+	err = !d ? -ENOMEM : seen ? 0 : strv_add(dirs, nr, d);
+	free(d);
+	return err;
+}
+
 /* path's folder, then the folder of every layer its chain names (the
- * links' CIDs not checked: an interrupted commit leaves one stale). */
+ * links' CIDs not checked: an interrupted commit leaves one stale), each
+ * added to dirs once. */
 static int near_dirs(const char *path, char ***dirs, unsigned *nr)
 {
 	struct chain *c = NULL;
-	char *d = vd_dirname(path);
-	int err = d ? strv_add(dirs, nr, d) : -ENOMEM;
+	int err = dir_add(dirs, nr, vd_dirname(path));
 
-	free(d);
 	if (err || chain_open(path, CHAIN_OPEN_RDONLY | CHAIN_OPEN_NOLOCK |
 			      CHAIN_OPEN_DIRTY_OK | CHAIN_OPEN_IGNORE_CID, NULL, &c))
 		return err;
-	for (unsigned i = 1; !err && i < chain_depth(c); i++) {
-		bool seen = false;
-		d = vd_dirname(vmdk_path(chain_layer(c, i)));
-		for (unsigned j = 0; d && j < *nr; j++)
-			seen |= same_file((*dirs)[j], d);
-		err = !d ? -ENOMEM : seen ? 0 : strv_add(dirs, nr, d);
-		free(d);
-	}
+	for (unsigned i = 1; !err && i < chain_depth(c); i++)
+		err = dir_add(dirs, nr, vd_dirname(vmdk_path(chain_layer(c, i))));
 	chain_close(c);
 	return err;
 }
 
 int chain_group_intents_near(const char *path, char ***out, unsigned *nr)
 {
+	return chain_group_intents_near_all(&path, 1, out, nr);
+}
+
+/* Every folder is read once, however many of the disks it holds layers of
+ * (a mount of a thousand clones in one folder reads it once, not a
+ * thousand times). */
+int chain_group_intents_near_all(const char *const *paths, unsigned nr_paths,
+				 char ***out, unsigned *nr)
+{
 	char **dirs = NULL;
 	unsigned nr_dirs = 0;
-	int err = near_dirs(path, &dirs, &nr_dirs);
+	int err = 0;
 
 	*out = NULL;
 	*nr = 0;
+	for (unsigned i = 0; !err && i < nr_paths; i++)
+		err = near_dirs(paths[i], &dirs, &nr_dirs);
 	for (unsigned i = 0; !err && i < nr_dirs; i++)
 		err = intents_in(dirs[i], out, nr);
 	strv_free(dirs, nr_dirs);

@@ -37,18 +37,34 @@ static char *file_arg(const char *arg)
 	return p;
 }
 
-static void recover_arg(const char *arg)
+/* arg's VMDK file (malloc'd), or NULL when it names none. */
+static char *vmdk_arg(const char *arg)
 {
 	enum tools_fmt fmt = TOOLS_FMT_RAW;
-	char *path = file_arg(arg), **recs = NULL;
-	unsigned nr = 0;
-	int rc = path ? 0 : -1;
+	char *path = file_arg(arg);
 
+	if (path && (tools_fmt_detect(path, &fmt) || fmt != TOOLS_FMT_VMDK)) {
+		free(path);
+		path = NULL;
+	}
+	return path;
+}
+
+/* The records near every disk argument, found in one pass (each folder
+ * read once: a mount of many clones in one folder stays linear). */
+void tools_recover_args(int argc, char **argv)
+{
+	char **paths = calloc((size_t)argc, sizeof *paths), **recs = NULL;
+	unsigned nr_paths = 0, nr = 0;
+
+	if (!paths)
+		return;
 	tools_log_quiet(true);
-	if (!rc)
-		rc = tools_fmt_detect(path, &fmt);
-	if (!rc && fmt == TOOLS_FMT_VMDK)
-		rc = chain_group_intents_near(path, &recs, &nr);
+	for (int i = 1; i < argc; i++)
+		if ((paths[nr_paths] = vmdk_arg(argv[i])))
+			nr_paths++;
+	if (nr_paths)
+		chain_group_intents_near_all((const char *const *)paths, nr_paths, &recs, &nr);
 	tools_log_quiet(false);
 	for (unsigned i = 0; i < nr; i++) {
 		if (!access(recs[i], F_OK)) /* one recovery may have ended another */
@@ -56,11 +72,7 @@ static void recover_arg(const char *arg)
 		free(recs[i]);
 	}
 	free(recs);
-	free(path);
-}
-
-void tools_recover_args(int argc, char **argv)
-{
-	for (int i = 1; i < argc; i++)
-		recover_arg(argv[i]);
+	for (unsigned i = 0; i < nr_paths; i++)
+		free(paths[i]);
+	free(paths);
 }

@@ -610,6 +610,58 @@ static void test_faults_near(void **state)
 	faults(OP_CONSOLIDATE_BASE); /* a pull, then a commit */
 	recover_near = false;
 }
+static void strv_drop(char **v, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* Records near many disks at once: every folder a chain reaches is read
+ * once, and a record near several disks is listed once.  a and c live in
+ * A, a's parent in B, c's in A; one record in each folder. */
+static void test_intents_near_all(void **state)
+{
+	char *dir = vdt_mkdtemp("near"), *a_dir = at(dir, "A"), *b_dir = at(dir, "B");
+	char *base = at(b_dir, "base.vmdk"), *pa = at(a_dir, "p.vmdk");
+	char *a = at(a_dir, "a.vmdk"), *c = at(a_dir, "c.vmdk");
+	char *ra = at(a_dir, "x.vmdk.vdelta-intent"), *rb = at(b_dir, "y.vmdk.vdelta-intent");
+	const char *both[] = { a, c, a };
+	struct vmdk_create_opts o = { .capacity = 1 << 20, .subformat = VMDK_MONOLITHIC_SPARSE,
+				      .parent_cid = VMDK_CID_NONE };
+	char **recs;
+	unsigned nr;
+
+	(void)state;
+	assert_int_equal(mkdir(a_dir, 0755) | mkdir(b_dir, 0755), 0);
+	assert_int_equal(vmdk_create(base, &o, NULL) | vmdk_create(pa, &o, NULL), 0);
+	o.parent_cid = 0; /* the links' CIDs are not checked here */
+	o.parent_hint = "../B/base.vmdk";
+	assert_int_equal(vmdk_create(a, &o, NULL), 0);
+	o.parent_hint = "p.vmdk";
+	assert_int_equal(vmdk_create(c, &o, NULL), 0);
+	assert_int_equal(vdt_write_file(ra, "", 0) | vdt_write_file(rb, "", 0), 0);
+	assert_int_equal(chain_group_intents_near(c, &recs, &nr), 0);
+	assert_int_equal(nr, 1);
+	assert_string_equal(recs[0], ra);
+	strv_drop(recs, nr);
+	assert_int_equal(chain_group_intents_near_all(both, 3, &recs, &nr), 0);
+	assert_int_equal(nr, 2);
+	for (unsigned i = 0; i < nr; i++) { /* B's as a.vmdk names it: A/../B */
+		char *real = realpath(recs[i], NULL);
+		assert_non_null(real);
+		free(recs[i]);
+		recs[i] = real;
+	}
+	assert_true(!strcmp(recs[0], ra) || !strcmp(recs[1], ra));
+	assert_true(!strcmp(recs[0], rb) || !strcmp(recs[1], rb));
+	strv_drop(recs, nr);
+	vdt_rmtree(dir);
+	char *paths[] = { dir, a_dir, b_dir, base, pa, a, c, ra, rb };
+	for (unsigned i = 0; i < sizeof paths / sizeof paths[0]; i++)
+		free(paths[i]);
+}
+
 static void test_pull_base_faults(void **state) { (void)state; faults(OP_PULL_BASE); }
 static void test_consolidate_base_faults(void **state)
 {
@@ -796,6 +848,7 @@ int main(void)
 		cmocka_unit_test(test_consolidate_base),
 		cmocka_unit_test(test_consolidate_base_faults),
 		cmocka_unit_test(test_faults_near),
+		cmocka_unit_test(test_intents_near_all),
 		cmocka_unit_test(test_sidecar_faults),
 	};
 
