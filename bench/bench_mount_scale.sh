@@ -8,7 +8,8 @@
 # reused by a later run with the same parameters).  For each count N in
 # COUNTS, one daemon serves clones 1..N read-write and the script records:
 #   start     wall time of `vdelta mount` (it returns once every disk is
-#             open and the folder is mounted)
+#             open and the folder is mounted), and its CPU time (user +
+#             system: what load on a shared machine does not inflate)
 #   RSS       the daemon's VmRSS after start, and after one process has
 #             read 64 KiB and written 4 KiB + fsync in every clone (each
 #             clone's merged map chunk built, a grain table allocated)
@@ -43,8 +44,10 @@ for n in $counts; do [ "$n" -gt $max ] && max=$n; done
 
 mkdir -p "$dir/m"
 trap 'fusermount3 -u -z "$dir/m" 2>/dev/null || true' EXIT
+# reused when made with the same sizes and at least as many clones
 stamp="size=$size_mib data=$data_mib clones=$max"
-if [ "$(cat "$dir/d/stamp" 2>/dev/null)" != "$stamp" ]; then
+have=$(sed -n "s/^size=$size_mib data=$data_mib clones=\([0-9]*\)\$/\1/p" "$dir/d/stamp" 2>/dev/null || true)
+if [ "${have:-0}" -lt "$max" ]; then
 	echo "building the base and $max clones in $dir/d" >&2
 	rm -rf "$dir/d"
 	mkdir -p "$dir/d"
@@ -80,8 +83,8 @@ for i in range(1, n + 1):
 PY
 }
 
-printf '| clones | start s | RSS after start MiB | RSS after I/O MiB | open files | base opened | threads | I/O pass s | umount s |\n'
-printf '|---|---|---|---|---|---|---|---|---|\n'
+printf '| clones | start s | start CPU s | RSS after start MiB | RSS after I/O MiB | open files | base opened | threads | I/O pass s | umount s |\n'
+printf '|---|---|---|---|---|---|---|---|---|---|\n'
 for n in $counts; do
 	for r in $(seq "$repeat"); do
 		# each run writes its clones: start from empty ones
@@ -92,8 +95,12 @@ for n in $counts; do
 		done
 		sync
 		t0=$(now)
-		(ulimit -Sn "$nofile" && "$vdelta" mount "${disks[@]}" "$dir/m")
+		# the CPU of the command (the opening is done before the daemon forks)
+		cpu=$( { TIMEFORMAT='%U %S'; time (ulimit -Sn "$nofile" &&
+			"$vdelta" mount "${disks[@]}" "$dir/m"); } 2>&1 >/dev/null | tail -1 |
+			awk '{ printf "%.3f", $1 + $2 }')
 		start=$(since "$t0")
+		grep -q " $dir/m fuse" /proc/mounts || { echo "bench: mount of $n clones failed" >&2; exit 1; }
 		pid=$(sed -n 's/^mount\t.*pid=\([0-9]*\).*/\1/p' "$dir/m/.vdelta-status")
 		rss0=$(status_kib "$pid" VmRSS)
 		t0=$(now)
@@ -106,10 +113,10 @@ for n in $counts; do
 		t0=$(now)
 		"$vdelta" umount "$dir/m"
 		um=$(since "$t0")
-		awk -v n="$n" -v s="$start" -v a="$rss0" -v b="$rss1" -v f="$fds" -v bo="$base" \
+		awk -v n="$n" -v s="$start" -v c="$cpu" -v a="$rss0" -v b="$rss1" -v f="$fds" -v bo="$base" \
 			-v t="$thr" -v io="$io" -v u="$um" 'BEGIN {
-			printf "| %d | %s | %.1f | %.1f | %d | %d | %d | %s | %s |\n",
-				n, s, a / 1024, b / 1024, f, bo, t, io, u }'
+			printf "| %d | %s | %s | %.1f | %.1f | %d | %d | %d | %s | %s |\n",
+				n, s, c, a / 1024, b / 1024, f, bo, t, io, u }'
 	done
 done
 echo
