@@ -20,11 +20,12 @@ case $build in /*) ;; *) build=$src/$build ;; esac
 # multi-GiB corpus disks in the stream unit tests; python3: test helpers;
 # fio, e2fsprogs, util-linux: workloads, mkfs/fsck and loop devices through
 # a mount; strace: independent I/O counts; gnuplot-nox: bench plots;
-# qemu-system-common: qemu-storage-daemon, the FUSE peer of bench_fuse.sh).
+# qemu-system-common: qemu-storage-daemon, the FUSE peer of bench_fuse.sh;
+# linux-perf: the CPU figures and profiles of bench_fuse_reply.sh).
 packages=(meson ninja-build pkg-config gcc libfuse3-dev fuse3 zlib1g-dev
 	  libzstd-dev libxxhash-dev xxhash libcmocka-dev libssl-dev qemu-utils
 	  libvmdk-utils python3 fio e2fsprogs util-linux strace gnuplot-nox
-	  qemu-system-common)
+	  qemu-system-common linux-perf)
 
 missing=()
 for p in "${packages[@]}"; do
