@@ -1,4 +1,5 @@
-/* common — logging, random numbers, paths, size parsing (layer 0). */
+/* common — logging, random numbers, paths, size parsing, string vectors
+ * (layer 0). */
 #define _GNU_SOURCE
 #include "common.h"
 
@@ -7,9 +8,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 
 static vd_log_fn *log_fn;
 static void *log_opaque;
+static __thread unsigned log_muted;
+
+void vd_log_mute(bool on)
+{
+	if (on)
+		log_muted++;
+	else if (log_muted)
+		log_muted--;
+}
 
 void vd_log_set(vd_log_fn *fn, void *opaque)
 {
@@ -22,7 +33,7 @@ void vd_log(enum vd_log_level level, const char *fmt, ...)
 	char msg[1024];
 	va_list ap;
 
-	if (!log_fn)
+	if (!log_fn || log_muted)
 		return;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
@@ -106,5 +117,36 @@ int vd_parse_size(const char *s, uint64_t *out)
 	if (shift && v > (UINT64_MAX >> shift))
 		return -ERANGE;
 	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+bool vd_same_file(const char *a, const char *b)
+{
+	struct stat sa, sb;
+
+	return !stat(a, &sa) && !stat(b, &sb) && sa.st_dev == sb.st_dev &&
+	       sa.st_ino == sb.st_ino;
+}
+
+void vd_strv_free(char **v, unsigned n)
+{
+	for (unsigned i = 0; v && i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+int vd_strv_add(char ***v, unsigned *n, const char *s)
+{
+	char **nv;
+
+	if (*n >= VD_STRV_MAX)
+		return -E2BIG;
+	nv = reallocarray(*v, *n + 1, sizeof *nv);
+	if (!nv)
+		return -ENOMEM;
+	*v = nv;
+	if (!(nv[*n] = strdup(s)))
+		return -ENOMEM;
+	(*n)++;
 	return 0;
 }

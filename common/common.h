@@ -87,6 +87,9 @@ typedef void vd_log_fn(void *opaque, enum vd_log_level level, const char *msg);
 void vd_log_set(vd_log_fn *fn, void *opaque);
 void vd_log(enum vd_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* on: this thread's messages are dropped until off (a probe whose failure
+ * is an answer, not an error: nested calls count). */
+void vd_log_mute(bool on);
 #define vd_err(...) vd_log(VD_LOG_ERROR, __VA_ARGS__)
 #define vd_warn(...) vd_log(VD_LOG_WARN, __VA_ARGS__)
 
@@ -255,5 +258,31 @@ char *vd_strdup(const char *s);
 /* Parse "10G", "512M", "4096", "1.5T" is not accepted; K/M/G/T/P binary
  * suffixes, optional trailing "B"/"iB". */
 int vd_parse_size(const char *s, uint64_t *out);
+/* Do a and b name one file (stat: device and inode, links followed)? */
+bool vd_same_file(const char *a, const char *b);
+
+/* ---- string vectors -------------------------------------------------------------
+ * A malloc'd array of n malloc'd strings.  vd_strv_add appends a copy of s
+ * (-E2BIG past VD_STRV_MAX entries: bounds a list read from a file);
+ * vd_strv_free(NULL, 0) is a no-op. */
+#define VD_STRV_MAX 4096u
+int vd_strv_add(char ***v, unsigned *n, const char *s);
+void vd_strv_free(char **v, unsigned n);
+
+/* ---- small files written durably (common_io.c) -----------------------------------
+ * vd_write_durable replaces path by text so that a crash leaves the old or
+ * the new file, never a mix:
+ *  W1. the text goes to PATH.tmp (a stale one is replaced), fsynced;
+ *  W2. PATH.tmp is renamed over PATH, then the folder is fsynced.
+ * vd_read_small reads a whole file of at most max bytes, NUL-terminated
+ * (-EFBIG when larger, -ENOENT when none).  Neither reports. */
+int vd_write_durable(const struct vd_io *io, const char *path, const char *text,
+		     size_t len);
+int vd_read_small(const char *path, size_t max, char **out);
+/* Remove PATH.tmp left by a vd_write_durable that never reached W2 (a
+ * crash): only a regular file of this user that no live writer holds (W1
+ * holds a lock on it until it closes).  0 when removed or left for its
+ * writer. */
+int vd_remove_stale_temp(const struct vd_io *io, const char *path);
 
 #endif

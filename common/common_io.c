@@ -1,5 +1,6 @@
-/* common — POSIX I/O ops and the fault-injecting wrapper used by crash
- * tests (layer 0).  See common.h for the contract. */
+/* common — POSIX I/O ops, the fault-injecting wrapper used by crash tests,
+ * and small files written durably over any io (layer 0).  See common.h for
+ * the contract. */
 #define _GNU_SOURCE
 #include "common.h"
 
@@ -274,6 +275,79 @@ void vd_close(struct vd_file *f)
 {
 	if (f)
 		f->ops->close(f);
+}
+
+/* ---- small files ------------------------------------------------------------------ */
+
+int vd_write_durable(const struct vd_io *io, const char *path, const char *text,
+		     size_t len)
+{
+	struct vd_file *f;
+	char *tmp;
+	int err;
+
+	if (asprintf(&tmp, "%s.tmp", path) < 0)
+		return -ENOMEM;
+	io->unlink(io, tmp);
+	err = io->open(io, tmp, VD_O_RDWR | VD_O_CREATE, &f);
+	if (!err && f->ops->lock) /* held until closed: vd_remove_stale_temp keeps off */
+		f->ops->lock(f, &(struct vd_lock_req){ .start = 0, .len = 1, .write = true },
+			     false);
+	if (!err) {
+		err = vd_pwrite(f, text, len, 0); /* W1 */
+		if (!err)
+			err = vd_sync(f);
+		vd_close(f);
+	}
+	if (!err)
+		err = io->rename(io, tmp, path); /* W2 */
+	if (!err)
+		err = io->sync_dir(io, path);
+	free(tmp);
+	return err;
+}
+
+int vd_remove_stale_temp(const struct vd_io *io, const char *path)
+{
+	struct vd_file *f;
+	struct stat st;
+	int err;
+
+	if (lstat(path, &st) || !S_ISREG(st.st_mode) || st.st_uid != geteuid())
+		return 0;
+	if ((err = io->open(io, path, VD_O_RDWR, &f)))
+		return err == -ENOENT ? 0 : err;
+	if (f->ops->lock)
+		err = f->ops->lock(f, &(struct vd_lock_req){ .start = 0, .len = 1, .write = true },
+				   false);
+	if (!err)
+		err = io->unlink(io, path);
+	if (!err)
+		err = io->sync_dir(io, path);
+	vd_close(f);
+	return err == -EAGAIN || err == -ENOENT ? 0 : err;
+}
+
+int vd_read_small(const char *path, size_t max, char **out)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf;
+	size_t n;
+
+	if (!f)
+		return -errno;
+	buf = malloc(max + 1);
+	n = buf ? fread(buf, 1, max + 1, f) : 0;
+	fclose(f);
+	if (!buf)
+		return -ENOMEM;
+	if (n > max) {
+		free(buf);
+		return -EFBIG;
+	}
+	buf[n] = 0;
+	*out = buf;
+	return 0;
 }
 
 /* ---- fault injection -------------------------------------------------------------

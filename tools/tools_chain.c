@@ -8,8 +8,9 @@
 #include <getopt.h>
 #include <stdlib.h>
 
-#include "chain.h"
+#include "group.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_snapshot, tools_cmd_clone;
 
@@ -31,10 +32,10 @@ static int dirty_fail(const char *file, int rc, const char *cmd)
 int tools_chain_create_child(const char *parent, const char *new_path,
 			     enum vmdk_subformat kind, bool force_dirty)
 {
-	struct chain_child_opts o = { .kind = kind,
+	struct group_child_opts o = { .kind = kind,
 				      .flags = force_dirty ? CHAIN_OPEN_DIRTY_OK : 0 };
 	char cmd[512];
-	int rc = chain_create_child_opts(parent, new_path, false, &o, NULL);
+	int rc = group_create_child(parent, new_path, false, &o, NULL);
 
 	snprintf(cmd, sizeof cmd, "vdelta create --force-dirty --parent %s %s", parent,
 		 new_path);
@@ -65,7 +66,7 @@ static int snapshot_run(int argc, char **argv)
 		{"subformat", required_argument, NULL, 't'},
 		{"force-dirty", no_argument, NULL, 'F'},
 		{NULL, 0, NULL, 0}};
-	struct chain_child_opts o = { .kind = CHAIN_DELTA_AUTO };
+	struct group_child_opts o = { .kind = GROUP_DELTA_AUTO };
 	char *new_top, cmd[512];
 	int c, rc;
 
@@ -78,7 +79,7 @@ static int snapshot_run(int argc, char **argv)
 			return rc;
 	if (optind != argc - 1)
 		return tools_usage(&tools_cmd_snapshot, "expected one DISK");
-	rc = chain_snapshot_opts(argv[optind], &o, NULL, &new_top);
+	rc = group_snapshot(argv[optind], &o, NULL, &new_top);
 	snprintf(cmd, sizeof cmd, "vdelta snapshot --force-dirty %s", argv[optind]);
 	if (rc < 0)
 		return dirty_fail(argv[optind], rc, cmd);
@@ -89,22 +90,8 @@ static int snapshot_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_snapshot = {
 	.name = "snapshot",
-	.summary = "freeze a disk's top layer and add an empty delta over it",
-	.usage = "[-t KIND] [--force-dirty] DISK\n"
-		 "\n"
-		 "DISK is the current top.  The top is marked frozen (ddb.vdelta.frozen)\n"
-		 "and never written again; a new empty delta NAME-00000N.vmdk is made\n"
-		 "beside it.  Prints the new top's path: write into that from now on.\n"
-		 "\n"
-		 "  -t, --subformat KIND  the delta's kind: monolithicSparse,\n"
-		 "                        twoGbMaxExtentSparse, vmfsSparse, seSparse.\n"
-		 "                        Default: what the top's product makes there --\n"
-		 "                        over ESXi disks vmfsSparse (NAME-00000N-delta.vmdk;\n"
-		 "                        seSparse from 2 TiB or over seSparse), hosted\n"
-		 "                        sparse otherwise.\n"
-		 "  --force-dirty         freeze DISK even though its uncleanShutdown flag\n"
-		 "                        is set (a writer was interrupted; see vdelta\n"
-		 "                        check DISK)",
+	.writes = true,
+	TOOLS_PAGE(snapshot),
 	.run = snapshot_run,
 };
 
@@ -126,13 +113,13 @@ static int clone_do(enum clone_mode mode, const char *src, const char *dst,
 {
 	switch (mode) {
 	case CLONE_LINKED: {
-		struct chain_child_opts o = { .kind = have_sf ? sf : CHAIN_DELTA_AUTO };
-		return chain_create_child_opts(src, dst, true, &o, NULL);
+		struct group_child_opts o = { .kind = have_sf ? sf : GROUP_DELTA_AUTO };
+		return group_create_child(src, dst, true, &o, NULL);
 	}
 	case CLONE_FROM_CURRENT:
-		return chain_clone_from_current(src, dst, NULL);
+		return group_clone_from_current(src, dst, NULL);
 	default:
-		return chain_clone_full_ex(src, dst, sf, prealloc, NULL);
+		return group_clone_full(src, dst, sf, prealloc, NULL);
 	}
 }
 
@@ -176,25 +163,7 @@ static int clone_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_clone = {
 	.name = "clone",
-	.summary = "make a linked, from-current or full clone of a disk",
-	.usage = "--linked [-t KIND] SNAPSHOT NEW | --from-current DISK NEW | "
-		 "--full [-t SUBFORMAT] [--preallocate] DISK NEW\n"
-		 "\n"
-		 "  --linked        NEW is an empty delta over SNAPSHOT, a frozen layer\n"
-		 "                  (a writable top is refused: snapshot it first)\n"
-		 "  --from-current  NEW gets a copy of DISK's top delta and shares every\n"
-		 "                  layer below it\n"
-		 "  --full          NEW is one independent disk with DISK's content\n"
-		 "  -t SUBFORMAT    for --full: monolithicSparse (default),\n"
-		 "                  twoGbMaxExtentSparse, monolithicFlat,\n"
-		 "                  twoGbMaxExtentFlat, streamOptimized, vmfs (an ESXi\n"
-		 "                  base: NEW.vmdk + NEW-flat.vmdk, importable into a\n"
-		 "                  datastore), vmfsSparse, seSparse\n"
-		 "                  for --linked: the delta kind (as snapshot -t)\n"
-		 "  --preallocate   for --full with a flat kind (vmfs, monolithicFlat,\n"
-		 "                  twoGbMaxExtentFlat): allocate every byte; default\n"
-		 "                  is a sparse file\n"
-		 "\n"
-		 "NEW may be in another folder; parent hints are written relative to it.",
+	.writes = true,
+	TOOLS_PAGE(clone),
 	.run = clone_run,
 };

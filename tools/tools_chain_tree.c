@@ -1,5 +1,5 @@
 /* tools — `vdelta tree DIR...`: the linked-clone groups in some folders
- * (top layer, over chain.h's chain_tree_scan).
+ * (top layer, over chain.h's group_tree_scan).
  *
  * Owns: printing each group (all disks that reach one base) as a tree with
  * per-layer size and how many disks reach it, and per group the space used
@@ -12,17 +12,19 @@
 #include <getopt.h>
 #include <stdlib.h>
 
-#include "chain.h"
+#include "group.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_tree;
 
 static const char *const flag_names[] = {
 	"broken-link", "missing-parent", "orphan", "unreadable", "outside", "capacity-mismatch",
+	"gone", "children-unknown",
 };
 #define NR_FLAGS (sizeof flag_names / sizeof flag_names[0])
 
-static void group_sums(const struct chain_tree *t, unsigned root, uint64_t *used,
+static void group_sums(const struct group_tree *t, unsigned root, uint64_t *used,
 		       uint64_t *full, unsigned *layers)
 {
 	*used = *full = 0;
@@ -36,29 +38,33 @@ static void group_sums(const struct chain_tree *t, unsigned root, uint64_t *used
 	}
 }
 
-static void text_flags(const struct chain_tree_node *n, const struct chain_tree *t)
+static void text_flags(const struct group_tree_node *n, const struct group_tree *t)
 {
 	if (n->frozen)
 		printf("  frozen");
-	if (n->flags & CHAIN_TREE_BROKEN)
+	if (n->flags & GROUP_TREE_BROKEN)
 		printf("  BROKEN LINK: parentCID=%08x, parent CID=%08x", n->parent_cid,
 		       t->nodes[n->parent].cid);
-	if (n->flags & CHAIN_TREE_MISSING)
+	if (n->flags & GROUP_TREE_MISSING)
 		printf("  MISSING PARENT \"%s\"", n->hint);
-	if (n->flags & CHAIN_TREE_CAPACITY)
+	if (n->flags & GROUP_TREE_CAPACITY)
 		printf("  CAPACITY differs from the parent's");
-	if (n->flags & CHAIN_TREE_ORPHAN)
+	if (n->flags & GROUP_TREE_ORPHAN)
 		printf("  orphan (frozen, no child uses it)");
-	if (n->flags & CHAIN_TREE_UNREADABLE)
+	if (n->flags & GROUP_TREE_UNREADABLE)
 		printf("  UNREADABLE");
-	if (n->flags & CHAIN_TREE_OUTSIDE)
+	if (n->flags & GROUP_TREE_OUTSIDE)
 		printf("  (outside the folders scanned)");
+	if (n->flags & GROUP_TREE_UNKNOWN)
+		printf("  children unknown (no record: `vdelta adopt`)");
+	if (n->aliases)
+		printf("  %u other name%s", n->aliases, n->aliases == 1 ? "" : "s");
 }
 
-static void text_node(const struct chain_tree *t, unsigned i, const char *prefix,
+static void text_node(const struct group_tree *t, unsigned i, const char *prefix,
 		      bool last, bool top)
 {
-	const struct chain_tree_node *n = &t->nodes[i];
+	const struct group_tree_node *n = &t->nodes[i];
 	char size[32], *sub;
 	unsigned left = n->nr_children;
 
@@ -75,7 +81,7 @@ static void text_node(const struct chain_tree *t, unsigned i, const char *prefix
 	free(sub);
 }
 
-static void text_tree(const struct chain_tree *t)
+static void text_tree(const struct group_tree *t)
 {
 	for (unsigned i = 0; i < t->nr_nodes; i++) {
 		char u[32], f[32];
@@ -93,9 +99,9 @@ static void text_tree(const struct chain_tree *t)
 	}
 }
 
-static void json_node(struct tools_json *j, const struct chain_tree *t, unsigned i)
+static void json_node(struct tools_json *j, const struct group_tree *t, unsigned i)
 {
-	const struct chain_tree_node *n = &t->nodes[i];
+	const struct group_tree_node *n = &t->nodes[i];
 	char cid[16], pcid[16];
 
 	snprintf(cid, sizeof cid, "%08x", n->cid);
@@ -111,6 +117,7 @@ static void json_node(struct tools_json *j, const struct chain_tree *t, unsigned
 	tools_json_u64(j, "file-bytes", n->file_bytes);
 	tools_json_u64(j, "children", n->nr_children);
 	tools_json_u64(j, "reached-by", n->reach);
+	tools_json_u64(j, "other-names", n->aliases);
 	tools_json_arr_begin(j, "flags");
 	for (unsigned f = 0; f < NR_FLAGS; f++)
 		if (n->flags & (1u << f))
@@ -119,7 +126,7 @@ static void json_node(struct tools_json *j, const struct chain_tree *t, unsigned
 	tools_json_obj_end(j);
 }
 
-static void json_tree(const struct chain_tree *t)
+static void json_tree(const struct group_tree *t)
 {
 	struct tools_json j;
 
@@ -156,7 +163,7 @@ static const struct option tree_opts[] = {
 
 static int tree_run(int argc, char **argv)
 {
-	struct chain_tree *t;
+	struct group_tree *t;
 	bool json = false, bad = false;
 	int c, rc;
 
@@ -167,26 +174,19 @@ static int tree_run(int argc, char **argv)
 	}
 	if (optind >= argc)
 		return tools_usage(&tools_cmd_tree, "expected at least one DIR");
-	rc = chain_tree_scan(argv + optind, (unsigned)(argc - optind), &t);
+	rc = group_tree_scan(argv + optind, (unsigned)(argc - optind), GROUP_SCAN_SIZES, &t);
 	if (rc < 0)
 		return tools_fail(argv[optind], rc);
 	json ? json_tree(t) : text_tree(t);
 	for (unsigned i = 0; i < t->nr_nodes; i++)
-		bad |= (t->nodes[i].flags & (CHAIN_TREE_BROKEN | CHAIN_TREE_MISSING |
-					     CHAIN_TREE_UNREADABLE | CHAIN_TREE_CAPACITY)) != 0;
-	chain_tree_free(t);
+		bad |= (t->nodes[i].flags & (GROUP_TREE_BROKEN | GROUP_TREE_MISSING |
+					     GROUP_TREE_UNREADABLE | GROUP_TREE_CAPACITY)) != 0;
+	group_tree_free(t);
 	return bad ? TOOLS_ERR : TOOLS_OK;
 }
 
 const struct tools_cmd tools_cmd_tree = {
 	.name = "tree",
-	.summary = "show the linked-clone groups of the disks in folders",
-	.usage = "[--json] DIR...\n"
-		 "\n"
-		 "Each group (the disks that reach one base) is printed as a tree: per\n"
-		 "layer its storage and how many disks reach it; per group the space\n"
-		 "used and what full clones would take.  Broken links (CID mismatch),\n"
-		 "missing parents and orphaned snapshots are flagged; the exit status\n"
-		 "is 1 when a link is broken or a parent missing.",
+	TOOLS_PAGE(tree),
 	.run = tree_run,
 };

@@ -1,15 +1,17 @@
 /* tools — `vdelta consolidate`: collapse a disk's unshared layers (top
- * layer, over chain_group_consolidate).
+ * layer, over group_consolidate).
  *
  * Owns: the options (--keep LAYER..., --scan DIR..., --all DIR, -p), the
  * per-disk plan output (tools_group.c's format), and for --all the depth
- * of each disk and the space of the folder before and after.
+ * of each disk and the space of the folder before and after (the folder
+ * loaded once: consolidating N disks costs one scan).
  */
 #include <getopt.h>
 #include <stdlib.h>
 
-#include "chain.h"
+#include "group.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_consolidate;
 
@@ -32,25 +34,38 @@ struct cons_args {
 	unsigned nr_scan, nr_keep;
 };
 
-int tools_consolidate_disk(const char *disk, char *const *scan, unsigned nr_scan,
-			   char *const *keep, unsigned nr_keep, unsigned flags, bool json,
-			   bool force_progress)
+static int consolidate_one(struct group *g, const char *disk, char *const *keep,
+			   unsigned nr_keep, unsigned flags, bool json, bool force_progress)
 {
-	struct chain_plan plan = {0};
+	struct group_plan plan = {0};
 	struct tools_progress pr;
 	int rc;
 
 	tools_group_progress(&plan, &pr, force_progress);
-	rc = chain_group_consolidate(disk, scan, nr_scan, keep, nr_keep, flags, NULL, &plan);
+	rc = group_consolidate(g, disk, keep, nr_keep, flags, NULL, &plan);
 	tools_progress_end(&pr, pr.total);
-
+	plan.scanned = group_scanned(g, &plan.nr_scanned);
 	if (rc >= 0)
-		tools_group_print(&plan, flags & CHAIN_GROUP_DRY_RUN, json);
-	chain_plan_free(&plan);
+		tools_group_print(&plan, flags & GROUP_DRY_RUN, json);
+	group_plan_free(&plan);
 	return rc < 0 ? tools_fail(disk, rc) : TOOLS_OK;
 }
 
-static unsigned depth_of(const struct chain_tree *t, unsigned i)
+int tools_consolidate_disk(const char *disk, char *const *scan, unsigned nr_scan,
+			   char *const *keep, unsigned nr_keep, unsigned flags, bool json,
+			   bool force_progress)
+{
+	struct group *g;
+	int rc = group_load(disk, scan, nr_scan, NULL, &g);
+
+	if (rc < 0)
+		return tools_fail(disk, rc);
+	rc = consolidate_one(g, disk, keep, nr_keep, flags, json, force_progress);
+	group_free(g);
+	return rc;
+}
+
+static unsigned depth_of(const struct group_tree *t, unsigned i)
 {
 	unsigned n = 0;
 
@@ -59,7 +74,7 @@ static unsigned depth_of(const struct chain_tree *t, unsigned i)
 	return n;
 }
 
-static uint64_t space_of(const struct chain_tree *t)
+static uint64_t space_of(const struct group_tree *t)
 {
 	uint64_t sum = 0;
 
@@ -68,36 +83,66 @@ static uint64_t space_of(const struct chain_tree *t)
 	return sum;
 }
 
-/* --all DIR: every disk (leaf) found under DIR. */
-static int consolidate_all(char *dir, const struct cons_args *a)
+static bool is_disk(const struct group_tree_node *n)
 {
-	struct chain_tree *t, *after;
+	return !n->nr_children && !(n->flags & (GROUP_TREE_OUTSIDE | GROUP_TREE_GONE));
+}
+
+/* The disks (leaves) of the folder, with their depth before. */
+static int disks_of(const struct group_tree *t, char ***disks, unsigned *nr)
+{
+	int err = 0;
+
+	for (unsigned i = 0; !err && i < t->nr_nodes; i++)
+		if (is_disk(&t->nodes[i])) {
+			printf("%s: depth %u before\n", t->nodes[i].path, depth_of(t, i));
+			err = vd_strv_add(disks, nr, t->nodes[i].path);
+		}
+	return err;
+}
+
+/* The depth of each disk and the folder's space, after. */
+static int report_after(char *dir, uint64_t before)
+{
+	struct group_tree *t;
 	char h1[32], h2[32];
-	int rc = chain_tree_scan(&dir, 1, &t), worst = TOOLS_OK;
+	int rc = group_tree_scan(&dir, 1, 0, &t);
 
 	if (rc < 0)
 		return tools_fail(dir, rc);
-	for (unsigned i = 0; i < t->nr_nodes; i++) {
-		if (t->nodes[i].nr_children || (t->nodes[i].flags & CHAIN_TREE_OUTSIDE))
-			continue;
-		printf("%s: depth %u before\n", t->nodes[i].path, depth_of(t, i));
-		rc = tools_consolidate_disk(t->nodes[i].path, &dir, 1, a->keep, a->nr_keep,
-					    a->flags, a->json, a->progress);
+	for (unsigned i = 0; i < t->nr_nodes; i++)
+		if (is_disk(&t->nodes[i]))
+			printf("%s: depth %u after\n", t->nodes[i].path, depth_of(t, i));
+	printf("%s: space %s before, %s after\n", dir,
+	       tools_human_size(before, h1, sizeof h1),
+	       tools_human_size(space_of(t), h2, sizeof h2));
+	group_tree_free(t);
+	return TOOLS_OK;
+}
+
+/* --all DIR: every disk (leaf) found under DIR, the folder loaded once. */
+static int consolidate_all(char *dir, const struct cons_args *a)
+{
+	struct group *g;
+	char **disks = NULL;
+	unsigned nr = 0;
+	uint64_t before;
+	int rc = group_load(NULL, &dir, 1, NULL, &g), worst = TOOLS_OK;
+
+	if (rc < 0)
+		return tools_fail(dir, rc);
+	before = space_of(group_nodes(g));
+	if ((rc = disks_of(group_nodes(g), &disks, &nr)) < 0)
+		worst = tools_fail(dir, rc);
+	for (unsigned i = 0; i < nr; i++) {
+		rc = consolidate_one(g, disks[i], a->keep, a->nr_keep, a->flags, a->json,
+				     a->progress);
 		worst = rc != TOOLS_OK ? rc : worst;
 	}
-	if ((rc = chain_tree_scan(&dir, 1, &after)) < 0) {
-		chain_tree_free(t);
-		return tools_fail(dir, rc);
-	}
-	for (unsigned i = 0; i < after->nr_nodes; i++)
-		if (!after->nodes[i].nr_children && !(after->nodes[i].flags & CHAIN_TREE_OUTSIDE))
-			printf("%s: depth %u after\n", after->nodes[i].path, depth_of(after, i));
-	printf("%s: space %s before, %s after\n", dir,
-	       tools_human_size(space_of(t), h1, sizeof h1),
-	       tools_human_size(space_of(after), h2, sizeof h2));
-	chain_tree_free(t);
-	chain_tree_free(after);
-	return worst;
+	vd_strv_free(disks, nr);
+	group_free(g);
+	rc = report_after(dir, before);
+	return worst != TOOLS_OK ? worst : rc;
 }
 
 static int cons_run(int argc, char **argv)
@@ -109,7 +154,7 @@ static int cons_run(int argc, char **argv)
 		if (c == 'p')
 			a.progress = true;
 		else if (c == 'n')
-			a.flags |= CHAIN_GROUP_DRY_RUN;
+			a.flags |= GROUP_DRY_RUN;
 		else if (c == 'j')
 			a.json = true;
 		else if (c == 'a')
@@ -132,23 +177,7 @@ static int cons_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_consolidate = {
 	.name = "consolidate",
-	.summary = "collapse a disk's unshared snapshot layers (shared ones untouched)",
-	.usage = "[--dry-run] [--json] [-p] [--keep LAYER]... [--scan DIR]... DISK | --all DIR\n"
-		 "\n"
-		 "Every layer of DISK between its top and the first layer another disk\n"
-		 "reaches, except the kept ones, is merged with its parent, lowest\n"
-		 "first, in the direction that copies fewer bytes: the layer into its\n"
-		 "parent (\"write\" in the plan) or the parent into the layer (\"pull\":\n"
-		 "the layer then hangs from the grandparent, or becomes a base).  The\n"
-		 "top stays where it is, the content is identical, shared layers are\n"
-		 "untouched.\n"
-		 "\n"
-		 "  -n, --dry-run  print the plan and stop\n"
-		 "  --json         the plan / the result as JSON\n"
-		 "  -p, --progress show progress even when stderr is not a terminal\n"
-		 "  --keep LAYER   do not merge LAYER away (nor its parent into it)\n"
-		 "  --scan DIR     look for more disks under DIR\n"
-		 "  --all DIR      every disk found under DIR; prints each disk's depth\n"
-		 "                 and the folder's space before and after",
+	.writes = true,
+	TOOLS_PAGE(consolidate),
 	.run = cons_run,
 };

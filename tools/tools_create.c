@@ -8,8 +8,9 @@
 #include <limits.h>
 #include <stdlib.h>
 
-#include "chain.h"
+#include "group.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_create;
 
@@ -109,7 +110,7 @@ static int create_run(int argc, char **argv)
 		return tools_usage(&tools_cmd_create, "expected one FILE");
 	if (parent) /* a delta: size and format come from the parent (or -t) */
 		return tools_chain_create_child(parent, argv[optind],
-						have_sf ? o.subformat : CHAIN_DELTA_AUTO,
+						have_sf ? o.subformat : GROUP_DELTA_AUTO,
 						force_dirty);
 	if (force_dirty)
 		return tools_usage(&tools_cmd_create, "--force-dirty goes with --parent");
@@ -123,26 +124,7 @@ static int create_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_create = {
 	.name = "create",
-	.summary = "create a new, empty VMDK disk",
-	.usage = "-s SIZE [-t SUBFORMAT] [--adapter A] [--hwversion N] "
-		 "[--zeroed-grain] FILE\n"
-		 "\n"
-		 "  -s, --size SIZE       virtual size; K, M, G, T suffixes (binary)\n"
-		 "  -t, --subformat SF    monolithicSparse (default), twoGbMaxExtentSparse,\n"
-		 "                        monolithicFlat, twoGbMaxExtentFlat, streamOptimized,\n"
-		 "                        vmfs (ESXi base: NAME-flat.vmdk), vmfsSparse, seSparse\n"
-		 "                        (ESXi deltas: NAME-delta.vmdk, NAME-sesparse.vmdk)\n"
-		 "      --adapter A       ide (default), lsilogic, buslogic, legacyESX,\n"
-		 "                        lsisas1068, pvscsi\n"
-		 "      --hwversion N     virtual hardware version (default 4)\n"
-		 "      --zeroed-grain    sparse: version 2 with zeroed-grain entries\n"
-		 "      --parent PARENT   a blank delta over PARENT (freezes PARENT; size\n"
-		 "                        follows it; the kind is what PARENT's product\n"
-		 "                        makes: vmfsSparse or seSparse over ESXi disks,\n"
-		 "                        hosted sparse otherwise; -t chooses)\n"
-		 "      --force-dirty     with --parent: freeze PARENT even though its\n"
-		 "                        uncleanShutdown flag is set (see vdelta check)\n"
-		 "\n"
-		 "Refuses to overwrite an existing file.",
+	.writes = true,
+	TOOLS_PAGE(create),
 	.run = create_run,
 };

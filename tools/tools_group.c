@@ -11,8 +11,9 @@
 #include <getopt.h>
 #include <stdlib.h>
 
-#include "chain.h"
+#include "group.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 #define MAX_SCAN 64u
 
@@ -39,13 +40,13 @@ static int parse(const struct tools_cmd *cmd, int argc, char **argv,
 
 	while ((c = getopt_long(argc, argv, "np", group_opts, NULL)) != -1) {
 		if (c == 'n')
-			a->flags |= CHAIN_GROUP_DRY_RUN;
+			a->flags |= GROUP_DRY_RUN;
 		else if (c == 'j')
 			a->json = true;
 		else if (c == 'p')
 			a->force_progress = true;
 		else if (c == 'o' && allow_orphans)
-			a->flags |= CHAIN_GROUP_ORPHANS;
+			a->flags |= GROUP_ORPHANS;
 		else if (c == 's' && a->nr_scan < MAX_SCAN)
 			a->scan[a->nr_scan++] = optarg;
 		else if (c == 's')
@@ -56,11 +57,11 @@ static int parse(const struct tools_cmd *cmd, int argc, char **argv,
 	}
 	if (optind != argc - 1)
 		return tools_usage(cmd, "expected one DISK");
-	a->dry_run = a->flags & CHAIN_GROUP_DRY_RUN;
+	a->dry_run = a->flags & GROUP_DRY_RUN;
 	return TOOLS_OK;
 }
 
-static void print_json(const struct chain_plan *p, bool dry_run)
+static void print_json(const struct group_plan *p, bool dry_run)
 {
 	struct tools_json j;
 
@@ -70,12 +71,17 @@ static void print_json(const struct chain_plan *p, bool dry_run)
 	tools_json_bool(&j, "dry_run", dry_run);
 	tools_json_arr_begin(&j, "steps");
 	for (unsigned i = 0; i < p->nr_steps; i++) {
+		bool rec = p->steps[i].kind == GROUP_STEP_RECORD;
 		tools_json_obj_begin(&j, NULL);
-		tools_json_str(&j, "action", chain_step_name(p->steps[i].kind));
+		tools_json_str(&j, "action", group_plan_step_name(p->steps[i].kind));
 		tools_json_str(&j, "path", p->steps[i].path);
-		tools_json_u64(&j, "bytes", p->steps[i].bytes);
+		tools_json_u64(&j, rec ? "children" : "bytes", p->steps[i].bytes);
 		tools_json_obj_end(&j);
 	}
+	tools_json_arr_end(&j);
+	tools_json_arr_begin(&j, "scanned");
+	for (unsigned i = 0; i < p->nr_scanned; i++)
+		tools_json_str(&j, NULL, p->scanned[i]);
 	tools_json_arr_end(&j);
 	tools_json_u64(&j, "copy_bytes", p->copy_bytes);
 	tools_json_u64(&j, "space_needed", p->space_needed);
@@ -84,18 +90,25 @@ static void print_json(const struct chain_plan *p, bool dry_run)
 	tools_json_obj_end(&j);
 }
 
-static void print_text(const struct chain_plan *p, bool dry_run)
+static void print_text(const struct group_plan *p, bool dry_run)
 {
 	char h1[32], h2[32], h3[32];
 
 	printf("%s%s:%s\n", p->op, dry_run ? " (dry run: nothing changed)" : "",
 	       p->nr_steps ? "" : " nothing to do");
+	if (p->nr_scanned)
+		printf("  scanned:  ");
+	for (unsigned i = 0; i < p->nr_scanned; i++)
+		printf("%s%s", p->scanned[i], i + 1 < p->nr_scanned ? ", " : "\n");
 	if (!p->nr_steps)
 		return;
 	for (unsigned i = 0; i < p->nr_steps; i++) {
-		const struct chain_plan_step *s = &p->steps[i];
-		printf("  %-9s %s", chain_step_name(s->kind), s->path);
-		if (s->bytes)
+		const struct group_plan_step *s = &p->steps[i];
+		printf("  %-9s %s", group_plan_step_name(s->kind), s->path);
+		if (s->kind == GROUP_STEP_RECORD)
+			printf("  (%llu child%s)", (unsigned long long)s->bytes,
+			       s->bytes == 1 ? "" : "ren");
+		else if (s->bytes)
 			printf("  (%s)", tools_human_size(s->bytes, h1, sizeof h1));
 		putchar('\n');
 	}
@@ -107,7 +120,7 @@ static void print_text(const struct chain_plan *p, bool dry_run)
 		printf("disk: %s\n", p->result);
 }
 
-void tools_group_print(const struct chain_plan *p, bool dry_run, bool json)
+void tools_group_print(const struct group_plan *p, bool dry_run, bool json)
 {
 	json ? print_json(p, dry_run) : print_text(p, dry_run);
 }
@@ -120,7 +133,7 @@ static void on_progress(void *opaque, uint64_t done, uint64_t total)
 	tools_progress_update(pr, done);
 }
 
-void tools_group_progress(struct chain_plan *plan, struct tools_progress *pr, bool force)
+void tools_group_progress(struct group_plan *plan, struct tools_progress *pr, bool force)
 {
 	tools_progress_init(pr, 0, force);
 	plan->progress = on_progress;
@@ -130,24 +143,22 @@ void tools_group_progress(struct chain_plan *plan, struct tools_progress *pr, bo
 int tools_group_run(const char *disk, char *const *scan, unsigned nr_scan,
 		    unsigned flags, bool json, bool force_progress, tools_group_op *op)
 {
-	struct chain_plan plan = {0};
+	struct group_plan plan = {0};
 	struct tools_progress pr;
-	struct chain_group *g;
-	int rc = chain_group_load(disk, scan, nr_scan, NULL, &g);
+	struct group *g;
+	int rc = group_load(disk, scan, nr_scan, NULL, &g);
 
 	if (rc < 0)
 		return tools_fail(disk, rc);
 	tools_group_progress(&plan, &pr, force_progress);
 	rc = op(g, disk, flags, NULL, &plan);
 	tools_progress_end(&pr, pr.total);
-	chain_group_free(g);
-	if (rc < 0) {
-		chain_plan_free(&plan);
-		return tools_fail(disk, rc);
-	}
-	tools_group_print(&plan, flags & CHAIN_GROUP_DRY_RUN, json);
-	chain_plan_free(&plan);
-	return TOOLS_OK;
+	plan.scanned = group_scanned(g, &plan.nr_scanned);
+	if (rc >= 0)
+		tools_group_print(&plan, flags & GROUP_DRY_RUN, json);
+	group_plan_free(&plan);
+	group_free(g);
+	return rc < 0 ? tools_fail(disk, rc) : TOOLS_OK;
 }
 
 int tools_group_main(const struct tools_cmd *cmd, int argc, char **argv,
@@ -161,3 +172,44 @@ int tools_group_main(const struct tools_cmd *cmd, int argc, char **argv,
 	return tools_group_run(argv[optind], a.scan, a.nr_scan, a.flags, a.json,
 			       a.force_progress, op);
 }
+
+/* ---- vdelta adopt -------------------------------------------------------------------------- */
+
+extern const struct tools_cmd tools_cmd_adopt;
+
+static int adopt_run(int argc, char **argv)
+{
+	struct group_args a = {0};
+	struct group_plan plan = {0};
+	struct group *g;
+	int c, rc;
+
+	while ((c = getopt_long(argc, argv, "n", group_opts, NULL)) != -1) {
+		if (c == 'n')
+			a.flags |= GROUP_DRY_RUN;
+		else if (c == 'j')
+			a.json = true;
+		else
+			return tools_usage(&tools_cmd_adopt, c == '?' ? NULL :
+					   "--dry-run and --json only");
+	}
+	if (optind == argc)
+		return tools_usage(&tools_cmd_adopt, "expected DIR...");
+	rc = group_load(NULL, argv + optind, (unsigned)(argc - optind), NULL, &g);
+	if (rc < 0)
+		return tools_fail(argv[optind], rc);
+	rc = group_adopt(g, a.flags, NULL, &plan);
+	plan.scanned = group_scanned(g, &plan.nr_scanned);
+	if (rc >= 0)
+		tools_group_print(&plan, a.flags & GROUP_DRY_RUN, a.json);
+	group_plan_free(&plan);
+	group_free(g);
+	return rc < 0 ? tools_fail(argv[optind], rc) : TOOLS_OK;
+}
+
+const struct tools_cmd tools_cmd_adopt = {
+	.name = "adopt",
+	TOOLS_PAGE(adopt),
+	.run = adopt_run,
+	.writes = true,
+};

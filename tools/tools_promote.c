@@ -1,13 +1,14 @@
 /* tools — `vdelta promote [--unlink] DISK` (vSphere PromoteDisks) (top
- * layer, over chain_group_promote_unlink / chain_group_consolidate).
+ * layer, over group_promote_unlink / group_consolidate).
  *
  * Owns: the command's options and usage; without --unlink it is
  * `consolidate DISK` (tools_consolidate.c).
  */
 #include <getopt.h>
 
-#include "chain.h"
+#include "group.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_promote;
 
@@ -35,7 +36,7 @@ static int promote_run(int argc, char **argv)
 		else if (c == 'u')
 			unlink = true;
 		else if (c == 'n')
-			flags |= CHAIN_GROUP_DRY_RUN;
+			flags |= GROUP_DRY_RUN;
 		else if (c == 'j')
 			json = true;
 		else if (c == 's' && nr_scan < MAX_SCAN)
@@ -48,25 +49,14 @@ static int promote_run(int argc, char **argv)
 		return tools_usage(&tools_cmd_promote, "expected one DISK");
 	if (unlink)
 		return tools_group_run(argv[optind], scan, nr_scan, flags, json, progress,
-				       chain_group_promote_unlink);
+				       group_promote_unlink);
 	return tools_consolidate_disk(argv[optind], scan, nr_scan, NULL, 0, flags, json,
 				      progress);
 }
 
 const struct tools_cmd tools_cmd_promote = {
 	.name = "promote",
-	.summary = "consolidate a disk, or with --unlink give it its own copy of shared layers",
-	.usage = "[--unlink] [--dry-run] [--json] [-p] [--scan DIR]... DISK\n"
-		 "\n"
-		 "Without --unlink: `vdelta consolidate DISK`.  With --unlink: DISK's\n"
-		 "lowest layer that no other disk reaches is rewritten with everything\n"
-		 "DISK reads from the shared layers below it (same CID, so DISK's other\n"
-		 "layers stay valid): DISK reaches no shared layer any more; the other\n"
-		 "disks are unaffected.  A DISK that another disk reaches is refused.\n"
-		 "\n"
-		 "  -n, --dry-run  print the plan and stop\n"
-		 "  --json         the plan / the result as JSON\n"
-		 "  -p, --progress show progress even when stderr is not a terminal\n"
-		 "  --scan DIR     look for more disks under DIR",
+	.writes = true,
+	TOOLS_PAGE(promote),
 	.run = promote_run,
 };

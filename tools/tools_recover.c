@@ -1,22 +1,28 @@
-/* tools — recovery of interrupted group operations before any command runs
- * (top layer, over chain_group_intents_near and chain_group_recover).
+/* tools — the front door of every command, and `vdelta recover` (top
+ * layer, over group_recover_near and group_recover).
  *
- * Owns: for every argument of a command that names a VMDK file (a mount
- * argument DISK:MODE by its DISK), finding the intent records beside the
- * layers of its chain and finishing or rolling back their operations, so
- * that `info`, `digest`, `map`, `mount`, `snapshot`... read a disk in its
- * old or its new state, never in the middle of a commit (whose child link
- * is stale until it ends).  Finding is silent (a raw file, a broken chain:
- * the command reports those itself); recovery reports what it does and
- * what fails, and the command runs either way.
+ * Owns: which arguments of a command name a VMDK file (a mount argument
+ * DISK:MODE by its DISK), each handed to the group layer's recovery before
+ * the command runs: a command that writes (its table entry says so) has
+ * the interrupted operations near its disks finished first, so `snapshot`
+ * or `clone` never builds on a disk in the middle of a commit; one that
+ * only reads (`info`, `digest`, `map`, `check`) has them reported with the
+ * command that finishes them, and changes nothing.  A raw file or a broken
+ * chain is the command's to report; the command runs either way.
+ * `vdelta recover` finishes (or with --dry-run lists) the interrupted
+ * operations near disks, in folders, or of named records.
  */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "chain.h"
+#include "group.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 /* arg as a regular file: itself, or DISK of DISK:MODE; NULL when neither. */
 static char *file_arg(const char *arg)
@@ -37,42 +43,102 @@ static char *file_arg(const char *arg)
 	return p;
 }
 
-/* arg's VMDK file (malloc'd), or NULL when it names none. */
-static char *vmdk_arg(const char *arg)
+static void recover_arg(const char *arg, bool finish)
 {
 	enum tools_fmt fmt = TOOLS_FMT_RAW;
 	char *path = file_arg(arg);
+	int rc = path ? 0 : -1;
 
-	if (path && (tools_fmt_detect(path, &fmt) || fmt != TOOLS_FMT_VMDK)) {
-		free(path);
-		path = NULL;
-	}
-	return path;
-}
-
-/* The records near every disk argument, found in one pass (each folder
- * read once: a mount of many clones in one folder stays linear). */
-void tools_recover_args(int argc, char **argv)
-{
-	char **paths = calloc((size_t)argc, sizeof *paths), **recs = NULL;
-	unsigned nr_paths = 0, nr = 0;
-
-	if (!paths)
-		return;
 	tools_log_quiet(true);
-	for (int i = 1; i < argc; i++)
-		if ((paths[nr_paths] = vmdk_arg(argv[i])))
-			nr_paths++;
-	if (nr_paths)
-		chain_group_intents_near_all((const char *const *)paths, nr_paths, &recs, &nr);
+	if (!rc)
+		rc = tools_fmt_detect(path, &fmt);
 	tools_log_quiet(false);
-	for (unsigned i = 0; i < nr; i++) {
-		if (!access(recs[i], F_OK)) /* one recovery may have ended another */
-			chain_group_recover(recs[i], NULL);
-		free(recs[i]);
-	}
-	free(recs);
-	for (unsigned i = 0; i < nr_paths; i++)
-		free(paths[i]);
-	free(paths);
+	if (!rc && fmt == TOOLS_FMT_VMDK)
+		group_recover_near(path, finish ? GROUP_RECOVER_FINISH : 0, NULL, NULL);
+	free(path);
 }
+
+void tools_recover_args(int argc, char **argv, bool finish)
+{
+	for (int i = 1; i < argc; i++)
+		recover_arg(argv[i], finish);
+}
+
+/* ---- vdelta recover ------------------------------------------------------------------- */
+
+extern const struct tools_cmd tools_cmd_recover;
+
+static bool is_record(const char *path)
+{
+	size_t n = strlen(path), k = strlen(GROUP_INTENT_SUFFIX);
+
+	return n > k && !strcmp(path + n - k, GROUP_INTENT_SUFFIX);
+}
+
+/* The records under a folder (recursively, as tree scans). */
+static int recover_dir(char *dir, unsigned flags, unsigned *found)
+{
+	struct group_tree *t;
+	int rc = group_tree_scan(&dir, 1, 0, &t), first = 0;
+
+	if (rc < 0)
+		return rc;
+	for (unsigned i = 0; i < t->nr_intents; i++) {
+		rc = group_recover(t->intents[i], flags, NULL);
+		first = first ? first : rc;
+	}
+	*found += t->nr_intents;
+	group_tree_free(t);
+	return first;
+}
+
+static int recover_one(char *arg, unsigned flags, unsigned *found)
+{
+	struct stat st;
+	unsigned n = 0;
+	int rc;
+
+	if (stat(arg, &st))
+		return -errno;
+	if (S_ISDIR(st.st_mode))
+		return recover_dir(arg, flags, found);
+	if (is_record(arg)) {
+		(*found)++;
+		return group_recover(arg, flags, NULL);
+	}
+	rc = group_recover_near(arg, flags, NULL, &n);
+	*found += n;
+	return rc;
+}
+
+static int recover_run(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"dry-run", no_argument, NULL, 'n'}, {NULL, 0, NULL, 0},
+	};
+	unsigned flags = GROUP_RECOVER_FINISH, found = 0;
+	int c, worst = TOOLS_OK;
+
+	while ((c = getopt_long(argc, argv, "n", opts, NULL)) != -1) {
+		if (c != 'n')
+			return tools_usage(&tools_cmd_recover, NULL);
+		flags = 0;
+	}
+	if (optind == argc)
+		return tools_usage(&tools_cmd_recover, "expected DISK, DIR or RECORD");
+	for (int i = optind; i < argc; i++) {
+		int rc = recover_one(argv[i], flags, &found);
+		if (rc < 0)
+			worst = tools_fail(argv[i], rc);
+	}
+	printf("%u interrupted operation%s %s\n", found, found == 1 ? "" : "s",
+	       flags ? "found and handled" : "found (dry run: nothing changed)");
+	return worst;
+}
+
+const struct tools_cmd tools_cmd_recover = {
+	.name = "recover",
+	TOOLS_PAGE(recover),
+	.run = recover_run,
+	.writes = true,
+};

@@ -1,5 +1,5 @@
 /* tools — `vdelta relocate --mode MODE DISK DIR`: move a disk's layers to
- * another folder (top layer, over chain_group_relocate).
+ * another folder (top layer, over group_relocate).
  *
  * Owns: the options (--mode, --dry-run, --json, --scan DIR..., -p) and the
  * usage text; tools_group.c loads the group, shows progress and prints.
@@ -7,8 +7,9 @@
 #include <getopt.h>
 #include <string.h>
 
-#include "chain.h"
+#include "group.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_relocate;
 
@@ -25,12 +26,12 @@ static const struct option reloc_opts[] = {
 
 /* The destination and mode, for the group operation below. */
 static const char *reloc_dir;
-static enum chain_relocate_mode reloc_mode;
+static enum group_relocate_mode reloc_mode;
 
-static int reloc_op(struct chain_group *g, const char *disk, unsigned flags,
-		    const struct vd_io *io, struct chain_plan *plan)
+static int reloc_op(struct group *g, const char *disk, unsigned flags,
+		    const struct vd_io *io, struct group_plan *plan)
 {
-	return chain_group_relocate(g, disk, reloc_dir, reloc_mode, flags, io, plan);
+	return group_relocate(g, disk, reloc_dir, reloc_mode, flags, io, plan);
 }
 
 static int parse_mode(const char *s)
@@ -54,7 +55,7 @@ static int reloc_run(int argc, char **argv)
 		if (c == 'm' && (mode = parse_mode(optarg)) < 0)
 			return tools_usage(&tools_cmd_relocate, "unknown mode '%s'", optarg);
 		else if (c == 'n')
-			flags |= CHAIN_GROUP_DRY_RUN;
+			flags |= GROUP_DRY_RUN;
 		else if (c == 'j')
 			json = true;
 		else if (c == 'p')
@@ -69,39 +70,14 @@ static int reloc_run(int argc, char **argv)
 		return tools_usage(&tools_cmd_relocate, "--mode is required");
 	if (optind != argc - 2)
 		return tools_usage(&tools_cmd_relocate, "expected DISK and DIR");
-	reloc_mode = (enum chain_relocate_mode)mode;
+	reloc_mode = (enum group_relocate_mode)mode;
 	reloc_dir = argv[optind + 1];
 	return tools_group_run(argv[optind], scan, nr_scan, flags, json, force, reloc_op);
 }
 
 const struct tools_cmd tools_cmd_relocate = {
 	.name = "relocate",
-	.summary = "move a disk's layers to another folder (shared layers copied, never moved)",
-	.usage = "--mode child-most|share|no-share [--dry-run] [--json] [-p] [--scan DIR]... DISK DIR\n"
-		 "\n"
-		 "Moves DISK (its top layer) into the existing folder DIR.\n"
-		 "  child-most  the top only; its parent hint points where the parent stays\n"
-		 "  no-share    every layer of DISK's chain: the ones no other disk reaches\n"
-		 "              are moved, shared ones copied (the originals stay); the\n"
-		 "              disk in DIR reaches nothing outside DIR\n"
-		 "  share       as no-share, but a layer already in DIR under the same name\n"
-		 "              with the same CID, content and allocation is reattached,\n"
-		 "              not copied: relocating the clones of a group one by one\n"
-		 "              keeps one base in DIR\n"
-		 "Copies keep their CID; every file is copied byte for byte (holes kept),\n"
-		 "fsynced and compared before the source goes.  Refused, with nothing\n"
-		 "changed, when DISK is shared or a snapshot layer, or a name in DIR is\n"
-		 "taken by a file that is not the same layer.  Disks are found in the\n"
-		 "folders of DISK and of its base (recursively) and in each --scan DIR.\n"
-		 "\n"
-		 "  --mode MODE    child-most, share or no-share (required)\n"
-		 "  -n, --dry-run  print the plan (layers created, kept, removed; bytes to\n"
-		 "                 copy; space needed and free) and stop\n"
-		 "  --json         the plan / the result as JSON\n"
-		 "  -p             show progress even when stderr is not a terminal\n"
-		 "  --scan DIR     look for more disks under DIR\n"
-		 "\n"
-		 "Safe to interrupt: the next group command on DISK (or on the disk in\n"
-		 "DIR) finishes the move or rolls it back.",
+	.writes = true,
+	TOOLS_PAGE(relocate),
 	.run = reloc_run,
 };

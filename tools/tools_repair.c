@@ -1,11 +1,11 @@
 /* tools — `vdelta check --repair [--dry-run] [--json] LAYER` (top layer,
- * over chain_repair).
+ * over group_repair).
  *
  * Owns: running the repair, printing what was done (the plan format of
  * the group commands), and checking the layer again afterwards: exit 0
  * only when vmdk_check then finds nothing.
  */
-#include "chain.h"
+#include "group.h"
 #include "tools.h"
 
 static int recheck(const char *path, bool quiet)
@@ -32,19 +32,8 @@ static int recheck(const char *path, bool quiet)
 
 int tools_repair_run(const char *path, bool dry_run, bool json)
 {
-	struct chain_plan plan = {0};
-	struct tools_progress pr;
-	int rc;
+	int rc = tools_group_run(path, NULL, 0, dry_run ? GROUP_DRY_RUN : 0, json, false,
+				 group_repair); /* compaction moves data: progress */
 
-	tools_group_progress(&plan, &pr, false); /* compaction moves data */
-	rc = chain_repair(path, dry_run ? CHAIN_GROUP_DRY_RUN : 0, NULL, &plan);
-	tools_progress_end(&pr, pr.total);
-
-	if (rc < 0) {
-		chain_plan_free(&plan);
-		return tools_fail(path, rc);
-	}
-	tools_group_print(&plan, dry_run, json);
-	chain_plan_free(&plan);
-	return dry_run ? TOOLS_OK : recheck(path, json);
+	return rc != TOOLS_OK || dry_run ? rc : recheck(path, json);
 }

@@ -47,6 +47,11 @@ enum {
 	 * out.  For disks from untrusted sources.  Default: VMware's and
 	 * qemu's rule (absolute and relative names alike, anywhere). */
 	VMDK_OPEN_STRICT_PATHS = 4,
+	/* A read-write open applies STRICT_PATHS, and refuses a flat extent
+	 * file shorter than the extent it holds (a write would grow a file
+	 * that is not the disk's): this flag lets a writer use extent files
+	 * outside the folder (a raw device named by absolute path). */
+	VMDK_OPEN_OUTSIDE_OK = 8,
 };
 
 /* Open the disk whose descriptor (or single-file image) is at `path`.
@@ -150,6 +155,11 @@ enum {
 };
 int vmdk_lock(struct vmdk_disk *d, unsigned held, unsigned denied);
 void vmdk_unlock(struct vmdk_disk *d);
+/* The same bytes on one file the caller opened (a file an operation
+ * removes or replaces, whose disk may no longer open): -EAGAIN, reported
+ * naming the path and the holder, when another open of it conflicts.
+ * Released when the file is closed. */
+int vmdk_lock_file(struct vd_file *f, const char *path, unsigned held, unsigned denied);
 
 /* ---- create -------------------------------------------------------------------------- */
 
@@ -204,6 +214,8 @@ const char *vmdk_extent_kind_name(enum vmdk_extent_kind k);
 
 enum vmdk_access { VMDK_ACCESS_RW, VMDK_ACCESS_RDONLY, VMDK_ACCESS_NOACCESS };
 
+#define VMDK_FLAG_ZEROED_GRAIN 0x4u
+
 struct vmdk_extent_info {
 	enum vmdk_extent_kind kind;
 	enum vmdk_access access;
@@ -214,7 +226,8 @@ struct vmdk_extent_info {
 	uint64_t file_offset;      /* FLAT: byte offset in the file */
 	uint64_t file_size;        /* bytes on disk (st_size) */
 	uint64_t allocated;        /* bytes of guest data stored (grains) */
-	/* sparse header fields (0 for non-sparse kinds) */
+	/* sparse header fields (0 for non-sparse kinds); flags bit
+	 * VMDK_FLAG_ZEROED_GRAIN: the tables may hold zeroed grains (GTE 1) */
 	uint32_t version, flags;
 	uint64_t header_capacity_sectors, grain_size_sectors;
 	uint64_t descriptor_offset_sectors, descriptor_size_sectors;

@@ -238,13 +238,22 @@ static int check_strict(struct vmdk_disk *d, const char *path, unsigned i)
 		       strerror(-err));
 	} else if (file && (strncmp(file, dir, n) || (file[n] != '/' && strcmp(dir, "/")))) {
 		vd_err("%s: extent %u file \"%s\" resolves to %s, outside the "
-		       "descriptor's folder %s (strict paths)", d->path, i + 1,
-		       d->desc->ext[i].name, file, dir);
+		       "descriptor's folder %s (%s)", d->path, i + 1,
+		       d->desc->ext[i].name, file, dir,
+		       d->open_flags & VMDK_OPEN_STRICT_PATHS ? "strict paths"
+		       : "a writer keeps to the disk's folder unless told otherwise: "
+			 "--outside-extents");
 		err = -EPERM;
 	}
 	free(dir);
 	free(file);
 	return err;
+}
+
+bool vmdk_disk_strict(const struct vmdk_disk *d)
+{
+	return (d->open_flags & VMDK_OPEN_STRICT_PATHS) ||
+	       ((d->open_flags & VMDK_OPEN_RDWR) && !(d->open_flags & VMDK_OPEN_OUTSIDE_OK));
 }
 
 /* The path of extent i: the file itself in a single-file disk, else the
@@ -258,7 +267,7 @@ static int extent_path(struct vmdk_disk *d, const struct vmdk_desc_extent *de,
 	*out = d->embedded ? strdup(d->path) : vd_path_join(d->dir, de->name);
 	if (!*out)
 		return -ENOMEM;
-	if (d->embedded || !(d->open_flags & VMDK_OPEN_STRICT_PATHS))
+	if (d->embedded || !vmdk_disk_strict(d))
 		return 0;
 	err = check_strict(d, *out, i);
 	if (err) {

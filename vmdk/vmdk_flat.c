@@ -8,6 +8,22 @@
 #include <errno.h>
 #include <unistd.h>
 
+/* A writer never grows a file that is shorter than the extent it holds:
+ * it is not the disk's (a block device's size is its own). */
+static int flat_check_size(struct vmdk_extent *e)
+{
+	uint64_t size;
+	int err = vd_fsize(e->file, &size);
+
+	if (err || size >= e->file_offset + e->size)
+		return err;
+	vd_err("%s: flat extent file holds %llu bytes, the extent declares %llu from "
+	       "offset %llu: refused for writing (it would grow the file)", e->path,
+	       (unsigned long long)size, (unsigned long long)e->size,
+	       (unsigned long long)e->file_offset);
+	return -EFBIG;
+}
+
 static int flat_open(struct vmdk_extent *e, const uint8_t *hdr)
 {
 	(void)hdr;
@@ -16,6 +32,9 @@ static int flat_open(struct vmdk_extent *e, const uint8_t *hdr)
 		       (unsigned long long)e->file_offset);
 		return -VD_EBADDATA;
 	}
+	if (e->access == VMDK_ACCESS_RW && (e->disk->open_flags & VMDK_OPEN_RDWR) &&
+	    !(e->disk->open_flags & VMDK_OPEN_OUTSIDE_OK))
+		return flat_check_size(e);
 	return 0;
 }
 

@@ -164,6 +164,9 @@ int vmdk_backing_read(struct vmdk_extent *e, void *buf, size_t len, uint64_t off
  * new CID + uncleanShutdown, once per open.  Takes no lock; callers hold
  * disk->lock. */
 int vmdk_disk_mark_dirty(struct vmdk_disk *d);
+/* Extent files must lie in the descriptor's folder (STRICT_PATHS, or a
+ * writer without OUTSIDE_OK). */
+bool vmdk_disk_strict(const struct vmdk_disk *d);
 
 extern const struct vmdk_extent_ops vmdk_flat_ops, vmdk_zero_ops, vmdk_sparse_ops,
 	vmdk_stream_ops, vmdk_cowd_ops, vmdk_sesparse_ops;

@@ -223,13 +223,23 @@ void vmdk_unlock(struct vmdk_disk *d)
 		unlock_file(d->files[i].file);
 }
 
-int vmdk_lock_new_file(struct vd_file *f, const char *path)
+int vmdk_lock_file(struct vd_file *f, const char *path, unsigned held, unsigned denied)
 {
-	const unsigned all = VMDK_PERM_READ | VMDK_PERM_WRITE | VMDK_PERM_RESIZE;
-	const unsigned deny = VMDK_PERM_WRITE | VMDK_PERM_RESIZE;
-	int err = apply(f, all, deny);
+	int err = apply(f, held, denied);
 
 	if (err == -EAGAIN)
 		err = report(f, path, 0, false);
-	return err ? err : check(f, path, all, deny);
+	else if (err)
+		vd_err("%s: cannot take lock bytes: %s", path, strerror(-err));
+	if (!err)
+		err = check(f, path, held, denied);
+	if (err)
+		unlock_file(f);
+	return err;
+}
+
+int vmdk_lock_new_file(struct vd_file *f, const char *path)
+{
+	return vmdk_lock_file(f, path, VMDK_PERM_READ | VMDK_PERM_WRITE | VMDK_PERM_RESIZE,
+			      VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
 }

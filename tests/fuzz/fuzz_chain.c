@@ -5,7 +5,7 @@
  * descriptor's parentFileNameHint may name any of them, itself, or the
  * extent files a.bin / b.bin).  top.vmdk is chain_open()ed read-only; when
  * that succeeds, ranges are read, the merged map is walked and the folder
- * is scanned with chain_tree_scan.  Bad links (cycles, CID or capacity
+ * is scanned with group_tree_scan.  Bad links (cycles, CID or capacity
  * mismatches, missing parents, hostile layers) must give an error, never a
  * crash, a hang or an unbounded allocation, and nothing may be written.
  *
@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "chain.h"
+#include "group.h"
 #include "fuzz.h"
 
 #define FUZZ_SEP "\n#vdfz#\n"
@@ -119,14 +120,14 @@ static void exercise(struct chain *c)
 static void scan_dir(void)
 {
 	char *dirs[1] = { (char *)work_dir };
-	struct chain_tree *t = NULL;
+	struct group_tree *t = NULL;
 
-	if (chain_tree_scan(dirs, 1, &t) == 0) {
+	if (group_tree_scan(dirs, 1, GROUP_SCAN_SIZES, &t) == 0) {
 		for (unsigned i = 0; i < t->nr_nodes; i++)
 			if (t->nodes[i].parent >= (int)t->nr_nodes)
 				fuzz_fail("tree node %u: parent %d of %u", i,
 					  t->nodes[i].parent, t->nr_nodes);
-		chain_tree_free(t);
+		group_tree_free(t);
 	}
 }
 
@@ -224,7 +225,7 @@ static int make_layer(const char *dir, const char *name, const char *parent,
 	if (parent) {
 		char ppath[4096];
 		snprintf(ppath, sizeof ppath, "%s/%s", dir, parent);
-		if (chain_create_child(ppath, path, false, NULL))
+		if (group_create_child(ppath, path, false, NULL, NULL))
 			return -1;
 	} else if (vmdk_create(path, &o, NULL)) {
 		return -1;

@@ -139,11 +139,30 @@ qcheck()
 	fi
 }
 
+# adopt_qemu: a group qemu-img made has no records: its layers' children
+# are unknown until `vdelta adopt` records what a scan finds
+adopt_qemu()
+{
+	[ "$MODE" = qemu ] || return 0
+	refused "qemu: commit before adopt" commit $S "$1"
+	grep -q "children unknown" "$T/last.err" && grep -q "vdelta adopt" "$T/last.err" &&
+		pass "qemu: refused as children unknown, naming adopt" ||
+		fail "qemu: refusal before adopt: $(cat "$T/last.err")"
+	expect_ok "qemu: adopt" "$VDELTA" adopt "$2"
+	grep -q "record" "$T/last.out" && pass "qemu: adopt recorded children" ||
+		fail "qemu: adopt: $(cat "$T/last.out")"
+	expect_ok "qemu: adopt again" "$VDELTA" adopt --dry-run "$2"
+	grep -q "nothing to do" "$T/last.out" && pass "qemu: a second adopt has nothing to record" ||
+		fail "qemu: adopt again: $(cat "$T/last.out")"
+}
+
 for MODE in vdelta qemu; do
 	DS=$T/$MODE
 	build
 	shared_sums
 	S="--scan $DS"
+	adopt_qemu vm2/vm2-000001.vmdk "$DS"
+	all_sums
 
 	# ---- refusals ----
 	refused "$MODE: commit into a shared parent" commit $S vm2/vm2.vmdk
@@ -202,6 +221,7 @@ for MODE in vdelta qemu; do
 
 	# ---- promote --unlink and consolidate, on a fresh group ----
 	build
+	[ "$MODE" = qemu ] && { "$VDELTA" adopt "$DS" >/dev/null || fail "qemu: adopt"; }
 	shared_sums
 	refused "$MODE: promote a shared layer without --unlink" promote $S base/base-000001.vmdk
 	refused "$MODE: promote --unlink a shared layer" promote --unlink $S base/base-000001.vmdk
@@ -256,6 +276,8 @@ for MODE in vdelta qemu; do
 	w big.vmdk -c 'write -P 0x31 4M 8M' -c 'write -P 0x32 1536k 64k'
 	child big.vmdk top.vmdk
 	w top.vmdk -c 'write -P 0x41 20M 1M'
+	S=
+	adopt_qemu top.vmdk "$P"
 	qemu-img convert -O raw top.vmdk "$T/pull.raw"
 	record_digest top.vmdk
 	record_digest other.vmdk
@@ -290,6 +312,7 @@ for MODE in vdelta qemu; do
 	w snap.vmdk -c 'write -P 0x21 2M 8M'
 	child snap.vmdk top.vmdk
 	w top.vmdk -c 'write -P 0x31 20M 1M'
+	adopt_qemu top.vmdk "$P"
 	qemu-img convert -O raw top.vmdk "$T/pull.raw"
 	record_digest top.vmdk
 	expect_ok "$MODE: consolidate (pull a base)" "$VDELTA" consolidate -p --json top.vmdk
@@ -373,8 +396,9 @@ for delay in 0.05 0.2 0.4; do
 	cd "$T" || die cd
 done
 
-# ---- kill -9 in the middle of a consolidate (a pull, then a commit); the
-# next command of any kind (info, digest) finishes it ----
+# ---- kill -9 in the middle of a consolidate (a pull, then a commit); a
+# command that only reads (info) reports it and changes nothing, `vdelta
+# recover` finishes it ----
 for delay in 0.05 0.2 0.4 0.8; do
 	rm -rf "$K" && mkdir -p "$K" && cd "$K" || die mkdir
 	"$VDELTA" create -s 256M base.vmdk >/dev/null
@@ -392,13 +416,20 @@ for delay in 0.05 0.2 0.4 0.8; do
 	kill -9 $pid 2>/dev/null
 	wait $pid 2>/dev/null
 	left=$(ls ./*.vdelta-intent 2>/dev/null | wc -l)
-	run "$VDELTA" info base-000003.vmdk # not a group command: recovers too
+	ls -l --time-style=+%s.%N . | sha256sum >"$T/listing.before"
+	run "$VDELTA" info base-000003.vmdk # reads: reports, changes nothing
+	ls -l --time-style=+%s.%N . | sha256sum >"$T/listing.after"
+	if ! cmp -s "$T/listing.before" "$T/listing.after" ||
+		{ [ "$left" -gt 0 ] && ! grep -q "vdelta recover" "$T/last.err"; }; then
+		fail "consolidate killed after ${delay}s: info changed the folder or did not report the record"
+	fi
+	run "$VDELTA" recover base-000003.vmdk
 	ours=$("$VDELTA" digest base-000003.vmdk 2>"$T/last.err" | cut -d' ' -f1)
 	got=$(qdigest base-000003.vmdk)
 	if [ "$got" = "$want" ] && [ "$ours" = "$want" ] &&
 		[ -z "$(ls ./*.vdelta-intent 2>/dev/null)" ] &&
 		qemu-img check -q base-000003.vmdk >/dev/null 2>&1; then
-		pass "consolidate killed after ${delay}s ($left intent records left): info recovered, digest as before (= qemu's export), qemu-img check clean"
+		pass "consolidate killed after ${delay}s ($left intent records left): info reported it, recover finished it, digest as before (= qemu's export), qemu-img check clean"
 	else
 		fail "consolidate killed after ${delay}s: digest $ours / qemu $got (want $want) or leftovers: $(ls)"
 	fi

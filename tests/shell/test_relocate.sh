@@ -77,6 +77,8 @@ build()
 	qw vm2/vm2-000001.vmdk -c 'write -P 0x51 6M 128k' -c 'write -z 0 64k' -c 'write -P 0x52 30M 2M'
 	mk base/base-000001.vmdk vm3/vm3.vmdk
 	qw vm3/vm3.vmdk -c 'write -P 0x71 8M 1M'
+	# qemu-img records no children: make them known, as a user would
+	[ "$MODE" = vdelta ] || "$VDELTA" adopt "$DS" >/dev/null || die "adopt"
 	for d in vm1/vm1.vmdk vm2/vm2-000001.vmdk vm3/vm3.vmdk; do
 		qsum "$d" >"$T/sum.$(basename "$d")"
 	done

@@ -31,6 +31,7 @@
 
 #include "vdtest.h"
 #include "chain.h"
+#include "group.h"
 
 #define CAP_DEFAULT (16ull << 20)
 static uint64_t CAP = CAP_DEFAULT; /* capacity of the disks of the running test */
@@ -279,7 +280,7 @@ static void test_write_qemu_top(void **state)
 	free(dir);
 }
 
-/* A delta made by chain_create_child over a base of another kind (flat,
+/* A delta made by group_create_child over a base of another kind (flat,
  * split sparse, stream) made by qemu-img convert from random raw content;
  * random writes through the chain vs qemu-io on a copy. */
 static void test_write_over(const char *subformat)
@@ -298,7 +299,7 @@ static void test_write_over(const char *subformat)
 			    dir, (unsigned long long)CAP, subformat), 0);
 	asprintf(&base, "%s/base.vmdk", dir);
 	asprintf(&child, "%s/child.vmdk", dir);
-	assert_int_equal(chain_create_child(base, child, false, NULL), 0);
+	assert_int_equal(group_create_child(base, child, false, NULL, NULL), 0);
 	assert_int_equal(sh("mkdir %s/ref && cp %s/*.vmdk %s/ref/", dir, dir, dir), 0);
 	asprintf(&ref_child, "%s/ref/child.vmdk", dir);
 	w = gen_writes(&seed, 200);
@@ -349,8 +350,8 @@ static void test_mixed_grains(void **state)
 	asprintf(&base, "%s/test.vmdk", dir);
 	asprintf(&child, "%s/child.vmdk", dir);
 	/* hosted on purpose: over an ESXi delta the default kind is ESXi's */
-	assert_int_equal(chain_create_child_opts(base, child, false,
-						 &(struct chain_child_opts){
+	assert_int_equal(group_create_child(base, child, false,
+						 &(struct group_child_opts){
 							 .kind = VMDK_MONOLITHIC_SPARSE },
 						 NULL), 0);
 	/* the corpus' oracle: qemu's raw sha256 of the COWD disk */
@@ -803,7 +804,7 @@ static void test_frozen(void **state)
 	dir = pair();
 	asprintf(&top, "%s/l1.vmdk", dir);
 	before = qemu_raw(top, dir);
-	assert_int_equal(chain_snapshot(top, NULL, &snap), 0);
+	assert_int_equal(group_snapshot(top, NULL, NULL, &snap), 0);
 	assert_non_null(strstr(snap, "l1-000001.vmdk"));
 	assert_int_equal(chain_open(top, CHAIN_OPEN_RDWR, NULL, &c), -EPERM);
 	assert_true(msg_has("frozen", "l1.vmdk"));

@@ -28,6 +28,7 @@
 
 #include "vdtest.h"
 #include "chain.h"
+#include "group.h"
 
 #define CAP (2u << 20)
 #define SPLIT (1u << 20) /* split layers: two extents */
@@ -152,19 +153,19 @@ static bool same_cid(const char *dir, const char *name)
 }
 
 /* child of parent, of kind k; a split kind gets two extents (vmdk_create,
- * the parent frozen as chain_create_child freezes it). */
+ * the parent frozen as group_create_child freezes it). */
 static void child(const char *parent, const char *path, enum vmdk_subformat k)
 {
-	struct chain_child_opts o = { .kind = k };
+	struct group_child_opts o = { .kind = k };
 	struct vmdk_create_opts c = { .capacity = CAP, .subformat = k, .split_size = SPLIT,
 				      .parent_hint = strrchr(parent, '/') + 1 };
 
 	if (k != VMDK_TWOGB_SPARSE) {
-		assert_int_equal(chain_create_child_opts(parent, path, false, &o, NULL), 0);
+		assert_int_equal(group_create_child(parent, path, false, &o, NULL), 0);
 		return;
 	}
 	set_key(parent, CHAIN_FROZEN_KEY, "1");
-	assert_int_equal(chain_group_record_child(parent, path, NULL), 0);
+	assert_int_equal(group_record_child(parent, path, NULL), 0);
 	c.parent_cid = cid_of(parent);
 	assert_int_equal(vmdk_create(path, &c, NULL), 0);
 }
@@ -190,8 +191,8 @@ static void build(const char *dir)
 	put(s2, m_s2, 1 << 20, 2048, 0);
 	put(s2, m_s2, (1 << 20) - 4096, 8192, 6); /* across the split */
 	if (S->clone) {
-		struct chain_child_opts co = { .kind = CHAIN_DELTA_AUTO };
-		assert_int_equal(chain_create_child_opts(vm, cl, false, &co, NULL), 0);
+		struct group_child_opts co = { .kind = GROUP_DELTA_AUTO };
+		assert_int_equal(group_create_child(vm, cl, false, &co, NULL), 0);
 		memcpy(m_clone, m_base, CAP);
 		put(cl, m_clone, 64 << 10, 4096, 7);
 	}
@@ -385,7 +386,7 @@ static void check_after(const char *dir, bool finished)
 		assert_true(reads(dir, "clone.vmdk", m_clone));
 	for (unsigned i = 0; i < 4; i++) {
 		char *rec = NULL;
-		assert_true(asprintf(&rec, "%s%s", layers[i], CHAIN_INTENT_SUFFIX) > 0);
+		assert_true(asprintf(&rec, "%s%s", layers[i], GROUP_INTENT_SUFFIX) > 0);
 		assert_false(exists(dir, rec));
 		free(rec);
 		assert_true(asprintf(&stage, ".%s.vdelta-%s", layers[i],
@@ -437,22 +438,23 @@ static void setup_scen(const struct scen *s)
 
 static int do_op(const char *dir, const struct vd_io *io)
 {
-	struct chain_plan plan = {0};
-	struct chain_group *g = NULL;
+	struct group_plan plan = {0};
+	struct group *g = NULL;
 	char *s1 = at(dir, "s1.vmdk"), *s2 = at(dir, "s2.vmdk");
-	int err = S->op == REPAIR ? chain_repair(s2, 0, io, &plan)
-				  : chain_group_load(s2, NULL, 0, NULL, &g);
+	int err = group_load(s2, NULL, 0, NULL, &g);
 
-	if (!err && S->op == COMMIT_S1)
-		err = chain_group_commit(g, s1, 0, io, &plan);
+	if (!err && S->op == REPAIR)
+		err = group_repair(g, s2, 0, io, &plan);
+	else if (!err && S->op == COMMIT_S1)
+		err = group_commit(g, s1, 0, io, &plan);
 	else if (!err && S->op == COMMIT_S2)
-		err = chain_group_commit(g, s2, 0, io, &plan);
+		err = group_commit(g, s2, 0, io, &plan);
 	else if (!err && S->op == UNLINK)
-		err = chain_group_promote_unlink(g, s2, 0, io, &plan);
+		err = group_promote_unlink(g, s2, 0, io, &plan);
 	else if (!err && S->op == REVERT)
-		err = chain_group_revert(g, s2, 0, io, &plan);
-	chain_group_free(g);
-	chain_plan_free(&plan);
+		err = group_revert(g, s2, 0, io, &plan);
+	group_free(g);
+	group_plan_free(&plan);
 	free(s1);
 	free(s2);
 	return err;
@@ -461,7 +463,7 @@ static int do_op(const char *dir, const struct vd_io *io)
 static bool crash_at(long n, bool drop)
 {
 	char *dir = copy_tmpl(), *top = at(dir, "s2.vmdk"), *s1 = at(dir, "s1.vmdk");
-	struct chain_group *g;
+	struct group *g;
 	struct vd_faultio *fi;
 	bool crashed;
 
@@ -473,8 +475,8 @@ static bool crash_at(long n, bool drop)
 	if (getenv("VDT_VERBOSE"))
 		fprintf(stderr, "%s: crash after %ld writes (drop %d): %s\n", S->name, n, drop,
 			crashed ? "crashed" : "finished");
-	if (!chain_group_load(exists(dir, "s2.vmdk") ? top : s1, NULL, 0, NULL, &g))
-		chain_group_free(g); /* the next command: recovery */
+	if (!group_load(exists(dir, "s2.vmdk") ? top : s1, NULL, 0, NULL, &g))
+		group_free(g); /* the next command: recovery */
 	check_after(dir, !crashed);
 	rm_rf(dir);
 	free(dir);

@@ -19,7 +19,9 @@
 #include <cmocka.h>
 
 #include "vdtest.h"
+#include "vdt_legacy.h"
 #include "chain.h"
+#include "group.h"
 
 #define CAP (8u << 20)
 #define FAULT_MAX 5000
@@ -66,7 +68,7 @@ static void snap(const char *dir, const char *top, const char *expect)
 {
 	char *p = at(dir, top), *n;
 
-	assert_int_equal(chain_snapshot(p, NULL, &n), 0);
+	assert_int_equal(group_snapshot(p, NULL, NULL, &n), 0);
 	assert_string_equal(strrchr(n, '/') + 1, expect);
 	free(n);
 	free(p);
@@ -102,7 +104,7 @@ static void build(const char *dir)
 	write_into(p, M.s3, w3, 2);
 	free(p);
 	p = at(dir, "clone.vmdk");
-	assert_int_equal(chain_create_child(base, p, true, NULL), 0);
+	assert_int_equal(group_create_child(base, p, true, NULL, NULL), 0);
 	memcpy(M.clone, M.base, CAP);
 	write_into(p, M.clone, wc, 2);
 	free(p);
@@ -207,22 +209,37 @@ static bool reaches_base(const char *dir)
 	return r;
 }
 
-typedef int group_op(struct chain_group *g, const char *disk, unsigned flags,
-		     const struct vd_io *io, struct chain_plan *plan);
+typedef int group_fn(struct group *g, const char *disk, unsigned flags,
+		     const struct vd_io *io, struct group_plan *plan);
 
-static int run_op(const char *dir, const char *name, group_op *op, unsigned flags,
-		  const struct vd_io *io, struct chain_plan *plan)
+/* Load the group of path (recovery with the POSIX io) and run op on it. */
+static int run_path(const char *p, group_fn *op, unsigned flags, const struct vd_io *io,
+		    struct group_plan *plan)
 {
-	char *p = at(dir, name);
-	struct chain_group *g;
-	int err = chain_group_load(p, NULL, 0, NULL, &g);
+	struct group *g;
+	int err = group_load(p, NULL, 0, NULL, &g);
 
 	if (!err) {
 		err = op(g, p, flags, io, plan);
-		chain_group_free(g);
+		group_free(g);
 	}
+	return err;
+}
+
+static int run_op(const char *dir, const char *name, group_fn *op, unsigned flags,
+		  const struct vd_io *io, struct group_plan *plan)
+{
+	char *p = at(dir, name);
+	int err = run_path(p, op, flags, io, plan);
+
 	free(p);
 	return err;
+}
+
+static int consolidate_op(struct group *g, const char *disk, unsigned flags,
+			  const struct vd_io *io, struct group_plan *plan)
+{
+	return group_consolidate(g, disk, NULL, 0, flags, io, plan);
 }
 
 /* Every file of the copy is byte-identical to the template. */
@@ -243,33 +260,33 @@ static void test_discovery(void **state)
 {
 	char *p = at(tmpl, "base-000003.vmdk"), *pb = at(tmpl, "base.vmdk");
 	char *p1 = at(tmpl, "base-000001.vmdk");
-	struct chain_group *g;
+	struct group *g;
 	int b, s1;
 
 	(void)state;
-	assert_int_equal(chain_group_load(p, NULL, 0, NULL, &g), 0);
-	b = chain_group_node(g, pb);
-	s1 = chain_group_node(g, p1);
+	assert_int_equal(group_load(p, NULL, 0, NULL, &g), 0);
+	b = group_node(g, pb);
+	s1 = group_node(g, p1);
 	free(pb);
 	free(p1);
 	assert_true(b >= 0 && s1 >= 0);
-	assert_int_equal(chain_group_nr_users(g, b), 2);
-	assert_true(chain_group_shared(g, b));
-	assert_false(chain_group_shared(g, s1));
-	chain_group_free(g);
+	assert_int_equal(group_nr_users(g, b), 2);
+	assert_true(group_shared(g, b));
+	assert_false(group_shared(g, s1));
+	group_free(g);
 	free(p);
 }
 
 static void test_commit_into_shared_refused(void **state)
 {
 	char *dir = copy_group();
-	struct chain_plan plan = {0};
+	struct group_plan plan = {0};
 
 	(void)state;
-	assert_int_equal(run_op(dir, "base-000001.vmdk", chain_group_commit, 0, NULL,
+	assert_int_equal(run_op(dir, "base-000001.vmdk", group_commit, 0, NULL,
 				&plan), -EBUSY);
 	assert_non_null(strstr(vdt_last_msg, "clone.vmdk"));
-	chain_plan_free(&plan);
+	group_plan_free(&plan);
 	assert_all_unchanged(dir);
 	vdt_rmtree(dir);
 	free(dir);
@@ -278,12 +295,12 @@ static void test_commit_into_shared_refused(void **state)
 static void test_delete_snapshot_refused(void **state)
 {
 	char *dir = copy_group();
-	struct chain_plan plan = {0};
+	struct group_plan plan = {0};
 
 	(void)state;
-	assert_int_equal(run_op(dir, "base.vmdk", chain_group_delete, 0, NULL, &plan),
+	assert_int_equal(run_op(dir, "base.vmdk", group_delete, 0, NULL, &plan),
 			 -EBUSY);
-	chain_plan_free(&plan);
+	group_plan_free(&plan);
 	assert_all_unchanged(dir);
 	vdt_rmtree(dir);
 	free(dir);
@@ -292,17 +309,17 @@ static void test_delete_snapshot_refused(void **state)
 static void test_dry_run_writes_nothing(void **state)
 {
 	char *dir = copy_group();
-	struct chain_plan plan = {0};
+	struct group_plan plan = {0};
 
 	(void)state;
-	assert_int_equal(run_op(dir, "base-000002.vmdk", chain_group_commit,
-				CHAIN_GROUP_DRY_RUN, NULL, &plan), 0);
+	assert_int_equal(run_op(dir, "base-000002.vmdk", group_commit,
+				GROUP_DRY_RUN, NULL, &plan), 0);
 	assert_true(plan.nr_steps >= 3);
-	assert_int_equal(plan.steps[0].kind, CHAIN_STEP_WRITE);
-	chain_plan_free(&plan);
-	assert_int_equal(run_op(dir, "base-000003.vmdk", chain_group_delete,
-				CHAIN_GROUP_DRY_RUN, NULL, &plan), 0);
-	chain_plan_free(&plan);
+	assert_int_equal(plan.steps[0].kind, GROUP_STEP_WRITE);
+	group_plan_free(&plan);
+	assert_int_equal(run_op(dir, "base-000003.vmdk", group_delete,
+				GROUP_DRY_RUN, NULL, &plan), 0);
+	group_plan_free(&plan);
 	assert_all_unchanged(dir);
 	vdt_rmtree(dir);
 	free(dir);
@@ -313,20 +330,20 @@ static void test_moved_clone_protects(void **state)
 {
 	char *dir = copy_group(), *away = vdt_mkdtemp("groupaway");
 	char *from = at(dir, "clone.vmdk"), *to = at(away, "clone.vmdk");
-	struct chain_plan plan = {0};
+	struct group_plan plan = {0};
 	bool orphan = false;
 
 	(void)state;
 	assert_int_equal(rename(from, to), 0);
-	assert_int_equal(run_op(dir, "base-000001.vmdk", chain_group_commit, 0, NULL,
+	assert_int_equal(run_op(dir, "base-000001.vmdk", group_commit, 0, NULL,
 				&plan), -EBUSY);
-	chain_plan_free(&plan);
-	assert_int_equal(run_op(dir, "base-000003.vmdk", chain_group_delete, 0, NULL,
+	group_plan_free(&plan);
+	assert_int_equal(run_op(dir, "base-000003.vmdk", group_delete, 0, NULL,
 				&plan), 0);
 	for (unsigned i = 0; i < plan.nr_steps; i++)
-		orphan |= plan.steps[i].kind == CHAIN_STEP_ORPHAN;
+		orphan |= plan.steps[i].kind == GROUP_STEP_ORPHAN;
 	assert_true(orphan);
-	chain_plan_free(&plan);
+	group_plan_free(&plan);
 	assert_true(same_bytes(dir, "base.vmdk"));
 	assert_false(exists(dir, "base-000001.vmdk"));
 	assert_int_equal(rename(to, from), 0);
@@ -350,12 +367,17 @@ static bool without_clone(enum which w)
 	return w == OP_PULL_BASE || w == OP_CONSOLIDATE_BASE;
 }
 
+/* The clone goes, and base's record with it keeps only the snapshot (a
+ * record gone altogether would leave base's children unknown). */
 static void drop_clone(const char *dir)
 {
 	char *c = at(dir, "clone.vmdk"), *r = at(dir, "base.vmdk.vdelta-children");
+	FILE *f;
 
 	assert_int_equal(unlink(c), 0);
-	assert_int_equal(unlink(r), 0);
+	assert_non_null(f = fopen(r, "w"));
+	fputs("child=base-000001.vmdk\n", f);
+	assert_int_equal(fclose(f), 0);
 	free(c);
 	free(r);
 }
@@ -412,9 +434,9 @@ static void check_after(const char *dir, enum which w, bool finished)
 		assert_true(same_bytes(dir, "base.vmdk"));
 		assert_true(reads(dir, "clone.vmdk", M.clone));
 	}
-	assert_false(exists(dir, "base-000003.vmdk" CHAIN_INTENT_SUFFIX));
-	assert_false(exists(dir, "base-000002.vmdk" CHAIN_INTENT_SUFFIX));
-	assert_false(exists(dir, "base-000001.vmdk" CHAIN_INTENT_SUFFIX));
+	assert_false(exists(dir, "base-000003.vmdk" GROUP_INTENT_SUFFIX));
+	assert_false(exists(dir, "base-000002.vmdk" GROUP_INTENT_SUFFIX));
+	assert_false(exists(dir, "base-000001.vmdk" GROUP_INTENT_SUFFIX));
 	switch (w) {
 	case OP_PULL: /* same content; s1 gone and s2 over base when finished */
 		assert_true(reads(dir, "base-000003.vmdk", M.s3));
@@ -482,23 +504,23 @@ static void check_after(const char *dir, enum which w, bool finished)
 
 static int do_op(const char *dir, enum which w, const struct vd_io *io)
 {
-	struct chain_plan plan = {0};
+	struct group_plan plan = {0};
 	char *top = at(dir, "base-000003.vmdk");
-	int err = w == OP_REPAIR ? chain_repair(top, 0, io, &plan)
+	int err = w == OP_REPAIR ? run_path(top, group_repair, 0, io, &plan)
 		: w == OP_CONSOLIDATE || w == OP_CONSOLIDATE_BASE
-			? chain_group_consolidate(top, NULL, 0, NULL, 0, 0, io, &plan)
-		: w == OP_PULL ? run_op(dir, "base-000002.vmdk", chain_group_pull, 0, io, &plan)
-		: w == OP_PULL_BASE ? run_op(dir, "base-000001.vmdk", chain_group_pull, 0, io,
+			? run_path(top, consolidate_op, 0, io, &plan)
+		: w == OP_PULL ? run_op(dir, "base-000002.vmdk", group_pull, 0, io, &plan)
+		: w == OP_PULL_BASE ? run_op(dir, "base-000001.vmdk", group_pull, 0, io,
 					     &plan)
-		: w == OP_UNLINK ? run_op(dir, "base-000003.vmdk", chain_group_promote_unlink, 0,
+		: w == OP_UNLINK ? run_op(dir, "base-000003.vmdk", group_promote_unlink, 0,
 					  io, &plan)
-		: w == OP_COMMIT ? run_op(dir, "base-000002.vmdk", chain_group_commit, 0,
+		: w == OP_COMMIT ? run_op(dir, "base-000002.vmdk", group_commit, 0,
 					  io, &plan)
-		: w == OP_DELETE ? run_op(dir, "base-000003.vmdk", chain_group_delete, 0,
+		: w == OP_DELETE ? run_op(dir, "base-000003.vmdk", group_delete, 0,
 					  io, &plan)
-		: run_op(dir, "base-000003.vmdk", chain_group_revert, 0, io, &plan);
+		: run_op(dir, "base-000003.vmdk", group_revert, 0, io, &plan);
 
-	chain_plan_free(&plan);
+	group_plan_free(&plan);
 	free(top);
 	return err;
 }
@@ -535,24 +557,17 @@ static bool recover_near;
 
 static void recover_beside(const char *disk)
 {
-	char **recs;
-	unsigned nr;
-
-	if (chain_group_intents_near(disk, &recs, &nr))
-		return;
-	for (unsigned i = 0; i < nr; i++) {
-		assert_int_equal(chain_group_recover(recs[i], NULL), 0);
-		free(recs[i]);
-	}
-	free(recs);
+	assert_int_equal(group_recover_near(disk, GROUP_RECOVER_FINISH, NULL, NULL), 0);
 }
+
+static bool legacy;
 
 /* Crash after n writes; then load the group again (recovery) and check. */
 static bool crash_at(enum which w, long n, bool drop)
 {
 	char *dir = copy_group(), *top = at(dir, "base-000003.vmdk");
 	char *clone = at(dir, "clone.vmdk");
-	struct chain_group *g;
+	struct group *g;
 	struct vd_faultio *fi;
 	bool crashed;
 
@@ -568,12 +583,14 @@ static bool crash_at(enum which w, long n, bool drop)
 	if (getenv("VDT_VERBOSE"))
 		fprintf(stderr, "crash after %ld writes (drop %d): %s\n", n, drop,
 			crashed ? "crashed" : "finished");
+	if (legacy)
+		vdt_records_to_legacy(dir);
 	/* the next command on the group: recovery, from any of its disks */
 	if (recover_near)
 		recover_beside(top);
-	else if (!chain_group_load(exists(dir, "base-000003.vmdk") ? top : clone, NULL, 0,
+	else if (!group_load(exists(dir, "base-000003.vmdk") ? top : clone, NULL, 0,
 				   NULL, &g))
-		chain_group_free(g);
+		group_free(g);
 	check_after(dir, w, !crashed);
 	vdt_rmtree(dir);
 	free(dir);
@@ -610,59 +627,21 @@ static void test_faults_near(void **state)
 	faults(OP_CONSOLIDATE_BASE); /* a pull, then a commit */
 	recover_near = false;
 }
-static void strv_drop(char **v, unsigned n)
-{
-	for (unsigned i = 0; i < n; i++)
-		free(v[i]);
-	free(v);
-}
-
-/* Records near many disks at once: every folder a chain reaches is read
- * once, and a record near several disks is listed once.  a and c live in
- * A, a's parent in B, c's in A; one record in each folder. */
-static void test_intents_near_all(void **state)
-{
-	char *dir = vdt_mkdtemp("near"), *a_dir = at(dir, "A"), *b_dir = at(dir, "B");
-	char *base = at(b_dir, "base.vmdk"), *pa = at(a_dir, "p.vmdk");
-	char *a = at(a_dir, "a.vmdk"), *c = at(a_dir, "c.vmdk");
-	char *ra = at(a_dir, "x.vmdk.vdelta-intent"), *rb = at(b_dir, "y.vmdk.vdelta-intent");
-	const char *both[] = { a, c, a };
-	struct vmdk_create_opts o = { .capacity = 1 << 20, .subformat = VMDK_MONOLITHIC_SPARSE,
-				      .parent_cid = VMDK_CID_NONE };
-	char **recs;
-	unsigned nr;
-
-	(void)state;
-	assert_int_equal(mkdir(a_dir, 0755) | mkdir(b_dir, 0755), 0);
-	assert_int_equal(vmdk_create(base, &o, NULL) | vmdk_create(pa, &o, NULL), 0);
-	o.parent_cid = 0; /* the links' CIDs are not checked here */
-	o.parent_hint = "../B/base.vmdk";
-	assert_int_equal(vmdk_create(a, &o, NULL), 0);
-	o.parent_hint = "p.vmdk";
-	assert_int_equal(vmdk_create(c, &o, NULL), 0);
-	assert_int_equal(vdt_write_file(ra, "", 0) | vdt_write_file(rb, "", 0), 0);
-	assert_int_equal(chain_group_intents_near(c, &recs, &nr), 0);
-	assert_int_equal(nr, 1);
-	assert_string_equal(recs[0], ra);
-	strv_drop(recs, nr);
-	assert_int_equal(chain_group_intents_near_all(both, 3, &recs, &nr), 0);
-	assert_int_equal(nr, 2);
-	for (unsigned i = 0; i < nr; i++) { /* B's as a.vmdk names it: A/../B */
-		char *real = realpath(recs[i], NULL);
-		assert_non_null(real);
-		free(recs[i]);
-		recs[i] = real;
-	}
-	assert_true(!strcmp(recs[0], ra) || !strcmp(recs[1], ra));
-	assert_true(!strcmp(recs[0], rb) || !strcmp(recs[1], rb));
-	strv_drop(recs, nr);
-	vdt_rmtree(dir);
-	char *paths[] = { dir, a_dir, b_dir, base, pa, a, c, ra, rb };
-	for (unsigned i = 0; i < sizeof paths / sizeof paths[0]; i++)
-		free(paths[i]);
-}
-
 static void test_pull_base_faults(void **state) { (void)state; faults(OP_PULL_BASE); }
+
+/* Records the release before record versions wrote, left at every crash
+ * point of each operation, are recovered the same way. */
+static void test_legacy_faults(void **state)
+{
+	(void)state;
+	legacy = true;
+	faults(OP_COMMIT);
+	faults(OP_DELETE);
+	faults(OP_REVERT);
+	faults(OP_PULL);
+	faults(OP_UNLINK);
+	legacy = false;
+}
 static void test_consolidate_base_faults(void **state)
 {
 	(void)state;
@@ -674,7 +653,7 @@ static void test_repair_frozen_refused(void **state)
 {
 	char *dir = copy_group(), *p = at(dir, "base-000001.vmdk");
 	char *keep = at(dir, "frozen.copy");
-	struct chain_plan plan = {0};
+	struct group_plan plan = {0};
 	FILE *f = fopen(p, "ab");
 	uint8_t junk[65536];
 
@@ -684,8 +663,8 @@ static void test_repair_frozen_refused(void **state)
 	assert_int_equal(fwrite(junk, 1, sizeof junk, f), sizeof junk);
 	fclose(f);
 	assert_int_equal(vdt_copy_file(p, keep), 0);
-	assert_int_equal(chain_repair(p, 0, NULL, &plan), -EBUSY);
-	chain_plan_free(&plan);
+	assert_int_equal(run_path(p, group_repair, 0, NULL, &plan), -EBUSY);
+	group_plan_free(&plan);
 	size_t la = 0, lb = 0;
 	uint8_t *a = vdt_slurp(p, &la), *b = vdt_slurp(keep, &lb);
 	assert_true(a && b && la == lb && !memcmp(a, b, la));
@@ -703,15 +682,15 @@ static void test_repair_frozen_refused(void **state)
 static void test_pull_refused(void **state)
 {
 	char *dir = copy_group();
-	struct chain_plan plan = {0};
+	struct group_plan plan = {0};
 
 	(void)state;
-	assert_int_equal(run_op(dir, "base-000001.vmdk", chain_group_pull, 0, NULL, &plan),
+	assert_int_equal(run_op(dir, "base-000001.vmdk", group_pull, 0, NULL, &plan),
 			 -EBUSY);
 	assert_non_null(strstr(vdt_last_msg, "clone.vmdk"));
-	chain_plan_free(&plan);
-	assert_int_equal(run_op(dir, "clone.vmdk", chain_group_pull, 0, NULL, &plan), -EBUSY);
-	chain_plan_free(&plan);
+	group_plan_free(&plan);
+	assert_int_equal(run_op(dir, "clone.vmdk", group_pull, 0, NULL, &plan), -EBUSY);
+	group_plan_free(&plan);
 	assert_all_unchanged(dir);
 	vdt_rmtree(dir);
 	free(dir);
@@ -726,25 +705,24 @@ static void test_pull_refused(void **state)
 static void test_consolidate_direction(void **state)
 {
 	char *dir = copy_group(), *top = at(dir, "base-000003.vmdk");
-	struct chain_plan plan = {0};
-	const struct chain_plan_step *s;
+	struct group_plan plan = {0};
+	const struct group_plan_step *s;
 
 	(void)state;
 	drop_clone(dir);
-	assert_int_equal(chain_group_consolidate(top, NULL, 0, NULL, 0, CHAIN_GROUP_DRY_RUN,
-						 NULL, &plan), 0);
+	assert_int_equal(run_path(top, consolidate_op, GROUP_DRY_RUN, NULL, &plan), 0);
 	assert_true(plan.nr_steps >= 5);
 	s = &plan.steps[0];
-	assert_int_equal(s->kind, CHAIN_STEP_PULL);
+	assert_int_equal(s->kind, GROUP_STEP_PULL);
 	assert_string_equal(strrchr(s->path, '/') + 1, "base-000001.vmdk");
 	assert_int_equal(s->bytes, (512u + 256u + 64u) << 10);
-	assert_int_equal(plan.steps[2].kind, CHAIN_STEP_REMOVE);
+	assert_int_equal(plan.steps[2].kind, GROUP_STEP_REMOVE);
 	assert_string_equal(strrchr(plan.steps[2].path, '/') + 1, "base.vmdk");
 	s = &plan.steps[3];
-	assert_int_equal(s->kind, CHAIN_STEP_WRITE);
+	assert_int_equal(s->kind, GROUP_STEP_WRITE);
 	assert_string_equal(strrchr(s->path, '/') + 1, "base-000001.vmdk");
 	assert_int_equal(s->bytes, 8u << 16); /* the 8 grains s2's writes touch */
-	chain_plan_free(&plan);
+	group_plan_free(&plan);
 	assert_true(same_bytes(dir, "base.vmdk") && same_bytes(dir, "base-000001.vmdk") &&
 		    same_bytes(dir, "base-000002.vmdk") && same_bytes(dir, "base-000003.vmdk"));
 	vdt_rmtree(dir);
@@ -764,9 +742,9 @@ static bool sidecar_crash_at(long n, bool drop)
 	char *dir = copy_group(), *away = vdt_mkdtemp("groupaway");
 	char *from = at(dir, "clone.vmdk"), *to = at(away, "clone.vmdk");
 	char *base = at(dir, "base.vmdk"), *c2 = at(dir, "clone2.vmdk");
-	char *rec = at(dir, "base.vmdk" CHAIN_CHILDREN_SUFFIX), *old = at(tmpl, "base.vmdk"
-								    CHAIN_CHILDREN_SUFFIX);
-	struct chain_plan plan = {0};
+	char *rec = at(dir, "base.vmdk" GROUP_CHILDREN_SUFFIX), *old = at(tmpl, "base.vmdk"
+								    GROUP_CHILDREN_SUFFIX);
+	struct group_plan plan = {0};
 	struct vd_faultio *fi;
 	size_t lr = 0, lo = 0;
 	uint8_t *r, *o;
@@ -774,7 +752,7 @@ static bool sidecar_crash_at(long n, bool drop)
 
 	assert_int_equal(rename(from, to), 0);
 	assert_int_equal(vd_faultio_create(n, drop, &fi), 0);
-	chain_create_child(base, c2, true, vd_faultio_io(fi));
+	group_create_child(base, c2, true, NULL, vd_faultio_io(fi));
 	crashed = vd_faultio_crashed(fi);
 	assert_int_equal(vd_faultio_crash(fi), 0);
 	vd_faultio_destroy(fi);
@@ -786,9 +764,9 @@ static bool sidecar_crash_at(long n, bool drop)
 		assert_true(lr > lo);
 	free(r);
 	free(o);
-	assert_int_equal(run_op(dir, "base-000001.vmdk", chain_group_commit, 0, NULL, &plan),
+	assert_int_equal(run_op(dir, "base-000001.vmdk", group_commit, 0, NULL, &plan),
 			 -EBUSY);
-	chain_plan_free(&plan);
+	group_plan_free(&plan);
 	assert_true(same_bytes(dir, "base.vmdk"));
 	assert_true(reads(dir, "base-000003.vmdk", M.s3));
 	assert_int_equal(rename(to, from), 0);
@@ -843,12 +821,12 @@ int main(void)
 		cmocka_unit_test(test_pull_base),
 		cmocka_unit_test(test_pull_faults),
 		cmocka_unit_test(test_pull_base_faults),
+		cmocka_unit_test(test_legacy_faults),
 		cmocka_unit_test(test_pull_refused),
 		cmocka_unit_test(test_consolidate_direction),
 		cmocka_unit_test(test_consolidate_base),
 		cmocka_unit_test(test_consolidate_base_faults),
 		cmocka_unit_test(test_faults_near),
-		cmocka_unit_test(test_intents_near_all),
 		cmocka_unit_test(test_sidecar_faults),
 	};
 

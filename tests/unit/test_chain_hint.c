@@ -12,6 +12,7 @@
 
 #include "vdtest.h"
 #include "chain.h"
+#include "group.h"
 
 static char *root;
 

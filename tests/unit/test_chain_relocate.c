@@ -25,7 +25,9 @@
 #include <cmocka.h>
 
 #include "vdtest.h"
+#include "vdt_legacy.h"
 #include "chain.h"
+#include "group.h"
 
 #define CAP (8u << 20)
 #define FAULT_MAX 5000
@@ -69,7 +71,7 @@ static void child(const char *dir, const char *parent, const char *name)
 {
 	char *p = at(dir, parent), *n = at(dir, name);
 
-	assert_int_equal(chain_create_child(p, n, false, NULL), 0);
+	assert_int_equal(group_create_child(p, n, false, NULL, NULL), 0);
 	free(p);
 	free(n);
 }
@@ -204,23 +206,23 @@ static unsigned nr_entries(const char *dir, const char *sub)
 }
 
 static int relocate(const char *dir, const char *disk, const char *to,
-		    enum chain_relocate_mode mode, unsigned flags, const struct vd_io *io,
-		    struct chain_plan *plan)
+		    enum group_relocate_mode mode, unsigned flags, const struct vd_io *io,
+		    struct group_plan *plan)
 {
 	char *p = at(dir, disk), *d = at(dir, to);
-	struct chain_group *g;
-	int err = chain_group_load(p, NULL, 0, NULL, &g);
+	struct group *g;
+	int err = group_load(p, NULL, 0, NULL, &g);
 
 	if (!err) {
-		err = chain_group_relocate(g, p, d, mode, flags, io, plan);
-		chain_group_free(g);
+		err = group_relocate(g, p, d, mode, flags, io, plan);
+		group_free(g);
 	}
 	free(p);
 	free(d);
 	return err;
 }
 
-static unsigned nr_kind(const struct chain_plan *p, enum chain_step_kind k)
+static unsigned nr_kind(const struct group_plan *p, enum group_step_kind k)
 {
 	unsigned n = 0;
 
@@ -240,53 +242,53 @@ static void others_ok(const char *dir)
 
 /* ---- each mode ---------------------------------------------------------------------- */
 
-static void mode_once(enum chain_relocate_mode mode)
+static void mode_once(enum group_relocate_mode mode)
 {
 	char *dir = copy_group();
-	struct chain_plan plan = {0};
+	struct group_plan plan = {0};
 	bool outside = false;
 
 	assert_int_equal(relocate(dir, "vmA/a2.vmdk", "dst", mode, 0, NULL, &plan), 0);
 	assert_false(exists(dir, "vmA/a2.vmdk"));
 	assert_true(reads(dir, "dst/a2.vmdk", mA, &outside));
 	others_ok(dir);
-	if (mode == CHAIN_RELOCATE_CHILD_MOST) { /* the top only */
+	if (mode == GROUP_RELOCATE_CHILD_MOST) { /* the top only */
 		assert_true(outside);
 		assert_true(same_bytes(dir, "vmA/a.vmdk"));
-		assert_int_equal(nr_kind(&plan, CHAIN_STEP_CREATE), 1);
+		assert_int_equal(nr_kind(&plan, GROUP_STEP_CREATE), 1);
 	} else { /* every layer: a and a2 moved, s1 and base copied */
 		assert_false(outside);
 		assert_false(exists(dir, "vmA/a.vmdk"));
-		assert_int_equal(nr_kind(&plan, CHAIN_STEP_CREATE), 4);
-		assert_int_equal(nr_kind(&plan, CHAIN_STEP_REMOVE), 2);
+		assert_int_equal(nr_kind(&plan, GROUP_STEP_CREATE), 4);
+		assert_int_equal(nr_kind(&plan, GROUP_STEP_REMOVE), 2);
 	}
-	assert_false(exists(dir, "vmA/a2.vmdk" CHAIN_INTENT_SUFFIX));
-	assert_false(exists(dir, "dst/a2.vmdk" CHAIN_INTENT_SUFFIX));
-	chain_plan_free(&plan);
+	assert_false(exists(dir, "vmA/a2.vmdk" GROUP_INTENT_SUFFIX));
+	assert_false(exists(dir, "dst/a2.vmdk" GROUP_INTENT_SUFFIX));
+	group_plan_free(&plan);
 	rmtree(dir);
 }
 
-static void test_child_most(void **s) { (void)s; mode_once(CHAIN_RELOCATE_CHILD_MOST); }
-static void test_no_share(void **s) { (void)s; mode_once(CHAIN_RELOCATE_NO_SHARE); }
-static void test_share(void **s) { (void)s; mode_once(CHAIN_RELOCATE_SHARE); }
+static void test_child_most(void **s) { (void)s; mode_once(GROUP_RELOCATE_CHILD_MOST); }
+static void test_no_share(void **s) { (void)s; mode_once(GROUP_RELOCATE_NO_SHARE); }
+static void test_share(void **s) { (void)s; mode_once(GROUP_RELOCATE_SHARE); }
 
 /* share: A then B leave one s1 and one base in dst that both reach. */
 static void test_share_one_base(void **state)
 {
 	char *dir = copy_group(), *sa = NULL, *sb = NULL;
-	struct chain_plan plan = {0};
+	struct group_plan plan = {0};
 	struct chain *ca, *cb;
 	bool outside = false;
 
 	(void)state;
-	assert_int_equal(relocate(dir, "vmA/a2.vmdk", "dst", CHAIN_RELOCATE_SHARE, 0, NULL,
+	assert_int_equal(relocate(dir, "vmA/a2.vmdk", "dst", GROUP_RELOCATE_SHARE, 0, NULL,
 				  &plan), 0);
-	chain_plan_free(&plan);
-	assert_int_equal(relocate(dir, "vmB/b.vmdk", "dst", CHAIN_RELOCATE_SHARE, 0, NULL,
+	group_plan_free(&plan);
+	assert_int_equal(relocate(dir, "vmB/b.vmdk", "dst", GROUP_RELOCATE_SHARE, 0, NULL,
 				  &plan), 0);
-	assert_int_equal(nr_kind(&plan, CHAIN_STEP_CREATE), 1); /* b only */
-	assert_int_equal(nr_kind(&plan, CHAIN_STEP_KEEP), 2);
-	chain_plan_free(&plan);
+	assert_int_equal(nr_kind(&plan, GROUP_STEP_CREATE), 1); /* b only */
+	assert_int_equal(nr_kind(&plan, GROUP_STEP_KEEP), 2);
+	group_plan_free(&plan);
 	assert_true(reads(dir, "dst/a2.vmdk", mA, &outside));
 	assert_true(reads(dir, "dst/b.vmdk", mB, &outside));
 	assert_false(outside);
@@ -320,9 +322,9 @@ static void sums(const char *dir, const char *out)
 
 /* relocate on a fresh copy of the group (after prepare) returns want and
  * leaves every file as it was; the plan is the caller's. */
-static void unchanged(const char *disk, const char *to, enum chain_relocate_mode mode,
+static void unchanged(const char *disk, const char *to, enum group_relocate_mode mode,
 		      unsigned flags, int want, void (*prepare)(const char *dir),
-		      struct chain_plan *plan)
+		      struct group_plan *plan)
 {
 	char *dir = copy_group(), *a = at(dir, "../before.sha"), *b = at(dir, "../after.sha");
 
@@ -339,13 +341,13 @@ static void unchanged(const char *disk, const char *to, enum chain_relocate_mode
 	rmtree(dir);
 }
 
-static void refused(const char *disk, const char *to, enum chain_relocate_mode mode,
+static void refused(const char *disk, const char *to, enum group_relocate_mode mode,
 		    int want, void (*prepare)(const char *dir))
 {
-	struct chain_plan plan = {0};
+	struct group_plan plan = {0};
 
 	unchanged(disk, to, mode, 0, want, prepare, &plan);
-	chain_plan_free(&plan);
+	group_plan_free(&plan);
 }
 
 static void taken_name(const char *dir)
@@ -355,61 +357,70 @@ static void taken_name(const char *dir)
 
 static void a_moved(const char *dir)
 {
-	struct chain_plan plan = {0};
+	struct group_plan plan = {0};
 
-	assert_int_equal(relocate(dir, "vmA/a2.vmdk", "dst", CHAIN_RELOCATE_NO_SHARE, 0,
+	assert_int_equal(relocate(dir, "vmA/a2.vmdk", "dst", GROUP_RELOCATE_NO_SHARE, 0,
 				  NULL, &plan), 0);
-	chain_plan_free(&plan);
+	group_plan_free(&plan);
 }
 
 static void test_refusals(void **state)
 {
 	(void)state;
 	/* a snapshot layer is not a disk */
-	refused("vmA/a.vmdk", "dst", CHAIN_RELOCATE_NO_SHARE, -EINVAL, NULL);
-	refused("vmA/a2.vmdk", "nowhere", CHAIN_RELOCATE_SHARE, -ENOENT, NULL);
+	refused("vmA/a.vmdk", "dst", GROUP_RELOCATE_NO_SHARE, -EINVAL, NULL);
+	refused("vmA/a2.vmdk", "nowhere", GROUP_RELOCATE_SHARE, -ENOENT, NULL);
 	/* a name in dst taken by another layer, in every mode that copies it */
-	refused("vmA/a2.vmdk", "dst", CHAIN_RELOCATE_SHARE, -EEXIST, taken_name);
-	refused("vmA/a2.vmdk", "dst", CHAIN_RELOCATE_NO_SHARE, -EEXIST, taken_name);
+	refused("vmA/a2.vmdk", "dst", GROUP_RELOCATE_SHARE, -EEXIST, taken_name);
+	refused("vmA/a2.vmdk", "dst", GROUP_RELOCATE_NO_SHARE, -EEXIST, taken_name);
 	/* dst/s1.vmdk is A's copy: no-share does not reattach it */
-	refused("vmB/b.vmdk", "dst", CHAIN_RELOCATE_NO_SHARE, -EEXIST, a_moved);
+	refused("vmB/b.vmdk", "dst", GROUP_RELOCATE_NO_SHARE, -EEXIST, a_moved);
 }
 
 static void test_dry_run(void **state)
 {
-	struct chain_plan plan = {0};
+	struct group_plan plan = {0};
 
 	(void)state;
-	unchanged("vmA/a2.vmdk", "dst", CHAIN_RELOCATE_SHARE, CHAIN_GROUP_DRY_RUN, 0, NULL,
+	unchanged("vmA/a2.vmdk", "dst", GROUP_RELOCATE_SHARE, GROUP_DRY_RUN, 0, NULL,
 		  &plan);
-	assert_int_equal(nr_kind(&plan, CHAIN_STEP_CREATE), 4);
+	assert_int_equal(nr_kind(&plan, GROUP_STEP_CREATE), 4);
 	assert_true(plan.copy_bytes > (1u << 20));
 	assert_true(plan.space_avail > 0);
-	chain_plan_free(&plan);
+	group_plan_free(&plan);
 }
 
 /* ---- crashes ---------------------------------------------------------------------------- */
 
-static bool crash_at(enum chain_relocate_mode mode, long n, bool drop)
+static bool legacy; /* records rewritten as the release before versions wrote them */
+
+static bool crash_at(enum group_relocate_mode mode, long n, bool drop)
 {
 	char *dir = copy_group(), *old = at(dir, "vmA/a2.vmdk"), *new = at(dir, "dst/a2.vmdk");
-	struct chain_plan plan = {0};
-	struct chain_group *g;
+	struct group_plan plan = {0};
+	struct group *g;
 	struct vd_faultio *fi;
 	bool crashed, there;
 
 	assert_int_equal(vd_faultio_create(n, drop, &fi), 0);
 	relocate(dir, "vmA/a2.vmdk", "dst", mode, 0, vd_faultio_io(fi), &plan);
-	chain_plan_free(&plan);
+	group_plan_free(&plan);
 	crashed = vd_faultio_crashed(fi);
 	assert_int_equal(vd_faultio_crash(fi), 0);
 	vd_faultio_destroy(fi);
 	if (getenv("VDT_VERBOSE"))
 		fprintf(stderr, "mode %d crash after %ld writes (drop %d): %s\n", mode, n,
 			drop, crashed ? "crashed" : "finished");
+	if (legacy) {
+		char *vm = at(dir, "vmA"), *dst = at(dir, "dst");
+		vdt_records_to_legacy(vm);
+		vdt_records_to_legacy(dst);
+		free(vm);
+		free(dst);
+	}
 	/* the next command on the group, from wherever A is */
-	if (!chain_group_load(exists(dir, "vmA/a2.vmdk") ? old : new, NULL, 0, NULL, &g))
-		chain_group_free(g);
+	if (!group_load(exists(dir, "vmA/a2.vmdk") ? old : new, NULL, 0, NULL, &g))
+		group_free(g);
 	there = exists(dir, "dst/a2.vmdk");
 	assert_true(there != exists(dir, "vmA/a2.vmdk")); /* at exactly one place */
 	assert_true(reads(dir, there ? "dst/a2.vmdk" : "vmA/a2.vmdk", mA, NULL));
@@ -418,15 +429,27 @@ static bool crash_at(enum chain_relocate_mode mode, long n, bool drop)
 	assert_true(there || !crashed || nr_entries(dir, "dst") == 0); /* rolled back */
 	assert_true(there || crashed);
 	others_ok(dir);
-	assert_false(exists(dir, "vmA/a2.vmdk" CHAIN_INTENT_SUFFIX));
-	assert_false(exists(dir, "dst/a2.vmdk" CHAIN_INTENT_SUFFIX));
+	assert_false(exists(dir, "vmA/a2.vmdk" GROUP_INTENT_SUFFIX));
+	assert_false(exists(dir, "dst/a2.vmdk" GROUP_INTENT_SUFFIX));
 	rmtree(dir);
 	free(old);
 	free(new);
 	return crashed;
 }
 
-static void faults(enum chain_relocate_mode mode)
+static void faults(enum group_relocate_mode mode);
+
+/* Records of the release before record versions, left at every crash
+ * point of a relocation, are recovered the same way. */
+static void test_legacy_faults(void **state)
+{
+	(void)state;
+	legacy = true;
+	faults(GROUP_RELOCATE_NO_SHARE);
+	legacy = false;
+}
+
+static void faults(enum group_relocate_mode mode)
 {
 	for (int drop = 0; drop < 2; drop++) {
 		long n = 0;
@@ -443,23 +466,23 @@ static bool reattach_crash_at(long n, bool drop)
 {
 	char *dir = copy_group(), *old = at(dir, "vmB/b.vmdk"), *new = at(dir, "dst/b.vmdk");
 	char *rec = at(dir, "dst/s1.vmdk.vdelta-children"), *saved = at(dir, "../s1.rec");
-	struct chain_plan plan = {0};
-	struct chain_group *g;
+	struct group_plan plan = {0};
+	struct group *g;
 	struct vd_faultio *fi;
 	bool crashed, there;
 
-	assert_int_equal(relocate(dir, "vmA/a2.vmdk", "dst", CHAIN_RELOCATE_SHARE, 0, NULL,
+	assert_int_equal(relocate(dir, "vmA/a2.vmdk", "dst", GROUP_RELOCATE_SHARE, 0, NULL,
 				  &plan), 0);
-	chain_plan_free(&plan);
+	group_plan_free(&plan);
 	assert_int_equal(vdt_copy_file(rec, saved), 0);
 	assert_int_equal(vd_faultio_create(n, drop, &fi), 0);
-	relocate(dir, "vmB/b.vmdk", "dst", CHAIN_RELOCATE_SHARE, 0, vd_faultio_io(fi), &plan);
-	chain_plan_free(&plan);
+	relocate(dir, "vmB/b.vmdk", "dst", GROUP_RELOCATE_SHARE, 0, vd_faultio_io(fi), &plan);
+	group_plan_free(&plan);
 	crashed = vd_faultio_crashed(fi);
 	assert_int_equal(vd_faultio_crash(fi), 0);
 	vd_faultio_destroy(fi);
-	if (!chain_group_load(exists(dir, "vmB/b.vmdk") ? old : new, NULL, 0, NULL, &g))
-		chain_group_free(g);
+	if (!group_load(exists(dir, "vmB/b.vmdk") ? old : new, NULL, 0, NULL, &g))
+		group_free(g);
 	there = exists(dir, "dst/b.vmdk");
 	assert_true(there != exists(dir, "vmB/b.vmdk"));
 	assert_true(reads(dir, there ? "dst/b.vmdk" : "vmB/b.vmdk", mB, NULL));
@@ -469,8 +492,8 @@ static bool reattach_crash_at(long n, bool drop)
 	assert_true(there || (same_bytes(dir, "base/s1.vmdk") && vdt_same_file(rec, saved) &&
 			      nr_entries(dir, "dst") == 7)); /* rolled back: as before */
 	assert_true(there || crashed);
-	assert_false(exists(dir, "vmB/b.vmdk" CHAIN_INTENT_SUFFIX));
-	assert_false(exists(dir, "dst/b.vmdk" CHAIN_INTENT_SUFFIX));
+	assert_false(exists(dir, "vmB/b.vmdk" GROUP_INTENT_SUFFIX));
+	assert_false(exists(dir, "dst/b.vmdk" GROUP_INTENT_SUFFIX));
 	unlink(saved);
 	free(saved);
 	free(rec);
@@ -492,9 +515,9 @@ static void test_share_reattach_faults(void **state)
 	}
 }
 
-static void test_child_most_faults(void **s) { (void)s; faults(CHAIN_RELOCATE_CHILD_MOST); }
-static void test_no_share_faults(void **s) { (void)s; faults(CHAIN_RELOCATE_NO_SHARE); }
-static void test_share_faults(void **s) { (void)s; faults(CHAIN_RELOCATE_SHARE); }
+static void test_child_most_faults(void **s) { (void)s; faults(GROUP_RELOCATE_CHILD_MOST); }
+static void test_no_share_faults(void **s) { (void)s; faults(GROUP_RELOCATE_NO_SHARE); }
+static void test_share_faults(void **s) { (void)s; faults(GROUP_RELOCATE_SHARE); }
 
 int main(void)
 {
@@ -509,6 +532,7 @@ int main(void)
 		cmocka_unit_test(test_no_share_faults),
 		cmocka_unit_test(test_share_faults),
 		cmocka_unit_test(test_share_reattach_faults),
+		cmocka_unit_test(test_legacy_faults),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

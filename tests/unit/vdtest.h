@@ -64,7 +64,10 @@ static inline char *vdt_mkdtemp(const char *tag)
 {
 	char *p;
 
-	mkdir("/tmp/vdelta-test", 0755);
+	/* a shared temporary folder (sticky, writable by all), like /tmp: the
+	 * group layer does not take it for a datastore and scan it */
+	if (!mkdir("/tmp/vdelta-test", 0755) || errno == EEXIST)
+		chmod("/tmp/vdelta-test", 01777);
 	if (asprintf(&p, "/tmp/vdelta-test/%s.XXXXXX", tag) < 0)
 		return NULL;
 	if (!mkdtemp(p)) {

@@ -1,0 +1,218 @@
+/* group — recovery of interrupted operations at the front door (layer 3).
+ *
+ * Owns: the table of operation kinds (GROUP_OPS in group_int.h: one row
+ * per operation, defined in the operation's own file), the recovery of one
+ * intent record through its row's resume function, finding the records
+ * beside a disk's layers, and the front door of the group commands
+ * (group_load: recovery, then the scan).  Nothing here knows an operation
+ * by name: a record's op= picks its row.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "group_int.h"
+
+#define GROUP_OP_REF(n) &group_op_##n,
+static const struct group_op *const ops[] = {GROUP_OPS(GROUP_OP_REF)};
+#define NR_OPS (sizeof ops / sizeof ops[0])
+
+int group_recover(const char *intent_path, unsigned flags, const struct vd_io *io)
+{
+	struct group_locks locks = {0};
+	struct group_intent *in;
+	int err;
+
+	io = io ? io : vd_io_posix();
+	if (access(intent_path, F_OK) && errno == ENOENT)
+		return 0; /* a twin record's recovery (relocate) removed it */
+	if ((err = group_intent_read(intent_path, ops, NR_OPS, &in)))
+		return err;
+	err = group_trust_record(in);
+	if (!err && !(flags & GROUP_RECOVER_FINISH))
+		vd_warn("%s: an interrupted %s of %s; `vdelta recover %s` finishes it",
+			intent_path, in->op->name, in->target, in->target);
+	if (!err && (flags & GROUP_RECOVER_FINISH)) /* as the operation held them */
+		err = group_intent_lock(in, &locks);
+	if (!err && (flags & GROUP_RECOVER_FINISH)) {
+		vd_warn("%s: finishing an interrupted %s of %s", intent_path,
+			in->op->name, in->target);
+		err = in->op->resume(in, io);
+	}
+	group_locks_release(&locks);
+	group_intent_free(in);
+	return err;
+}
+
+/* A record's or a sidecar's temporary left by a crash before its rename. */
+static bool stale_temp(const char *name)
+{
+	size_t n = strlen(name), t = strlen(".tmp");
+	size_t a = strlen(GROUP_INTENT_SUFFIX), b = strlen(GROUP_CHILDREN_SUFFIX);
+
+	if (n <= t || strcmp(name + n - t, ".tmp"))
+		return false;
+	n -= t;
+	return (n > a && !strncmp(name + n - a, GROUP_INTENT_SUFFIX, a)) ||
+	       (n > b && !strncmp(name + n - b, GROUP_CHILDREN_SUFFIX, b));
+}
+
+/* ---- records beside a disk --------------------------------------------------------------- */
+
+/* The intent records in dir (not recursed; hidden entries skipped); with
+ * clean, the stale temporaries of records are removed. */
+static int intents_in(const char *dir, bool clean, char ***out, unsigned *nr)
+{
+	size_t k = strlen(GROUP_INTENT_SUFFIX);
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int err = 0;
+
+	if (!d)
+		return 0; /* nothing to recover there */
+	while (!err && (e = readdir(d))) {
+		size_t n = strlen(e->d_name);
+		bool rec = n > k && !strcmp(e->d_name + n - k, GROUP_INTENT_SUFFIX);
+		if (e->d_name[0] == '.' || (!rec && !(clean && stale_temp(e->d_name))))
+			continue;
+		char *p = vd_path_join(dir, e->d_name);
+		err = !p ? -ENOMEM : rec ? vd_strv_add(out, nr, p)
+				    : vd_remove_stale_temp(vd_io_posix(), p);
+		free(p);
+	}
+	closedir(d);
+	return err;
+}
+
+/* path's folder, then the folder of every layer its chain names (the
+ * links' CIDs not checked: an interrupted commit leaves one stale). */
+static int near_dirs(const char *path, char ***dirs, unsigned *nr)
+{
+	struct chain *c = NULL;
+	char *d = vd_dirname(path);
+	int err = d ? vd_strv_add(dirs, nr, d) : -ENOMEM;
+
+	free(d);
+	if (err || chain_open(path, CHAIN_OPEN_RDONLY | CHAIN_OPEN_NOLOCK |
+			      CHAIN_OPEN_DIRTY_OK | CHAIN_OPEN_IGNORE_CID, NULL, &c))
+		return err;
+	for (unsigned i = 1; !err && i < chain_depth(c); i++) {
+		bool seen = false;
+		d = vd_dirname(vmdk_path(chain_layer(c, i)));
+		for (unsigned j = 0; d && j < *nr; j++)
+			seen |= vd_same_file((*dirs)[j], d);
+		err = !d ? -ENOMEM : seen ? 0 : vd_strv_add(dirs, nr, d);
+		free(d);
+	}
+	chain_close(c);
+	return err;
+}
+
+/* The records near path; opening its chain is silent (a file that is not
+ * a VMDK, or a broken chain, just yields fewer folders). */
+static int intents_near(const char *path, bool clean, char ***out, unsigned *nr)
+{
+	char **dirs = NULL;
+	unsigned nr_dirs = 0;
+	int err;
+
+	vd_log_mute(true);
+	err = near_dirs(path, &dirs, &nr_dirs);
+	vd_log_mute(false);
+	*out = NULL;
+	*nr = 0;
+	for (unsigned i = 0; !err && i < nr_dirs; i++)
+		err = intents_in(dirs[i], clean, out, nr);
+	vd_strv_free(dirs, nr_dirs);
+	if (err) {
+		vd_strv_free(*out, *nr);
+		*out = NULL;
+		*nr = 0;
+	}
+	return err;
+}
+
+int group_recover_near(const char *path, unsigned flags, const struct vd_io *io,
+		       unsigned *nr_found)
+{
+	char **recs;
+	unsigned nr;
+	int err = intents_near(path, flags & GROUP_RECOVER_FINISH, &recs, &nr), first = 0;
+
+	for (unsigned i = 0; !err && i < nr; i++) {
+		int e = 0;
+		if (!access(recs[i], F_OK)) /* one recovery may have ended another */
+			e = group_recover(recs[i], flags, io);
+		first = first ? first : e;
+	}
+	if (nr_found)
+		*nr_found = nr;
+	vd_strv_free(recs, nr);
+	return err ? err : first;
+}
+
+/* ---- the front door of the group commands ----------------------------------------------------- */
+
+/* Does the record lie in the folder of a layer of disk's group (every
+ * record, without a disk: the folders were named)? */
+static bool of_group(const struct group_tree *t, int root, const char *record)
+{
+	char *rd = vd_dirname(record);
+	bool found = root < 0;
+
+	for (unsigned i = 0; rd && !found && i < t->nr_nodes; i++) {
+		char *d = t->nodes[i].root == root ? vd_dirname(t->nodes[i].path) : NULL;
+		found = d && vd_same_file(d, rd);
+		free(d);
+	}
+	free(rd);
+	return found;
+}
+
+/* Recover the records of the scan that belong to disk's group (another
+ * group's interrupted operation is not this command's); the scan is redone
+ * when there was one. */
+static int recover_scanned(const char *disk, char *const *extra, unsigned nr_extra,
+			   const struct vd_io *io, struct group **g)
+{
+	const struct group_tree *t = group_nodes(*g);
+	int node = disk ? group_node(*g, disk) : -1, root = node >= 0 ? t->nodes[node].root : -1;
+	unsigned done = 0;
+	int err = 0;
+
+	if (disk && node < 0)
+		return 0; /* reported by the operation */
+	for (unsigned i = 0; !err && i < t->nr_intents; i++)
+		if (of_group(t, root, t->intents[i]) && !access(t->intents[i], F_OK)) {
+			err = group_recover(t->intents[i], GROUP_RECOVER_FINISH, io);
+			done++;
+		}
+	if (err || !done)
+		return err;
+	group_free(*g);
+	*g = NULL;
+	return group_scan(disk, extra, nr_extra, g);
+}
+
+int group_load(const char *disk, char *const *extra, unsigned nr_extra,
+	       const struct vd_io *io, struct group **out)
+{
+	struct group *g = NULL;
+	int err = 0;
+
+	io = io ? io : vd_io_posix();
+	if (disk)
+		err = group_recover_near(disk, GROUP_RECOVER_FINISH, io, NULL);
+	if (!err)
+		err = group_scan(disk, extra, nr_extra, &g);
+	if (!err)
+		err = recover_scanned(disk, extra, nr_extra, io, &g);
+	if (err) {
+		group_free(g);
+		return err;
+	}
+	*out = g;
+	return 0;
+}
