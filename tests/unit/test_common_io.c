@@ -165,19 +165,31 @@ static void test_fault_zero_budget(void **state)
 	vd_faultio_destroy(fi);
 }
 
+/* A fault layer that drops unsynced writes at the crash, with fx->a
+ * created through it as *fa, and fx->b opened with b_flags as *fb when fb. */
+static struct vd_faultio *fault_open(struct fx *fx, struct vd_file **fa, unsigned b_flags,
+				     struct vd_file **fb)
+{
+	struct vd_faultio *fi;
+	const struct vd_io *io;
+
+	assert_int_equal(vd_faultio_create(100, true, &fi), 0);
+	io = vd_faultio_io(fi);
+	assert_int_equal(io->open(io, fx->a, VD_O_CREATE, fa), 0);
+	if (fb)
+		assert_int_equal(io->open(io, fx->b, b_flags, fb), 0);
+	return fi;
+}
+
 /* drop_unsynced: writes after the last sync vanish at the crash, including
  * the file growth they caused; synced writes stay. */
 static void test_fault_rollback(void **state)
 {
 	struct fx *fx = *state;
-	struct vd_faultio *fi;
-	const struct vd_io *io;
 	struct vd_file *f;
+	struct vd_faultio *fi = fault_open(fx, &f, 0, NULL);
 	char *c;
 
-	assert_int_equal(vd_faultio_create(100, true, &fi), 0);
-	io = vd_faultio_io(fi);
-	assert_int_equal(io->open(io, fx->a, VD_O_CREATE, &f), 0);
 	wr(f, "0123456789", 0, 0);
 	assert_int_equal(vd_sync(f), 0);
 	wr(f, "AB", 2, 0);          /* overwrite, unsynced */
@@ -231,14 +243,9 @@ static void test_fault_keep_newest(void **state)
 static void test_fault_unsynced(void **state)
 {
 	struct fx *fx = *state;
-	struct vd_faultio *fi;
-	const struct vd_io *io;
 	struct vd_file *f, *g;
+	struct vd_faultio *fi = fault_open(fx, &f, VD_O_CREATE, &g);
 
-	assert_int_equal(vd_faultio_create(100, true, &fi), 0);
-	io = vd_faultio_io(fi);
-	assert_int_equal(io->open(io, fx->a, VD_O_CREATE, &f), 0);
-	assert_int_equal(io->open(io, fx->b, VD_O_CREATE, &g), 0);
 	wr(f, "0123456789", 0, 0);
 	assert_true(vd_faultio_unsynced(fi, fx->a, 9, 1));
 	assert_false(vd_faultio_unsynced(fi, fx->a, 10, 5)); /* past the write */
@@ -265,15 +272,11 @@ static void test_fault_sync_per_file(void **state)
 {
 	struct fx *fx = *state;
 	struct vd_faultio *fi;
-	const struct vd_io *io;
 	struct vd_file *fa, *fb;
 	char *c;
 
 	assert_int_equal(vdt_write_file(fx->b, "bbbb", 4), 0);
-	assert_int_equal(vd_faultio_create(100, true, &fi), 0);
-	io = vd_faultio_io(fi);
-	assert_int_equal(io->open(io, fx->a, VD_O_CREATE, &fa), 0);
-	assert_int_equal(io->open(io, fx->b, VD_O_RDWR, &fb), 0);
+	fi = fault_open(fx, &fa, VD_O_RDWR, &fb);
 	wr(fa, "aaaa", 0, 0);
 	wr(fb, "B", 1, 0);
 	assert_int_equal(vd_sync(fa), 0);
