@@ -52,6 +52,10 @@ struct tools_cmd {
 	 * disks it names are finished before it runs (otherwise they are only
 	 * reported: a command that reads never removes or rewrites anything). */
 	bool writes;
+	/* The command serves disks (mount): its front door is the
+	 * group layer's as each disk is opened (group_serve_add), so the pass
+	 * above is not made (it would read every folder once more per disk). */
+	bool serves;
 };
 
 /* Print "vdelta: <msg>" to stderr (a newline is added). */

@@ -392,6 +392,7 @@ const struct tools_cmd tools_cmd_mount = {
 	.name = "mount",
 	TOOLS_PAGE(mount),
 	.run = mount_run,
+	.serves = true,
 };
 
 /* ---- umount ------------------------------------------------------------------------ */

@@ -216,7 +216,8 @@ static int run_cmd(const struct tools_cmd *cmd, int argc, char **argv)
 		return TOOLS_ERR;
 	}
 	argv[0] = name;
-	tools_recover_args(argc, argv, cmd->writes);
+	if (!cmd->serves)
+		tools_recover_args(argc, argv, cmd->writes);
 	ret = cmd->run(argc, argv);
 	free(name);
 	return ret;
