@@ -151,8 +151,13 @@ int group_clone_full(const char *disk, const char *new_path, enum vmdk_subformat
 
 /* ---- sidecar records (group_record.c) --------------------------------------------------- */
 
-/* Record in parent's sidecar that child was made over it. */
-int group_record_child(const char *parent, const char *child, const struct vd_io *io);
+/* Record in parent's sidecar that child was made over it.  A layer with no
+ * record yet gets one that says it may have children never recorded,
+ * unless GROUP_RECORD_COMPLETE: it had none (a layer just made, a writable
+ * top given its first child). */
+enum { GROUP_RECORD_COMPLETE = 1u << 0 };
+int group_record_child(const char *parent, const char *child, unsigned flags,
+		       const struct vd_io *io);
 
 /* ---- plans (group_plan.c) -----------------------------------------------------------------
  * What an operation does (or, with GROUP_DRY_RUN, would do), step by step. */
@@ -207,8 +212,10 @@ enum {
 
 /* The front door of the group commands: recover every intent record near
  * disk (its layers' folders) and in the folders scanned, then scan them.
- * disk may be any layer of the group. */
-int group_load(const char *disk, char *const *scan_dirs, unsigned nr_dirs,
+ * disk may be any layer of the group.  With GROUP_DRY_RUN the records are
+ * only reported (a dry run changes nothing, an interrupted operation
+ * included). */
+int group_load(const char *disk, char *const *scan_dirs, unsigned nr_dirs, unsigned flags,
 	       const struct vd_io *io, struct group **out);
 void group_free(struct group *g); /* NULL is a no-op */
 const struct group_tree *group_nodes(const struct group *g);
@@ -218,7 +225,8 @@ int group_node(const struct group *g, const char *path);
  * other names of the node or a layer above it. */
 unsigned group_nr_users(const struct group *g, int node);
 bool group_shared(const struct group *g, int node);
-/* The node has children found and none recorded (GROUP_TREE_UNKNOWN). */
+/* The node has children vdelta never recorded: found and none recorded
+ * (GROUP_TREE_UNKNOWN), or one found that its record does not list. */
 bool group_unknown(const struct group *g, int node);
 /* Shared or unknown: no operation removes, merges into or moves it. */
 bool group_busy(const struct group *g, int node);

@@ -229,13 +229,13 @@ static int stage_drop_old(const struct group_stage_rec *r, const struct vd_io *i
 /* P2-P6 (also recovery's roll forward). */
 static int stage_finish(const struct group_stage_rec *r, const struct vd_io *io)
 {
-	int err = r->record_in ? group_record_update(r->record_in, NULL, &r->in.target, 1, io)
+	int err = r->record_in ? group_record_update(r->record_in, NULL, &r->in.target, 1, 0, io)
 			       : 0; /* P1b */
 
 	if (!err)
 		err = stage_move(r, io); /* P2, P3 */
 	if (!err && r->parent) /* P4 */
-		err = group_record_update(r->parent, r->in.target, NULL, 0, io);
+		err = group_record_update(r->parent, r->in.target, NULL, 0, 0, io);
 	if (!err)
 		err = stage_drop_old(r, io); /* P5 */
 	return err ? err : group_intent_done(&r->in, io); /* P6 */

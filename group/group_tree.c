@@ -474,18 +474,6 @@ static uint64_t full_size(const char *path)
 }
 
 /* A sidecar record of the children vdelta gave the layer exists. */
-static bool has_record(const char *path)
-{
-	char *side;
-	bool found;
-
-	if (asprintf(&side, "%s%s", path, GROUP_CHILDREN_SUFFIX) < 0)
-		return true; /* no memory: not a reason to refuse */
-	found = !access(side, F_OK);
-	free(side);
-	return found;
-}
-
 /* Links, children, reach, roots and flags, once every node is linked. */
 static void finish(struct group_tree *t, unsigned flags)
 {
@@ -513,7 +501,7 @@ static void finish(struct group_tree *t, unsigned flags)
 		}
 		if (n->frozen && leaf)
 			n->flags |= GROUP_TREE_ORPHAN;
-		if (!leaf && !has_record(n->path))
+		if (!leaf && group_record_state(n->path) != GROUP_RECORD_WHOLE)
 			n->flags |= GROUP_TREE_UNKNOWN;
 		if (leaf && readable && (flags & GROUP_SCAN_SIZES))
 			n->full_bytes = full_size(n->path);

@@ -112,10 +112,11 @@ static void print_text(const struct group_plan *p, bool dry_run)
 			printf("  (%s)", tools_human_size(s->bytes, h1, sizeof h1));
 		putchar('\n');
 	}
-	printf("data to copy: %s; space needed: %s of %s free\n",
-	       tools_human_size(p->copy_bytes, h1, sizeof h1),
-	       tools_human_size(p->space_needed, h2, sizeof h2),
-	       tools_human_size(p->space_avail, h3, sizeof h3));
+	if (p->copy_bytes || p->space_needed)
+		printf("data to copy: %s; space needed: %s of %s free\n",
+		       tools_human_size(p->copy_bytes, h1, sizeof h1),
+		       tools_human_size(p->space_needed, h2, sizeof h2),
+		       tools_human_size(p->space_avail, h3, sizeof h3));
 	if (p->result && !dry_run)
 		printf("disk: %s\n", p->result);
 }
@@ -146,7 +147,7 @@ int tools_group_run(const char *disk, char *const *scan, unsigned nr_scan,
 	struct group_plan plan = {0};
 	struct tools_progress pr;
 	struct group *g;
-	int rc = group_load(disk, scan, nr_scan, NULL, &g);
+	int rc = group_load(disk, scan, nr_scan, flags, NULL, &g);
 
 	if (rc < 0)
 		return tools_fail(disk, rc);
@@ -195,7 +196,8 @@ static int adopt_run(int argc, char **argv)
 	}
 	if (optind == argc)
 		return tools_usage(&tools_cmd_adopt, "expected DIR...");
-	rc = group_load(NULL, argv + optind, (unsigned)(argc - optind), NULL, &g);
+	rc = group_load(NULL, argv + optind, (unsigned)(argc - optind), a.flags, NULL,
+			&g);
 	if (rc < 0)
 		return tools_fail(argv[optind], rc);
 	rc = group_adopt(g, a.flags, NULL, &plan);

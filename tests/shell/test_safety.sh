@@ -23,7 +23,12 @@ SIZE=64M
 # qd DISK: xxhsum -H2 of qemu's raw export (force-share: holders keep locks)
 qd()
 {
-X
+	local sum=
+	rm -f "$T/qd.raw"
+	qemu-img convert -U -O raw "$1" "$T/qd.raw" 2>/dev/null &&
+		sum=$(xxhsum -H2 "$T/qd.raw" | cut -d' ' -f1)
+	rm -f "$T/qd.raw"
+	echo "${sum:-unreadable-$RANDOM$RANDOM}" # two failures never compare equal
 }
 
 # snap_all: sha256 of every file under $T/ds and $T/other, and their listing
@@ -234,6 +239,21 @@ esac
 expect_ok "unknown: tree shows it" "$VDELTA" tree "$T/ds"
 grep -q "children unknown" "$T/last.out" && pass "unknown: tree marks children unknown" ||
 	fail "unknown: tree: $(cat "$T/last.out")"
+# a record vdelta writes for mid later (a clone from a's current state hangs
+# from mid) lists that clone only: a and far stay unknown
+expect_ok "unknown: clone --from-current a" "$VDELTA" clone --from-current "$A" "$T/ds/A/c.vmdk"
+grep -q "c.vmdk" "$T/ds/A/mid.vmdk.vdelta-children" 2>/dev/null &&
+	pass "unknown: mid recorded the clone" || fail "unknown: mid has no record of the clone"
+grep -qx "unknown=1" "$T/ds/A/mid.vmdk.vdelta-children" 2>/dev/null &&
+	pass "unknown: mid's new record says it had children never recorded" ||
+	fail "unknown: mid's record: $(cat "$T/ds/A/mid.vmdk.vdelta-children")"
+expect_ok "unknown: delete a (qemu's clone)" "$VDELTA" delete "$A"
+refused "unknown: commit c into mid once a is gone" "children unknown" commit "$T/ds/A/c.vmdk"
+expect_ok "unknown: delete --orphans --dry-run c" "$VDELTA" delete --orphans --dry-run "$T/ds/A/c.vmdk"
+! grep -q "remove .*mid.vmdk" "$T/last.out" && pass "unknown: delete --orphans of the clone keeps mid" ||
+	fail "unknown: delete --orphans plan: $(cat "$T/last.out")"
+far_same "unknown: after the clone and the deletes"
+qemu_group
 # the places named and recorded: normal rules, the far clone protects mid
 export VDELTA_DATASTORES=$T/other
 expect_ok "named: adopt" "$VDELTA" adopt "$T/ds"
@@ -297,6 +317,17 @@ for placement in relative absolute hardlink subfolder symlinked; do
 			fail "$placement: $op broke the sibling clone ($got, was $FAR): $(cat "$T/last.err")"
 	done
 done
+
+# an orphan with another name (a hard link outside every datastore) stays
+vdelta_group
+mkdir -p "$T/away" && ln "$T/ds/D/base-000001.vmdk" "$T/away/keep.vmdk" || die "link"
+KEEP=$(qd "$T/ds/D/base-000001.vmdk") # the linked name's parent hint leads nowhere
+expect_ok "alias: delete --orphans" "$VDELTA" delete --orphans "$TOP"
+[ ! -e "$TOP" ] && [ "$(qd "$T/ds/D/base-000001.vmdk")" = "$KEEP" ] &&
+	[ "$(stat -c %i "$T/away/keep.vmdk")" = "$(stat -c %i "$T/ds/D/base-000001.vmdk")" ] &&
+	pass "alias: delete --orphans kept the hard-linked layer" ||
+	fail "alias: delete --orphans: $(ls "$T/ds/D"), $(cat "$T/last.out")"
+rm -rf "$T/away"
 
 # ---- 4. check --repair of disks holding zero grains ----
 rm -rf "$T/ds" && mkdir -p "$T/ds/Z" && cd "$T/ds/Z" || die mkdir
@@ -415,6 +446,9 @@ EOF
 refused "outside extent: snapshot" "outside the descriptor's folder" snapshot "$T/ds/X/out.vmdk"
 [ "$(cat "$T/ds/victim.txt")" = 12345678901234567890 ] && pass "outside extent: the file outside is untouched" ||
 	fail "outside extent: written"
+refused "outside extent: delete" "outside the descriptor's folder" delete "$T/ds/X/out.vmdk"
+[ -e "$T/ds/X/out.vmdk" ] && [ "$(cat "$T/ds/victim.txt")" = 12345678901234567890 ] &&
+	pass "outside extent: delete removed nothing" || fail "outside extent: delete removed files"
 if [ -c /dev/fuse ]; then
 	mkdir -p "$T/mx"
 	refused "outside extent: a read-write mount" "outside the descriptor's folder" mount "$T/ds/X/out.vmdk" "$T/mx"

@@ -217,7 +217,7 @@ static int run_path(const char *p, group_fn *op, unsigned flags, const struct vd
 		    struct group_plan *plan)
 {
 	struct group *g;
-	int err = group_load(p, NULL, 0, NULL, &g);
+	int err = group_load(p, NULL, 0, 0, NULL, &g);
 
 	if (!err) {
 		err = op(g, p, flags, io, plan);
@@ -264,7 +264,7 @@ static void test_discovery(void **state)
 	int b, s1;
 
 	(void)state;
-	assert_int_equal(group_load(p, NULL, 0, NULL, &g), 0);
+	assert_int_equal(group_load(p, NULL, 0, 0, NULL, &g), 0);
 	b = group_node(g, pb);
 	s1 = group_node(g, p1);
 	free(pb);
@@ -562,6 +562,21 @@ static void recover_beside(const char *disk)
 
 static bool legacy;
 
+/* A dry run's load of the crashed group changes no file (the interrupted
+ * operation is reported, not carried out). */
+static bool check_dry;
+
+static void dry_load_changes_nothing(const char *dir, const char *disk)
+{
+	struct group *g;
+
+	assert_int_equal(vdt_sh("cp -a --sparse=always '%s' '%s.dry'", dir, dir), 0);
+	if (!group_load(disk, NULL, 0, GROUP_DRY_RUN, NULL, &g))
+		group_free(g);
+	assert_int_equal(vdt_sh("diff -r '%s' '%s.dry' >/dev/null", dir, dir), 0);
+	assert_int_equal(vdt_sh("rm -rf '%s.dry'", dir), 0);
+}
+
 /* Crash after n writes; then load the group again (recovery) and check. */
 static bool crash_at(enum which w, long n, bool drop)
 {
@@ -585,10 +600,12 @@ static bool crash_at(enum which w, long n, bool drop)
 			crashed ? "crashed" : "finished");
 	if (legacy)
 		vdt_records_to_legacy(dir);
+	if (check_dry)
+		dry_load_changes_nothing(dir, exists(dir, "base-000003.vmdk") ? top : clone);
 	/* the next command on the group: recovery, from any of its disks */
 	if (recover_near)
 		recover_beside(top);
-	else if (!group_load(exists(dir, "base-000003.vmdk") ? top : clone, NULL, 0,
+	else if (!group_load(exists(dir, "base-000003.vmdk") ? top : clone, NULL, 0, 0,
 				   NULL, &g))
 		group_free(g);
 	check_after(dir, w, !crashed);
@@ -610,7 +627,13 @@ static void faults(enum which w)
 	}
 }
 
-static void test_commit_faults(void **state) { (void)state; faults(OP_COMMIT); }
+static void test_commit_faults(void **state)
+{
+	(void)state;
+	check_dry = true;
+	faults(OP_COMMIT);
+	check_dry = false;
+}
 static void test_delete_faults(void **state) { (void)state; faults(OP_DELETE); }
 static void test_revert_faults(void **state) { (void)state; faults(OP_REVERT); }
 static void test_repair_faults(void **state) { (void)state; faults(OP_REPAIR); }

@@ -136,6 +136,15 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* dir's name with suffix: a file of this run's own beside its folder */
+static char *beside(const char *dir, const char *suffix)
+{
+	char *p;
+
+	assert_true(asprintf(&p, "%s%s", dir, suffix) > 0);
+	return p;
+}
+
 static char *copy_group(void)
 {
 	char *dir = vdt_mkdtemp("relocatecp");
@@ -211,7 +220,7 @@ static int relocate(const char *dir, const char *disk, const char *to,
 {
 	char *p = at(dir, disk), *d = at(dir, to);
 	struct group *g;
-	int err = group_load(p, NULL, 0, NULL, &g);
+	int err = group_load(p, NULL, 0, 0, NULL, &g);
 
 	if (!err) {
 		err = group_relocate(g, p, d, mode, flags, io, plan);
@@ -326,7 +335,7 @@ static void unchanged(const char *disk, const char *to, enum group_relocate_mode
 		      unsigned flags, int want, void (*prepare)(const char *dir),
 		      struct group_plan *plan)
 {
-	char *dir = copy_group(), *a = at(dir, "../before.sha"), *b = at(dir, "../after.sha");
+	char *dir = copy_group(), *a = beside(dir, ".before.sha"), *b = beside(dir, ".after.sha");
 
 	if (prepare)
 		prepare(dir);
@@ -419,7 +428,7 @@ static bool crash_at(enum group_relocate_mode mode, long n, bool drop)
 		free(dst);
 	}
 	/* the next command on the group, from wherever A is */
-	if (!group_load(exists(dir, "vmA/a2.vmdk") ? old : new, NULL, 0, NULL, &g))
+	if (!group_load(exists(dir, "vmA/a2.vmdk") ? old : new, NULL, 0, 0, NULL, &g))
 		group_free(g);
 	there = exists(dir, "dst/a2.vmdk");
 	assert_true(there != exists(dir, "vmA/a2.vmdk")); /* at exactly one place */
@@ -465,7 +474,7 @@ static void faults(enum group_relocate_mode mode)
 static bool reattach_crash_at(long n, bool drop)
 {
 	char *dir = copy_group(), *old = at(dir, "vmB/b.vmdk"), *new = at(dir, "dst/b.vmdk");
-	char *rec = at(dir, "dst/s1.vmdk.vdelta-children"), *saved = at(dir, "../s1.rec");
+	char *rec = at(dir, "dst/s1.vmdk.vdelta-children"), *saved = beside(dir, ".s1.rec");
 	struct group_plan plan = {0};
 	struct group *g;
 	struct vd_faultio *fi;
@@ -481,7 +490,7 @@ static bool reattach_crash_at(long n, bool drop)
 	crashed = vd_faultio_crashed(fi);
 	assert_int_equal(vd_faultio_crash(fi), 0);
 	vd_faultio_destroy(fi);
-	if (!group_load(exists(dir, "vmB/b.vmdk") ? old : new, NULL, 0, NULL, &g))
+	if (!group_load(exists(dir, "vmB/b.vmdk") ? old : new, NULL, 0, 0, NULL, &g))
 		group_free(g);
 	there = exists(dir, "dst/b.vmdk");
 	assert_true(there != exists(dir, "vmB/b.vmdk"));
