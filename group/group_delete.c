@@ -5,7 +5,8 @@
  *
  * Write order of delete (recovery finishes it):
  *  D1. the intent record (the files to remove, top layer first and each
- *      layer's descriptor before its extents; the kept parent) is written;
+ *      layer's descriptor before its extents; the layers they belong to,
+ *      wherever their folders are; the kept parent) is written;
  *  D2. the files are removed in that order: the disk is gone as soon as its
  *      top descriptor is, and the rest only frees space;
  *  D3. the kept parent's sidecar record loses the removed child;
@@ -28,6 +29,8 @@ struct delete_rec {
 	unsigned nr_children;
 	char **files;    /* every removed layer's files, top layer first */
 	unsigned nr_files;
+	char **layers;   /* the removed layers (their folders hold the files) */
+	unsigned nr_layers;
 };
 
 static const struct group_field delete_fields[] = {
@@ -36,6 +39,8 @@ static const struct group_field delete_fields[] = {
 	GROUP_FIELD_LIST(struct delete_rec, children, nr_children, "child",
 			 GROUP_FIELD_LAYERS, GROUP_LOCK_EXCL),
 	GROUP_FIELD_LIST(struct delete_rec, files, nr_files, "file", GROUP_FIELD_FILES,
+			 GROUP_LOCK_EXCL),
+	GROUP_FIELD_LIST(struct delete_rec, layers, nr_layers, "layer", GROUP_FIELD_LAYERS,
 			 GROUP_LOCK_EXCL),
 };
 
@@ -89,6 +94,8 @@ static int delete_layer(const struct group *g, int node, struct delete_rec *r,
 	const struct group_tree_node *n = &g->t->nodes[node];
 	int err = group_layer_add_files(&r->files, &r->nr_files, n->path);
 
+	if (!err)
+		err = group_intent_add(&r->layers, &r->nr_layers, n->path);
 	return err ? err : group_plan_add(plan, GROUP_STEP_REMOVE, n->path, n->file_bytes);
 }
 

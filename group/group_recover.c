@@ -212,8 +212,37 @@ int group_recover_near(const char *path, unsigned flags, const struct vd_io *io,
 
 /* ---- the front door of the group commands ----------------------------------------------------- */
 
-/* Does the record lie in the folder of a layer of disk's group (every
- * record, without a disk: the folders were named)? */
+struct in_group {
+	const struct group_tree *t;
+	int root;
+};
+
+static bool is_group_layer(const char *path, void *opaque)
+{
+	const struct in_group *ig = opaque;
+	int node = group_tree_find(ig->t, path);
+
+	return node >= 0 && ig->t->nodes[node].root == ig->root;
+}
+
+/* Does the record name a layer of the group (its own, once gone, need not
+ * be: a delete stopped after removing the top names the layers below)? */
+static bool names_group_layer(const struct group_tree *t, int root, const char *record)
+{
+	struct in_group ig = { t, root };
+	struct group_intent *in = NULL;
+	bool hit;
+
+	vd_log_mute(true);
+	hit = !group_intent_read(record, ops, NR_OPS, &in) &&
+	      group_intent_names(in, is_group_layer, &ig);
+	vd_log_mute(false);
+	group_intent_free(in);
+	return hit;
+}
+
+/* Does the record lie in the folder of a layer of disk's group, or name
+ * one (every record, without a disk: the folders were named)? */
 static bool of_group(const struct group_tree *t, int root, const char *record)
 {
 	char *rd = vd_dirname(record);
@@ -225,7 +254,7 @@ static bool of_group(const struct group_tree *t, int root, const char *record)
 		free(d);
 	}
 	free(rd);
-	return found;
+	return found || names_group_layer(t, root, record);
 }
 
 /* Recover the records of the scan that belong to disk's group (another

@@ -63,6 +63,8 @@ struct relocate_rec {
 	char *attach_child; /* its new child in DIR */
 	char **created;     /* what L3 may leave in DIR (rolled back) */
 	unsigned nr_created;
+	char **moved;       /* the layers whose sources L5 removes */
+	unsigned nr_moved;
 };
 
 static const struct group_field relocate_fields[] = {
@@ -79,6 +81,8 @@ static const struct group_field relocate_fields[] = {
 			GROUP_FIELD_LAYER, GROUP_LOCK_NONE),
 	GROUP_FIELD_LIST(struct relocate_rec, created, nr_created, "created",
 			 GROUP_FIELD_NEW_FILES, GROUP_LOCK_EXCL),
+	GROUP_FIELD_LIST(struct relocate_rec, moved, nr_moved, "moved", GROUP_FIELD_LAYERS,
+			 GROUP_LOCK_EXCL),
 };
 
 struct rl_layer {
@@ -610,8 +614,9 @@ static int build_intent(struct relocate *r)
 	if (!(in->tmp = strdup(r->l[0].dst)))
 		return -ENOMEM;
 	for (int i = 0; !err && i < r->n; i++)
-		if (r->l[i].removed)
-			err = group_layer_add_files(&in->files, &in->nr_files, r->l[i].src);
+		if (r->l[i].removed && !(err = group_layer_add_files(&in->files, &in->nr_files,
+								     r->l[i].src)))
+			err = group_intent_add(&in->moved, &in->nr_moved, r->l[i].src);
 	for (int i = r->n - 1; !err && i >= 0; i--)
 		if (r->l[i].copy)
 			err = add_created(r, i);

@@ -951,6 +951,73 @@ static void test_sidecar_faults(void **state)
 	}
 }
 
+/* A disk whose own layers lie in three folders over a base in a fourth
+ * (kept: another clone shares it): a delete crashed after n writes is finished by
+ * the next load, whatever folder it stopped in. */
+static bool spread_crash_at(long n, bool drop)
+{
+	static const uint64_t wb[][3] = { {0, 4 << 20, 0x11} }, wm[][3] = { {0, 1 << 20, 0x21} },
+			      wt[][3] = { {2 << 20, 1 << 20, 0x31} };
+	char *dir = vdt_mkdtemp("spread"), *base = at(dir, "C/base.vmdk"), *mid = at(dir, "B/mid.vmdk");
+	char *top = at(dir, "A/top.vmdk"), *other = at(dir, "C/other.vmdk"), *low = at(dir, "D/low.vmdk");
+	uint8_t *mbase = calloc(1, CAP), *mtop = calloc(1, CAP);
+	struct vmdk_create_opts o = { .capacity = CAP };
+	struct group_plan plan = {0};
+	struct vd_faultio *fi;
+	struct group *g;
+	bool crashed;
+
+	assert_true(mbase && mtop);
+	assert_int_equal(vdt_sh("mkdir -p '%s/A' '%s/B' '%s/C' '%s/D'", dir, dir, dir, dir), 0);
+	assert_int_equal(vmdk_create(base, &o, NULL), 0);
+	write_into(base, mbase, wb, 1);
+	memcpy(mtop, mbase, CAP);
+	assert_int_equal(group_create_child(base, low, false, NULL, NULL), 0);
+	assert_int_equal(group_create_child(low, mid, false, NULL, NULL), 0);
+	assert_int_equal(group_create_child(base, other, false, NULL, NULL), 0);
+	write_into(mid, mtop, wm, 1);
+	assert_int_equal(group_create_child(mid, top, false, NULL, NULL), 0);
+	write_into(top, mtop, wt, 1);
+	assert_int_equal(group_load(top, NULL, 0, 0, NULL, &g), 0);
+	assert_int_equal(vd_faultio_create(n, drop, &fi), 0);
+	group_delete(g, top, 0, vd_faultio_io(fi), &plan);
+	group_plan_free(&plan);
+	group_free(g);
+	crashed = vd_faultio_crashed(fi);
+	assert_int_equal(vd_faultio_crash(fi), 0);
+	vd_faultio_destroy(fi);
+	if (!group_load(other, NULL, 0, 0, NULL, &g)) /* the next command: recovery */
+		group_free(g);
+	/* before its record nothing went; from it on, its three layers go */
+	assert_true(exists(dir, "A/top.vmdk") == exists(dir, "B/mid.vmdk"));
+	assert_true(exists(dir, "A/top.vmdk") == exists(dir, "D/low.vmdk"));
+	assert_true(!exists(dir, "A/top.vmdk") || (crashed && reads(dir, "A/top.vmdk", mtop)));
+	assert_false(exists(dir, "A/top.vmdk" GROUP_INTENT_SUFFIX));
+	assert_true(reads(dir, "C/other.vmdk", mbase));
+	assert_int_equal(vdt_sh("rm -rf '%s'", dir), 0);
+	free(mbase);
+	free(mtop);
+	free(dir);
+	free(base);
+	free(mid);
+	free(top);
+	free(other);
+	free(low);
+	return crashed;
+}
+
+static void test_delete_spread_faults(void **state)
+{
+	(void)state;
+	for (int drop = 0; drop < 2; drop++) {
+		long n = 0;
+		while (n < FAULT_MAX && spread_crash_at(n, drop))
+			n++;
+		assert_true(n < FAULT_MAX);
+		assert_true(n > 2);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -985,6 +1052,7 @@ int main(void)
 		cmocka_unit_test(test_consolidate_base_faults),
 		cmocka_unit_test(test_faults_near),
 		cmocka_unit_test(test_sidecar_faults),
+		cmocka_unit_test(test_delete_spread_faults),
 	};
 
 	if (getenv("VDT_FILTER"))
