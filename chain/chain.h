@@ -324,7 +324,9 @@ int chain_hint_resolve(const char *child_path, const char *hint,
 int chain_hint_find(const char *child_path, const char *hint, const char *native_hint,
 		    char **out);
 /* The hint to write in a child at child_path for parent_path: relative to
- * the child's folder when both are reachable that way, else absolute. */
+ * the child's folder when both are reachable that way, else absolute;
+ * -EINVAL (reported) for one a descriptor cannot carry (a quote, a
+ * backslash, a control character). */
 int chain_hint_make(const char *child_path, const char *parent_path, char **out);
 
 #endif

@@ -144,6 +144,7 @@ int chain_hint_make(const char *child_path, const char *parent_path, char **out)
 	char *cdir = canon_dir(child_path), *ppath = realpath(parent_path, NULL);
 	int err = 0;
 
+	*out = NULL;
 	if (!cdir || !ppath) {
 		err = -errno ? -errno : -ENOMEM;
 		vd_err("%s: cannot resolve the folder of %s or its parent %s: %s",
@@ -153,6 +154,16 @@ int chain_hint_make(const char *child_path, const char *parent_path, char **out)
 		if (!*out)
 			err = -ENOMEM;
 	}
+	for (const char *c = *out; !err && *c; c++)
+		if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20 || *c == 0x7f) {
+			vd_err("%s: its parent %s cannot be named in a descriptor (a quote, a "
+			       "backslash or a control character: a hint is a quoted string "
+			       "where a backslash separates Windows folders); nothing written",
+			       child_path, parent_path);
+			free(*out);
+			*out = NULL;
+			err = -EINVAL;
+		}
 	free(cdir);
 	free(ppath);
 	return err;

@@ -175,7 +175,10 @@ static int child_over(const char *parent, const char *new_path, bool require_fro
 	bool was_frozen, can_mark, marked;
 	struct vmdk_disk *d;
 	int err = group_layer_check_name(new_path); /* 1: before anything is written */
+	char *hint = NULL;
 
+	if (!err && !(err = chain_hint_make(new_path, parent, &hint))) /* 1: it can be named */
+		free(hint);
 	if (err || (err = vmdk_open(parent, VMDK_OPEN_RDONLY, io, &d)))
 		return err;
 	was_frozen = chain_is_frozen(d);

@@ -538,6 +538,13 @@ for how in --from-current --full; do
 			fail "clone $how killed: staging left"
 	done
 done
+mkdir -p "$T/ds/b\\x" && qemu-img create -q -f vmdk "$T/ds/b\\x/p.vmdk" $SIZE || die "backslash folder"
+snap_all
+run "$VDELTA" create --parent "$T/ds/b\\x/p.vmdk" "$T/ds/D/bs.vmdk"
+[ $? -eq 1 ] && grep -q "cannot be named in a descriptor" "$T/last.err" && [ ! -e "$T/ds/D/bs.vmdk" ] &&
+	same_all && pass "backslash: a delta whose parent hint would hold one is refused, nothing written" ||
+	fail "backslash: create --parent: $(cat "$T/last.err")"
+rm -rf "$T/ds/b\\x"
 long=$(printf 'n%.0s' $(seq 240))
 cp "$TOP" "$T/ds/D/$long.vmdk"
 snap_all
