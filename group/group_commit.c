@@ -350,10 +350,8 @@ static int commit_record(const struct group *g, int l, struct commit_rec **out)
 	r->unfreeze = n->nr_children == 0;
 	if (!(r->parent = strdup(t->nodes[n->parent].path)))
 		return -ENOMEM;
-	for (unsigned i = 0; !err && i < t->nr_nodes; i++)
-		if (t->nodes[i].parent == l)
-			err = group_intent_add(&r->children, &r->nr_children,
-					       t->nodes[i].path);
+	for (int c = n->first_child; !err && c >= 0; c = t->nodes[c].next_sibling)
+		err = group_intent_add(&r->children, &r->nr_children, t->nodes[c].path);
 	return err ? err : group_layer_add_files(&r->files, &r->nr_files, n->path);
 }
 

@@ -108,14 +108,11 @@ static int merged(struct group *g, int l, bool pull, bool dry_run)
 	struct group_tree *t = g->t;
 	int p = t->nodes[l].parent, gone = pull ? p : l, stays = pull ? l : p;
 
-	for (unsigned i = 0; i < t->nr_nodes; i++)
-		if (!pull && t->nodes[i].parent == l)
-			t->nodes[i].parent = p;
 	if (pull)
-		t->nodes[l].parent = t->nodes[p].parent;
-	else
-		t->nodes[p].nr_children += t->nodes[l].nr_children - 1;
-	t->nodes[gone].parent = -1;
+		group_tree_move(t, (unsigned)l, t->nodes[p].parent);
+	while (!pull && t->nodes[l].first_child >= 0)
+		group_tree_move(t, (unsigned)t->nodes[l].first_child, p);
+	group_tree_move(t, (unsigned)gone, -1);
 	t->nodes[gone].nr_children = t->nodes[gone].reach = 0;
 	t->nodes[gone].flags |= GROUP_TREE_GONE;
 	return dry_run ? 0 : group_tree_refresh(t, (unsigned)stays);

@@ -61,16 +61,6 @@ const struct group_op group_op_delete = {
 	.resume = delete_resume,
 };
 
-/* Found children of node. */
-static unsigned nr_found_children(const struct group_tree *t, int node)
-{
-	unsigned n = 0;
-
-	for (unsigned i = 0; i < t->nr_nodes; i++)
-		n += t->nodes[i].parent == node;
-	return n;
-}
-
 /* Add node's files (and sidecar) to the intent and a REMOVE step. */
 static int delete_layer(const struct group *g, int node, struct delete_rec *r,
 			struct group_plan *plan)
@@ -95,14 +85,14 @@ static int delete_walk(const struct group *g, int d, unsigned flags,
 		at = t->nodes[at].parent;
 	}
 	while (!err && (flags & GROUP_ORPHANS) && at >= 0 && below >= 0 &&
-	       nr_found_children(t, at) == 1 && !group_unknown(g, at)) {
+	       t->nodes[at].nr_children == 1 && !group_unknown(g, at)) {
 		err = delete_layer(g, at, r, plan);
 		below = at;
 		at = t->nodes[at].parent;
 	}
 	if (!err && at >= 0 && below >= 0) {
 		/* one found child (ours): only records of unseen children hold it */
-		bool orphan = nr_found_children(t, at) == 1 && !group_unknown(g, at);
+		bool orphan = t->nodes[at].nr_children == 1 && !group_unknown(g, at);
 		err = group_plan_add(plan, orphan ? GROUP_STEP_ORPHAN : GROUP_STEP_KEEP,
 				     t->nodes[at].path, 0);
 		if (!err && !(r->parent = strdup(t->nodes[at].path)))

@@ -67,6 +67,9 @@ void group_locks_release(struct group_locks *l);
 /* Read node i's descriptor facts again (CID, parent CID, frozen mark,
  * storage) after an operation of this command wrote the layer. */
 int group_tree_refresh(struct group_tree *t, unsigned i);
+/* Hang node i from parent (-1: none), keeping nr_children and the child
+ * lists (i goes first among its new siblings); constant time. */
+void group_tree_move(struct group_tree *t, unsigned i, int parent);
 
 /* ---- group_record.c: the sidecar records of children ------------------------------------ */
 
