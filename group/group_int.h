@@ -8,7 +8,10 @@
 
 #include "group.h"
 
-#define GROUP_MAX_RECORD 65536u /* bytes of a sidecar or intent record */
+#define GROUP_MAX_RECORD 65536u /* bytes of an intent record */
+/* bytes of a sidecar record: VD_STRV_MAX children of 256 bytes a line (a
+ * datastore of thousands of clones of one base) */
+#define GROUP_MAX_CHILDREN (1u << 20)
 
 struct group {
 	struct group_tree *t;
