@@ -375,22 +375,23 @@ int group_record_drop(const char *parent, const char *child, const struct vd_io 
 
 /* ---- adopt -------------------------------------------------------------------------------- */
 
-/* Children of node i found by the scan that its record does not list. */
-static int unrecorded(const struct group *g, unsigned i, char ***out, unsigned *nr)
+/* Children of node i found by the scan that its record does not list
+ * (listed: scratch flags of every node, false before and after). */
+static int unrecorded(const struct group *g, unsigned i, bool *listed, char ***out,
+		      unsigned *nr)
 {
 	const struct group_tree *t = g->t;
 	char **rec;
 	unsigned n;
-	int err = group_record_read(t->nodes[i].path, &rec, &n);
+	int err = group_record_read(t->nodes[i].path, &rec, &n), c;
 
-	for (unsigned c = 0; !err && c < t->nr_nodes; c++) {
-		bool listed = false;
-		if (t->nodes[c].parent != (int)i || (t->nodes[c].flags & GROUP_TREE_GONE))
-			continue;
-		for (unsigned r = 0; r < n && !listed; r++)
-			listed = vd_same_file(rec[r], t->nodes[c].path);
-		if (!listed)
+	for (unsigned r = 0; !err && r < n; r++)
+		if ((c = group_tree_find(t, rec[r])) >= 0 && t->nodes[c].parent == (int)i)
+			listed[c] = true;
+	for (c = t->nodes[i].first_child; c >= 0; c = t->nodes[c].next_sibling) {
+		if (!err && !listed[c] && !(t->nodes[c].flags & GROUP_TREE_GONE))
 			err = vd_strv_add(out, nr, t->nodes[c].path);
+		listed[c] = false;
 	}
 	vd_strv_free(rec, n);
 	return err;
@@ -400,19 +401,21 @@ int group_adopt(struct group *g, unsigned flags, const struct vd_io *io,
 		struct group_plan *plan)
 {
 	const struct group_tree *t = g->t;
-	int err = 0;
+	bool *listed = calloc(t->nr_nodes + 1, sizeof *listed);
+	int err = listed ? 0 : -ENOMEM;
 
 	io = io ? io : vd_io_posix();
 	plan->op = "adopt";
 	for (unsigned i = 0; !err && i < t->nr_nodes; i++) {
 		char **add = NULL;
 		unsigned nr = 0;
-		err = t->nodes[i].nr_children ? unrecorded(g, i, &add, &nr) : 0;
+		err = t->nodes[i].nr_children ? unrecorded(g, i, listed, &add, &nr) : 0;
 		if (!err && nr)
 			err = group_plan_add(plan, GROUP_STEP_RECORD, t->nodes[i].path, nr);
 		if (!err && nr && !(flags & GROUP_DRY_RUN))
 			err = group_record_update(t->nodes[i].path, NULL, add, nr, io);
 		vd_strv_free(add, nr);
 	}
+	free(listed);
 	return err;
 }
