@@ -34,17 +34,6 @@
 
 #include "group_int.h"
 
-int group_unlink(const char *path, const struct vd_io *io)
-{
-	int err = io->unlink(io, path);
-
-	if (err == -ENOENT)
-		return 0;
-	if (err)
-		vd_err("%s: cannot remove: %s", path, strerror(-err));
-	return err;
-}
-
 /* ---- scan ---------------------------------------------------------------------------- */
 
 /* Recorded children of node i that the scan did not find. */

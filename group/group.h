@@ -214,8 +214,10 @@ enum {
 
 /* The front door of the group commands: recover every intent record near
  * disk (its layers' folders) and in the folders scanned, then scan them.
- * disk may be any layer of the group. */
-int group_load(const char *disk, char *const *scan_dirs, unsigned nr_dirs,
+ * disk may be any layer of the group.  With GROUP_DRY_RUN the records are
+ * only reported (a dry run changes nothing, an interrupted operation
+ * included). */
+int group_load(const char *disk, char *const *scan_dirs, unsigned nr_dirs, unsigned flags,
 	       const struct vd_io *io, struct group **out);
 void group_free(struct group *g); /* NULL is a no-op */
 const struct group_tree *group_nodes(const struct group *g);

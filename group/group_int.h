@@ -39,8 +39,6 @@ int group_merge_node(const struct group *g, const char *layer, const char *what,
 /* The node of a disk (a top) an operation changes, refusing (reported) a
  * layer not found, a snapshot or a shared top. */
 int group_disk_node(const struct group *g, const char *disk, const char *what);
-/* Remove path (reported on failure; a missing file is fine). */
-int group_unlink(const char *path, const struct vd_io *io);
 
 /* ---- group_lock.c: the locks of one operation ------------------------------------------ */
 
@@ -187,6 +185,8 @@ int group_layer_files(const char *path, char ***files, unsigned *nr);
 int group_layer_check_name(const char *path);
 /* Add the layer's files (descriptor first) and its sidecar record to v. */
 int group_layer_add_files(char ***v, unsigned *n, const char *layer);
+/* Remove path (reported on failure; a missing file is fine). */
+int group_layer_unlink(const char *path, const struct vd_io *io);
 /* Remove files in order, then fsync their folder. */
 int group_layer_remove_files(char *const *files, unsigned nr, const struct vd_io *io);
 /* The layer at child gets parentCID cid and a hint to parent (relative to

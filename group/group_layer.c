@@ -70,12 +70,23 @@ int group_layer_add_files(char ***v, unsigned *n, const char *layer)
 	return err;
 }
 
+int group_layer_unlink(const char *path, const struct vd_io *io)
+{
+	int err = io->unlink(io, path);
+
+	if (err == -ENOENT)
+		return 0;
+	if (err)
+		vd_err("%s: cannot remove: %s", path, strerror(-err));
+	return err;
+}
+
 int group_layer_remove_files(char *const *files, unsigned nr, const struct vd_io *io)
 {
 	int err = 0;
 
 	for (unsigned i = 0; !err && i < nr; i++)
-		err = group_unlink(files[i], io);
+		err = group_layer_unlink(files[i], io);
 	if (!err && nr)
 		err = io->sync_dir(io, files[0]);
 	return err;

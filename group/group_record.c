@@ -287,7 +287,7 @@ static int write_record(const char *parent, const char *text, unsigned nr,
 			const struct vd_io *io)
 {
 	char *path = sidecar_path(parent);
-	int err = !path ? -ENOMEM : !nr ? group_unlink(path, io) /* no child left: no record */
+	int err = !path ? -ENOMEM : !nr ? group_layer_unlink(path, io) /* no child left: no record */
 				  : vd_write_durable(io, path, text, strlen(text));
 
 	if (err && path && nr)

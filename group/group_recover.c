@@ -188,7 +188,7 @@ static bool of_group(const struct group_tree *t, int root, const char *record)
  * group's interrupted operation is not this command's); the scan is redone
  * when there was one. */
 static int recover_scanned(const char *disk, char *const *extra, unsigned nr_extra,
-			   const struct vd_io *io, struct group **g)
+			   unsigned rflags, const struct vd_io *io, struct group **g)
 {
 	const struct group_tree *t = group_nodes(*g);
 	int node = disk ? group_node(*g, disk) : -1, root = node >= 0 ? t->nodes[node].root : -1;
@@ -199,29 +199,30 @@ static int recover_scanned(const char *disk, char *const *extra, unsigned nr_ext
 		return 0; /* reported by the operation */
 	for (unsigned i = 0; !err && i < t->nr_intents; i++)
 		if (of_group(t, root, t->intents[i]) && !access(t->intents[i], F_OK)) {
-			err = group_recover(t->intents[i], GROUP_RECOVER_FINISH, io);
+			err = group_recover(t->intents[i], rflags, io);
 			done++;
 		}
-	if (err || !done)
+	if (err || !done || !(rflags & GROUP_RECOVER_FINISH))
 		return err;
 	group_free(*g);
 	*g = NULL;
 	return group_scan(disk, extra, nr_extra, g);
 }
 
-int group_load(const char *disk, char *const *extra, unsigned nr_extra,
+int group_load(const char *disk, char *const *extra, unsigned nr_extra, unsigned flags,
 	       const struct vd_io *io, struct group **out)
 {
+	unsigned rflags = flags & GROUP_DRY_RUN ? 0 : GROUP_RECOVER_FINISH;
 	struct group *g = NULL;
 	int err = 0;
 
 	io = io ? io : vd_io_posix();
 	if (disk)
-		err = group_recover_near(disk, GROUP_RECOVER_FINISH, io, NULL);
+		err = group_recover_near(disk, rflags, io, NULL);
 	if (!err)
 		err = group_scan(disk, extra, nr_extra, &g);
 	if (!err)
-		err = recover_scanned(disk, extra, nr_extra, io, &g);
+		err = recover_scanned(disk, extra, nr_extra, rflags, io, &g);
 	if (err) {
 		group_free(g);
 		return err;

@@ -127,11 +127,11 @@ static int stage_discard(const struct group_stage_rec *r, const struct vd_io *io
 	int err;
 
 	if (!lstat(r->tmp, &st) && !S_ISDIR(st.st_mode))
-		return group_unlink(r->tmp, io); /* a single temporary file */
+		return group_layer_unlink(r->tmp, io); /* a single temporary file */
 	err = stage_list(r->tmp, &names, &nr);
 	for (unsigned i = 0; !err && i < nr; i++) {
 		char *p = vd_path_join(r->tmp, names[i]);
-		err = p ? group_unlink(p, io) : -ENOMEM;
+		err = p ? group_layer_unlink(p, io) : -ENOMEM;
 		free(p);
 	}
 	vd_strv_free(names, nr);
@@ -218,7 +218,7 @@ static int stage_drop_old(const struct group_stage_rec *r, const struct vd_io *i
 		for (unsigned j = 0; j < nr; j++)
 			named |= vd_same_file(r->files[i], now[j]);
 		if (!named)
-			err = group_unlink(r->files[i], io);
+			err = group_layer_unlink(r->files[i], io);
 	}
 	vd_strv_free(now, nr);
 	if (!err)

@@ -56,7 +56,7 @@ int tools_consolidate_disk(const char *disk, char *const *scan, unsigned nr_scan
 			   bool force_progress)
 {
 	struct group *g;
-	int rc = group_load(disk, scan, nr_scan, NULL, &g);
+	int rc = group_load(disk, scan, nr_scan, flags, NULL, &g);
 
 	if (rc < 0)
 		return tools_fail(disk, rc);
@@ -127,7 +127,7 @@ static int consolidate_all(char *dir, const struct cons_args *a)
 	char **disks = NULL;
 	unsigned nr = 0;
 	uint64_t before;
-	int rc = group_load(NULL, &dir, 1, NULL, &g), worst = TOOLS_OK;
+	int rc = group_load(NULL, &dir, 1, a->flags, NULL, &g), worst = TOOLS_OK;
 
 	if (rc < 0)
 		return tools_fail(dir, rc);

@@ -146,7 +146,7 @@ int tools_group_run(const char *disk, char *const *scan, unsigned nr_scan,
 	struct group_plan plan = {0};
 	struct tools_progress pr;
 	struct group *g;
-	int rc = group_load(disk, scan, nr_scan, NULL, &g);
+	int rc = group_load(disk, scan, nr_scan, flags, NULL, &g);
 
 	if (rc < 0)
 		return tools_fail(disk, rc);
@@ -195,7 +195,8 @@ static int adopt_run(int argc, char **argv)
 	}
 	if (optind == argc)
 		return tools_usage(&tools_cmd_adopt, "expected DIR...");
-	rc = group_load(NULL, argv + optind, (unsigned)(argc - optind), NULL, &g);
+	rc = group_load(NULL, argv + optind, (unsigned)(argc - optind), a.flags, NULL,
+			&g);
 	if (rc < 0)
 		return tools_fail(argv[optind], rc);
 	rc = group_adopt(g, a.flags, NULL, &plan);

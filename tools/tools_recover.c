@@ -7,7 +7,8 @@
  * the interrupted operations near its disks finished first, so `snapshot`
  * or `clone` never builds on a disk in the middle of a commit; one that
  * only reads (`info`, `digest`, `map`, `check`) has them reported with the
- * command that finishes them, and changes nothing.  A raw file or a broken
+ * command that finishes them, and changes nothing; so does a command
+ * that writes when asked for a dry run.  A raw file or a broken
  * chain is the command's to report; the command runs either way.
  * `vdelta recover` finishes (or with --dry-run lists) the interrupted
  * operations near disks, in folders, or of named records.
@@ -58,8 +59,25 @@ static void recover_arg(const char *arg, bool finish)
 	free(path);
 }
 
+/* --dry-run (or an abbreviation getopt takes), or a cluster of the short
+ * flags -n and -p holding -n, before "--". */
+static bool dry_run_arg(int argc, char **argv)
+{
+	for (int i = 1; i < argc && strcmp(argv[i], "--"); i++) {
+		const char *a = argv[i];
+		size_t n = strlen(a);
+
+		if (n >= 4 && !strncmp(a, "--dry-run", n))
+			return true;
+		if (a[0] == '-' && n >= 2 && strspn(a + 1, "np") == n - 1 && strchr(a, 'n'))
+			return true;
+	}
+	return false;
+}
+
 void tools_recover_args(int argc, char **argv, bool finish)
 {
+	finish = finish && !dry_run_arg(argc, argv);
 	for (int i = 1; i < argc; i++)
 		recover_arg(argv[i], finish);
 }

@@ -61,10 +61,32 @@ w()
 }
 
 # ---- holders --------------------------------------------------------------------
+# nbdkit (not built with sanitizers) loading a plugin that is: the runtimes
+# preloaded into it alone (as lib_nbd.sh does)
+NBD_OK=false
+if command -v nbdkit >/dev/null && [ -f "$BUILD_DIR/nbd/nbdkit-vdelta-plugin.so" ]; then
+	NBD_OK=true
+	pre=
+	case ${SANITIZE:-none} in *address*) pre=$(gcc -print-file-name=libasan.so) ;; esac
+	case ${SANITIZE:-none} in *undefined*) pre="$pre $(gcc -print-file-name=libubsan.so)" ;; esac
+	mkdir -p "$T/bin"
+	{
+		echo '#!/bin/sh'
+		[ -z "$pre" ] || echo "LD_PRELOAD='${pre# }'; export LD_PRELOAD"
+		echo "exec $(command -v nbdkit) \"\$@\""
+	} >"$T/bin/nbdkit"
+	chmod +x "$T/bin/nbdkit"
+	PATH=$T/bin:$PATH
+fi
 HOLDER_PID=
 HOLDER_MNT=
+HOLDER_NBD=
 hold_stop()
 {
+	if [ -n "$HOLDER_NBD" ]; then
+		"$VDELTA" serve --stop --pid-file "$T/nbd.pid" >/dev/null 2>&1
+		HOLDER_NBD=
+	fi
 	if [ -n "$HOLDER_MNT" ]; then
 		"$VDELTA" umount "$HOLDER_MNT" >/dev/null 2>&1 || fusermount3 -u -z "$HOLDER_MNT"
 		HOLDER_MNT=
@@ -106,6 +128,12 @@ hold()
 		FIFO_PID=$!
 		qemu-io -f vmdk "$disk" <"$T/fifo" >/dev/null 2>&1 &
 		HOLDER_PID=$! ;;
+	nbd-ro | nbd-rw)
+		$NBD_OK || return 1
+		HOLDER_NBD=1
+		"$VDELTA" serve -U "$T/nbd.sock" --pid-file "$T/nbd.pid" \
+			$([ $kind = nbd-ro ] && echo --ro) "$disk=far" >/dev/null || return 1
+		HOLDER_PID_MNT=$(cat "$T/nbd.pid") ;;
 	mount-ro | mount-rw)
 		[ -c /dev/fuse ] || return 1
 		HOLDER_MNT=$T/mnt && mkdir -p "$HOLDER_MNT"
@@ -124,6 +152,7 @@ holder_name()
 	qsd-*) echo qemu-storage ;; # comm is truncated to 15 characters
 	qemu-io) echo qemu-io ;;
 	mount-*) echo vdelta ;;
+	nbd-*) echo nbdkit ;;
 	esac
 }
 
@@ -162,10 +191,11 @@ qemu_group
 run "$VDELTA" adopt "$T/ds" || fail "adopt ds"
 printf 'junk%.0s' $(seq 4000) >>"$T/ds/A/mid.vmdk" # a leak for check --repair
 A=$T/ds/A/a.vmdk
-for kind in qsd-ro qsd-rw qemu-io mount-ro mount-rw; do
+for kind in qsd-ro qsd-rw qemu-io mount-ro mount-rw nbd-ro nbd-rw; do
 	if ! hold $kind "$T/other/F/far.vmdk"; then
 		hold_stop
-		[ "${kind%-*}" = mount ] && { echo "no FUSE here: $kind skipped"; continue; }
+		[ "${kind%-*}" = mount ] && [ ! -c /dev/fuse ] && { echo "no FUSE: $kind skipped"; continue; }
+		[ "${kind%-*}" = nbd ] && ! $NBD_OK && { echo "no nbdkit: $kind skipped"; continue; }
 		fail "$kind: holder did not start"
 		continue
 	fi
@@ -268,6 +298,16 @@ for placement in relative absolute hardlink subfolder symlinked; do
 	done
 done
 
+# an orphan with another name (a hard link outside every datastore) stays
+vdelta_group
+mkdir -p "$T/away" && ln "$T/ds/D/base-000001.vmdk" "$T/away/keep.vmdk" || die "link"
+KEEP=$(qd "$T/away/keep.vmdk")
+expect_ok "alias: delete --orphans" "$VDELTA" delete --orphans "$TOP"
+[ ! -e "$TOP" ] && [ -e "$T/ds/D/base-000001.vmdk" ] && [ "$(qd "$T/away/keep.vmdk")" = "$KEEP" ] &&
+	pass "alias: delete --orphans kept the hard-linked layer" ||
+	fail "alias: delete --orphans: $(ls "$T/ds/D"), $(cat "$T/last.out")"
+rm -rf "$T/away"
+
 # ---- 4. check --repair of disks holding zero grains ----
 rm -rf "$T/ds" && mkdir -p "$T/ds/Z" && cd "$T/ds/Z" || die mkdir
 qemu-img create -q -f vmdk base.vmdk $SIZE
@@ -317,8 +357,13 @@ mkdir -p "$T/ds/C" && cd "$T/ds/C" || die cd
 qemu-img create -q -f vmdk -b "$T/ds/D/base.vmdk" -F vmdk self.vmdk
 sed -i 's|parentFileNameHint=".*"|parentFileNameHint="self.vmdk"|' self.vmdk 2>/dev/null
 qemu-img create -q -f vmdk x.vmdk $SIZE
+qemu-img create -q -f vmdk -b "$T/ds/D/base.vmdk" -F vmdk c1.vmdk
+qemu-img create -q -f vmdk -b c1.vmdk -F vmdk c2.vmdk
+sed -i 's|parentFileNameHint=".*"|parentFileNameHint="c2.vmdk"|' c1.vmdk
 cd "$T" || die cd
 refused "cycle: commit of a delta naming itself" "self.vmdk" commit "$T/ds/C/self.vmdk"
+refused "cycle: commit of one of two deltas naming each other" "c[12].vmdk" commit "$T/ds/C/c2.vmdk"
+refused "cycle: delete of one of two deltas naming each other" "c[12].vmdk" delete "$T/ds/C/c2.vmdk"
 [ -z "$(find "$T/ds" -name '*.vdelta-intent*')" ] && pass "cycle: no record" || fail "cycle: record left"
 expect_ok "cycle: a later command in the folder" "$VDELTA" info "$T/ds/C/x.vmdk"
 

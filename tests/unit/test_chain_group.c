@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "vdtest.h"
+#include "vdt_legacy.h"
 #include "chain.h"
 #include "group.h"
 
@@ -216,7 +217,7 @@ static int run_path(const char *p, group_fn *op, unsigned flags, const struct vd
 		    struct group_plan *plan)
 {
 	struct group *g;
-	int err = group_load(p, NULL, 0, NULL, &g);
+	int err = group_load(p, NULL, 0, 0, NULL, &g);
 
 	if (!err) {
 		err = op(g, p, flags, io, plan);
@@ -263,7 +264,7 @@ static void test_discovery(void **state)
 	int b, s1;
 
 	(void)state;
-	assert_int_equal(group_load(p, NULL, 0, NULL, &g), 0);
+	assert_int_equal(group_load(p, NULL, 0, 0, NULL, &g), 0);
 	b = group_node(g, pb);
 	s1 = group_node(g, p1);
 	free(pb);
@@ -559,61 +560,21 @@ static void recover_beside(const char *disk)
 	assert_int_equal(group_recover_near(disk, GROUP_RECOVER_FINISH, NULL, NULL), 0);
 }
 
-/* Rewrite the intent records in dir as the release before record versions
- * wrote them (its writer: two comment lines, then op, target, parent,
- * grandparent, cid, long_cid, tmp, unfreeze, publish, child..., file...,
- * attach, attach_child, created...; no version, ids or checksum). */
 static bool legacy;
 
-static void put_key(FILE *out, char *const *lines, unsigned n, const char *key)
+/* A dry run's load of the crashed group changes no file (the interrupted
+ * operation is reported, not carried out). */
+static bool check_dry;
+
+static void dry_load_changes_nothing(const char *dir, const char *disk)
 {
-	size_t k = strlen(key);
+	struct group *g;
 
-	for (unsigned i = 0; i < n; i++)
-		if (!strncmp(lines[i], key, k) && lines[i][k] == '=')
-			fprintf(out, "%s\n", lines[i]);
-}
-
-static void to_legacy(const char *rec)
-{
-	static const char *const order[] = {
-		"op", "target", "parent", "grandparent", "cid", "long_cid", "tmp", "unfreeze",
-		"publish", "child", "file", "attach", "attach_child", "created",
-	};
-	size_t len = 0;
-	char *text = (char *)vdt_slurp(rec, &len), *save, *l, *lines[4096];
-	unsigned n = 0;
-	FILE *out;
-
-	assert_non_null(text);
-	text = realloc(text, len + 1);
-	text[len] = 0;
-	for (l = strtok_r(text, "\n", &save); l && n < 4096; l = strtok_r(NULL, "\n", &save))
-		lines[n++] = l;
-	assert_non_null(out = fopen(rec, "w"));
-	fprintf(out, "# vdelta: an operation in progress; the next vdelta command on\n"
-		     "# this group finishes it (do not remove by hand)\n");
-	for (unsigned i = 0; i < sizeof order / sizeof order[0]; i++)
-		put_key(out, lines, n, order[i]);
-	assert_int_equal(fclose(out), 0);
-	free(text);
-}
-
-static void records_to_legacy(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-
-	assert_non_null(d);
-	while ((e = readdir(d))) {
-		size_t n = strlen(e->d_name), k = strlen(GROUP_INTENT_SUFFIX);
-		if (n > k && !strcmp(e->d_name + n - k, GROUP_INTENT_SUFFIX)) {
-			char *p = at(dir, e->d_name);
-			to_legacy(p);
-			free(p);
-		}
-	}
-	closedir(d);
+	assert_int_equal(vdt_sh("cp -a --sparse=always '%s' '%s.dry'", dir, dir), 0);
+	if (!group_load(disk, NULL, 0, GROUP_DRY_RUN, NULL, &g))
+		group_free(g);
+	assert_int_equal(vdt_sh("diff -r '%s' '%s.dry' >/dev/null", dir, dir), 0);
+	assert_int_equal(vdt_sh("rm -rf '%s.dry'", dir), 0);
 }
 
 /* Crash after n writes; then load the group again (recovery) and check. */
@@ -638,11 +599,13 @@ static bool crash_at(enum which w, long n, bool drop)
 		fprintf(stderr, "crash after %ld writes (drop %d): %s\n", n, drop,
 			crashed ? "crashed" : "finished");
 	if (legacy)
-		records_to_legacy(dir);
+		vdt_records_to_legacy(dir);
+	if (check_dry)
+		dry_load_changes_nothing(dir, exists(dir, "base-000003.vmdk") ? top : clone);
 	/* the next command on the group: recovery, from any of its disks */
 	if (recover_near)
 		recover_beside(top);
-	else if (!group_load(exists(dir, "base-000003.vmdk") ? top : clone, NULL, 0,
+	else if (!group_load(exists(dir, "base-000003.vmdk") ? top : clone, NULL, 0, 0,
 				   NULL, &g))
 		group_free(g);
 	check_after(dir, w, !crashed);
@@ -664,7 +627,13 @@ static void faults(enum which w)
 	}
 }
 
-static void test_commit_faults(void **state) { (void)state; faults(OP_COMMIT); }
+static void test_commit_faults(void **state)
+{
+	(void)state;
+	check_dry = true;
+	faults(OP_COMMIT);
+	check_dry = false;
+}
 static void test_delete_faults(void **state) { (void)state; faults(OP_DELETE); }
 static void test_revert_faults(void **state) { (void)state; faults(OP_REVERT); }
 static void test_repair_faults(void **state) { (void)state; faults(OP_REPAIR); }
