@@ -18,9 +18,11 @@
 #    layer rewritten (what must move);
 # 3. consolidate --all of a folder of 16 clones of a shared 2 GiB base
 #    (256 MiB data), each base <- a (8 MiB) <- b (32 MiB) <- top (1 MiB),
-#    to base <- top, vs `qemu-img rebase -b base top` of each (the same end
-#    state) and removing a and b, vs cp of the 16 a and b layers (the data
-#    the tops take in);
+#    to base <- top, vs cp of the 16 a and b layers (the data the tops
+#    take in).  No qemu-img figure: the command that would leave the same
+#    state, `qemu-img rebase -b base top`, copies the data and then fails
+#    with "Could not change the backing file: Operation not supported"
+#    (qemu's vmdk driver cannot rewrite a parent hint);
 # 4. scale: folders of N = 100, 400, 1600 small clones of one 1 GiB base
 #    (1 MiB data), each vmI/a (frozen, 64 KiB) <- vmI/a-000001 (64 KiB):
 #    the wall time of `vdelta tree`, of `vdelta commit` of one clone's top
@@ -28,7 +30,8 @@
 #    of `vdelta consolidate --all` (every clone to base <- top), each with
 #    the calls of its run under `strace -f -c` (pread, stat, open: the
 #    scan's reads), and the slope of each against N (log-log: 1 is linear,
-#    2 quadratic).  The times are medians of ROUNDS runs without strace,
+#    2 quadratic).  The times (wall, and CPU: user + system, which a busy
+#    shared host disturbs less) are medians of ROUNDS runs without strace,
 #    of the command alone: every vdelta command syncs what it wrote before
 #    it exits, and a `sync` of the whole machine would time the other
 #    writers of a shared host.
@@ -67,12 +70,12 @@ restore() # restore TEMPLATE: a fresh copy in r/run (beside it only r/out), sync
 	cd "$B/r/run"
 }
 
-secs() # secs CMD...: wall seconds of CMD + sync (CMD alone if NOSYNC is set)
+secs() # secs CMD...: wall seconds of CMD + sync
 {
 	local t0 t1
 	t0=$(date +%s.%N)
 	"$@" >/dev/null
-	[ -n "${NOSYNC:-}" ] || sync
+	sync
 	t1=$(date +%s.%N)
 	echo "$t1 - $t0" | bc
 }
@@ -81,7 +84,8 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 spread() { sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.2f-%.2f", lo, hi }'; }
 
 # figure NAME TEMPLATE: runs the functions v_NAME, q_NAME, c_NAME (vdelta,
-# qemu-img, cp), each on a fresh copy of TEMPLATE, ROUNDS times, rotated.
+# qemu-img, cp; q_NAME may be missing: qemu-img has no such operation),
+# each on a fresh copy of TEMPLATE, ROUNDS times, rotated.
 figure()
 {
 	local name=$1 tmpl=$2 r k s sys order
@@ -90,28 +94,33 @@ figure()
 		order=(v q c v q)
 		for k in 0 1 2; do
 			sys=${order[$((r % 3 + k))]}
+			declare -F "${sys}_$name" >/dev/null || continue
 			restore "$tmpl"
 			s=$(secs "${sys}_$name")
 			t[$sys]+="$s "
 		done
 	done
 	cd "$B/t"
-	report "$name" "${t[v]}" "${t[q]}" "${t[c]}"
+	report "$name" "${t[v]}" "${t[q]:-}" "${t[c]}"
 }
 
-report() # report NAME "V..." "Q..." "C..."
+stat_of() { tr ' ' '\n' <<<"$1" | grep . | "$2"; } # stat_of "X..." median|spread
+
+report() # report NAME "V..." "Q..." "C...": Q may be empty
 {
-	local v=($2) q=($3) c=($4) i qv="" vc=""
+	local v=($2) q=($3) c=($4) i qv="" vc="" qs="qemu-img -" qr=""
 	for ((i = 0; i < ${#v[@]}; i++)); do
-		qv+="$(echo "scale=4; ${q[$i]} / ${v[$i]}" | bc) "
+		[ ${#q[@]} -eq 0 ] || qv+="$(echo "scale=4; ${q[$i]} / ${v[$i]}" | bc) "
 		vc+="$(echo "scale=4; ${v[$i]} / ${c[$i]}" | bc) "
 	done
-	printf '%s: vdelta %.2f s (%s), qemu-img %.2f s (%s), cp %.2f s (%s); qemu-img/vdelta %.2f, vdelta/cp %.2f (%d rounds)\n' \
-		"$1" "$(tr ' ' '\n' <<<"$2" | grep . | median)" "$(tr ' ' '\n' <<<"$2" | grep . | spread)" \
-		"$(tr ' ' '\n' <<<"$3" | grep . | median)" "$(tr ' ' '\n' <<<"$3" | grep . | spread)" \
-		"$(tr ' ' '\n' <<<"$4" | grep . | median)" "$(tr ' ' '\n' <<<"$4" | grep . | spread)" \
-		"$(tr ' ' '\n' <<<"$qv" | grep . | median)" "$(tr ' ' '\n' <<<"$vc" | grep . | median)" \
-		"${#v[@]}"
+	if [ ${#q[@]} -gt 0 ]; then
+		qs=$(printf 'qemu-img %.2f s (%s)' "$(stat_of "$3" median)" "$(stat_of "$3" spread)")
+		qr=$(printf 'qemu-img/vdelta %.2f, ' "$(stat_of "$qv" median)")
+	fi
+	printf '%s: vdelta %.2f s (%s), %s, cp %.2f s (%s); %svdelta/cp %.2f (%d rounds)\n' \
+		"$1" "$(stat_of "$2" median)" "$(stat_of "$2" spread)" "$qs" \
+		"$(stat_of "$4" median)" "$(stat_of "$4" spread)" "$qr" \
+		"$(stat_of "$vc" median)" "${#v[@]}"
 }
 
 want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
@@ -175,13 +184,6 @@ if want consolidate; then
 	done
 	cd "$B/t"
 	v_consolidate() { "$VDELTA" consolidate --all .; }
-	q_consolidate()
-	{
-		for i in $(seq 1 16); do
-			(cd vm$i && qemu-img rebase -q -f vmdk -F vmdk -b ../base.vmdk top.vmdk &&
-			 rm a.vmdk b.vmdk)
-		done
-	}
 	c_consolidate()
 	{
 		for i in $(seq 1 16); do
@@ -234,6 +236,13 @@ scale_cmd() # scale_cmd [strace ARGS...] OP: runs OP in the folder's copy
 	esac
 }
 
+wall_cpu() # wall_cpu OP: "WALL CPU" seconds of scale_cmd OP (CPU: user + system)
+{
+	local TIMEFORMAT='%R %U %S' out
+	out=$( { time scale_cmd "$1" >/dev/null 2>&1; } 2>&1 )
+	awk '{ printf "%s %.3f", $1, $2 + $3 }' <<<"$out"
+}
+
 if want scale; then
 	command -v strace >/dev/null || { echo "scale: strace missing (package strace)" >&2; exit 1; }
 	declare -A pts=()
@@ -242,26 +251,29 @@ if want scale; then
 		scale_template "$n"
 		echo "scale N=$n: folder made in $(( $(date +%s) - t0 )) s"
 		for op in tree commit consolidate; do
-			ts=""
+			ts="" cs=""
 			for ((r = 0; r < ROUNDS; r++)); do
 				restore "$B/t/s$n"
-				ts+="$(NOSYNC=1 secs scale_cmd $op) "
+				read -r w c <<<"$(wall_cpu $op)"
+				ts+="$w " cs+="$c "
 			done
 			restore "$B/t/s$n"
 			read -r rd st op_ <<<"$(calls $op)"
-			m=$(tr ' ' '\n' <<<"$ts" | grep . | median)
-			printf 'scale N=%d %s: %.3f s (%s), %d preads (%.1f per disk), %d stats, %d opens\n' \
-				"$n" "$op" "$m" "$(tr ' ' '\n' <<<"$ts" | grep . | spread)" \
+			m=$(stat_of "$ts" median) mc=$(stat_of "$cs" median)
+			printf 'scale N=%d %s: %.3f s (%s), CPU %.3f s (%s), %d preads (%.1f per disk), %d stats, %d opens\n' \
+				"$n" "$op" "$m" "$(stat_of "$ts" spread)" "$mc" "$(stat_of "$cs" spread)" \
 				"$rd" "$(echo "scale=2; $rd / $n" | bc)" "$st" "$op_"
 			pts[t_$op]+="$n $m,"
+			pts[c_$op]+="$n $mc,"
 			pts[r_$op]+="$n $rd,"
 		done
 		cd "$B/t" && rm -rf "s$n"
 	done
 	for op in tree commit consolidate; do
 		IFS=, read -ra tp <<<"${pts[t_$op]%,}"
+		IFS=, read -ra up <<<"${pts[c_$op]%,}"
 		IFS=, read -ra rp <<<"${pts[r_$op]%,}"
-		echo "scale $op: slope of time against N $(slope "${tp[@]}"), of preads $(slope "${rp[@]}")"
+		echo "scale $op: slope against N of wall time $(slope "${tp[@]}"), of CPU time $(slope "${up[@]}"), of preads $(slope "${rp[@]}")"
 	done
 fi
 rm -rf "$B/r"
