@@ -44,7 +44,7 @@ static int delete_steps(const struct delete_rec *r, const struct vd_io *io)
 	int err = group_layer_remove_files(r->files, r->nr_files, io); /* D2 */
 
 	if (!err && r->parent && r->nr_children) /* D3 */
-		err = group_record_update(r->parent, r->children[0], NULL, 0, io);
+		err = group_record_update(r->parent, r->children[0], NULL, 0, 0, io);
 	return err ? err : group_intent_done(&r->in, io); /* D4 */
 }
 

@@ -5,7 +5,12 @@
  * child (snapshot, create --parent, clone --linked / --from-current,
  * relocate, commit): one "child=PATH" line each, PATH relative to the
  * layer's folder, so a folder moved as a whole keeps its records.  A record
- * is a lower bound: a child another tool made is not in it.
+ * is a lower bound: a child another tool made is not in it.  A record made
+ * for a layer that had children already (an unrecorded child replaced or
+ * joined: a pull, a relocation, a clone from a disk's current state) says
+ * so, "unknown=1", and the layer's children stay unknown until `vdelta
+ * adopt` writes the whole list (GROUP_RECORD_COMPLETE: adopt, a layer just
+ * made, a writable top given its first child).
  *
  * Write order of a record: common.h W1-W2 (temp, fsync, rename, folder
  * fsync); a crash leaves the old or the new record.
@@ -81,12 +86,15 @@ static char *entry_path(const char *dir, const char *rel)
 	return out;
 }
 
+#define RECORD_UNKNOWN "unknown=1"
+
 /* A record read: its lines and the paths they name. */
 struct record {
 	char *text;  /* the file, each line cut at its end */
 	char **rel;  /* into text: the child= values as written */
 	char **abs;  /* the paths they name (entry_path) */
 	unsigned nr;
+	enum group_record_state state;
 };
 
 static void record_free(struct record *r)
@@ -122,13 +130,20 @@ static int record_load(const char *layer, const char *dir, struct record *r)
 	if (err == -EFBIG)
 		vd_err("%s: larger than %u bytes: not a record vdelta wrote", path,
 		       GROUP_MAX_CHILDREN);
-	free(path);
-	if (err)
+	r->state = err == -ENOENT ? GROUP_RECORD_NONE : GROUP_RECORD_WHOLE;
+	if (err) {
+		free(path);
 		return err == -ENOENT ? 0 : err;
+	}
 	for (line = strtok_r(r->text, "\n", &save); !err && line;
 	     line = strtok_r(NULL, "\n", &save))
 		if (!strncmp(line, "child=", 6))
 			err = record_add(r, line + 6, dir);
+		else if (!strcmp(line, RECORD_UNKNOWN))
+			r->state = GROUP_RECORD_PART;
+	if (err == -E2BIG)
+		vd_err("%s: more than %u children recorded", path, VD_STRV_MAX);
+	free(path);
 	if (err)
 		record_free(r);
 	return err;
@@ -158,6 +173,19 @@ int group_record_read(const char *layer, char ***out, unsigned *nr)
 	return err;
 }
 
+enum group_record_state group_record_state(const char *layer)
+{
+	char *dir = real_dir(layer);
+	struct record r = {0};
+	enum group_record_state state = GROUP_RECORD_WHOLE; /* unreadable: not a reason to refuse */
+
+	if (dir && !record_load(layer, dir, &r))
+		state = r.state;
+	record_free(&r);
+	free(dir);
+	return state;
+}
+
 /* Write path (absolute, real folders) relative to the real folder dir:
  * "../" for each component of dir below their common prefix. */
 static void put_relative(FILE *m, const char *dir, const char *path)
@@ -178,8 +206,9 @@ static void put_relative(FILE *m, const char *dir, const char *path)
 	fputs(path + base + 1, m);
 }
 
-/* The record's text: the kept lines as they were written (keep[i]), then
- * the added paths (absolute, real folders) relative to dir. */
+/* The record's text: its state's line (GROUP_RECORD_PART: RECORD_UNKNOWN),
+ * the kept lines as they were written (keep[i]), then the added paths
+ * (absolute, real folders) relative to dir. */
 static int record_text(const struct record *r, const bool *keep, const char *dir,
 		       char *const *added, const bool *add, unsigned nr_added, char **text)
 {
@@ -190,6 +219,8 @@ static int record_text(const struct record *r, const bool *keep, const char *dir
 	if (!m)
 		return -ENOMEM;
 	fprintf(m, "# vdelta: the children this layer was given (one line each)\n");
+	if (r->state == GROUP_RECORD_PART)
+		fprintf(m, "# and it had others before, never recorded\n" RECORD_UNKNOWN "\n");
 	for (unsigned i = 0; i < r->nr; i++)
 		if (keep[i])
 			fprintf(m, "child=%s\n", r->rel[i]);
@@ -283,28 +314,33 @@ static int new_children(const struct record *r, const bool *keep, char *const *a
 	return 0;
 }
 
-static int write_record(const char *parent, const char *text, unsigned nr,
-			const struct vd_io *io)
+/* text NULL: no record (no child left, none unknown). */
+static int write_record(const char *parent, const char *text, const struct vd_io *io)
 {
 	char *path = sidecar_path(parent);
-	int err = !path ? -ENOMEM : !nr ? group_layer_unlink(path, io) /* no child left: no record */
+	int err = !path ? -ENOMEM : !text ? group_layer_unlink(path, io)
 				  : vd_write_durable(io, path, text, strlen(text));
 
-	if (err && path && nr)
+	if (err && path && text)
 		vd_err("%s: cannot write: %s", path, strerror(-err));
 	free(path);
 	return err;
 }
 
-/* The record of parent with gone out and added (canonical) in. */
+/* The record of parent with gone out and added (canonical) in; unless
+ * GROUP_RECORD_COMPLETE, a layer without a record (it had children vdelta
+ * may not have given it) or with a partial one gets a partial one. */
 static int update(const char *parent, const char *dir, const char *gone,
-		  char *const *added, unsigned nr_added, const struct vd_io *io)
+		  char *const *added, unsigned nr_added, unsigned flags,
+		  const struct vd_io *io)
 {
 	struct record r = {0};
-	bool *keep = NULL, *add = NULL;
+	bool *keep = NULL, *add = NULL, part, remove;
 	char *text = NULL;
 	unsigned n = 0;
 	int err = record_load(parent, dir, &r);
+
+	part = !err && !(flags & GROUP_RECORD_COMPLETE) && r.state != GROUP_RECORD_WHOLE;
 
 	if (!err && (!(keep = calloc(r.nr + 1, sizeof *keep)) ||
 		     !(add = calloc(nr_added + 1, sizeof *add))))
@@ -315,13 +351,17 @@ static int update(const char *parent, const char *dir, const char *gone,
 		err = new_children(&r, keep, added, nr_added, add);
 	for (unsigned i = 0; !err && i < r.nr + nr_added; i++)
 		n += i < r.nr ? keep[i] : add[i - r.nr];
-	if (!err && n > VD_STRV_MAX)
+	if (!err && n > VD_STRV_MAX) {
+		vd_err("%s: more than %u children to record", parent, VD_STRV_MAX);
 		err = -E2BIG;
-	if (!err && n && (err = record_text(&r, keep, dir, added, add, nr_added, &text)))
+	}
+	remove = !n && (r.state == GROUP_RECORD_NONE || !part);
+	r.state = part ? GROUP_RECORD_PART : GROUP_RECORD_WHOLE; /* the new record's */
+	if (!err && !remove && (err = record_text(&r, keep, dir, added, add, nr_added, &text)))
 		vd_err("%s: a record of %u children would not fit in %u bytes: nothing "
 		       "changed", parent, n, GROUP_MAX_CHILDREN);
 	if (!err)
-		err = write_record(parent, text, n, io);
+		err = write_record(parent, remove ? NULL : text, io);
 	record_free(&r);
 	free(keep);
 	free(add);
@@ -330,7 +370,7 @@ static int update(const char *parent, const char *dir, const char *gone,
 }
 
 int group_record_update(const char *parent, const char *gone, char *const *added,
-			unsigned nr_added, const struct vd_io *io)
+			unsigned nr_added, unsigned flags, const struct vd_io *io)
 {
 	char *dir = real_dir(parent), **abs = calloc(nr_added + 1, sizeof *abs);
 	int err = dir && abs ? 0 : dir ? -ENOMEM : -errno;
@@ -342,7 +382,7 @@ int group_record_update(const char *parent, const char *gone, char *const *added
 		vd_err("%s: cannot record its children (%s): %s", parent,
 		       err == -ENOENT ? "a folder not found" : "out of memory", strerror(-err));
 	else
-		err = update(parent, dir, gone, abs, nr_added, io);
+		err = update(parent, dir, gone, abs, nr_added, flags, io);
 	vd_strv_free(abs, nr_added);
 	free(dir);
 	return err;
@@ -351,11 +391,11 @@ int group_record_update(const char *parent, const char *gone, char *const *added
 /* The child is named before it exists (group_snapshot.c step 3): its
  * folder is made canonical (group_record_update).  add: record it, else
  * drop its record. */
-static int record_set(const char *parent, const char *child, bool add,
+static int record_set(const char *parent, const char *child, bool add, unsigned flags,
 		      const struct vd_io *io)
 {
 	char *c = strdup(child);
-	int err = c ? group_record_update(parent, add ? NULL : c, add ? &c : NULL, add,
+	int err = c ? group_record_update(parent, add ? NULL : c, add ? &c : NULL, add, flags,
 					  io ? io : vd_io_posix())
 		    : -ENOMEM;
 
@@ -363,14 +403,15 @@ static int record_set(const char *parent, const char *child, bool add,
 	return err;
 }
 
-int group_record_child(const char *parent, const char *child, const struct vd_io *io)
+int group_record_child(const char *parent, const char *child, unsigned flags,
+		       const struct vd_io *io)
 {
-	return record_set(parent, child, true, io);
+	return record_set(parent, child, true, flags, io);
 }
 
 int group_record_drop(const char *parent, const char *child, const struct vd_io *io)
 {
-	return record_set(parent, child, false, io);
+	return record_set(parent, child, false, 0, io);
 }
 
 /* ---- adopt -------------------------------------------------------------------------------- */
@@ -401,19 +442,30 @@ int group_adopt(struct group *g, unsigned flags, const struct vd_io *io,
 		struct group_plan *plan)
 {
 	const struct group_tree *t = g->t;
-	bool *listed = calloc(t->nr_nodes + 1, sizeof *listed);
-	int err = listed ? 0 : -ENOMEM;
+	bool *listed;
+	int err;
 
 	io = io ? io : vd_io_posix();
 	plan->op = "adopt";
+	if (t->nr_unscanned) { /* a record it writes says it is the whole list */
+		vd_err("%s: not readable, so a clone there would not be recorded: adopt "
+		       "refused, nothing written (make it readable, or name folders "
+		       "without it)", t->unscanned[0]);
+		return -EACCES;
+	}
+	listed = calloc(t->nr_nodes + 1, sizeof *listed);
+	err = listed ? 0 : -ENOMEM;
 	for (unsigned i = 0; !err && i < t->nr_nodes; i++) {
 		char **add = NULL;
 		unsigned nr = 0;
+		bool part = t->nodes[i].nr_children &&
+			    group_record_state(t->nodes[i].path) == GROUP_RECORD_PART;
 		err = t->nodes[i].nr_children ? unrecorded(g, i, listed, &add, &nr) : 0;
-		if (!err && nr)
+		if (!err && (nr || part))
 			err = group_plan_add(plan, GROUP_STEP_RECORD, t->nodes[i].path, nr);
-		if (!err && nr && !(flags & GROUP_DRY_RUN))
-			err = group_record_update(t->nodes[i].path, NULL, add, nr, io);
+		if (!err && (nr || part) && !(flags & GROUP_DRY_RUN))
+			err = group_record_update(t->nodes[i].path, NULL, add, nr,
+						  GROUP_RECORD_COMPLETE, io);
 		vd_strv_free(add, nr);
 	}
 	free(listed);

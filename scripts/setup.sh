@@ -28,13 +28,18 @@ case $build in /*) ;; *) build=$src/$build ;; esac
 # lock tests and a peer of the mount in the benchmarks; scdoc: the man
 # pages; groff, man-db: rendering them in the tests; bash-completion, zsh:
 # loading the completions; systemd: systemd-analyze verify of the unit;
-# debhelper, dpkg-dev, lintian: the Debian package).
+# debhelper, dpkg-dev, lintian: the Debian package; librbd-dev: `vdelta
+# rbd`; ceph-mon ceph-mgr ceph-osd ceph-common: the one-node cluster of
+# scripts/ceph.sh and its rbd/rados clients; rbd-fuse and qemu-block-extra
+# (qemu's rbd: driver), python3-rbd (librbd reads and clone chains made in
+# one process): oracles of the rbd tests).
 packages=(meson ninja-build pkg-config gcc libfuse3-dev fuse3 zlib1g-dev
 	  libzstd-dev libxxhash-dev xxhash libcmocka-dev libssl-dev qemu-utils
 	  libvmdk-utils python3 fio e2fsprogs util-linux strace gnuplot-nox
 	  nbdkit nbdkit-plugin-dev libnbd-bin python3-libnbd iproute2
 	  qemu-system-common scdoc groff man-db bash-completion zsh systemd debhelper
-	  dpkg-dev lintian)
+	  dpkg-dev lintian librbd-dev ceph-mon ceph-mgr ceph-osd ceph-common rbd-fuse
+	  qemu-block-extra python3-rbd)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -52,6 +52,8 @@ struct tools_cmd {
 	 * disks it names are finished before it runs (otherwise they are only
 	 * reported: a command that reads never removes or rewrites anything). */
 	bool writes;
+	/* The command is the recovery itself (`recover`): no front door. */
+	bool recovers;
 };
 
 /* Print "vdelta: <msg>" to stderr (a newline is added). */
@@ -225,6 +227,10 @@ void tools_group_progress(struct group_plan *plan, struct tools_progress *pr, bo
  * print the plan or the result; returns TOOLS_*. */
 int tools_group_run(const char *disk, char *const *scan, unsigned nr_scan,
 		    unsigned flags, bool json, bool force_progress, tools_group_op *op);
+
+/* The plan lists the folders g's load scanned and what they held that it
+ * could not read. */
+void tools_group_scanned(struct group_plan *plan, const struct group *g);
 
 /* Print a plan (or the result of carrying it out) as text or JSON. */
 void tools_group_print(const struct group_plan *p, bool dry_run, bool json);

@@ -38,7 +38,8 @@
 	X(consolidate) \
 	X(relocate)   \
 	X(adopt)      \
-	X(recover)
+	X(recover)    \
+	X(rbd)
 
 #define TOOLS_DECLARE(n) extern const struct tools_cmd tools_cmd_##n;
 #define TOOLS_REF(n) &tools_cmd_##n,
@@ -216,7 +217,8 @@ static int run_cmd(const struct tools_cmd *cmd, int argc, char **argv)
 		return TOOLS_ERR;
 	}
 	argv[0] = name;
-	tools_recover_args(argc, argv, cmd->writes);
+	if (!cmd->recovers)
+		tools_recover_args(argc, argv, cmd->writes);
 	ret = cmd->run(argc, argv);
 	free(name);
 	return ret;

@@ -240,7 +240,8 @@ static int check_strict(struct vmdk_disk *d, const char *path, unsigned i)
 		vd_err("%s: extent %u file \"%s\" resolves to %s, outside the "
 		       "descriptor's folder %s (%s)", d->path, i + 1,
 		       d->desc->ext[i].name, file, dir,
-		       d->open_flags & VMDK_OPEN_STRICT_PATHS ? "strict paths"
+		       d->open_flags & VMDK_OPEN_STRICT_PATHS
+		       ? "strict paths: vdelta removes and moves only files in a layer's folder"
 		       : "a writer keeps to the disk's folder unless told otherwise: "
 			 "--outside-extents");
 		err = -EPERM;
