@@ -190,6 +190,7 @@ struct group_plan_step {
 	enum group_step_kind kind;
 	char *path;
 	uint64_t bytes; /* data to copy (WRITE/CREATE) or freed (REMOVE) */
+	const char *why; /* KEEP: "children unknown", "shared" (static), or NULL */
 };
 
 typedef void group_progress_fn(void *opaque, uint64_t done, uint64_t total);

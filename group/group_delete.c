@@ -102,8 +102,8 @@ static int delete_walk(const struct group *g, int d, unsigned flags,
 	}
 	if (!err && at >= 0 && below >= 0) {
 		/* one found child (ours): only records of unseen children hold it */
-		err = group_plan_add(plan, orphaned(g, at) ? GROUP_STEP_ORPHAN : GROUP_STEP_KEEP,
-				     t->nodes[at].path, 0);
+		err = orphaned(g, at) ? group_plan_add(plan, GROUP_STEP_ORPHAN, t->nodes[at].path, 0)
+				      : group_plan_keep(plan, g, at);
 		if (!err && !(r->parent = strdup(t->nodes[at].path)))
 			err = -ENOMEM;
 		if (!err)

@@ -92,6 +92,8 @@ int group_record_drop(const char *parent, const char *child, const struct vd_io 
 
 int group_plan_add(struct group_plan *p, enum group_step_kind kind, const char *path,
 		   uint64_t bytes);
+/* A KEEP step for node, saying why it stays (shared, children unknown). */
+int group_plan_keep(struct group_plan *p, const struct group *g, int node);
 /* Free bytes in path's folder; refuse (-ENOSPC, reported) when short. */
 int group_plan_space(struct group_plan *p, const char *path);
 /* Report n more bytes moved to the plan's progress callback. */

@@ -12,8 +12,11 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "rbd_int.h"
+
+#define RBD_WATCH_WAIT_S 45 /* longer than the OSDs' default watch timeout */
 
 int rbd_image_open(rados_ioctx_t io, const char *pool, const char *name, const char *snap,
 		   bool rdonly, rbd_image_t *out)
@@ -118,6 +121,23 @@ static int drop_snaps(rbd_image_t img, const char *what)
 	return err;
 }
 
+/* rbd_remove, waiting out the watch a killed client left on the image
+ * (the OSDs drop it after osd_client_watch_timeout, 30 s by default). */
+static int remove_waiting(rados_ioctx_t io, const char *name, const char *what)
+{
+	int err = rbd_remove(io, name);
+
+	for (int s = 0; err == -EBUSY && s < RBD_WATCH_WAIT_S; s++) {
+		if (!s)
+			vd_warn("%s: still watched (a client killed before it closed it?): "
+				"waiting up to %d s for the watch to expire", what,
+				RBD_WATCH_WAIT_S);
+		sleep(1);
+		err = rbd_remove(io, name);
+	}
+	return err;
+}
+
 int rbd_image_remove(rados_ioctx_t io, const char *pool, const char *name)
 {
 	char what[RBD_NAME_MAX + 300];
@@ -127,7 +147,7 @@ int rbd_image_remove(rados_ioctx_t io, const char *pool, const char *name)
 	snprintf(what, sizeof what, "%s/%s", pool, name);
 	err = rbd_open(io, name, &img, NULL);
 	if (err == -ENOENT) { /* listed, no header: a clone killed half made */
-		err = rbd_remove(io, name);
+		err = remove_waiting(io, name, what);
 	} else if (err < 0) {
 		vd_err("%s: cannot open: %s", what, strerror(-err));
 		return err;
@@ -136,7 +156,7 @@ int rbd_image_remove(rados_ioctx_t io, const char *pool, const char *name)
 		err = drop_snaps(img, what);
 		rbd_close(img);
 		if (!err)
-			err = rbd_remove(io, name);
+			err = remove_waiting(io, name, what);
 	}
 	if (err < 0 && err != -ENOENT)
 		vd_err("%s: cannot remove: %s", what, strerror(-err));

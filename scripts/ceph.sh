@@ -116,6 +116,9 @@ bluestore_cache_autotune = false
 bluestore_cache_size = 268435456
 osd_memory_target = 1073741824
 osd_op_num_shards = 2
+# a killed client's watch on an image ends sooner than the 30 s default:
+# the kill tests re-run at once and wait it out (rbd_image.c)
+osd_client_watch_timeout = 8
 osd_op_num_threads_per_shard = 1
 
 [client]

@@ -25,7 +25,8 @@ case $build in /*) ;; *) build=$src/$build ;; esac
 # scripted NBD clients; iproute2: the tests' second host, a network
 # namespace (fio's nbd engine comes with fio, over libnbd);
 # qemu-system-common: qemu-storage-daemon, a running user of a disk in the
-# lock tests and a peer of the mount in the benchmarks; scdoc: the man
+# lock tests and a peer of the mount in the benchmarks; linux-perf: the CPU
+# figures and profiles of bench_fuse_reply.sh; scdoc: the man
 # pages; groff, man-db: rendering them in the tests; bash-completion, zsh:
 # loading the completions; systemd: systemd-analyze verify of the unit;
 # debhelper, dpkg-dev, lintian: the Debian package; librbd-dev: `vdelta
@@ -39,7 +40,7 @@ packages=(meson ninja-build pkg-config gcc libfuse3-dev fuse3 zlib1g-dev
 	  nbdkit nbdkit-plugin-dev libnbd-bin python3-libnbd iproute2
 	  qemu-system-common scdoc groff man-db bash-completion zsh systemd debhelper
 	  dpkg-dev lintian librbd-dev ceph-mon ceph-mgr ceph-osd ceph-common rbd-fuse
-	  qemu-block-extra python3-rbd)
+	  qemu-block-extra python3-rbd linux-perf)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -52,8 +52,11 @@ struct tools_cmd {
 	 * disks it names are finished before it runs (otherwise they are only
 	 * reported: a command that reads never removes or rewrites anything). */
 	bool writes;
-	/* The command is the recovery itself (`recover`): no front door. */
-	bool recovers;
+	/* The command has its own front door: it is the recovery itself
+	 * (`recover`), or it serves disks (mount), each recovered as it is
+	 * opened (group_serve_add); the pass above is not made (it would read
+	 * every folder once more per disk, and report each record twice). */
+	bool own_front_door;
 };
 
 /* Print "vdelta: <msg>" to stderr (a newline is added). */

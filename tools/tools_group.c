@@ -76,6 +76,8 @@ static void print_json(const struct group_plan *p, bool dry_run)
 		tools_json_str(&j, "action", group_plan_step_name(p->steps[i].kind));
 		tools_json_str(&j, "path", p->steps[i].path);
 		tools_json_u64(&j, rec ? "children" : "bytes", p->steps[i].bytes);
+		if (p->steps[i].why)
+			tools_json_str(&j, "why", p->steps[i].why);
 		tools_json_obj_end(&j);
 	}
 	tools_json_arr_end(&j);
@@ -116,6 +118,8 @@ static void print_text(const struct group_plan *p, bool dry_run)
 			       s->bytes == 1 ? "" : "ren");
 		else if (s->bytes)
 			printf("  (%s)", tools_human_size(s->bytes, h1, sizeof h1));
+		if (s->why)
+			printf("  (%s)", s->why);
 		putchar('\n');
 	}
 	if (p->copy_bytes || p->space_needed)

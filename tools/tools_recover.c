@@ -1,7 +1,8 @@
-/* tools — the front door of every command, and `vdelta recover` (top
- * layer, over group_recover_near and group_recover).
+/* tools — the front door of every command but mount (whose front door is
+ * the group layer's, group_serve_add, disk by disk), and `vdelta recover`
+ * (top layer, over group_recover_near and group_recover).
  *
- * Owns: which arguments of a command name a VMDK file (a mount argument
+ * Owns: which arguments of a command name a VMDK file (a serve argument
  * DISK:MODE by its DISK), each handed to the group layer's recovery before
  * the command runs: a command that writes (its table entry says so) has
  * the interrupted operations near its disks finished first, so `snapshot`
@@ -165,5 +166,5 @@ const struct tools_cmd tools_cmd_recover = {
 	TOOLS_PAGE(recover),
 	.run = recover_run,
 	.writes = true,
-	.recovers = true,
+	.own_front_door = true,
 };

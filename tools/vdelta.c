@@ -217,7 +217,7 @@ static int run_cmd(const struct tools_cmd *cmd, int argc, char **argv)
 		return TOOLS_ERR;
 	}
 	argv[0] = name;
-	if (!cmd->recovers)
+	if (!cmd->own_front_door)
 		tools_recover_args(argc, argv, cmd->writes);
 	ret = cmd->run(argc, argv);
 	free(name);

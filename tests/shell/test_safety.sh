@@ -224,7 +224,7 @@ refused "unknown: commit a into mid" "mid.vmdk: children unknown.*vdelta adopt" 
 refused "unknown: consolidate a" "children unknown" consolidate "$A"
 refused "unknown: commit mid" "children unknown" commit "$T/ds/A/mid.vmdk"
 expect_ok "unknown: delete --dry-run a" "$VDELTA" delete --dry-run "$A"
-grep -q "keep .*mid.vmdk" "$T/last.out" && ! grep -q "remove .*mid.vmdk" "$T/last.out" &&
+grep -q "keep .*mid.vmdk  (children unknown)" "$T/last.out" && ! grep -q "remove .*mid.vmdk" "$T/last.out" &&
 	pass "unknown: delete would keep mid (children unknown)" ||
 	fail "unknown: delete plan: $(cat "$T/last.out")"
 grep -q "scanned:.*$T/ds/A" "$T/last.out" && pass "unknown: the plan lists the folders scanned" ||
