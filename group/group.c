@@ -267,50 +267,48 @@ bool group_busy(const struct group *g, int node)
 	return group_shared(g, node) || group_unknown(g, node);
 }
 
-/* Does the chain of leaf reach node? */
-static bool reaches(const struct group_tree *t, unsigned leaf, int node)
-{
-	int at = (int)leaf;
-
-	for (unsigned steps = 0; at >= 0 && steps <= t->nr_nodes; steps++) {
-		if (at == node)
-			return true;
-		at = t->nodes[at].parent;
-	}
-	return false;
-}
-
-int group_refuse_shared(const struct group *g, int node, const char *what)
+/* fprintf into m every user of node: the disks that reach it (its
+ * subtree's leaves), then the recorded children not found and the other
+ * names, at node or below. */
+static void list_users(const struct group *g, int node, FILE *m)
 {
 	const struct group_tree *t = g->t;
-	char *list = NULL;
-	size_t len = 0;
-	FILE *m = open_memstream(&list, &len);
 	const char *sep = "";
+	unsigned steps = 0;
 
-	if (!m)
-		return -ENOMEM;
-	for (unsigned i = 0; i < t->nr_nodes; i++)
-		if (!t->nodes[i].nr_children && reaches(t, i, node)) {
+	for (int i = node; i >= 0 && steps++ <= t->nr_nodes; i = group_tree_next(t, node, i))
+		if (!t->nodes[i].nr_children) {
 			fprintf(m, "%s%s", sep, t->nodes[i].path);
 			sep = ", ";
 		}
-	for (unsigned i = 0; i < t->nr_nodes; i++) {
-		for (unsigned k = 0; reaches(t, i, node) && k < g->nr_unseen[i]; k++) {
+	steps = 0;
+	for (int i = node; i >= 0 && steps++ <= t->nr_nodes; i = group_tree_next(t, node, i)) {
+		for (unsigned k = 0; k < g->nr_unseen[i]; k++) {
 			fprintf(m, "%s%s (recorded child of %s, not found)", sep,
 				g->unseen[i][k], t->nodes[i].path);
 			sep = ", ";
 		}
-		if (t->nodes[i].aliases && reaches(t, i, node)) {
+		if (t->nodes[i].aliases) {
 			fprintf(m, "%s%s under %u other name%s (a hard link, a symlink or a "
 				"second descriptor of its files)", sep, t->nodes[i].path,
 				t->nodes[i].aliases, t->nodes[i].aliases == 1 ? "" : "s");
 			sep = ", ";
 		}
 	}
+}
+
+int group_refuse_shared(const struct group *g, int node, const char *what)
+{
+	char *list = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&list, &len);
+
+	if (!m)
+		return -ENOMEM;
+	list_users(g, node, m);
 	fclose(m);
 	vd_err("%s: shared by %u disks (%s): %s refused, nothing changed",
-	       t->nodes[node].path, group_nr_users(g, node), list ? list : "", what);
+	       g->t->nodes[node].path, group_nr_users(g, node), list ? list : "", what);
 	free(list);
 	return -EBUSY;
 }

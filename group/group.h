@@ -90,6 +90,9 @@ struct group_tree_node {
 	unsigned aliases;     /* other names of the layer: hard links, symlinks
 			       * met in the folders, other descriptors of its
 			       * extent files */
+	int first_child;      /* its children: first_child, then each one's */
+	int next_sibling;     /* next_sibling (-1 ends): in index order as
+			       * scanned, a node an operation moved first */
 };
 
 struct group_tree_index;
@@ -116,6 +119,10 @@ int group_tree_scan(char *const *dirs, unsigned nr_dirs, unsigned flags,
 void group_tree_free(struct group_tree *t);
 /* The node of the layer at path (the same file), or -ENOENT. */
 int group_tree_find(const struct group_tree *t, const char *path);
+/* The node after at in a walk of root's subtree that begins at root
+ * (depth first, children in list order), -1 after the last.  Links read
+ * from a hostile folder may loop: bound a walk to nr_nodes steps. */
+int group_tree_next(const struct group_tree *t, int root, int at);
 
 /* ---- snapshots and clones (group_snapshot.c, group_clone.c) --------------------------
  * NEW paths must not exist.  Parent hints are written relative to NEW's

@@ -7,7 +7,9 @@
  * it through L: writing L's grains into P does not change what any disk
  * reads.  Only the grains L holds are read and written, in runs of up to
  * COMMIT_BUF bytes; P is written in place, whatever kind vdelta writes:
- * hosted sparse or flat, a vmfs flat base, a COWD or seSparse delta.
+ * hosted sparse or flat, a vmfs flat base, a COWD or seSparse delta.  L is
+ * read once and P once; the layers are opened once, before C1 (so a
+ * refusal leaves no record), and stay open through C3.
  *
  * Write order (each step safe to stop at; recovery = commit_resume):
  *  C1. the intent record (L, P, L's children, L's files, whether P becomes
@@ -17,7 +19,9 @@
  *      until the end: chain_open refuses it, and recovery restarts at C2,
  *      which is idempotent (L is never written; P's other grains are not
  *      touched and no disk reads them but through L);
- *  C3. P is read back over L's runs and compared with L;
+ *  C3. P is read back over L's runs and compared with L: the digest of
+ *      what P reads over L's data runs with the digest of what C2 read from
+ *      L (group_sum.c: L is read once), and zeros over L's zeroed runs;
  *  C4. each child of L gets parentCID = P's new CID and a hint to P
  *      (descriptor rewrite, durable, one file at a time);
  *  C5. P's sidecar record: L out, L's children in; P loses its frozen mark
@@ -63,6 +67,7 @@ struct merge {
 	struct vmdk_disk *upper, *lower;
 	struct chain *below; /* P's parents, backing P's partial grain writes */
 	uint8_t *buf, *buf2;
+	struct group_sum sum; /* C3 */
 	struct group_plan *plan;
 	uint64_t done, total;
 };
@@ -104,7 +109,7 @@ static int open_merge(struct merge *m, const char *layer, const char *parent,
 	m->buf2 = malloc(COMMIT_BUF);
 	if (!err && (!m->buf || !m->buf2))
 		err = -ENOMEM;
-	return err;
+	return err ? err : group_sum_open(&m->sum);
 }
 
 static int close_merge(struct merge *m)
@@ -115,6 +120,8 @@ static int close_merge(struct merge *m)
 	vmdk_close(m->upper);
 	free(m->buf);
 	free(m->buf2);
+	group_sum_close(&m->sum);
+	*m = (struct merge){ .plan = m->plan };
 	return err;
 }
 
@@ -124,6 +131,8 @@ static int copy_run(struct merge *m, enum vmdk_bs kind, uint64_t off, uint64_t l
 	while (len) {
 		size_t n = (size_t)VD_MIN(len, (uint64_t)COMMIT_BUF);
 		int err = kind == VMDK_BS_ZERO ? 0 : vmdk_pread(m->upper, m->buf, n, off);
+		if (!err && kind != VMDK_BS_ZERO)
+			group_sum_copied(&m->sum, m->buf, n);
 		if (!err && (kind == VMDK_BS_ZERO || vd_is_zero(m->buf, n)))
 			err = vmdk_pwrite_zeroes(m->lower, n, off);
 		else if (!err)
@@ -137,31 +146,56 @@ static int copy_run(struct merge *m, enum vmdk_bs kind, uint64_t off, uint64_t l
 	return 0;
 }
 
-/* C3: P now reads like L over one run. */
-static int verify_run(struct merge *m, uint64_t off, uint64_t len)
+static int differs(const struct merge *m, uint64_t off)
+{
+	vd_err("%s: reads differently from %s at offset %llu after the merge: stopped "
+	       "before removing anything", vmdk_path(m->lower), vmdk_path(m->upper),
+	       (unsigned long long)off);
+	return -EIO;
+}
+
+/* C3: P read back over one run: zeros over a zeroed run, into the digest
+ * over a data run. */
+static int verify_run(struct merge *m, enum vmdk_bs kind, uint64_t off, uint64_t len)
 {
 	while (len) {
 		size_t n = (size_t)VD_MIN(len, (uint64_t)COMMIT_BUF);
-		int err = vmdk_pread(m->upper, m->buf, n, off);
-		if (!err)
-			err = vmdk_pread(m->lower, m->buf2, n, off);
+		int err = vmdk_pread(m->lower, m->buf2, n, off);
 		if (err)
 			return err;
-		if (memcmp(m->buf, m->buf2, n)) {
-			vd_err("%s: reads differently from %s at offset %llu after the "
-			       "merge: stopped before removing anything",
-			       vmdk_path(m->lower), vmdk_path(m->upper),
-			       (unsigned long long)off);
-			return -EIO;
-		}
+		if (kind == VMDK_BS_ZERO && !vd_is_zero(m->buf2, n))
+			return differs(m, off);
+		if (kind != VMDK_BS_ZERO)
+			group_sum_back(&m->sum, m->buf2, n);
 		off += n;
 		len -= n;
 	}
 	return 0;
 }
 
-/* Every run L holds, through fn (copy or verify). */
-static int each_run(struct merge *m, bool verify)
+/* C3 after the digests differ: where (L read again, only then). */
+static int locate_run(struct merge *m, enum vmdk_bs kind, uint64_t off, uint64_t len)
+{
+	while (len && kind != VMDK_BS_ZERO) {
+		size_t n = (size_t)VD_MIN(len, (uint64_t)COMMIT_BUF);
+		int err = vmdk_pread(m->upper, m->buf, n, off);
+		if (!err)
+			err = vmdk_pread(m->lower, m->buf2, n, off);
+		if (err)
+			return err;
+		for (size_t i = 0; i < n; i++)
+			if (m->buf[i] != m->buf2[i])
+				return differs(m, off + i);
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+typedef int run_fn(struct merge *m, enum vmdk_bs kind, uint64_t off, uint64_t len);
+
+/* Every run L holds, through fn (copy, verify or locate). */
+static int each_run(struct merge *m, run_fn *fn)
 {
 	uint64_t cap = vmdk_capacity(m->upper), n;
 	enum vmdk_bs kind;
@@ -171,41 +205,46 @@ static int each_run(struct merge *m, bool verify)
 		err = vmdk_block_status(m->upper, off, cap - off, &kind, &n);
 		if (err || kind == VMDK_BS_UNALLOC)
 			continue;
-		err = verify ? verify_run(m, off, n) : copy_run(m, kind, off, n);
+		err = fn(m, kind, off, n);
 	}
 	return err;
 }
 
-/* C2 + C3; *cid gets P's CID afterwards.  resume: P may be marked unclean
- * by the interrupted C2 (its writes keep data before tables, so P is
- * consistent; a leaked grain at most, which `check --repair` reclaims). */
-static int merge_into_parent(const struct commit_rec *r, const struct vd_io *io,
-			     struct group_plan *plan, bool resume, uint32_t *cid)
+/* C3 */
+static int verify(struct merge *m)
 {
-	struct merge m = { .plan = plan };
-	int err = open_merge(&m, r->in.target, r->parent, io, resume);
+	int err = each_run(m, verify_run);
 
-	if (!err)
-		err = group_layer_held_bytes(r->in.target, &m.total);
-	if (!err)
-		err = each_run(&m, false);
-	if (!err)
-		err = vmdk_flush(m.lower);
-	if (!err)
-		err = each_run(&m, true);
-	*cid = m.lower ? vmdk_cid(m.lower) : 0;
-	if (close_merge(&m) && !err)
+	if (err || group_sum_same(&m->sum))
+		return err;
+	err = each_run(m, locate_run);
+	if (!err) { /* the bytes agree on a second read: not to be trusted either */
+		vd_err("%s: read back unlike %s after the merge: stopped before removing "
+		       "anything", vmdk_path(m->lower), vmdk_path(m->upper));
 		err = -EIO;
+	}
 	return err;
 }
 
-/* Before C1: every layer C2 opens opens (a refusal here leaves no record). */
-static int commit_probe(const struct commit_rec *r, const struct vd_io *io)
+/* C2 + C3 over the layers m has open (opened here when it has none: a
+ * recovery); *cid gets P's CID afterwards, m is closed.  resume: P may be
+ * marked unclean by the interrupted C2 (its writes keep data before
+ * tables, so P is consistent; a leaked grain at most, which `check
+ * --repair` reclaims). */
+static int merge_into_parent(const struct commit_rec *r, const struct vd_io *io,
+			     struct merge *m, bool resume, uint32_t *cid)
 {
-	struct merge m = {0};
-	int err = open_merge(&m, r->in.target, r->parent, io, false);
+	int err = m->upper ? 0 : open_merge(m, r->in.target, r->parent, io, resume);
 
-	if (close_merge(&m) && !err)
+	m->total = m->plan ? m->plan->copy_bytes : 0; /* progress only */
+	if (!err)
+		err = each_run(m, copy_run);
+	if (!err)
+		err = vmdk_flush(m->lower);
+	if (!err)
+		err = verify(m);
+	*cid = m->lower ? vmdk_cid(m->lower) : 0;
+	if (close_merge(m) && !err)
 		err = -EIO;
 	return err;
 }
@@ -218,15 +257,16 @@ static int remove_files(const struct commit_rec *r, const struct vd_io *io)
 	return err ? err : group_intent_done(&r->in, io);
 }
 
+/* C2-C7; m: the layers opened before C1, or none (a recovery). */
 static int commit_steps(const struct commit_rec *r, const struct vd_io *io,
-			struct group_plan *plan, bool resume)
+			struct merge *m, bool resume)
 {
 	struct stat st;
 	uint32_t cid;
 	int err = 0;
 
 	if (!lstat(r->in.target, &st)) {
-		err = merge_into_parent(r, io, plan, resume, &cid); /* C2, C3 */
+		err = merge_into_parent(r, io, m, resume, &cid); /* C2, C3 */
 		for (unsigned i = 0; !err && i < r->nr_children; i++) /* C4 */
 			err = group_layer_repoint(r->children[i], r->parent, cid, io);
 		if (!err) /* C5 */
@@ -241,12 +281,13 @@ static int commit_steps(const struct commit_rec *r, const struct vd_io *io,
 static int commit_resume(struct group_intent *in, const struct vd_io *io)
 {
 	const struct commit_rec *r = (const struct commit_rec *)in;
+	struct merge m = {0};
 
 	if (!r->parent) {
 		vd_err("%s: commit record without a parent: left as is", in->path);
 		return -VD_EBADDATA;
 	}
-	return commit_steps(r, io, NULL, true);
+	return commit_steps(r, io, &m, true);
 }
 
 const struct group_op group_op_commit = {
@@ -309,10 +350,8 @@ static int commit_record(const struct group *g, int l, struct commit_rec **out)
 	r->unfreeze = n->nr_children == 0;
 	if (!(r->parent = strdup(t->nodes[n->parent].path)))
 		return -ENOMEM;
-	for (unsigned i = 0; !err && i < t->nr_nodes; i++)
-		if (t->nodes[i].parent == l)
-			err = group_intent_add(&r->children, &r->nr_children,
-					       t->nodes[i].path);
+	for (int c = n->first_child; !err && c >= 0; c = t->nodes[c].next_sibling)
+		err = group_intent_add(&r->children, &r->nr_children, t->nodes[c].path);
 	return err ? err : group_layer_add_files(&r->files, &r->nr_files, n->path);
 }
 
@@ -329,11 +368,12 @@ static int commit_check(const struct group *g, const char *layer, int *l)
 	return check_writable_kind(g->t->nodes[p].path);
 }
 
+/* counted: the bytes L holds, when the caller has them (consolidate). */
 static int commit_plan(const struct group *g, int l, const struct commit_rec *r,
-		       struct group_plan *plan)
+		       const uint64_t *counted, struct group_plan *plan)
 {
-	uint64_t bytes = 0;
-	int err = group_layer_held_bytes(r->in.target, &bytes);
+	uint64_t bytes = counted ? *counted : 0;
+	int err = counted ? 0 : group_layer_held_bytes(r->in.target, &bytes);
 
 	if (!err)
 		err = group_plan_add(plan, GROUP_STEP_WRITE, r->parent, bytes);
@@ -349,10 +389,30 @@ static int commit_plan(const struct group *g, int l, const struct commit_rec *r,
 	return err ? err : group_plan_space(plan, r->parent);
 }
 
-int group_commit(struct group *g, const char *layer, unsigned flags,
-		 const struct vd_io *io, struct group_plan *plan)
+/* Lock, open the layers C2 writes and reads (a refusal here leaves no
+ * record), C1, then the steps. */
+static int commit_run(const struct commit_rec *r, const struct vd_io *io,
+		      struct group_plan *plan)
 {
 	struct group_locks locks = {0};
+	struct merge m = { .plan = plan };
+	int err = group_intent_lock(&r->in, &locks);
+
+	if (!err)
+		err = open_merge(&m, r->in.target, r->parent, io, false);
+	if (!err)
+		err = group_intent_write(&r->in, io); /* C1 */
+	if (!err)
+		err = commit_steps(r, io, &m, false);
+	close_merge(&m); /* after a failure before C2 */
+	group_locks_release(&locks);
+	return err;
+}
+
+int group_commit_counted(struct group *g, const char *layer, unsigned flags,
+			 const struct vd_io *io, struct group_plan *plan,
+			 const uint64_t *counted)
+{
 	struct commit_rec *r = NULL;
 	int l, err = commit_check(g, layer, &l);
 
@@ -361,16 +421,15 @@ int group_commit(struct group *g, const char *layer, unsigned flags,
 	if (!err)
 		err = commit_record(g, l, &r);
 	if (!err)
-		err = commit_plan(g, l, r, plan);
+		err = commit_plan(g, l, r, counted, plan);
 	if (!err && !(flags & GROUP_DRY_RUN))
-		err = group_intent_lock(&r->in, &locks);
-	if (!err && !(flags & GROUP_DRY_RUN))
-		err = commit_probe(r, io);
-	if (!err && !(flags & GROUP_DRY_RUN))
-		err = group_intent_write(&r->in, io); /* C1 */
-	if (!err && !(flags & GROUP_DRY_RUN))
-		err = commit_steps(r, io, plan, false);
-	group_locks_release(&locks);
+		err = commit_run(r, io, plan);
 	group_intent_free(r ? &r->in : NULL);
 	return err;
+}
+
+int group_commit(struct group *g, const char *layer, unsigned flags,
+		 const struct vd_io *io, struct group_plan *plan)
+{
+	return group_commit_counted(g, layer, flags, io, plan, NULL);
 }

@@ -59,37 +59,45 @@ static int next_merge(const struct group *g, int d, char *const *keep,
 }
 
 /* The direction of merging node l and its parent that copies fewer bytes
- * (a tie: l into its parent).  The parent goes into l only when it is not
- * kept and l can take it (a hosted sparse layer). */
+ * (a tie: l into its parent), and those bytes (*counted is false when they
+ * were not counted: the top, whose merge counts them).  The parent goes
+ * into l only when it is not kept and l can take it (a hosted sparse
+ * layer). */
 static int merge_direction(const struct group *g, int l, char *const *keep,
-			   unsigned nr_keep, bool *pull)
+			   unsigned nr_keep, bool *pull, uint64_t *bytes, bool *counted)
 {
 	const char *lp = g->t->nodes[l].path, *pp = g->t->nodes[g->t->nodes[l].parent].path;
-	uint64_t down = 0, up = 0;
+	uint64_t up = 0;
 	int err;
 
 	*pull = !g->t->nodes[l].nr_children; /* the top: next_merge checked it */
+	*counted = false;
 	if (*pull)
 		return 0;
-	err = group_layer_held_bytes(lp, &down);
+	err = group_layer_held_bytes(lp, bytes);
+	*counted = !err;
 	if (err || kept(pp, keep, nr_keep) || group_pull_eligible(lp))
 		return err;
 	err = group_pull_bytes(lp, pp, &up);
-	*pull = !err && up < down;
+	*pull = !err && up < *bytes;
+	*bytes = *pull ? up : *bytes;
 	return err;
 }
 
-/* Merge node l with its parent in the direction that copies fewer bytes;
- * *pull tells which. */
+/* Merge node l with its parent in the direction that copies fewer bytes
+ * (counted once); *pull tells which. */
 static int merge_one(struct group *g, int l, char *const *keep, unsigned nr_keep,
 		     unsigned flags, const struct vd_io *io, struct group_plan *plan,
 		     bool *pull)
 {
-	int err = merge_direction(g, l, keep, nr_keep, pull);
+	uint64_t bytes = 0;
+	bool counted;
+	int err = merge_direction(g, l, keep, nr_keep, pull, &bytes, &counted);
 
 	if (err)
 		return err;
-	return (*pull ? group_pull : group_commit)(g, g->t->nodes[l].path, flags, io, plan);
+	return (*pull ? group_pull_counted : group_commit_counted)(
+		g, g->t->nodes[l].path, flags, io, plan, counted ? &bytes : NULL);
 }
 
 /* The tree as the merge of node l with its parent leaves it (a dry run:
@@ -100,14 +108,11 @@ static int merged(struct group *g, int l, bool pull, bool dry_run)
 	struct group_tree *t = g->t;
 	int p = t->nodes[l].parent, gone = pull ? p : l, stays = pull ? l : p;
 
-	for (unsigned i = 0; i < t->nr_nodes; i++)
-		if (!pull && t->nodes[i].parent == l)
-			t->nodes[i].parent = p;
 	if (pull)
-		t->nodes[l].parent = t->nodes[p].parent;
-	else
-		t->nodes[p].nr_children += t->nodes[l].nr_children - 1;
-	t->nodes[gone].parent = -1;
+		group_tree_move(t, (unsigned)l, t->nodes[p].parent);
+	while (!pull && t->nodes[l].first_child >= 0)
+		group_tree_move(t, (unsigned)t->nodes[l].first_child, p);
+	group_tree_move(t, (unsigned)gone, -1);
 	t->nodes[gone].nr_children = t->nodes[gone].reach = 0;
 	t->nodes[gone].flags |= GROUP_TREE_GONE;
 	return dry_run ? 0 : group_tree_refresh(t, (unsigned)stays);

@@ -66,16 +66,6 @@ const struct group_op group_op_delete = {
 	.resume = delete_resume,
 };
 
-/* Found children of node. */
-static unsigned nr_found_children(const struct group_tree *t, int node)
-{
-	unsigned n = 0;
-
-	for (unsigned i = 0; i < t->nr_nodes; i++)
-		n += t->nodes[i].parent == node;
-	return n;
-}
-
 /* Left without a disk once ours goes: our layer is its one found child, its
  * children are known (only records of unseen children hold it) and it has
  * no other name a disk could reach it by. */
@@ -83,7 +73,7 @@ static bool orphaned(const struct group *g, int node)
 {
 	const struct group_tree *t = g->t;
 
-	return nr_found_children(t, node) == 1 && !group_unknown(g, node) &&
+	return t->nodes[node].nr_children == 1 && !group_unknown(g, node) &&
 	       !t->nodes[node].aliases;
 }
 

@@ -8,7 +8,10 @@
 
 #include "group.h"
 
-#define GROUP_MAX_RECORD 65536u /* bytes of a sidecar or intent record */
+#define GROUP_MAX_RECORD 65536u /* bytes of an intent record */
+/* bytes of a sidecar record: VD_STRV_MAX children of 256 bytes a line (a
+ * datastore of thousands of clones of one base) */
+#define GROUP_MAX_CHILDREN (1u << 20)
 
 struct group {
 	struct group_tree *t;
@@ -65,6 +68,9 @@ void group_locks_release(struct group_locks *l);
 /* Read node i's descriptor facts again (CID, parent CID, frozen mark,
  * storage) after an operation of this command wrote the layer. */
 int group_tree_refresh(struct group_tree *t, unsigned i);
+/* Hang node i from parent (-1: none), keeping nr_children and the child
+ * lists (i goes first among its new siblings); constant time. */
+void group_tree_move(struct group_tree *t, unsigned i, int parent);
 
 /* ---- group_record.c: the sidecar records of children ------------------------------------ */
 
@@ -206,6 +212,21 @@ int group_layer_repoint(const char *child, const char *parent, uint32_t cid,
 /* Bytes of data (not zeroed grains) the layer holds. */
 int group_layer_held_bytes(const char *layer, uint64_t *out);
 
+/* ---- group_sum.c: the read-back check of a data move ----------------------------------------- */
+
+/* Digests of what a copy read from its source and of what its result
+ * reads back over the same ranges, in the same order. */
+struct XXH3_state_s;
+struct group_sum {
+	struct XXH3_state_s *copied, *back;
+};
+int group_sum_open(struct group_sum *s);
+void group_sum_close(struct group_sum *s); /* a zeroed or closed one: a no-op */
+void group_sum_copied(struct group_sum *s, const void *buf, size_t n);
+void group_sum_back(struct group_sum *s, const void *buf, size_t n);
+/* Both digests are equal: the result reads back what was copied. */
+bool group_sum_same(const struct group_sum *s);
+
 /* ---- group_stage.c: a layer replaced through a staging folder ------------------------------- */
 
 /* The record of revert, repair and promote --unlink (one layer swapped),
@@ -271,6 +292,17 @@ int group_rewrite_like(struct vmdk_disk *top, struct vmdk_disk *base, bool flatt
 enum group_cmp { GROUP_CMP_CONTENT, GROUP_CMP_RUNS, GROUP_CMP_LAYER };
 int group_rewrite_compare(struct chain *src, struct vmdk_disk *dst, enum group_cmp mode,
 			  struct chain *below, uint8_t *buf, uint8_t *buf2);
+
+/* ---- group_commit.c, group_pull.c: the merges with their bytes counted -------------------- */
+
+/* group_commit and group_pull when the caller counted the bytes the merge
+ * copies (consolidate, choosing the direction): counted, or NULL to count. */
+int group_commit_counted(struct group *g, const char *layer, unsigned flags,
+			 const struct vd_io *io, struct group_plan *plan,
+			 const uint64_t *counted);
+int group_pull_counted(struct group *g, const char *layer, unsigned flags,
+		       const struct vd_io *io, struct group_plan *plan,
+		       const uint64_t *counted);
 
 /* ---- group_pull.c ---------------------------------------------------------------------------- */
 

@@ -37,8 +37,9 @@ int group_plan_keep(struct group_plan *p, const struct group *g, int node)
 
 /* The records an operation writes beside its data: its intent record and
  * the sidecar records it edits, each with its temporary (a few files of at
- * most GROUP_MAX_RECORD bytes). */
-#define RECORDS_RESERVE (8ull * GROUP_MAX_RECORD)
+ * most GROUP_MAX_RECORD bytes, and two sidecars of at most
+ * GROUP_MAX_CHILDREN). */
+#define RECORDS_RESERVE (8ull * GROUP_MAX_RECORD + 4ull * GROUP_MAX_CHILDREN)
 
 int group_plan_space(struct group_plan *p, const char *path)
 {

@@ -198,6 +198,7 @@ static int pull_close(struct pull *u)
 
 	chain_close(u->pc);
 	free(u->buf);
+	*u = (struct pull){ .plan = u->plan };
 	return err;
 }
 
@@ -246,34 +247,20 @@ static int pull_repoint(const struct pull_rec *r, const struct vd_io *io)
 	return err;
 }
 
-/* Before U1: L opens for writing and P's chain for reading (a refusal
- * here leaves no record). */
-static int pull_probe(const struct pull_rec *r, const struct vd_io *io)
+/* U2, U3 over the layers u has open (opened here when it has none: a
+ * recovery); u is closed. */
+static int pull_merge(const struct pull_rec *r, const struct vd_io *io, struct pull *u)
 {
-	struct pull u = {0};
-	int err = pull_open(&u, r->in.target, r->parent, true, io);
+	int err = u->l ? 0 : pull_open(u, r->in.target, r->parent, true, io);
 
-	if (pull_close(&u) && !err)
-		err = -EIO;
-	return err;
-}
-
-/* U2, U3 */
-static int pull_merge(const struct pull_rec *r, const struct vd_io *io,
-		      struct group_plan *plan)
-{
-	struct pull u = { .plan = plan };
-	int err = pull_open(&u, r->in.target, r->parent, true, io);
-
+	u->total = u->plan ? u->plan->copy_bytes : 0; /* progress only */
 	if (!err)
-		err = each_gap(&u, count_gap);
+		err = each_gap(u, copy_gap);
 	if (!err)
-		err = each_gap(&u, copy_gap);
+		err = vmdk_flush(u->l);
 	if (!err)
-		err = vmdk_flush(u.l);
-	if (!err)
-		err = each_gap(&u, verify_gap);
-	if (pull_close(&u) && !err)
+		err = each_gap(u, verify_gap);
+	if (pull_close(u) && !err)
 		err = -EIO;
 	return err;
 }
@@ -308,13 +295,14 @@ static int names_parent(const struct pull_rec *r)
 	return err;
 }
 
-static int pull_steps(const struct pull_rec *r, const struct vd_io *io,
-		      struct group_plan *plan)
+/* U2-U7; u: the layers opened before U1, or none (a recovery). */
+static int pull_steps(const struct pull_rec *r, const struct vd_io *io, struct pull *u)
 {
 	int before_u4 = names_parent(r), err = before_u4 < 0 ? before_u4 : 0;
 
 	if (before_u4 > 0)
-		err = pull_merge(r, io, plan); /* U2, U3 */
+		err = pull_merge(r, io, u); /* U2, U3 */
+	pull_close(u);
 	/* U4 again after it, while P is there: the same values, L closed clean */
 	if (!err && (before_u4 > 0 || !lstat(r->parent, &(struct stat){0})))
 		err = pull_repoint(r, io); /* U4 */
@@ -328,13 +316,14 @@ static int pull_steps(const struct pull_rec *r, const struct vd_io *io,
 static int pull_resume(struct group_intent *head, const struct vd_io *io)
 {
 	const struct pull_rec *r = (const struct pull_rec *)head;
+	struct pull u = {0};
 
 	if (!r->parent || !r->cid || strlen(r->cid) != 8 ||
 	    strspn(r->cid, "0123456789abcdefABCDEF") != 8) {
 		vd_err("%s: pull record without a parent or a CID: left as is", r->in.path);
 		return -VD_EBADDATA;
 	}
-	return pull_steps(r, io, NULL);
+	return pull_steps(r, io, &u);
 }
 
 const struct group_op group_op_pull = {
@@ -390,11 +379,12 @@ static int pull_check(const struct group *g, const char *layer, int *l)
 	return err;
 }
 
+/* counted: the bytes the pull copies, when the caller has them. */
 static int pull_plan(const struct group *g, int l, const struct pull_rec *r,
-		     struct group_plan *plan)
+		     const uint64_t *counted, struct group_plan *plan)
 {
-	uint64_t bytes = 0;
-	int err = group_pull_bytes(r->in.target, r->parent, &bytes);
+	uint64_t bytes = counted ? *counted : 0;
+	int err = counted ? 0 : group_pull_bytes(r->in.target, r->parent, &bytes);
 
 	if (!err)
 		err = group_plan_add(plan, GROUP_STEP_PULL, r->in.target, bytes);
@@ -409,10 +399,30 @@ static int pull_plan(const struct group *g, int l, const struct pull_rec *r,
 	return err ? err : group_plan_space(plan, r->in.target);
 }
 
-int group_pull(struct group *g, const char *layer, unsigned flags,
-	       const struct vd_io *io, struct group_plan *plan)
+/* Lock, open L for writing and P's chain for reading (a refusal here
+ * leaves no record), U1, then the steps. */
+static int pull_run(const struct pull_rec *r, const struct vd_io *io,
+		    struct group_plan *plan)
 {
 	struct group_locks locks = {0};
+	struct pull u = { .plan = plan };
+	int err = group_intent_lock(&r->in, &locks);
+
+	if (!err)
+		err = pull_open(&u, r->in.target, r->parent, true, io);
+	if (!err)
+		err = group_intent_write(&r->in, io); /* U1 */
+	if (!err)
+		err = pull_steps(r, io, &u);
+	pull_close(&u); /* after a failure before U2 */
+	group_locks_release(&locks);
+	return err;
+}
+
+int group_pull_counted(struct group *g, const char *layer, unsigned flags,
+		       const struct vd_io *io, struct group_plan *plan,
+		       const uint64_t *counted)
+{
 	struct pull_rec *r = NULL;
 	int l, err = pull_check(g, layer, &l);
 
@@ -421,16 +431,15 @@ int group_pull(struct group *g, const char *layer, unsigned flags,
 	if (!err)
 		err = pull_record(g, l, &r);
 	if (!err)
-		err = pull_plan(g, l, r, plan);
+		err = pull_plan(g, l, r, counted, plan);
 	if (!err && !(flags & GROUP_DRY_RUN))
-		err = group_intent_lock(&r->in, &locks);
-	if (!err && !(flags & GROUP_DRY_RUN))
-		err = pull_probe(r, io);
-	if (!err && !(flags & GROUP_DRY_RUN))
-		err = group_intent_write(&r->in, io); /* U1 */
-	if (!err && !(flags & GROUP_DRY_RUN))
-		err = pull_steps(r, io, plan);
-	group_locks_release(&locks);
+		err = pull_run(r, io, plan);
 	group_intent_free(r ? &r->in : NULL);
 	return err;
+}
+
+int group_pull(struct group *g, const char *layer, unsigned flags,
+	       const struct vd_io *io, struct group_plan *plan)
+{
+	return group_pull_counted(g, layer, flags, io, plan, NULL);
 }

@@ -11,6 +11,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "group_int.h"
@@ -242,17 +244,28 @@ static bool names_group_layer(const struct group_tree *t, int root, const char *
 }
 
 /* Does the record lie in the folder of a layer of disk's group, or name
- * one (every record, without a disk: the folders were named)? */
+ * one (every record, without a disk: the folders were named)?  A record
+ * beside a layer of the group names it (TARGET GROUP_INTENT_SUFFIX): one
+ * look-up; any other (its layer gone, a twin) is compared with the folder
+ * of each layer of the group, then read. */
 static bool of_group(const struct group_tree *t, int root, const char *record)
 {
-	char *rd = vd_dirname(record);
-	bool found = root < 0;
+	size_t n = strlen(record), k = strlen(GROUP_INTENT_SUFFIX);
+	char *target = n > k ? strndup(record, n - k) : NULL, *rd = vd_dirname(record);
+	int node = target ? group_tree_find(t, target) : -1;
+	bool found = root < 0 || (node >= 0 && t->nodes[node].root == root);
+	struct stat rs, ds;
+	unsigned steps = 0;
 
-	for (unsigned i = 0; rd && !found && i < t->nr_nodes; i++) {
-		char *d = t->nodes[i].root == root ? vd_dirname(t->nodes[i].path) : NULL;
-		found = d && vd_same_file(d, rd);
-		free(d);
-	}
+	if (!found && rd && !stat(rd, &rs))
+		for (int i = root; !found && i >= 0 && steps++ <= t->nr_nodes;
+		     i = group_tree_next(t, root, i)) {
+			char *d = vd_dirname(t->nodes[i].path);
+			found = d && !stat(d, &ds) && ds.st_dev == rs.st_dev &&
+				ds.st_ino == rs.st_ino;
+			free(d);
+		}
+	free(target);
 	free(rd);
 	return found || names_group_layer(t, root, record);
 }

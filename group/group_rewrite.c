@@ -25,7 +25,11 @@
  *  K3. the copy is compared with the source: same bytes over the whole
  *      capacity (runs that neither holds data for read zeros on both
  *      sides, by block status) and, unless flattened, the same runs held /
- *      not held; the copy's extent names are checked against the folder;
+ *      not held; flattened, the source is not read again: the digest of
+ *      what the copy reads back over the source's data runs is compared
+ *      with the digest of what K2 read there (group_sum.c), and the copy
+ *      must read zeros elsewhere; the copy's extent names are checked
+ *      against the folder;
  *  K4. publish (group_stage.c P1-P6): extents, then the descriptor, are
  *      renamed in; (promote) the former parent's sidecar record drops the
  *      layer; former extents no longer named are removed; the record goes.
@@ -46,6 +50,7 @@ struct rewrite {
 	struct vmdk_disk *dst;
 	bool flatten;
 	uint8_t *buf, *buf2;
+	struct group_sum sum; /* K3 of a flattened copy */
 	struct group_plan *plan;
 	uint64_t done, total;
 };
@@ -186,6 +191,8 @@ static int rewrite_run(struct rewrite *w, const struct chain_run *r)
 		return 0;
 	if (!zero)
 		err = chain_pread(w->src, w->buf, r->len, r->off);
+	if (!err && !zero && w->flatten)
+		group_sum_copied(&w->sum, w->buf, r->len);
 	if (!err && (zero || vd_is_zero(w->buf, r->len)) && !w->flatten)
 		err = (err = below_zero(w->below, r->off, r->len, w->buf2)) < 0 ? err
 		      : err ? 0 : vmdk_pwrite_zeroes(w->dst, r->len, r->off);
@@ -261,15 +268,51 @@ int group_rewrite_compare(struct chain *src, struct vmdk_disk *dst, enum group_c
 	return err;
 }
 
+/* K3, flattened: dst over [off, off + len), where the source reads zeros
+ * (kind not DATA) or the data K2 read (into the digest). */
+static int verify_flat_run(struct rewrite *w, enum chain_kind kind, uint64_t off,
+			   uint64_t len)
+{
+	enum vmdk_bs kd;
+	int err = 0;
+
+	for (uint64_t m, end = off + len; !err && off < end; off += m) {
+		err = vmdk_block_status(w->dst, off, end - off, &kd, &m);
+		if (err || (kind != CHAIN_DATA && kd != VMDK_BS_DATA))
+			continue;
+		err = vmdk_pread(w->dst, w->buf2, m, off);
+		if (!err && kind == CHAIN_DATA)
+			group_sum_back(&w->sum, w->buf2, m);
+		else if (!err && !vd_is_zero(w->buf2, m))
+			err = -EIO;
+	}
+	return err;
+}
+
+/* K3, flattened: every run of the source, as K2 walked them. */
+static int verify_flat(struct rewrite *w)
+{
+	uint64_t cap = chain_capacity(w->src);
+	struct chain_run r;
+	int err = cap == vmdk_capacity(w->dst) ? 0 : -EIO;
+
+	for (uint64_t off = 0; !err && off < cap; off += r.len) {
+		err = chain_status(w->src, off, VD_MIN(cap - off, (uint64_t)REWRITE_BUF), &r);
+		if (!err)
+			err = verify_flat_run(w, r.kind, off, r.len);
+	}
+	return err || group_sum_same(&w->sum) ? err : -EIO;
+}
+
 /* K3 */
 static int rewrite_verify(struct rewrite *w)
 {
 	int err = vmdk_cid(w->top) == vmdk_cid(w->dst) ? 0 : -EIO;
 
 	if (!err)
-		err = group_rewrite_compare(w->src, w->dst,
-					    w->flatten ? GROUP_CMP_CONTENT : GROUP_CMP_LAYER,
-					    w->below, w->buf, w->buf2);
+		err = w->flatten ? verify_flat(w)
+				 : group_rewrite_compare(w->src, w->dst, GROUP_CMP_LAYER,
+							 w->below, w->buf, w->buf2);
 	if (err == -EIO)
 		vd_err("%s: the rewritten copy %s does not read like it: left as it was",
 		       vmdk_path(w->top), vmdk_path(w->dst));
@@ -337,6 +380,8 @@ int group_rewrite(const struct group_op *op, const char *path, bool flatten,
 	w.buf2 = malloc(REWRITE_BUF);
 	if (!err && (!w.buf || !w.buf2))
 		err = -ENOMEM;
+	if (!err)
+		err = group_sum_open(&w.sum);
 	if (!err) /* parents locked here, the layer by the staging's lock set */
 		err = chain_open(path, flags, io, &w.src);
 	if (!err) {
@@ -348,6 +393,7 @@ int group_rewrite(const struct group_op *op, const char *path, bool flatten,
 	chain_close(w.below);
 	chain_close(w.src);
 	group_intent_free(r ? &r->in : NULL);
+	group_sum_close(&w.sum);
 	free(w.buf);
 	free(w.buf2);
 	return err;

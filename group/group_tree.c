@@ -47,6 +47,7 @@ struct idmap {
 
 struct group_tree_index {
 	struct idmap nodes;
+	int *prev_sibling; /* the child lists, doubly linked (group_tree_move) */
 };
 
 struct scan {
@@ -202,7 +203,8 @@ static int add_node(struct scan *s, const char *path, bool *added)
 		return -ENOMEM;
 	t->nr_nodes++;
 	t->nodes[i] = (struct group_tree_node){ .path = strdup(path), .parent = -1,
-						.root = i, .dev = st.st_dev, .ino = st.st_ino };
+						.root = i, .dev = st.st_dev, .ino = st.st_ino,
+						.first_child = -1, .next_sibling = -1 };
 	s->text[i] = s->extent[i] = s->listed[i] = false;
 	*added = true;
 	return t->nodes[i].path ? i : -ENOMEM;
@@ -408,16 +410,78 @@ static void drop_extents(struct scan *s)
 	free(map);
 }
 
-/* The tree's own index of its nodes by identity (after drop_extents). */
+/* The child lists, in index order (built backwards). */
+static void link_children(struct group_tree *t)
+{
+	int *prev = t->index->prev_sibling;
+
+	for (unsigned i = 0; i < t->nr_nodes; i++) {
+		t->nodes[i].first_child = t->nodes[i].next_sibling = -1;
+		prev[i] = -1;
+	}
+	for (unsigned i = t->nr_nodes; i-- > 0;) {
+		int p = t->nodes[i].parent;
+		if (p < 0)
+			continue;
+		t->nodes[i].next_sibling = t->nodes[p].first_child;
+		if (t->nodes[p].first_child >= 0)
+			prev[t->nodes[p].first_child] = (int)i;
+		t->nodes[p].first_child = (int)i;
+	}
+}
+
+/* The tree's own index of its nodes by identity and its child lists
+ * (after drop_extents). */
 static int index_nodes(struct group_tree *t)
 {
 	int err;
 
 	t->index = calloc(1, sizeof *t->index);
 	err = t->index ? 0 : -ENOMEM;
+	if (!err && !(t->index->prev_sibling = calloc(t->nr_nodes + 1, sizeof(int))))
+		err = -ENOMEM;
 	for (unsigned i = 0; !err && i < t->nr_nodes; i++)
 		err = idmap_put(&t->index->nodes, t->nodes[i].dev, t->nodes[i].ino, (int)i);
+	if (!err)
+		link_children(t);
 	return err;
+}
+
+int group_tree_next(const struct group_tree *t, int root, int at)
+{
+	if (t->nodes[at].first_child >= 0)
+		return t->nodes[at].first_child;
+	for (unsigned steps = 0; at != root && at >= 0 && steps <= t->nr_nodes; steps++) {
+		if (t->nodes[at].next_sibling >= 0)
+			return t->nodes[at].next_sibling;
+		at = t->nodes[at].parent;
+	}
+	return -1;
+}
+
+void group_tree_move(struct group_tree *t, unsigned i, int parent)
+{
+	struct group_tree_node *n = &t->nodes[i];
+	int *prev = t->index->prev_sibling, old = n->parent;
+
+	if (old >= 0) { /* out of the old parent's list */
+		if (prev[i] >= 0)
+			t->nodes[prev[i]].next_sibling = n->next_sibling;
+		else
+			t->nodes[old].first_child = n->next_sibling;
+		if (n->next_sibling >= 0)
+			prev[n->next_sibling] = prev[i];
+		t->nodes[old].nr_children--;
+	}
+	n->parent = parent;
+	n->next_sibling = prev[i] = -1;
+	if (parent < 0)
+		return;
+	n->next_sibling = t->nodes[parent].first_child; /* first: order aside */
+	if (n->next_sibling >= 0)
+		prev[n->next_sibling] = (int)i;
+	t->nodes[parent].first_child = (int)i;
+	t->nodes[parent].nr_children++;
 }
 
 int group_tree_find(const struct group_tree *t, const char *path)
@@ -575,8 +639,10 @@ void group_tree_free(struct group_tree *t)
 	vd_strv_free(t->intents, t->nr_intents);
 	vd_strv_free(t->unscanned, t->nr_unscanned);
 	free(t->nodes);
-	if (t->index)
+	if (t->index) {
 		idmap_free(&t->index->nodes);
+		free(t->index->prev_sibling);
+	}
 	free(t->index);
 	free(t);
 }

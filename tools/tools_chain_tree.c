@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <getopt.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "group.h"
 #include "tools.h"
@@ -24,18 +25,47 @@ static const char *const flag_names[] = {
 };
 #define NR_FLAGS (sizeof flag_names / sizeof flag_names[0])
 
-static void group_sums(const struct group_tree *t, unsigned root, uint64_t *used,
-		       uint64_t *full, unsigned *layers)
+/* What `tree` prints per group, indexed by its root: the space used, as
+ * full clones, the layers, and the layers in index order (first, next).
+ * One pass over the nodes, whatever the number of groups. */
+struct sums {
+	uint64_t *used, *full;
+	unsigned *layers;
+	int *first, *next;
+};
+
+static void sums_free(struct sums *s)
 {
-	*used = *full = 0;
-	*layers = 0;
-	for (unsigned i = 0; i < t->nr_nodes; i++) {
-		if (t->nodes[i].root != (int)root)
-			continue;
-		*used += t->nodes[i].file_bytes;
-		*full += t->nodes[i].full_bytes;
-		(*layers)++;
+	free(s->used);
+	free(s->full);
+	free(s->layers);
+	free(s->first);
+	free(s->next);
+}
+
+static int sums_make(const struct group_tree *t, struct sums *s)
+{
+	size_t n = t->nr_nodes + 1;
+
+	s->used = calloc(n, sizeof *s->used);
+	s->full = calloc(n, sizeof *s->full);
+	s->layers = calloc(n, sizeof *s->layers);
+	s->first = malloc(n * sizeof *s->first);
+	s->next = malloc(n * sizeof *s->next);
+	if (!s->used || !s->full || !s->layers || !s->first || !s->next) {
+		sums_free(s);
+		return -ENOMEM;
 	}
+	memset(s->first, 0xff, n * sizeof *s->first);
+	for (unsigned i = t->nr_nodes; i-- > 0;) {
+		unsigned r = (unsigned)t->nodes[i].root;
+		s->used[r] += t->nodes[i].file_bytes;
+		s->full[r] += t->nodes[i].full_bytes;
+		s->layers[r]++;
+		s->next[i] = s->first[r];
+		s->first[r] = (int)i;
+	}
+	return 0;
 }
 
 static void text_flags(const struct group_tree_node *n, const struct group_tree *t)
@@ -75,25 +105,22 @@ static void text_node(const struct group_tree *t, unsigned i, const char *prefix
 	putchar('\n');
 	if (asprintf(&sub, "%s%s", prefix, top ? "" : last ? "    " : "|   ") < 0)
 		return;
-	for (unsigned k = 0; k < t->nr_nodes && left; k++)
-		if (t->nodes[k].parent == (int)i)
-			text_node(t, k, sub, --left == 0, false);
+	for (int k = n->first_child; k >= 0 && left; k = t->nodes[k].next_sibling)
+		text_node(t, (unsigned)k, sub, --left == 0, false);
 	free(sub);
 }
 
-static void text_tree(const struct group_tree *t)
+static void text_tree(const struct group_tree *t, const struct sums *s)
 {
 	for (unsigned i = 0; i < t->nr_nodes; i++) {
 		char u[32], f[32];
-		uint64_t used, full;
-		unsigned layers;
 		if (t->nodes[i].parent >= 0 || t->nodes[i].root != (int)i)
 			continue;
-		group_sums(t, i, &used, &full, &layers);
 		printf("group %s: %u disk%s, %u layer%s, uses %s, as full clones %s\n",
 		       t->nodes[i].path, t->nodes[i].reach, t->nodes[i].reach == 1 ? "" : "s",
-		       layers, layers == 1 ? "" : "s", tools_human_size(used, u, sizeof u),
-		       tools_human_size(full, f, sizeof f));
+		       s->layers[i], s->layers[i] == 1 ? "" : "s",
+		       tools_human_size(s->used[i], u, sizeof u),
+		       tools_human_size(s->full[i], f, sizeof f));
 		text_node(t, i, "  ", true, true);
 		putchar('\n');
 	}
@@ -128,7 +155,7 @@ static void json_node(struct tools_json *j, const struct group_tree *t, unsigned
 	tools_json_obj_end(j);
 }
 
-static void json_tree(const struct group_tree *t)
+static void json_tree(const struct group_tree *t, const struct sums *s)
 {
 	struct tools_json j;
 
@@ -136,20 +163,16 @@ static void json_tree(const struct group_tree *t)
 	tools_json_obj_begin(&j, NULL);
 	tools_json_arr_begin(&j, "groups");
 	for (unsigned i = 0; i < t->nr_nodes; i++) {
-		uint64_t used, full;
-		unsigned layers;
 		if (t->nodes[i].parent >= 0 || t->nodes[i].root != (int)i)
 			continue;
-		group_sums(t, i, &used, &full, &layers);
 		tools_json_obj_begin(&j, NULL);
 		tools_json_str(&j, "root", t->nodes[i].path);
 		tools_json_u64(&j, "disks", t->nodes[i].reach);
-		tools_json_u64(&j, "used-bytes", used);
-		tools_json_u64(&j, "full-clone-bytes", full);
+		tools_json_u64(&j, "used-bytes", s->used[i]);
+		tools_json_u64(&j, "full-clone-bytes", s->full[i]);
 		tools_json_arr_begin(&j, "layers");
-		for (unsigned k = 0; k < t->nr_nodes; k++)
-			if (t->nodes[k].root == (int)i)
-				json_node(&j, t, k);
+		for (int k = s->first[i]; k >= 0; k = s->next[k])
+			json_node(&j, t, (unsigned)k);
 		tools_json_arr_end(&j);
 		tools_json_obj_end(&j);
 	}
@@ -170,6 +193,7 @@ static const struct option tree_opts[] = {
 static int tree_run(int argc, char **argv)
 {
 	struct group_tree *t;
+	struct sums s = {0};
 	bool json = false, bad = false;
 	int c, rc;
 
@@ -183,7 +207,12 @@ static int tree_run(int argc, char **argv)
 	rc = group_tree_scan(argv + optind, (unsigned)(argc - optind), GROUP_SCAN_SIZES, &t);
 	if (rc < 0)
 		return tools_fail(argv[optind], rc);
-	json ? json_tree(t) : text_tree(t);
+	if ((rc = sums_make(t, &s)) < 0) {
+		group_tree_free(t);
+		return tools_fail(argv[optind], rc);
+	}
+	json ? json_tree(t, &s) : text_tree(t, &s);
+	sums_free(&s);
 	for (unsigned i = 0; i < t->nr_nodes; i++)
 		bad |= (t->nodes[i].flags & (GROUP_TREE_BROKEN | GROUP_TREE_MISSING |
 					     GROUP_TREE_UNREADABLE | GROUP_TREE_CAPACITY)) != 0;

@@ -1,0 +1,52 @@
+/* group — the read-back check of the bulk operations (layer 3).
+ *
+ * Owns: the two running digests (XXH3-128) of a data move: of the bytes
+ * the copy read from its source, and of the bytes the result reads back
+ * over the same ranges in the same order.  A commit (C3) and a flattening
+ * rewrite (K3) compare the two instead of reading the source a second
+ * time: the source is read once, the result once.  The ranges are walked
+ * by the source's map, which does not change while the operation holds
+ * its locks, so both digests cover the same bytes; a digest does not
+ * depend on how the bytes were cut into calls.  On a difference the caller
+ * compares the bytes themselves to name the offset.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <xxhash.h>
+
+#include "group_int.h"
+
+int group_sum_open(struct group_sum *s)
+{
+	s->copied = XXH3_createState();
+	s->back = XXH3_createState();
+	if (!s->copied || !s->back) {
+		group_sum_close(s);
+		return -ENOMEM;
+	}
+	XXH3_128bits_reset(s->copied);
+	XXH3_128bits_reset(s->back);
+	return 0;
+}
+
+void group_sum_close(struct group_sum *s)
+{
+	XXH3_freeState(s->copied);
+	XXH3_freeState(s->back);
+	s->copied = s->back = NULL;
+}
+
+void group_sum_copied(struct group_sum *s, const void *buf, size_t n)
+{
+	XXH3_128bits_update(s->copied, buf, n);
+}
+
+void group_sum_back(struct group_sum *s, const void *buf, size_t n)
+{
+	XXH3_128bits_update(s->back, buf, n);
+}
+
+bool group_sum_same(const struct group_sum *s)
+{
+	return XXH128_isEqual(XXH3_128bits_digest(s->copied), XXH3_128bits_digest(s->back));
+}
