@@ -95,8 +95,7 @@ static char *stage_path(const struct group_stage_rec *r)
 	return vd_path_join(r->tmp, base_name(r->in.target));
 }
 
-/* Names in the staging folder (none when it does not exist). */
-static int stage_list(const char *dir, char ***names, unsigned *nr)
+int group_stage_list(const char *dir, char ***names, unsigned *nr)
 {
 	DIR *d = opendir(dir);
 	struct dirent *e;
@@ -113,28 +112,33 @@ static int stage_list(const char *dir, char ***names, unsigned *nr)
 	return err;
 }
 
-/* Remove the staging folder and whatever it holds. */
-static int stage_discard(const struct group_stage_rec *r, const struct vd_io *io)
+int group_stage_remove(const char *tmp, const struct vd_io *io)
 {
 	char **names;
 	unsigned nr;
 	struct stat st;
 	int err;
 
-	if (!lstat(r->tmp, &st) && !S_ISDIR(st.st_mode))
-		return group_unlink(r->tmp, io); /* a single temporary file */
-	err = stage_list(r->tmp, &names, &nr);
+	if (!lstat(tmp, &st) && !S_ISDIR(st.st_mode))
+		return group_unlink(tmp, io); /* a single temporary file */
+	err = group_stage_list(tmp, &names, &nr);
 	for (unsigned i = 0; !err && i < nr; i++) {
-		char *p = vd_path_join(r->tmp, names[i]);
+		char *p = vd_path_join(tmp, names[i]);
 		err = p ? group_unlink(p, io) : -ENOMEM;
 		free(p);
 	}
 	vd_strv_free(names, nr);
-	if (!err && rmdir(r->tmp) && errno != ENOENT)
+	if (!err && rmdir(tmp) && errno != ENOENT)
 		err = -errno;
 	if (err)
-		vd_err("%s: cannot remove the staging folder: %s", r->tmp, strerror(-err));
+		vd_err("%s: cannot remove the staging folder: %s", tmp, strerror(-err));
 	return err;
+}
+
+/* Remove the staging folder and whatever it holds. */
+static int stage_discard(const struct group_stage_rec *r, const struct vd_io *io)
+{
+	return group_stage_remove(r->tmp, io);
 }
 
 /* A fresh, empty staging folder. */
@@ -155,7 +159,7 @@ static int stage_check_names(const struct group_stage_rec *r)
 {
 	char **names = NULL, *dir = vd_dirname(r->in.target);
 	unsigned nr = 0;
-	int err = dir ? stage_list(r->tmp, &names, &nr) : -ENOMEM;
+	int err = dir ? group_stage_list(r->tmp, &names, &nr) : -ENOMEM;
 
 	for (unsigned i = 0; !err && i < nr; i++) {
 		char *p = vd_path_join(dir, names[i]);
@@ -182,7 +186,7 @@ static int stage_move(const struct group_stage_rec *r, const struct vd_io *io)
 	const char *desc = base_name(r->in.target);
 	char **names = NULL, *dir = vd_dirname(r->in.target);
 	unsigned nr = 0;
-	int err = dir ? stage_list(r->tmp, &names, &nr) : -ENOMEM;
+	int err = dir ? group_stage_list(r->tmp, &names, &nr) : -ENOMEM;
 
 	for (int pass = 0; !err && pass < 2; pass++)
 		for (unsigned i = 0; !err && i < nr; i++) {

@@ -19,10 +19,13 @@ case $build in /*) ;; *) build=$src/$build ;; esac
 # xxhash: xxhsum for `vdelta digest`; libssl-dev: fast hashing of the
 # multi-GiB corpus disks in the stream unit tests; python3: test helpers;
 # fio, e2fsprogs, util-linux: workloads, mkfs/fsck and loop devices through
-# a mount; strace: independent I/O counts; gnuplot-nox: bench plots).
+# a mount; strace: independent I/O counts; gnuplot-nox: bench plots;
+# socat, iproute2: bundles piped between two network namespaces; rsync: the
+# pack benchmark's peer).
 packages=(meson ninja-build pkg-config gcc libfuse3-dev fuse3 zlib1g-dev
 	  libzstd-dev libxxhash-dev xxhash libcmocka-dev libssl-dev qemu-utils
-	  libvmdk-utils python3 fio e2fsprogs util-linux strace gnuplot-nox)
+	  libvmdk-utils python3 fio e2fsprogs util-linux strace gnuplot-nox
+	  socat iproute2 rsync)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -34,7 +34,10 @@
 	X(consolidate) \
 	X(relocate)   \
 	X(adopt)      \
-	X(recover)
+	X(recover)    \
+	X(pack)       \
+	X(pack_list)  \
+	X(unpack)
 
 #define TOOLS_DECLARE(n) extern const struct tools_cmd tools_cmd_##n;
 #define TOOLS_REF(n) &tools_cmd_##n,
