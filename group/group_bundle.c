@@ -2,8 +2,8 @@
  *
  * Owns: the byte layout of a bundle (docs/bundle.md): the preamble (magic,
  * version), the block envelope every part travels in (tag, sequence
- * number, stored and content length, XXH3-64 of the content, XXH3-64 of
- * the envelope itself), the frames (a run table and the runs' bytes,
+ * number, stored and content length, XXH3-64 of the content and of the
+ * bytes stored, XXH3-64 of the envelope itself), the frames (a run table and the runs' bytes,
  * zstd-compressed, at most GROUP_BUNDLE_FRAME_MAX bytes of content) and
  * the trailer (counts, XXH3-64 of every byte before it).  It knows no file
  * system: the writer writes to a file descriptor in order, the reader
@@ -34,7 +34,7 @@
 
 #define MAGIC "VDBUNDLE"
 #define PREAMBLE 16u
-#define ENVELOPE 32u
+#define ENVELOPE 40u
 #define FRAME_HEAD 16u
 #define RUN_ENTRY 24u
 #define TABLE_ROOM (64u << 10) /* what the writer reserves for a run table */
@@ -86,15 +86,16 @@ static int write_all(struct group_bundle_writer *w, const void *buf, size_t len)
 	return 0;
 }
 
-static void envelope(uint8_t *h, const char tag[4], uint32_t seq, size_t stored,
-		     const void *content, size_t len)
+static void envelope(uint8_t *h, const char tag[4], uint32_t seq, const void *stored,
+		     size_t stored_len, const void *content, size_t len)
 {
 	memcpy(h, tag, 4);
 	put_le32(h + 4, seq);
-	put_le32(h + 8, (uint32_t)stored);
+	put_le32(h + 8, (uint32_t)stored_len);
 	put_le32(h + 12, (uint32_t)len);
 	put_le64(h + 16, XXH3_64bits(content, len));
-	put_le64(h + 24, XXH3_64bits(h, 24));
+	put_le64(h + 24, XXH3_64bits(stored, stored_len));
+	put_le64(h + 32, XXH3_64bits(h, 32));
 }
 
 static int put_block(struct group_bundle_writer *w, const char tag[4], const void *content,
@@ -103,7 +104,7 @@ static int put_block(struct group_bundle_writer *w, const char tag[4], const voi
 	uint8_t h[ENVELOPE];
 	int err;
 
-	envelope(h, tag, w->seq++, stored_len, content, len);
+	envelope(h, tag, w->seq++, stored, stored_len, content, len);
 	err = write_all(w, h, sizeof h);
 	return err ? err : write_all(w, stored, stored_len);
 }
@@ -422,8 +423,8 @@ static int read_envelope(struct group_bundle_reader *r, uint8_t *h, const char *
 	r->at = r->off;
 	if ((err = read_all(r, h, ENVELOPE, "a block's envelope")))
 		return err;
-	if (get_le64(h + 24) != XXH3_64bits(h, 24))
-		return refuse(r, "its envelope (bytes 0-31 of the block) is damaged: its "
+	if (get_le64(h + 32) != XXH3_64bits(h, 32))
+		return refuse(r, "its envelope (bytes 0-39 of the block) is damaged: its "
 			      "checksum does not match");
 	for (unsigned i = 0; i < nr_want; i++)
 		known |= !memcmp(h, want[i], 4);
@@ -433,6 +434,22 @@ static int read_envelope(struct group_bundle_reader *r, uint8_t *h, const char *
 	if (get_le32(h + 4) != r->seq)
 		return refuse(r, "numbered block %u: blocks out of order, missing or repeated",
 			      get_le32(h + 4));
+	return 0;
+}
+
+/* A block's stored bytes, checked, and into the stream's checksum. */
+static int read_stored(struct group_bundle_reader *r, const uint8_t *h, uint8_t *buf,
+		       size_t len, const char *what)
+{
+	int err = read_all(r, buf, len, what);
+
+	if (err)
+		return err;
+	XXH3_64bits_update(r->sum, h, ENVELOPE);
+	XXH3_64bits_update(r->sum, buf, len);
+	if (XXH3_64bits(buf, len) != get_le64(h + 24))
+		return refuse(r, "its %zu stored bytes are damaged: their checksum does not "
+			      "match", len);
 	return 0;
 }
 
@@ -449,10 +466,8 @@ static int read_plain(struct group_bundle_reader *r, const char *tag, size_t max
 	if (*len != get_le32(h + 12) || *len > max)
 		return refuse(r, "stored length %zu, content length %u (equal, at most %zu)",
 			      *len, get_le32(h + 12), max);
-	if ((err = read_all(r, r->in, *len, "a block")))
+	if ((err = read_stored(r, h, r->in, *len, "a block")))
 		return err;
-	XXH3_64bits_update(r->sum, h, ENVELOPE);
-	XXH3_64bits_update(r->sum, r->in, *len);
 	if (XXH3_64bits(r->in, *len) != get_le64(h + 16))
 		return refuse(r, "its content does not match its checksum");
 	return 0;
@@ -619,7 +634,7 @@ static int read_trailer(struct group_bundle_reader *r, const uint8_t *h, uint64_
 		return refuse(r, "a trailer of %u bytes (%u expected)", get_le32(h + 8), TRAILER);
 	if ((err = read_all(r, t, sizeof t, "the trailer")))
 		return err;
-	if (XXH3_64bits(t, sizeof t) != get_le64(h + 16))
+	if (XXH3_64bits(t, sizeof t) != get_le64(h + 16) || XXH3_64bits(t, sizeof t) != get_le64(h + 24))
 		return refuse(r, "the trailer's content does not match its checksum");
 	if (get_le64(t) != r->frames || get_le64(t + 8) != r->seq || get_le64(t + 16) != r->held)
 		return refuse(r, "the trailer counts %llu frames, %llu blocks, %llu bytes of "
@@ -658,10 +673,8 @@ int group_bundle_read_frame(struct group_bundle_reader *r, unsigned *layer,
 	if (len > GROUP_BUNDLE_FRAME_MAX || len < FRAME_HEAD + RUN_ENTRY || stored > r->in_cap)
 		return refuse(r, "content of %zu bytes stored in %zu (at most %u in %zu)", len,
 			      stored, GROUP_BUNDLE_FRAME_MAX, r->in_cap);
-	if ((err = read_all(r, r->in, stored, "a frame")))
+	if ((err = read_stored(r, h, r->in, stored, "a frame")))
 		return err;
-	XXH3_64bits_update(r->sum, h, ENVELOPE);
-	XXH3_64bits_update(r->sum, r->in, stored);
 	if ((err = inflate(r, stored, len)))
 		return err;
 	if (XXH3_64bits(r->content, len) != get_le64(h + 16))

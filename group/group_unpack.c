@@ -7,24 +7,25 @@
  * needs is group_unpack_need.c's; reading the stream, group_bundle.c's.
  *
  * Before the record (a refusal here writes nothing): DIR's interrupted
- * operations are recovered (the front door); the header and every layer
- * header are read and checked; every need is found by CID and digest and
- * checked (frozen, or one this unpack may freeze; chain not too deep);
- * every file each layer will have (vmdk_create_names), its sidecars and
- * the record must be free names in DIR; the free space must hold the
- * layers; then the needs are locked (a reader's lock, a writer's for one
- * to freeze), and the hidden staging folder DIR/.NAME.vdelta-unpack/ is
- * made with its lock file, held (a recovery elsewhere refuses while this
- * unpack runs).  Then (NAME: the first layer's name; recovery =
- * unpack_resume):
+ * operations are recovered (the front door) and DIR's unpack lock taken
+ * (an exclusive flock on the folder, held to the end: one unpack into a
+ * folder at a time, and a recovery elsewhere refuses to act on this one's
+ * record while it runs); the header and every layer header are read and
+ * checked; every need is found by CID and digest and checked (frozen, or
+ * one this unpack may freeze; its chain not too deep); every file each
+ * layer will have (vmdk_create_names), its sidecar and its record must be
+ * free names in DIR; the free space must hold the layers; the needs are
+ * locked (a reader's lock, a writer's for one to freeze).  Then (NAME:
+ * the first layer's name; recovery = unpack_resume):
  *  N1. the intent record DIR/NAME.vdelta-intent (staging folder, the new
  *      layers base first, every file they will have, the needs, the needs
- *      to freeze) is written durably;
+ *      to freeze) is written durably; then the hidden staging folder
+ *      DIR/.NAME.vdelta-unpack/ is made;
  *  N2. each need to freeze is frozen (a durable descriptor write, CID
  *      unchanged);
  *  N3. each layer, base first, is created in the staging folder under its
  *      own name (vmdk_create: its parent hint as read from DIR), its
- *      frames' runs written into it as they come, each frame's checksum
+ *      frames' runs written into it as they come, each frame's checksums
  *      and run table verified before any of its runs is written, then its
  *      DDB keys and CID set and it is closed (flushed, fsynced) once its
  *      runs add up to what its header said;
@@ -39,8 +40,7 @@
  *      parent;
  *  N7. each new layer is recorded in its parent's sidecar record
  *      (group_record_child);
- *  N8. the staging folder is removed (its lock file with it), then the
- *      record.
+ *  N8. the staging folder is removed, then the record.
  * Recovery: publish=1 — redo N6-N8 from wherever they stopped (a rename
  * whose source is gone was done, a record written again is the same
  * record); otherwise — the needs N2 froze are thawed, the staging folder
@@ -52,13 +52,13 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "group_int.h"
 
 #define STAGE_SUFFIX ".vdelta-unpack"
-#define LOCK_NAME ".lock" /* held in the staging folder while an unpack runs */
 #define META_SLACK (1u << 20) /* per layer: header, tables, descriptor */
 
 /* The record (N1). */
@@ -87,6 +87,7 @@ struct unpack {
 	char **hints;                /* per layer: its parent hint */
 	struct unpack_rec *rec;
 	struct group_locks locks;
+	int dir_fd;                  /* holds the folder's unpack lock */
 	struct group_plan progress;  /* its progress callback only */
 	uint64_t done;
 	/* the frame read last */
@@ -130,17 +131,23 @@ static char *stage_name(const char *target)
 
 /* ---- recovery ---------------------------------------------------------------------------- */
 
-/* Hold the staging folder's lock: refused while the unpack that made it
- * runs (a missing folder holds nothing). */
-static int hold_stage(const struct unpack_rec *r, struct group_locks *l)
+/* The folder's unpack lock (flock, exclusive, held by *fd): one unpack
+ * into a folder at a time, and no recovery of its record while it runs. */
+static int lock_dir(const char *dir, int *fd)
 {
-	char *lock = vd_path_join(r->tmp, LOCK_NAME);
-	int err = lock ? group_lock_file(l, lock, GROUP_LOCK_EXCL) : -ENOMEM;
+	int err = 0;
 
-	if (err == -EAGAIN)
-		vd_err("%s: an unpack is still running into this folder: left to it", r->tmp);
-	free(lock);
-	return err;
+	*fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (*fd < 0 || flock(*fd, LOCK_EX | LOCK_NB))
+		err = -errno;
+	if (err == -EWOULDBLOCK)
+		vd_err("%s: another unpack into this folder is running: left to it", dir);
+	else if (err)
+		vd_err("%s: cannot lock the folder: %s", dir, strerror(-err));
+	if (err && *fd >= 0)
+		close(*fd);
+	*fd = err ? -1 : *fd;
+	return err == -EWOULDBLOCK ? -EAGAIN : err;
 }
 
 /* Is name the descriptor of one of the record's layers? */
@@ -245,15 +252,18 @@ static int roll_back(const struct unpack_rec *r, const struct vd_io *io)
 static int unpack_resume(struct group_intent *in, const struct vd_io *io)
 {
 	const struct unpack_rec *r = (const struct unpack_rec *)in;
-	struct group_locks locks = {0};
-	int err = r->tmp && r->nr_layers ? hold_stage(r, &locks) : -VD_EBADDATA;
+	char *dir = vd_dirname(in->target);
+	int fd = -1, err = !dir ? -ENOMEM : r->tmp && r->nr_layers ? lock_dir(dir, &fd)
+								      : -VD_EBADDATA;
 
 	if (err == -VD_EBADDATA)
 		vd_err("%s: unpack record without its staging folder or layers: left as is",
 		       in->path);
 	if (!err)
 		err = r->publish ? finish(r, io) : roll_back(r, io);
-	group_locks_release(&locks);
+	if (fd >= 0)
+		close(fd);
+	free(dir);
 	return err;
 }
 
@@ -312,10 +322,12 @@ static int layer_opts(struct unpack *u, unsigned i)
 		return 0;
 	if (l->kind == VMDK_VMFS_SPARSE || l->kind == VMDK_SESPARSE)
 		o->grain_size = l->kind == VMDK_SESPARSE ? 0 : l->grain_size;
-	if (chain_hint_make(l->path, parent, &u->hints[i]))
-		return -ENOMEM;
+	if (l->parent_kind == GROUP_BUNDLE_LAYER) /* beside it, not made yet */
+		u->hints[i] = strdup(u->b->layers[l->parent].name);
+	else if (chain_hint_make(l->path, parent, &u->hints[i]))
+		return -ENOENT;
 	o->parent_hint = u->hints[i];
-	return 0;
+	return o->parent_hint ? 0 : -ENOMEM;
 }
 
 static int name_free(const char *path)
@@ -357,26 +369,6 @@ static int plan_files(struct unpack *u, unsigned i)
 	return err;
 }
 
-/* The staging folder: none, or one an unpack stopped before N1 left
- * (its lock free; stage_make removes it). */
-static int stage_free(const char *tmp)
-{
-	struct group_locks l = {0};
-	char *lock = vd_path_join(tmp, LOCK_NAME);
-	struct stat st;
-	int err = lock ? 0 : -ENOMEM;
-
-	if (!err && !lstat(tmp, &st) && (!S_ISDIR(st.st_mode) ||
-					 (err = group_lock_file(&l, lock, GROUP_LOCK_EXCL)))) {
-		vd_err("%s: %s: unpack refused, nothing written", tmp, err ? "an unpack into "
-		       "this folder is running" : "not a staging folder unpack made");
-		err = -EEXIST;
-	}
-	group_locks_release(&l);
-	free(lock);
-	return err;
-}
-
 static int plan_record(struct unpack *u)
 {
 	struct group_intent *in;
@@ -393,7 +385,7 @@ static int plan_record(struct unpack *u)
 		err = vd_strv_add(u->thaw_need[i] ? &u->rec->thaw : &u->rec->needs,
 				  u->thaw_need[i] ? &u->rec->nr_thaw : &u->rec->nr_needs,
 				  u->b->needs[i].path);
-	return err ? err : stage_free(u->rec->tmp);
+	return err;
 }
 
 static int plan(struct unpack *u)
@@ -432,30 +424,17 @@ static int lock_needs(struct unpack *u)
 
 /* ---- the steps ----------------------------------------------------------------------------- */
 
-/* The staging folder, made with its lock file, the lock held (before N1:
- * only a hidden folder is left if this unpack stops here; the next one
- * into DIR discards it). */
+/* N1b: a fresh staging folder (one left by a recovery that failed to
+ * remove it is removed: this unpack holds the folder's lock). */
 static int stage_make(struct unpack *u)
 {
-	char *lock = vd_path_join(u->rec->tmp, LOCK_NAME);
-	int fd, err = lock ? 0 : -ENOMEM;
+	int err = group_stage_remove(u->rec->tmp, u->io);
 
-	if (!err)
-		err = group_stage_remove(u->rec->tmp, u->io); /* an earlier one's, stopped */
-	if (!err && mkdir(u->rec->tmp, 0700))
+	if (!err && mkdir(u->rec->tmp, 0700)) {
 		err = -errno;
-	if (!err && (fd = open(lock, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0)
-		err = -errno;
-	else if (!err)
-		close(fd);
-	if (err && err != -ENOMEM)
 		vd_err("%s: cannot make the staging folder: %s", u->rec->tmp, strerror(-err));
-	if (!err)
-		err = group_lock_file(&u->locks, lock, GROUP_LOCK_EXCL);
-	if (!err)
-		err = u->io->sync_dir(u->io, u->rec->tmp);
-	free(lock);
-	return err;
+	}
+	return err ? err : u->io->sync_dir(u->io, u->rec->tmp);
 }
 
 /* N2 */
@@ -559,8 +538,6 @@ static int check_staged(const struct unpack *u)
 	int err = group_stage_list(u->rec->tmp, &names, &nr);
 
 	for (unsigned i = 0; !err && i < nr; i++) {
-		if (!strcmp(names[i], LOCK_NAME))
-			continue;
 		if (!is_listed(u->rec, names[i])) {
 			vd_err("%s/%s: not a file of the bundle's layers: unpack rolled back",
 			       u->rec->tmp, names[i]);
@@ -579,11 +556,9 @@ static int check_staged(const struct unpack *u)
 
 static int steps(struct unpack *u)
 {
-	bool written = false;
-	int err = stage_make(u);
+	bool written = !group_intent_write(&u->rec->in, u->io); /* N1 */
+	int err = written ? stage_make(u) : -EIO;
 
-	if (!err)
-		written = !(err = group_intent_write(&u->rec->in, u->io)); /* N1 */
 	if (!err)
 		err = freeze_needs(u); /* N2 */
 	if (!err)
@@ -602,8 +577,6 @@ static int steps(struct unpack *u)
 	}
 	if (written)
 		roll_back(u->rec, u->io);
-	else
-		group_stage_remove(u->rec->tmp, u->io);
 	return err;
 }
 
@@ -638,7 +611,7 @@ static int open_dir(struct unpack *u, const char *dir)
 		return -ENOMEM;
 	err = group_recover_near(probe, GROUP_RECOVER_FINISH, u->io, NULL); /* front door */
 	free(probe);
-	return err;
+	return err ? err : lock_dir(u->dir, &u->dir_fd);
 }
 
 static void unpack_free(struct unpack *u)
@@ -650,6 +623,8 @@ static void unpack_free(struct unpack *u)
 	free(u->thaw_need);
 	free(u->dir);
 	group_locks_release(&u->locks);
+	if (u->dir_fd >= 0)
+		close(u->dir_fd);
 	group_bundle_reader_free(u->r);
 	group_intent_free(u->rec ? &u->rec->in : NULL);
 }
@@ -657,7 +632,7 @@ static void unpack_free(struct unpack *u)
 int group_unpack(int fd, const char *name, const char *dir, const struct group_unpack_opts *o,
 		 const struct vd_io *io, struct group_bundle_info **out)
 {
-	struct unpack u = { .o = o, .io = io ? io : vd_io_posix(),
+	struct unpack u = { .o = o, .io = io ? io : vd_io_posix(), .dir_fd = -1,
 			    .progress = { .progress = o->progress,
 					  .progress_opaque = o->progress_opaque } };
 	int err = open_dir(&u, dir);
