@@ -615,9 +615,11 @@ static int inflate(struct group_bundle_reader *r, size_t stored, size_t len)
 
 	if (ZSTD_isError(whole) || whole != stored)
 		return refuse(r, "its %zu stored bytes are not one zstd frame", stored);
+	if (fcs == ZSTD_CONTENTSIZE_UNKNOWN || fcs == ZSTD_CONTENTSIZE_ERROR)
+		return refuse(r, "the zstd frame %s", fcs == ZSTD_CONTENTSIZE_ERROR
+			      ? "has a damaged header" : "does not declare its size");
 	if (fcs != len)
-		return refuse(r, "the zstd frame declares %lld bytes, its envelope %zu",
-			      fcs >= ZSTD_CONTENTSIZE_ERROR ? -1ll : (long long)fcs, len);
+		return refuse(r, "the zstd frame declares %llu bytes, its envelope %zu", fcs, len);
 	got = ZSTD_decompressDCtx(r->dctx, r->content, len, r->in, stored);
 	if (ZSTD_isError(got) || got != len)
 		return refuse(r, "zstd: %s", ZSTD_isError(got) ? ZSTD_getErrorName(got)
