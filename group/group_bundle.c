@@ -44,8 +44,6 @@
 #define TRAILER 32u
 #define WINDOW_LOG_MAX 23 /* frames hold at most 4 MiB: 2^22 would do */
 
-enum { RUN_DATA = 1, RUN_ZERO = 2 };
-
 static const char tag_head[4] = "HEAD", tag_layer[4] = "LAYR", tag_frame[4] = "FRAM",
 		  tag_tail[4] = "TAIL";
 
@@ -199,13 +197,14 @@ static int flush_frame(struct group_bundle_writer *w)
 }
 
 static int add_run(struct group_bundle_writer *w, unsigned layer, uint64_t off, uint64_t len,
-		   bool zero, const void *data)
+		   enum group_bundle_kind kind, const void *data)
 {
+	bool bytes = kind == GROUP_RUN_DATA;
 	uint8_t *e;
 	int err = 0;
 
 	if (w->open_frame && (layer != w->layer || w->nr_runs == WRITER_RUNS ||
-			      (!zero && w->data_len + len > GROUP_BUNDLE_FRAME_MAX - TABLE_ROOM)))
+			      (bytes && w->data_len + len > GROUP_BUNDLE_FRAME_MAX - TABLE_ROOM)))
 		err = flush_frame(w);
 	if (err)
 		return err;
@@ -218,31 +217,33 @@ static int add_run(struct group_bundle_writer *w, unsigned layer, uint64_t off, 
 	e = w->content + FRAME_HEAD + (size_t)w->nr_runs++ * RUN_ENTRY;
 	put_le64(e, off);
 	put_le64(e + 8, len);
-	put_le32(e + 16, zero ? RUN_ZERO : RUN_DATA);
+	put_le32(e + 16, kind);
 	put_le32(e + 20, 0);
-	if (!zero)
+	if (bytes)
 		memcpy(w->content + TABLE_ROOM + w->data_len, data, len);
-	w->data_len += zero ? 0 : len;
+	w->data_len += bytes ? len : 0;
 	w->held += len;
 	return 0;
 }
 
 int group_bundle_write_run(struct group_bundle_writer *w, unsigned layer, uint64_t off,
-			   uint64_t len, bool zero, const void *data, uint64_t unit)
+			   uint64_t len, enum group_bundle_kind kind, const void *data,
+			   uint64_t unit)
 {
 	const uint64_t max = GROUP_BUNDLE_FRAME_MAX - TABLE_ROOM;
+	bool bytes = kind == GROUP_RUN_DATA;
 	int err = 0;
 
 	unit = unit && unit <= max ? unit : VD_SECTOR;
 	while (!err && len) {
 		uint64_t room = max - (w->open_frame && w->layer == layer ? w->data_len : 0);
-		uint64_t n = zero ? len : VD_MIN(len, room / unit * unit);
+		uint64_t n = !bytes ? len : VD_MIN(len, room / unit * unit);
 		if (!n) { /* not one unit fits: the next frame */
 			err = flush_frame(w);
 			continue;
 		}
-		err = add_run(w, layer, off, n, zero, data);
-		data = zero ? NULL : (const uint8_t *)data + n;
+		err = add_run(w, layer, off, n, kind, data);
+		data = bytes ? (const uint8_t *)data + n : NULL;
 		off += n;
 		len -= n;
 	}
@@ -559,10 +560,13 @@ static int check_run(struct group_bundle_reader *r, const uint8_t *e, unsigned i
 
 	run->off = get_le64(e);
 	run->len = get_le64(e + 8);
-	run->zero = kind == RUN_ZERO;
-	if ((kind != RUN_DATA && kind != RUN_ZERO) || get_le32(e + 20))
-		return refuse(r, "run %u: kind %u, flags %u (1 data or 2 zero, flags 0)", i,
-			      kind, get_le32(e + 20));
+	run->kind = (enum group_bundle_kind)kind;
+	if (kind < GROUP_RUN_DATA || kind > GROUP_RUN_PARENT || get_le32(e + 20))
+		return refuse(r, "run %u: kind %u, flags %u (1 data, 2 zero or 3 parent; "
+			      "flags 0)", i, kind, get_le32(e + 20));
+	if (kind == GROUP_RUN_PARENT && l->parent_kind == GROUP_BUNDLE_BASE)
+		return refuse(r, "run %u: bytes of the parent of layer %u, which has none", i,
+			      r->layer);
 	if (!run->len || run->off % VD_SECTOR || run->len % VD_SECTOR ||
 	    run->off < r->layer_end || run->off > l->capacity ||
 	    run->len > l->capacity - run->off)
@@ -596,8 +600,8 @@ static int parse_frame(struct group_bundle_reader *r, size_t n, unsigned *nr)
 	for (unsigned i = 0; !err && i < count; i++) {
 		struct group_bundle_run *run = &r->runs[i];
 		err = check_run(r, r->content + FRAME_HEAD + (size_t)i * RUN_ENTRY, i, run);
-		run->data = run->zero ? NULL : r->content + table + data;
-		data += run->zero ? 0 : run->len;
+		run->data = run->kind == GROUP_RUN_DATA ? r->content + table + data : NULL;
+		data += run->kind == GROUP_RUN_DATA ? run->len : 0;
 		if (!err && data > n - table)
 			err = refuse(r, "run %u: its bytes run past the frame's content", i);
 	}

@@ -269,11 +269,20 @@ int group_pull_eligible(const char *layer);
 #define GROUP_BUNDLE_VERSION 1u
 #define GROUP_BUNDLE_MAX_LAYERS 1024u /* layers, and needs, of one bundle */
 
-/* One run of a frame: len bytes at off of the frame's layer; data (in the
- * reader's buffer, valid until the next frame) or zeroed. */
+/* What a run of a layer holds (its kind in the run table). */
+enum group_bundle_kind {
+	GROUP_RUN_DATA = 1,   /* the bytes follow in the frame */
+	GROUP_RUN_ZERO = 2,   /* zeros (masking the parent) */
+	GROUP_RUN_PARENT = 3, /* what the layer's parent reads there: allocated in
+			       * the layer, its bytes taken from the parent the
+			       * receiver has (a delta only) */
+};
+
+/* One run of a frame: len bytes at off of the frame's layer; data (DATA:
+ * in the reader's buffer, valid until the next frame; else NULL). */
 struct group_bundle_run {
 	uint64_t off, len;
-	bool zero;
+	enum group_bundle_kind kind;
 	const uint8_t *data;
 };
 
@@ -285,10 +294,11 @@ void group_bundle_writer_free(struct group_bundle_writer *w); /* NULL is a no-op
 /* The preamble, the header and every layer header. */
 int group_bundle_write_head(struct group_bundle_writer *w, const struct group_bundle_info *b);
 /* A run of layer (layers in order, runs ascending in a layer): len bytes
- * of data, or zeroed (data NULL).  Cut into frames at multiples of unit
- * (bytes; the layer's grain, so no grain is split where it fits). */
+ * of kind (data: its bytes; else NULL).  Cut into frames at multiples of
+ * unit (bytes; the layer's grain, so no grain is split where it fits). */
 int group_bundle_write_run(struct group_bundle_writer *w, unsigned layer, uint64_t off,
-			   uint64_t len, bool zero, const void *data, uint64_t unit);
+			   uint64_t len, enum group_bundle_kind kind, const void *data,
+			   uint64_t unit);
 /* The last frame and the trailer. */
 int group_bundle_write_end(struct group_bundle_writer *w);
 void group_bundle_writer_stats(const struct group_bundle_writer *w, uint64_t *frames,

@@ -26,8 +26,16 @@
  * seSparse, monolithicFlat, twoGbMaxExtentFlat, vmfs); anything else (a
  * streamOptimized base, a custom descriptor) is packed to become a hosted
  * sparse layer (monolithicSparse, twoGbMaxExtentSparse past 2 TiB), said
- * in a warning.  A zero run stays a zero run; a grain of data that reads
- * as zeros is sent as a zeroed run (it reads the same, masks the same).
+ * in a warning.
+ *
+ * Runs: a zeroed run stays one; of an allocated run, each unit (a grain of
+ * a base, 4 KiB of a delta or its grain when smaller) that reads as zeros
+ * goes as a zeroed run (it reads the same, masks the same), each unit of a
+ * delta that holds what its parent reads there (a grain's copy-on-write of
+ * the base around the few bytes written) as a parent run: the receiver
+ * has that parent (it has the need, and has made the layers above it
+ * first), so only what the layer itself wrote travels.  The layer keeps
+ * every run allocated as it was.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -39,6 +47,7 @@
 
 #define CHUNK (2u << 20)          /* bytes read at once */
 #define FLAT_UNIT (64u << 10)     /* zero detection of a layer without grains */
+#define UNIT (4u << 10)           /* a delta's bytes compared with its parent's */
 #define TWO_TIB (2ull << 40)
 
 struct pack {
@@ -51,7 +60,7 @@ struct pack {
 	unsigned nr;
 	struct group_bundle_info *b;
 	struct group_locks locks;
-	uint8_t *buf;
+	uint8_t *buf, *pbuf;      /* a chunk of a layer, and what its parent reads there */
 	struct group_plan progress; /* its progress callback only */
 	uint64_t done;
 };
@@ -403,36 +412,57 @@ static int describe_all(struct pack *p)
 
 /* ---- the runs ------------------------------------------------------------------------------ */
 
-/* A chunk of data: each unit that reads as zeros goes as a zeroed run. */
-static int put_data(struct pack *p, struct group_bundle_writer *w, unsigned i, uint64_t off,
-		    size_t len, uint64_t unit)
+/* The layer being packed. */
+struct put {
+	struct pack *p;
+	struct group_bundle_writer *w;
+	unsigned i;
+	struct vmdk_disk *d;
+	struct chain *below;  /* what its parent reads (a delta), else NULL */
+	uint64_t cut, unit;   /* frames cut at multiples of cut; units compared */
+};
+
+static enum group_bundle_kind unit_kind(const struct put *t, size_t at, size_t n)
+{
+	const uint8_t *b = t->p->buf + at;
+
+	if (vd_is_zero(b, n))
+		return GROUP_RUN_ZERO;
+	return t->below && !memcmp(b, t->p->pbuf + at, n) ? GROUP_RUN_PARENT : GROUP_RUN_DATA;
+}
+
+/* A chunk of data, unit by unit: zeros go as a zeroed run, what the parent
+ * reads there already as a parent run, the rest as data. */
+static int put_data(struct put *t, uint64_t off, size_t len)
 {
 	size_t at = 0;
 	int err = 0;
 
 	while (!err && at < len) {
-		size_t n = 0;
-		bool zero = vd_is_zero(p->buf + at, VD_MIN(unit, len - at));
-		while (at + n < len && vd_is_zero(p->buf + at + n, VD_MIN(unit, len - at - n)) == zero)
-			n += VD_MIN(unit, len - at - n);
-		err = group_bundle_write_run(w, i, off + at, n, zero, zero ? NULL : p->buf + at, unit);
+		enum group_bundle_kind k = unit_kind(t, at, VD_MIN(t->unit, len - at));
+		size_t n = VD_MIN(t->unit, len - at);
+		while (at + n < len && unit_kind(t, at + n, VD_MIN(t->unit, len - at - n)) == k)
+			n += VD_MIN(t->unit, len - at - n);
+		err = group_bundle_write_run(t->w, t->i, off + at, n, k, t->p->buf + at, t->cut);
 		at += n;
 	}
 	return err;
 }
 
-static int put_run(struct pack *p, struct group_bundle_writer *w, struct vmdk_disk *d,
-		   unsigned i, enum vmdk_bs kind, uint64_t off, uint64_t len, uint64_t unit)
+static int put_run(struct put *t, enum vmdk_bs kind, uint64_t off, uint64_t len)
 {
+	struct pack *p = t->p;
 	int err = 0;
 
 	if (kind == VMDK_BS_ZERO)
-		err = group_bundle_write_run(w, i, off, len, true, NULL, unit);
+		err = group_bundle_write_run(t->w, t->i, off, len, GROUP_RUN_ZERO, NULL, t->cut);
 	for (uint64_t at = 0; kind == VMDK_BS_DATA && !err && at < len;) {
 		size_t n = (size_t)VD_MIN(len - at, (uint64_t)CHUNK);
-		err = vmdk_pread(d, p->buf, n, off + at);
+		err = vmdk_pread(t->d, p->buf, n, off + at);
+		if (!err && t->below)
+			err = chain_pread(t->below, p->pbuf, n, off + at);
 		if (!err)
-			err = put_data(p, w, i, off + at, n, unit);
+			err = put_data(t, off + at, n);
 		at += n;
 		group_plan_progress(&p->progress, &p->done, n, p->b->held_bytes);
 	}
@@ -441,37 +471,38 @@ static int put_run(struct pack *p, struct group_bundle_writer *w, struct vmdk_di
 	return err;
 }
 
-/* A delta's runs cover whole grains of the kind unpack makes (its grains
- * are the layer's own), or a grain's partial write there would read what
- * lies below, which unpack does not have at hand. */
-static int check_aligned(const struct group_bundle_layer *l, uint64_t off, uint64_t len)
+/* What a delta's parent reads: the packed layer's or the need's chain. */
+static int open_below(struct put *t)
 {
-	uint64_t g = l->grain_size;
+	const struct group_bundle_info *b = t->p->b;
+	const struct group_bundle_layer *l = &b->layers[t->i];
+	const char *parent = l->parent_kind == GROUP_BUNDLE_LAYER ? b->layers[l->parent].path
+			     : l->parent_kind == GROUP_BUNDLE_NEED ? b->needs[l->parent].path
+								   : NULL;
 
-	if (l->parent_kind == GROUP_BUNDLE_BASE || !g ||
-	    (off % g == 0 && (len % g == 0 || off + len == l->capacity)))
-		return 0;
-	vd_err("%s: a run at byte %llu (%llu bytes) is not whole grains of %llu bytes: "
-	       "pack refused", l->path, (unsigned long long)off, (unsigned long long)len,
-	       (unsigned long long)g);
-	return -ENOTSUP;
+	return parent ? chain_open(parent, CHAIN_OPEN_RDONLY, NULL, &t->below) : 0;
 }
 
 static int put_layer(struct pack *p, struct group_bundle_writer *w, unsigned i)
 {
 	const struct group_bundle_layer *l = &p->b->layers[i];
-	uint64_t unit = l->grain_size && l->grain_size <= CHUNK ? l->grain_size
-			: l->grain_size ? CHUNK : FLAT_UNIT, n;
-	struct vmdk_disk *d = NULL;
+	struct put t = { .p = p, .w = w, .i = i };
 	enum vmdk_bs kind;
-	int err = vmdk_open(l->path, VMDK_OPEN_RDONLY, NULL, &d);
+	uint64_t n;
+	int err = vmdk_open(l->path, VMDK_OPEN_RDONLY, NULL, &t.d);
 
+	t.cut = l->grain_size && l->grain_size <= CHUNK ? l->grain_size
+		: l->grain_size ? CHUNK : FLAT_UNIT;
+	t.unit = l->parent_kind == GROUP_BUNDLE_BASE ? t.cut : VD_MIN(t.cut, (uint64_t)UNIT);
+	if (!err)
+		err = open_below(&t);
 	for (uint64_t off = 0; !err && off < l->capacity; off += n) {
-		err = vmdk_block_status(d, off, l->capacity - off, &kind, &n);
-		if (!err && kind != VMDK_BS_UNALLOC && !(err = check_aligned(l, off, n)))
-			err = put_run(p, w, d, i, kind, off, n, unit);
+		err = vmdk_block_status(t.d, off, l->capacity - off, &kind, &n);
+		if (!err && kind != VMDK_BS_UNALLOC)
+			err = put_run(&t, kind, off, n);
 	}
-	vmdk_close(d);
+	chain_close(t.below);
+	vmdk_close(t.d);
 	return err;
 }
 
@@ -504,7 +535,8 @@ static int pack_alloc(struct pack *p)
 	p->order = calloc(n, sizeof *p->order);
 	p->b = calloc(1, sizeof *p->b);
 	p->buf = malloc(CHUNK);
-	if (!p->slot || !p->need || !p->reach || !p->order || !p->b || !p->buf)
+	p->pbuf = malloc(CHUNK);
+	if (!p->slot || !p->need || !p->reach || !p->order || !p->b || !p->buf || !p->pbuf)
 		return -ENOMEM;
 	for (unsigned i = 0; i < n; i++)
 		p->slot[i] = p->need[i] = -1;
@@ -538,6 +570,7 @@ int group_pack(char *const *disks, unsigned nr_disks, char *const *scan, unsigne
 	free(p.reach);
 	free(p.order);
 	free(p.buf);
+	free(p.pbuf);
 	group_free(p.g);
 	return err;
 }

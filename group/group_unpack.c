@@ -90,6 +90,10 @@ struct unpack {
 	int dir_fd;                  /* holds the folder's unpack lock */
 	struct group_plan progress;  /* its progress callback only */
 	uint64_t done;
+	/* what lies below a layer being built */
+	struct chain **need_chain;   /* per need, opened when first read */
+	struct vmdk_disk **rd;       /* per layer: built, opened read-only */
+	uint8_t *pbuf;               /* a parent run's bytes */
 	/* the frame read last */
 	bool have_frame;
 	int ended;
@@ -395,7 +399,10 @@ static int plan(struct unpack *u)
 
 	u->co = calloc(u->b->nr_layers, sizeof *u->co);
 	u->hints = calloc(u->b->nr_layers, sizeof *u->hints);
-	if (!u->co || !u->hints)
+	u->rd = calloc(u->b->nr_layers, sizeof *u->rd);
+	u->need_chain = calloc(u->b->nr_needs + 1, sizeof *u->need_chain);
+	u->pbuf = malloc(GROUP_BUNDLE_FRAME_MAX);
+	if (!u->co || !u->hints || !u->rd || !u->need_chain || !u->pbuf)
 		return -ENOMEM;
 	for (unsigned i = 0; !err && i < u->b->nr_layers; i++)
 		if (!(u->b->layers[i].path = vd_path_join(u->dir, u->b->layers[i].name)))
@@ -452,6 +459,99 @@ static char *staged(const struct unpack *u, unsigned i)
 	return vd_path_join(u->rec->tmp, u->b->layers[i].name);
 }
 
+/* ---- what lies below a layer being built ------------------------------------------------ */
+
+static int read_under(struct unpack *u, enum group_bundle_parent kind, unsigned idx,
+		      uint8_t *buf, size_t len, uint64_t off);
+
+/* Layer idx, built: read it, and below it where it holds nothing. */
+static int read_built(struct unpack *u, unsigned idx, uint8_t *buf, size_t len, uint64_t off)
+{
+	const struct group_bundle_layer *l = &u->b->layers[idx];
+	char *path = u->rd[idx] ? NULL : staged(u, idx);
+	int err = path ? vmdk_open(path, VMDK_OPEN_RDONLY, u->io, &u->rd[idx]) : 0;
+
+	free(path);
+	while (!err && len) {
+		enum vmdk_bs k;
+		uint64_t n;
+		err = vmdk_block_status(u->rd[idx], off, len, &k, &n);
+		if (!err && k == VMDK_BS_DATA)
+			err = vmdk_pread(u->rd[idx], buf, (size_t)n, off);
+		else if (!err && k == VMDK_BS_ZERO)
+			memset(buf, 0, (size_t)n);
+		else if (!err)
+			err = read_under(u, l->parent_kind, l->parent, buf, (size_t)n, off);
+		buf += n;
+		off += n;
+		len -= (size_t)n;
+	}
+	return err;
+}
+
+/* What a parent reads: a layer built here, a need, or (no parent) zeros. */
+static int read_under(struct unpack *u, enum group_bundle_parent kind, unsigned idx,
+		      uint8_t *buf, size_t len, uint64_t off)
+{
+	int err = 0;
+
+	if (kind == GROUP_BUNDLE_BASE) {
+		memset(buf, 0, len);
+		return 0;
+	}
+	if (kind == GROUP_BUNDLE_LAYER)
+		return read_built(u, idx, buf, len, off);
+	if (!u->need_chain[idx]) /* the lock set holds the need */
+		err = chain_open(u->b->needs[idx].path, CHAIN_OPEN_RDONLY | CHAIN_OPEN_NOLOCK_TOP,
+				 NULL, &u->need_chain[idx]);
+	return err ? err : chain_pread(u->need_chain[idx], buf, len, off);
+}
+
+/* Close what was read below the layers built (before the publish). */
+static void close_below(struct unpack *u)
+{
+	for (unsigned i = 0; u->rd && i < u->b->nr_layers; i++) {
+		vmdk_close(u->rd[i]);
+		u->rd[i] = NULL;
+	}
+	for (unsigned i = 0; u->need_chain && i < u->b->nr_needs; i++) {
+		chain_close(u->need_chain[i]);
+		u->need_chain[i] = NULL;
+	}
+}
+
+struct below {
+	struct unpack *u;
+	unsigned i;
+};
+
+/* The backing of the delta being built: what its parent reads (fills a
+ * grain a run covers only part of, as the layer's own writes did). */
+static int below_delta(void *opaque, void *buf, size_t len, uint64_t off)
+{
+	const struct below *b = opaque;
+	const struct group_bundle_layer *l = &b->u->b->layers[b->i];
+
+	return read_under(b->u, l->parent_kind, l->parent, buf, len, off);
+}
+
+/* A parent run: what the parent reads there, written into the layer. */
+static int write_parent(struct unpack *u, struct vmdk_disk *d, unsigned i,
+			const struct group_bundle_run *run)
+{
+	const struct group_bundle_layer *l = &u->b->layers[i];
+	int err = 0;
+
+	for (uint64_t at = 0; !err && at < run->len;) {
+		size_t n = (size_t)VD_MIN(run->len - at, (uint64_t)GROUP_BUNDLE_FRAME_MAX);
+		err = read_under(u, l->parent_kind, l->parent, u->pbuf, n, run->off + at);
+		if (!err)
+			err = vmdk_pwrite(d, u->pbuf, n, run->off + at);
+		at += n;
+	}
+	return err;
+}
+
 /* N3: one frame's runs into layer i (a base needs no zeros written). */
 static int write_runs(struct unpack *u, struct vmdk_disk *d, unsigned i)
 {
@@ -460,8 +560,10 @@ static int write_runs(struct unpack *u, struct vmdk_disk *d, unsigned i)
 
 	for (unsigned k = 0; !err && k < u->nr_runs; k++) {
 		const struct group_bundle_run *run = &u->runs[k];
-		if (!run->zero)
+		if (run->kind == GROUP_RUN_DATA)
 			err = vmdk_pwrite(d, run->data, (size_t)run->len, run->off);
+		else if (run->kind == GROUP_RUN_PARENT)
+			err = write_parent(u, d, i, run);
 		else if (!base)
 			err = vmdk_pwrite_zeroes(d, (size_t)run->len, run->off);
 		group_plan_progress(&u->progress, &u->done, run->len, u->b->held_bytes);
@@ -497,18 +599,10 @@ static int seal(struct unpack *u, struct vmdk_disk *d, unsigned i)
 	return err ? err : vmdk_desc_write(d);
 }
 
-/* What lies below a delta being built: never read for what it holds, as
- * every run it is given covers whole grains (group_pack.c); set so that a
- * zeroed run is written over an unallocated grain (it masks the parent). */
-static int below_delta(void *opaque, void *buf, size_t len, uint64_t off)
-{
-	memset(buf, 0, len);
-	return 0;
-}
-
 /* N3 for layer i: made, its runs written, sealed, closed. */
 static int build_layer(struct unpack *u, unsigned i)
 {
+	struct below below = { .u = u, .i = i };
 	struct vmdk_disk *d = NULL;
 	char *path = staged(u, i);
 	int err = path ? vmdk_create(path, &u->co[i], u->io) : -ENOMEM;
@@ -516,7 +610,7 @@ static int build_layer(struct unpack *u, unsigned i)
 	if (!err)
 		err = vmdk_open(path, VMDK_OPEN_RDWR, u->io, &d);
 	if (!err && u->b->layers[i].parent_kind != GROUP_BUNDLE_BASE)
-		vmdk_set_backing(d, below_delta, NULL);
+		vmdk_set_backing(d, below_delta, &below);
 	while (!err && u->have_frame && u->frame_layer == i) {
 		err = write_runs(u, d, i);
 		if (!err)
@@ -567,6 +661,7 @@ static int steps(struct unpack *u)
 		err = build_layer(u, i);
 	if (!err && u->have_frame)
 		err = next_frame(u); /* a frame past the last layer: refused */
+	close_below(u);
 	if (!err)
 		err = check_staged(u); /* N4 */
 	if (!err) {
@@ -616,6 +711,10 @@ static int open_dir(struct unpack *u, const char *dir)
 
 static void unpack_free(struct unpack *u)
 {
+	close_below(u);
+	free(u->rd);
+	free(u->need_chain);
+	free(u->pbuf);
 	for (unsigned i = 0; u->hints && i < u->b->nr_layers; i++)
 		free(u->hints[i]);
 	free(u->hints);

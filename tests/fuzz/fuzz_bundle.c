@@ -56,11 +56,11 @@ static void check_runs(const struct group_bundle_info *b, unsigned layer,
 	for (unsigned i = 0; i < nr; i++) {
 		const struct group_bundle_run *r = &runs[i];
 		if (!r->len || r->off > b->layers[layer].capacity ||
-		    r->len > b->layers[layer].capacity - r->off || (!r->zero && !r->data))
+		    r->len > b->layers[layer].capacity - r->off || ((r->kind == GROUP_RUN_DATA) != !!r->data))
 			fuzz_fail("run %u of layer %u: %llu+%llu, capacity %llu", i, layer,
 				  (unsigned long long)r->off, (unsigned long long)r->len,
 				  (unsigned long long)b->layers[layer].capacity);
-		if (!r->zero && r->len) /* touch the bytes: they must be in the frame */
+		if (r->data) /* touch the bytes: they must be in the frame */
 			(void)*(volatile const uint8_t *)(r->data + r->len - 1);
 	}
 }
@@ -210,7 +210,9 @@ static void seed(const char *dir, const char *name, unsigned nr_layers, bool nee
 		fuzz_fail("seed %s", path);
 	for (unsigned i = 0; i < nr_layers; i++)
 		for (unsigned k = 0; k < nr_runs; k++)
-			if (group_bundle_write_run(w, i, k * 65536u, 8192, k % 3 == 2, data, 4096))
+			if (group_bundle_write_run(w, i, k * 65536u, 8192,
+						   (enum group_bundle_kind)(i && k % 3 == 2 ? 3 : 1 + k % 2),
+						   data, 4096))
 				fuzz_fail("seed %s: run", path);
 	if (group_bundle_write_end(w))
 		fuzz_fail("seed %s: end", path);

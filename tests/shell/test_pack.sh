@@ -94,9 +94,13 @@ hosted()
 	run "$VDELTA" snapshot base/base.vmdk
 	run "$VDELTA" clone --linked base/base.vmdk vm1/vm1.vmdk
 	run "$VDELTA" clone --linked base/base.vmdk vm2/vm2.vmdk
-	qemu-io -f vmdk vm1/vm1.vmdk -c 'write -P 0x21 1M 2M' -c 'write -z 40M 64k' >/dev/null
+	# whole grains of its own, and grains it wrote a few bytes of (the rest
+	# of those is the parent's: parent runs in the bundle)
+	qemu-io -f vmdk vm1/vm1.vmdk -c 'write -P 0x21 1M 2M' -c 'write -z 40M 64k' \
+		-c 'write -P 0x24 12k 1k' >/dev/null
 	run "$VDELTA" snapshot vm1/vm1.vmdk
-	qemu-io -f vmdk vm1/vm1-000001.vmdk -c 'write -P 0x22 2M 64k' -c 'write -P 0x23 63M 1M' >/dev/null
+	qemu-io -f vmdk vm1/vm1-000001.vmdk -c 'write -P 0x22 2M 64k' -c 'write -P 0x23 63M 1M' \
+		-c 'write -P 0x25 1052672 4k' -c 'write -P 0x26 41947136 4k' >/dev/null
 	qraw vm1/vm1-000001.vmdk "$S/vm1.raw"
 	expect_ok "hosted: pack vm1 (its own layers)" "$VDELTA" pack --json vm1/vm1-000001.vmdk -o "$S/vm1.vdb"
 	"$PYTHON" - "$T/last.out" <<'PY' && pass "hosted: the bundle holds vm1's two layers and needs the base" || fail "hosted: pack --json: $(cat "$T/last.out")"

@@ -29,7 +29,7 @@ static char *dir;
 
 struct run_log {
 	uint64_t off[4096], len[4096];
-	bool zero[4096];
+	enum group_bundle_kind kind[4096];
 	unsigned layer[4096];
 	unsigned n;
 };
@@ -59,20 +59,22 @@ static struct group_bundle_info *info(void)
 	return b;
 }
 
-/* The runs written: layer 0 holds 5 MiB of data and a zeroed MiB; layer 1
- * a few scattered grains. */
+/* The runs written (layer, offset, length, kind): layer 0 holds 5 MiB of
+ * data and a zeroed MiB; layer 1 a few scattered grains, its parent's
+ * bytes in one. */
 static void runs(struct run_log *w)
 {
 	static const uint64_t r[][4] = {
-		{0, 0, 5u << 20, 0}, {0, 10u << 20, 1u << 20, 1}, {0, 12u << 20, 65536, 0},
-		{1, 65536, 65536, 0}, {1, 5u << 20, 3 * 65536, 0}, {1, 15u << 20, 65536, 1},
+		{0, 0, 5u << 20, 1}, {0, 10u << 20, 1u << 20, 2}, {0, 12u << 20, 65536, 1},
+		{1, 65536, 65536, 1}, {1, 4u << 20, 8192, 3}, {1, 5u << 20, 3 * 65536, 1},
+		{1, 15u << 20, 65536, 2},
 	};
 	w->n = 0;
 	for (unsigned i = 0; i < sizeof r / sizeof r[0]; i++) {
 		w->layer[w->n] = (unsigned)r[i][0];
 		w->off[w->n] = r[i][1];
 		w->len[w->n] = r[i][2];
-		w->zero[w->n++] = r[i][3];
+		w->kind[w->n++] = (enum group_bundle_kind)r[i][3];
 	}
 }
 
@@ -92,8 +94,8 @@ static char *write_bundle(const char *name, struct run_log *w)
 	assert_int_equal(group_bundle_write_head(wr, b), 0);
 	for (unsigned i = 0; i < w->n; i++)
 		assert_int_equal(group_bundle_write_run(wr, w->layer[i], w->off[i], w->len[i],
-							w->zero[i], w->zero[i] ? NULL
-									   : pattern + w->off[i],
+							w->kind[i], w->kind[i] == GROUP_RUN_DATA
+									? pattern + w->off[i] : NULL,
 							65536), 0);
 	assert_int_equal(group_bundle_write_end(wr), 0);
 	group_bundle_writer_free(wr);
@@ -120,9 +122,9 @@ static int read_bundle(const char *path, struct run_log *got)
 	while (!err && !(err = group_bundle_read_frame(r, &layer, &runs, &nr)))
 		for (unsigned i = 0; i < nr; i++) {
 			unsigned k = got->n;
-			if (!runs[i].zero)
+			if (runs[i].kind == GROUP_RUN_DATA)
 				assert_memory_equal(runs[i].data, pattern + runs[i].off, runs[i].len);
-			if (k && got->layer[k - 1] == layer && got->zero[k - 1] == runs[i].zero &&
+			if (k && got->layer[k - 1] == layer && got->kind[k - 1] == runs[i].kind &&
 			    got->off[k - 1] + got->len[k - 1] == runs[i].off) {
 				got->len[k - 1] += runs[i].len;
 				continue;
@@ -130,7 +132,7 @@ static int read_bundle(const char *path, struct run_log *got)
 			got->layer[k] = layer;
 			got->off[k] = runs[i].off;
 			got->len[k] = runs[i].len;
-			got->zero[k] = runs[i].zero;
+			got->kind[k] = runs[i].kind;
 			got->n++;
 		}
 	group_bundle_reader_free(r);
@@ -153,7 +155,7 @@ static void test_round_trip(void **state)
 		assert_int_equal(g->layer[i], w->layer[i]);
 		assert_int_equal(g->off[i], w->off[i]);
 		assert_int_equal(g->len[i], w->len[i]);
-		assert_int_equal(g->zero[i], w->zero[i]);
+		assert_int_equal(g->kind[i], w->kind[i]);
 	}
 	assert_int_equal(group_bundle_list(fd, path, &b), 0);
 	assert_int_equal(b->nr_layers, 2);

@@ -3,7 +3,9 @@
  * resumed (test layer).
  *
  * The group: base <- base-000001 (a disk), base <- c1 <- c1-000001 (disk
- * A), base <- c2 (disk B), in one folder.  A and B are packed: c1,
+ * A), base <- c2 (disk B), in one folder; the deltas hold whole grains of
+ * their own and grains they wrote a few bytes of (the rest: their
+ * parent's, which the bundle carries as parent runs).  A and B are packed: c1,
  * c1-000001 and c2 go in, base (reached by base-000001 too) is needed.
  * The receiving folder holds a copy of base only.  Oracles: each disk's
  * content as written (an in-memory model), the bytes of base, and the
@@ -27,7 +29,7 @@
 
 #include "vdtest.h"
 #include "chain.h"
-#include "group.h"
+#include "group_int.h"
 
 #define CAP (8u << 20)
 #define FAULT_MAX 5000
@@ -88,9 +90,12 @@ static void build(void)
 	memcpy(model_b, m, CAP);
 	write_into(src, "c1.vmdk", model_a, 512u << 10, 1u << 20, 3);
 	write_into(src, "c1.vmdk", model_a, 5u << 20, 128u << 10, 0);
+	write_into(src, "c1.vmdk", model_a, (5u << 20) + 200000, 4096, 6); /* in base's data */
 	child("c1.vmdk", "c1-000001.vmdk");
 	write_into(src, "c1-000001.vmdk", model_a, 7u << 20, 64u << 10, 4);
+	write_into(src, "c1-000001.vmdk", model_a, (512u << 10) + 8192, 1024, 7); /* in c1's */
 	write_into(src, "c2.vmdk", model_b, 3u << 20, 2u << 20, 5);
+	write_into(src, "c2.vmdk", model_b, 100u << 10, 2048, 8);
 	free(m);
 	free(base);
 }
@@ -111,6 +116,32 @@ static void pack(void)
 	group_bundle_info_free(b);
 	free(disks[0]);
 	free(disks[1]);
+}
+
+/* The bundle carries what the deltas wrote, not the parent's bytes around
+ * it: parent runs, and fewer bytes of data than the layers hold. */
+static void check_kinds(void)
+{
+	struct group_bundle_reader *r;
+	struct group_bundle_info *b;
+	const struct group_bundle_run *runs;
+	unsigned layer, nr, parent = 0;
+	uint64_t data = 0;
+	int fd = open(bundle, O_RDONLY), err;
+
+	assert_int_equal(group_bundle_reader_open(fd, bundle, &r), 0);
+	assert_int_equal(group_bundle_read_head(r, &b), 0);
+	while (!(err = group_bundle_read_frame(r, &layer, &runs, &nr)))
+		for (unsigned i = 0; i < nr; i++) {
+			parent += runs[i].kind == GROUP_RUN_PARENT;
+			data += runs[i].kind == GROUP_RUN_DATA ? runs[i].len : 0;
+		}
+	assert_int_equal(err, 1);
+	assert_true(parent >= 3);
+	assert_true(data + 3 * (60u << 10) <= b->held_bytes);
+	group_bundle_reader_free(r);
+	group_bundle_info_free(b);
+	close(fd);
 }
 
 static bool reads(const char *dir, const char *name, const uint8_t *model)
@@ -294,6 +325,7 @@ static int setup(void **state)
 	bundle = at(src, "group.vdb");
 	build();
 	pack();
+	check_kinds();
 	return vdt_sh("cp -a '%s'/base.vmdk '%s'/", src, dst0);
 }
 
