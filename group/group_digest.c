@@ -56,8 +56,9 @@ static uint64_t ns_of(const struct timespec *t)
 /* The key of the open chain c; *racy: some time in it is too recent. */
 static int render_key(struct chain *c, FILE *m, bool *racy)
 {
-	uint64_t now = (uint64_t)time(NULL) * 1000000000u;
+	struct timespec t;
 	struct stat st;
+	uint64_t now = clock_gettime(CLOCK_REALTIME, &t) ? 0 : ns_of(&t); /* 0: all racy */
 
 	for (unsigned i = 0; i < chain_depth(c); i++) {
 		struct vmdk_disk *d = chain_layer(c, i);
@@ -148,43 +149,54 @@ static bool from_sidecar(const char *side, const char *key, uint8_t out[16])
 	return ok;
 }
 
-/* D3: the key after the digest is the key before it, none too recent. */
-static void record(struct chain *c, const char *side, const uint8_t d[16],
-		   const char *before, const struct vd_io *io)
-{
-	char *after = NULL, *text = NULL;
-	bool racy = false;
-
-	if (!key_text(c, &after, &racy) && !racy && !strcmp(after, before) &&
-	    (text = render(d, after)) && vd_write_durable(io, side, text, strlen(text))) /* D4 */
-		vd_log(VD_LOG_INFO, "%s: cannot record the digest (not needed)", side);
-	free(after);
-	free(text);
-}
-
-int group_digest(const char *path, const struct vd_io *io, bool rec, uint8_t out[16],
-		 bool *cached)
+int group_digest_get(const char *path, const struct vd_io *io, struct group_digest *d)
 {
 	struct chain *c = NULL;
-	char *side = sidecar_path(path), *key = NULL;
-	bool racy = false, hit = false;
+	char *side = sidecar_path(path);
+	bool racy = false;
 	int err = side ? chain_open(path, CHAIN_OPEN_RDONLY, io, &c) : -ENOMEM;
 
-	io = io ? io : vd_io_posix();
+	*d = (struct group_digest){0};
 	if (!err)
-		err = key_text(c, &key, &racy);
+		err = key_text(c, &d->key, &racy);
 	if (!err)
-		hit = from_sidecar(side, key, out);
-	if (!err && !hit)
-		err = chain_digest(c, out);
-	if (!err && !hit && rec && !racy && chain_is_frozen(chain_layer(c, 0)))
-		record(c, side, out, key, io);
+		d->cached = from_sidecar(side, d->key, d->digest);
+	if (!err && !d->cached)
+		err = chain_digest(c, d->digest);
 	if (err && c)
 		vd_err("%s: cannot compute its digest: %s", path, strerror(-err));
-	if (cached)
-		*cached = hit;
 	chain_close(c);
-	free(key);
 	free(side);
+	if (err)
+		group_digest_clear(d);
 	return err;
+}
+
+/* D3: the key now is the key the digest was taken with, none too recent;
+ * the layer is frozen.  The caller holds its locks (the open takes none). */
+void group_digest_record(const char *path, const struct group_digest *d,
+			 const struct vd_io *io)
+{
+	struct chain *c = NULL;
+	char *side = sidecar_path(path), *now = NULL, *text = NULL;
+	bool racy = false;
+
+	vd_log_mute(true);
+	if (d->key && !d->cached && side &&
+	    !chain_open(path, CHAIN_OPEN_RDONLY | CHAIN_OPEN_NOLOCK, io, &c) &&
+	    chain_is_frozen(chain_layer(c, 0)) && !key_text(c, &now, &racy) && !racy &&
+	    !strcmp(now, d->key) && (text = render(d->digest, now)) &&
+	    vd_write_durable(io ? io : vd_io_posix(), side, text, strlen(text))) /* D4 */
+		vd_log(VD_LOG_INFO, "%s: cannot record the digest (not needed)", side);
+	vd_log_mute(false);
+	chain_close(c);
+	free(now);
+	free(text);
+	free(side);
+}
+
+void group_digest_clear(struct group_digest *d)
+{
+	free(d->key);
+	d->key = NULL;
 }

@@ -333,11 +333,19 @@ int group_bundle_head_check(const char *where, const struct group_bundle_info *b
 /* ---- group_digest.c ---------------------------------------------------------------------------
  * The digest (canonical XXH3-128, as chain_digest) of what the chain of the
  * layer at path reads, from its sidecar LAYER GROUP_DIGEST_SUFFIX while that
- * still holds, else computed; record: then write the sidecar of a frozen
- * layer (group_digest.c says when it holds).  The chain is opened with a
- * reader's locks.  *cached (may be NULL): it came from the sidecar. */
-int group_digest(const char *path, const struct vd_io *io, bool record, uint8_t out[16],
-		 bool *cached);
+ * still holds, else computed (the chain opened with a reader's locks), and
+ * the key of the chain it was taken with (group_digest.c says what the key
+ * is and when a sidecar holds).  group_digest_record writes the sidecar of
+ * a frozen layer whose key is still d's (not reported when it does not). */
+struct group_digest {
+	uint8_t digest[16];
+	bool cached;  /* it came from the sidecar */
+	char *key;    /* malloc'd */
+};
+int group_digest_get(const char *path, const struct vd_io *io, struct group_digest *d);
+void group_digest_record(const char *path, const struct group_digest *d,
+			 const struct vd_io *io);
+void group_digest_clear(struct group_digest *d);
 
 /* ---- group_unpack_need.c ---------------------------------------------------------------------
  * Find each need of b: a layer with its CID, capacity and digest among
@@ -345,9 +353,12 @@ int group_digest(const char *path, const struct vd_io *io, bool record, uint8_t 
  * set, canonical), checked to take children: frozen, or read-only, or
  * (thaw[i] set) one this unpack may freeze (a base given or in dir); its
  * chain deep enough to hold the layers above it.  A need not found is
- * reported, naming it (and a layer of its CID whose content differs). */
+ * reported, naming it (and a layer of its CID whose content differs).
+ * found[i]: the digest of need i as it was taken (for group_digest_record
+ * once the unpack is done). */
 int group_unpack_find_needs(struct group_bundle_info *b, const char *dir,
-			    const struct group_unpack_opts *o, bool *thaw);
+			    const struct group_unpack_opts *o, bool *thaw,
+			    struct group_digest *found);
 
 /* ---- operation kinds (group_recover.c holds the table) ------------------------------------------
  * Adding an operation: its file defines `const struct group_op

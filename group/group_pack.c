@@ -364,6 +364,21 @@ static int check_names(const struct group_bundle_info *b)
 	return 0;
 }
 
+/* The need's digest, recorded beside it when it is frozen (the next pack
+ * of it does not read it again). */
+static int need_digest(const char *path, uint8_t out[16])
+{
+	struct group_digest dg;
+	int err = group_digest_get(path, NULL, &dg);
+
+	if (!err) {
+		memcpy(out, dg.digest, 16);
+		group_digest_record(path, &dg, NULL);
+	}
+	group_digest_clear(&dg);
+	return err;
+}
+
 static int describe_need(struct pack *p, int node)
 {
 	const char *path = group_nodes(p->g)->nodes[node].path;
@@ -385,7 +400,7 @@ static int describe_need(struct pack *p, int node)
 		       path);
 		return -EINVAL;
 	}
-	return group_digest(path, NULL, true, n->digest, NULL);
+	return need_digest(path, n->digest);
 }
 
 /* Locks (every layer packed and every need: a reader's), then the facts. */

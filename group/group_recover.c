@@ -46,17 +46,20 @@ int group_recover(const char *intent_path, unsigned flags, const struct vd_io *i
 	return err;
 }
 
-/* A record's or a sidecar's temporary left by a crash before its rename. */
+/* A record's or a sidecar's (children, digest) temporary left by a crash
+ * before its rename. */
 static bool stale_temp(const char *name)
 {
 	size_t n = strlen(name), t = strlen(".tmp");
 	size_t a = strlen(GROUP_INTENT_SUFFIX), b = strlen(GROUP_CHILDREN_SUFFIX);
+	size_t c = strlen(GROUP_DIGEST_SUFFIX);
 
 	if (n <= t || strcmp(name + n - t, ".tmp"))
 		return false;
 	n -= t;
 	return (n > a && !strncmp(name + n - a, GROUP_INTENT_SUFFIX, a)) ||
-	       (n > b && !strncmp(name + n - b, GROUP_CHILDREN_SUFFIX, b));
+	       (n > b && !strncmp(name + n - b, GROUP_CHILDREN_SUFFIX, b)) ||
+	       (n > c && !strncmp(name + n - c, GROUP_DIGEST_SUFFIX, c));
 }
 
 /* ---- records beside a disk --------------------------------------------------------------- */

@@ -40,7 +40,10 @@
  *      parent;
  *  N7. each new layer is recorded in its parent's sidecar record
  *      (group_record_child);
- *  N8. the staging folder is removed, then the record.
+ *  N8. the staging folder is removed, then the record;
+ *  N9. the digest of each frozen need whose files did not change since it
+ *      was taken is recorded beside it (group_digest.c D1-D4; the next
+ *      unpack over it does not read it again).
  * Recovery: publish=1 — redo N6-N8 from wherever they stopped (a rename
  * whose source is gone was done, a record written again is the same
  * record); otherwise — the needs N2 froze are thawed, the staging folder
@@ -83,6 +86,7 @@ struct unpack {
 	struct group_bundle_reader *r;
 	struct group_bundle_info *b;
 	bool *thaw_need;             /* per need: this unpack freezes it */
+	struct group_digest *found;  /* per need: its digest as it was found */
 	struct vmdk_create_opts *co; /* per layer */
 	char **hints;                /* per layer: its parent hint */
 	struct unpack_rec *rec;
@@ -650,9 +654,11 @@ static int check_staged(const struct unpack *u)
 
 static int steps(struct unpack *u)
 {
-	bool written = !group_intent_write(&u->rec->in, u->io); /* N1 */
-	int err = written ? stage_make(u) : -EIO;
+	int err = group_intent_write(&u->rec->in, u->io); /* N1 */
+	bool written = !err;
 
+	if (!err)
+		err = stage_make(u);
 	if (!err)
 		err = freeze_needs(u); /* N2 */
 	if (!err)
@@ -720,6 +726,9 @@ static void unpack_free(struct unpack *u)
 	free(u->hints);
 	free(u->co);
 	free(u->thaw_need);
+	for (unsigned i = 0; u->found && i < u->b->nr_needs; i++)
+		group_digest_clear(&u->found[i]);
+	free(u->found);
 	free(u->dir);
 	group_locks_release(&u->locks);
 	if (u->dir_fd >= 0)
@@ -740,16 +749,19 @@ int group_unpack(int fd, const char *name, const char *dir, const struct group_u
 		err = group_bundle_reader_open(fd, name, &u.r);
 	if (!err)
 		err = group_bundle_read_head(u.r, &u.b);
-	if (!err && !(u.thaw_need = calloc(u.b->nr_needs + 1, sizeof *u.thaw_need)))
+	if (!err && (!(u.thaw_need = calloc(u.b->nr_needs + 1, sizeof *u.thaw_need)) ||
+		     !(u.found = calloc(u.b->nr_needs + 1, sizeof *u.found))))
 		err = -ENOMEM;
 	if (!err)
-		err = group_unpack_find_needs(u.b, u.dir, o, u.thaw_need);
+		err = group_unpack_find_needs(u.b, u.dir, o, u.thaw_need, u.found);
 	if (!err)
 		err = plan(&u);
 	if (!err && (o->flags & GROUP_DRY_RUN))
 		err = drain(&u);
 	else if (!err && !(err = lock_needs(&u)))
 		err = steps(&u);
+	for (unsigned i = 0; !err && !(o->flags & GROUP_DRY_RUN) && i < u.b->nr_needs; i++)
+		group_digest_record(u.b->needs[i].path, &u.found[i], u.io); /* N9 */
 	if (u.b)
 		group_bundle_reader_stats(u.r, &u.b->frames, &u.b->stream_bytes);
 	unpack_free(&u);

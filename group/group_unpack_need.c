@@ -8,7 +8,7 @@
  * sidecar when that holds, else read) is the need's digest.  The CID is
  * matched too because the new layers' parentCID names it: a copy with the
  * same content and another CID would be a broken link.  Nothing is
- * written here (a sidecar is not recorded on this side).
+ * written here (unpack records a need's digest once it is done).
  *
  * A need found must take children: frozen (vdelta made it a parent, or
  * copied one), or read-only (never written anyway), or, when it was given
@@ -94,11 +94,12 @@ static int add_scanned(struct candidates *c, const char *dir, const struct group
 	return err;
 }
 
-/* Is the layer at path the need?  *same_cid: its CID and capacity are. */
-static bool matches(const char *path, const struct group_bundle_need *n, bool *same_cid)
+/* Is the layer at path the need (*dg its digest)?  *same_cid: its CID and
+ * capacity are. */
+static bool matches(const char *path, const struct group_bundle_need *n, bool *same_cid,
+		    struct group_digest *dg)
 {
 	struct vmdk_disk *d = NULL;
-	uint8_t digest[16];
 	bool same = false;
 
 	vd_log_mute(true);
@@ -106,8 +107,11 @@ static bool matches(const char *path, const struct group_bundle_need *n, bool *s
 		same = vmdk_cid(d) == n->cid && vmdk_capacity(d) == n->capacity;
 	vmdk_close(d);
 	*same_cid = same;
-	same = same && !group_digest(path, NULL, false, digest, NULL) &&
-	       !memcmp(digest, n->digest, 16);
+	same = same && !group_digest_get(path, NULL, dg);
+	if (same && memcmp(dg->digest, n->digest, 16)) {
+		group_digest_clear(dg);
+		same = false;
+	}
 	vd_log_mute(false);
 	return same;
 }
@@ -172,14 +176,14 @@ static unsigned height_on(const struct group_bundle_info *b, unsigned k)
 }
 
 static int find_one(struct group_bundle_info *b, unsigned k, const struct candidates *c,
-		    const char *dir, bool *thaw)
+		    const char *dir, bool *thaw, struct group_digest *dg)
 {
 	struct group_bundle_need *n = &b->needs[k];
 	const char *other = NULL;
 
 	for (unsigned i = 0; i < c->nr; i++) {
 		bool same_cid;
-		if (!matches(c->paths[i], n, &same_cid)) {
+		if (!matches(c->paths[i], n, &same_cid, dg)) {
 			other = same_cid && !other ? c->paths[i] : other;
 			continue;
 		}
@@ -191,7 +195,8 @@ static int find_one(struct group_bundle_info *b, unsigned k, const struct candid
 }
 
 int group_unpack_find_needs(struct group_bundle_info *b, const char *dir,
-			    const struct group_unpack_opts *o, bool *thaw)
+			    const struct group_unpack_opts *o, bool *thaw,
+			    struct group_digest *found)
 {
 	struct candidates c = {0};
 	int err = b->nr_needs ? add_bases(&c, o) : 0;
@@ -199,7 +204,7 @@ int group_unpack_find_needs(struct group_bundle_info *b, const char *dir,
 	if (!err && b->nr_needs)
 		err = add_scanned(&c, dir, o);
 	for (unsigned k = 0; !err && k < b->nr_needs; k++)
-		err = find_one(b, k, &c, dir, &thaw[k]);
+		err = find_one(b, k, &c, dir, &thaw[k], &found[k]);
 	vd_strv_free(c.paths, c.nr);
 	free(c.from);
 	return err;

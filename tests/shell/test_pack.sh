@@ -496,7 +496,30 @@ sidecar()
 	run "$VDELTA" pack --list "$T/vm2.vdb"
 	grep -q "digest $want" "$T/last.out" && pass "sidecar: a changed file makes pack compute the digest again" ||
 		fail "sidecar: stale digest used: $(cat "$T/last.out")"
+	unpack_sidecar "$want"
 	cd "$T" || die cd
+}
+
+# unpack_sidecar DIGEST: the receiver records the digest beside the frozen
+# base it found, once the unpack is done, and the next unpack takes it
+# from there (an edited one, its checksum made right, is believed).
+unpack_sidecar()
+{
+	local D=$T/hosted/dst-side side=$T/hosted/dst-side/base.vmdk.vdelta-digest d
+	mkdir -p "$D" && cp base/base.vmdk "$D/" || die "cp"
+	sleep 3 # the copy's times must be older than the racy window (2 s)
+	expect_ok "sidecar: unpack vm2" "$VDELTA" unpack "$T/vm2.vdb" "$D"
+	grep -qx "digest=$1" "$side" && pass "sidecar: unpack recorded the base's digest beside it" ||
+		fail "sidecar: $side: $(cat "$side" 2>&1)"
+	d=0123456789abcdef0123456789abcdef
+	sed -e "s/^digest=.*/digest=$d/" -e '/^checksum=/d' "$side" >"$T/side"
+	printf 'checksum=%s\n' "$(xxhsum -H3 "$T/side" | awk '{print $NF}')" >>"$T/side"
+	cp "$T/side" "$side"
+	mkdir -p "$D/again"
+	run "$VDELTA" unpack --base "$D/base.vmdk" "$T/vm2.vdb" "$D/again"
+	grep -q "has the CID, not the content" "$T/last.err" &&
+		pass "sidecar: unpack took the base's digest from its sidecar (not re-read)" ||
+		fail "sidecar: unpack did not use the sidecar: $(cat "$T/last.err")"
 }
 
 hosted
