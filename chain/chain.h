@@ -113,6 +113,9 @@ struct vmdk_disk *chain_layer(const struct chain *c, unsigned i);
 const char *chain_path(const struct chain *c); /* the top as opened */
 bool chain_writable(const struct chain *c);
 uint64_t chain_unit(const struct chain *c); /* map unit, bytes */
+/* The top was left unclean (a crash) and opening it for writing with
+ * CHAIN_OPEN_DIRTY_OK recovered it (locks taken: not with NOLOCK). */
+bool chain_recovered(const struct chain *c);
 
 /* ---- data ------------------------------------------------------------------ */
 
@@ -171,7 +174,8 @@ void chain_digest_hex(const uint8_t d[16], char hex[33]);
  *
  * Modes: RW writes into the top (a frozen top is -EPERM, see chain_open);
  * RO opens it read-only; NONPERSISTENT writes into a throw-away delta over
- * the top, made in $TMPDIR (or /tmp) and unlinked as soon as it is open,
+ * the top, made in the server's tmpdir (default $TMPDIR, or /tmp: see
+ * chain_server_opts) and unlinked as soon as it is open,
  * so no file of the disk changes and nothing is left behind even after a
  * kill; SNAPSHOT writes into a new delta over the top that the group layer
  * made at add time (group_serve_add: the top is frozen as it is, the new
@@ -215,7 +219,30 @@ struct chain_serve_stats {
 const char *chain_serve_mode_name(enum chain_serve_mode m);
 int chain_serve_mode_parse(const char *s, enum chain_serve_mode *out);
 
+/* A served disk in the front ends' words, DISK[:MODE][=NAME], split in
+ * place: "=NAME" is the last '=' after the last '/', ":MODE" a mode name
+ * after the last ':' that follows the last '/' (a ':' in a file name that
+ * is not followed by a mode stays part of DISK).  *name NULL when none is
+ * given, *mode dflt when none.  -EINVAL (not reported) for an empty NAME or
+ * one holding '/'. */
+int chain_serve_disk_arg(char *arg, enum chain_serve_mode dflt, char **name,
+			 enum chain_serve_mode *mode);
+/* The name a disk is served under by default: the top's base name without
+ * ".vmdk" (malloc'd; NULL when out of memory). */
+char *chain_serve_default_name(const char *path);
+
 int chain_server_create(struct chain_server **out);
+/* Where a server's chains read and write, and where its throw-away deltas
+ * are made (a bench counting every read, a scratch folder of its own). */
+struct chain_server_opts {
+	const struct vd_io *io; /* every chain of the server (NULL: POSIX); must
+				 * outlive the server */
+	const char *tmpdir;     /* throw-away deltas (NULL: $TMPDIR or /tmp) */
+	unsigned open_flags;    /* added to every chain's: CHAIN_OPEN_OUTSIDE_OK */
+};
+/* chain_server_create with options (o NULL: the defaults). */
+int chain_server_create_opts(const struct chain_server_opts *o,
+			     struct chain_server **out);
 /* Open the disk whose top is `path` in `mode`, served under `name`.
  * SNAPSHOT is -EINVAL here: its new delta comes from the group layer
  * (group_serve_add), which then calls chain_server_add_snapshot with the
@@ -227,6 +254,8 @@ int chain_server_add_snapshot(struct chain_server *s, const char *path, const ch
 unsigned chain_server_nr_disks(const struct chain_server *s);
 struct chain_served *chain_server_disk(const struct chain_server *s, unsigned i);
 struct chain_pool *chain_server_pool(const struct chain_server *s);
+/* The disk served under `name`, or NULL. */
+struct chain_served *chain_server_find(const struct chain_server *s, const char *name);
 /* Flush every disk (first error returned, every disk tried). */
 int chain_server_flush(struct chain_server *s);
 /* Flush, close every chain, then the pool; frees s.  NULL is a no-op. */
@@ -265,7 +294,20 @@ int chain_served_read_segs(struct chain_served *d, void *buf, size_t len, uint64
 			   size_t *done);
 int chain_served_write(struct chain_served *d, const void *buf, size_t len,
 		       uint64_t off);
+/* Zeros over [off, off+len): ranges that read as zeros already are left
+ * as they are (nothing allocated), whole grains the top lacks become
+ * zeroed grains where the top records them, the rest is zeros written
+ * (copy-on-write at the edges).  chain_served_zero's flags:
+ * CHAIN_SERVE_ZERO_FAST: -ENOTSUP, nothing written, unless no data would
+ *   be written (NBD's FAST_ZERO);
+ * CHAIN_SERVE_ZERO_TRIM: only what needs no data written, the rest left as
+ *   it is (a discard: the range's content becomes unspecified). */
+enum { CHAIN_SERVE_ZERO_FAST = 1u << 0, CHAIN_SERVE_ZERO_TRIM = 1u << 1 };
 int chain_served_write_zeroes(struct chain_served *d, size_t len, uint64_t off);
+int chain_served_zero(struct chain_served *d, size_t len, uint64_t off, unsigned flags);
+/* Whether the written top records zeroed grains (a zeroed-grain hosted
+ * sparse or a seSparse layer): then zeroing whole grains writes no data. */
+bool chain_served_zeroed_grains(const struct chain_served *d);
 /* Every acknowledged write and its tables durable (fsync of the top). */
 int chain_served_flush(struct chain_served *d);
 void chain_served_stats(struct chain_served *d, struct chain_serve_stats *out);

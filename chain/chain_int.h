@@ -24,6 +24,7 @@ struct chain {
 	struct chain_pool *pool; /* NULL: every layer private */
 	unsigned flags;
 	char *path;
+	bool recovered;      /* the top was unclean and its open recovered it */
 	unsigned nr_layers;
 	struct chain_layer layers[CHAIN_MAX_DEPTH];
 	uint64_t capacity;

@@ -4,7 +4,9 @@
  * validation of every link: the child's parentCID equals the parent's CID,
  * equal capacities, no layer seen twice (device + inode), depth at most
  * CHAIN_MAX_DEPTH.  Only the top may be writable, and only when it is not
- * frozen; the frozen mark itself (read and written) lives here too.  Locks are taken layer by layer as they are opened.  With a pool
+ * frozen; the frozen mark itself (read and written) lives here too.  Locks
+ * are taken layer by layer as they are opened (an unclean top to write:
+ * before the open that recovers it).  With a pool
  * (chain_pool.c) every parent comes from it and goes back to it at close.
  */
 #define _GNU_SOURCE
@@ -13,6 +15,8 @@
 #include <sys/stat.h>
 
 #include "chain_int.h"
+
+bool chain_recovered(const struct chain *c) { return c->recovered; }
 
 bool chain_is_frozen(struct vmdk_disk *d)
 {
@@ -109,8 +113,47 @@ static int open_pooled(struct chain *c, const char *path, const struct stat *st,
 	return check_link(c, i);
 }
 
+/* Whether any extent of d has its unclean flag set. */
+static bool any_unclean(struct vmdk_disk *d)
+{
+	struct vmdk_extent_info ei;
+	struct vmdk_info info;
+
+	vmdk_info_get(d, &info);
+	for (unsigned i = 0; i < info.nr_extents; i++)
+		if (!vmdk_extent_info_get(d, i, &ei) && ei.unclean_shutdown)
+			return true;
+	return false;
+}
+
+/* An unclean top opened for writing with VMDK_OPEN_DIRTY_OK is recovered
+ * by that open, which writes (redundant tables, the flag).  Its writer may
+ * be alive in another process (it set the flag), so the writer's lock is
+ * taken first, through a read-only open of the top (*guard), and held
+ * across the recovering open: a refused open changes no byte of a layer
+ * someone else writes.  *guard NULL: not needed (clean, or no locks). */
+static int lock_before_recovery(struct chain *c, const char *path, unsigned vflags,
+				struct vmdk_disk **guard)
+{
+	int err = vmdk_open(path, vflags & ~VMDK_OPEN_RDWR, c->io, guard);
+
+	if (err) {
+		*guard = NULL;
+		return err; /* reported: the file is what the real open would refuse */
+	}
+	if (any_unclean(*guard))
+		err = vmdk_lock(*guard, VMDK_PERM_READ | VMDK_PERM_WRITE | VMDK_PERM_RESIZE,
+				VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
+	if (err || !any_unclean(*guard)) {
+		vmdk_close(*guard);
+		*guard = NULL;
+	}
+	return err;
+}
+
 static int open_layer(struct chain *c, const char *path)
 {
+	struct vmdk_disk *guard = NULL;
 	unsigned i = c->nr_layers, vflags = 0;
 	bool rw = i == 0 && (c->flags & CHAIN_OPEN_RDWR);
 	struct stat st;
@@ -128,7 +171,12 @@ static int open_layer(struct chain *c, const char *path)
 		vflags |= VMDK_OPEN_OUTSIDE_OK;
 	if (i && c->pool) /* a shared parent: opened and locked once */
 		return open_pooled(c, path, &st, vflags);
-	err = vmdk_open(path, vflags, c->io, &c->layers[i].disk);
+	if (rw && (vflags & VMDK_OPEN_DIRTY_OK) && !(c->flags & CHAIN_OPEN_NOLOCK))
+		err = lock_before_recovery(c, path, vflags, &guard);
+	if (!err)
+		err = vmdk_open(path, vflags, c->io, &c->layers[i].disk);
+	c->recovered = !err && guard;
+	vmdk_close(guard); /* its lock goes: the layer's own is taken below */
 	if (err)
 		return err;
 	c->layers[i].dev = st.st_dev;

@@ -19,6 +19,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "chain_int.h"
@@ -29,6 +30,7 @@ struct chain_served {
 	char *top;      /* the layer written into (NULL: none that persists) */
 	enum chain_serve_mode mode;
 	struct chain *chain;
+	bool zeroed_grains; /* the top records zeroed grains (chain_served_zero) */
 	struct chain_serve_stats st; /* updated with relaxed atomics */
 };
 
@@ -36,6 +38,9 @@ struct chain_server {
 	struct chain_pool *pool;
 	struct chain_served **disks;
 	unsigned nr_disks;
+	const struct vd_io *io; /* every chain's (NULL: POSIX) */
+	char *tmpdir;           /* throw-away deltas (NULL: $TMPDIR or /tmp) */
+	unsigned open_flags;    /* added to every chain's open */
 };
 
 static const char *const mode_names[] = {
@@ -61,28 +66,75 @@ int chain_serve_mode_parse(const char *s, enum chain_serve_mode *out)
 	return -EINVAL;
 }
 
-int chain_server_create(struct chain_server **out)
+/* ---- DISK[:MODE][=NAME], the front ends' words for a served disk ---------------- */
+
+int chain_serve_disk_arg(char *arg, enum chain_serve_mode dflt, char **name,
+			 enum chain_serve_mode *mode)
+{
+	char *slash = strrchr(arg, '/'), *eq = strrchr(arg, '='), *colon;
+
+	*name = NULL;
+	*mode = dflt;
+	if (eq && (!slash || eq > slash)) {
+		*eq = '\0';
+		*name = eq + 1;
+		slash = strrchr(arg, '/');
+	}
+	colon = strrchr(arg, ':');
+	if (colon && (!slash || colon > slash) && chain_serve_mode_parse(colon + 1, mode) == 0)
+		*colon = '\0';
+	if (*name && (!**name || strchr(*name, '/')))
+		return -EINVAL;
+	return 0;
+}
+
+char *chain_serve_default_name(const char *path)
+{
+	const char *b = strrchr(path, '/');
+	char *n = strdup(b ? b + 1 : path);
+	size_t len = n ? strlen(n) : 0;
+
+	if (len > 5 && !strcasecmp(n + len - 5, ".vmdk"))
+		n[len - 5] = '\0';
+	return n;
+}
+
+int chain_server_create_opts(const struct chain_server_opts *o,
+			     struct chain_server **out)
 {
 	struct chain_server *s = calloc(1, sizeof *s);
 	int err = s ? chain_pool_create(&s->pool) : -ENOMEM;
 
+	if (!err && o && o->tmpdir && !(s->tmpdir = strdup(o->tmpdir)))
+		err = -ENOMEM;
 	if (err) {
+		if (s)
+			chain_pool_destroy(s->pool);
 		free(s);
 		return err;
 	}
+	s->io = o ? o->io : NULL;
+	s->open_flags = o ? o->open_flags & CHAIN_OPEN_OUTSIDE_OK : 0;
 	*out = s;
 	return 0;
+}
+
+int chain_server_create(struct chain_server **out)
+{
+	return chain_server_create_opts(NULL, out);
 }
 
 /* ---- nonpersistent: a delta nobody will ever see ------------------------------ */
 
 /* Create an empty delta over `top` in a fresh temp folder (without freezing
  * top: it is only read, and must not change by a byte). */
-static int throwaway_create(const char *top, char **dir_out, char **delta_out)
+static int throwaway_create(const struct chain_server *s, const char *top, char **dir_out,
+			    char **delta_out)
 {
-	const char *tmp = getenv("TMPDIR");
+	const char *tmp = s->tmpdir ? s->tmpdir : getenv("TMPDIR");
 	char *dir = NULL, *delta = NULL, *abs_top = realpath(top, NULL);
-	struct vmdk_create_opts o = { .subformat = VMDK_MONOLITHIC_SPARSE };
+	struct vmdk_create_opts o = { .subformat = VMDK_MONOLITHIC_SPARSE,
+				      .zeroed_grain = true };
 	struct vmdk_disk *d = NULL;
 	int err = abs_top ? vmdk_open(top, VMDK_OPEN_RDONLY, NULL, &d) : -errno;
 
@@ -113,10 +165,11 @@ static int throwaway_create(const char *top, char **dir_out, char **delta_out)
 static int open_nonpersistent(struct chain_server *s, struct chain_served *d)
 {
 	char *dir = NULL, *delta = NULL;
-	int err = throwaway_create(d->path, &dir, &delta);
+	int err = throwaway_create(s, d->path, &dir, &delta);
 
 	if (!err)
-		err = chain_open_pool(delta, CHAIN_OPEN_RDWR, NULL, s->pool, &d->chain);
+		err = chain_open_pool(delta, CHAIN_OPEN_RDWR | s->open_flags, s->io, s->pool,
+				      &d->chain);
 	if (delta)
 		unlink(delta);
 	if (dir)
@@ -124,23 +177,6 @@ static int open_nonpersistent(struct chain_server *s, struct chain_served *d)
 	free(delta);
 	free(dir);
 	return err;
-}
-
-/* Whether any extent of the layer at path has its unclean flag set. */
-static bool was_unclean(const char *path)
-{
-	struct vmdk_disk *d;
-	struct vmdk_extent_info ei;
-	struct vmdk_info info;
-	bool unclean = false;
-
-	if (vmdk_open(path, VMDK_OPEN_RDONLY, NULL, &d))
-		return false; /* the real open reports it */
-	vmdk_info_get(d, &info);
-	for (unsigned i = 0; i < info.nr_extents && !unclean; i++)
-		unclean = !vmdk_extent_info_get(d, i, &ei) && ei.unclean_shutdown;
-	vmdk_close(d);
-	return unclean;
 }
 
 /* A top left unclean was recovered by its dirty open: say so, once, with
@@ -155,14 +191,33 @@ static void report_recovery(struct chain_served *d)
 		d->top, (unsigned long long)r.leaked);
 }
 
+/* Whether every extent of the top records zeroed grains (GTE 1 of a
+ * zeroed-grain hosted sparse extent, seSparse's zero grains). */
+static bool top_zeroed_grains(struct chain *c)
+{
+	struct vmdk_disk *top = chain_layer(c, 0);
+	struct vmdk_extent_info ei;
+	struct vmdk_info info;
+
+	vmdk_info_get(top, &info);
+	for (unsigned i = 0; i < info.nr_extents; i++) {
+		if (vmdk_extent_info_get(top, i, &ei))
+			return false;
+		if (ei.kind != VMDK_EXT_SESPARSE &&
+		    !(ei.kind == VMDK_EXT_SPARSE && (ei.flags & VMDK_FLAG_ZEROED_GRAIN)))
+			return false;
+	}
+	return info.nr_extents > 0;
+}
+
 static int served_open(struct chain_server *s, struct chain_served *d)
 {
-	bool unclean;
 	int err;
 
 	switch (d->mode) {
 	case CHAIN_SERVE_RO:
-		return chain_open_pool(d->path, CHAIN_OPEN_RDONLY, NULL, s->pool, &d->chain);
+		return chain_open_pool(d->path, CHAIN_OPEN_RDONLY | s->open_flags, s->io,
+				       s->pool, &d->chain);
 	case CHAIN_SERVE_NONPERSISTENT:
 		return open_nonpersistent(s, d);
 	case CHAIN_SERVE_SNAPSHOT: /* d->top: made by the caller */
@@ -172,15 +227,14 @@ static int served_open(struct chain_server *s, struct chain_served *d)
 		if (!d->top)
 			return -ENOMEM;
 	}
-	unclean = was_unclean(d->top);
-	err = chain_open_pool(d->top, CHAIN_OPEN_RDWR | CHAIN_OPEN_DIRTY_OK, NULL,
+	err = chain_open_pool(d->top, CHAIN_OPEN_RDWR | CHAIN_OPEN_DIRTY_OK | s->open_flags, s->io,
 			      s->pool, &d->chain);
 	if (!err && !chain_writable(d->chain)) {
 		vd_err("%s: the top is read-only (file or extent access): it cannot be "
 		       "written", d->top);
 		return -EROFS;
 	}
-	if (!err && unclean)
+	if (!err && chain_recovered(d->chain))
 		report_recovery(d);
 	return err;
 }
@@ -220,6 +274,7 @@ static int server_add(struct chain_server *s, const char *path, const char *top,
 		return err;
 	}
 	d->st.nr_layers = chain_depth(d->chain);
+	d->zeroed_grains = chain_writable(d->chain) && top_zeroed_grains(d->chain);
 	s->disks[s->nr_disks++] = d;
 	if (out)
 		*out = d;
@@ -246,6 +301,14 @@ struct chain_pool *chain_server_pool(const struct chain_server *s) { return s->p
 struct chain_served *chain_server_disk(const struct chain_server *s, unsigned i)
 {
 	return i < s->nr_disks ? s->disks[i] : NULL;
+}
+
+struct chain_served *chain_server_find(const struct chain_server *s, const char *name)
+{
+	for (unsigned i = 0; i < s->nr_disks; i++)
+		if (!strcmp(s->disks[i]->name, name))
+			return s->disks[i];
+	return NULL;
 }
 
 int chain_server_flush(struct chain_server *s)
@@ -275,6 +338,7 @@ int chain_server_close(struct chain_server *s)
 	}
 	chain_pool_destroy(s->pool);
 	free(s->disks);
+	free(s->tmpdir);
 	free(s);
 	return err;
 }
@@ -432,17 +496,83 @@ int chain_served_write(struct chain_served *d, const void *buf, size_t len,
 	return err;
 }
 
-int chain_served_write_zeroes(struct chain_served *d, size_t len, uint64_t off)
+/* ---- zeroing ------------------------------------------------------------------- *
+ * A zero request is cut into the runs of the merged map.  Runs that read as
+ * zeros already (unallocated everywhere, zeroed grains) are left alone: the
+ * content does not change, and a delta allocates nothing for them.  A data
+ * run is widened to whole units inside the request, so the format layer
+ * sees whole grains where it can; a whole unit the top lacks becomes a
+ * zeroed grain when the top records them (no data written: "cheap"),
+ * anything else is real zeros written.  FAST refuses (-ENOTSUP, nothing
+ * written) a request with any part that is not cheap; TRIM does only the
+ * cheap parts. */
+
+bool chain_served_zeroed_grains(const struct chain_served *d) { return d->zeroed_grains; }
+
+/* The data run r widened to whole units and clipped to [off, end): [*a, *b),
+ * and its whole units [*body_a, *body_b) (empty: equal), the only part that
+ * can be cheap. */
+static void zero_span(struct chain_served *d, const struct chain_run *r, uint64_t off,
+		      uint64_t end, uint64_t span[4])
+{
+	uint64_t u = chain_unit(d->chain), size = chain_capacity(d->chain);
+	uint64_t a = VD_MAX(off, r->off / u * u);
+	uint64_t b = VD_MIN(end, VD_MIN(VD_DIV_ROUND_UP(r->off + r->len, u) * u, size));
+	uint64_t ba = VD_DIV_ROUND_UP(a, u) * u, bb = b == size ? b : b / u * u;
+
+	span[0] = a;
+	span[1] = b;
+	span[2] = VD_MIN(ba, b);
+	span[3] = VD_MAX(bb, span[2]);
+}
+
+/* One pass over the runs of [off, off+len): with apply false, only whether
+ * any part is not cheap (*slow); with apply true, the zeroing (of the cheap
+ * parts alone for a trim). */
+static int zero_pass(struct chain_served *d, size_t len, uint64_t off, unsigned flags,
+		     bool apply, bool *slow)
+{
+	uint64_t end = off + len, sp[4];
+	struct chain_run r;
+	int err = 0;
+
+	*slow = false;
+	for (uint64_t at = off; at < end && !err; at = r.off + r.len) {
+		err = chain_status(d->chain, at, end - at, &r);
+		if (err || r.kind != CHAIN_DATA)
+			continue;
+		zero_span(d, &r, off, end, sp);
+		bool cheap = d->zeroed_grains && r.layer > 0; /* for the body */
+		*slow |= !cheap || sp[0] < sp[2] || sp[3] < sp[1];
+		if (apply && !(flags & CHAIN_SERVE_ZERO_TRIM))
+			err = chain_pwrite_zeroes(d->chain, (size_t)(sp[1] - sp[0]), sp[0]);
+		else if (apply && cheap && sp[2] < sp[3])
+			err = chain_pwrite_zeroes(d->chain, (size_t)(sp[3] - sp[2]), sp[2]);
+	}
+	return err;
+}
+
+int chain_served_zero(struct chain_served *d, size_t len, uint64_t off, unsigned flags)
 {
 	int err = write_check(d, len, off);
+	bool slow = false;
 
-	if (!err)
-		err = chain_pwrite_zeroes(d->chain, len, off);
+	if (!err && (flags & CHAIN_SERVE_ZERO_FAST))
+		err = zero_pass(d, len, off, flags, false, &slow);
+	if (!err && slow)
+		return -ENOTSUP;
+	if (!err && len)
+		err = zero_pass(d, len, off, flags, true, &slow);
 	if (!err) {
 		count(&d->st.writes, 1);
 		count(&d->st.write_bytes, len);
 	}
 	return err;
+}
+
+int chain_served_write_zeroes(struct chain_served *d, size_t len, uint64_t off)
+{
+	return chain_served_zero(d, len, off, 0);
 }
 
 int chain_served_flush(struct chain_served *d)

@@ -1,4 +1,4 @@
-/* fuse_front — FUSE requests to serving-core calls (layer 3).
+/* fuse_front — FUSE requests to serving-core calls (layer 4).
  *
  * Owns: the low-level operations table, inode numbers (1 the folder, 2 the
  * control file, 3+i served disk i), attributes, open flags and the page
@@ -442,6 +442,8 @@ int fuse_front_run(struct chain_server *s, const char *mountpoint,
 	/* the mount is ready: the parent returns 0 to the shell from here */
 	fuse_daemonize(o->foreground);
 	if (fuse_set_signal_handlers(se) == 0) {
+		if (o->ready)
+			o->ready(o->opaque);
 		err = serve(se, o);
 		fuse_remove_signal_handlers(se);
 	}

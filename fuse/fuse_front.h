@@ -1,4 +1,4 @@
-/* fuse_front — the FUSE front end (layer 3, beside tools/): serves the
+/* fuse_front — the FUSE front end (layer 4, beside tools/): serves the
  * disks of a chain_server (chain.h) as regular files in a folder, through
  * libfuse3's low-level API.  Public header of fuse/.
  *
@@ -37,6 +37,10 @@ struct fuse_front_opts {
 	enum fuse_front_cache cache;
 	const char *mount_opts;        /* "-o" list for libfuse (allow_other, ...), or NULL */
 	unsigned max_threads;          /* 0: libfuse's default */
+	/* Called once in the serving process when the mount is ready and
+	 * stop signals are handled (a service manager's readiness), or NULL. */
+	void (*ready)(void *opaque);
+	void *opaque;
 };
 
 /* Mount the server's disks at mountpoint (an absolute path) and serve
@@ -46,9 +50,32 @@ struct fuse_front_opts {
  * 0 there (inside libfuse's fuse_daemonize), the child detaches (setsid,
  * cwd "/", stdio to /dev/null) and serves, so every path the server holds
  * must be absolute.  A failure before that returns -errno (reported) in
- * the one process there is, whose stderr is still the user's. */
+ * the one process there is, whose stderr is still the user's.  mountpoint
+ * may be "/dev/fd/N": a /dev/fuse descriptor already mounted by the caller
+ * (mount.fuse3's drop_privileges). */
 int fuse_front_run(struct chain_server *s, const char *mountpoint,
 		   const struct fuse_front_opts *o);
+
+/* The control file's fields, defined once for its writer (fuse_status.c)
+ * and its readers (vdelta mount --status): the key of each, and whether
+ * its value is a number (else text).  The mount record holds PID ..
+ * POOL_LAYERS, a disk's NAME .. DIRECT_BYTES, then FUSE_STATUS_LAYER_KEY
+ * for each of its layers (0 = the top). */
+#define FUSE_STATUS_FIELDS(X) \
+	X(PID, "pid", 1) X(MOUNTPOINT, "mountpoint", 0) X(CACHE, "cache", 0) \
+	X(DISKS, "disks", 1) X(POOL_LAYERS, "pool_layers", 1) \
+	X(NAME, "name", 0) X(MODE, "mode", 0) X(PATH, "path", 0) X(TOP, "top", 0) \
+	X(SIZE, "size", 1) X(LAYERS, "layers", 1) X(READS, "reads", 1) \
+	X(READ_BYTES, "read_bytes", 1) X(WRITES, "writes", 1) \
+	X(WRITE_BYTES, "write_bytes", 1) X(FLUSHES, "flushes", 1) \
+	X(COW_GRAINS, "cow_grains", 1) X(ZERO_BYTES, "zero_bytes", 1) \
+	X(WALKED_BYTES, "walked_bytes", 1) X(DIRECT_BYTES, "direct_bytes", 1)
+#define FUSE_STATUS_ENUM(n, k, num) FUSE_STATUS_##n,
+enum fuse_status_field { FUSE_STATUS_FIELDS(FUSE_STATUS_ENUM) FUSE_STATUS_NR };
+#define FUSE_STATUS_LAYER_KEY "layer%u_bytes"
+const char *fuse_status_key(enum fuse_status_field f);
+/* A number field, or a layer's bytes (else text). */
+bool fuse_status_numeric(const char *key);
 
 /* The control file's content (malloc'd, *len bytes). */
 int fuse_status_render(struct chain_server *s, const char *mountpoint,

@@ -34,25 +34,13 @@
 
 #include "group_int.h"
 
-int group_unlink(const char *path, const struct vd_io *io)
-{
-	int err = io->unlink(io, path);
-
-	if (err == -ENOENT)
-		return 0;
-	if (err)
-		vd_err("%s: cannot remove: %s", path, strerror(-err));
-	return err;
-}
-
 /* ---- scan ---------------------------------------------------------------------------- */
 
-/* Recorded children of node i that the scan did not find; a layer with
- * children found and no record has unknown children. */
+/* Recorded children of node i that the scan did not find. */
 static int find_unseen(struct group *g, unsigned i)
 {
 	struct group_tree *t = g->t;
-	char **rec, *side;
+	char **rec;
 	unsigned n;
 	int err = group_record_read(t->nodes[i].path, &rec, &n), c;
 
@@ -60,12 +48,6 @@ static int find_unseen(struct group *g, unsigned i)
 		if ((c = group_tree_find(t, rec[r])) < 0 || t->nodes[c].parent != (int)i)
 			err = vd_strv_add(&g->unseen[i], &g->nr_unseen[i], rec[r]);
 	vd_strv_free(rec, n);
-	if (!err && t->nodes[i].nr_children &&
-	    asprintf(&side, "%s%s", t->nodes[i].path, GROUP_CHILDREN_SUFFIX) >= 0) {
-		if (access(side, F_OK))
-			t->nodes[i].flags |= GROUP_TREE_UNKNOWN;
-		free(side);
-	}
 	return err;
 }
 

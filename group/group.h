@@ -69,7 +69,7 @@ enum {
 	GROUP_TREE_CAPACITY = 1u << 5, /* capacity differs from the parent's */
 	GROUP_TREE_GONE = 1u << 6,    /* merged away by this command (no links) */
 	GROUP_TREE_UNKNOWN = 1u << 7, /* children found, none recorded: its
-				       * children are unknown (group.c) */
+				       * children are unknown */
 };
 
 struct group_tree_node {
@@ -208,12 +208,15 @@ enum {
 
 /* The front door of the group commands: recover every intent record near
  * disk (its layers' folders) and in the folders scanned, then scan them.
- * disk may be any layer of the group. */
-int group_load(const char *disk, char *const *scan_dirs, unsigned nr_dirs,
+ * disk may be any layer of the group.  With GROUP_DRY_RUN the records are
+ * only reported (a dry run changes nothing, an interrupted operation
+ * included). */
+int group_load(const char *disk, char *const *scan_dirs, unsigned nr_dirs, unsigned flags,
 	       const struct vd_io *io, struct group **out);
 /* The same for several disks (of one group or of several). */
 int group_load_disks(char *const *disks, unsigned nr_disks, char *const *scan_dirs,
-		     unsigned nr_dirs, const struct vd_io *io, struct group **out);
+		     unsigned nr_dirs, unsigned flags, const struct vd_io *io,
+		     struct group **out);
 void group_free(struct group *g); /* NULL is a no-op */
 const struct group_tree *group_nodes(const struct group *g);
 /* Node of the layer at path (same file), or -ENOENT. */

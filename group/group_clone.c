@@ -6,6 +6,19 @@
  * can change it meanwhile), copy only what is allocated, and leave every
  * source file untouched — except that the parent of a --from-current
  * source gets the frozen mark if it lacked it (it has children).
+ *
+ * Write order of clone --from-current (a new layer appears whole or not
+ * at all; recovery = group_stage_resume):
+ *  F1. the parent is frozen (it has children already: the source);
+ *  F2. the record (new layer, staging folder .NEW.vdelta-clone, the parent
+ *      whose record gains it) is written;
+ *  F3. the new delta is made in the staging folder under its own name,
+ *      its hint written for where it will live, the source top's runs
+ *      copied into it (its parent's chain backing partial grains), closed
+ *      (fsynced) and compared with the source top;
+ *  F4. publish (group_stage.c P1-P6): publish=1, the parent's record names
+ *      the new layer (P1b), extents then the descriptor renamed in.
+ * Before F4 recovery discards the staging folder; from F4 on it finishes.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -21,7 +34,7 @@ static int refuse_existing(const char *path)
 	struct stat st;
 
 	if (lstat(path, &st))
-		return 0;
+		return group_layer_check_name(path);
 	vd_err("%s: already exists", path);
 	return -EEXIST;
 }
@@ -47,8 +60,9 @@ static int copy_data(struct chain *src, struct chain *dst, struct vmdk_disk *dst
 }
 
 /* --from-current: the top's own runs (src opened without parents, so
- * UNALLOC means "the parent's") land in dst, a delta over the same parent. */
-static int copy_top(struct chain *src, struct chain *dst)
+ * UNALLOC means "the parent's") land in dst, a delta over the same parent
+ * (its backing). */
+static int copy_top_into(struct chain *src, struct vmdk_disk *dst)
 {
 	uint8_t *buf = malloc(COPY_BUF);
 	struct chain_run r;
@@ -59,42 +73,115 @@ static int copy_top(struct chain *src, struct chain *dst)
 		if (err)
 			break;
 		if (r.kind == CHAIN_DATA)
-			err = copy_data(src, dst, NULL, buf, off, r.len, false);
+			err = copy_data(src, NULL, dst, buf, off, r.len, false);
 		else if (r.kind == CHAIN_ZERO)
-			err = chain_pwrite_zeroes(dst, r.len, off);
+			err = vmdk_pwrite_zeroes(dst, r.len, off);
 	}
 	free(buf);
-	return err ? err : chain_flush(dst);
+	return err ? err : vmdk_flush(dst);
+}
+
+const struct group_op group_op_clone = GROUP_STAGE_OP("clone");
+
+struct from_current {
+	struct chain *src;   /* the source top, alone */
+	struct chain *below; /* its parent's chain (locked: read) */
+	const char *parent, *final;
+};
+
+static int below_read(void *opaque, void *buf, size_t len, uint64_t off)
+{
+	return chain_pread(opaque, buf, len, off);
+}
+
+/* F3 (group_stage_fill_fn): staged is the staging folder + NEW's name. */
+static int fill_clone(void *opaque, const char *staged, const struct vd_io *io)
+{
+	struct from_current *f = opaque;
+	struct vmdk_create_opts o = {0};
+	struct vmdk_disk *d = NULL;
+	char *hint = NULL;
+	uint8_t *buf = NULL;
+	int err = group_rewrite_like(chain_layer(f->src, 0), chain_layer(f->src, 0), false, &o);
+
+	if (err == -ENOTSUP) /* a kind not rewritten: hosted sparse, as snapshot makes */
+		o = (struct vmdk_create_opts){ .subformat = VMDK_MONOLITHIC_SPARSE,
+					       .capacity = chain_capacity(f->src) };
+	err = err == -ENOTSUP ? 0 : err;
+	if (!err)
+		err = chain_hint_make(f->final, f->parent, &hint);
+	o.parent_hint = hint;
+	o.parent_cid = vmdk_cid(chain_layer(f->below, 0));
+	if (!err)
+		err = vmdk_create(staged, &o, io);
+	if (!err)
+		err = vmdk_open(staged, VMDK_OPEN_RDWR, io, &d);
+	if (!err) {
+		vmdk_set_backing(d, below_read, f->below);
+		err = copy_top_into(f->src, d);
+	}
+	if (d && vmdk_close(d) && !err)
+		err = -EIO;
+	d = NULL;
+	if (!err && !(err = vmdk_open(staged, VMDK_OPEN_RDONLY, io, &d)) &&
+	    (buf = malloc(2 * (size_t)GROUP_REWRITE_BUF)))
+		err = group_rewrite_compare(f->src, d, GROUP_CMP_CONTENT, NULL, buf,
+					    buf + GROUP_REWRITE_BUF);
+	else if (!err)
+		err = -ENOMEM;
+	if (err == -EIO)
+		vd_err("%s: the new delta does not read like %s: nothing published", staged,
+		       vmdk_path(chain_layer(f->src, 0)));
+	vmdk_close(d);
+	free(buf);
+	free(hint);
+	return err;
+}
+
+/* The parent of disk's top (the layer the new delta shares). */
+static int top_parent(const char *disk, const struct vd_io *io, char **parent)
+{
+	struct chain *c;
+	int err = chain_open(disk, CHAIN_OPEN_RDONLY, io, &c);
+
+	if (err)
+		return err;
+	if (chain_depth(c) < 2) {
+		vd_err("%s: has no parent, nothing to share: use clone --full", disk);
+		err = -EINVAL;
+	} else if (!(*parent = strdup(vmdk_path(chain_layer(c, 1)))))
+		err = -ENOMEM;
+	chain_close(c);
+	return err;
 }
 
 int group_clone_from_current(const char *disk, const char *new_path,
 			     const struct vd_io *io)
 {
-	struct chain *c, *src = NULL, *dst = NULL;
-	char *parent;
+	struct from_current f = { .final = new_path };
+	struct group_stage_rec *r = NULL;
+	char *parent = NULL;
 	int err = refuse_existing(new_path);
 
-	if (err || (err = chain_open(disk, CHAIN_OPEN_RDONLY, io, &c)))
-		return err;
-	if (chain_depth(c) < 2) {
-		vd_err("%s: has no parent, nothing to share: use clone --full", disk);
-		chain_close(c);
-		return -EINVAL;
-	}
-	parent = strdup(vmdk_path(chain_layer(c, 1)));
-	chain_close(c);
-	if (!parent)
-		return -ENOMEM;
-	err = group_create_child(parent, new_path, false, NULL, io);
+	io = io ? io : vd_io_posix();
 	if (!err)
-		err = chain_open(disk, CHAIN_OPEN_NO_PARENT, io, &src);
+		err = top_parent(disk, io, &parent);
+	f.parent = parent;
 	if (!err)
-		err = chain_open(new_path, CHAIN_OPEN_RDWR, io, &dst);
+		err = chain_open(disk, CHAIN_OPEN_NO_PARENT | CHAIN_OPEN_RDONLY, io, &f.src);
 	if (!err)
-		err = copy_top(src, dst);
-	chain_close(src);
-	if (chain_close(dst) && !err)
-		err = -EIO;
+		err = chain_open(parent, CHAIN_OPEN_RDONLY, io, &f.below);
+	if (!err) /* F1 */
+		err = chain_set_frozen(parent, true, CHAIN_OPEN_NOLOCK, io);
+	if (!err)
+		err = group_stage_new(&group_op_clone, new_path, &r);
+	if (!err && !(r->record_in = strdup(parent)))
+		err = -ENOMEM;
+	if (!err) /* F2-F4 */
+		err = group_stage_run(r, fill_clone, &f, io);
+	group_intent_free(r ? &r->in : NULL);
+	chain_close(f.below);
+	chain_close(f.src);
 	free(parent);
 	return err;
 }

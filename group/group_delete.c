@@ -71,6 +71,17 @@ static unsigned nr_found_children(const struct group_tree *t, int node)
 	return n;
 }
 
+/* Left without a disk once ours goes: our layer is its one found child, its
+ * children are known (only records of unseen children hold it) and it has
+ * no other name a disk could reach it by. */
+static bool orphaned(const struct group *g, int node)
+{
+	const struct group_tree *t = g->t;
+
+	return nr_found_children(t, node) == 1 && !group_unknown(g, node) &&
+	       !t->nodes[node].aliases;
+}
+
 /* Add node's files (and sidecar) to the intent and a REMOVE step. */
 static int delete_layer(const struct group *g, int node, struct delete_rec *r,
 			struct group_plan *plan)
@@ -94,16 +105,14 @@ static int delete_walk(const struct group *g, int d, unsigned flags,
 		below = at;
 		at = t->nodes[at].parent;
 	}
-	while (!err && (flags & GROUP_ORPHANS) && at >= 0 && below >= 0 &&
-	       nr_found_children(t, at) == 1 && !group_unknown(g, at)) {
+	while (!err && (flags & GROUP_ORPHANS) && at >= 0 && below >= 0 && orphaned(g, at)) {
 		err = delete_layer(g, at, r, plan);
 		below = at;
 		at = t->nodes[at].parent;
 	}
 	if (!err && at >= 0 && below >= 0) {
 		/* one found child (ours): only records of unseen children hold it */
-		bool orphan = nr_found_children(t, at) == 1;
-		err = group_plan_add(plan, orphan ? GROUP_STEP_ORPHAN : GROUP_STEP_KEEP,
+		err = group_plan_add(plan, orphaned(g, at) ? GROUP_STEP_ORPHAN : GROUP_STEP_KEEP,
 				     t->nodes[at].path, 0);
 		if (!err && !(r->parent = strdup(t->nodes[at].path)))
 			err = -ENOMEM;

@@ -39,8 +39,6 @@ int group_merge_node(const struct group *g, const char *layer, const char *what,
 /* The node of a disk (a top) an operation changes, refusing (reported) a
  * layer not found, a snapshot or a shared top. */
 int group_disk_node(const struct group *g, const char *disk, const char *what);
-/* Remove path (reported on failure; a missing file is fine). */
-int group_unlink(const char *path, const struct vd_io *io);
 
 /* ---- group_lock.c: the locks of one operation ------------------------------------------ */
 
@@ -179,8 +177,13 @@ int group_trust_record(struct group_intent *in);
 
 /* Paths of every file of the layer at path (descriptor first). */
 int group_layer_files(const char *path, char ***files, unsigned *nr);
+/* Refuse (-EINVAL, reported) a name for a new layer that the files made
+ * from it would not fit, or that a descriptor cannot carry back. */
+int group_layer_check_name(const char *path);
 /* Add the layer's files (descriptor first) and its sidecar record to v. */
 int group_layer_add_files(char ***v, unsigned *n, const char *layer);
+/* Remove path (reported on failure; a missing file is fine). */
+int group_layer_unlink(const char *path, const struct vd_io *io);
 /* Remove files in order, then fsync their folder. */
 int group_layer_remove_files(char *const *files, unsigned nr, const struct vd_io *io);
 /* The layer at child gets parentCID cid and a hint to parent (relative to
@@ -193,16 +196,18 @@ int group_layer_held_bytes(const char *layer, uint64_t *out);
 
 /* ---- group_stage.c: a layer replaced through a staging folder ------------------------------- */
 
-/* The record of revert, repair and promote --unlink (one layer swapped). */
+/* The record of revert, repair and promote --unlink (one layer swapped),
+ * and of clone --from-current (one new layer published). */
 struct group_stage_rec {
 	struct group_intent in;
+	char *record_in; /* a new layer: the parent whose record gains it (P1b) */
 	char *tmp;     /* the staging folder .NAME.vdelta-OP beside the layer */
 	char *parent;  /* promote: the shared layer whose record drops it */
 	bool publish;  /* the staged layer is being swapped in: finish */
-	char **files;  /* the layer's files before the swap */
+	char **files;  /* the layer's files before the swap (none: a new one) */
 	unsigned nr_files;
 };
-#define GROUP_STAGE_NR_FIELDS 4u
+#define GROUP_STAGE_NR_FIELDS 5u
 extern const struct group_field group_stage_fields[GROUP_STAGE_NR_FIELDS];
 /* The row of an operation made of one staged swap. */
 #define GROUP_STAGE_OP(op_name) \
@@ -249,12 +254,15 @@ struct vmdk_create_opts;
 int group_rewrite_like(struct vmdk_disk *top, struct vmdk_disk *base, bool flatten,
 		       struct vmdk_create_opts *o);
 /* 0 when dst reads like src (a chain, often one layer opened with
- * CHAIN_OPEN_NO_PARENT) over the whole capacity and, when alloc, holds the
- * same runs; -EIO (not reported) when it does not.  buf and buf2 hold
- * GROUP_REWRITE_BUF bytes each. */
+ * CHAIN_OPEN_NO_PARENT) over the whole capacity: CONTENT the same bytes;
+ * RUNS and the same runs held; LAYER the same runs held except zeros src
+ * holds where below (the layer's parents, NULL for a base) reads zeros
+ * too, which dst may drop.  -EIO (not reported) when it does not.  buf and
+ * buf2 hold GROUP_REWRITE_BUF bytes each. */
 #define GROUP_REWRITE_BUF (4u << 20)
-int group_rewrite_compare(struct chain *src, struct vmdk_disk *dst, bool alloc,
-			  uint8_t *buf, uint8_t *buf2);
+enum group_cmp { GROUP_CMP_CONTENT, GROUP_CMP_RUNS, GROUP_CMP_LAYER };
+int group_rewrite_compare(struct chain *src, struct vmdk_disk *dst, enum group_cmp mode,
+			  struct chain *below, uint8_t *buf, uint8_t *buf2);
 
 /* ---- group_pull.c ---------------------------------------------------------------------------- */
 
@@ -371,6 +379,7 @@ int group_unpack_find_needs(struct group_bundle_info *b, const char *dir,
 	X(repair)    \
 	X(promote)   \
 	X(relocate)  \
+	X(clone)     \
 	X(unpack)
 
 #define GROUP_OP_DECLARE(n) extern const struct group_op group_op_##n;

@@ -342,10 +342,10 @@ void group_intent_free(struct group_intent *in)
 int group_intent_done(const struct group_intent *in, const struct vd_io *io)
 {
 	char *tmp;
-	int err = group_unlink(in->path, io); /* (3) */
+	int err = group_layer_unlink(in->path, io); /* (3) */
 
 	if (!err && asprintf(&tmp, "%s.tmp", in->path) >= 0) {
-		err = group_unlink(tmp, io);
+		err = group_layer_unlink(tmp, io);
 		free(tmp);
 	}
 	return err ? err : io->sync_dir(io, in->path);

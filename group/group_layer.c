@@ -9,10 +9,36 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "group_int.h"
+
+/* The most a name grows by when vdelta derives files from it: an extent
+ * (-sesparse.vmdk for .vmdk), a record and its temporary, a staging
+ * folder (.NAME.vdelta-promote). */
+#define NAME_ROOM 24u
+
+int group_layer_check_name(const char *path)
+{
+	const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+	const char *why = NULL;
+
+	if (!*base)
+		why = "it has no file name";
+	else if (strlen(base) + NAME_ROOM > NAME_MAX || strlen(path) + NAME_ROOM >= PATH_MAX)
+		why = "it is too long for the files vdelta makes from it (records, extents)";
+	for (const char *c = path; !why && *c; c++)
+		if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20 || *c == 0x7f)
+			why = "a descriptor cannot carry it back (a quote, a backslash or a "
+			      "control character: parent hints and extent names are quoted "
+			      "strings where a backslash separates Windows folders)";
+	if (!why)
+		return 0;
+	vd_err("%s: refused as a name for a new layer: %s; nothing written", path, why);
+	return -EINVAL;
+}
 
 int group_layer_files(const char *path, char ***files, unsigned *nr)
 {
@@ -44,12 +70,23 @@ int group_layer_add_files(char ***v, unsigned *n, const char *layer)
 	return err;
 }
 
+int group_layer_unlink(const char *path, const struct vd_io *io)
+{
+	int err = io->unlink(io, path);
+
+	if (err == -ENOENT)
+		return 0;
+	if (err)
+		vd_err("%s: cannot remove: %s", path, strerror(-err));
+	return err;
+}
+
 int group_layer_remove_files(char *const *files, unsigned nr, const struct vd_io *io)
 {
 	int err = 0;
 
 	for (unsigned i = 0; !err && i < nr; i++)
-		err = group_unlink(files[i], io);
+		err = group_layer_unlink(files[i], io);
 	if (!err && nr)
 		err = io->sync_dir(io, files[0]);
 	return err;

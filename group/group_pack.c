@@ -565,7 +565,7 @@ int group_pack(char *const *disks, unsigned nr_disks, char *const *scan, unsigne
 {
 	struct pack p = { .o = o, .progress = { .progress = o->progress,
 						.progress_opaque = o->progress_opaque } };
-	int err = group_load_disks(disks, nr_disks, scan, nr_scan, io, &p.g);
+	int err = group_load_disks(disks, nr_disks, scan, nr_scan, 0, io, &p.g);
 
 	if (!err)
 		err = pack_alloc(&p);

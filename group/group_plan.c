@@ -24,17 +24,23 @@ int group_plan_add(struct group_plan *p, enum group_step_kind kind, const char *
 	return s[p->nr_steps++].path ? 0 : -ENOMEM;
 }
 
+/* The records an operation writes beside its data: its intent record and
+ * the sidecar records it edits, each with its temporary (a few files of at
+ * most GROUP_MAX_RECORD bytes). */
+#define RECORDS_RESERVE (8ull * GROUP_MAX_RECORD)
+
 int group_plan_space(struct group_plan *p, const char *path)
 {
 	struct statvfs sv;
 	char *dir = vd_dirname(path);
 	int err = dir && !statvfs(dir, &sv) ? 0 : dir ? -errno : -ENOMEM;
+	uint64_t need = p->space_needed + RECORDS_RESERVE;
 
 	if (!err)
 		p->space_avail = (uint64_t)sv.f_bavail * sv.f_frsize;
-	if (!err && p->space_needed > p->space_avail) {
-		vd_err("%s: %llu bytes needed, %llu free: %s refused, nothing changed",
-		       dir, (unsigned long long)p->space_needed,
+	if (!err && need > p->space_avail) {
+		vd_err("%s: %llu bytes needed (data and the operation's records), %llu free: "
+		       "%s refused, nothing changed", dir, (unsigned long long)need,
 		       (unsigned long long)p->space_avail, p->op);
 		err = -ENOSPC;
 	}

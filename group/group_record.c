@@ -136,7 +136,7 @@ int group_record_update(const char *parent, const char *gone, char *const *added
 	if (!err && k > VD_STRV_MAX)
 		err = -E2BIG;
 	if (!err && !k) /* no child left: no record */
-		err = group_unlink(path, io);
+		err = group_layer_unlink(path, io);
 	else if (!err)
 		err = record_text(parent, v, k, &text);
 	if (!err && text && (err = vd_write_durable(io, path, text, strlen(text))))

@@ -193,7 +193,8 @@ static bool of_groups(const struct group *g, char *const *disks, unsigned nr,
  * (another group's interrupted operation is not this command's); the scan
  * is redone when there was one. */
 static int recover_scanned(char *const *disks, unsigned nr, char *const *extra,
-			   unsigned nr_extra, const struct vd_io *io, struct group **g)
+			   unsigned nr_extra, unsigned rflags, const struct vd_io *io,
+			   struct group **g)
 {
 	const struct group_tree *t = group_nodes(*g);
 	unsigned done = 0;
@@ -204,10 +205,10 @@ static int recover_scanned(char *const *disks, unsigned nr, char *const *extra,
 			return 0; /* reported by the operation */
 	for (unsigned i = 0; !err && i < t->nr_intents; i++)
 		if (of_groups(*g, disks, nr, t->intents[i]) && !access(t->intents[i], F_OK)) {
-			err = group_recover(t->intents[i], GROUP_RECOVER_FINISH, io);
+			err = group_recover(t->intents[i], rflags, io);
 			done++;
 		}
-	if (err || !done)
+	if (err || !done || !(rflags & GROUP_RECOVER_FINISH))
 		return err;
 	group_free(*g);
 	*g = NULL;
@@ -215,18 +216,20 @@ static int recover_scanned(char *const *disks, unsigned nr, char *const *extra,
 }
 
 int group_load_disks(char *const *disks, unsigned nr_disks, char *const *extra,
-		     unsigned nr_extra, const struct vd_io *io, struct group **out)
+		     unsigned nr_extra, unsigned flags, const struct vd_io *io,
+		     struct group **out)
 {
+	unsigned rflags = flags & GROUP_DRY_RUN ? 0 : GROUP_RECOVER_FINISH;
 	struct group *g = NULL;
 	int err = 0;
 
 	io = io ? io : vd_io_posix();
 	for (unsigned i = 0; !err && i < nr_disks; i++)
-		err = group_recover_near(disks[i], GROUP_RECOVER_FINISH, io, NULL);
+		err = group_recover_near(disks[i], rflags, io, NULL);
 	if (!err)
 		err = group_scan_disks(disks, nr_disks, extra, nr_extra, &g);
 	if (!err)
-		err = recover_scanned(disks, nr_disks, extra, nr_extra, io, &g);
+		err = recover_scanned(disks, nr_disks, extra, nr_extra, rflags, io, &g);
 	if (err) {
 		group_free(g);
 		return err;
@@ -235,10 +238,10 @@ int group_load_disks(char *const *disks, unsigned nr_disks, char *const *extra,
 	return 0;
 }
 
-int group_load(const char *disk, char *const *extra, unsigned nr_extra,
+int group_load(const char *disk, char *const *extra, unsigned nr_extra, unsigned flags,
 	       const struct vd_io *io, struct group **out)
 {
 	char *const one[1] = { (char *)disk };
 
-	return group_load_disks(one, disk ? 1 : 0, extra, nr_extra, io, out);
+	return group_load_disks(one, disk ? 1 : 0, extra, nr_extra, flags, io, out);
 }

@@ -158,7 +158,7 @@ static int intents_done(const struct relocate_rec *in, const struct vd_io *io,
 		if (asprintf(&rec, "%s%s%s", tops[i / 2], GROUP_INTENT_SUFFIX,
 			     i % 2 ? "" : ".tmp") < 0)
 			return -ENOMEM;
-		err = group_unlink(rec, io);
+		err = group_layer_unlink(rec, io);
 		if (!err && i % 2)
 			err = io->sync_dir(io, rec);
 		free(rec);
@@ -172,7 +172,7 @@ static int roll_back(const struct relocate_rec *in, const struct vd_io *io)
 	int err = 0;
 
 	for (unsigned i = in->nr_created; !err && i-- > 0;)
-		err = group_unlink(in->created[i], io);
+		err = group_layer_unlink(in->created[i], io);
 	if (!err && in->nr_created)
 		err = io->sync_dir(io, in->created[0]);
 	if (!err && in->attach && in->attach_child)
@@ -186,7 +186,7 @@ static int roll_forward(const struct relocate_rec *in, const struct vd_io *io)
 	int err = 0;
 
 	for (unsigned i = 0; !err && i < in->nr_files; i++) { /* L5 */
-		err = group_unlink(in->files[i], io);
+		err = group_layer_unlink(in->files[i], io);
 		if (!err)
 			err = io->sync_dir(io, in->files[i]);
 	}
@@ -332,7 +332,7 @@ static int same_layer(struct relocate *r, const char *src, const char *path)
 	if (!err && vmdk_cid(d) != vmdk_cid(chain_layer(c, 0)))
 		err = -EIO;
 	if (!err)
-		err = group_rewrite_compare(c, d, true, r->buf, r->buf2);
+		err = group_rewrite_compare(c, d, GROUP_CMP_RUNS, NULL, r->buf, r->buf2);
 	vmdk_close(d);
 	chain_close(c);
 	return err;

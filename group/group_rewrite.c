@@ -41,6 +41,7 @@
 
 struct rewrite {
 	struct chain *src;      /* the layer (alone) or its chain (flatten) */
+	struct chain *below;    /* the layer's parents (not flattening), or NULL */
 	struct vmdk_disk *top;  /* chain_layer(src, 0) */
 	struct vmdk_disk *dst;
 	bool flatten;
@@ -157,7 +158,25 @@ static int rewrite_create(struct rewrite *w, const char *tmp, const struct vd_io
 	return err ? err : vmdk_create(tmp, &o, io);
 }
 
-/* K2: one run of the source into dst. */
+/* Does everything below the layer read zeros over [off, off+len)?  (Yes
+ * for a base.)  buf holds GROUP_REWRITE_BUF bytes. */
+static int below_zero(struct chain *below, uint64_t off, uint64_t len, uint8_t *buf)
+{
+	struct chain_run r;
+	int err = 0;
+
+	for (uint64_t end = off + len; below && !err && off < end; off += r.len) {
+		err = chain_status(below, off, VD_MIN(end - off, (uint64_t)GROUP_REWRITE_BUF), &r);
+		if (!err && r.kind == CHAIN_DATA && !(err = chain_pread(below, buf, r.len, off)) &&
+		    !vd_is_zero(buf, r.len))
+			return 0;
+	}
+	return err ? err : 1;
+}
+
+/* K2: one run of the source into dst.  Zeros the layer holds are dropped
+ * where its parents read zeros too, and kept (a zeroed grain, or zeros
+ * written) where they would uncover a parent's data. */
 static int rewrite_run(struct rewrite *w, const struct chain_run *r)
 {
 	bool zero = r->kind == CHAIN_ZERO;
@@ -167,9 +186,10 @@ static int rewrite_run(struct rewrite *w, const struct chain_run *r)
 		return 0;
 	if (!zero)
 		err = chain_pread(w->src, w->buf, r->len, r->off);
-	if (!err && (zero || vd_is_zero(w->buf, r->len)))
-		err = w->flatten ? 0 : vmdk_pwrite_zeroes(w->dst, r->len, r->off);
-	else if (!err)
+	if (!err && (zero || vd_is_zero(w->buf, r->len)) && !w->flatten)
+		err = (err = below_zero(w->below, r->off, r->len, w->buf2)) < 0 ? err
+		      : err ? 0 : vmdk_pwrite_zeroes(w->dst, r->len, r->off);
+	else if (!err && !(w->flatten && vd_is_zero(w->buf, r->len)))
 		err = vmdk_pwrite(w->dst, w->buf, r->len, r->off);
 	group_plan_progress(w->plan, &w->done, r->len, w->total);
 	return err;
@@ -199,8 +219,30 @@ static int rewrite_copy(struct rewrite *w)
 	return err ? err : vmdk_desc_write(w->dst);
 }
 
-int group_rewrite_compare(struct chain *src, struct vmdk_disk *dst, bool alloc,
-			  uint8_t *buf, uint8_t *buf2)
+/* One piece of a comparison (one kind on each side): 0, or -EIO. */
+static int compare_piece(struct chain *src, struct vmdk_disk *dst, enum group_cmp mode,
+			 struct chain *below, const struct chain_run *r, enum vmdk_bs kd,
+			 uint8_t *buf, uint8_t *buf2)
+{
+	bool held = r->kind != CHAIN_UNALLOC, dheld = kd != VMDK_BS_UNALLOC;
+	int err;
+
+	if (mode != GROUP_CMP_CONTENT && held != dheld && (!held || mode == GROUP_CMP_RUNS))
+		return -EIO;
+	if (r->kind != CHAIN_DATA && kd != VMDK_BS_DATA)
+		return 0; /* both read zeros: nothing to compare */
+	if ((err = chain_pread(src, buf, r->len, r->off)))
+		return err;
+	if (mode == GROUP_CMP_LAYER && held && !dheld) /* zeros dropped over zeros */
+		return vd_is_zero(buf, r->len) && below_zero(below, r->off, r->len, buf2) == 1
+		       ? 0 : -EIO;
+	if ((err = vmdk_pread(dst, buf2, r->len, r->off)))
+		return err;
+	return memcmp(buf, buf2, r->len) ? -EIO : 0;
+}
+
+int group_rewrite_compare(struct chain *src, struct vmdk_disk *dst, enum group_cmp mode,
+			  struct chain *below, uint8_t *buf, uint8_t *buf2)
 {
 	uint64_t cap = chain_capacity(src), m;
 	enum vmdk_bs kd;
@@ -213,13 +255,8 @@ int group_rewrite_compare(struct chain *src, struct vmdk_disk *dst, bool alloc,
 			err = vmdk_block_status(dst, off, r.len, &kd, &m);
 		if (!err && m < r.len)
 			r.len = m;
-		if (!err && alloc && (r.kind == CHAIN_UNALLOC) != (kd == VMDK_BS_UNALLOC))
-			err = -EIO;
-		if (!err && r.kind != CHAIN_DATA && kd != VMDK_BS_DATA)
-			continue; /* both read zeros: nothing to compare */
-		if (!err && !(err = chain_pread(src, buf, r.len, off)) &&
-		    !(err = vmdk_pread(dst, buf2, r.len, off)) && memcmp(buf, buf2, r.len))
-			err = -EIO;
+		if (!err)
+			err = compare_piece(src, dst, mode, below, &r, kd, buf, buf2);
 	}
 	return err;
 }
@@ -230,10 +267,33 @@ static int rewrite_verify(struct rewrite *w)
 	int err = vmdk_cid(w->top) == vmdk_cid(w->dst) ? 0 : -EIO;
 
 	if (!err)
-		err = group_rewrite_compare(w->src, w->dst, !w->flatten, w->buf, w->buf2);
+		err = group_rewrite_compare(w->src, w->dst,
+					    w->flatten ? GROUP_CMP_CONTENT : GROUP_CMP_LAYER,
+					    w->below, w->buf, w->buf2);
 	if (err == -EIO)
 		vd_err("%s: the rewritten copy %s does not read like it: left as it was",
 		       vmdk_path(w->top), vmdk_path(w->dst));
+	return err;
+}
+
+static int below_read(void *opaque, void *buf, size_t len, uint64_t off)
+{
+	return chain_pread(opaque, buf, len, off);
+}
+
+/* The parents of the layer at path (read-locked), when it has any. */
+static int open_below(struct rewrite *w, const char *path, const struct vd_io *io)
+{
+	const char *hint = vmdk_parent_hint(w->top);
+	char *pp;
+	int err;
+
+	if (w->flatten || !hint)
+		return 0;
+	err = chain_hint_resolve(path, hint, vmdk_desc_get(w->top, "ddb.nativeParentHint"), &pp);
+	if (!err)
+		err = chain_open(pp, CHAIN_OPEN_RDONLY | CHAIN_OPEN_DIRTY_OK, io, &w->below);
+	free(pp);
 	return err;
 }
 
@@ -245,6 +305,8 @@ static int rewrite_into(void *opaque, const char *tmp, const struct vd_io *io)
 
 	if (!err)
 		err = vmdk_open(tmp, VMDK_OPEN_RDWR, io, &w->dst);
+	if (!err && w->below) /* zeros it holds keep masking what lies below */
+		vmdk_set_backing(w->dst, below_read, w->below);
 	if (!err)
 		err = rewrite_copy(w);
 	if (w->dst && vmdk_close(w->dst) && !err)
@@ -279,8 +341,11 @@ int group_rewrite(const struct group_op *op, const char *path, bool flatten,
 		err = chain_open(path, flags, io, &w.src);
 	if (!err) {
 		w.top = chain_layer(w.src, 0);
-		err = group_stage_run(r, rewrite_into, &w, io); /* K1-K4 */
+		err = open_below(&w, path, io);
 	}
+	if (!err)
+		err = group_stage_run(r, rewrite_into, &w, io); /* K1-K4 */
+	chain_close(w.below);
 	chain_close(w.src);
 	group_intent_free(r ? &r->in : NULL);
 	free(w.buf);

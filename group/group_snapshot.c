@@ -172,11 +172,11 @@ static int child_over(const char *parent, const char *new_path, bool require_fro
 		      const struct group_child_opts *o, const struct vd_io *io)
 {
 	struct parent_info pi;
-	bool was_frozen, can_mark;
+	bool was_frozen, can_mark, marked;
 	struct vmdk_disk *d;
-	int err = vmdk_open(parent, VMDK_OPEN_RDONLY, io, &d);
+	int err = group_layer_check_name(new_path); /* 1: before anything is written */
 
-	if (err)
+	if (err || (err = vmdk_open(parent, VMDK_OPEN_RDONLY, io, &d)))
 		return err;
 	was_frozen = chain_is_frozen(d);
 	can_mark = markable(d);
@@ -193,6 +193,7 @@ static int child_over(const char *parent, const char *new_path, bool require_fro
 			"never writes it", parent);
 	if (can_mark) /* 2 */
 		err = chain_set_frozen(parent, true, o->flags & CHAIN_OPEN_DIRTY_OK, io);
+	marked = !err && can_mark && !was_frozen;
 	if (!err && can_mark) /* as it is now that no one may write it */
 		err = describe_path(parent, io, &pi);
 	if (!err && can_mark)
@@ -201,7 +202,7 @@ static int child_over(const char *parent, const char *new_path, bool require_fro
 		err = create_delta(new_path, parent, &pi, o->kind, io); /* 4 */
 	if (err && access(new_path, F_OK)) /* never made */
 		group_record_drop(parent, new_path, io);
-	if (err && !was_frozen && can_mark)
+	if (err && marked)
 		chain_set_frozen(parent, false, o->flags & CHAIN_OPEN_DIRTY_OK, io);
 	return err;
 }

@@ -12,6 +12,9 @@
  * in the staging folder before P1):
  *  P1. the intent record is rewritten with publish=1: from here recovery
  *      finishes the swap instead of discarding the staged layer;
+ *  P1b. (a new layer: clone --from-current) the parent's sidecar record
+ *      names it, before its name appears (a record of a child not there
+ *      yet only makes the parent count as shared);
  *  P2. each staged extent file is renamed into the layer's folder (over
  *      the layer's extent of the same name, if any) — extents before the
  *      descriptor, so the descriptor published in P3 never names a file
@@ -40,6 +43,8 @@
 #include "group_int.h"
 
 const struct group_field group_stage_fields[GROUP_STAGE_NR_FIELDS] = {
+	GROUP_FIELD_ONE(struct group_stage_rec, record_in, "record_in", GROUP_FIELD_LAYER,
+			GROUP_LOCK_NONE),
 	GROUP_FIELD_ONE(struct group_stage_rec, tmp, "tmp", GROUP_FIELD_TEXT, GROUP_LOCK_NONE),
 	GROUP_FIELD_ONE(struct group_stage_rec, parent, "parent", GROUP_FIELD_LAYER,
 			GROUP_LOCK_NONE),
@@ -120,11 +125,11 @@ int group_stage_remove(const char *tmp, const struct vd_io *io)
 	int err;
 
 	if (!lstat(tmp, &st) && !S_ISDIR(st.st_mode))
-		return group_unlink(tmp, io); /* a single temporary file */
+		return group_layer_unlink(tmp, io); /* a single temporary file */
 	err = group_stage_list(tmp, &names, &nr);
 	for (unsigned i = 0; !err && i < nr; i++) {
 		char *p = vd_path_join(tmp, names[i]);
-		err = p ? group_unlink(p, io) : -ENOMEM;
+		err = p ? group_layer_unlink(p, io) : -ENOMEM;
 		free(p);
 	}
 	vd_strv_free(names, nr);
@@ -217,7 +222,7 @@ static int stage_drop_old(const struct group_stage_rec *r, const struct vd_io *i
 		for (unsigned j = 0; j < nr; j++)
 			named |= vd_same_file(r->files[i], now[j]);
 		if (!named)
-			err = group_unlink(r->files[i], io);
+			err = group_layer_unlink(r->files[i], io);
 	}
 	vd_strv_free(now, nr);
 	if (!err)
@@ -228,8 +233,11 @@ static int stage_drop_old(const struct group_stage_rec *r, const struct vd_io *i
 /* P2-P6 (also recovery's roll forward). */
 static int stage_finish(const struct group_stage_rec *r, const struct vd_io *io)
 {
-	int err = stage_move(r, io); /* P2, P3 */
+	int err = r->record_in ? group_record_update(r->record_in, NULL, &r->in.target, 1, io)
+			       : 0; /* P1b */
 
+	if (!err)
+		err = stage_move(r, io); /* P2, P3 */
 	if (!err && r->parent) /* P4 */
 		err = group_record_update(r->parent, r->in.target, NULL, 0, io);
 	if (!err)
@@ -251,8 +259,9 @@ int group_stage_run(struct group_stage_rec *r, group_stage_fill_fn *fill, void *
 {
 	struct group_locks locks = {0};
 	char *staged = stage_path(r);
-	bool written = false;
-	int err = staged ? group_layer_files(r->in.target, &r->files, &r->nr_files) : -ENOMEM;
+	bool written = false, exists = !access(r->in.target, F_OK);
+	int err = !staged ? -ENOMEM
+		  : exists ? group_layer_files(r->in.target, &r->files, &r->nr_files) : 0;
 
 	if (!err) /* no one else uses the layer from here to the end */
 		err = group_intent_lock(&r->in, &locks);

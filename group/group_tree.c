@@ -473,6 +473,19 @@ static uint64_t full_size(const char *path)
 	return sum;
 }
 
+/* A sidecar record of the children vdelta gave the layer exists. */
+static bool has_record(const char *path)
+{
+	char *side;
+	bool found;
+
+	if (asprintf(&side, "%s%s", path, GROUP_CHILDREN_SUFFIX) < 0)
+		return true; /* no memory: not a reason to refuse */
+	found = !access(side, F_OK);
+	free(side);
+	return found;
+}
+
 /* Links, children, reach, roots and flags, once every node is linked. */
 static void finish(struct group_tree *t, unsigned flags)
 {
@@ -500,6 +513,8 @@ static void finish(struct group_tree *t, unsigned flags)
 		}
 		if (n->frozen && leaf)
 			n->flags |= GROUP_TREE_ORPHAN;
+		if (!leaf && !has_record(n->path))
+			n->flags |= GROUP_TREE_UNKNOWN;
 		if (leaf && readable && (flags & GROUP_SCAN_SIZES))
 			n->full_bytes = full_size(n->path);
 	}

@@ -710,7 +710,9 @@ static int open_dir(struct unpack *u, const char *dir)
 	}
 	if (!(probe = vd_path_join(u->dir, STAGE_SUFFIX)))
 		return -ENOMEM;
-	err = group_recover_near(probe, GROUP_RECOVER_FINISH, u->io, NULL); /* front door */
+	/* the front door: a dry run only reports what it finds */
+	err = group_recover_near(probe, u->o->flags & GROUP_DRY_RUN ? 0 : GROUP_RECOVER_FINISH,
+				 u->io, NULL);
 	free(probe);
 	return err ? err : lock_dir(u->dir, &u->dir_fd);
 }

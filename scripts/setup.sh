@@ -20,12 +20,22 @@ case $build in /*) ;; *) build=$src/$build ;; esac
 # multi-GiB corpus disks in the stream unit tests; python3: test helpers;
 # fio, e2fsprogs, util-linux: workloads, mkfs/fsck and loop devices through
 # a mount; strace: independent I/O counts; gnuplot-nox: bench plots;
-# socat, iproute2: bundles piped between two network namespaces; rsync: the
-# pack benchmark's peer).
+# nbdkit, nbdkit-plugin-dev: the NBD server and the header its plugin is
+# built against; libnbd-bin, python3-libnbd: nbdinfo, nbdcopy, nbdfuse and
+# scripted NBD clients; iproute2: the tests' second host, a network
+# namespace (fio's nbd engine comes with fio, over libnbd);
+# qemu-system-common: qemu-storage-daemon, a running user of a disk in the
+# lock tests and a peer of the mount in the benchmarks; scdoc: the man
+# pages; groff, man-db: rendering them in the tests; bash-completion, zsh:
+# loading the completions; systemd: systemd-analyze verify of the unit;
+# debhelper, dpkg-dev, lintian: the Debian package; socat: bundles piped
+# between two network namespaces; rsync: the pack benchmark's peer).
 packages=(meson ninja-build pkg-config gcc libfuse3-dev fuse3 zlib1g-dev
 	  libzstd-dev libxxhash-dev xxhash libcmocka-dev libssl-dev qemu-utils
 	  libvmdk-utils python3 fio e2fsprogs util-linux strace gnuplot-nox
-	  socat iproute2 rsync)
+	  nbdkit nbdkit-plugin-dev libnbd-bin python3-libnbd iproute2
+	  qemu-system-common scdoc groff man-db bash-completion zsh systemd debhelper
+	  dpkg-dev lintian socat rsync)
 
 missing=()
 for p in "${packages[@]}"; do

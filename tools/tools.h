@@ -6,10 +6,18 @@
  * meter (tools_progress.c) and the one place that opens a disk for reading
  * (tools_disk.c).
  *
- * Adding a command: write tools_NAME.c defining
- *	const struct tools_cmd tools_cmd_NAME = { "NAME", summary, usage, run };
- * add the file to tools/meson.build and one X(NAME) line to TOOLS_CMDS in
- * vdelta.c.
+ * Adding a command is three things: its file, one table line, its page.
+ *  1. tools_NAME.c (listed in tools/meson.build) defining
+ *	#include "tools_pages.h"
+ *	const struct tools_cmd tools_cmd_NAME = {
+ *		.name = "NAME", TOOLS_PAGE(NAME), .run = NAME_run,
+ *	};
+ *  2. one X(NAME) line in TOOLS_CMDS in vdelta.c;
+ *  3. its page source tools/pages/vdelta-NAME.1.scd (and NAME in the list in
+ *     tools/pages/meson.build).  The build makes from the page both the
+ *     summary and help text (tools_pages.c, which TOOLS_PAGE names) and
+ *     the man page vdelta-NAME(1), and the shell completions learn the
+ *     command's options from it (HACKING.md, "Pages").
  *
  * Errors: the library reports its own errors through the log callback that
  * vdelta.c installs (printed as "vdelta: <msg>").  A command reports only
@@ -22,6 +30,7 @@
 #define VDELTA_TOOLS_H
 
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "common.h"
 #include "vmdk.h"
@@ -32,9 +41,10 @@ enum { TOOLS_OK = 0, TOOLS_ERR = 1, TOOLS_USAGE = 2 };
 
 struct tools_cmd {
 	const char *name;
-	const char *summary; /* one line, for `vdelta help` */
-	/* Synopsis after "vdelta NAME " on the first line, then an optional
-	 * blank line and option descriptions, for `vdelta help NAME`. */
+	const char *summary; /* one line, for `vdelta help` (the page's NAME) */
+	/* Synopsis after "vdelta NAME " on the first line, then a blank line,
+	 * the description and the options, for `vdelta help NAME` (the page's
+	 * SYNOPSIS, DESCRIPTION and OPTIONS rendered as text). */
 	const char *usage;
 	/* argv[0] is "vdelta NAME" (for getopt's messages); returns TOOLS_*. */
 	int (*run)(int argc, char **argv);
@@ -46,6 +56,8 @@ struct tools_cmd {
 
 /* Print "vdelta: <msg>" to stderr (a newline is added). */
 void tools_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Print "vdelta: warning: <msg>" to stderr (not counted as an error). */
+void tools_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Report a failure on `file` unless an error (library or tools_err) was
  * printed since the last tools_fail; returns TOOLS_ERR. */
 int tools_fail(const char *file, int rc);
@@ -146,6 +158,46 @@ int tools_chain_info(const char *path, bool json, unsigned chain_flags);
 int tools_mount_status(const char *mnt, bool json);
 /* The pid of the daemon serving MOUNTPOINT (from its control file). */
 int tools_mount_pid(const char *mnt, long *pid);
+/* Wait until process pid has exited (gone, or a zombie whoever reaps it):
+ * a daemon exits once it has flushed and closed every disk.  -ETIMEDOUT. */
+int tools_wait_exit(pid_t pid, unsigned timeout_s);
+/* Gone, or a zombie: it has exited, whoever reaps it. */
+bool tools_pid_exited(pid_t pid);
+
+/* ---- mounting at boot (tools_mount_conf.c, tools_fstab.c, tools_notify.c) ---------- */
+
+/* One "key = value" line of a --config file (value NULL for a key alone);
+ * reports its own errors naming file:line; returns TOOLS_*. */
+typedef int tools_mount_conf_fn(void *opaque, const char *file, unsigned line,
+				const char *key, const char *value);
+/* Read the file at path ('#' comments, at most 64 KiB) and hand each pair
+ * to fn in order, stopping at the first that fails; returns TOOLS_*. */
+int tools_mount_conf_read(const char *path, tools_mount_conf_fn *fn, void *opaque);
+
+/* `vdelta SOURCE MOUNTPOINT [-o OPTS]`, as mount.fuse3 runs a filesystem:
+ * true when argv (argv[1] being no command) has that form. */
+bool tools_fstab_form(int argc, char **argv);
+
+/* The same as the arguments of `vdelta mount` (argv[0] "mount"). */
+struct tools_fstab {
+	int argc;
+	char **argv;  /* NULL-terminated */
+	char **words; /* argv's strings, owned (argv[0] may be replaced) */
+	bool fake;    /* -f: mount(8)'s --fake, nothing to do */
+};
+
+/* Fills f (free it with tools_fstab_free even on failure); TOOLS_*. */
+int tools_fstab_parse(int argc, char **argv, struct tools_fstab *f);
+void tools_fstab_free(struct tools_fstab *f);
+
+/* sd_notify(3): send state ("READY=1", "STOPPING=1", ...) to the service
+ * manager at $NOTIFY_SOCKET; 0 when none is set, else 0 or -errno. */
+int tools_notify(const char *state);
+/* stderr is the journal ($JOURNAL_STREAM): lines may carry "<N>" priorities. */
+bool tools_notify_journal(void);
+
+/* The commit vdelta was built from ("" outside git; tools_version.c.in). */
+extern const char tools_version_commit[];
 
 /* ---- small shared helpers (vdelta.c) ----------------------------------------------- */
 

@@ -10,6 +10,7 @@
 
 #include "group.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_snapshot, tools_cmd_clone;
 
@@ -90,22 +91,7 @@ static int snapshot_run(int argc, char **argv)
 const struct tools_cmd tools_cmd_snapshot = {
 	.name = "snapshot",
 	.writes = true,
-	.summary = "freeze a disk's top layer and add an empty delta over it",
-	.usage = "[-t KIND] [--force-dirty] DISK\n"
-		 "\n"
-		 "DISK is the current top.  The top is marked frozen (ddb.vdelta.frozen)\n"
-		 "and never written again; a new empty delta NAME-00000N.vmdk is made\n"
-		 "beside it.  Prints the new top's path: write into that from now on.\n"
-		 "\n"
-		 "  -t, --subformat KIND  the delta's kind: monolithicSparse,\n"
-		 "                        twoGbMaxExtentSparse, vmfsSparse, seSparse.\n"
-		 "                        Default: what the top's product makes there --\n"
-		 "                        over ESXi disks vmfsSparse (NAME-00000N-delta.vmdk;\n"
-		 "                        seSparse from 2 TiB or over seSparse), hosted\n"
-		 "                        sparse otherwise.\n"
-		 "  --force-dirty         freeze DISK even though its uncleanShutdown flag\n"
-		 "                        is set (a writer was interrupted; see vdelta\n"
-		 "                        check DISK)",
+	TOOLS_PAGE(snapshot),
 	.run = snapshot_run,
 };
 
@@ -178,25 +164,6 @@ static int clone_run(int argc, char **argv)
 const struct tools_cmd tools_cmd_clone = {
 	.name = "clone",
 	.writes = true,
-	.summary = "make a linked, from-current or full clone of a disk",
-	.usage = "--linked [-t KIND] SNAPSHOT NEW | --from-current DISK NEW | "
-		 "--full [-t SUBFORMAT] [--preallocate] DISK NEW\n"
-		 "\n"
-		 "  --linked        NEW is an empty delta over SNAPSHOT, a frozen layer\n"
-		 "                  (a writable top is refused: snapshot it first)\n"
-		 "  --from-current  NEW gets a copy of DISK's top delta and shares every\n"
-		 "                  layer below it\n"
-		 "  --full          NEW is one independent disk with DISK's content\n"
-		 "  -t SUBFORMAT    for --full: monolithicSparse (default),\n"
-		 "                  twoGbMaxExtentSparse, monolithicFlat,\n"
-		 "                  twoGbMaxExtentFlat, streamOptimized, vmfs (an ESXi\n"
-		 "                  base: NEW.vmdk + NEW-flat.vmdk, importable into a\n"
-		 "                  datastore), vmfsSparse, seSparse\n"
-		 "                  for --linked: the delta kind (as snapshot -t)\n"
-		 "  --preallocate   for --full with a flat kind (vmfs, monolithicFlat,\n"
-		 "                  twoGbMaxExtentFlat): allocate every byte; default\n"
-		 "                  is a sparse file\n"
-		 "\n"
-		 "NEW may be in another folder; parent hints are written relative to it.",
+	TOOLS_PAGE(clone),
 	.run = clone_run,
 };

@@ -13,6 +13,7 @@
 
 #include "chain.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_map, tools_cmd_digest;
 
@@ -127,15 +128,7 @@ static int map_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_map = {
 	.name = "map",
-	.summary = "show which layer holds each range of a disk",
-	.usage = "[--json] [--ignore-cid] [-U] [--strict-paths] DISK\n"
-		 "\n"
-		 "      --json        qemu-img map style JSON (start, length, depth,\n"
-		 "                    present, zero, data, file)\n"
-		 "      --ignore-cid  read through a broken parent link (forensics)\n"
-		 "  -U, --force-share take no locks\n"
-		 "      --strict-paths  extent files must lie inside their descriptor's\n"
-		 "                    folder (for disks from untrusted sources)",
+	TOOLS_PAGE(map),
 	.run = map_run,
 };
 
@@ -173,14 +166,7 @@ static int digest_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_digest = {
 	.name = "digest",
-	.summary = "XXH3-128 of a disk's content (as xxhsum -H2 of a raw export)",
-	.usage = "[--ignore-cid] [-U] [--strict-paths] DISK...\n"
-		 "\n"
-		 "Prints \"<32 hex digits>  DISK\" per disk.  Zero runs are not read.\n"
-		 "      --ignore-cid  read through a broken parent link (forensics)\n"
-		 "  -U, --force-share take no locks\n"
-		 "      --strict-paths  extent files must lie inside their descriptor's\n"
-		 "                    folder (for disks from untrusted sources)",
+	TOOLS_PAGE(digest),
 	.run = digest_run,
 };
 

@@ -14,11 +14,13 @@
 
 #include "group.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_tree;
 
 static const char *const flag_names[] = {
 	"broken-link", "missing-parent", "orphan", "unreadable", "outside", "capacity-mismatch",
+	"gone", "children-unknown",
 };
 #define NR_FLAGS (sizeof flag_names / sizeof flag_names[0])
 
@@ -53,6 +55,10 @@ static void text_flags(const struct group_tree_node *n, const struct group_tree 
 		printf("  UNREADABLE");
 	if (n->flags & GROUP_TREE_OUTSIDE)
 		printf("  (outside the folders scanned)");
+	if (n->flags & GROUP_TREE_UNKNOWN)
+		printf("  children unknown (no record: `vdelta adopt`)");
+	if (n->aliases)
+		printf("  %u other name%s", n->aliases, n->aliases == 1 ? "" : "s");
 }
 
 static void text_node(const struct group_tree *t, unsigned i, const char *prefix,
@@ -111,6 +117,7 @@ static void json_node(struct tools_json *j, const struct group_tree *t, unsigned
 	tools_json_u64(j, "file-bytes", n->file_bytes);
 	tools_json_u64(j, "children", n->nr_children);
 	tools_json_u64(j, "reached-by", n->reach);
+	tools_json_u64(j, "other-names", n->aliases);
 	tools_json_arr_begin(j, "flags");
 	for (unsigned f = 0; f < NR_FLAGS; f++)
 		if (n->flags & (1u << f))
@@ -180,13 +187,6 @@ static int tree_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_tree = {
 	.name = "tree",
-	.summary = "show the linked-clone groups of the disks in folders",
-	.usage = "[--json] DIR...\n"
-		 "\n"
-		 "Each group (the disks that reach one base) is printed as a tree: per\n"
-		 "layer its storage and how many disks reach it; per group the space\n"
-		 "used and what full clones would take.  Broken links (CID mismatch),\n"
-		 "missing parents and orphaned snapshots are flagged; the exit status\n"
-		 "is 1 when a link is broken or a parent missing.",
+	TOOLS_PAGE(tree),
 	.run = tree_run,
 };

@@ -8,6 +8,7 @@
 #include <getopt.h>
 
 #include "tools.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_check;
 
@@ -124,21 +125,6 @@ static int check_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_check = {
 	.name = "check",
-	.summary = "check a VMDK's tables for corruption and leaked grains",
-	.usage = "[--json] [-U] [--strict-paths] [--repair [--dry-run]] FILE\n"
-		 "\n"
-		 "      --json          machine-readable output\n"
-		 "  -U, --force-share   check a disk a writer holds (no lock; the result\n"
-		 "                      may be wrong while it writes), as qemu-img -U\n"
-		 "      --strict-paths  extent files must lie inside their descriptor's\n"
-		 "                      folder\n"
-		 "      --repair        clear a stale unclean flag (any layer nobody writes);\n"
-		 "                      compact away leaked grains and damaged tables (not\n"
-		 "                      a frozen or shared layer); finishes interrupted\n"
-		 "                      group operations first.  --dry-run: plan only\n"
-		 "\n"
-		 "Prints each problem as FILE: message, then a summary.  Exit status 0:\n"
-		 "clean; 1: problems found (errors, warnings or leaked grains) or the\n"
-		 "check could not run.",
+	TOOLS_PAGE(check),
 	.run = check_run,
 };

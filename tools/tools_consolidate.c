@@ -11,6 +11,7 @@
 
 #include "group.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_consolidate;
 
@@ -55,7 +56,7 @@ int tools_consolidate_disk(const char *disk, char *const *scan, unsigned nr_scan
 			   bool force_progress)
 {
 	struct group *g;
-	int rc = group_load(disk, scan, nr_scan, NULL, &g);
+	int rc = group_load(disk, scan, nr_scan, flags, NULL, &g);
 
 	if (rc < 0)
 		return tools_fail(disk, rc);
@@ -126,7 +127,7 @@ static int consolidate_all(char *dir, const struct cons_args *a)
 	char **disks = NULL;
 	unsigned nr = 0;
 	uint64_t before;
-	int rc = group_load(NULL, &dir, 1, NULL, &g), worst = TOOLS_OK;
+	int rc = group_load(NULL, &dir, 1, a->flags, NULL, &g), worst = TOOLS_OK;
 
 	if (rc < 0)
 		return tools_fail(dir, rc);
@@ -177,23 +178,6 @@ static int cons_run(int argc, char **argv)
 const struct tools_cmd tools_cmd_consolidate = {
 	.name = "consolidate",
 	.writes = true,
-	.summary = "collapse a disk's unshared snapshot layers (shared ones untouched)",
-	.usage = "[--dry-run] [--json] [-p] [--keep LAYER]... [--scan DIR]... DISK | --all DIR\n"
-		 "\n"
-		 "Every layer of DISK between its top and the first layer another disk\n"
-		 "reaches, except the kept ones, is merged with its parent, lowest\n"
-		 "first, in the direction that copies fewer bytes: the layer into its\n"
-		 "parent (\"write\" in the plan) or the parent into the layer (\"pull\":\n"
-		 "the layer then hangs from the grandparent, or becomes a base).  The\n"
-		 "top stays where it is, the content is identical, shared layers are\n"
-		 "untouched.\n"
-		 "\n"
-		 "  -n, --dry-run  print the plan and stop\n"
-		 "  --json         the plan / the result as JSON\n"
-		 "  -p, --progress show progress even when stderr is not a terminal\n"
-		 "  --keep LAYER   do not merge LAYER away (nor its parent into it)\n"
-		 "  --scan DIR     look for more disks under DIR\n"
-		 "  --all DIR      every disk found under DIR; prints each disk's depth\n"
-		 "                 and the folder's space before and after",
+	TOOLS_PAGE(consolidate),
 	.run = cons_run,
 };

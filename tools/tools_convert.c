@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "tools.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_convert;
 
@@ -337,18 +338,6 @@ static int convert_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_convert = {
 	.name = "convert",
-	.summary = "copy a disk's content to a new raw or VMDK file",
-	.usage = "[-f raw|vmdk] [-O raw|vmdk] [-t SUBFORMAT] [-p] IN OUT\n"
-		 "\n"
-		 "  -f FMT                input format (default: detected)\n"
-		 "  -O FMT                output format (default: vmdk if OUT ends in\n"
-		 "                        .vmdk or -t is given, else raw)\n"
-		 "  -t, --subformat SF    VMDK output subformat: monolithicSparse (default),\n"
-		 "                        twoGbMaxExtentSparse, monolithicFlat,\n"
-		 "                        twoGbMaxExtentFlat, streamOptimized\n"
-		 "  -p, --progress        show progress even when it would not be\n"
-		 "\n"
-		 "Holes, unallocated grains and all-zero data are not written.  OUT must\n"
-		 "not exist; a failed convert removes it.",
+	TOOLS_PAGE(convert),
 	.run = convert_run,
 };

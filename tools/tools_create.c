@@ -10,6 +10,7 @@
 
 #include "group.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_create;
 
@@ -124,26 +125,6 @@ static int create_run(int argc, char **argv)
 const struct tools_cmd tools_cmd_create = {
 	.name = "create",
 	.writes = true,
-	.summary = "create a new, empty VMDK disk",
-	.usage = "-s SIZE [-t SUBFORMAT] [--adapter A] [--hwversion N] "
-		 "[--zeroed-grain] FILE\n"
-		 "\n"
-		 "  -s, --size SIZE       virtual size; K, M, G, T suffixes (binary)\n"
-		 "  -t, --subformat SF    monolithicSparse (default), twoGbMaxExtentSparse,\n"
-		 "                        monolithicFlat, twoGbMaxExtentFlat, streamOptimized,\n"
-		 "                        vmfs (ESXi base: NAME-flat.vmdk), vmfsSparse, seSparse\n"
-		 "                        (ESXi deltas: NAME-delta.vmdk, NAME-sesparse.vmdk)\n"
-		 "      --adapter A       ide (default), lsilogic, buslogic, legacyESX,\n"
-		 "                        lsisas1068, pvscsi\n"
-		 "      --hwversion N     virtual hardware version (default 4)\n"
-		 "      --zeroed-grain    sparse: version 2 with zeroed-grain entries\n"
-		 "      --parent PARENT   a blank delta over PARENT (freezes PARENT; size\n"
-		 "                        follows it; the kind is what PARENT's product\n"
-		 "                        makes: vmfsSparse or seSparse over ESXi disks,\n"
-		 "                        hosted sparse otherwise; -t chooses)\n"
-		 "      --force-dirty     with --parent: freeze PARENT even though its\n"
-		 "                        uncleanShutdown flag is set (see vdelta check)\n"
-		 "\n"
-		 "Refuses to overwrite an existing file.",
+	TOOLS_PAGE(create),
 	.run = create_run,
 };

@@ -5,6 +5,7 @@
  */
 #include "group.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_delete;
 
@@ -16,17 +17,6 @@ static int delete_run(int argc, char **argv)
 const struct tools_cmd tools_cmd_delete = {
 	.name = "delete",
 	.writes = true,
-	.summary = "remove a disk's layers that no other disk uses",
-	.usage = "[--dry-run] [--json] [--orphans] [--scan DIR]... DISK\n"
-		 "\n"
-		 "Removes DISK's top and every layer below it that no other disk\n"
-		 "reaches; the first shared layer and everything below stay.  A layer\n"
-		 "left without any disk found (only a recorded child that is out of\n"
-		 "reach holds it) is reported as an orphan and kept.\n"
-		 "\n"
-		 "  -n, --dry-run  print the plan and stop\n"
-		 "  --json         the plan / the result as JSON\n"
-		 "  --orphans      remove the orphans too\n"
-		 "  --scan DIR     look for more disks under DIR",
+	TOOLS_PAGE(delete),
 	.run = delete_run,
 };

@@ -13,6 +13,7 @@
 
 #include "group.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 #define MAX_SCAN 64u
 
@@ -137,7 +138,7 @@ int tools_group_run(const char *disk, char *const *scan, unsigned nr_scan,
 	struct group_plan plan = {0};
 	struct tools_progress pr;
 	struct group *g;
-	int rc = group_load(disk, scan, nr_scan, NULL, &g);
+	int rc = group_load(disk, scan, nr_scan, flags, NULL, &g);
 
 	if (rc < 0)
 		return tools_fail(disk, rc);
@@ -186,7 +187,8 @@ static int adopt_run(int argc, char **argv)
 	}
 	if (optind == argc)
 		return tools_usage(&tools_cmd_adopt, "expected DIR...");
-	rc = group_load(NULL, argv + optind, (unsigned)(argc - optind), NULL, &g);
+	rc = group_load(NULL, argv + optind, (unsigned)(argc - optind), a.flags, NULL,
+			&g);
 	if (rc < 0)
 		return tools_fail(argv[optind], rc);
 	rc = group_adopt(g, a.flags, NULL, &plan);
@@ -200,21 +202,7 @@ static int adopt_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_adopt = {
 	.name = "adopt",
-	.summary = "record the children a scan finds, so their layers' children are known",
-	.usage = "[--dry-run] [--json] DIR...\n"
-		 "\n"
-		 "A layer another tool made (qemu-img, VMware, a copy) carries no record of\n"
-		 "its children, so vdelta cannot know who else reads it: its children\n"
-		 "are unknown, and commit, consolidate, delete and relocate refuse to\n"
-		 "remove it, merge into it or move it.  adopt scans DIR... (recursively)\n"
-		 "and the configured datastore roots ($VDELTA_DATASTORES, or one folder a\n"
-		 "line in /etc/vdelta/datastores), and writes, beside every layer with\n"
-		 "children found, the record of those children.  Name every folder\n"
-		 "where the group's clones may live: a clone the scan does not find\n"
-		 "stays unknown to vdelta.\n"
-		 "\n"
-		 "  -n, --dry-run  list the records that would be written\n"
-		 "  --json         the plan / the result as JSON",
+	TOOLS_PAGE(adopt),
 	.run = adopt_run,
 	.writes = true,
 };

@@ -11,6 +11,7 @@
 
 #include "chain.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_info;
 
@@ -248,17 +249,6 @@ static int info_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_info = {
 	.name = "info",
-	.summary = "show a VMDK's descriptor, extents, sizes and files",
-	.usage = "[--json] [--chain] [-U] [--strict-paths] FILE\n"
-		 "\n"
-		 "      --json          machine-readable output\n"
-		 "      --chain         every layer of FILE's chain: CID, parentCID, kind,\n"
-		 "                      sizes\n"
-		 "  -U, --force-share   read a disk a writer holds (no lock; like qemu-img)\n"
-		 "      --strict-paths  extent files must lie inside their descriptor's\n"
-		 "                      folder (for disks from untrusted sources)\n"
-		 "\n"
-		 "Takes a reader's shared lock: a disk qemu or vdelta is writing is refused\n"
-		 "unless -U.",
+	TOOLS_PAGE(info),
 	.run = info_run,
 };

@@ -53,12 +53,7 @@ static uint64_t num(const struct record *r, const char *key)
 
 static bool is_number_key(const char *k)
 {
-	static const char *const text[] = { "name", "mode", "path", "top", "mountpoint",
-					    "cache" };
-	for (size_t i = 0; i < sizeof text / sizeof text[0]; i++)
-		if (!strcmp(k, text[i]))
-			return false;
-	return true;
+	return fuse_status_numeric(k);
 }
 
 /* The control file's lines (malloc'd array of malloc'd lines). */
@@ -106,7 +101,7 @@ int tools_mount_pid(const char *mnt, long *pid)
 
 	if (!err && nr) {
 		parse_record(lines[0], &r);
-		*pid = (long)num(&r, "pid");
+		*pid = (long)num(&r, fuse_status_key(FUSE_STATUS_PID));
 	}
 	if (!err && (!nr || *pid <= 0)) {
 		tools_err("%s: the status file names no daemon", mnt);
@@ -168,24 +163,24 @@ static void print_json(char **lines, unsigned nr)
 static void print_disk(const struct record *r)
 {
 	char a[32], b[32];
-	unsigned layers = (unsigned)num(r, "layers");
+	unsigned layers = (unsigned)num(r, fuse_status_key(FUSE_STATUS_LAYERS));
 
-	printf("%s (%s, %s, %u layers)\n", field(r, "name"), field(r, "mode"),
-	       tools_human_size(num(r, "size"), a, sizeof a), layers);
+	printf("%s (%s, %s, %u layers)\n", field(r, fuse_status_key(FUSE_STATUS_NAME)), field(r, fuse_status_key(FUSE_STATUS_MODE)),
+	       tools_human_size(num(r, fuse_status_key(FUSE_STATUS_SIZE)), a, sizeof a), layers);
 	printf("  reads %llu, %s   writes %llu, %s   flushes %llu   cow grains %llu\n",
-	       (unsigned long long)num(r, "reads"),
-	       tools_human_size(num(r, "read_bytes"), a, sizeof a),
-	       (unsigned long long)num(r, "writes"),
-	       tools_human_size(num(r, "write_bytes"), b, sizeof b),
-	       (unsigned long long)num(r, "flushes"), (unsigned long long)num(r, "cow_grains"));
+	       (unsigned long long)num(r, fuse_status_key(FUSE_STATUS_READS)),
+	       tools_human_size(num(r, fuse_status_key(FUSE_STATUS_READ_BYTES)), a, sizeof a),
+	       (unsigned long long)num(r, fuse_status_key(FUSE_STATUS_WRITES)),
+	       tools_human_size(num(r, fuse_status_key(FUSE_STATUS_WRITE_BYTES)), b, sizeof b),
+	       (unsigned long long)num(r, fuse_status_key(FUSE_STATUS_FLUSHES)), (unsigned long long)num(r, fuse_status_key(FUSE_STATUS_COW_GRAINS)));
 	printf("  read from:");
 	for (unsigned i = 0; i < layers; i++) {
 		char key[32];
-		snprintf(key, sizeof key, "layer%u_bytes", i);
+		snprintf(key, sizeof key, FUSE_STATUS_LAYER_KEY, i);
 		printf(" layer %u %s,", i, tools_human_size(num(r, key), a, sizeof a));
 	}
-	printf(" zeros %s, walked %s\n", tools_human_size(num(r, "zero_bytes"), a, sizeof a),
-	       tools_human_size(num(r, "walked_bytes"), b, sizeof b));
+	printf(" zeros %s, walked %s\n", tools_human_size(num(r, fuse_status_key(FUSE_STATUS_ZERO_BYTES)), a, sizeof a),
+	       tools_human_size(num(r, fuse_status_key(FUSE_STATUS_WALKED_BYTES)), b, sizeof b));
 }
 
 int tools_mount_status(const char *mnt, bool json)
@@ -206,8 +201,8 @@ int tools_mount_status(const char *mnt, bool json)
 	} else {
 		parse_record(lines[0], &r);
 		printf("%s: pid %s, cache %s, disks %s, shared layer files open %s\n",
-		       field(&r, "mountpoint"), field(&r, "pid"), field(&r, "cache"),
-		       field(&r, "disks"), field(&r, "pool_layers"));
+		       field(&r, fuse_status_key(FUSE_STATUS_MOUNTPOINT)), field(&r, fuse_status_key(FUSE_STATUS_PID)), field(&r, fuse_status_key(FUSE_STATUS_CACHE)),
+		       field(&r, fuse_status_key(FUSE_STATUS_DISKS)), field(&r, fuse_status_key(FUSE_STATUS_POOL_LAYERS)));
 		for (unsigned i = 1; i < nr; i++) {
 			parse_record(lines[i], &r);
 			print_disk(&r);

@@ -20,8 +20,9 @@
 
 #include "group.h"
 #include "tools.h"
+#include "tools_pages.h"
 
-extern const struct tools_cmd tools_cmd_pack, tools_cmd_pack_list, tools_cmd_unpack;
+extern const struct tools_cmd tools_cmd_pack, tools_cmd_unpack;
 
 #define MAX_LIST 64u
 
@@ -182,8 +183,11 @@ static const struct option pack_opts[] = {
 	{"json", no_argument, NULL, 'j'},
 	{"progress", no_argument, NULL, 'p'},
 	{"output", required_argument, NULL, 'o'},
+	{"list", no_argument, NULL, 'L'}, /* taken by wants_list, so --list=x is refused */
 	{NULL, 0, NULL, 0},
 };
+
+static int list_run(int argc, char **argv);
 
 static int parse_pack(int argc, char **argv, struct args *a)
 {
@@ -284,7 +288,7 @@ static int pack_run(int argc, char **argv)
 	int rc, fd;
 
 	if (wants_list(argc, argv))
-		return tools_cmd_pack_list.run(argc, argv);
+		return list_run(argc, argv);
 	if ((rc = parse_pack(argc, argv, &a)) != TOOLS_OK)
 		return rc;
 	if ((fd = open_out(&a, &tmp)) < 0)
@@ -308,36 +312,7 @@ static int pack_run(int argc, char **argv)
 const struct tools_cmd tools_cmd_pack = {
 	.name = "pack",
 	.writes = true,
-	.summary = "ship disks' own layers as a bundle (zstd frames, XXH3 checksums)",
-	.usage = "[--since LAYER | --full] [-l LEVEL] [-T THREADS] [--scan DIR]... [--json] [-p]\n"
-		 "       DISK... -o FILE|-\n"
-		 "       vdelta pack --list [--json] FILE|-\n"
-		 "\n"
-		 "Writes the layers of each DISK (a disk's top) that the other side lacks\n"
-		 "as one stream: a header naming what the receiver must already have (the\n"
-		 "first layer not packed, by CID and by the digest `vdelta digest` prints),\n"
-		 "then each layer's descriptor facts and only its allocated and zeroed\n"
-		 "grains, in zstd frames of at most 4 MiB with an XXH3 checksum each, then a\n"
-		 "trailer with the frame count and a checksum of the whole stream.\n"
-		 "Layers several DISKs reach go in once: `vdelta unpack` rebuilds the group\n"
-		 "with the same sharing.  Every layer read is locked for reading meanwhile.\n"
-		 "\n"
-		 "  (default)      each DISK's layers that no disk outside the bundle reaches\n"
-		 "                 (disks are found in the folders of DISK's layers, the\n"
-		 "                 folders above them and each --scan DIR)\n"
-		 "  --since LAYER  the layers above LAYER (the other side has LAYER)\n"
-		 "  --full         every layer: the bundle needs nothing\n"
-		 "  -l LEVEL       zstd level, 1..19 (default 3)\n"
-		 "  -T THREADS     zstd workers (default 0: one per core)\n"
-		 "  -o FILE|-      a new FILE (written whole, then renamed), or stdout\n"
-		 "  --scan DIR     look for more disks under DIR\n"
-		 "  --json         the summary as JSON (on stderr when the bundle goes to stdout)\n"
-		 "  -p             show progress even when stderr is not a terminal\n"
-		 "  --list FILE    print what a bundle holds and needs (vdelta help \"pack --list\")\n"
-		 "\n"
-		 "The digest of a frozen layer the bundle needs is kept beside it\n"
-		 "(LAYER.vdelta-digest) and reused while its chain's files are unchanged.\n"
-		 "Format and limits: docs/bundle.md.",
+	TOOLS_PAGE(pack),
 	.run = pack_run,
 };
 
@@ -371,9 +346,9 @@ static int list_run(int argc, char **argv)
 		if (c == 'j')
 			a.json = true;
 		else if (c != 'L')
-			return tools_usage(&tools_cmd_pack_list, NULL);
+			return tools_usage(&tools_cmd_pack, NULL);
 	if (optind != argc - 1)
-		return tools_usage(&tools_cmd_pack_list, "expected one FILE");
+		return tools_usage(&tools_cmd_pack, "expected one FILE");
 	if ((fd = open_in(argv[optind])) < 0)
 		return tools_fail(argv[optind], fd);
 	rc = group_bundle_list(fd, argv[optind], &b);
@@ -385,19 +360,6 @@ static int list_run(int argc, char **argv)
 	return rc ? tools_fail(argv[optind], rc) : TOOLS_OK;
 }
 
-const struct tools_cmd tools_cmd_pack_list = {
-	.name = "pack --list",
-	.summary = "print what a bundle holds and needs, without unpacking",
-	.usage = "[--json] FILE|-\n"
-		 "\n"
-		 "Reads the bundle's header and layer headers (checked, not the frames):\n"
-		 "the layers it needs on the other side (name, CID, digest) and each layer\n"
-		 "it holds (name, the kind unpack makes and the createType it was, CID, the\n"
-		 "layer or need it hangs from, bytes held, whether it is a disk's top).\n"
-		 "\n"
-		 "  --json  the same as JSON",
-	.run = list_run,
-};
 
 /* ---- unpack --------------------------------------------------------------------------------------- */
 
@@ -463,29 +425,6 @@ static int unpack_run(int argc, char **argv)
 const struct tools_cmd tools_cmd_unpack = {
 	.name = "unpack",
 	.writes = true,
-	.summary = "rebuild a bundle's layers in a folder, over the base found by content",
-	.usage = "[--base PATH]... [--scan DIR]... [--dry-run] [--json] [-p] FILE|- DIR\n"
-		 "\n"
-		 "Rebuilds every layer of the bundle in the existing folder DIR, with its\n"
-		 "own CID, DDB keys and kind (ESXi kinds stay ESXi kinds; what a layer\n"
-		 "becomes otherwise is shown as \"was ...\"), its parent hint pointing at\n"
-		 "its parent, and the group's sharing as it was packed.  Each layer the\n"
-		 "bundle needs is found by CID and content digest among the --base PATHs,\n"
-		 "the layers in DIR and under each --scan DIR, or the unpack is refused\n"
-		 "naming it.  A need that is not frozen is frozen when it was given with\n"
-		 "--base or lies in DIR (refused when only a scan found it).\n"
-		 "Layers are built in a hidden folder in DIR; every frame's checksum and\n"
-		 "the stream's are verified before any layer appears under its name.\n"
-		 "Refused, with nothing written, when a file it would make exists.\n"
-		 "\n"
-		 "  --base PATH    a layer that may be what the bundle needs\n"
-		 "  --scan DIR     look for it under DIR too\n"
-		 "  -n, --dry-run  find the needs, read and verify the whole stream, print\n"
-		 "                 what would be created; nothing written\n"
-		 "  --json         the summary as JSON\n"
-		 "  -p             show progress even when stderr is not a terminal\n"
-		 "\n"
-		 "Safe to interrupt: the next unpack into DIR, or any group command there,\n"
-		 "finishes a publish that began or removes what was staged.",
+	TOOLS_PAGE(unpack),
 	.run = unpack_run,
 };

@@ -8,6 +8,7 @@
 
 #include "group.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_promote;
 
@@ -56,18 +57,6 @@ static int promote_run(int argc, char **argv)
 const struct tools_cmd tools_cmd_promote = {
 	.name = "promote",
 	.writes = true,
-	.summary = "consolidate a disk, or with --unlink give it its own copy of shared layers",
-	.usage = "[--unlink] [--dry-run] [--json] [-p] [--scan DIR]... DISK\n"
-		 "\n"
-		 "Without --unlink: `vdelta consolidate DISK`.  With --unlink: DISK's\n"
-		 "lowest layer that no other disk reaches is rewritten with everything\n"
-		 "DISK reads from the shared layers below it (same CID, so DISK's other\n"
-		 "layers stay valid): DISK reaches no shared layer any more; the other\n"
-		 "disks are unaffected.  A DISK that another disk reaches is refused.\n"
-		 "\n"
-		 "  -n, --dry-run  print the plan and stop\n"
-		 "  --json         the plan / the result as JSON\n"
-		 "  -p, --progress show progress even when stderr is not a terminal\n"
-		 "  --scan DIR     look for more disks under DIR",
+	TOOLS_PAGE(promote),
 	.run = promote_run,
 };

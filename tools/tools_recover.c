@@ -7,7 +7,8 @@
  * the interrupted operations near its disks finished first, so `snapshot`
  * or `clone` never builds on a disk in the middle of a commit; one that
  * only reads (`info`, `digest`, `map`, `check`) has them reported with the
- * command that finishes them, and changes nothing.  A raw file or a broken
+ * command that finishes them, and changes nothing; so does a command
+ * that writes when asked for a dry run.  A raw file or a broken
  * chain is the command's to report; the command runs either way.
  * `vdelta recover` finishes (or with --dry-run lists) the interrupted
  * operations near disks, in folders, or of named records.
@@ -22,6 +23,7 @@
 
 #include "group.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 /* arg as a regular file: itself, or DISK of DISK:MODE; NULL when neither. */
 static char *file_arg(const char *arg)
@@ -57,8 +59,25 @@ static void recover_arg(const char *arg, bool finish)
 	free(path);
 }
 
+/* --dry-run (or an abbreviation getopt takes), or a cluster of the short
+ * flags -n and -p holding -n, before "--". */
+static bool dry_run_arg(int argc, char **argv)
+{
+	for (int i = 1; i < argc && strcmp(argv[i], "--"); i++) {
+		const char *a = argv[i];
+		size_t n = strlen(a);
+
+		if (n >= 4 && !strncmp(a, "--dry-run", n))
+			return true;
+		if (a[0] == '-' && n >= 2 && strspn(a + 1, "np") == n - 1 && strchr(a, 'n'))
+			return true;
+	}
+	return false;
+}
+
 void tools_recover_args(int argc, char **argv, bool finish)
 {
+	finish = finish && !dry_run_arg(argc, argv);
 	for (int i = 1; i < argc; i++)
 		recover_arg(argv[i], finish);
 }
@@ -137,20 +156,7 @@ static int recover_run(int argc, char **argv)
 
 const struct tools_cmd tools_cmd_recover = {
 	.name = "recover",
-	.summary = "finish or roll back interrupted group operations",
-	.usage = "[--dry-run] DISK|DIR|RECORD...\n"
-		 "\n"
-		 "A group operation (commit, delete, relocate, ...) writes an intent\n"
-		 "record (LAYER.vmdk.vdelta-intent) before its first change; if it is\n"
-		 "interrupted, the next vdelta command that changes the group finishes\n"
-		 "it or rolls it back.  Commands that only read (info, digest, map,\n"
-		 "check) report such a record and change nothing; this command finishes\n"
-		 "the ones near DISK (the folders of its layers), under DIR, or the\n"
-		 "RECORD named.  A record is acted on only when it is the running\n"
-		 "user's, lies beside the layer it names and names only that group's\n"
-		 "files; any other is reported and left alone.\n"
-		 "\n"
-		 "  -n, --dry-run  list what would be done, change nothing",
+	TOOLS_PAGE(recover),
 	.run = recover_run,
 	.writes = true,
 };

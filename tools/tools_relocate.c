@@ -9,6 +9,7 @@
 
 #include "group.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_relocate;
 
@@ -77,32 +78,6 @@ static int reloc_run(int argc, char **argv)
 const struct tools_cmd tools_cmd_relocate = {
 	.name = "relocate",
 	.writes = true,
-	.summary = "move a disk's layers to another folder (shared layers copied, never moved)",
-	.usage = "--mode child-most|share|no-share [--dry-run] [--json] [-p] [--scan DIR]... DISK DIR\n"
-		 "\n"
-		 "Moves DISK (its top layer) into the existing folder DIR.\n"
-		 "  child-most  the top only; its parent hint points where the parent stays\n"
-		 "  no-share    every layer of DISK's chain: the ones no other disk reaches\n"
-		 "              are moved, shared ones copied (the originals stay); the\n"
-		 "              disk in DIR reaches nothing outside DIR\n"
-		 "  share       as no-share, but a layer already in DIR under the same name\n"
-		 "              with the same CID, content and allocation is reattached,\n"
-		 "              not copied: relocating the clones of a group one by one\n"
-		 "              keeps one base in DIR\n"
-		 "Copies keep their CID; every file is copied byte for byte (holes kept),\n"
-		 "fsynced and compared before the source goes.  Refused, with nothing\n"
-		 "changed, when DISK is shared or a snapshot layer, or a name in DIR is\n"
-		 "taken by a file that is not the same layer.  Disks are found in the\n"
-		 "folders of DISK and of its base (recursively) and in each --scan DIR.\n"
-		 "\n"
-		 "  --mode MODE    child-most, share or no-share (required)\n"
-		 "  -n, --dry-run  print the plan (layers created, kept, removed; bytes to\n"
-		 "                 copy; space needed and free) and stop\n"
-		 "  --json         the plan / the result as JSON\n"
-		 "  -p             show progress even when stderr is not a terminal\n"
-		 "  --scan DIR     look for more disks under DIR\n"
-		 "\n"
-		 "Safe to interrupt: the next group command on DISK (or on the disk in\n"
-		 "DIR) finishes the move or rolls it back.",
+	TOOLS_PAGE(relocate),
 	.run = reloc_run,
 };

@@ -5,6 +5,7 @@
  */
 #include "group.h"
 #include "tools.h"
+#include "tools_pages.h"
 
 extern const struct tools_cmd tools_cmd_revert;
 
@@ -16,15 +17,6 @@ static int revert_run(int argc, char **argv)
 const struct tools_cmd tools_cmd_revert = {
 	.name = "revert",
 	.writes = true,
-	.summary = "discard a disk's top delta: back to its last snapshot",
-	.usage = "[--dry-run] [--json] [--scan DIR]... DISK\n"
-		 "\n"
-		 "DISK's top is replaced by an empty delta of its own kind (monolithic\n"
-		 "or split sparse, vmfsSparse, seSparse) and file names over the same\n"
-		 "parent, atomically: DISK reads as its parent snapshot.\n"
-		 "\n"
-		 "  -n, --dry-run  print the plan and stop\n"
-		 "  --json         the plan / the result as JSON\n"
-		 "  --scan DIR     look for more disks under DIR",
+	TOOLS_PAGE(revert),
 	.run = revert_run,
 };

@@ -2,7 +2,10 @@
  * through the chain commands, chain.h).
  *
  * Owns: main, the command table, `help`, `--version`, the log callback that
- * prints library messages, and the error helpers declared in tools.h.
+ * prints library messages, the error helpers declared in tools.h, and the
+ * dispatch of mount.fuse3's form `vdelta SOURCE MOUNTPOINT -o OPTS` to
+ * `vdelta mount` (tools_fstab.c).  The help text of each command is
+ * generated from its page (tools/pages, tools_pages.c).
  * Exit status: 0 ok, 1 error, 2 usage error.
  */
 #define _GNU_SOURCE
@@ -26,6 +29,7 @@
 	X(tree)       \
 	X(mount)      \
 	X(umount)     \
+	X(serve)      \
 	X(bench)      \
 	X(commit)     \
 	X(delete)     \
@@ -36,7 +40,6 @@
 	X(adopt)      \
 	X(recover)    \
 	X(pack)       \
-	X(pack_list)  \
 	X(unpack)
 
 #define TOOLS_DECLARE(n) extern const struct tools_cmd tools_cmd_##n;
@@ -48,6 +51,9 @@ static const struct tools_cmd *const cmds[] = {TOOLS_CMDS(TOOLS_REF)};
 static unsigned nr_errors;   /* error messages printed so far */
 static unsigned seen_errors; /* nr_errors at the last tools_fail */
 static bool quiet;           /* tools_log_quiet */
+/* Syslog priorities before error and warning lines when stderr is the
+ * journal (sd-daemon(3)): "<3>", "<4>"; else nothing. */
+static const char *prio_err = "", *prio_warn = "";
 
 /* ---- messages -------------------------------------------------------------- */
 
@@ -62,9 +68,9 @@ static void log_cb(void *opaque, enum vd_log_level level, const char *msg)
 		return;
 	if (level == VD_LOG_ERROR) {
 		nr_errors++;
-		fprintf(stderr, "vdelta: %s\n", msg);
+		fprintf(stderr, "%svdelta: %s\n", prio_err, msg);
 	} else if (level == VD_LOG_WARN) {
-		fprintf(stderr, "vdelta: warning: %s\n", msg);
+		fprintf(stderr, "%svdelta: warning: %s\n", prio_warn, msg);
 	} else if (getenv("VDELTA_DEBUG")) {
 		fprintf(stderr, "vdelta: debug: %s\n", msg);
 	}
@@ -77,7 +83,20 @@ void tools_err(const char *fmt, ...)
 	if (quiet)
 		return;
 	nr_errors++;
-	fputs("vdelta: ", stderr);
+	fprintf(stderr, "%svdelta: ", prio_err);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+void tools_warn(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (quiet)
+		return;
+	fprintf(stderr, "%svdelta: warning: ", prio_warn);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
@@ -102,7 +121,7 @@ int tools_usage(const struct tools_cmd *cmd, const char *fmt, ...)
 	va_list ap;
 
 	if (fmt) {
-		fputs("vdelta: ", stderr);
+		fprintf(stderr, "%svdelta: ", prio_err);
 		va_start(ap, fmt);
 		vfprintf(stderr, fmt, ap);
 		va_end(ap);
@@ -205,18 +224,42 @@ static int run_cmd(const struct tools_cmd *cmd, int argc, char **argv)
 	return ret;
 }
 
+/* mount.fuse3's `vdelta SOURCE MOUNTPOINT -o OPTS` (tools_fstab.c). */
+static int fstab_mount(int argc, char **argv)
+{
+	struct tools_fstab f;
+	int ret = tools_fstab_parse(argc, argv, &f);
+
+	if (ret == TOOLS_OK && !f.fake)
+		ret = run_cmd(&tools_cmd_mount, f.argc, f.argv);
+	tools_fstab_free(&f);
+	return ret;
+}
+
+static void print_version(void)
+{
+	if (*tools_version_commit)
+		printf("vdelta %s (commit %s)\n", VDELTA_VERSION, tools_version_commit);
+	else
+		printf("vdelta %s\n", VDELTA_VERSION);
+}
+
 int main(int argc, char **argv)
 {
 	const struct tools_cmd *cmd;
 	int ret;
 
+	if (tools_notify_journal()) {
+		prio_err = "<3>";
+		prio_warn = "<4>";
+	}
 	vd_log_set(log_cb, NULL);
 	if (argc < 2) {
 		print_overview(stderr);
 		return TOOLS_USAGE;
 	}
 	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
-		printf("vdelta %s\n", VDELTA_VERSION);
+		print_version();
 		return TOOLS_OK;
 	}
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
@@ -224,6 +267,8 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "help"))
 		return help_main(argc - 1, argv + 1);
 	cmd = find_cmd(argv[1]);
+	if (!cmd && tools_fstab_form(argc, argv))
+		return fstab_mount(argc, argv);
 	if (!cmd) {
 		fprintf(stderr, "vdelta: unknown command '%s'\n"
 				"Try 'vdelta help' for the list of commands.\n",

@@ -214,6 +214,8 @@ const char *vmdk_extent_kind_name(enum vmdk_extent_kind k);
 
 enum vmdk_access { VMDK_ACCESS_RW, VMDK_ACCESS_RDONLY, VMDK_ACCESS_NOACCESS };
 
+#define VMDK_FLAG_ZEROED_GRAIN 0x4u
+
 struct vmdk_extent_info {
 	enum vmdk_extent_kind kind;
 	enum vmdk_access access;
@@ -224,7 +226,8 @@ struct vmdk_extent_info {
 	uint64_t file_offset;      /* FLAT: byte offset in the file */
 	uint64_t file_size;        /* bytes on disk (st_size) */
 	uint64_t allocated;        /* bytes of guest data stored (grains) */
-	/* sparse header fields (0 for non-sparse kinds) */
+	/* sparse header fields (0 for non-sparse kinds); flags bit
+	 * VMDK_FLAG_ZEROED_GRAIN: the tables may hold zeroed grains (GTE 1) */
 	uint32_t version, flags;
 	uint64_t header_capacity_sectors, grain_size_sectors;
 	uint64_t descriptor_offset_sectors, descriptor_size_sectors;

@@ -192,6 +192,69 @@ sanitizer_clean()
 	fi
 }
 
+# For tests that start daemons: a detached daemon's stderr is /dev/null,
+# so sanitizer reports (ASan build) go to files in $T instead, and finish
+# fails on any.
+sanitizer_to_files()
+{
+	export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}log_path=$T/sanitizer"
+	export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}log_path=$T/sanitizer"
+	eval "lib_finish() $(declare -f finish | tail -n +2)"
+	finish()
+	{
+		local f
+		for f in "$T"/sanitizer.*; do
+			[ -e "$f" ] || continue
+			sed 's/^/  | /' "$f" >&2
+			fail "sanitizer report in $(basename "$f")"
+		done
+		lib_finish
+	}
+}
+
+# pid_gone PID: exited (gone, or a zombie its reaper has not collected: a
+# detached daemon's parent is init or a subreaper).
+pid_gone()
+{
+	local st
+	st=$(sed -n 's/^[0-9]* (.*) \(.\).*/\1/p' "/proc/$1/stat" 2>/dev/null)
+	[ -z "$st" ] || [ "$st" = Z ] || [ "$st" = X ]
+}
+
+# wait_gone PID: wait up to 10 s for pid_gone.
+wait_gone()
+{
+	local i
+	for i in $(seq 200); do
+		pid_gone "$1" && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# rss_kib PID: the process's resident memory, KiB.
+rss_kib()
+{
+	sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status"
+}
+
+# kill_in_flow PID WRITER-PID LOG: kill -9 the server PID in full flow of
+# the crash tests' writer (after 20 more acknowledged writes in LOG, plus
+# 0-0.3 s, from bash's seeded RANDOM), then reap the writer and wait until
+# the server is gone.
+kill_in_flow()
+{
+	local want=$(($(wc -l <"$3") + 20))
+	for _ in $(seq 200); do
+		[ "$(wc -l <"$3")" -lt $want ] || break
+		sleep 0.05
+	done
+	sleep "0.$((RANDOM % 4))"
+	kill -9 "$1"
+	wait "$2"
+	wait_gone "$1"
+}
+
 # Check that a command succeeds; `what` names it in the report.
 expect_ok()
 {
@@ -345,7 +408,8 @@ gen_writes()
 }
 
 # apply_writes TOOL IMAGE LIST: replay a write list with qemu-io (on a VMDK
-# or, qemu-io-raw, a raw file) or vdio,
+# or, qemu-io-raw, a raw file or an NBD URI; QEMU_IO_WRAP, words put before
+# qemu-io, e.g. "ip netns exec NS") or vdio,
 # many commands per process (both tools take the same -c syntax).
 apply_writes()
 {
@@ -353,7 +417,7 @@ apply_writes()
 	local -a base
 	case $tool in
 	qemu-io) base=(qemu-io -f vmdk) ;;
-	qemu-io-raw) base=(qemu-io -f raw) ;;
+	qemu-io-raw) base=(${QEMU_IO_WRAP:-} qemu-io -f raw) ;; # an nbd:// URI too
 	vdio) base=("$VDIO" -w) ;;
 	*) die "apply_writes: unknown tool $tool" ;;
 	esac

@@ -11,21 +11,7 @@
 need fusermount3 qemu-img qemu-io
 need_vdelta
 
-# A detached daemon's stderr is /dev/null: sanitizer reports (ASan build)
-# go to files in $T instead, and finish fails on any.
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}log_path=$T/sanitizer"
-export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}log_path=$T/sanitizer"
-eval "lib_finish() $(declare -f finish | tail -n +2)"
-finish()
-{
-	local f
-	for f in "$T"/sanitizer.*; do
-		[ -e "$f" ] || continue
-		sed 's/^/  | /' "$f" >&2
-		fail "sanitizer report in $(basename "$f")"
-	done
-	lib_finish
-}
+sanitizer_to_files
 
 t_mounts=()
 t_loops=()
@@ -71,26 +57,6 @@ mount_pid()
 is_mounted()
 {
 	grep -q " $1 fuse" /proc/mounts
-}
-
-# pid_gone PID: exited (gone, or a zombie its reaper has not collected: a
-# detached daemon's parent is init or a subreaper).
-pid_gone()
-{
-	local st
-	st=$(sed -n 's/^[0-9]* (.*) \(.\).*/\1/p' "/proc/$1/stat" 2>/dev/null)
-	[ -z "$st" ] || [ "$st" = Z ] || [ "$st" = X ]
-}
-
-# wait_gone PID: wait up to 10 s for pid_gone.
-wait_gone()
-{
-	local i
-	for i in $(seq 200); do
-		pid_gone "$1" && return 0
-		sleep 0.05
-	done
-	return 1
 }
 
 # make_base SIZE QEMU-IO-CMD... : in $T/d, a base.vmdk made by qemu-img,

@@ -11,7 +11,14 @@
 #    (sha256 before/after) and no scratch files behind;
 #  - --json validates against docs/bench.schema.json (a small validator for
 #    the subset of JSON Schema the file uses), --plot writes an SVG whose
-#    series and points match the JSON, --csv has one row per result.
+#    series and points match the JSON and whose throughput axes are
+#    logarithmic (every tick a power of ten), --csv has one row per result;
+#  - --peers names every server it could not run and the package that brings
+#    its program (dpkg -S of the program, where it is installed), and runs
+#    vdelta through FUSE beside the FUSE peers: each FUSE figure is set
+#    against vdelta-fuse (the ratio recomputed from the JSON), the in-process
+#    row is labelled as such;
+#  - every script under bench/ is executable.
 # shellcheck source=tests/shell/lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -138,17 +145,118 @@ run "$VDELTA" bench -q --trace "$T/bad-trace.txt" "$TOP"
 run "$VDELTA" bench --json --csv "$TOP"
 [ $? = 2 ] && pass "--json with --csv: usage error" || fail "--json --csv exit status"
 
+# ---- --peers: what could not run, and vdelta through FUSE beside the peers ------------
+# The Debian package that installed a program here (empty when none did).
+pkg_of()
+{
+	local p=$1 f pkg
+	command -v dpkg >/dev/null || return 0
+	for f in "$(command -v "$p" 2>/dev/null)" "/usr/bin/$p" "/bin/$p" "/usr/sbin/$p"; do
+		[ -n "$f" ] && [ -e "$f" ] || continue
+		pkg=$( (dpkg -S "$f" || dpkg -S "$(readlink -f "$f")") 2>/dev/null | head -n1)
+		[ -n "$pkg" ] && { echo "${pkg%%:*}"; return 0; }
+	done
+}
+# each missing server: named on stderr and in not_run, with the package
+# that brings its program where dpkg knows it (NAME=PROGRAM pairs)
+check_missing()
+{
+	local what=$1 pair sys prog pkg
+	shift
+	for pair in "$@"; do
+		sys=${pair%%=*} prog=${pair#*=}
+		pkg=$(pkg_of "$prog")
+		if grep -q "$sys not run: $prog is not installed" "$T/last.err" &&
+			"$PYTHON" - "$T/last.out" "$sys" "$prog" "$pkg" <<'PY'; then
+import json, sys
+d = json.load(open(sys.argv[1]))
+want = {"system": sys.argv[2], "program": sys.argv[3]}
+got = [m for m in d["not_run"] if m["system"] == want["system"]]
+ok = len(got) == 1 and got[0]["program"] == want["program"]
+ok = ok and (not sys.argv[4] or got[0].get("package") == sys.argv[4])
+ok = ok and not [r for r in d["results"] if r["system"] == want["system"]]
+sys.exit(0 if ok else 1)
+PY
+			pass "$what: $sys not run, $prog missing${pkg:+ (package $pkg, as dpkg says)}"
+		else
+			fail "$what: $sys / $prog not reported: $(cat "$T/last.err")"
+		fi
+	done
+}
+PEER_ARGS=(-q --peers --ops 300 --seq-bytes 1M --threads 1 --json "$TOP")
+mkdir -p "$T/bin"
+if run env PATH="$T/bin" "$VDELTA" bench "${PEER_ARGS[@]}"; then
+	check_missing "no fusermount3" vdelta-fuse=fusermount3 qemu-fuse=fusermount3 \
+		vmdkmount=fusermount3
+else
+	fail "bench --peers without the peers: $(cat "$T/last.err")"
+fi
+if [ -c /dev/fuse ] && command -v fusermount3 >/dev/null; then
+	ln -s "$(command -v fusermount3)" "$T/bin/fusermount3"
+	if run env PATH="$T/bin" "$VDELTA" bench "${PEER_ARGS[@]}"; then
+		check_missing "only fusermount3" qemu-fuse=qemu-storage-daemon vmdkmount=vmdkmount
+		grep -q '"system": "vdelta-fuse"' "$T/last.out" &&
+			pass "--peers runs vdelta-fuse even with no peer installed" ||
+			fail "--peers without peers: no vdelta-fuse result"
+	else
+		fail "bench --peers with fusermount3 alone: $(cat "$T/last.err")"
+	fi
+	if run "$VDELTA" bench "${PEER_ARGS[@]}"; then
+		cp "$T/last.out" "$T/peers.json"
+		"$PYTHON" - "$T/peers.json" <<'PY' && pass "--peers: vdelta-fuse beside every FUSE peer, each set against it" || fail "--peers: systems and ratios"
+import json, sys
+d = json.load(open(sys.argv[1]))
+res = d["results"]
+key = lambda r: (r["disk"], r["pattern"], r["threads"])
+by = {(r["system"],) + key(r): r for r in res}
+ok = True
+fuse = [r for r in res if r["access"] == "fuse"]
+if not [r for r in fuse if r["system"] != "vdelta-fuse"] and d["not_run"] == []:
+    print("no FUSE peer ran and none reported missing"); ok = False
+for r in res:
+    if r["system"] == "vdelta":
+        want = None if r["access"] == "in-process" else "?"
+    else:
+        want = "vdelta" if r["system"] == "vdelta-fuse" else "vdelta-fuse"
+    if r.get("vs_system") != want or (want and (want,) + key(r) not in by):
+        print("result", r["system"], r["pattern"], "vs", r.get("vs_system"), "want", want); ok = False
+        continue
+    ratio = r["iops"] / by[(want,) + key(r)]["iops"] if want else 1.0
+    if abs(r["vs_vdelta"] - ratio) > 1e-3 * max(ratio, 1e-3):
+        print("vs_vdelta", r["vs_vdelta"], "recomputed", ratio); ok = False
+sys.exit(0 if ok else 1)
+PY
+	else
+		fail "bench --peers: $(cat "$T/last.err")"
+	fi
+	if run "$VDELTA" bench -q --fuse --ops 300 --seq-bytes 1M --threads 1 "$TOP"; then
+		grep -q '^  vdelta (in process) ' "$T/last.out" && grep -q '^  vdelta-fuse ' "$T/last.out" &&
+			pass "the table labels the in-process row beside vdelta-fuse" ||
+			fail "table labels: $(head -n 8 "$T/last.out")"
+	else
+		fail "bench --fuse: $(cat "$T/last.err")"
+	fi
+else
+	echo "no /dev/fuse or fusermount3: vdelta-fuse beside the peers not checked"
+fi
+
+# ---- every script under bench/ runs as named (docs/benchmarks.md) ---------------------
+noexec=$(find "$SOURCE_DIR/bench" -name '*.sh' ! -perm -u+x)
+[ -z "$noexec" ] && pass "every bench/*.sh is executable" || fail "not executable: $noexec"
+
 # ---- JSON schema and plot --------------------------------------------------------------
 if command -v gnuplot >/dev/null &&
 	run "$VDELTA" bench -q --synthetic --size 8M --depths 1,3,6 --fill 50 --churn 10 \
 		--dir "$T/s" --ops 300 --seq-bytes 2M --json --plot "$T/plot.svg"; then
 	cp "$T/last.out" "$T/plot.json"
 	[ -s "$T/plot.svg" ] && pass "--plot wrote a non-empty SVG" || fail "--plot: empty SVG"
-	"$PYTHON" - "$T/plot.json" "$T/plot.svg" <<'PY' && pass "the plot's series and points match the JSON" || fail "plot vs JSON"
-import json, re, sys
+	"$PYTHON" - "$T/plot.json" "$T/plot.svg" <<'PY' && pass "the plot's series, points and log axes match the JSON" || fail "plot vs JSON"
+import json, math, re, sys
 d = json.load(open(sys.argv[1]))
 svg = open(sys.argv[2]).read()
-systems = sorted({r["system"] for r in d["results"]})
+# the in-process row is labelled as such, the others by their system
+label = lambda r: "vdelta (in process)" if r["access"] == "in-process" else r["system"]
+systems = sorted({label(r) for r in d["results"]})
 # gnuplot names plot k of panel p "gnuplot_plot_<k><p>"
 groups = re.split(r'<g id="gnuplot_plot_', svg)[1:]
 titles = {}
@@ -165,8 +273,8 @@ for panel, series in titles.items():
             print("panel", panel, t, len(pts), "points for", len(d["disks"]), "disks"); ok = False
 # panel a: random 4 KiB IOPS of vdelta, 1 thread; a higher rate is drawn higher (smaller y)
 rand = {r["depth"]: r["iops"] for r in d["results"] if r["pattern"] == "rand-read-4K" and r["threads"] == 1}
-ys = [float(y) for _, y in dict(titles["a"])["vdelta"]]
-xs = [float(x) for x, _ in dict(titles["a"])["vdelta"]]
+ys = [float(y) for _, y in dict(titles["a"])["vdelta (in process)"]]
+xs = [float(x) for x, _ in dict(titles["a"])["vdelta (in process)"]]
 depths = sorted(rand)
 for i in range(len(depths)):
     for j in range(len(depths)):
@@ -174,9 +282,27 @@ for i in range(len(depths)):
             print("IOPS order differs from the drawn order", rand, ys); ok = False
 if xs != sorted(xs):
     print("x positions are not in depth order", xs); ok = False
+# y tick labels (right-aligned), by panel (400 px each): the throughput
+# panels a and b have a log axis (every tick a power of ten, "1x10^N" from
+# 10^6 on), the amplification panel c a linear one from 0
+ticks = {}
+for x, body in re.findall(r'<g transform="translate\(([\d.]+),[\d.]+\)"[^>]*text-anchor="end">\s*<text>(.*?)</text>', svg):
+    parts = re.findall(r'<tspan[^>]*>([^<]*)</tspan>', body)
+    text = "".join(parts[:1]).strip()
+    try:
+        v = 10.0 ** float(parts[1]) if text == "1x10" else float(text)
+    except (ValueError, IndexError):
+        continue
+    ticks.setdefault("abc"[min(int(float(x) // 400), 2)], []).append(v)
+for p in "ab":
+    t = ticks.get(p, [])
+    if len(t) < 2 or not all(v > 0 and abs(math.log10(v) - round(math.log10(v))) < 1e-9 for v in t):
+        print("panel", p, "y ticks", t, "are not powers of ten"); ok = False
+if 0.0 not in ticks.get("c", []):
+    print("panel c y ticks", ticks.get("c")); ok = False
 sys.exit(0 if ok else 1)
 PY
-	"$PYTHON" - "$SCHEMA" "$T/plot.json" "$T/count.json" <<'PY' && pass "--json validates against docs/bench.schema.json" || fail "--json vs schema"
+	"$PYTHON" - "$SCHEMA" "$T/plot.json" "$T/count.json" "$T/peers.json" <<'PY' && pass "--json validates against docs/bench.schema.json" || fail "--json vs schema"
 import json, os, sys
 # The subset of JSON Schema the schema uses: type, required, properties,
 # items, enum, minimum, maximum.

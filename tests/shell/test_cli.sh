@@ -52,6 +52,20 @@ qemu_json() {
 }
 
 # ---- help, version, exit codes -------------------------------------------------
+
+# Built from a git tree, --version names HEAD's commit, "-dirty" when
+# tracked files differ (git's own answers are the oracle); test_package.sh
+# checks the build without git.
+test_version_commit() {
+	local head want
+	[ "$(git -C "$SOURCE_DIR" rev-parse --show-toplevel 2>/dev/null)" -ef "$SOURCE_DIR" ] ||
+		return 0
+	head=$(git -C "$SOURCE_DIR" rev-parse HEAD)
+	want="vdelta .* (commit ${head:0:12}"
+	[ -z "$(git -C "$SOURCE_DIR" status --porcelain --untracked-files=no)" ] ||
+		want="$want-dirty"
+	grep -qx "$want)" "$T/out" || fail "--version: $(cat "$T/out"), HEAD is $head"
+}
 test_help() {
 	run 0 "$VDELTA" help && grep -q '^  convert ' "$T/out" || fail "help lists convert"
 	run 0 "$VDELTA" --help && grep -q '^  create ' "$T/out" || fail "--help"
@@ -62,6 +76,7 @@ test_help() {
 	done
 	run 0 "$VDELTA" --version && grep -Eq '^vdelta [0-9]+\.[0-9]+' "$T/out" ||
 		fail "--version"
+	test_version_commit
 	run 2 "$VDELTA" || true
 	run 2 "$VDELTA" no-such-command || true
 	run 2 "$VDELTA" help no-such-command || true

@@ -17,11 +17,6 @@ for i in $(seq $N); do
 done
 sha_base=$(sha256sum <d/base.vmdk)
 
-rss_kib()
-{
-	sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status"
-}
-
 # one disk, for the RSS figure
 m=$(mnt_new m)
 expect_ok "mount one clone" vd_mount d/c1.vmdk "$m"

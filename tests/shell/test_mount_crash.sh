@@ -29,16 +29,7 @@ for r in $(seq 0 $((ROUNDS - 1))); do
 	pid=$(mount_pid "$m")
 	"$PYTHON" "$W" write "$m/disk" acked.log "$SEED" "$r" $COUNT &
 	wpid=$!
-	# kill in full flow: after 20 more acknowledged writes, plus 0-0.3 s
-	want=$(($(wc -l <acked.log) + 20))
-	for _ in $(seq 200); do
-		[ "$(wc -l <acked.log)" -lt $want ] || break
-		sleep 0.05
-	done
-	sleep "0.$((RANDOM % 4))"
-	kill -9 "$pid"
-	wait "$wpid"
-	wait_gone "$pid" || fail "round $r: kill -9 did not end the daemon"
+	kill_in_flow "$pid" "$wpid" acked.log || fail "round $r: kill -9 did not end the daemon"
 	fusermount3 -u "$m" 2>/dev/null || fusermount3 -u -z "$m"
 	echo "round $r: $(wc -l <acked.log) writes acknowledged so far"
 	# after a kill the unclean flag is a warning (exit 1); corruption is an error

@@ -441,7 +441,7 @@ static int do_op(const char *dir, const struct vd_io *io)
 	struct group_plan plan = {0};
 	struct group *g = NULL;
 	char *s1 = at(dir, "s1.vmdk"), *s2 = at(dir, "s2.vmdk");
-	int err = group_load(s2, NULL, 0, NULL, &g);
+	int err = group_load(s2, NULL, 0, 0, NULL, &g);
 
 	if (!err && S->op == REPAIR)
 		err = group_repair(g, s2, 0, io, &plan);
@@ -475,7 +475,7 @@ static bool crash_at(long n, bool drop)
 	if (getenv("VDT_VERBOSE"))
 		fprintf(stderr, "%s: crash after %ld writes (drop %d): %s\n", S->name, n, drop,
 			crashed ? "crashed" : "finished");
-	if (!group_load(exists(dir, "s2.vmdk") ? top : s1, NULL, 0, NULL, &g))
+	if (!group_load(exists(dir, "s2.vmdk") ? top : s1, NULL, 0, 0, NULL, &g))
 		group_free(g); /* the next command: recovery */
 	check_after(dir, !crashed);
 	rm_rf(dir);

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "vdtest.h"
+#include "vdt_legacy.h"
 #include "chain.h"
 #include "group.h"
 
@@ -216,7 +217,7 @@ static int run_path(const char *p, group_fn *op, unsigned flags, const struct vd
 		    struct group_plan *plan)
 {
 	struct group *g;
-	int err = group_load(p, NULL, 0, NULL, &g);
+	int err = group_load(p, NULL, 0, 0, NULL, &g);
 
 	if (!err) {
 		err = op(g, p, flags, io, plan);
@@ -263,7 +264,7 @@ static void test_discovery(void **state)
 	int b, s1;
 
 	(void)state;
-	assert_int_equal(group_load(p, NULL, 0, NULL, &g), 0);
+	assert_int_equal(group_load(p, NULL, 0, 0, NULL, &g), 0);
 	b = group_node(g, pb);
 	s1 = group_node(g, p1);
 	free(pb);
@@ -559,6 +560,23 @@ static void recover_beside(const char *disk)
 	assert_int_equal(group_recover_near(disk, GROUP_RECOVER_FINISH, NULL, NULL), 0);
 }
 
+static bool legacy;
+
+/* A dry run's load of the crashed group changes no file (the interrupted
+ * operation is reported, not carried out). */
+static bool check_dry;
+
+static void dry_load_changes_nothing(const char *dir, const char *disk)
+{
+	struct group *g;
+
+	assert_int_equal(vdt_sh("cp -a --sparse=always '%s' '%s.dry'", dir, dir), 0);
+	if (!group_load(disk, NULL, 0, GROUP_DRY_RUN, NULL, &g))
+		group_free(g);
+	assert_int_equal(vdt_sh("diff -r '%s' '%s.dry' >/dev/null", dir, dir), 0);
+	assert_int_equal(vdt_sh("rm -rf '%s.dry'", dir), 0);
+}
+
 /* Crash after n writes; then load the group again (recovery) and check. */
 static bool crash_at(enum which w, long n, bool drop)
 {
@@ -580,10 +598,14 @@ static bool crash_at(enum which w, long n, bool drop)
 	if (getenv("VDT_VERBOSE"))
 		fprintf(stderr, "crash after %ld writes (drop %d): %s\n", n, drop,
 			crashed ? "crashed" : "finished");
+	if (legacy)
+		vdt_records_to_legacy(dir);
+	if (check_dry)
+		dry_load_changes_nothing(dir, exists(dir, "base-000003.vmdk") ? top : clone);
 	/* the next command on the group: recovery, from any of its disks */
 	if (recover_near)
 		recover_beside(top);
-	else if (!group_load(exists(dir, "base-000003.vmdk") ? top : clone, NULL, 0,
+	else if (!group_load(exists(dir, "base-000003.vmdk") ? top : clone, NULL, 0, 0,
 				   NULL, &g))
 		group_free(g);
 	check_after(dir, w, !crashed);
@@ -605,7 +627,13 @@ static void faults(enum which w)
 	}
 }
 
-static void test_commit_faults(void **state) { (void)state; faults(OP_COMMIT); }
+static void test_commit_faults(void **state)
+{
+	(void)state;
+	check_dry = true;
+	faults(OP_COMMIT);
+	check_dry = false;
+}
 static void test_delete_faults(void **state) { (void)state; faults(OP_DELETE); }
 static void test_revert_faults(void **state) { (void)state; faults(OP_REVERT); }
 static void test_repair_faults(void **state) { (void)state; faults(OP_REPAIR); }
@@ -623,6 +651,20 @@ static void test_faults_near(void **state)
 	recover_near = false;
 }
 static void test_pull_base_faults(void **state) { (void)state; faults(OP_PULL_BASE); }
+
+/* Records the release before record versions wrote, left at every crash
+ * point of each operation, are recovered the same way. */
+static void test_legacy_faults(void **state)
+{
+	(void)state;
+	legacy = true;
+	faults(OP_COMMIT);
+	faults(OP_DELETE);
+	faults(OP_REVERT);
+	faults(OP_PULL);
+	faults(OP_UNLINK);
+	legacy = false;
+}
 static void test_consolidate_base_faults(void **state)
 {
 	(void)state;
@@ -802,6 +844,7 @@ int main(void)
 		cmocka_unit_test(test_pull_base),
 		cmocka_unit_test(test_pull_faults),
 		cmocka_unit_test(test_pull_base_faults),
+		cmocka_unit_test(test_legacy_faults),
 		cmocka_unit_test(test_pull_refused),
 		cmocka_unit_test(test_consolidate_direction),
 		cmocka_unit_test(test_consolidate_base),

@@ -25,6 +25,7 @@
 #include <cmocka.h>
 
 #include "vdtest.h"
+#include "vdt_legacy.h"
 #include "chain.h"
 #include "group.h"
 
@@ -210,7 +211,7 @@ static int relocate(const char *dir, const char *disk, const char *to,
 {
 	char *p = at(dir, disk), *d = at(dir, to);
 	struct group *g;
-	int err = group_load(p, NULL, 0, NULL, &g);
+	int err = group_load(p, NULL, 0, 0, NULL, &g);
 
 	if (!err) {
 		err = group_relocate(g, p, d, mode, flags, io, plan);
@@ -391,6 +392,8 @@ static void test_dry_run(void **state)
 
 /* ---- crashes ---------------------------------------------------------------------------- */
 
+static bool legacy; /* records rewritten as the release before versions wrote them */
+
 static bool crash_at(enum group_relocate_mode mode, long n, bool drop)
 {
 	char *dir = copy_group(), *old = at(dir, "vmA/a2.vmdk"), *new = at(dir, "dst/a2.vmdk");
@@ -408,8 +411,15 @@ static bool crash_at(enum group_relocate_mode mode, long n, bool drop)
 	if (getenv("VDT_VERBOSE"))
 		fprintf(stderr, "mode %d crash after %ld writes (drop %d): %s\n", mode, n,
 			drop, crashed ? "crashed" : "finished");
+	if (legacy) {
+		char *vm = at(dir, "vmA"), *dst = at(dir, "dst");
+		vdt_records_to_legacy(vm);
+		vdt_records_to_legacy(dst);
+		free(vm);
+		free(dst);
+	}
 	/* the next command on the group, from wherever A is */
-	if (!group_load(exists(dir, "vmA/a2.vmdk") ? old : new, NULL, 0, NULL, &g))
+	if (!group_load(exists(dir, "vmA/a2.vmdk") ? old : new, NULL, 0, 0, NULL, &g))
 		group_free(g);
 	there = exists(dir, "dst/a2.vmdk");
 	assert_true(there != exists(dir, "vmA/a2.vmdk")); /* at exactly one place */
@@ -425,6 +435,18 @@ static bool crash_at(enum group_relocate_mode mode, long n, bool drop)
 	free(old);
 	free(new);
 	return crashed;
+}
+
+static void faults(enum group_relocate_mode mode);
+
+/* Records of the release before record versions, left at every crash
+ * point of a relocation, are recovered the same way. */
+static void test_legacy_faults(void **state)
+{
+	(void)state;
+	legacy = true;
+	faults(GROUP_RELOCATE_NO_SHARE);
+	legacy = false;
 }
 
 static void faults(enum group_relocate_mode mode)
@@ -459,7 +481,7 @@ static bool reattach_crash_at(long n, bool drop)
 	crashed = vd_faultio_crashed(fi);
 	assert_int_equal(vd_faultio_crash(fi), 0);
 	vd_faultio_destroy(fi);
-	if (!group_load(exists(dir, "vmB/b.vmdk") ? old : new, NULL, 0, NULL, &g))
+	if (!group_load(exists(dir, "vmB/b.vmdk") ? old : new, NULL, 0, 0, NULL, &g))
 		group_free(g);
 	there = exists(dir, "dst/b.vmdk");
 	assert_true(there != exists(dir, "vmB/b.vmdk"));
@@ -510,6 +532,7 @@ int main(void)
 		cmocka_unit_test(test_no_share_faults),
 		cmocka_unit_test(test_share_faults),
 		cmocka_unit_test(test_share_reattach_faults),
+		cmocka_unit_test(test_legacy_faults),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -7,6 +7,7 @@
  * (nonpersistent), pointer identity of pooled layers.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -198,6 +199,62 @@ static void test_serve_modes(void **state)
 	free(after);
 }
 
+static bool dir_empty(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	bool empty = true;
+
+	assert_non_null(d);
+	while ((e = readdir(d)))
+		empty &= e->d_name[0] == '.';
+	closedir(d);
+	return empty;
+}
+
+/* Options: the throw-away delta is made in the server's tmpdir (and gone
+ * from it once open), and every chain reads through the server's io. */
+static void test_serve_opts(void **state)
+{
+	struct fx *f = *state;
+	char *tmp = vdt_join(f->dir, "scratch");
+	struct vd_countio *ci;
+	struct chain_server *s;
+	struct chain_served *np;
+	struct vd_count_stats st;
+	uint8_t buf[4096];
+	size_t done;
+	struct chain_server_opts o = { .tmpdir = tmp };
+	bool in_tmp = false;
+
+	assert_int_equal(mkdir(tmp, 0755), 0);
+	assert_int_equal(vd_countio_create(NULL, &ci), 0);
+	o.io = vd_countio_io(ci);
+	assert_int_equal(chain_server_create_opts(&o, &s), 0);
+	assert_int_equal(chain_server_add(s, f->clone[0], "np", CHAIN_SERVE_NONPERSISTENT,
+					  &np), 0);
+	assert_true(dir_empty(tmp));
+	for (unsigned i = 0; i < vd_countio_nr_files(ci); i++) {
+		vd_countio_get(ci, i, &st);
+		in_tmp |= !strncmp(st.path, tmp, strlen(tmp)) && st.path[strlen(tmp)] == '/';
+	}
+	assert_true(in_tmp);
+	vd_countio_reset(ci);
+	assert_int_equal(chain_served_read(np, buf, sizeof buf, 0, &done), 0);
+	assert_int_equal(buf[0], 0xb0);
+	assert_int_equal(vd_countio_find(ci, f->base, &st), 0);
+	assert_true(st.data_reads >= 1);
+	fill(buf, sizeof buf, 0x5c);
+	assert_int_equal(chain_served_write(np, buf, sizeof buf, 0), 0);
+	assert_int_equal(chain_served_flush(np), 0);
+	vd_countio_total(ci, &st);
+	assert_true(st.writes >= 1 && st.syncs >= 1);
+	assert_int_equal(chain_server_close(s), 0);
+	assert_true(dir_empty(tmp));
+	vd_countio_destroy(ci);
+	free(tmp);
+}
+
 /* Two servers cannot write one top. */
 static void test_serve_refuses_second_writer(void **state)
 {
@@ -209,6 +266,20 @@ static void test_serve_refuses_second_writer(void **state)
 	assert_int_equal(chain_server_add(a, f->clone[0], "x", CHAIN_SERVE_RW, NULL), 0);
 	assert_int_equal(chain_server_add(b, f->clone[0], "x", CHAIN_SERVE_RW, NULL), -EAGAIN);
 	assert_int_equal(chain_server_nr_disks(b), 0);
+	/* written (so marked unclean): a second writer, whose open would
+	 * recover an unclean top, is refused before it writes a byte */
+	struct chain_served *d = chain_server_disk(a, 0);
+	size_t len0, len1;
+	uint8_t *before, *after;
+	assert_int_equal(chain_served_write(d, "x", 1, 0), 0);
+	assert_int_equal(chain_served_flush(d), 0);
+	before = vdt_slurp(f->clone[0], &len0);
+	assert_int_equal(chain_server_add(b, f->clone[0], "x", CHAIN_SERVE_RW, NULL), -EAGAIN);
+	after = vdt_slurp(f->clone[0], &len1);
+	assert_int_equal(len0, len1);
+	assert_memory_equal(before, after, len0);
+	free(before);
+	free(after);
 	assert_int_equal(chain_server_close(b), 0);
 	assert_int_equal(chain_server_close(a), 0);
 	/* a frozen layer is refused for writing */
@@ -258,6 +329,113 @@ static void test_serve_read_segs(void **state)
 	assert_int_equal(chain_server_close(s), 0);
 }
 
+/* The run at off: kind and owning layer. */
+static void assert_run(struct chain_served *d, uint64_t off, enum chain_kind kind, int layer)
+{
+	struct chain_run r;
+
+	assert_int_equal(chain_status(chain_served_chain(d), off, GRAIN, &r), 0);
+	assert_int_equal(r.kind, kind);
+	assert_int_equal(r.layer, layer);
+}
+
+static void assert_bytes(struct chain_served *d, uint64_t off, size_t len, uint8_t v)
+{
+	uint8_t buf[GRAIN];
+	size_t done;
+
+	assert_int_equal(chain_served_read(d, buf, len, off, &done), 0);
+	for (size_t i = 0; i < len; i++)
+		assert_int_equal(buf[i], v);
+}
+
+/* Zeroing: what already reads as zeros is left unallocated; FAST refuses
+ * what would write data (nothing changed); TRIM does only the cheap part. */
+static void test_serve_zero(void **state)
+{
+	struct fx *f = *state;
+	char *zg = vdt_join(f->dir, "zg.vmdk");
+	struct vmdk_create_opts o = { .capacity = CAP, .subformat = VMDK_MONOLITHIC_SPARSE,
+				      .zeroed_grain = true, .parent_hint = "base.vmdk" };
+	struct vmdk_disk *b;
+	struct chain_server *s;
+	struct chain_served *plain, *z;
+
+	assert_int_equal(vmdk_open(f->base, VMDK_OPEN_RDONLY, NULL, &b), 0);
+	o.parent_cid = vmdk_cid(b);
+	vmdk_close(b);
+	assert_int_equal(vmdk_create(zg, &o, NULL), 0);
+	assert_int_equal(chain_server_create(&s), 0);
+	assert_int_equal(chain_server_add(s, f->clone[0], "plain", CHAIN_SERVE_RW, &plain), 0);
+	assert_int_equal(chain_server_add(s, zg, "zg", CHAIN_SERVE_RW, &z), 0);
+	assert_false(chain_served_zeroed_grains(plain));
+	assert_true(chain_served_zeroed_grains(z));
+	/* zeros over zeros: nothing allocated, even without zeroed grains */
+	assert_int_equal(chain_served_zero(plain, 1u << 20, 2u << 20, CHAIN_SERVE_ZERO_FAST), 0);
+	assert_run(plain, 2u << 20, CHAIN_UNALLOC, -1);
+	assert_int_equal(chain_served_write_zeroes(plain, 1u << 20, 2u << 20), 0);
+	assert_run(plain, 2u << 20, CHAIN_UNALLOC, -1);
+	/* over the base's data: slow without zeroed grains */
+	assert_int_equal(chain_served_zero(plain, GRAIN, 0, CHAIN_SERVE_ZERO_FAST), -ENOTSUP);
+	assert_run(plain, 0, CHAIN_DATA, 1);
+	assert_bytes(plain, 0, GRAIN, 0xb0);
+	assert_int_equal(chain_served_zero(z, GRAIN, GRAIN, CHAIN_SERVE_ZERO_FAST), 0);
+	assert_run(z, GRAIN, CHAIN_ZERO, 0);
+	assert_bytes(z, GRAIN, GRAIN, 0);
+	/* a partial grain is data written: refused fast, skipped by a trim */
+	assert_int_equal(chain_served_zero(z, 512, 4 * GRAIN, CHAIN_SERVE_ZERO_FAST), -ENOTSUP);
+	assert_int_equal(chain_served_zero(z, 3 * GRAIN, 4 * GRAIN + 512, CHAIN_SERVE_ZERO_TRIM), 0);
+	assert_bytes(z, 4 * GRAIN, 512, 0xb0);
+	assert_run(z, 5 * GRAIN, CHAIN_ZERO, 0);
+	assert_run(z, 7 * GRAIN, CHAIN_DATA, 1);
+	/* a plain zero writes what it must, edges included */
+	assert_int_equal(chain_served_write_zeroes(plain, 1000, 100), 0);
+	assert_bytes(plain, 0, 100, 0xb0);
+	assert_bytes(plain, 100, 1000, 0);
+	assert_bytes(plain, 1100, 1000, 0xb0);
+	assert_int_equal(chain_server_close(s), 0);
+	free(zg);
+}
+
+/* DISK[:MODE][=NAME]: each part found only after the last '/', a ':' that
+ * names no mode kept in the file name. */
+static void test_serve_disk_arg(void **state)
+{
+	static const struct {
+		const char *arg, *disk, *name;
+		enum chain_serve_mode mode;
+	} cases[] = {
+		{ "d/a.vmdk", "d/a.vmdk", NULL, CHAIN_SERVE_RW },
+		{ "d/a.vmdk:ro", "d/a.vmdk", NULL, CHAIN_SERVE_RO },
+		{ "d/a.vmdk=x", "d/a.vmdk", "x", CHAIN_SERVE_RW },
+		{ "d/a.vmdk:snapshot=x", "d/a.vmdk", "x", CHAIN_SERVE_SNAPSHOT },
+		{ "d/a:b.vmdk", "d/a:b.vmdk", NULL, CHAIN_SERVE_RW },
+		{ "d=1/a.vmdk:nonpersistent", "d=1/a.vmdk", NULL, CHAIN_SERVE_NONPERSISTENT },
+		{ "d:ro/a.vmdk", "d:ro/a.vmdk", NULL, CHAIN_SERVE_RW },
+	};
+	enum chain_serve_mode mode;
+	char buf[64], *name, *n;
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		snprintf(buf, sizeof buf, "%s", cases[i].arg);
+		assert_int_equal(chain_serve_disk_arg(buf, CHAIN_SERVE_RW, &name, &mode), 0);
+		assert_string_equal(buf, cases[i].disk);
+		if (cases[i].name)
+			assert_string_equal(name, cases[i].name);
+		else
+			assert_null(name);
+		assert_int_equal(mode, cases[i].mode);
+	}
+	snprintf(buf, sizeof buf, "a.vmdk=");
+	assert_int_equal(chain_serve_disk_arg(buf, CHAIN_SERVE_RO, &name, &mode), -EINVAL);
+	n = chain_serve_default_name("/x/y/Disk.VMDK");
+	assert_string_equal(n, "Disk");
+	free(n);
+	n = chain_serve_default_name("raw.img");
+	assert_string_equal(n, "raw.img");
+	free(n);
+}
+
 static void quiet(void *opaque, enum vd_log_level level, const char *msg) {}
 
 int main(void)
@@ -267,8 +445,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pool_locks_base, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_serve_rw_semantics, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_serve_modes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_serve_opts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_serve_read_segs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_serve_refuses_second_writer, setup, teardown),
+		cmocka_unit_test(test_serve_disk_arg),
+		cmocka_unit_test_setup_teardown(test_serve_zero, setup, teardown),
 	};
 
 	vd_log_set(quiet, NULL);

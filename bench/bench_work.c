@@ -1,29 +1,30 @@
-/* tools — the workloads of `vdelta bench` (top layer, over chain.h).
+/* bench — the workloads (bench layer, over chain.h).
  *
  * Owns: sequential 1 MiB reads, random 4 KiB reads on 1..N threads, the
  * replay of a trace, random 4 KiB writes each followed by a flush, run
  * against a chain in process or a file served over FUSE (pread/pwrite with
  * O_DIRECT where the file system allows it); the timing of every request
- * and the latency percentiles.  Each thread draws its offsets from its own
- * xorshift generator seeded from --seed, so runs repeat.  Workers stop
- * early (-EINTR) once bench_run_stop is set by a signal.
+ * and the latency percentiles; the parsing of traces.  Each thread draws
+ * its offsets from its own xorshift generator seeded from o->seed, so runs
+ * repeat.  Workers stop early (-EINTR) once bench_run_stop is set
+ * (bench_run_interrupt).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "tools_bench.h"
+#include "bench_int.h"
 
 #define SEQ_BLOCK (1u << 20)
 #define RAND_BLOCK 4096u
 #define TRACE_MAX_LEN (16u << 20)
 #define TRACE_MAX_OPS (16u << 20)
-
-volatile sig_atomic_t bench_run_stop;
 
 struct worker {
 	const struct bench_target *t;
@@ -37,7 +38,7 @@ struct worker {
 	int err;
 };
 
-const char *bench_pattern_name(enum bench_pattern p)
+const char *bench_work_pattern_name(enum bench_pattern p)
 {
 	static const char *const names[] = {"seq-read-1M", "rand-read-4K", "trace",
 					    "rand-write-4K-fsync"};
@@ -204,8 +205,8 @@ static int workers_run(struct worker *w, unsigned nr)
 	return err;
 }
 
-int bench_run_workload(const struct bench_target *t, const struct bench_opts *o,
-		       const struct bench_trace *trace, struct bench_result *r)
+int bench_work_run(const struct bench_target *t, const struct bench_opts *o,
+		   const struct bench_trace *trace, struct bench_result *r)
 {
 	struct worker w[BENCH_MAX_THREADS] = {{0}};
 	unsigned nr = r->pattern == BENCH_RAND ? r->threads : 1;
@@ -245,13 +246,13 @@ static int trace_line(const char *path, unsigned line_no, const char *line,
 
 	if (sscanf(line, "%lli %lli %15s", &off, &len, kind) != 3 ||
 	    (kind[0] != 'r' && kind[0] != 'R' && kind[0] != 'w' && kind[0] != 'W')) {
-		tools_err("%s:%u: expected \"OFFSET LENGTH r|w\"", path, line_no);
+		vd_err("%s:%u: expected \"OFFSET LENGTH r|w\"", path, line_no);
 		return -EINVAL;
 	}
 	if (len == 0 || len > TRACE_MAX_LEN || off > capacity || len > capacity - off) {
-		tools_err("%s:%u: offset %llu length %llu: not within the disk (%" PRIu64
-			  " bytes) or length not in 1..%u", path, line_no, off, len,
-			  capacity, TRACE_MAX_LEN);
+		vd_err("%s:%u: offset %llu length %llu: not within the disk (%" PRIu64
+		       " bytes) or length not in 1..%u", path, line_no, off, len, capacity,
+		       TRACE_MAX_LEN);
 		return -EINVAL;
 	}
 	*op = (struct bench_op){ off, (uint32_t)len, kind[0] == 'w' || kind[0] == 'W' };
@@ -274,7 +275,7 @@ static int trace_add(struct bench_trace *t, const struct bench_op *op, size_t *a
 	return 0;
 }
 
-int bench_run_trace_load(const char *path, uint64_t capacity, struct bench_trace *out)
+int bench_work_trace_load(const char *path, uint64_t capacity, struct bench_trace *out)
 {
 	FILE *f = fopen(path, "re");
 	char line[256];
@@ -285,7 +286,7 @@ int bench_run_trace_load(const char *path, uint64_t capacity, struct bench_trace
 	memset(out, 0, sizeof *out);
 	if (!f) {
 		err = -errno;
-		tools_fail(path, err);
+		vd_err("%s: %s", path, strerror(errno));
 		return err;
 	}
 	while (!err && fgets(line, sizeof line, f)) {
@@ -294,7 +295,7 @@ int bench_run_trace_load(const char *path, uint64_t capacity, struct bench_trace
 		if (line[strspn(line, " \t\r\n")] == '\0' || line[strspn(line, " \t")] == '#')
 			continue;
 		if (out->nr_ops >= TRACE_MAX_OPS) {
-			tools_err("%s:%u: more than %u requests", path, line_no, TRACE_MAX_OPS);
+			vd_err("%s:%u: more than %u requests", path, line_no, TRACE_MAX_OPS);
 			err = -E2BIG;
 		} else if (!(err = trace_line(path, line_no, line, capacity, &op))) {
 			err = trace_add(out, &op, &alloc);
@@ -302,7 +303,7 @@ int bench_run_trace_load(const char *path, uint64_t capacity, struct bench_trace
 	}
 	fclose(f);
 	if (!err && !out->nr_ops) {
-		tools_err("%s: no requests", path);
+		vd_err("%s: no requests", path);
 		err = -EINVAL;
 	}
 	return err;

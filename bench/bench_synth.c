@@ -1,10 +1,9 @@
-/* tools — synthetic chains for `vdelta bench --synthetic` (top layer, over
- * chain.h and vmdk.h).
+/* bench — synthetic chains (bench layer, over chain.h and vmdk.h).
  *
  * Owns: building one chain DIR/synth-00.vmdk (the base) .. synth-NN.vmdk
- * with the library: a monolithicSparse base whose first --fill percent of
+ * with the library: a monolithicSparse base whose first fill percent of
  * grains hold data, then one delta per level (group_create_child freezes
- * its parent) into which --churn percent of the grains, drawn at random,
+ * its parent) into which churn percent of the grains, drawn at random,
  * are written whole.  Every grain written carries its layer and grain
  * number in its first bytes, the rest is seeded pseudo-random data, so
  * every layer's grains differ.  The chain of depth d is the one whose top
@@ -12,12 +11,16 @@
  * last: a later run with the same parameters reuses the chain.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
-#include "tools_bench.h"
+#include "bench_int.h"
+#include "group.h"
 
 #define STAMP_NAME "bench-synth.txt"
 #define BASE_CHUNK (1u << 20)
@@ -28,8 +31,7 @@ struct synth {
 	uint64_t rng;
 	uint8_t *buf; /* BASE_CHUNK or one grain, random bytes */
 	size_t buf_len;
-	struct tools_progress prog;
-	uint64_t done;
+	uint64_t done, total; /* bytes written, to write */
 };
 
 static uint64_t synth_rand(struct synth *s)
@@ -38,6 +40,14 @@ static uint64_t synth_rand(struct synth *s)
 	s->rng ^= s->rng >> 7;
 	s->rng ^= s->rng << 17;
 	return s->rng;
+}
+
+static void synth_progress(const struct synth *s, bool last)
+{
+	const struct bench_hooks *h = &s->o->hooks;
+
+	if (h->build)
+		h->build(h->arg, s->done, s->total, last);
 }
 
 static char *synth_path(const struct synth *s, unsigned layer)
@@ -65,7 +75,7 @@ static int synth_write(struct synth *s, struct vmdk_disk *d, unsigned layer, siz
 	synth_stamp(s, layer, off, len);
 	err = vmdk_pwrite(d, s->buf, len, off);
 	s->done += len;
-	tools_progress_update(&s->prog, s->done);
+	synth_progress(s, false);
 	return err;
 }
 
@@ -117,8 +127,8 @@ static int synth_stamp_check(const struct synth *s, const char *want)
 		fclose(f);
 	}
 	if (ret == -EEXIST)
-		tools_err("%s: holds a synthetic chain built with other parameters (%.*s); "
-			  "use another --dir", path, (int)strcspn(have, "\n"), have);
+		vd_err("%s: holds a synthetic chain built with other parameters (%.*s); "
+		       "use another --dir", path, (int)strcspn(have, "\n"), have);
 	free(path);
 	return ret;
 }
@@ -132,7 +142,7 @@ static int synth_stamp_write(const struct synth *s, const char *params)
 	if (f && fclose(f))
 		err = -EIO;
 	if (err)
-		tools_fail(path ? path : s->dir, err);
+		vd_err("%s: %s", path ? path : s->dir, strerror(-err));
 	free(path);
 	return err;
 }
@@ -145,7 +155,8 @@ static int synth_layers(struct synth *s, unsigned depth)
 	char *prev = synth_path(s, 0), *cur = NULL;
 	int err;
 
-	tools_progress_init(&s->prog, base_bytes + (depth - 1) * churn * s->o->grain, false);
+	s->total = base_bytes + (depth - 1) * churn * s->o->grain;
+	synth_progress(s, false);
 	err = prev ? synth_base(s, prev, base_bytes) : -ENOMEM;
 	for (unsigned l = 1; !err && l < depth; l++) {
 		if (!(cur = synth_path(s, l)))
@@ -156,7 +167,7 @@ static int synth_layers(struct synth *s, unsigned depth)
 		prev = cur;
 	}
 	free(prev);
-	tools_progress_end(&s->prog, s->done);
+	synth_progress(s, true);
 	return err;
 }
 
@@ -170,8 +181,10 @@ int bench_synth_build(const struct bench_opts *o, const char *dir, char **tops)
 	for (unsigned i = 0; i < o->nr_depths; i++)
 		depth = VD_MAX(depth, o->depths[i]);
 	synth_params(o, depth, params, sizeof params);
-	if (mkdir(dir, 0755) && errno != EEXIST)
-		return tools_fail(dir, -errno), -EIO;
+	if (mkdir(dir, 0755) && errno != EEXIST) {
+		vd_err("%s: %s", dir, strerror(errno));
+		return -EIO;
+	}
 	ret = synth_stamp_check(&s, params);
 	if (ret == 0) {
 		s.buf_len = VD_MAX(BASE_CHUNK, o->grain);
@@ -188,4 +201,18 @@ int bench_synth_build(const struct bench_opts *o, const char *dir, char **tops)
 		if (!(tops[i] = synth_path(&s, o->depths[i] - 1)))
 			ret = -ENOMEM;
 	return ret < 0 ? ret : 0;
+}
+
+void bench_synth_remove(const char *dir)
+{
+	DIR *dh = opendir(dir);
+	struct dirent *e;
+
+	if (!dh)
+		return;
+	while ((e = readdir(dh)))
+		if (e->d_name[0] != '.')
+			unlinkat(dirfd(dh), e->d_name, 0);
+	closedir(dh);
+	rmdir(dir);
 }
