@@ -257,6 +257,13 @@ const struct group_tree *group_nodes(const struct group *g)
 	return g->t;
 }
 
+const char *group_base_name(const char *path)
+{
+	const char *s = strrchr(path, '/');
+
+	return s ? s + 1 : path;
+}
+
 char *const *group_scanned(const struct group *g, unsigned *nr)
 {
 	*nr = g->nr_dirs;

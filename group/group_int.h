@@ -28,6 +28,8 @@ int group_scan(const char *disk, char *const *extra, unsigned nr_extra,
 /* The same for the folders of several disks (NULL-free, nr_disks of them). */
 int group_scan_disks(char *const *disks, unsigned nr_disks, char *const *extra,
 		     unsigned nr_extra, struct group **out);
+/* The last component of path (path itself when it has no '/'). */
+const char *group_base_name(const char *path);
 /* Refuse (-EBUSY) changing node: names the other disks. */
 int group_refuse_shared(const struct group *g, int node, const char *what);
 /* Refuse (-EBUSY) changing a busy node: shared (names the other disks) or

@@ -65,13 +65,6 @@ struct pack {
 	uint64_t done;
 };
 
-static const char *base_name(const char *path)
-{
-	const char *s = strrchr(path, '/');
-
-	return s ? s + 1 : path;
-}
-
 /* ---- which layers ----------------------------------------------------------------------- */
 
 /* The node of each disk, its chain's links sound; reach counted. */
@@ -325,7 +318,7 @@ static int describe(struct pack *p, unsigned i)
 		return err;
 	type = vmdk_desc_get(d, "createType");
 	l->path = strdup(path);
-	l->name = strdup(base_name(path));
+	l->name = strdup(group_base_name(path));
 	l->source_type = strdup(type ? type : "");
 	l->capacity = vmdk_capacity(d);
 	l->cid = vmdk_cid(d);
@@ -392,7 +385,7 @@ static int describe_need(struct pack *p, int node)
 	n->capacity = vmdk_capacity(d);
 	vmdk_close(d);
 	n->path = strdup(path);
-	n->name = strdup(base_name(path));
+	n->name = strdup(group_base_name(path));
 	if (!n->path || !n->name)
 		return -ENOMEM;
 	if (!group_bundle_name_ok(n->name)) {

@@ -54,13 +54,6 @@ const struct group_field group_stage_fields[GROUP_STAGE_NR_FIELDS] = {
 			 GROUP_LOCK_EXCL),
 };
 
-static const char *base_name(const char *path)
-{
-	const char *s = strrchr(path, '/');
-
-	return s ? s + 1 : path;
-}
-
 int group_stage_new(const struct group_op *op, const char *path,
 		    struct group_stage_rec **out)
 {
@@ -70,7 +63,7 @@ int group_stage_new(const struct group_op *op, const char *path,
 
 	if (!err) {
 		*out = (struct group_stage_rec *)in;
-		if (asprintf(&name, ".%s.vdelta-%s", base_name(path), op->name) >= 0)
+		if (asprintf(&name, ".%s.vdelta-%s", group_base_name(path), op->name) >= 0)
 			(*out)->tmp = vd_path_join(dir, name);
 		err = (*out)->tmp ? 0 : -ENOMEM;
 	}
@@ -97,7 +90,7 @@ int group_stage_check(const struct group_intent *in)
 /* The staged descriptor: the staging folder + the layer's own name. */
 static char *stage_path(const struct group_stage_rec *r)
 {
-	return vd_path_join(r->tmp, base_name(r->in.target));
+	return vd_path_join(r->tmp, group_base_name(r->in.target));
 }
 
 int group_stage_list(const char *dir, char ***names, unsigned *nr)
@@ -188,7 +181,7 @@ static int stage_check_names(const struct group_stage_rec *r)
 /* P2, P3: staged extents into the folder, then the descriptor. */
 static int stage_move(const struct group_stage_rec *r, const struct vd_io *io)
 {
-	const char *desc = base_name(r->in.target);
+	const char *desc = group_base_name(r->in.target);
 	char **names = NULL, *dir = vd_dirname(r->in.target);
 	unsigned nr = 0;
 	int err = dir ? group_stage_list(r->tmp, &names, &nr) : -ENOMEM;

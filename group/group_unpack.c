@@ -119,18 +119,11 @@ static const struct group_field unpack_fields[] = {
 			 GROUP_LOCK_EXCL),
 };
 
-static const char *base_name(const char *path)
-{
-	const char *s = strrchr(path, '/');
-
-	return s ? s + 1 : path;
-}
-
 static char *stage_name(const char *target)
 {
 	char *dir = vd_dirname(target), *name = NULL, *p = NULL;
 
-	if (dir && asprintf(&name, ".%s%s", base_name(target), STAGE_SUFFIX) >= 0)
+	if (dir && asprintf(&name, ".%s%s", group_base_name(target), STAGE_SUFFIX) >= 0)
 		p = vd_path_join(dir, name);
 	free(name);
 	free(dir);
@@ -162,7 +155,7 @@ static int lock_dir(const char *dir, int *fd)
 static bool is_descriptor(const struct unpack_rec *r, const char *name)
 {
 	for (unsigned i = 0; i < r->nr_layers; i++)
-		if (!strcmp(base_name(r->layers[i]), name))
+		if (!strcmp(group_base_name(r->layers[i]), name))
 			return true;
 	return false;
 }
@@ -170,7 +163,7 @@ static bool is_descriptor(const struct unpack_rec *r, const char *name)
 static bool is_listed(const struct unpack_rec *r, const char *name)
 {
 	for (unsigned i = 0; i < r->nr_files; i++)
-		if (!strcmp(base_name(r->files[i]), name))
+		if (!strcmp(group_base_name(r->files[i]), name))
 			return true;
 	return false;
 }
@@ -204,7 +197,7 @@ static int publish(const struct unpack_rec *r, const struct vd_io *io)
 	if (!err)
 		err = io->sync_dir(io, r->in.target);
 	for (unsigned i = 0; !err && i < r->nr_layers; i++) {
-		err = move_in(r, base_name(r->layers[i]), io);
+		err = move_in(r, group_base_name(r->layers[i]), io);
 		if (!err)
 			err = io->sync_dir(io, r->layers[i]);
 	}
@@ -288,7 +281,7 @@ static int unpack_check(const struct group_intent *in)
 		err = -VD_EBADDATA;
 	for (unsigned i = 0; !err && i < r->nr_layers; i++) {
 		char *d = vd_dirname(r->layers[i]);
-		if (!d || strcmp(d, dir) || !group_bundle_name_ok(base_name(r->layers[i])))
+		if (!d || strcmp(d, dir) || !group_bundle_name_ok(group_base_name(r->layers[i])))
 			err = -VD_EBADDATA;
 		free(d);
 	}
@@ -359,7 +352,7 @@ static int plan_files(struct unpack *u, unsigned i)
 	for (unsigned k = 0; !err && k < nr; k++) {
 		err = name_free(files[k]);
 		for (unsigned j = 0; !err && j < u->rec->nr_files; j++)
-			if (!strcmp(base_name(u->rec->files[j]), base_name(files[k]))) {
+			if (!strcmp(group_base_name(u->rec->files[j]), group_base_name(files[k]))) {
 				vd_err("%s: two layers of the bundle would make it: refused, "
 				       "nothing written", files[k]);
 				err = -EEXIST;

@@ -83,6 +83,15 @@ tree_of()
 	"$VDELTA" tree "$1" | sed -e "s|$1/||g" -e 's/ [0-9.]* [KMG]*i*B//g'
 }
 
+# forge_sidecar SIDE DIGEST: the digest sidecar SIDE made to say DIGEST,
+# its checksum made right (so only its key tells it is not true)
+forge_sidecar()
+{
+	sed -e "s/^digest=.*/digest=$2/" -e '/^checksum=/d' "$1" >"$T/side"
+	printf 'checksum=%s\n' "$(xxhsum -H3 "$T/side" | awk '{print $NF}')" >>"$T/side"
+	cp "$T/side" "$1"
+}
+
 # ---- hosted: a clone's own layers over a shared base -----------------------------------------
 
 hosted()
@@ -482,9 +491,7 @@ sidecar()
 	# a recorded digest is used as it is while its key holds: prove it with
 	# an edited one (its checksum made right)
 	d=0123456789abcdef0123456789abcdef
-	sed -e "s/^digest=.*/digest=$d/" -e '/^checksum=/d' "$side" >"$T/side"
-	printf 'checksum=%s\n' "$(xxhsum -H3 "$T/side" | awk '{print $NF}')" >>"$T/side"
-	cp "$T/side" "$side"
+	forge_sidecar "$side" "$d"
 	rm -f "$T/vm2.vdb"
 	run "$VDELTA" pack vm2/vm2.vmdk -o "$T/vm2.vdb"
 	run "$VDELTA" pack --list "$T/vm2.vdb"
@@ -512,9 +519,7 @@ unpack_sidecar()
 	grep -qx "digest=$1" "$side" && pass "sidecar: unpack recorded the base's digest beside it" ||
 		fail "sidecar: $side: $(cat "$side" 2>&1)"
 	d=0123456789abcdef0123456789abcdef
-	sed -e "s/^digest=.*/digest=$d/" -e '/^checksum=/d' "$side" >"$T/side"
-	printf 'checksum=%s\n' "$(xxhsum -H3 "$T/side" | awk '{print $NF}')" >>"$T/side"
-	cp "$T/side" "$side"
+	forge_sidecar "$side" "$d"
 	mkdir -p "$D/again"
 	run "$VDELTA" unpack --base "$D/base.vmdk" "$T/vm2.vdb" "$D/again"
 	grep -q "has the CID, not the content" "$T/last.err" &&

@@ -28,6 +28,7 @@
 #include <cmocka.h>
 
 #include "vdtest.h"
+#include "vdt_chain.h"
 #include "chain.h"
 #include "group_int.h"
 
@@ -144,21 +145,7 @@ static void check_kinds(void)
 	close(fd);
 }
 
-static bool reads(const char *dir, const char *name, const uint8_t *model)
-{
-	char *p = at(dir, name);
-	uint8_t *buf = malloc(CAP);
-	struct chain *c;
-	bool ok = !chain_open(p, CHAIN_OPEN_RDONLY, NULL, &c);
-
-	if (ok) {
-		ok = !chain_pread(c, buf, CAP, 0) && !memcmp(buf, model, CAP);
-		chain_close(c);
-	}
-	free(buf);
-	free(p);
-	return ok;
-}
+#define reads(dir, name, model) vdt_chain_reads(dir, name, model, CAP)
 
 /* The folder's entries, sorted, one a line. */
 static char *listing(const char *dir)
