@@ -44,8 +44,9 @@
 #define TRAILER 32u
 #define WINDOW_LOG_MAX 23 /* frames hold at most 4 MiB: 2^22 would do */
 
-static const char tag_head[4] = "HEAD", tag_layer[4] = "LAYR", tag_frame[4] = "FRAM",
-		  tag_tail[4] = "TAIL";
+/* 4 bytes in the stream; NUL-terminated here for the messages */
+static const char tag_head[] = "HEAD", tag_layer[] = "LAYR", tag_frame[] = "FRAM",
+		  tag_tail[] = "TAIL";
 
 /* ---- writer ------------------------------------------------------------------------------------ */
 

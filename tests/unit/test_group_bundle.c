@@ -296,6 +296,40 @@ static void test_order(void **state)
 	free(g);
 }
 
+/* A block of another kind where a layer header, or a frame, belongs (its
+ * envelope's checksum made right): refused, naming both kinds. */
+static void test_wrong_tag(void **state)
+{
+	struct run_log *w = calloc(1, sizeof *w), *g = calloc(1, sizeof *g);
+	char *path = write_bundle("tag.vdb", w), *bad;
+	size_t len, at[64];
+	uint8_t *s = load(path, &len);
+	static const struct { unsigned block; const char *tag, *msg; } cases[] = {
+		{ 1, "FRAM", "tag \"FRAM\" where LAYR belongs" },
+		{ 3, "LAYR", "tag \"LAYR\" where a frame or the trailer belongs" },
+	};
+
+	(void)state;
+	assert_true(blocks(s, len, at, 64) >= 6);
+	for (unsigned i = 0; i < 2; i++) {
+		uint8_t *t = malloc(len);
+		memcpy(t, s, len);
+		memcpy(t + at[cases[i].block], cases[i].tag, 4);
+		put_le64(t + at[cases[i].block] + 32, XXH3_64bits(t + at[cases[i].block], 32));
+		bad = save("bad.vdb", t, len);
+		vdt_last_msg[0] = 0;
+		assert_int_not_equal(read_bundle(bad, g), 0);
+		if (!strstr(vdt_last_msg, cases[i].msg))
+			fail_msg("block %u: %s", cases[i].block, vdt_last_msg);
+		free(bad);
+		free(t);
+	}
+	free(s);
+	free(path);
+	free(w);
+	free(g);
+}
+
 static void test_newer_version(void **state)
 {
 	struct run_log *w = calloc(1, sizeof *w), *g = calloc(1, sizeof *g);
@@ -447,6 +481,7 @@ int main(void)
 		cmocka_unit_test(test_bit_flips),
 		cmocka_unit_test(test_truncated),
 		cmocka_unit_test(test_order),
+		cmocka_unit_test(test_wrong_tag),
 		cmocka_unit_test(test_newer_version),
 		cmocka_unit_test(test_bomb),
 		cmocka_unit_test(test_hostile_headers),
