@@ -188,6 +188,33 @@ static char *save(const char *name, const uint8_t *buf, size_t len)
 	return p;
 }
 
+/* A bundle written and loaded whole, to damage (d.s, d.len) and read back
+ * (into d.g). */
+struct damaged {
+	struct run_log *w, *g;
+	char *path;
+	uint8_t *s;
+	size_t len;
+};
+
+static struct damaged damaged_open(const char *name)
+{
+	struct damaged d = { calloc(1, sizeof *d.w), calloc(1, sizeof *d.g), NULL, NULL, 0 };
+
+	assert_true(d.w && d.g);
+	d.path = write_bundle(name, d.w);
+	d.s = load(d.path, &d.len);
+	return d;
+}
+
+static void damaged_close(struct damaged *d)
+{
+	free(d->s);
+	free(d->path);
+	free(d->w);
+	free(d->g);
+}
+
 /* Offsets of every block's envelope. */
 static unsigned blocks(const uint8_t *s, size_t len, size_t *at, unsigned max)
 {
@@ -202,19 +229,18 @@ static unsigned blocks(const uint8_t *s, size_t len, size_t *at, unsigned max)
 /* A bit flipped anywhere: refused; a flip in a frame names the frame. */
 static void test_bit_flips(void **state)
 {
-	struct run_log *w = calloc(1, sizeof *w), *g = calloc(1, sizeof *g);
-	char *path = write_bundle("flip.vdb", w), *bad;
-	size_t len, at[64];
-	uint8_t *s = load(path, &len);
-	unsigned nb = blocks(s, len, at, 64), named = 0, tried = 0;
+	struct damaged d = damaged_open("flip.vdb");
+	char *bad;
+	size_t at[64];
+	unsigned nb = blocks(d.s, d.len, at, 64), named = 0, tried = 0;
 
 	(void)state;
 	assert_true(nb >= 6); /* head, 2 layers, >= 3 frames, trailer */
-	for (size_t o = 0; o < len; o += o < at[3] || o + 512 > len ? 1 : 7) {
-		s[o] ^= (uint8_t)(1u << (o % 8));
-		bad = save("bad.vdb", s, len);
+	for (size_t o = 0; o < d.len; o += o < at[3] || o + 512 > d.len ? 1 : 7) {
+		d.s[o] ^= (uint8_t)(1u << (o % 8));
+		bad = save("bad.vdb", d.s, d.len);
 		vdt_last_msg[0] = 0;
-		assert_int_not_equal(read_bundle(bad, g), 0);
+		assert_int_not_equal(read_bundle(bad, d.g), 0);
 		assert_non_null(strstr(vdt_last_msg, "refused"));
 		if (o >= at[3] && o < at[nb - 1]) {
 			tried++;
@@ -223,131 +249,111 @@ static void test_bit_flips(void **state)
 				fprintf(stderr, "flip at %zu: %s\n", o, vdt_last_msg);
 			named += ok;
 		}
-		s[o] ^= (uint8_t)(1u << (o % 8));
+		d.s[o] ^= (uint8_t)(1u << (o % 8));
 		free(bad);
 	}
 	assert_true(tried > 10);
 	assert_int_equal(named, tried); /* every flip in a frame names it */
-	free(s);
-	free(path);
-	free(w);
-	free(g);
+	damaged_close(&d);
 }
 
 static void test_truncated(void **state)
 {
-	struct run_log *w = calloc(1, sizeof *w), *g = calloc(1, sizeof *g);
-	char *path = write_bundle("cut.vdb", w), *bad;
-	size_t len;
-	uint8_t *s = load(path, &len);
+	struct damaged d = damaged_open("cut.vdb");
+	char *bad;
 
 	(void)state;
-	for (size_t n = 0; n < len; n += n < 256 ? 1 : 97) {
-		bad = save("bad.vdb", s, n);
-		assert_int_not_equal(read_bundle(bad, g), 0);
+	for (size_t n = 0; n < d.len; n += n < 256 ? 1 : 97) {
+		bad = save("bad.vdb", d.s, n);
+		assert_int_not_equal(read_bundle(bad, d.g), 0);
 		free(bad);
 	}
-	bad = save("bad.vdb", s, len - 1);
-	assert_int_not_equal(read_bundle(bad, g), 0);
+	bad = save("bad.vdb", d.s, d.len - 1);
+	assert_int_not_equal(read_bundle(bad, d.g), 0);
 	assert_non_null(strstr(vdt_last_msg, "truncated"));
 	free(bad);
-	free(s);
-	free(path);
-	free(w);
-	free(g);
+	damaged_close(&d);
 }
 
 /* Frames 0 and 1 swapped; a frame repeated; bytes after the trailer. */
 static void test_order(void **state)
 {
-	struct run_log *w = calloc(1, sizeof *w), *g = calloc(1, sizeof *g);
-	char *path = write_bundle("order.vdb", w), *bad;
-	size_t len, at[64];
-	uint8_t *s = load(path, &len), *t = malloc(2 * len);
-	unsigned nb = blocks(s, len, at, 64);
+	struct damaged d = damaged_open("order.vdb");
+	char *bad;
+	size_t at[64];
+	uint8_t *t = malloc(2 * d.len);
+	unsigned nb = blocks(d.s, d.len, at, 64);
 	size_t a = at[3], b = at[4], c = at[5];
 
 	(void)state;
-	memcpy(t, s, a);
-	memcpy(t + a, s + b, c - b);
-	memcpy(t + a + (c - b), s + a, b - a);
-	memcpy(t + c, s + c, len - c);
-	bad = save("bad.vdb", t, len);
-	assert_int_not_equal(read_bundle(bad, g), 0);
+	memcpy(t, d.s, a);
+	memcpy(t + a, d.s + b, c - b);
+	memcpy(t + a + (c - b), d.s + a, b - a);
+	memcpy(t + c, d.s + c, d.len - c);
+	bad = save("bad.vdb", t, d.len);
+	assert_int_not_equal(read_bundle(bad, d.g), 0);
 	assert_non_null(strstr(vdt_last_msg, "out of order"));
 	free(bad);
-	memcpy(t, s, b);
-	memcpy(t + b, s + a, b - a); /* frame 0 again */
-	memcpy(t + b + (b - a), s + b, len - b);
-	bad = save("bad.vdb", t, len + (b - a));
-	assert_int_not_equal(read_bundle(bad, g), 0);
+	memcpy(t, d.s, b);
+	memcpy(t + b, d.s + a, b - a); /* frame 0 again */
+	memcpy(t + b + (b - a), d.s + b, d.len - b);
+	bad = save("bad.vdb", t, d.len + (b - a));
+	assert_int_not_equal(read_bundle(bad, d.g), 0);
 	free(bad);
-	memcpy(t, s, len);
-	t[len] = 0;
-	bad = save("bad.vdb", t, len + 1);
-	assert_int_not_equal(read_bundle(bad, g), 0);
+	memcpy(t, d.s, d.len);
+	t[d.len] = 0;
+	bad = save("bad.vdb", t, d.len + 1);
+	assert_int_not_equal(read_bundle(bad, d.g), 0);
 	assert_non_null(strstr(vdt_last_msg, "after the trailer"));
 	assert_true(nb > 5);
 	free(bad);
 	free(t);
-	free(s);
-	free(path);
-	free(w);
-	free(g);
+	damaged_close(&d);
 }
 
 /* A block of another kind where a layer header, or a frame, belongs (its
  * envelope's checksum made right): refused, naming both kinds. */
 static void test_wrong_tag(void **state)
 {
-	struct run_log *w = calloc(1, sizeof *w), *g = calloc(1, sizeof *g);
-	char *path = write_bundle("tag.vdb", w), *bad;
-	size_t len, at[64];
-	uint8_t *s = load(path, &len);
+	struct damaged d = damaged_open("tag.vdb");
+	char *bad;
+	size_t at[64];
 	static const struct { unsigned block; const char *tag, *msg; } cases[] = {
 		{ 1, "FRAM", "tag \"FRAM\" where LAYR belongs" },
 		{ 3, "LAYR", "tag \"LAYR\" where a frame or the trailer belongs" },
 	};
 
 	(void)state;
-	assert_true(blocks(s, len, at, 64) >= 6);
+	assert_true(blocks(d.s, d.len, at, 64) >= 6);
 	for (unsigned i = 0; i < 2; i++) {
-		uint8_t *t = malloc(len);
-		memcpy(t, s, len);
+		uint8_t *t = malloc(d.len);
+		memcpy(t, d.s, d.len);
 		memcpy(t + at[cases[i].block], cases[i].tag, 4);
 		put_le64(t + at[cases[i].block] + 32, XXH3_64bits(t + at[cases[i].block], 32));
-		bad = save("bad.vdb", t, len);
+		bad = save("bad.vdb", t, d.len);
 		vdt_last_msg[0] = 0;
-		assert_int_not_equal(read_bundle(bad, g), 0);
+		assert_int_not_equal(read_bundle(bad, d.g), 0);
 		if (!strstr(vdt_last_msg, cases[i].msg))
 			fail_msg("block %u: %s", cases[i].block, vdt_last_msg);
 		free(bad);
 		free(t);
 	}
-	free(s);
-	free(path);
-	free(w);
-	free(g);
+	damaged_close(&d);
 }
 
 static void test_newer_version(void **state)
 {
-	struct run_log *w = calloc(1, sizeof *w), *g = calloc(1, sizeof *g);
-	char *path = write_bundle("ver.vdb", w), *bad;
-	size_t len;
-	uint8_t *s = load(path, &len);
+	struct damaged d = damaged_open("ver.vdb");
+	char *bad;
 
 	(void)state;
-	put_le32(s + 8, GROUP_BUNDLE_VERSION + 1);
-	put_le32(s + 12, (uint32_t)XXH3_64bits(s, 12));
-	bad = save("bad.vdb", s, len);
-	assert_int_equal(read_bundle(bad, g), -EPROTO);
+	put_le32(d.s + 8, GROUP_BUNDLE_VERSION + 1);
+	put_le32(d.s + 12, (uint32_t)XXH3_64bits(d.s, 12));
+	bad = save("bad.vdb", d.s, d.len);
+	assert_int_equal(read_bundle(bad, d.g), -EPROTO);
 	assert_non_null(strstr(vdt_last_msg, "newer vdelta"));
 	free(bad);
-	free(s);
-	free(path);
-	free(w);
-	free(g);
+	damaged_close(&d);
 }
 
 /* Replace frame 0's stored bytes by z (zlen) and its sizes by stored /
@@ -373,24 +379,24 @@ static char *with_frame(const uint8_t *s, size_t len, size_t at, size_t next, co
 
 static void test_bomb(void **state)
 {
-	struct run_log *w = calloc(1, sizeof *w), *g = calloc(1, sizeof *g);
-	char *path = write_bundle("bomb0.vdb", w), *bad;
-	size_t len, at[64], zcap = ZSTD_compressBound(64u << 20), zlen, n;
-	uint8_t *s = load(path, &len), *zeros = calloc(1, 64u << 20), *z = malloc(zcap);
+	struct damaged d = damaged_open("bomb0.vdb");
+	char *bad;
+	size_t at[64], zcap = ZSTD_compressBound(64u << 20), zlen, n;
+	uint8_t *zeros = calloc(1, 64u << 20), *z = malloc(zcap);
 
 	(void)state;
-	blocks(s, len, at, 64);
+	blocks(d.s, d.len, at, 64);
 	zlen = ZSTD_compress(z, zcap, zeros, 64u << 20, 19);
 	assert_false(ZSTD_isError(zlen));
 	/* 64 MiB of zeros in a frame whose envelope says 4 MiB */
-	bad = with_frame(s, len, at[3], at[4], z, zlen, GROUP_BUNDLE_FRAME_MAX, &n);
-	assert_int_not_equal(read_bundle(bad, g), 0);
+	bad = with_frame(d.s, d.len, at[3], at[4], z, zlen, GROUP_BUNDLE_FRAME_MAX, &n);
+	assert_int_not_equal(read_bundle(bad, d.g), 0);
 	assert_non_null(strstr(vdt_last_msg, "declares"));
 	assert_non_null(strstr(vdt_last_msg, "frame 0"));
 	free(bad);
 	/* an envelope claiming the 64 MiB: over what a frame may hold */
-	bad = with_frame(s, len, at[3], at[4], z, zlen, 64u << 20, &n);
-	assert_int_not_equal(read_bundle(bad, g), 0);
+	bad = with_frame(d.s, d.len, at[3], at[4], z, zlen, 64u << 20, &n);
+	assert_int_not_equal(read_bundle(bad, d.g), 0);
 	assert_non_null(strstr(vdt_last_msg, "at most"));
 	free(bad);
 	/* a frame without a declared size */
@@ -399,15 +405,12 @@ static void test_bomb(void **state)
 	ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, 3);
 	zlen = ZSTD_compress2(cc, z, zcap, zeros, 4096);
 	ZSTD_freeCCtx(cc);
-	bad = with_frame(s, len, at[3], at[4], z, zlen, 4096, &n);
-	assert_int_not_equal(read_bundle(bad, g), 0);
+	bad = with_frame(d.s, d.len, at[3], at[4], z, zlen, 4096, &n);
+	assert_int_not_equal(read_bundle(bad, d.g), 0);
 	free(bad);
 	free(zeros);
 	free(z);
-	free(s);
-	free(path);
-	free(w);
-	free(g);
+	damaged_close(&d);
 }
 
 /* Layer headers the reader must refuse (the writer writes what it is given). */
