@@ -116,11 +116,16 @@ make_group()
 
 one()
 {
-	rm -rf o && mkdir -p o/dst o/rsync
+	rm -rf o && mkdir -p o/dst o/dst2 o/rsync
 	cp g/base.vmdk o/dst/
+	cp g/base.vmdk o/dst2/
+	sleep 3 # the copies older than the digest's racy window (group_digest.c D3)
 	warm g/base.vmdk g/c01.vmdk
 	t P "$VDELTA" pack -T 0 g/c01.vmdk -o o/c01.vdb
+	# the first unpack over a base reads it for its digest and records it
+	# beside it; the next one over that base takes it from there
 	t U "$VDELTA" unpack o/c01.vdb o/dst
+	t U2 "$VDELTA" unpack --base o/dst/base.vmdk o/c01.vdb o/dst2
 	VB=$(bytes o/c01.vdb)
 	HELD=$("$VDELTA" pack --list --json o/c01.vdb | python3 -c 'import json,sys; print(json.load(sys.stdin)["held_bytes"])')
 	t Z bash -c 'zstd -q -T0 -3 -c g/c01.vmdk >o/c01.zst && sync o/c01.zst'
@@ -132,7 +137,7 @@ one()
 	t S "$VDELTA" convert -O vmdk -t streamOptimized g/c01.vmdk o/c01-stream.vmdk
 	sync o/c01-stream.vmdk
 	SB=$(bytes o/c01-stream.vmdk)
-	"$VDELTA" digest g/c01.vmdk o/dst/c01.vmdk | cut -d' ' -f1 | uniq | wc -l | grep -qx 1 ||
+	"$VDELTA" digest g/c01.vmdk o/dst/c01.vmdk o/dst2/c01.vmdk | cut -d' ' -f1 | uniq | wc -l | grep -qx 1 ||
 		{ echo "one clone: the unpacked clone does not read as the original" >&2; exit 1; }
 }
 
@@ -168,9 +173,9 @@ all()
 }
 
 mib() { echo "scale=1; $1 / 1048576" | bc; }
-ratio() { [ "$(echo "$2 > 0" | bc)" = 1 ] && echo "scale=2; $1 / $2" | bc || echo "-"; }
+ratio() { [ "$(echo "$2 > 0" | bc)" = 1 ] && printf '%.2f\n' "$(echo "scale=4; $1 / $2" | bc)" || echo "-"; }
 # rate BYTES SECONDS SCALE: BYTES/SECONDS/SCALE (1e6: MB/s, 1e9: GB/s); "-" for no time
-rate() { [ "$(echo "$2 > 0" | bc)" = 1 ] && echo "scale=2; $1 / $2 / $3" | bc || echo "-"; }
+rate() { [ "$(echo "$2 > 0" | bc)" = 1 ] && printf '%.2f\n' "$(echo "scale=4; $1 / $2 / $3" | bc)" || echo "-"; }
 aim() { [ "$(echo "$1" | bc)" = 1 ] && echo "met" || echo "MISSED"; }
 
 report()
@@ -183,7 +188,8 @@ one clone (its layer file $(mib "$RB") MiB; the layer holds $(mib "$HELD") MiB):
 | tool | bytes moved | MiB | vs zstd | seconds |
 |---|---|---|---|---|
 | vdelta pack | $VB | $(mib "$VB") | $(ratio "$VB" "$ZB") | $P |
-| vdelta unpack | | | | $U ($(rate "$HELD" "$U" 1000000) MB/s of layer data) |
+| vdelta unpack (reads the base for its digest) | | | | $U ($(rate "$HELD" "$U" 1000000) MB/s of layer data) |
+| vdelta unpack (base digest recorded) | | | | $U2 ($(rate "$HELD" "$U2" 1000000) MB/s of layer data) |
 | zstd -T0 -3 | $ZB | $(mib "$ZB") | 1.00 | $Z (zstd -d: $ZD) |
 | rsync --sparse | $RB | $(mib "$RB") | $(ratio "$RB" "$ZB") | $R |
 | cp --sparse=always | $RB | $(mib "$RB") | $(ratio "$RB" "$ZB") | $C |
@@ -203,7 +209,7 @@ $N clones and their base:
 aims:
 - one clone's bundle <= 0.9x zstd -3 of its layer file: $(ratio "$VB" "$ZB")x, $(aim "$VB <= 0.9 * $ZB")
 - pack within 1.2x the time of that zstd: $(ratio "$P" "$Z")x, $(aim "$P <= 1.2 * $Z")
-- unpack >= 1 GB/s of layer data: one clone $(rate "$HELD" "$U" 1000000000) GB/s, the group $(rate "$AHELD" "$AU" 1000000000) GB/s, $(aim "$AHELD >= 1000000000 * $AU")
+- unpack >= 1 GB/s of layer data: one clone $(rate "$HELD" "$U" 1000000000) GB/s ($(rate "$HELD" "$U2" 1000000000) GB/s with the base's digest recorded), the group $(rate "$AHELD" "$AU" 1000000000) GB/s, $(aim "$AHELD >= 1000000000 * $AU")
 - $N clones in under 1.2x one base + $N deltas: $(ratio "$AVB" "$ideal")x, $(aim "$AVB < 1.2 * $ideal")
 EOF
 }
