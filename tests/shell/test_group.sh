@@ -384,7 +384,7 @@ for delay in 0.05 0.2 0.4; do
 	sleep $delay
 	kill -9 $pid 2>/dev/null
 	wait $pid 2>/dev/null
-	run "$VDELTA" recover base-000002.vmdk # finishes or rolls back (a dry run only reports)
+	run "$VDELTA" commit --dry-run base-000002.vmdk # any group command recovers
 	got=$(qdigest base-000002.vmdk)
 	# killed before the intent record was published: nothing happened
 	if [ "$got" = "$want" ] && [ ! -e base-000001.vmdk.vdelta-intent ] &&
