@@ -237,7 +237,9 @@ for RM in no-share child-most; do
 		kill -9 $pid 2>/dev/null
 		wait $pid 2>/dev/null
 		[ -n "$(find . -name '*.vdelta-intent')" ] && hits=$((hits + 1))
-		run "$VDELTA" recover "$K" # finishes or rolls back (a dry run only reports)
+		top=vm/vm.vmdk
+		[ -e "$top" ] || top=dst/vm.vmdk
+		run "$VDELTA" relocate --dry-run --mode $RM --scan "$K" "$top" dst # recovers
 		where=$(ls vm/vm.vmdk dst/vm.vmdk 2>/dev/null)
 		got=$([ "$(echo "$where" | wc -w)" = 1 ] && qsum "$where")
 		if [ "$got" = "$want" ] && [ "$(qsum vmb/vmb.vmdk)" = "$wantb" ] &&
