@@ -1,14 +1,20 @@
 /* bench — the FUSE ceiling: a minimal libfuse low-level server (bench
  * layer; uses only libfuse).
  *
- *   bench_fuse_min [--splice] [--threads N] FILE MOUNTPOINT
+ *   bench_fuse_min [--splice] [--max-read BYTES] [--threads N] FILE MOUNTPOINT
  *
  * Serves FILE (a raw disk) as MOUNTPOINT/disk, in the foreground, until
  * unmounted or signalled.  lookup, getattr, open, read (and write, fsync
  * so fio's write job runs); fuse_session_loop_mt with clone_fd.  A read is
  * one pread into a per-thread buffer and fuse_reply_buf, or with --splice
- * an fd-backed fuse_bufvec handed to fuse_reply_data (the kernel splices
- * the file's pages).  Files are opened direct_io, as `vdelta mount`'s
+ * an fd-backed fuse_bufvec handed to fuse_reply_data with splice wanted at
+ * init (FUSE_CAP_SPLICE_WRITE and _MOVE, which libfuse leaves off): the
+ * kernel splices the file's pages when the reply fits libfuse's pipe, and
+ * libfuse reads the rest into a buffer it allocates for that reply (1 MiB
+ * where the pipe cannot grow past pipe-max-size, 1 MiB, without
+ * CAP_SYS_RESOURCE; --max-read 524288 keeps every read request small
+ * enough to splice there, as `vdelta mount` does).  Files are opened
+ * direct_io, as `vdelta mount`'s
  * default (--cache=none) does, so both see every request.  Nothing is
  * cached or checked beyond what a request needs: the fastest a FUSE file
  * server can be on this kernel, the figure vdelta mount is held against.
@@ -30,6 +36,7 @@
 
 static int disk_fd = -1;
 static bool use_splice;
+static unsigned max_read; /* 0: libfuse's default (1 MiB requests) */
 static struct stat disk_st;
 
 static void fill_attr(fuse_ino_t ino, struct stat *st)
@@ -125,7 +132,17 @@ static void min_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	fuse_reply_err(req, fdatasync(disk_fd) ? errno : 0);
 }
 
+static void min_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	if (use_splice)
+		conn->want |= conn->capable & (FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+	if (max_read)
+		conn->max_read = max_read;
+}
+
 static const struct fuse_lowlevel_ops min_ops = {
+	.init = min_init,
 	.lookup = min_lookup,
 	.getattr = min_getattr,
 	.open = min_open,
@@ -136,11 +153,14 @@ static const struct fuse_lowlevel_ops min_ops = {
 
 static int serve(const char *mnt, unsigned threads)
 {
-	char *argv[] = {"bench_fuse_min", NULL};
-	struct fuse_args args = FUSE_ARGS_INIT(1, argv);
-	struct fuse_session *se = fuse_session_new(&args, &min_ops, sizeof min_ops, NULL);
+	char opt[64], *argv[] = {"bench_fuse_min", "-o", opt, NULL};
+	struct fuse_args args = FUSE_ARGS_INIT(max_read ? 3 : 1, argv);
 	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+	struct fuse_session *se;
 	int ret = 1;
+
+	snprintf(opt, sizeof opt, "max_read=%u", max_read);
+	se = fuse_session_new(&args, &min_ops, sizeof min_ops, NULL);
 
 	if (!se || !cfg || fuse_set_signal_handlers(se))
 		return 1;
@@ -166,11 +186,14 @@ int main(int argc, char **argv)
 			use_splice = true;
 		else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
 			threads = (unsigned)atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--max-read") && i + 1 < argc)
+			max_read = (unsigned)atoi(argv[++i]);
 		else
 			break;
 	}
 	if (argc - i != 2 || threads < 1) {
-		fprintf(stderr, "usage: bench_fuse_min [--splice] [--threads N] FILE MOUNTPOINT\n");
+		fprintf(stderr, "usage: bench_fuse_min [--splice] [--max-read BYTES] [--threads N] "
+				"FILE MOUNTPOINT\n");
 		return 2;
 	}
 	disk_fd = open(argv[i], O_RDWR | O_CLOEXEC);

@@ -203,6 +203,15 @@ const struct vd_io *vd_faultio_io(struct vd_faultio *fi);
 /* Writes that were attempted (successful or refused) so far. */
 long vd_faultio_writes(const struct vd_faultio *fi);
 bool vd_faultio_crashed(const struct vd_faultio *fi);
+/* With drop_unsynced: the newest unsynced write survives the crash while
+ * every older unsynced one is rolled back (a disk cache that wrote the
+ * last write of a sync window first); the file keeps at least the size
+ * that write gave it, so space it skipped reads as zeros or as before. */
+void vd_faultio_keep_newest(struct vd_faultio *fi);
+/* Whether a write to path since that file's last sync overlaps [off,
+ * off+len): bytes a crash with drop_unsynced would roll back. */
+bool vd_faultio_unsynced(struct vd_faultio *fi, const char *path, uint64_t off,
+			 uint64_t len);
 /* Apply the crash: roll back unsynced writes if drop_unsynced. Files must be
  * closed (or abandoned) first. */
 int vd_faultio_crash(struct vd_faultio *fi);

@@ -358,9 +358,10 @@ int vd_read_small(const char *path, size_t max, char **out)
 struct undo {
 	struct undo *next;
 	char *path;
-	uint64_t off;
+	uint64_t off;      /* a truncate's new size */
 	uint64_t old_size;
 	size_t len;
+	bool is_trunc;
 	uint8_t data[];
 };
 
@@ -369,7 +370,7 @@ struct vd_faultio {
 	pthread_mutex_t lock;
 	long writes_left;
 	long writes;
-	bool drop_unsynced;
+	bool drop_unsynced, keep_newest;
 	bool crashed;
 	struct undo *undo; /* newest first */
 };
@@ -403,7 +404,7 @@ static bool fault_take(struct vd_faultio *fi)
 }
 
 static int fault_record(struct vd_faultio *fi, struct vd_file *inner, size_t len,
-			uint64_t off)
+			uint64_t off, bool is_trunc)
 {
 	struct undo *u = malloc(sizeof *u + len);
 	int err;
@@ -413,6 +414,7 @@ static int fault_record(struct vd_faultio *fi, struct vd_file *inner, size_t len
 	u->path = strdup(inner->path);
 	u->off = off;
 	u->len = len;
+	u->is_trunc = is_trunc;
 	err = vd_fsize(inner, &u->old_size);
 	if (!err && len)
 		err = vd_pread(inner, u->data, len, off);
@@ -435,7 +437,7 @@ static int fault_write_common(struct vd_file *f, const void *buf, size_t len,
 
 	pthread_mutex_lock(&fi->lock);
 	if (fault_take(fi)) {
-		err = fault_record(fi, ff->inner, is_trunc ? 0 : len, off);
+		err = fault_record(fi, ff->inner, is_trunc ? 0 : len, off, is_trunc);
 		if (!err)
 			err = is_trunc ? ff->inner->ops->truncate(ff->inner, off)
 				       : vd_pwrite(ff->inner, buf, len, off);
@@ -604,7 +606,25 @@ static int undo_apply(const struct undo *u)
 	return err;
 }
 
-int vd_faultio_crash(struct vd_faultio *fi)
+void vd_faultio_keep_newest(struct vd_faultio *fi) { fi->keep_newest = true; }
+
+bool vd_faultio_unsynced(struct vd_faultio *fi, const char *path, uint64_t off,
+			 uint64_t len)
+{
+	bool hit = false;
+
+	pthread_mutex_lock(&fi->lock);
+	for (const struct undo *u = fi->undo; u && !hit; u = u->next) {
+		/* a truncate changes the bytes between the old and new size */
+		uint64_t lo = u->is_trunc ? VD_MIN(u->off, u->old_size) : u->off;
+		uint64_t hi = u->is_trunc ? VD_MAX(u->off, u->old_size) : u->off + u->len;
+		hit = !strcmp(u->path, path) && lo < off + len && off < hi;
+	}
+	pthread_mutex_unlock(&fi->lock);
+	return hit;
+}
+
+static int crash_undo(struct vd_faultio *fi)
 {
 	int err = 0;
 
@@ -617,6 +637,64 @@ int vd_faultio_crash(struct vd_faultio *fi)
 		free(u->path);
 		free(u);
 	}
+	return err;
+}
+
+/* The newest write's bytes (or a truncate's size) as it left the file. */
+static int newest_save(const struct undo *u, uint8_t **bytes)
+{
+	struct vd_file *f;
+	int err;
+
+	*bytes = NULL;
+	if (u->is_trunc || !u->len)
+		return 0;
+	*bytes = malloc(u->len);
+	if (!*bytes)
+		return -ENOMEM;
+	err = vd_io_posix()->open(vd_io_posix(), u->path, VD_O_RDWR, &f);
+	if (!err) {
+		err = vd_pread(f, *bytes, u->len, u->off);
+		vd_close(f);
+	}
+	return err;
+}
+
+/* Put the newest write back after every unsynced write was rolled back. */
+static int newest_redo(const struct undo *u, const uint8_t *bytes)
+{
+	struct vd_file *f;
+	int err = vd_io_posix()->open(vd_io_posix(), u->path, VD_O_RDWR, &f);
+
+	if (err)
+		return err;
+	if (u->is_trunc)
+		err = f->ops->truncate(f, u->off);
+	else if (bytes)
+		err = vd_pwrite(f, bytes, u->len, u->off);
+	vd_close(f);
+	return err;
+}
+
+int vd_faultio_crash(struct vd_faultio *fi)
+{
+	struct undo newest = { 0 };
+	uint8_t *bytes = NULL;
+	int err = 0, e2;
+
+	if (fi->drop_unsynced && fi->keep_newest && fi->undo) {
+		newest.path = strdup(fi->undo->path);
+		newest.off = fi->undo->off;
+		newest.len = fi->undo->len;
+		newest.is_trunc = fi->undo->is_trunc;
+		err = newest.path ? newest_save(fi->undo, &bytes) : -ENOMEM;
+	}
+	e2 = crash_undo(fi);
+	err = err ? err : e2;
+	if (!err && newest.path)
+		err = newest_redo(&newest, bytes);
+	free(newest.path);
+	free(bytes);
 	return err;
 }
 

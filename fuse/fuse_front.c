@@ -23,8 +23,8 @@
 #define INO_ROOT 1
 #define INO_STATUS 2
 #define INO_DISK0 3
-#define ATTR_TIMEOUT 3600.0
-#define READ_SEGS 32 /* segments of one read reply (files and copies) */ /* nothing here changes size or mode while mounted */
+#define ATTR_TIMEOUT 3600.0 /* nothing here changes size or mode while mounted */
+#define READ_SEGS 32 /* segments of one read reply (files and copies) */
 
 struct front {
 	struct chain_server *srv;
@@ -231,20 +231,6 @@ static void front_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 
 /* ---- data ---------------------------------------------------------------------- */
 
-static void read_status(fuse_req_t req, struct front *f, size_t size, off_t off)
-{
-	char *text = NULL;
-	size_t len = 0, at;
-	int err = fuse_status_render(f->srv, f->mountpoint, f->cache, &text, &len);
-
-	at = (uint64_t)off < len ? (size_t)off : len;
-	if (err)
-		fuse_reply_err(req, -err);
-	else
-		fuse_reply_buf(req, text + at, VD_MIN(size, len - at));
-	free(text);
-}
-
 /* Per-thread copy buffer for the parts of a read not mapped to a file. */
 static pthread_key_t copy_key;
 
@@ -259,9 +245,75 @@ static uint8_t *copy_buf(void)
 	return b;
 }
 
+/* ---- the reply path of a read (docs/benchmarks.md, "Reply path") ----------------
+ *
+ * libfuse splices an fd-backed reply only when it spans two pages or more
+ * and fits its worker's pipe with a page per buffer to spare; any other
+ * fd-backed reply it reads into a buffer it allocates for that one reply
+ * (a fresh mapping for 1 MiB: a page fault per page, then an unmap), which
+ * costs more than the splice saves.  So a read is spliced only when it
+ * surely fits (size between 2 pages and splice_max, probed at start from
+ * what a pipe may grow to here); every other read is copied into the
+ * thread's buffer and sent as one piece, as the minimal server does
+ * (splice_max 0: nothing is spliced).
+ *
+ * A spliced reply costs the daemon one copy less than a copied one (the
+ * kernel moves page references into the pipe), so the kernel is asked for
+ * reads no larger than what splices: read_max, the largest power of two
+ * from READ_SPLICE_MIN up to FUSE_FRONT_MAX_IO that fits (512 KiB where a
+ * pipe stops at 1 MiB), or FUSE_FRONT_MAX_IO when even READ_SPLICE_MIN
+ * does not fit (then every large read is copied).  Writes stay at
+ * FUSE_FRONT_MAX_IO. */
+#define READ_SPLICE_MIN (256u << 10)
+static size_t splice_min, splice_max, read_max = FUSE_FRONT_MAX_IO;
+
+static int pipe_max_size(void)
+{
+	FILE *f = fopen("/proc/sys/fs/pipe-max-size", "r");
+	int n = 0;
+
+	if (f && fscanf(f, "%d", &n) != 1)
+		n = 0;
+	if (f)
+		fclose(f);
+	return n;
+}
+
+/* The largest data a reply of READ_SEGS segments can splice through a
+ * pipe grown as far as this process may (pipe-max-size, unless allowed
+ * more), as libfuse sizes it: a page per buffer and the header beside the
+ * data. */
+static void splice_probe(void)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), spare = page * (READ_SEGS + 2) + 64;
+	int p[2], cap;
+
+	splice_min = 2 * page;
+	if (pipe(p))
+		return;
+	cap = fcntl(p[0], F_SETPIPE_SZ, (int)(FUSE_FRONT_MAX_IO + spare));
+	if (cap < 0) /* as libfuse then does: as far as pipe-max-size */
+		cap = fcntl(p[0], F_SETPIPE_SZ, pipe_max_size());
+	if (cap < 0)
+		cap = fcntl(p[0], F_GETPIPE_SZ);
+	close(p[0]);
+	close(p[1]);
+	if (cap > 0 && (size_t)cap > spare)
+		splice_max = VD_MIN((size_t)cap - spare, FUSE_FRONT_MAX_IO);
+	for (read_max = FUSE_FRONT_MAX_IO; read_max > splice_max && read_max > READ_SPLICE_MIN;)
+		read_max /= 2;
+	if (read_max > splice_max)
+		read_max = FUSE_FRONT_MAX_IO;
+}
+
+static bool splice_fits(size_t size)
+{
+	return size >= splice_min && size <= splice_max;
+}
+
 /* A read as the serving core plans it: file segments go to the kernel
- * straight from the layer's file (splice where the kernel allows), the
- * rest from the copy buffer. */
+ * straight from the layer's file (spliced), the rest from the copy
+ * buffer. */
 static void reply_segs(fuse_req_t req, const struct chain_serve_seg *segs, unsigned nr)
 {
 	struct {
@@ -284,30 +336,64 @@ static void reply_segs(fuse_req_t req, const struct chain_serve_seg *segs, unsig
 	fuse_reply_data(req, &b.v, FUSE_BUF_SPLICE_MOVE);
 }
 
+static int read_splice(fuse_req_t req, struct chain_served *d, uint8_t *buf, size_t size,
+		       off_t off)
+{
+	struct chain_serve_seg segs[READ_SEGS];
+	unsigned nr;
+	size_t done;
+	int err = chain_served_read_segs(d, buf, size, (uint64_t)off, segs, READ_SEGS, &nr,
+					 &done);
+
+	if (!err && !nr)
+		fuse_reply_buf(req, NULL, 0);
+	else if (!err)
+		reply_segs(req, segs, nr);
+	return err;
+}
+
+static int read_copy(fuse_req_t req, struct chain_served *d, uint8_t *buf, size_t size,
+		     off_t off)
+{
+	size_t done;
+	int err = chain_served_read(d, buf, size, (uint64_t)off, &done);
+
+	if (!err)
+		fuse_reply_buf(req, (const char *)buf, done);
+	return err;
+}
+
+static void read_status(fuse_req_t req, struct front *f, size_t size, off_t off)
+{
+	char *text = NULL;
+	size_t len = 0, at;
+	int err = fuse_status_render(f->srv, f->mountpoint, f->cache, read_max, &text, &len);
+
+	at = (uint64_t)off < len ? (size_t)off : len;
+	if (err)
+		fuse_reply_err(req, -err);
+	else
+		fuse_reply_buf(req, text + at, VD_MIN(size, len - at));
+	free(text);
+}
+
 static void front_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
 	struct chain_served *d = disk_of(front_of(req), ino);
-	struct chain_serve_seg segs[READ_SEGS];
 	uint8_t *buf = copy_buf();
-	unsigned nr;
-	size_t done;
 	int err;
 
 	if (ino == INO_STATUS) {
 		read_status(req, front_of(req), size, off);
 		return;
 	}
-	size = VD_MIN(size, FUSE_FRONT_MAX_IO);
+	size = VD_MIN(size, read_max);
 	err = !d ? -EISDIR : !buf ? -ENOMEM
-	      : chain_served_read_segs(d, buf, size, (uint64_t)off, segs, READ_SEGS, &nr,
-				       &done);
+	      : splice_fits(size) ? read_splice(req, d, buf, size, off)
+				  : read_copy(req, d, buf, size, off);
 	if (err)
 		fuse_reply_err(req, -err);
-	else if (!nr)
-		fuse_reply_buf(req, NULL, 0);
-	else
-		reply_segs(req, segs, nr);
 }
 
 static void front_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
@@ -353,7 +439,7 @@ static void front_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 static void front_init(void *userdata, struct fuse_conn_info *conn)
 {
 	conn->max_write = FUSE_FRONT_MAX_IO;
-	conn->max_read = FUSE_FRONT_MAX_IO; /* as the max_read mount option says */
+	conn->max_read = (unsigned)read_max; /* as the max_read mount option says */
 	conn->max_readahead = FUSE_FRONT_MAX_IO;
 	conn->want |= conn->capable & (FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE; /* fsync must see every write */
@@ -376,8 +462,8 @@ static const struct fuse_lowlevel_ops front_ops = {
 static int session_args(const struct fuse_front_opts *o, struct fuse_args *args)
 {
 	char *opts = NULL;
-	int n = asprintf(&opts, "fsname=vdelta,subtype=vdelta,max_read=%u%s%s",
-			 FUSE_FRONT_MAX_IO, o->mount_opts ? "," : "",
+	int n = asprintf(&opts, "fsname=vdelta,subtype=vdelta,max_read=%zu%s%s",
+			 read_max, o->mount_opts ? "," : "",
 			 o->mount_opts ? o->mount_opts : "");
 
 	if (n < 0)
@@ -434,6 +520,7 @@ int fuse_front_run(struct chain_server *s, const char *mountpoint,
 	int err = pthread_key_create(&copy_key, free) ? -ENOMEM : 0;
 
 	clock_gettime(CLOCK_REALTIME, &f.started);
+	splice_probe();
 
 	if (!err && (err = session_open(o, mountpoint, &f, &se)))
 		pthread_key_delete(copy_key);

@@ -25,7 +25,7 @@
 #include "chain.h"
 
 #define FUSE_FRONT_STATUS ".vdelta-status"
-#define FUSE_FRONT_MAX_IO (1u << 20) /* bytes per read/write request */
+#define FUSE_FRONT_MAX_IO (1u << 20) /* bytes per read/write request, at most */
 
 enum fuse_front_cache {
 	FUSE_FRONT_CACHE_NONE,   /* direct I/O: no page cache of the served files */
@@ -59,11 +59,11 @@ int fuse_front_run(struct chain_server *s, const char *mountpoint,
 /* The control file's fields, defined once for its writer (fuse_status.c)
  * and its readers (vdelta mount --status): the key of each, and whether
  * its value is a number (else text).  The mount record holds PID ..
- * POOL_LAYERS, a disk's NAME .. DIRECT_BYTES, then FUSE_STATUS_LAYER_KEY
+ * MAX_READ, a disk's NAME .. DIRECT_BYTES, then FUSE_STATUS_LAYER_KEY
  * for each of its layers (0 = the top). */
 #define FUSE_STATUS_FIELDS(X) \
 	X(PID, "pid", 1) X(MOUNTPOINT, "mountpoint", 0) X(CACHE, "cache", 0) \
-	X(DISKS, "disks", 1) X(POOL_LAYERS, "pool_layers", 1) \
+	X(DISKS, "disks", 1) X(POOL_LAYERS, "pool_layers", 1) X(MAX_READ, "max_read", 1) \
 	X(NAME, "name", 0) X(MODE, "mode", 0) X(PATH, "path", 0) X(TOP, "top", 0) \
 	X(SIZE, "size", 1) X(LAYERS, "layers", 1) X(READS, "reads", 1) \
 	X(READ_BYTES, "read_bytes", 1) X(WRITES, "writes", 1) \
@@ -77,8 +77,10 @@ const char *fuse_status_key(enum fuse_status_field f);
 /* A number field, or a layer's bytes (else text). */
 bool fuse_status_numeric(const char *key);
 
-/* The control file's content (malloc'd, *len bytes). */
+/* The control file's content (malloc'd, *len bytes); max_read: the
+ * largest read request the kernel was told to send. */
 int fuse_status_render(struct chain_server *s, const char *mountpoint,
-		       enum fuse_front_cache cache, char **text, size_t *len);
+		       enum fuse_front_cache cache, size_t max_read, char **text,
+		       size_t *len);
 
 #endif

@@ -6,6 +6,7 @@
  * those of FUSE_STATUS_FIELDS (fuse_front.h):
  *
  *   mount	pid=PID	mountpoint=PATH	cache=none|kernel	disks=N	pool_layers=N
+ *		max_read=BYTES (the largest read request the kernel sends)
  *   disk	name=NAME	mode=MODE	path=TOP	top=WRITTEN	size=BYTES	layers=N
  *		reads=N	read_bytes=N	writes=N	write_bytes=N	flushes=N
  *		cow_grains=N	zero_bytes=N	walked_bytes=N	direct_bytes=N
@@ -88,7 +89,8 @@ static void put_disk(FILE *f, struct chain_served *d)
 }
 
 int fuse_status_render(struct chain_server *s, const char *mountpoint,
-		       enum fuse_front_cache cache, char **text, size_t *len)
+		       enum fuse_front_cache cache, size_t max_read, char **text,
+		       size_t *len)
 {
 	FILE *f = open_memstream(text, len);
 	unsigned n = chain_server_nr_disks(s);
@@ -101,6 +103,7 @@ int fuse_status_render(struct chain_server *s, const char *mountpoint,
 	put_str(f, FUSE_STATUS_CACHE, cache == FUSE_FRONT_CACHE_NONE ? "none" : "kernel");
 	put_u64(f, FUSE_STATUS_DISKS, n);
 	put_u64(f, FUSE_STATUS_POOL_LAYERS, chain_pool_nr_layers(chain_server_pool(s)));
+	put_u64(f, FUSE_STATUS_MAX_READ, max_read);
 	fputc('\n', f);
 	for (unsigned i = 0; i < n; i++)
 		put_disk(f, chain_server_disk(s, i));

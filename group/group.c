@@ -18,9 +18,10 @@
  * recorded that the scan did not find, plus its other names (aliases: hard
  * links, symlinks, a second descriptor of its extent files) — counted on
  * the layer and every layer below it, since a disk that reaches a layer
- * reaches its parents.  A layer with children found and no record of any
- * has children vdelta never recorded (made by another tool, copied in):
- * they are UNKNOWN.  A layer is busy when it is shared or its children are
+ * reaches its parents.  A layer with children found and no record of any,
+ * or with a child found that its record does not list, has children vdelta
+ * never recorded (made by another tool, copied in): they are UNKNOWN (a
+ * record vdelta wrote later for the layer does not make the others known).  A layer is busy when it is shared or its children are
  * unknown; no operation removes, merges into or moves a busy layer, and
  * walks down a chain stop at the first (what lies below a busy layer is
  * reached through it).
@@ -36,17 +37,23 @@
 
 /* ---- scan ---------------------------------------------------------------------------- */
 
-/* Recorded children of node i that the scan did not find. */
+/* Recorded children of node i that the scan did not find; a child found
+ * that the record does not list makes i's children unknown too (the record
+ * is not the whole list: who else did it miss?) until `vdelta adopt`. */
 static int find_unseen(struct group *g, unsigned i)
 {
 	struct group_tree *t = g->t;
 	char **rec;
-	unsigned n;
+	unsigned n, listed = 0;
 	int err = group_record_read(t->nodes[i].path, &rec, &n), c;
 
 	for (unsigned r = 0; !err && r < n; r++)
 		if ((c = group_tree_find(t, rec[r])) < 0 || t->nodes[c].parent != (int)i)
 			err = vd_strv_add(&g->unseen[i], &g->nr_unseen[i], rec[r]);
+		else
+			listed++;
+	if (!err && listed < t->nodes[i].nr_children)
+		t->nodes[i].flags |= GROUP_TREE_UNKNOWN;
 	vd_strv_free(rec, n);
 	return err;
 }

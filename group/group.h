@@ -100,6 +100,9 @@ struct group_tree {
 	unsigned nr_nodes;
 	char **intents;       /* intent records found (GROUP_INTENT_SUFFIX) */
 	unsigned nr_intents;
+	char **unscanned;     /* "PATH: reason": folders and *.vmdk files it could
+			       * not read (a clone there is not seen) */
+	unsigned nr_unscanned;
 	struct group_tree_index *index; /* private: nodes by identity */
 };
 
@@ -152,8 +155,13 @@ int group_clone_full(const char *disk, const char *new_path, enum vmdk_subformat
 
 /* ---- sidecar records (group_record.c) --------------------------------------------------- */
 
-/* Record in parent's sidecar that child was made over it. */
-int group_record_child(const char *parent, const char *child, const struct vd_io *io);
+/* Record in parent's sidecar that child was made over it.  A layer with no
+ * record yet gets one that says it may have children never recorded,
+ * unless GROUP_RECORD_COMPLETE: it had none (a layer just made, a writable
+ * top given its first child). */
+enum { GROUP_RECORD_COMPLETE = 1u << 0 };
+int group_record_child(const char *parent, const char *child, unsigned flags,
+		       const struct vd_io *io);
 
 /* ---- plans (group_plan.c) -----------------------------------------------------------------
  * What an operation does (or, with GROUP_DRY_RUN, would do), step by step. */
@@ -176,6 +184,7 @@ struct group_plan_step {
 	enum group_step_kind kind;
 	char *path;
 	uint64_t bytes; /* data to copy (WRITE/CREATE) or freed (REMOVE) */
+	const char *why; /* KEEP: "children unknown", "shared" (static), or NULL */
 };
 
 typedef void group_progress_fn(void *opaque, uint64_t done, uint64_t total);
@@ -190,6 +199,8 @@ struct group_plan {
 	char *result;          /* the disk's top afterwards (malloc'd), NULL if gone */
 	char *const *scanned;  /* the folders looked in (the group's: see group_scanned) */
 	unsigned nr_scanned;
+	char *const *unscanned; /* what they held that could not be read (the tree's) */
+	unsigned nr_unscanned;
 	group_progress_fn *progress; /* optional, set by the caller */
 	void *progress_opaque;
 };
@@ -225,7 +236,8 @@ int group_node(const struct group *g, const char *path);
  * other names of the node or a layer above it. */
 unsigned group_nr_users(const struct group *g, int node);
 bool group_shared(const struct group *g, int node);
-/* The node has children found and none recorded (GROUP_TREE_UNKNOWN). */
+/* The node has children vdelta never recorded: found and none recorded
+ * (GROUP_TREE_UNKNOWN), or one found that its record does not list. */
 bool group_unknown(const struct group *g, int node);
 /* Shared or unknown: no operation removes, merges into or moves it. */
 bool group_busy(const struct group *g, int node);
@@ -308,7 +320,12 @@ int group_adopt(struct group *g, unsigned flags, const struct vd_io *io,
  * Finding is silent: a path that is not a VMDK yields its own folder only.
  * Returns the first error of a recovery; *nr_found (may be NULL) counts the
  * records met. */
-enum { GROUP_RECOVER_FINISH = 1u << 0 };
+enum {
+	GROUP_RECOVER_FINISH = 1u << 0,
+	/* a refused record that names no layer of path's chain is an error too
+	 * (otherwise reported and left alone: it does not stop path opening) */
+	GROUP_RECOVER_STRICT = 1u << 1,
+};
 int group_recover(const char *intent_path, unsigned flags, const struct vd_io *io);
 int group_recover_near(const char *path, unsigned flags, const struct vd_io *io,
 		       unsigned *nr_found);

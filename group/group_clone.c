@@ -19,6 +19,8 @@
  *  F4. publish (group_stage.c P1-P6): publish=1, the parent's record names
  *      the new layer (P1b), extents then the descriptor renamed in.
  * Before F4 recovery discards the staging folder; from F4 on it finishes.
+ * clone --full keeps the same order without F1 and P1b: the new disk is
+ * made whole in its staging folder, then published.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -212,28 +214,47 @@ static const char *chain_adapter(struct chain *c)
 	return NULL;
 }
 
-int group_clone_full(const char *disk, const char *new_path, enum vmdk_subformat sf,
-		     bool preallocate, const struct vd_io *io)
-{
+struct full {
 	struct chain *src;
-	struct vmdk_disk *dst = NULL;
-	struct vmdk_create_opts o = { .subformat = sf, .preallocate = preallocate };
-	int err = refuse_existing(new_path);
+	struct vmdk_create_opts o;
+};
 
-	if (err || (err = chain_open(disk, CHAIN_OPEN_RDONLY, io, &src)))
-		return err;
-	o.capacity = chain_capacity(src);
-	o.adapter = chain_adapter(src);
-	err = vmdk_create(new_path, &o, io);
+/* F3 of a full clone: the whole chain's content into a new independent
+ * disk at staged. */
+static int fill_full(void *opaque, const char *staged, const struct vd_io *io)
+{
+	struct full *f = opaque;
+	struct vmdk_disk *dst = NULL;
+	int err = vmdk_create(staged, &f->o, io);
+
 	if (!err)
-		err = vmdk_open(new_path, VMDK_OPEN_RDWR, io, &dst);
+		err = vmdk_open(staged, VMDK_OPEN_RDWR, io, &dst);
 	if (!err)
 		err = vmdk_lock(dst, VMDK_PERM_READ | VMDK_PERM_WRITE | VMDK_PERM_RESIZE,
 				VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
 	if (!err)
-		err = copy_all(src, dst);
+		err = copy_all(f->src, dst);
 	if (vmdk_close(dst) && !err)
 		err = -EIO;
-	chain_close(src);
+	return err;
+}
+
+int group_clone_full(const char *disk, const char *new_path, enum vmdk_subformat sf,
+		     bool preallocate, const struct vd_io *io)
+{
+	struct full f = { .o = { .subformat = sf, .preallocate = preallocate } };
+	struct group_stage_rec *r = NULL;
+	int err = refuse_existing(new_path);
+
+	io = io ? io : vd_io_posix();
+	if (err || (err = chain_open(disk, CHAIN_OPEN_RDONLY, io, &f.src)))
+		return err;
+	f.o.capacity = chain_capacity(f.src);
+	f.o.adapter = chain_adapter(f.src);
+	err = group_stage_new(&group_op_clone, new_path, &r);
+	if (!err) /* made whole in a staging folder, published at once (F2-F4) */
+		err = group_stage_run(r, fill_full, &f, io);
+	group_intent_free(r ? &r->in : NULL);
+	chain_close(f.src);
 	return err;
 }

@@ -231,7 +231,7 @@ static int commit_steps(const struct commit_rec *r, const struct vd_io *io,
 			err = group_layer_repoint(r->children[i], r->parent, cid, io);
 		if (!err) /* C5 */
 			err = group_record_update(r->parent, r->in.target, r->children,
-						  r->nr_children, io);
+						  r->nr_children, 0, io);
 		if (!err && r->unfreeze)
 			err = chain_set_frozen(r->parent, false, CHAIN_OPEN_NOLOCK, io);
 	}

@@ -44,7 +44,7 @@ static int delete_steps(const struct delete_rec *r, const struct vd_io *io)
 	int err = group_layer_remove_files(r->files, r->nr_files, io); /* D2 */
 
 	if (!err && r->parent && r->nr_children) /* D3 */
-		err = group_record_update(r->parent, r->children[0], NULL, 0, io);
+		err = group_record_update(r->parent, r->children[0], NULL, 0, 0, io);
 	return err ? err : group_intent_done(&r->in, io); /* D4 */
 }
 
@@ -112,8 +112,8 @@ static int delete_walk(const struct group *g, int d, unsigned flags,
 	}
 	if (!err && at >= 0 && below >= 0) {
 		/* one found child (ours): only records of unseen children hold it */
-		err = group_plan_add(plan, orphaned(g, at) ? GROUP_STEP_ORPHAN : GROUP_STEP_KEEP,
-				     t->nodes[at].path, 0);
+		err = orphaned(g, at) ? group_plan_add(plan, GROUP_STEP_ORPHAN, t->nodes[at].path, 0)
+				      : group_plan_keep(plan, g, at);
 		if (!err && !(r->parent = strdup(t->nodes[at].path)))
 			err = -ENOMEM;
 		if (!err)

@@ -76,9 +76,14 @@ int group_tree_refresh(struct group_tree *t, unsigned i);
 /* Recorded children of layer, as paths resolved against its folder. */
 int group_record_read(const char *layer, char ***out, unsigned *nr);
 /* Replace in parent's record the child `gone` by `added` (either may be
- * NULL / empty); no child left: no record. */
+ * NULL / empty); no child left: no record (unless it says others were
+ * never recorded).  A record made where there was none, or one saying so
+ * already, says others were never recorded unless GROUP_RECORD_COMPLETE. */
 int group_record_update(const char *parent, const char *gone, char *const *added,
-			unsigned nr_added, const struct vd_io *io);
+			unsigned nr_added, unsigned flags, const struct vd_io *io);
+/* None; the whole list of children vdelta gave it; or a part only. */
+enum group_record_state { GROUP_RECORD_NONE, GROUP_RECORD_WHOLE, GROUP_RECORD_PART };
+enum group_record_state group_record_state(const char *layer);
 /* Drop child (named before it exists, as group_record_child) from the record. */
 int group_record_drop(const char *parent, const char *child, const struct vd_io *io);
 
@@ -86,6 +91,8 @@ int group_record_drop(const char *parent, const char *child, const struct vd_io 
 
 int group_plan_add(struct group_plan *p, enum group_step_kind kind, const char *path,
 		   uint64_t bytes);
+/* A KEEP step for node, saying why it stays (shared, children unknown). */
+int group_plan_keep(struct group_plan *p, const struct group *g, int node);
 /* Free bytes in path's folder; refuse (-ENOSPC, reported) when short. */
 int group_plan_space(struct group_plan *p, const char *path);
 /* Report n more bytes moved to the plan's progress callback. */
@@ -161,6 +168,10 @@ int group_intent_read(const char *path, const struct group_op *const *ops,
 /* Lock every layer and file the record names, in the mode its row gives
  * (before the record is written, and before recovery acts on it). */
 int group_intent_lock(const struct group_intent *in, struct group_locks *l);
+/* Does match accept the target or a path of a layer or file field? */
+typedef bool group_intent_match_fn(const char *path, void *opaque);
+bool group_intent_names(const struct group_intent *in, group_intent_match_fn *match,
+			void *opaque);
 /* The last step of every operation: the record (and a stale temporary of
  * it) removed, the folder fsynced. */
 int group_intent_done(const struct group_intent *in, const struct vd_io *io);
@@ -177,8 +188,12 @@ int group_trust_record(struct group_intent *in);
 
 /* ---- group_layer.c: a layer's files and descriptor ------------------------------------------ */
 
-/* Paths of every file of the layer at path (descriptor first). */
+/* Paths of every file of the layer at path (descriptor first), each in the
+ * layer's folder: what an operation removes, moves or writes (an extent
+ * elsewhere is refused, -EPERM, reported).  group_layer_read_files: the
+ * same wherever they are, for a layer only read. */
 int group_layer_files(const char *path, char ***files, unsigned *nr);
+int group_layer_read_files(const char *path, char ***files, unsigned *nr);
 /* Refuse (-EINVAL, reported) a name for a new layer that the files made
  * from it would not fit, or that a descriptor cannot carry back. */
 int group_layer_check_name(const char *path);

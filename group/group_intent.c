@@ -124,14 +124,41 @@ static void put_ids(FILE *m, const struct group_intent *in)
 	}
 }
 
+/* Every folder the operation removes files from or makes files in takes
+ * the change: a removal refused halfway would leave the record stuck. */
+static int check_folders(const struct group_intent *in)
+{
+	for (unsigned i = 0; i < in->op->nr_fields; i++) {
+		const struct group_field *f = &in->op->fields[i];
+		char **list = *(char ***)field_at(in, f->off);
+		unsigned nr = f->kind == GROUP_FIELD_FILES || f->kind == GROUP_FIELD_NEW_FILES
+				      ? *(unsigned *)field_at(in, f->nr_off) : 0;
+		for (unsigned k = 0; k < nr; k++) {
+			char *d = vd_dirname(list[k]);
+			int err = !d ? -ENOMEM : access(d, W_OK | X_OK) ? -errno : 0;
+			if (err == -ENOENT) /* made by the operation (a staging folder) */
+				err = 0;
+			if (err && err != -ENOMEM)
+				vd_err("%s: folder of %s: %s: %s refused, nothing changed", d,
+				       list[k], strerror(-err), in->op->name);
+			free(d);
+			if (err)
+				return err;
+		}
+	}
+	return 0;
+}
+
 int group_intent_write(const struct group_intent *in, const struct vd_io *io)
 {
 	char *text = NULL;
 	size_t len = 0;
-	FILE *m = open_memstream(&text, &len);
-	int err;
+	FILE *m;
+	int err = check_folders(in);
 
-	if (!m)
+	if (err)
+		return err;
+	if (!(m = open_memstream(&text, &len)))
 		return -ENOMEM;
 	fprintf(m, "# vdelta: an operation in progress; a vdelta command that changes\n"
 		   "# this group finishes it (`vdelta recover`; do not edit by hand)\n");
@@ -314,6 +341,35 @@ int group_intent_lock(const struct group_intent *in, struct group_locks *l)
 	for (unsigned i = 0; !err && i < in->op->nr_fields; i++)
 		err = lock_field(in, &in->op->fields[i], l);
 	return err;
+}
+
+/* ---- what a record names ---------------------------------------------------------------- */
+
+static bool field_names(const struct group_intent *in, const struct group_field *f,
+			group_intent_match_fn *match, void *opaque)
+{
+	char **one = field_at(in, f->off), **list = *(char ***)field_at(in, f->off);
+	unsigned nr = f->nr_off ? *(unsigned *)field_at(in, f->nr_off) : 0;
+
+	if (f->kind == GROUP_FIELD_LAYER)
+		return *one && match(*one, opaque);
+	if (f->kind == GROUP_FIELD_TEXT || f->kind == GROUP_FIELD_FLAG)
+		return false;
+	for (unsigned i = 0; i < nr; i++)
+		if (match(list[i], opaque))
+			return true;
+	return false;
+}
+
+bool group_intent_names(const struct group_intent *in, group_intent_match_fn *match,
+			void *opaque)
+{
+	if (match(in->target, opaque))
+		return true;
+	for (unsigned i = 0; i < in->op->nr_fields; i++)
+		if (field_names(in, &in->op->fields[i], match, opaque))
+			return true;
+	return false;
 }
 
 /* ---- end ------------------------------------------------------------------------------------ */

@@ -40,10 +40,10 @@ int group_layer_check_name(const char *path)
 	return -EINVAL;
 }
 
-int group_layer_files(const char *path, char ***files, unsigned *nr)
+static int layer_files(const char *path, unsigned flags, char ***files, unsigned *nr)
 {
 	struct vmdk_disk *d = NULL;
-	int err = vmdk_open(path, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, NULL, &d);
+	int err = vmdk_open(path, VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK | flags, NULL, &d);
 
 	*files = NULL;
 	*nr = 0;
@@ -52,6 +52,18 @@ int group_layer_files(const char *path, char ***files, unsigned *nr)
 	if (d)
 		vmdk_close(d);
 	return err;
+}
+
+int group_layer_files(const char *path, char ***files, unsigned *nr)
+{
+	/* an extent outside the layer's folder is no file of the group's to
+	 * remove, move or write (a writer's path rules, vmdk_disk.c) */
+	return layer_files(path, VMDK_OPEN_STRICT_PATHS, files, nr);
+}
+
+int group_layer_read_files(const char *path, char ***files, unsigned *nr)
+{
+	return layer_files(path, 0, files, nr);
 }
 
 int group_layer_add_files(char ***v, unsigned *n, const char *layer)

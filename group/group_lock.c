@@ -111,7 +111,8 @@ int group_lock_layer(struct group_locks *l, const char *layer, enum group_lock_m
 
 	if (m == GROUP_LOCK_NONE || lstat(layer, &st))
 		return 0;
-	err = group_layer_files(layer, &files, &nr);
+	err = m == GROUP_LOCK_READ ? group_layer_read_files(layer, &files, &nr)
+				   : group_layer_files(layer, &files, &nr);
 	for (unsigned i = 0; !err && i < nr; i++)
 		err = group_lock_file(l, files[i], m);
 	vd_strv_free(files, nr);

@@ -20,8 +20,19 @@ int group_plan_add(struct group_plan *p, enum group_step_kind kind, const char *
 	if (!s)
 		return -ENOMEM;
 	p->steps = s;
-	s[p->nr_steps] = (struct group_plan_step){ kind, strdup(path), bytes };
+	s[p->nr_steps] = (struct group_plan_step){ .kind = kind, .path = strdup(path),
+						    .bytes = bytes };
 	return s[p->nr_steps++].path ? 0 : -ENOMEM;
+}
+
+int group_plan_keep(struct group_plan *p, const struct group *g, int node)
+{
+	int err = group_plan_add(p, GROUP_STEP_KEEP, g->t->nodes[node].path, 0);
+
+	if (!err)
+		p->steps[p->nr_steps - 1].why = group_unknown(g, node) ? "children unknown"
+						: group_shared(g, node) ? "shared" : NULL;
+	return err;
 }
 
 /* The records an operation writes beside its data: its intent record and

@@ -54,7 +54,7 @@ int group_promote_unlink(struct group *g, const char *disk, unsigned flags,
 	if (!err)
 		err = group_plan_add(plan, GROUP_STEP_CREATE, t->nodes[x].path, bytes);
 	if (!err)
-		err = group_plan_add(plan, GROUP_STEP_KEEP, t->nodes[s].path, 0);
+		err = group_plan_keep(plan, g, s);
 	plan->copy_bytes = plan->space_needed = bytes;
 	if (!err)
 		err = group_plan_space(plan, t->nodes[x].path);

@@ -319,7 +319,7 @@ static int pull_steps(const struct pull_rec *r, const struct vd_io *io,
 	if (!err && (before_u4 > 0 || !lstat(r->parent, &(struct stat){0})))
 		err = pull_repoint(r, io); /* U4 */
 	if (!err && r->grandparent) /* U5 */
-		err = group_record_update(r->grandparent, r->parent, &r->in.target, 1, io);
+		err = group_record_update(r->grandparent, r->parent, &r->in.target, 1, 0, io);
 	if (!err) /* U6 */
 		err = group_layer_remove_files(r->files, r->nr_files, io);
 	return err ? err : group_intent_done(&r->in, io); /* U7 */

@@ -5,7 +5,12 @@
  * child (snapshot, create --parent, clone --linked / --from-current,
  * relocate, commit): one "child=PATH" line each, PATH relative to the
  * layer's folder, so a folder moved as a whole keeps its records.  A record
- * is a lower bound: a child another tool made is not in it.
+ * is a lower bound: a child another tool made is not in it.  A record made
+ * for a layer that had children already (an unrecorded child replaced or
+ * joined: a pull, a relocation, a clone from a disk's current state) says
+ * so, "unknown=1", and the layer's children stay unknown until `vdelta
+ * adopt` writes the whole list (GROUP_RECORD_COMPLETE: adopt, a layer just
+ * made, a writable top given its first child).
  *
  * Write order of a record: common.h W1-W2 (temp, fsync, rename, folder
  * fsync); a crash leaves the old or the new record.
@@ -42,8 +47,11 @@ static char *record_path(const char *dir, const char *rel)
 	return out;
 }
 
-/* Recorded children of layer, as paths (resolved against its folder). */
-int group_record_read(const char *layer, char ***out, unsigned *nr)
+#define RECORD_UNKNOWN "unknown=1"
+
+/* The record's children (paths resolved against its folder) and state. */
+static int record_load(const char *layer, char ***out, unsigned *nr,
+		       enum group_record_state *state)
 {
 	char *path = sidecar_path(layer), *text = NULL, *d = vd_dirname(layer);
 	char *dir = d ? realpath(d, NULL) : NULL;
@@ -52,21 +60,45 @@ int group_record_read(const char *layer, char ***out, unsigned *nr)
 
 	*out = NULL;
 	*nr = 0;
+	*state = err == -ENOENT ? GROUP_RECORD_NONE : GROUP_RECORD_WHOLE;
 	if (err == -ENOENT)
 		err = 0;
 	for (line = text ? strtok_r(text, "\n", &save) : NULL; !err && line;
 	     line = strtok_r(NULL, "\n", &save)) {
+		if (!strcmp(line, RECORD_UNKNOWN))
+			*state = GROUP_RECORD_PART;
 		if (strncmp(line, "child=", 6))
 			continue;
 		char *p = record_path(dir, line + 6);
 		err = p ? vd_strv_add(out, nr, p) : -ENOMEM;
 		free(p);
 	}
+	if (err == -E2BIG)
+		vd_err("%s: more than %u children recorded", path, VD_STRV_MAX);
 	free(text);
 	free(path);
 	free(dir);
 	free(d);
 	return err;
+}
+
+int group_record_read(const char *layer, char ***out, unsigned *nr)
+{
+	enum group_record_state state;
+
+	return record_load(layer, out, nr, &state);
+}
+
+enum group_record_state group_record_state(const char *layer)
+{
+	enum group_record_state state;
+	char **v;
+	unsigned n;
+
+	if (record_load(layer, &v, &n, &state))
+		return GROUP_RECORD_WHOLE; /* unreadable: not a reason to refuse */
+	vd_strv_free(v, n);
+	return state;
 }
 
 /* Write path (absolute, real folders) relative to the real folder dir:
@@ -89,7 +121,7 @@ static void put_relative(FILE *m, const char *dir, const char *path)
 	fputs(path + base + 1, m);
 }
 
-static int record_text(const char *layer, char **paths, unsigned n, char **text)
+static int record_text(const char *layer, char **paths, unsigned n, bool part, char **text)
 {
 	char *dir = vd_dirname(layer), *real = dir ? realpath(dir, NULL) : NULL;
 	char *t = NULL;
@@ -102,6 +134,8 @@ static int record_text(const char *layer, char **paths, unsigned n, char **text)
 		return -ENOMEM;
 	}
 	fprintf(m, "# vdelta: the children this layer was given (one line each)\n");
+	if (part)
+		fprintf(m, "# and it had others before, never recorded\n" RECORD_UNKNOWN "\n");
 	for (unsigned i = 0; i < n; i++)
 		if (paths[i][0] == '/') {
 			fputs("child=", m);
@@ -115,11 +149,14 @@ static int record_text(const char *layer, char **paths, unsigned n, char **text)
 }
 
 int group_record_update(const char *parent, const char *gone, char *const *added,
-			unsigned nr_added, const struct vd_io *io)
+			unsigned nr_added, unsigned flags, const struct vd_io *io)
 {
 	char **v, *path = sidecar_path(parent), *text = NULL;
 	unsigned n, k = 0;
-	int err = path ? group_record_read(parent, &v, &n) : -ENOMEM;
+	enum group_record_state state;
+	int err = path ? record_load(parent, &v, &n, &state) : -ENOMEM;
+	bool part = !(flags & GROUP_RECORD_COMPLETE) &&
+		    (state == GROUP_RECORD_PART || (state == GROUP_RECORD_NONE && !err));
 
 	for (unsigned i = 0; !err && i < n; i++) /* drop gone and duplicates */
 		if (gone && (!strcmp(v[i], gone) || vd_same_file(v[i], gone)))
@@ -133,12 +170,14 @@ int group_record_update(const char *parent, const char *gone, char *const *added
 		if (!dup)
 			err = vd_strv_add(&v, &k, added[i]);
 	}
-	if (!err && k > VD_STRV_MAX)
+	if (!err && k > VD_STRV_MAX) {
+		vd_err("%s: more than %u children to record", path, VD_STRV_MAX);
 		err = -E2BIG;
-	if (!err && !k) /* no child left: no record */
+	}
+	if (!err && !k && (state == GROUP_RECORD_NONE || !part)) /* no child left: no record */
 		err = group_layer_unlink(path, io);
 	else if (!err)
-		err = record_text(parent, v, k, &text);
+		err = record_text(parent, v, k, part, &text);
 	if (!err && text && (err = vd_write_durable(io, path, text, strlen(text))))
 		vd_err("%s: cannot write: %s", path, strerror(-err));
 	vd_strv_free(v, k);
@@ -149,7 +188,7 @@ int group_record_update(const char *parent, const char *gone, char *const *added
 
 /* The child is named before it exists (group_snapshot.c step 3): its
  * folder is made absolute.  add: record it, else drop its record. */
-static int record_set(const char *parent, const char *child, bool add,
+static int record_set(const char *parent, const char *child, bool add, unsigned flags,
 		      const struct vd_io *io)
 {
 	char *dir = vd_dirname(child), *real = dir ? realpath(dir, NULL) : NULL, *abs;
@@ -161,21 +200,22 @@ static int record_set(const char *parent, const char *child, bool add,
 		err = -ENOMEM;
 	if (!err)
 		err = group_record_update(parent, add ? NULL : abs, add ? &abs : NULL,
-					  add, io ? io : vd_io_posix());
+					  add, flags, io ? io : vd_io_posix());
 	free(abs);
 	free(real);
 	free(dir);
 	return err;
 }
 
-int group_record_child(const char *parent, const char *child, const struct vd_io *io)
+int group_record_child(const char *parent, const char *child, unsigned flags,
+		       const struct vd_io *io)
 {
-	return record_set(parent, child, true, io);
+	return record_set(parent, child, true, flags, io);
 }
 
 int group_record_drop(const char *parent, const char *child, const struct vd_io *io)
 {
-	return record_set(parent, child, false, io);
+	return record_set(parent, child, false, 0, io);
 }
 
 /* ---- adopt -------------------------------------------------------------------------------- */
@@ -209,14 +249,23 @@ int group_adopt(struct group *g, unsigned flags, const struct vd_io *io,
 
 	io = io ? io : vd_io_posix();
 	plan->op = "adopt";
+	if (t->nr_unscanned) { /* a record it writes says it is the whole list */
+		vd_err("%s: not readable, so a clone there would not be recorded: adopt "
+		       "refused, nothing written (make it readable, or name folders "
+		       "without it)", t->unscanned[0]);
+		return -EACCES;
+	}
 	for (unsigned i = 0; !err && i < t->nr_nodes; i++) {
 		char **add = NULL;
 		unsigned nr = 0;
+		bool part = t->nodes[i].nr_children &&
+			    group_record_state(t->nodes[i].path) == GROUP_RECORD_PART;
 		err = t->nodes[i].nr_children ? unrecorded(g, i, &add, &nr) : 0;
-		if (!err && nr)
+		if (!err && (nr || part))
 			err = group_plan_add(plan, GROUP_STEP_RECORD, t->nodes[i].path, nr);
-		if (!err && nr && !(flags & GROUP_DRY_RUN))
-			err = group_record_update(t->nodes[i].path, NULL, add, nr, io);
+		if (!err && (nr || part) && !(flags & GROUP_DRY_RUN))
+			err = group_record_update(t->nodes[i].path, NULL, add, nr,
+						  GROUP_RECORD_COMPLETE, io);
 		vd_strv_free(add, nr);
 	}
 	return err;

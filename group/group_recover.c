@@ -89,25 +89,48 @@ static int intents_in(const char *dir, bool clean, char ***out, unsigned *nr)
 	return err;
 }
 
-/* path's folder, then the folder of every layer its chain names (the
- * links' CIDs not checked: an interrupted commit leaves one stale). */
-static int near_dirs(const char *path, char ***dirs, unsigned *nr)
+/* What lies near a disk: its folder, then the folder of every layer its
+ * chain names, and those layers (the links' CIDs not checked: an
+ * interrupted commit leaves one stale). */
+struct near {
+	char **dirs, **layers;
+	unsigned nr_dirs, nr_layers;
+};
+
+static void near_free(struct near *n)
+{
+	vd_strv_free(n->dirs, n->nr_dirs);
+	vd_strv_free(n->layers, n->nr_layers);
+}
+
+static int near_add_dir(struct near *n, const char *layer)
+{
+	char *d = vd_dirname(layer);
+	bool seen = false;
+	int err;
+
+	for (unsigned j = 0; d && j < n->nr_dirs; j++)
+		seen |= vd_same_file(n->dirs[j], d);
+	err = !d ? -ENOMEM : seen ? 0 : vd_strv_add(&n->dirs, &n->nr_dirs, d);
+	free(d);
+	return err;
+}
+
+static int near_find(const char *path, struct near *n)
 {
 	struct chain *c = NULL;
-	char *d = vd_dirname(path);
-	int err = d ? vd_strv_add(dirs, nr, d) : -ENOMEM;
+	int err = near_add_dir(n, path);
 
-	free(d);
+	if (!err)
+		err = vd_strv_add(&n->layers, &n->nr_layers, path);
 	if (err || chain_open(path, CHAIN_OPEN_RDONLY | CHAIN_OPEN_NOLOCK |
 			      CHAIN_OPEN_DIRTY_OK | CHAIN_OPEN_IGNORE_CID, NULL, &c))
 		return err;
 	for (unsigned i = 1; !err && i < chain_depth(c); i++) {
-		bool seen = false;
-		d = vd_dirname(vmdk_path(chain_layer(c, i)));
-		for (unsigned j = 0; d && j < *nr; j++)
-			seen |= vd_same_file((*dirs)[j], d);
-		err = !d ? -ENOMEM : seen ? 0 : vd_strv_add(dirs, nr, d);
-		free(d);
+		const char *layer = vmdk_path(chain_layer(c, i));
+		err = near_add_dir(n, layer);
+		if (!err)
+			err = vd_strv_add(&n->layers, &n->nr_layers, layer);
 	}
 	chain_close(c);
 	return err;
@@ -115,20 +138,18 @@ static int near_dirs(const char *path, char ***dirs, unsigned *nr)
 
 /* The records near path; opening its chain is silent (a file that is not
  * a VMDK, or a broken chain, just yields fewer folders). */
-static int intents_near(const char *path, bool clean, char ***out, unsigned *nr)
+static int intents_near(const char *path, bool clean, struct near *n, char ***out,
+			unsigned *nr)
 {
-	char **dirs = NULL;
-	unsigned nr_dirs = 0;
 	int err;
 
 	vd_log_mute(true);
-	err = near_dirs(path, &dirs, &nr_dirs);
+	err = near_find(path, n);
 	vd_log_mute(false);
 	*out = NULL;
 	*nr = 0;
-	for (unsigned i = 0; !err && i < nr_dirs; i++)
-		err = intents_in(dirs[i], clean, out, nr);
-	vd_strv_free(dirs, nr_dirs);
+	for (unsigned i = 0; !err && i < n->nr_dirs; i++)
+		err = intents_in(n->dirs[i], clean, out, nr);
 	if (err) {
 		vd_strv_free(*out, *nr);
 		*out = NULL;
@@ -137,22 +158,58 @@ static int intents_near(const char *path, bool clean, char ***out, unsigned *nr)
 	return err;
 }
 
+static bool is_near_layer(const char *path, void *opaque)
+{
+	const struct near *n = opaque;
+
+	for (unsigned i = 0; i < n->nr_layers; i++)
+		if (!strcmp(n->layers[i], path) || vd_same_file(n->layers[i], path))
+			return true;
+	return false;
+}
+
+/* Does a record recovery refused name a layer of the disk's chain (by its
+ * own name, TARGET GROUP_INTENT_SUFFIX, when it cannot be read)? */
+static bool record_touches(const char *record, struct near *n)
+{
+	size_t len = strlen(record) - strlen(GROUP_INTENT_SUFFIX);
+	char *stem = strndup(record, len);
+	struct group_intent *in = NULL;
+	bool hit = !stem || is_near_layer(stem, n);
+
+	free(stem);
+	vd_log_mute(true);
+	if (!hit && !group_intent_read(record, ops, NR_OPS, &in))
+		hit = group_intent_names(in, is_near_layer, n);
+	vd_log_mute(false);
+	group_intent_free(in);
+	return hit;
+}
+
 int group_recover_near(const char *path, unsigned flags, const struct vd_io *io,
 		       unsigned *nr_found)
 {
+	struct near n = {0};
 	char **recs;
 	unsigned nr;
-	int err = intents_near(path, flags & GROUP_RECOVER_FINISH, &recs, &nr), first = 0;
+	int err = intents_near(path, flags & GROUP_RECOVER_FINISH, &n, &recs, &nr), first = 0;
 
 	for (unsigned i = 0; !err && i < nr; i++) {
 		int e = 0;
 		if (!access(recs[i], F_OK)) /* one recovery may have ended another */
 			e = group_recover(recs[i], flags, io);
+		if ((e == -VD_EBADDATA || e == -EPERM) && !(flags & GROUP_RECOVER_STRICT) &&
+		    !record_touches(recs[i], &n)) {
+			vd_warn("%s: names no layer of %s: left alone, %s opened", recs[i],
+				path, path);
+			e = 0;
+		}
 		first = first ? first : e;
 	}
 	if (nr_found)
 		*nr_found = nr;
 	vd_strv_free(recs, nr);
+	near_free(&n);
 	return err ? err : first;
 }
 

@@ -169,7 +169,7 @@ static int roll_back(const struct relocate_rec *in, const struct vd_io *io)
 	if (!err && in->nr_created)
 		err = io->sync_dir(io, in->created[0]);
 	if (!err && in->attach && in->attach_child)
-		err = group_record_update(in->attach, in->attach_child, NULL, 0, io);
+		err = group_record_update(in->attach, in->attach_child, NULL, 0, 0, io);
 	return err ? err : intents_done(in, io, false);
 }
 
@@ -184,7 +184,7 @@ static int roll_forward(const struct relocate_rec *in, const struct vd_io *io)
 			err = io->sync_dir(io, in->files[i]);
 	}
 	if (!err && in->parent && in->nr_children) /* L6 */
-		err = group_record_update(in->parent, in->children[0], NULL, 0, io);
+		err = group_record_update(in->parent, in->children[0], NULL, 0, 0, io);
 	return err ? err : intents_done(in, io, true); /* L7 */
 }
 
@@ -344,7 +344,7 @@ static int publish_file(struct relocate *r, const char *src, int layer)
 		       src, tmp);
 	if (!err && layer > 0 && r->l[layer - 1].copy) /* L3: its child in DIR */
 		err = group_record_update(r->l[layer].dst, NULL, &r->l[layer - 1].dst, 1,
-					  r->io);
+					  GROUP_RECORD_COMPLETE, r->io); /* a copy just made */
 	if (!err) /* L3: published */
 		err = r->io->rename(r->io, tmp, dst);
 	if (!err)
@@ -391,7 +391,7 @@ static int relocate_steps(struct relocate *r)
 	int err = intents_write(in, r->io); /* L1 */
 
 	if (!err && in->attach) /* L2 */
-		err = group_record_update(in->attach, NULL, &in->attach_child, 1, r->io);
+		err = group_record_update(in->attach, NULL, &in->attach_child, 1, 0, r->io);
 	for (int i = r->n - 1; !err && i >= 0; i--) /* L3 */
 		if (r->l[i].copy)
 			err = copy_layer(r, i);
@@ -477,14 +477,24 @@ static int check_copy(struct relocate *r, int i)
 	return err;
 }
 
-/* share: the layer at l[i].dst is l[i] (same CID, content, runs) and hangs
- * from l[i+1].dst. */
+/* A parent already: frozen, or with children of its own (an identical
+ * layer a disk still writes is no parent to hang from). */
+static bool a_parent(struct relocate *r, struct vmdk_disk *d, const char *path)
+{
+	int n = group_node(r->g, path);
+
+	return chain_is_frozen(d) || (n >= 0 && r->g->t->nodes[n].nr_children);
+}
+
+/* share: the layer at l[i].dst is l[i] (same CID, content, runs), a parent
+ * already below the top, and hangs from l[i+1].dst. */
 static bool reattachable(struct relocate *r, int i)
 {
 	struct vmdk_disk *d = NULL;
 	char *p = NULL;
 	bool ok = !same_layer(r, r->l[i].src, r->l[i].dst) &&
-		  !vmdk_open(r->l[i].dst, VMDK_OPEN_RDONLY, NULL, &d);
+		  !vmdk_open(r->l[i].dst, VMDK_OPEN_RDONLY, NULL, &d) &&
+		  (i == 0 || a_parent(r, d, r->l[i].dst));
 
 	if (ok && i + 1 == r->n)
 		ok = !vmdk_parent_hint(d);
@@ -624,14 +634,19 @@ static int build_plan(struct relocate *r)
 }
 
 /* What moves and what is created: EXCL (the record's fields); the layers
- * that stay, and are read or hung from: READ. */
+ * that stay, and are read or hung from: READ, the layers in DIR the new
+ * chain is reattached to included. */
 static int relocate_lock(struct relocate *r, struct group_locks *locks)
 {
 	int err = group_intent_lock(&r->rec->in, locks);
 
-	for (int i = 0; !err && i < r->n; i++)
-		if (!r->l[i].removed)
-			err = group_lock_layer(locks, r->l[i].src, GROUP_LOCK_READ);
+	for (int i = 0; !err && i < r->n; i++) {
+		const struct rl_layer *l = &r->l[i];
+		if (!l->removed)
+			err = group_lock_layer(locks, l->src, GROUP_LOCK_READ);
+		if (!err && !l->copy && !vd_same_file(l->src, l->dst))
+			err = group_lock_layer(locks, l->dst, GROUP_LOCK_READ);
+	}
 	return err;
 }
 

@@ -197,7 +197,9 @@ static int child_over(const char *parent, const char *new_path, bool require_fro
 	if (!err && can_mark) /* as it is now that no one may write it */
 		err = describe_path(parent, io, &pi);
 	if (!err && can_mark)
-		err = group_record_child(parent, new_path, io); /* 3 */
+		/* a writable top had no child: its record is the whole list */
+		err = group_record_child(parent, new_path,
+					 was_frozen ? 0 : GROUP_RECORD_COMPLETE, io); /* 3 */
 	if (!err)
 		err = create_delta(new_path, parent, &pi, o->kind, io); /* 4 */
 	if (err && access(new_path, F_OK)) /* never made */

@@ -15,11 +15,14 @@
  *  P1b. (a new layer: clone --from-current) the parent's sidecar record
  *      names it, before its name appears (a record of a child not there
  *      yet only makes the parent count as shared);
- *  P2. each staged extent file is renamed into the layer's folder (over
- *      the layer's extent of the same name, if any) — extents before the
- *      descriptor, so the descriptor published in P3 never names a file
- *      that is not there.  Between P2 and P3 the old descriptor may read a
- *      new extent: only recovery (which always completes P3) sees that;
+ *  P2. (a layer of several files) the old descriptor is moved into the
+ *      staging folder (STAGE_OLD_DESC) and the folder fsynced, so no
+ *      descriptor ever reads old and new extents mixed; then each staged
+ *      extent file is renamed into the layer's folder (over the layer's
+ *      extent of the same name, if any) — extents before the descriptor,
+ *      so the descriptor published in P3 never names a file that is not
+ *      there.  Between P2 and P3 the layer has no descriptor: a reader
+ *      finds it missing, and recovery (which always completes P3) ends it;
  *  P3. the staged descriptor is renamed over the layer's descriptor and
  *      the folder fsynced: the layer is the new one;
  *  P4. the promoted layer's former parent drops it from its sidecar
@@ -41,6 +44,8 @@
 #include <unistd.h>
 
 #include "group_int.h"
+
+#define STAGE_OLD_DESC ".descriptor-before" /* P2: the old descriptor, set aside */
 
 const struct group_field group_stage_fields[GROUP_STAGE_NR_FIELDS] = {
 	GROUP_FIELD_ONE(struct group_stage_rec, record_in, "record_in", GROUP_FIELD_LAYER,
@@ -178,6 +183,29 @@ static int stage_check_names(const struct group_stage_rec *r)
 	return err;
 }
 
+/* P2, first: with extents to move and the new descriptor still staged,
+ * the old descriptor goes out of the way (into the staging folder). */
+static int stage_old_aside(const struct group_stage_rec *r, char **names, unsigned nr,
+			   const struct vd_io *io)
+{
+	const char *desc = group_base_name(r->in.target);
+	bool extents = false, staged_desc = false;
+	char *aside;
+	int err;
+
+	for (unsigned i = 0; i < nr; i++) {
+		staged_desc |= !strcmp(names[i], desc);
+		extents |= strcmp(names[i], desc) && strcmp(names[i], STAGE_OLD_DESC);
+	}
+	if (!extents || !staged_desc || access(r->in.target, F_OK))
+		return 0;
+	if (!(aside = vd_path_join(r->tmp, STAGE_OLD_DESC)))
+		return -ENOMEM;
+	err = io->rename(io, r->in.target, aside);
+	free(aside);
+	return err ? err : io->sync_dir(io, r->in.target);
+}
+
 /* P2, P3: staged extents into the folder, then the descriptor. */
 static int stage_move(const struct group_stage_rec *r, const struct vd_io *io)
 {
@@ -186,9 +214,12 @@ static int stage_move(const struct group_stage_rec *r, const struct vd_io *io)
 	unsigned nr = 0;
 	int err = dir ? group_stage_list(r->tmp, &names, &nr) : -ENOMEM;
 
+	if (!err)
+		err = stage_old_aside(r, names, nr, io); /* P2 */
 	for (int pass = 0; !err && pass < 2; pass++)
 		for (unsigned i = 0; !err && i < nr; i++) {
-			if ((strcmp(names[i], desc) == 0) != (pass == 1))
+			if (!strcmp(names[i], STAGE_OLD_DESC) ||
+			    (strcmp(names[i], desc) == 0) != (pass == 1))
 				continue; /* pass 0: extents (P2); pass 1: descriptor (P3) */
 			char *from = vd_path_join(r->tmp, names[i]);
 			char *to = vd_path_join(dir, names[i]);
@@ -226,13 +257,13 @@ static int stage_drop_old(const struct group_stage_rec *r, const struct vd_io *i
 /* P2-P6 (also recovery's roll forward). */
 static int stage_finish(const struct group_stage_rec *r, const struct vd_io *io)
 {
-	int err = r->record_in ? group_record_update(r->record_in, NULL, &r->in.target, 1, io)
+	int err = r->record_in ? group_record_update(r->record_in, NULL, &r->in.target, 1, 0, io)
 			       : 0; /* P1b */
 
 	if (!err)
 		err = stage_move(r, io); /* P2, P3 */
 	if (!err && r->parent) /* P4 */
-		err = group_record_update(r->parent, r->in.target, NULL, 0, io);
+		err = group_record_update(r->parent, r->in.target, NULL, 0, 0, io);
 	if (!err)
 		err = stage_drop_old(r, io); /* P5 */
 	return err ? err : group_intent_done(&r->in, io); /* P6 */

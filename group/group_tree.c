@@ -12,6 +12,9 @@
  * all, each folder visited once (device+inode, so symlink loops end), hidden
  * entries and anything but regular files and folders skipped.  Intent
  * records (GROUP_INTENT_SUFFIX) met on the way are listed for recovery.
+ * A folder or *.vmdk it may not read (permissions, an I/O error, a folder
+ * below those named that is gone) is listed as not scanned and the scan
+ * goes on: a clone there is not seen, which the callers say.
  * Opens everything read-only without locks; writes nothing.
  */
 #define _GNU_SOURCE
@@ -33,6 +36,7 @@
 #define TREE_MAX_NODES 100000u /* bounds memory on a hostile folder */
 #define TREE_MAX_ENTRIES 1000000u /* bounds time: folder entries looked at */
 #define TREE_MAX_DIRS 100000u
+#define TREE_MAX_UNSCANNED 1000u /* unreadable entries listed */
 
 /* (device, inode) -> index, open addressing. */
 struct idmap {
@@ -187,8 +191,10 @@ static int add_node(struct scan *s, const char *path, bool *added)
 		return -errno;
 	if ((i = find_node(s, &st)) >= 0)
 		return i;
-	if (t->nr_nodes >= TREE_MAX_NODES)
+	if (t->nr_nodes >= TREE_MAX_NODES) {
+		vd_err("%s: more than %u disks under the folders scanned", path, TREE_MAX_NODES);
 		return -E2BIG;
+	}
 	if (t->nr_nodes == s->cap && grow_nodes(s))
 		return -ENOMEM;
 	i = (int)t->nr_nodes;
@@ -219,15 +225,27 @@ static bool has_suffix(const char *name, const char *suffix)
 
 static int add_intent(struct group_tree *t, const char *path)
 {
-	char **v = reallocarray(t->intents, t->nr_intents + 1, sizeof *v);
+	int err = vd_strv_add(&t->intents, &t->nr_intents, path);
 
-	if (!v)
+	if (err == -E2BIG)
+		vd_err("%s: more than %u intent records under the folders scanned", path,
+		       VD_STRV_MAX);
+	return err;
+}
+
+/* A folder or *.vmdk the scan cannot read: listed, the scan goes on. */
+static int add_unscanned(struct group_tree *t, const char *path, int err)
+{
+	char *line;
+	int e;
+
+	if (t->nr_unscanned >= TREE_MAX_UNSCANNED)
+		return 0;
+	if (asprintf(&line, "%s: %s", path, strerror(-err)) < 0)
 		return -ENOMEM;
-	t->intents = v;
-	if (!(v[t->nr_intents] = strdup(path)))
-		return -ENOMEM;
-	t->nr_intents++;
-	return 0;
+	e = vd_strv_add(&t->unscanned, &t->nr_unscanned, line);
+	free(line);
+	return e;
 }
 
 static int scan_dir(struct scan *s, const char *dir, unsigned depth);
@@ -250,6 +268,8 @@ static int scan_entry(struct scan *s, const char *path, const char *name,
 		return add_intent(s->t, path);
 	if (!has_suffix(name, ".vmdk") || strlen(name) < 6)
 		return 0;
+	if (access(path, R_OK))
+		return add_unscanned(s->t, path, -errno);
 	enum sniff k = sniff(path);
 	if (k != NOT_DISK)
 		err = add_node(s, path, &added);
@@ -273,6 +293,8 @@ static int scan_dir(struct scan *s, const char *dir, unsigned depth)
 	errno = 0;
 	if (stat(dir, &st) || !S_ISDIR(st.st_mode) || !(d = opendir(dir))) {
 		err = errno ? -errno : -ENOTDIR;
+		if (depth > 0 || err == -EACCES || err == -EPERM)
+			return add_unscanned(s->t, dir, err);
 		vd_err("%s: %s", dir, strerror(-err));
 		return err;
 	}
@@ -474,18 +496,6 @@ static uint64_t full_size(const char *path)
 }
 
 /* A sidecar record of the children vdelta gave the layer exists. */
-static bool has_record(const char *path)
-{
-	char *side;
-	bool found;
-
-	if (asprintf(&side, "%s%s", path, GROUP_CHILDREN_SUFFIX) < 0)
-		return true; /* no memory: not a reason to refuse */
-	found = !access(side, F_OK);
-	free(side);
-	return found;
-}
-
 /* Links, children, reach, roots and flags, once every node is linked. */
 static void finish(struct group_tree *t, unsigned flags)
 {
@@ -513,7 +523,7 @@ static void finish(struct group_tree *t, unsigned flags)
 		}
 		if (n->frozen && leaf)
 			n->flags |= GROUP_TREE_ORPHAN;
-		if (!leaf && !has_record(n->path))
+		if (!leaf && group_record_state(n->path) != GROUP_RECORD_WHOLE)
 			n->flags |= GROUP_TREE_UNKNOWN;
 		if (leaf && readable && (flags & GROUP_SCAN_SIZES))
 			n->full_bytes = full_size(n->path);
@@ -562,9 +572,8 @@ void group_tree_free(struct group_tree *t)
 		free(t->nodes[i].path);
 		free(t->nodes[i].hint_buf);
 	}
-	for (unsigned i = 0; i < t->nr_intents; i++)
-		free(t->intents[i]);
-	free(t->intents);
+	vd_strv_free(t->intents, t->nr_intents);
+	vd_strv_free(t->unscanned, t->nr_unscanned);
 	free(t->nodes);
 	if (t->index)
 		idmap_free(&t->index->nodes);

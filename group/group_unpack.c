@@ -205,7 +205,28 @@ static int publish(const struct unpack_rec *r, const struct vd_io *io)
 	return err;
 }
 
-/* N7: each new layer in its parent's record, the parent as its hint says. */
+static bool same_file(const char *a, const char *b)
+{
+	struct stat sa, sb;
+
+	return !stat(a, &sa) && !stat(b, &sb) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* Does this unpack know every child of parent: a layer it made, or a need
+ * it froze (writable until now, so without children)? */
+static bool knows_children(const struct unpack_rec *r, const char *parent)
+{
+	for (unsigned i = 0; i < r->nr_layers; i++)
+		if (same_file(r->layers[i], parent))
+			return true;
+	for (unsigned i = 0; i < r->nr_thaw; i++)
+		if (same_file(r->thaw[i], parent))
+			return true;
+	return false;
+}
+
+/* N7: each new layer in its parent's record, the parent as its hint says
+ * (a record made now is complete when this unpack knows all its children). */
 static int record_links(const struct unpack_rec *r, const struct vd_io *io)
 {
 	int err = 0;
@@ -219,7 +240,9 @@ static int record_links(const struct unpack_rec *r, const struct vd_io *io)
 						 vmdk_desc_get(d, "ddb.nativeParentHint"), &parent);
 		vmdk_close(d);
 		if (!err && parent)
-			err = group_record_child(parent, r->layers[i], io);
+			err = group_record_child(parent, r->layers[i],
+						 knows_children(r, parent) ? GROUP_RECORD_COMPLETE : 0,
+						 io);
 		free(parent);
 	}
 	return err;

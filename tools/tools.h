@@ -52,6 +52,11 @@ struct tools_cmd {
 	 * disks it names are finished before it runs (otherwise they are only
 	 * reported: a command that reads never removes or rewrites anything). */
 	bool writes;
+	/* The command has its own front door: it is the recovery itself
+	 * (`recover`), or it serves disks (mount), each recovered as it is
+	 * opened (group_serve_add); the pass above is not made (it would read
+	 * every folder once more per disk, and report each record twice). */
+	bool own_front_door;
 };
 
 /* Print "vdelta: <msg>" to stderr (a newline is added). */
@@ -228,6 +233,10 @@ void tools_group_progress(struct group_plan *plan, struct tools_progress *pr, bo
  * print the plan or the result; returns TOOLS_*. */
 int tools_group_run(const char *disk, char *const *scan, unsigned nr_scan,
 		    unsigned flags, bool json, bool force_progress, tools_group_op *op);
+
+/* The plan lists the folders g's load scanned and what they held that it
+ * could not read. */
+void tools_group_scanned(struct group_plan *plan, const struct group *g);
 
 /* Print a plan (or the result of carrying it out) as text or JSON. */
 void tools_group_print(const struct group_plan *p, bool dry_run, bool json);

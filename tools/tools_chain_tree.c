@@ -97,6 +97,8 @@ static void text_tree(const struct group_tree *t)
 		text_node(t, i, "  ", true, true);
 		putchar('\n');
 	}
+	for (unsigned i = 0; i < t->nr_unscanned; i++)
+		printf("not scanned (a clone there is not seen): %s\n", t->unscanned[i]);
 }
 
 static void json_node(struct tools_json *j, const struct group_tree *t, unsigned i)
@@ -151,6 +153,10 @@ static void json_tree(const struct group_tree *t)
 		tools_json_arr_end(&j);
 		tools_json_obj_end(&j);
 	}
+	tools_json_arr_end(&j);
+	tools_json_arr_begin(&j, "not-scanned");
+	for (unsigned i = 0; i < t->nr_unscanned; i++)
+		tools_json_str(&j, NULL, t->unscanned[i]);
 	tools_json_arr_end(&j);
 	tools_json_obj_end(&j);
 	putchar('\n');

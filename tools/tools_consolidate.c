@@ -44,7 +44,7 @@ static int consolidate_one(struct group *g, const char *disk, char *const *keep,
 	tools_group_progress(&plan, &pr, force_progress);
 	rc = group_consolidate(g, disk, keep, nr_keep, flags, NULL, &plan);
 	tools_progress_end(&pr, pr.total);
-	plan.scanned = group_scanned(g, &plan.nr_scanned);
+	tools_group_scanned(&plan, g);
 	if (rc >= 0)
 		tools_group_print(&plan, flags & GROUP_DRY_RUN, json);
 	group_plan_free(&plan);

@@ -76,12 +76,18 @@ static void print_json(const struct group_plan *p, bool dry_run)
 		tools_json_str(&j, "action", group_plan_step_name(p->steps[i].kind));
 		tools_json_str(&j, "path", p->steps[i].path);
 		tools_json_u64(&j, rec ? "children" : "bytes", p->steps[i].bytes);
+		if (p->steps[i].why)
+			tools_json_str(&j, "why", p->steps[i].why);
 		tools_json_obj_end(&j);
 	}
 	tools_json_arr_end(&j);
 	tools_json_arr_begin(&j, "scanned");
 	for (unsigned i = 0; i < p->nr_scanned; i++)
 		tools_json_str(&j, NULL, p->scanned[i]);
+	tools_json_arr_end(&j);
+	tools_json_arr_begin(&j, "not_scanned");
+	for (unsigned i = 0; i < p->nr_unscanned; i++)
+		tools_json_str(&j, NULL, p->unscanned[i]);
 	tools_json_arr_end(&j);
 	tools_json_u64(&j, "copy_bytes", p->copy_bytes);
 	tools_json_u64(&j, "space_needed", p->space_needed);
@@ -100,6 +106,8 @@ static void print_text(const struct group_plan *p, bool dry_run)
 		printf("  scanned:  ");
 	for (unsigned i = 0; i < p->nr_scanned; i++)
 		printf("%s%s", p->scanned[i], i + 1 < p->nr_scanned ? ", " : "\n");
+	for (unsigned i = 0; i < p->nr_unscanned; i++)
+		printf("  not scanned (a clone there is not seen): %s\n", p->unscanned[i]);
 	if (!p->nr_steps)
 		return;
 	for (unsigned i = 0; i < p->nr_steps; i++) {
@@ -110,12 +118,15 @@ static void print_text(const struct group_plan *p, bool dry_run)
 			       s->bytes == 1 ? "" : "ren");
 		else if (s->bytes)
 			printf("  (%s)", tools_human_size(s->bytes, h1, sizeof h1));
+		if (s->why)
+			printf("  (%s)", s->why);
 		putchar('\n');
 	}
-	printf("data to copy: %s; space needed: %s of %s free\n",
-	       tools_human_size(p->copy_bytes, h1, sizeof h1),
-	       tools_human_size(p->space_needed, h2, sizeof h2),
-	       tools_human_size(p->space_avail, h3, sizeof h3));
+	if (p->copy_bytes || p->space_needed)
+		printf("data to copy: %s; space needed: %s of %s free\n",
+		       tools_human_size(p->copy_bytes, h1, sizeof h1),
+		       tools_human_size(p->space_needed, h2, sizeof h2),
+		       tools_human_size(p->space_avail, h3, sizeof h3));
 	if (p->result && !dry_run)
 		printf("disk: %s\n", p->result);
 }
@@ -123,6 +134,13 @@ static void print_text(const struct group_plan *p, bool dry_run)
 void tools_group_print(const struct group_plan *p, bool dry_run, bool json)
 {
 	json ? print_json(p, dry_run) : print_text(p, dry_run);
+}
+
+void tools_group_scanned(struct group_plan *plan, const struct group *g)
+{
+	plan->scanned = group_scanned(g, &plan->nr_scanned);
+	plan->unscanned = group_nodes(g)->unscanned;
+	plan->nr_unscanned = group_nodes(g)->nr_unscanned;
 }
 
 void tools_group_progress(struct group_plan *plan, struct tools_progress *pr, bool force)
@@ -145,7 +163,7 @@ int tools_group_run(const char *disk, char *const *scan, unsigned nr_scan,
 	tools_group_progress(&plan, &pr, force_progress);
 	rc = op(g, disk, flags, NULL, &plan);
 	tools_progress_end(&pr, pr.total);
-	plan.scanned = group_scanned(g, &plan.nr_scanned);
+	tools_group_scanned(&plan, g);
 	if (rc >= 0)
 		tools_group_print(&plan, flags & GROUP_DRY_RUN, json);
 	group_plan_free(&plan);
@@ -192,7 +210,7 @@ static int adopt_run(int argc, char **argv)
 	if (rc < 0)
 		return tools_fail(argv[optind], rc);
 	rc = group_adopt(g, a.flags, NULL, &plan);
-	plan.scanned = group_scanned(g, &plan.nr_scanned);
+	tools_group_scanned(&plan, g);
 	if (rc >= 0)
 		tools_group_print(&plan, a.flags & GROUP_DRY_RUN, a.json);
 	group_plan_free(&plan);

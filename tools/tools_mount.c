@@ -16,6 +16,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <syslog.h>
 #include <sys/wait.h>
@@ -124,6 +125,19 @@ static void mount_log(void *opaque, enum vd_log_level level, const char *msg)
 		fprintf(stderr, "vdelta: debug: %s\n", msg);
 }
 
+/* One daemon holds a descriptor per layer file it serves (a top per clone,
+ * the shared layers once) and one /dev/fuse clone per worker: a thousand
+ * clones pass the usual soft limit of 1024, so take the hard limit. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 /* The service manager, if any, learns that the mount serves
  * (tools_notify.c; in the serving process, once stop signals are handled). */
 static void mount_ready(void *opaque)
@@ -166,6 +180,7 @@ static int mount_serve(char *const *disks, unsigned nr, const char *mnt, struct 
 
 	if (rc)
 		return tools_fail(mnt, rc);
+	raise_nofile();
 	rc = chain_server_create_opts(&(struct chain_server_opts){
 		.open_flags = a->outside ? CHAIN_OPEN_OUTSIDE_OK : 0 }, &s);
 	rc = rc ? tools_fail(mnt, rc) : TOOLS_OK;
@@ -377,6 +392,7 @@ const struct tools_cmd tools_cmd_mount = {
 	.name = "mount",
 	TOOLS_PAGE(mount),
 	.run = mount_run,
+	.own_front_door = true,
 };
 
 /* ---- umount ------------------------------------------------------------------------ */

@@ -1,7 +1,8 @@
-/* tools — the front door of every command, and `vdelta recover` (top
- * layer, over group_recover_near and group_recover).
+/* tools — the front door of every command but mount (whose front door is
+ * the group layer's, group_serve_add, disk by disk), and `vdelta recover`
+ * (top layer, over group_recover_near and group_recover).
  *
- * Owns: which arguments of a command name a VMDK file (a mount argument
+ * Owns: which arguments of a command name a VMDK file (a serve argument
  * DISK:MODE by its DISK), each handed to the group layer's recovery before
  * the command runs: a command that writes (its table entry says so) has
  * the interrupted operations near its disks finished first, so `snapshot`
@@ -93,7 +94,8 @@ static bool is_record(const char *path)
 	return n > k && !strcmp(path + n - k, GROUP_INTENT_SUFFIX);
 }
 
-/* The records under a folder (recursively, as tree scans). */
+/* The records under a folder (recursively, as tree scans), and with
+ * GROUP_RECOVER_FINISH the temporaries crashes left of records. */
 static int recover_dir(char *dir, unsigned flags, unsigned *found)
 {
 	struct group_tree *t;
@@ -105,6 +107,9 @@ static int recover_dir(char *dir, unsigned flags, unsigned *found)
 		rc = group_recover(t->intents[i], flags, NULL);
 		first = first ? first : rc;
 	}
+	/* beside each layer too: the temporaries of records never published */
+	for (unsigned i = 0; (flags & GROUP_RECOVER_FINISH) && i < t->nr_nodes; i++)
+		group_recover_near(t->nodes[i].path, flags, NULL, NULL);
 	*found += t->nr_intents;
 	group_tree_free(t);
 	return first;
@@ -134,13 +139,13 @@ static int recover_run(int argc, char **argv)
 	static const struct option opts[] = {
 		{"dry-run", no_argument, NULL, 'n'}, {NULL, 0, NULL, 0},
 	};
-	unsigned flags = GROUP_RECOVER_FINISH, found = 0;
+	unsigned flags = GROUP_RECOVER_FINISH | GROUP_RECOVER_STRICT, found = 0;
 	int c, worst = TOOLS_OK;
 
 	while ((c = getopt_long(argc, argv, "n", opts, NULL)) != -1) {
 		if (c != 'n')
 			return tools_usage(&tools_cmd_recover, NULL);
-		flags = 0;
+		flags = GROUP_RECOVER_STRICT;
 	}
 	if (optind == argc)
 		return tools_usage(&tools_cmd_recover, "expected DISK, DIR or RECORD");
@@ -149,8 +154,10 @@ static int recover_run(int argc, char **argv)
 		if (rc < 0)
 			worst = tools_fail(argv[i], rc);
 	}
-	printf("%u interrupted operation%s %s\n", found, found == 1 ? "" : "s",
-	       flags ? "found and handled" : "found (dry run: nothing changed)");
+	printf("%u interrupted operation%s found%s\n", found, found == 1 ? "" : "s",
+	       !(flags & GROUP_RECOVER_FINISH) ? " (dry run: nothing changed)"
+	       : worst != TOOLS_OK ? "; not all finished (the messages above say why)"
+	       : found ? ", every one finished" : "");
 	return worst;
 }
 
@@ -159,4 +166,5 @@ const struct tools_cmd tools_cmd_recover = {
 	TOOLS_PAGE(recover),
 	.run = recover_run,
 	.writes = true,
+	.own_front_door = true,
 };

@@ -187,7 +187,8 @@ static void print_uris(const struct serve_args *a, char **disks, int nr)
 }
 
 /* nbdkit daemonizes itself: its first process exits once the socket is
- * bound and the pid file written, or with the plugin's refusal. */
+ * bound (or with the plugin's refusal); the daemon writes the pid file
+ * just after (serve_ready waits for it). */
 static int run_nbdkit(char **argv)
 {
 	int status;
@@ -210,6 +211,18 @@ static int run_nbdkit(char **argv)
 		return TOOLS_ERR;
 	}
 	return TOOLS_OK;
+}
+
+/* The daemon's pid file, once it is written (10 s at most). */
+static int serve_ready(const struct serve_args *a)
+{
+	for (int i = 0; i < 1000; i++) {
+		if (live_pid(a->pidfile))
+			return TOOLS_OK;
+		usleep(10000);
+	}
+	tools_err("%s: nbdkit started but wrote no pid file", a->pidfile);
+	return TOOLS_ERR;
 }
 
 static int serve_start(struct serve_args *a, char **disks, int nr)
@@ -235,6 +248,8 @@ static int serve_start(struct serve_args *a, char **disks, int nr)
 		} else {
 			rc = run_nbdkit(argv);
 		}
+		if (rc == TOOLS_OK)
+			rc = serve_ready(a);
 	}
 	if (rc == TOOLS_OK)
 		print_uris(a, disks, nr);

@@ -39,6 +39,7 @@
 	X(relocate)   \
 	X(adopt)      \
 	X(recover)    \
+	X(rbd)        \
 	X(pack)       \
 	X(unpack)
 
@@ -218,7 +219,8 @@ static int run_cmd(const struct tools_cmd *cmd, int argc, char **argv)
 		return TOOLS_ERR;
 	}
 	argv[0] = name;
-	tools_recover_args(argc, argv, cmd->writes);
+	if (!cmd->own_front_door)
+		tools_recover_args(argc, argv, cmd->writes);
 	ret = cmd->run(argc, argv);
 	free(name);
 	return ret;

@@ -105,6 +105,12 @@ int vmdk_pwrite(struct vmdk_disk *d, const void *buf, size_t len, uint64_t off);
 /* Write zeros.  Whole grains become zeroed grains (GTE 1) when the extent
  * allows it and `may_unmap`-style shortcut is safe; otherwise real zeros. */
 int vmdk_pwrite_zeroes(struct vmdk_disk *d, size_t len, uint64_t off);
+/* Every write that returned before the call is durable when it returns 0,
+ * with the tables that point to it (the extent kinds' write orders).
+ * Concurrent flushes run one at a time; a flush whose writes the previous
+ * one already covered returns at once, so flushes issued together share
+ * one round of syncs, and a flush with nothing written since the last one
+ * syncs nothing. */
 int vmdk_flush(struct vmdk_disk *d);
 
 /* Called to read bytes of the grain that a partial write does not cover,

@@ -240,7 +240,8 @@ static int check_strict(struct vmdk_disk *d, const char *path, unsigned i)
 		vd_err("%s: extent %u file \"%s\" resolves to %s, outside the "
 		       "descriptor's folder %s (%s)", d->path, i + 1,
 		       d->desc->ext[i].name, file, dir,
-		       d->open_flags & VMDK_OPEN_STRICT_PATHS ? "strict paths"
+		       d->open_flags & VMDK_OPEN_STRICT_PATHS
+		       ? "strict paths: vdelta removes and moves only files in a layer's folder"
 		       : "a writer keeps to the disk's folder unless told otherwise: "
 			 "--outside-extents");
 		err = -EPERM;
@@ -389,6 +390,7 @@ int vmdk_open(const char *path, unsigned flags, const struct vd_io *io,
 	if (!d)
 		return -ENOMEM;
 	pthread_mutex_init(&d->lock, NULL);
+	pthread_mutex_init(&d->flush_lock, NULL);
 	d->io = io ? io : vd_io_posix();
 	d->open_flags = flags;
 	d->writable = flags & VMDK_OPEN_RDWR;
@@ -413,6 +415,21 @@ int vmdk_open(const char *path, unsigned flags, const struct vd_io *io,
 	return 0;
 }
 
+static int flush_extents(struct vmdk_disk *d)
+{
+	int err = 0;
+
+	for (unsigned i = 0; i < d->nr_extents && !err; i++) {
+		struct vmdk_extent *e = &d->extents[i];
+		if (!e->file || e->access != VMDK_ACCESS_RW || !d->writable)
+			continue;
+		err = e->ops->flush ? e->ops->flush(e) : vd_sync(e->file);
+		if (err)
+			vd_err("%s: flush: %s", e->path, strerror(-err));
+	}
+	return err;
+}
+
 static int finish_and_clean(struct vmdk_disk *d)
 {
 	int err = 0, e2;
@@ -422,7 +439,7 @@ static int finish_and_clean(struct vmdk_disk *d)
 		if (e->ops && e->ops->finish && (e2 = e->ops->finish(e)) && !err)
 			err = e2;
 	}
-	if ((e2 = vmdk_flush(d)) && !err)
+	if ((e2 = flush_extents(d)) && !err) /* finish's own writes too */
 		err = e2;
 	for (unsigned i = 0; !err && d->dirty && i < d->nr_extents; i++) {
 		struct vmdk_extent *e = &d->extents[i];
@@ -451,6 +468,7 @@ int vmdk_close(struct vmdk_disk *d)
 	}
 	vmdk_desc_free(d->desc);
 	pthread_mutex_destroy(&d->lock);
+	pthread_mutex_destroy(&d->flush_lock);
 	free(d->extents);
 	free(d->files);
 	free(d->path);
@@ -692,28 +710,40 @@ int vmdk_pread(struct vmdk_disk *d, void *buf, size_t len, uint64_t off)
 	return disk_io(d, IO_READ, buf, len, off);
 }
 
+/* Counted once it returned, failed or not (part of it may be written):
+ * the next flush then syncs. */
+static int write_done(struct vmdk_disk *d, int err)
+{
+	__atomic_add_fetch(&d->write_gen, 1, __ATOMIC_RELEASE);
+	return err;
+}
+
 int vmdk_pwrite(struct vmdk_disk *d, const void *buf, size_t len, uint64_t off)
 {
-	return disk_io(d, IO_WRITE, (void *)buf, len, off);
+	return write_done(d, disk_io(d, IO_WRITE, (void *)buf, len, off));
 }
 
 int vmdk_pwrite_zeroes(struct vmdk_disk *d, size_t len, uint64_t off)
 {
-	return disk_io(d, IO_ZERO, NULL, len, off);
+	return write_done(d, disk_io(d, IO_ZERO, NULL, len, off));
 }
 
+/* A group commit of flushes: a caller that waited for the flush lock
+ * while another flush ran finds its writes covered when they returned
+ * before that flush read the count. */
 int vmdk_flush(struct vmdk_disk *d)
 {
+	uint64_t gen = __atomic_load_n(&d->write_gen, __ATOMIC_ACQUIRE);
 	int err = 0;
 
-	for (unsigned i = 0; i < d->nr_extents && !err; i++) {
-		struct vmdk_extent *e = &d->extents[i];
-		if (!e->file || e->access != VMDK_ACCESS_RW || !d->writable)
-			continue;
-		err = e->ops->flush ? e->ops->flush(e) : vd_sync(e->file);
-		if (err)
-			vd_err("%s: flush: %s", e->path, strerror(-err));
+	pthread_mutex_lock(&d->flush_lock);
+	if (gen != d->synced_gen) {
+		gen = __atomic_load_n(&d->write_gen, __ATOMIC_ACQUIRE);
+		err = flush_extents(d);
+		if (!err)
+			d->synced_gen = gen;
 	}
+	pthread_mutex_unlock(&d->flush_lock);
 	return err;
 }
 

@@ -20,12 +20,20 @@
  * versus grain is left to vmdk_gt_check (sort of all grains).
  *
  * WRITE-ORDER INVARIANTS (kept by vmdk_gt_flush; cited as [Gn] elsewhere):
- *  G1. Grain data is durable before any table entry that points to it:
- *      flush syncs the file before writing a GT.
+ *  G1. Grain data is durable before any reachable table entry that points
+ *      to it: flush syncs the file before writing a GT that a directory
+ *      entry on disk already names.
  *  G2. A GT is written before its redundant copy: after a crash the
  *      primary is never behind the RGT, so primary wins on repair.
  *  G3. A newly allocated GT (and RGT) is durable before the GD (and RGD)
- *      entry that points to it: GTs, sync, then directory entries, sync.
+ *      entry that points to it.  Until that entry is written nothing
+ *      reaches the new table, so it is written with the grain data, before
+ *      the first sync.
+ * A flush is therefore: new tables; sync (data and new tables); changed
+ * tables that were already reachable, then new directory entries; sync.
+ * Two syncs whatever was allocated; a flush with no table change is the
+ * one sync of the data (vmdk_sparse.c), and none when nothing was written
+ * since the last flush (vmdk_disk.c, vmdk_flush).
  *  G4. Nothing is ever written in place of live data: grains and new
  *      tables are appended past the end of the file, and a table or grain
  *      rewritten in place was proved (vmdk_gt_regions, vmdk_gt_verify) to
@@ -445,13 +453,15 @@ static int write_dir_entry(struct vmdk_gt *t, uint32_t i)
 	return vd_pwrite(t->file, le, 4, t->gd_off + 4ull * i);
 }
 
-static int flush_tables(struct vmdk_gt *t)
+/* Write the dirty tables: the new ones (never on disk: no directory entry
+ * names them yet) or the ones a directory entry already names. */
+static int flush_tables(struct vmdk_gt *t, bool new_ones)
 {
 	int err = 0;
 
 	for (uint32_t k = 0; !err && k <= t->slot_mask; k++) {
 		struct vmdk_gt_slot *slot = &t->slots[k];
-		if (!(slot->dirty & 1))
+		if (new_ones ? !(slot->dirty & 2) : slot->dirty != 1)
 			continue;
 		err = write_table(t, slot->gt, slot->sector); /* [G2] primary first */
 		if (!err && t->rgd)
@@ -476,13 +486,13 @@ int vmdk_gt_flush(struct vmdk_gt *t)
 
 	if (!t->any_dirty)
 		return 0;
-	err = vd_sync(t->file); /* [G1] data before tables */
+	err = flush_tables(t, true); /* [G3] unreachable until flush_dir */
 	if (!err)
-		err = flush_tables(t);
+		err = vd_sync(t->file); /* [G1] data before reachable tables, [G3] */
 	if (!err)
-		err = vd_sync(t->file); /* [G3] tables before directory */
+		err = flush_tables(t, false);
 	if (!err)
-		err = flush_dir(t);
+		err = flush_dir(t); /* [G5] */
 	if (!err)
 		err = vd_sync(t->file);
 	if (err) {

@@ -143,6 +143,11 @@ struct vmdk_disk {
 	bool writable;
 	bool dirty;          /* first write done: CID bumped, unclean set */
 	pthread_mutex_t lock; /* tables, allocation, dirty */
+	/* writes that returned (atomic, bumped after each), and how many of
+	 * them the last successful flush covered (under flush_lock, which
+	 * runs one flush at a time and is taken before lock) */
+	uint64_t write_gen, synced_gen;
+	pthread_mutex_t flush_lock;
 	vmdk_backing_fn *backing;
 	void *backing_opaque;
 	unsigned lock_held, lock_denied; /* as last taken by vmdk_lock */

@@ -18,7 +18,7 @@
  *      written past the end of the file, never over live data.
  *  S3. The GTE is set in memory only after S2 returned, so readers never
  *      see a GTE whose data is not written; tables reach the file at
- *      flush, after a sync of the data.
+ *      flush, after a sync of the data ([G1], [G3]).
  *  S4. uncleanShutdown is cleared only at close, after the final flush.
  */
 #include "vmdk_int.h"
@@ -504,15 +504,22 @@ static int sparse_pwrite_zeroes(struct vmdk_extent *e, size_t len, uint64_t off)
 	return err;
 }
 
+/* Tables changed: vmdk_gt_flush's two syncs under the disk lock (no entry
+ * may change between them).  Only grains written in place: one sync of the
+ * data, outside the lock, so reads and writes go on meanwhile (a write
+ * that allocates now is not the caller's to make durable). */
 static int sparse_flush(struct vmdk_extent *e)
 {
 	struct sparse *s = e->priv;
-	int err;
+	bool tables;
+	int err = 0;
 
 	pthread_mutex_lock(&e->disk->lock);
-	err = s->gt.any_dirty ? vmdk_gt_flush(&s->gt) : vd_sync(e->file);
+	tables = s->gt.any_dirty;
+	if (tables)
+		err = vmdk_gt_flush(&s->gt);
 	pthread_mutex_unlock(&e->disk->lock);
-	return err;
+	return tables ? err : vd_sync(e->file);
 }
 
 /* Disk lock held (called from vmdk_disk_mark_dirty). */

@@ -384,7 +384,11 @@ for delay in 0.05 0.2 0.4; do
 	sleep $delay
 	kill -9 $pid 2>/dev/null
 	wait $pid 2>/dev/null
-	run "$VDELTA" commit --dry-run base-000002.vmdk # any group command recovers
+	recs=$(ls ./*.vdelta-intent 2>/dev/null)
+	run "$VDELTA" commit --dry-run base-000002.vmdk # reports, changes nothing
+	[ "$(ls ./*.vdelta-intent 2>/dev/null)" = "$recs" ] ||
+		fail "kill -9 after ${delay}s: a dry run acted on the interrupted commit"
+	run "$VDELTA" adopt "$K" # any group command recovers first
 	got=$(qdigest base-000002.vmdk)
 	# killed before the intent record was published: nothing happened
 	if [ "$got" = "$want" ] && [ ! -e base-000001.vmdk.vdelta-intent ] &&

@@ -27,6 +27,7 @@ LAYERS=(
 	"fuse    fuse_front.h  common vmdk chain group"
 	"bench   bench.h       common vmdk chain group"
 	"nbd     -             common vmdk chain group"
+	"rbd     rbd.h         common vmdk chain group"
 	"tools   -             common vmdk chain group fuse bench nbd rbd"
 )
 

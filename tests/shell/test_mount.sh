@@ -173,10 +173,28 @@ run "$VDELTA" convert -t streamOptimized r.raw so.vmdk || die "convert stream"
 expect_ok "mount flat + stream, allow_other" vd_mount --ro -o allow_other flat.vmdk so.vmdk "$m"
 cmp -s r.raw "$m/flat" && pass "flat top reads the raw bytes" || fail "flat differs"
 cmp -s r.raw "$m/so" && pass "stream top reads the raw bytes" || fail "stream differs"
+# 256 KiB requests are spliced (file ranges); cmp's small ones are copied
+for f in flat so; do
+	dd if="$m/$f" bs=256k iflag=direct status=none | cmp -s - r.raw ||
+		fail "$f read in 256 KiB requests differs"
+done
 run "$VDELTA" mount --status --json "$m"
 "$PYTHON" -c 'import json,sys; d=json.load(open(sys.argv[1]))["disks"]; sys.exit(0 if d[0]["direct_bytes"] > 0 and d[1]["direct_bytes"] == 0 else 1)' \
 	"$T/last.out" && pass "flat data handed out as file ranges, stream copied" ||
 	fail "direct bytes: $(grep direct "$T/last.out")"
+# 1 MiB reads reach the daemon as requests small enough to splice through a
+# pipe of pipe-max-size (max_read), so every byte of them goes as file ranges
+direct_of() { sed -n 's/.*name=flat\t.*direct_bytes=\([0-9]*\).*/\1/p' "$m/.vdelta-status"; }
+max_read=$(sed -n 's/^mount\t.*max_read=\([0-9]*\).*/\1/p' "$m/.vdelta-status")
+if [ "$(cat /proc/sys/fs/pipe-max-size)" -ge 1048576 ]; then
+	d0=$(direct_of)
+	dd if="$m/flat" bs=1M iflag=direct status=none | cmp -s - r.raw || fail "flat read in 1 MiB differs"
+	d1=$(direct_of)
+	[ "$max_read" -ge 524288 ] && [ "$max_read" -le 1048576 ] &&
+		[ $((d1 - d0)) = "$(stat -c %s r.raw)" ] &&
+		pass "1 MiB reads spliced whole (max_read $max_read)" ||
+		fail "1 MiB reads: max_read $max_read, $((d1 - d0)) bytes as file ranges"
+fi
 if command -v runuser >/dev/null; then
 	chmod 755 "$T"
 	runuser -u nobody -- cmp -s r.raw "$m/flat" && pass "another user reads (allow_other)" ||

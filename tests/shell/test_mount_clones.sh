@@ -3,7 +3,8 @@
 # each clone reads back its own writes (qemu-io through the served files,
 # then qemu-io on each .vmdk after unmount), the base's sha256 is
 # unchanged, and the daemon holds the base open once (/proc/PID/fd).
-# Prints the daemon's RSS for 1 and for 32 disks.
+# The 32 are mounted again under a soft open-file limit of 24 (the daemon
+# takes the hard limit). Prints the daemon's RSS for 1 and for 32 disks.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_mount.sh"
 need sha256sum
@@ -74,5 +75,19 @@ for i in $(seq $N); do
 done
 [ $bad = 0 ] && pass "each clone's chain holds its writes (qemu-io)" || fail "$bad clones wrong"
 expect_ok "qemu-img check c$N" qemu-img check -q d/c$N.vmdk
+
+# more clones than the soft open-file limit allows descriptors: the daemon
+# takes the hard limit (1,024 clones under the usual 1024)
+if [ "$(ulimit -Hn)" = unlimited ] || [ "$(ulimit -Hn)" -gt 64 ]; then
+	(ulimit -Sn 24 && exec "$VDELTA" mount "${args[@]}" "$m") >"$T/last.out" 2>&1 &&
+		pass "$N clones mounted under a soft limit of 24 open files" ||
+		fail "mount under a soft limit of 24: $(tail -2 "$T/last.out")"
+	# -U: the daemon holds c$N's write lock; nothing writes meanwhile
+	expect_ok "c$N reads its chain's content there (qemu-img compare)" \
+		qemu-img compare -q -U -f raw -F vmdk "$m/c$N" d/c$N.vmdk
+	expect_ok "umount" vd_umount "$m"
+else
+	echo "hard open-file limit $(ulimit -Hn): the low soft limit case is not run"
+fi
 
 finish

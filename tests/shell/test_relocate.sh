@@ -239,7 +239,11 @@ for RM in no-share child-most; do
 		[ -n "$(find . -name '*.vdelta-intent')" ] && hits=$((hits + 1))
 		top=vm/vm.vmdk
 		[ -e "$top" ] || top=dst/vm.vmdk
-		run "$VDELTA" relocate --dry-run --mode $RM --scan "$K" "$top" dst # recovers
+		recs=$(find . -name '*.vdelta-intent' | sort)
+		run "$VDELTA" relocate --dry-run --mode $RM --scan "$K" "$top" dst
+		[ "$(find . -name '*.vdelta-intent' | sort)" = "$recs" ] ||
+			fail "$RM kill -9 after ${delay}s: a dry run acted on the interrupted relocation"
+		run "$VDELTA" recover "$K"
 		where=$(ls vm/vm.vmdk dst/vm.vmdk 2>/dev/null)
 		got=$([ "$(echo "$where" | wc -w)" = 1 ] && qsum "$where")
 		if [ "$got" = "$want" ] && [ "$(qsum vmb/vmb.vmdk)" = "$wantb" ] &&
@@ -256,5 +260,18 @@ for RM in no-share child-most; do
 done
 [ $hits -gt 0 ] && pass "$hits of the kills interrupted a relocation in progress" ||
 	fail "no kill -9 landed while a relocation was in progress"
+
+# share: an identical layer in DIR that is nobody's parent (unfrozen, no
+# children: a disk of its own someone may still write) is not hung from
+R=$T/reattach
+rm -rf "$R" && mkdir -p "$R/vm" "$R/dst" && cd "$R" || die mkdir
+qemu-img create -q -f vmdk vm/base.vmdk 64M
+qw vm/base.vmdk -c 'write -P 0x11 0 4M'
+qemu-img create -q -f vmdk -b base.vmdk -F vmdk vm/top.vmdk
+qw vm/top.vmdk -c 'write -P 0x22 1M 1M'
+"$VDELTA" adopt "$R" >/dev/null
+cp --sparse=always vm/base.vmdk dst/base.vmdk
+refused "share: an identical disk in dst that is no parent" relocate --mode share --scan "$R" vm/top.vmdk dst
+cd "$T" || die cd
 
 finish

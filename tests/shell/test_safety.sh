@@ -23,7 +23,12 @@ SIZE=64M
 # qd DISK: xxhsum -H2 of qemu's raw export (force-share: holders keep locks)
 qd()
 {
-X
+	local sum=
+	rm -f "$T/qd.raw"
+	qemu-img convert -U -O raw "$1" "$T/qd.raw" 2>/dev/null &&
+		sum=$(xxhsum -H2 "$T/qd.raw" | cut -d' ' -f1)
+	rm -f "$T/qd.raw"
+	echo "${sum:-unreadable-$RANDOM$RANDOM}" # two failures never compare equal
 }
 
 # snap_all: sha256 of every file under $T/ds and $T/other, and their listing
@@ -219,7 +224,7 @@ refused "unknown: commit a into mid" "mid.vmdk: children unknown.*vdelta adopt" 
 refused "unknown: consolidate a" "children unknown" consolidate "$A"
 refused "unknown: commit mid" "children unknown" commit "$T/ds/A/mid.vmdk"
 expect_ok "unknown: delete --dry-run a" "$VDELTA" delete --dry-run "$A"
-grep -q "keep .*mid.vmdk" "$T/last.out" && ! grep -q "remove .*mid.vmdk" "$T/last.out" &&
+grep -q "keep .*mid.vmdk  (children unknown)" "$T/last.out" && ! grep -q "remove .*mid.vmdk" "$T/last.out" &&
 	pass "unknown: delete would keep mid (children unknown)" ||
 	fail "unknown: delete plan: $(cat "$T/last.out")"
 grep -q "scanned:.*$T/ds/A" "$T/last.out" && pass "unknown: the plan lists the folders scanned" ||
@@ -234,6 +239,21 @@ esac
 expect_ok "unknown: tree shows it" "$VDELTA" tree "$T/ds"
 grep -q "children unknown" "$T/last.out" && pass "unknown: tree marks children unknown" ||
 	fail "unknown: tree: $(cat "$T/last.out")"
+# a record vdelta writes for mid later (a clone from a's current state hangs
+# from mid) lists that clone only: a and far stay unknown
+expect_ok "unknown: clone --from-current a" "$VDELTA" clone --from-current "$A" "$T/ds/A/c.vmdk"
+grep -q "c.vmdk" "$T/ds/A/mid.vmdk.vdelta-children" 2>/dev/null &&
+	pass "unknown: mid recorded the clone" || fail "unknown: mid has no record of the clone"
+grep -qx "unknown=1" "$T/ds/A/mid.vmdk.vdelta-children" 2>/dev/null &&
+	pass "unknown: mid's new record says it had children never recorded" ||
+	fail "unknown: mid's record: $(cat "$T/ds/A/mid.vmdk.vdelta-children")"
+expect_ok "unknown: delete a (qemu's clone)" "$VDELTA" delete "$A"
+refused "unknown: commit c into mid once a is gone" "children unknown" commit "$T/ds/A/c.vmdk"
+expect_ok "unknown: delete --orphans --dry-run c" "$VDELTA" delete --orphans --dry-run "$T/ds/A/c.vmdk"
+! grep -q "remove .*mid.vmdk" "$T/last.out" && pass "unknown: delete --orphans of the clone keeps mid" ||
+	fail "unknown: delete --orphans plan: $(cat "$T/last.out")"
+far_same "unknown: after the clone and the deletes"
+qemu_group
 # the places named and recorded: normal rules, the far clone protects mid
 export VDELTA_DATASTORES=$T/other
 expect_ok "named: adopt" "$VDELTA" adopt "$T/ds"
@@ -301,9 +321,10 @@ done
 # an orphan with another name (a hard link outside every datastore) stays
 vdelta_group
 mkdir -p "$T/away" && ln "$T/ds/D/base-000001.vmdk" "$T/away/keep.vmdk" || die "link"
-KEEP=$(qd "$T/away/keep.vmdk")
+KEEP=$(qd "$T/ds/D/base-000001.vmdk") # the linked name's parent hint leads nowhere
 expect_ok "alias: delete --orphans" "$VDELTA" delete --orphans "$TOP"
-[ ! -e "$TOP" ] && [ -e "$T/ds/D/base-000001.vmdk" ] && [ "$(qd "$T/away/keep.vmdk")" = "$KEEP" ] &&
+[ ! -e "$TOP" ] && [ "$(qd "$T/ds/D/base-000001.vmdk")" = "$KEEP" ] &&
+	[ "$(stat -c %i "$T/away/keep.vmdk")" = "$(stat -c %i "$T/ds/D/base-000001.vmdk")" ] &&
 	pass "alias: delete --orphans kept the hard-linked layer" ||
 	fail "alias: delete --orphans: $(ls "$T/ds/D"), $(cat "$T/last.out")"
 rm -rf "$T/away"
@@ -387,11 +408,59 @@ for file in "$T/victim.txt" "$T/ds/P/../../victim.txt" "$T/ds/P/link.txt" "$T/ds
 		pass "planted file=$file: info, digest, check and recover remove nothing" ||
 		fail "planted file=$file: a file went"
 done
+# a record of the release before versions (no version, ids or checksum)
+# beside disk.vmdk naming another group's disk in the same folder: its top
+# as the child and its files, or its base by a name of disk's own
+(cd "$T/ds/P" && qemu-img create -q -f vmdk disk-2.vmdk $SIZE &&
+	qemu-img create -q -f vmdk -b disk-2.vmdk -F vmdk b-top.vmdk) || die "other group"
+w "$T/ds/P/disk-2.vmdk" -c 'write -P 0x2b 0 1M'
+w "$T/ds/P/b-top.vmdk" -c 'write -P 0x3c 2M 1M'
+other_sum()
+{
+	qemu-img convert -U -O raw "$T/ds/P/b-top.vmdk" "$T/other.raw" && sha256sum <"$T/other.raw"
+	sha256sum "$T/ds/P/disk-2.vmdk" "$T/ds/P/b-top.vmdk"
+	rm -f "$T/other.raw"
+}
+other_before=$(other_sum)
+for lines in "child=$T/ds/P/b-top.vmdk file=$T/ds/P/b-top.vmdk file=$T/ds/P/disk-2.vmdk" \
+	"parent=$T/ds/P/disk-2.vmdk child=$T/ds/P/b-top.vmdk file=$T/ds/P/b-top.vmdk" \
+	"file=$T/ds/P/disk-2.vmdk"; do
+	# shellcheck disable=SC2086 # one record line a word
+	plant $lines
+	for cmd in digest check info; do
+		run "$VDELTA" $cmd "$T/ds/P/disk.vmdk"
+	done
+	once=$(grep -c "(T7).*/ds/P/\(b-top\|disk-2\)\.vmdk" "$T/last.err")
+	run "$VDELTA" recover "$T/ds/P/disk.vmdk"
+	rc=$?
+	[ $rc -eq 1 ] && [ "$once" -eq 1 ] && grep -q "(T7)" "$T/last.err" &&
+		[ "$(other_sum)" = "$other_before" ] && [ -e "$T/ds/P/disk.vmdk.vdelta-intent" ] &&
+		pass "planted legacy record naming another group's disk ($lines): refused, reported (once by info), the disk reads the same" ||
+		fail "planted legacy record ($lines): exit $rc, info's reports $once, $(head -c 400 "$T/last.err")"
+done
+rm -f "$T/ds/P/disk-2.vmdk" "$T/ds/P/b-top.vmdk"
 plant "file=$T/ds/P/disk.vmdk"
 chown nobody "$T/ds/P/disk.vmdk.vdelta-intent"
 run "$VDELTA" recover "$T/ds/P/disk.vmdk"
 [ -e "$T/ds/P/disk.vmdk" ] && grep -q "owned by uid" "$T/last.err" &&
 	pass "planted: another user's record is refused" || fail "planted: another user's record: $(cat "$T/last.err")"
+# a refused record names nothing of another disk whose base lies beside it:
+# that disk still opens (the record blocks only the chains it names)
+"$VDELTA" create -s $SIZE "$T/ds/P/base.vmdk" >/dev/null
+mkdir -p "$T/ds/Q" && "$VDELTA" snapshot "$T/ds/P/base.vmdk" >/dev/null &&
+	"$VDELTA" clone --linked "$T/ds/P/base.vmdk" "$T/ds/Q/c.vmdk" >/dev/null || die "clone"
+if $NBD_OK; then
+	run "$VDELTA" serve -U "$T/nbd.sock" --pid-file "$T/nbd.pid" "$T/ds/Q/c.vmdk=c"
+	rc=$?
+	[ -e "$T/nbd.pid" ] && "$VDELTA" serve --stop --pid-file "$T/nbd.pid" >/dev/null
+	[ $rc -eq 0 ] && grep -q "names no layer of" "$T/last.err" &&
+		pass "planted: a refused record beside a base does not stop the clone's export" ||
+		fail "planted: the clone's export: $(cat "$T/last.err")"
+fi
+run "$VDELTA" snapshot "$T/ds/Q/c.vmdk"
+[ $? -eq 0 ] && [ -e "$T/ds/P/disk.vmdk" ] && [ -e "$T/ds/P/disk.vmdk.vdelta-intent" ] &&
+	pass "planted: a refused record beside a base: the clone's snapshot runs, the record is left" ||
+	fail "planted: snapshot of the clone: $(cat "$T/last.err")"
 rm -f "$T/ds/P/disk.vmdk.vdelta-intent"
 
 # ---- 7. one layer reached twice: copied descriptors, hard links ----
@@ -425,6 +494,9 @@ EOF
 refused "outside extent: snapshot" "outside the descriptor's folder" snapshot "$T/ds/X/out.vmdk"
 [ "$(cat "$T/ds/victim.txt")" = 12345678901234567890 ] && pass "outside extent: the file outside is untouched" ||
 	fail "outside extent: written"
+refused "outside extent: delete" "outside the descriptor's folder" delete "$T/ds/X/out.vmdk"
+[ -e "$T/ds/X/out.vmdk" ] && [ "$(cat "$T/ds/victim.txt")" = 12345678901234567890 ] &&
+	pass "outside extent: delete removed nothing" || fail "outside extent: delete removed files"
 if [ -c /dev/fuse ]; then
 	mkdir -p "$T/mx"
 	refused "outside extent: a read-write mount" "outside the descriptor's folder" mount "$T/ds/X/out.vmdk" "$T/mx"
@@ -447,21 +519,24 @@ expect_ok "leftovers: recover" "$VDELTA" recover "$TOP"
 [ ! -e "$T/ds/D/base.vmdk.vdelta-children.tmp" ] && [ ! -e "$T/ds/D/base-000002.vmdk.vdelta-intent.tmp" ] &&
 	pass "leftovers: stale record temporaries removed" || fail "leftovers: $(ls "$T/ds/D")"
 w "$TOP" -c 'write -P 0x77 0 48M'
-for delay in 0.02 0.1 0.3; do
-	rm -f "$T/ds/D/new.vmdk"
-	"$VDELTA" clone --from-current "$TOP" "$T/ds/D/new.vmdk" >/dev/null 2>&1 &
-	pid=$!
-	sleep $delay
-	kill -9 $pid 2>/dev/null
-	wait $pid 2>/dev/null
-	run "$VDELTA" recover "$TOP"
-	if [ ! -e "$T/ds/D/new.vmdk" ] || [ "$(qd "$T/ds/D/new.vmdk")" = "$(qd "$TOP")" ]; then
-		pass "clone --from-current killed after ${delay}s: the new disk is whole or absent"
-	else
-		fail "clone --from-current killed after ${delay}s: a half-made disk"
-	fi
-	[ -z "$(find "$T/ds/D" -name '.*vdelta-clone*')" ] && pass "clone killed: no staging left after recover" ||
-		fail "clone killed: staging left"
+for how in --from-current --full; do
+	for delay in 0.02 0.1 0.3; do
+		rm -f "$T/ds/D/new.vmdk"
+		"$VDELTA" clone $how "$TOP" "$T/ds/D/new.vmdk" >/dev/null 2>&1 &
+		pid=$!
+		sleep $delay
+		kill -9 $pid 2>/dev/null
+		wait $pid 2>/dev/null
+		run "$VDELTA" recover "$T/ds/D"
+		if [ ! -e "$T/ds/D/new.vmdk" ] || [ "$(qd "$T/ds/D/new.vmdk")" = "$(qd "$TOP")" ]; then
+			pass "clone $how killed after ${delay}s: the new disk is whole or absent"
+		else
+			fail "clone $how killed after ${delay}s: a half-made disk"
+		fi
+		[ -z "$(find "$T/ds/D" -name '.*vdelta-clone*')" ] &&
+			pass "clone $how killed: no staging left after recover" ||
+			fail "clone $how killed: staging left"
+	done
 done
 long=$(printf 'n%.0s' $(seq 240))
 cp "$TOP" "$T/ds/D/$long.vmdk"
@@ -469,5 +544,43 @@ snap_all
 run "$VDELTA" snapshot "$T/ds/D/$long.vmdk"
 [ $? -eq 1 ] && same_all && pass "long name: snapshot refused, nothing written" ||
 	fail "long name: snapshot: $(cat "$T/last.err")"
+
+# ---- a folder the user may not read: listed as not scanned, adopt refused ----
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+	U=$(mktemp -d /tmp/vdelta-unscanned.XXXXXX) && chmod 755 "$U" || die mktemp
+	mkdir -p "$U/ds/A" "$U/ds/locked"
+	qemu-img create -q -f vmdk "$U/ds/A/base.vmdk" $SIZE
+	qemu-img create -q -f vmdk -b base.vmdk -F vmdk "$U/ds/A/a.vmdk"
+	qemu-img create -q -f vmdk -b ../A/base.vmdk -F vmdk "$U/ds/locked/l.vmdk"
+	chown -R nobody "$U/ds/A" "$U/ds" && chown root "$U/ds/locked" && chmod 700 "$U/ds/locked"
+	as_nobody() { setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"; }
+	run as_nobody "$VDELTA" tree "$U/ds"
+	grep -q "not scanned.*$U/ds/locked: Permission denied" "$T/last.out" &&
+		pass "unreadable: tree lists the folder it could not read" ||
+		fail "unreadable: tree: $(cat "$T/last.out" "$T/last.err")"
+	run as_nobody "$VDELTA" adopt "$U/ds"
+	[ $? -eq 1 ] && grep -q "locked.*adopt refused" "$T/last.err" && [ ! -e "$U/ds/A/base.vmdk.vdelta-children" ] &&
+		pass "unreadable: adopt refused, nothing written" ||
+		fail "unreadable: adopt: $(cat "$T/last.out" "$T/last.err")"
+	run as_nobody "$VDELTA" delete --dry-run "$U/ds/A/a.vmdk"
+	grep -q "not scanned.*locked" "$T/last.out" && pass "unreadable: a plan lists it" ||
+		fail "unreadable: plan: $(cat "$T/last.out" "$T/last.err")"
+	# a folder the user may not write: an operation removing files there is
+	# refused before it writes anything (never stuck halfway)
+	rm -rf "$U/ds" && mkdir -p "$U/ds/A" "$U/ds/B" || die mkdir
+	"$VDELTA" create -s $SIZE "$U/ds/B/base.vmdk" >/dev/null
+	"$VDELTA" snapshot "$U/ds/B/base.vmdk" >/dev/null
+	"$VDELTA" clone --linked "$U/ds/B/base.vmdk" "$U/ds/A/a.vmdk" >/dev/null || die clone
+	rm -f "$U/ds/B/base-000001.vmdk" "$U/ds/B/base-000001.vmdk"*
+	"$VDELTA" adopt "$U/ds" >/dev/null
+	chown -R nobody "$U/ds/A" "$U/ds/B/"* # B itself stays root's
+	before=$(cd "$U" && find . -type f | sort | xargs sha256sum)
+	run as_nobody "$VDELTA" delete --orphans "$U/ds/A/a.vmdk"
+	[ $? -eq 1 ] && grep -q "ds/B: folder of .*base.vmdk: Permission denied: delete refused" "$T/last.err" &&
+		[ "$(cd "$U" && find . -type f | sort | xargs sha256sum)" = "$before" ] &&
+		pass "unwritable: delete --orphans refused before any change" ||
+		fail "unwritable: delete --orphans: $(cat "$T/last.out" "$T/last.err"; ls "$U/ds/A")"
+	rm -rf "$U"
+fi
 
 finish

@@ -536,14 +536,16 @@ static const struct wr crash_writes[] = {
 
 /* Run the writes with a crash after `budget` io writes; true when the
  * budget was not exhausted (the operation completed). */
-static bool crash_run(struct crash_ctx *x, long budget, bool drop_unsynced)
+static bool crash_run(struct crash_ctx *x, long budget, int drop)
 {
 	struct vd_faultio *fi;
 	struct chain *c;
 	bool done;
 
 	sh("rm -f %s/*.vmdk && cp %s/*.vmdk %s/", x->dir, x->src_top, x->dir);
-	assert_int_equal(vd_faultio_create(budget, drop_unsynced, &fi), 0);
+	assert_int_equal(vd_faultio_create(budget, drop > 0, &fi), 0);
+	if (drop == 2)
+		vd_faultio_keep_newest(fi);
 	if (chain_open(x->top, CHAIN_OPEN_RDWR, vd_faultio_io(fi), &c) == 0) {
 		chain_apply(c, crash_writes, NR_CRASH_WRITES);
 		chain_flush(c);
@@ -615,9 +617,11 @@ static void test_crash_cow(void **state)
 		memset(x.new + crash_writes[i].off,
 		       crash_writes[i].pattern < 0 ? 0 : crash_writes[i].pattern,
 		       crash_writes[i].len);
-	/* each prefix of the io writes persists whole (drop=false), or only
-	 * what was synced survives (drop=true: a power loss) */
-	for (int drop = 0; drop < 2; drop++) {
+	/* each prefix of the io writes persists whole (drop 0), or only what
+	 * was synced survives (drop 1: a power loss), or that and the newest
+	 * write (drop 2: a disk that wrote the last write of a sync window
+	 * first, vmdk_gt.c [G1]-[G3]) */
+	for (int drop = 0; drop < 3; drop++) {
 		for (budget = 0; budget < 10000; budget++) {
 			bool done = crash_run(&x, budget, drop);
 			crash_verify(&x, budget);

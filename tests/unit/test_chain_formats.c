@@ -166,7 +166,7 @@ static void child(const char *parent, const char *path, enum vmdk_subformat k)
 		return;
 	}
 	set_key(parent, CHAIN_FROZEN_KEY, "1");
-	assert_int_equal(group_record_child(parent, path, NULL), 0);
+	assert_int_equal(group_record_child(parent, path, GROUP_RECORD_COMPLETE, NULL), 0);
 	c.parent_cid = cid_of(parent);
 	assert_int_equal(vmdk_create(path, &c, NULL), 0);
 }

@@ -639,7 +639,9 @@ static void test_faults_near(void **state)
 static void test_pull_base_faults(void **state) { (void)state; faults(OP_PULL_BASE); }
 
 /* Records the release before record versions wrote, left at every crash
- * point of each operation, are recovered the same way. */
+ * point of each operation, are recovered the same way (none is refused:
+ * check_after finds no record left).  A pull of a base cuts the only
+ * descriptor link between its layers at U4 (group_trust.c T7). */
 static void test_legacy_faults(void **state)
 {
 	(void)state;
@@ -648,6 +650,7 @@ static void test_legacy_faults(void **state)
 	faults(OP_DELETE);
 	faults(OP_REVERT);
 	faults(OP_PULL);
+	faults(OP_PULL_BASE);
 	faults(OP_UNLINK);
 	legacy = false;
 }
@@ -736,6 +739,135 @@ static void test_consolidate_direction(void **state)
 		    same_bytes(dir, "base-000002.vmdk") && same_bytes(dir, "base-000003.vmdk"));
 	vdt_rmtree(dir);
 	free(dir);
+	free(top);
+}
+
+/* ---- a legacy record naming another group's disk --------------------------------- */
+
+/* Messages citing T7 (the family rule of group_trust.c). */
+static unsigned nr_t7;
+
+static void count_log(void *opaque, enum vd_log_level level, const char *msg)
+{
+	nr_t7 += strstr(msg, "(T7)") != NULL;
+	vdt_log(opaque, level, msg);
+}
+
+/* Another group beside A in its folder: other.vmdk <- other-000001.vmdk. */
+static void add_other_group(const char *dir, uint8_t *model)
+{
+	struct vmdk_create_opts o = { .capacity = CAP };
+	char *b = at(dir, "other.vmdk"), *t = at(dir, "other-000001.vmdk");
+	static const uint64_t wb[][3] = { {0, 256 << 10, 11} };
+	static const uint64_t wt[][3] = { {1 << 20, 128 << 10, 12} };
+
+	assert_int_equal(vmdk_create(b, &o, NULL), 0);
+	write_into(b, model, wb, 1);
+	snap(dir, "other.vmdk", "other-000001.vmdk");
+	write_into(t, model, wt, 1);
+	free(b);
+	free(t);
+}
+
+/* Plant, beside A's top, a record as the release before versions wrote
+ * it: op, then key=value lines whose values name files of dir. */
+static void plant_legacy(const char *dir, const char *op, const char *const *lines)
+{
+	char *rec = at(dir, "base-000003.vmdk" GROUP_INTENT_SUFFIX);
+	FILE *f = fopen(rec, "w");
+
+	assert_non_null(f);
+	fprintf(f, "# vdelta: an operation in progress; the next vdelta command on\n"
+		   "# this group finishes it (do not remove by hand)\n"
+		   "op=%s\ntarget=%s/base-000003.vmdk\n", op, dir);
+	for (unsigned i = 0; lines[i]; i += 2)
+		fprintf(f, "%s=%s/%s\n", lines[i], dir, lines[i + 1]);
+	assert_int_equal(fclose(f), 0);
+	free(rec);
+}
+
+/* Recovery from A's top, by the front door and by a group command: the
+ * record is refused, reported once each time, and no file changes. */
+static void refused_untouched(const char *dir, const uint8_t *other)
+{
+	char *top = at(dir, "base-000003.vmdk");
+	struct group *g = NULL;
+
+	assert_int_equal(vdt_sh("cp -a --sparse=always '%s' '%s.before'", dir, dir), 0);
+	vd_log_set(count_log, NULL);
+	nr_t7 = 0;
+	assert_int_equal(group_recover_near(top, GROUP_RECOVER_FINISH, NULL, NULL),
+			 -VD_EBADDATA);
+	assert_int_equal(nr_t7, 1);
+	assert_non_null(strstr(vdt_last_msg, "/other")); /* the layer refused */
+	assert_non_null(strstr(vdt_last_msg, GROUP_INTENT_SUFFIX));
+	assert_int_equal(group_load(top, NULL, 0, 0, NULL, &g), -VD_EBADDATA);
+	assert_int_equal(nr_t7, 2);
+	vd_log_set(vdt_log, NULL);
+	assert_int_equal(vdt_sh("diff -r '%s' '%s.before' >/dev/null", dir, dir), 0);
+	assert_int_equal(vdt_sh("rm -rf '%s.before'", dir), 0);
+	assert_true(exists(dir, "base-000003.vmdk" GROUP_INTENT_SUFFIX));
+	assert_true(reads(dir, "other-000001.vmdk", other));
+	assert_true(reads(dir, "base-000003.vmdk", M.s3));
+	assert_all_unchanged(dir);
+	free(top);
+}
+
+/* A delete record of A whose child and files are the other group's top
+ * and base; a commit record of A's top that re-points the other group's
+ * top.  Both lie beside A, name files in A's folder: T1-T6 and F2 pass. */
+static void test_legacy_other_group(void **state)
+{
+	static const char *const del[] = {
+		"parent", "other.vmdk", "child", "other-000001.vmdk",
+		"file", "other-000001.vmdk", "file", "other.vmdk", NULL,
+	};
+	static const char *const com[] = {
+		"parent", "base-000002.vmdk", "child", "other-000001.vmdk",
+		"file", "base-000003.vmdk", NULL,
+	};
+	const char *const *recs[] = { del, com };
+	const char *ops[] = { "delete", "commit" };
+	uint8_t *other = calloc(1, CAP);
+
+	(void)state;
+	assert_non_null(other);
+	for (unsigned i = 0; i < 2; i++) {
+		char *dir = copy_group();
+		memset(other, 0, CAP);
+		add_other_group(dir, other);
+		plant_legacy(dir, ops[i], recs[i]);
+		refused_untouched(dir, other);
+		vdt_rmtree(dir);
+		free(dir);
+	}
+	free(other);
+}
+
+/* A legacy record naming more layers than T7 weighs (each a file that is
+ * there): refused, reported, nothing removed. */
+static void test_legacy_too_many_layers(void **state)
+{
+	char *dir = copy_group(), *rec = at(dir, "base-000003.vmdk" GROUP_INTENT_SUFFIX);
+	char *top = at(dir, "base-000003.vmdk");
+	FILE *f;
+
+	(void)state;
+	assert_int_equal(vdt_sh("cd '%s' && mkdir many && touch $(seq -f many/x%%g.vmdk 600)",
+				dir), 0);
+	assert_non_null(f = fopen(rec, "w"));
+	fprintf(f, "op=delete\ntarget=%s\nfile=%s\n", top, top);
+	for (unsigned i = 1; i <= 600; i++)
+		fprintf(f, "child=%s/many/x%u.vmdk\n", dir, i);
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(group_recover_near(top, GROUP_RECOVER_FINISH, NULL, NULL),
+			 -VD_EBADDATA);
+	assert_non_null(strstr(vdt_last_msg, "more layers than recovery weighs (T7)"));
+	assert_true(exists(dir, "many/x600.vmdk") && exists(dir, "base-000003.vmdk"));
+	assert_all_unchanged(dir);
+	vdt_rmtree(dir);
+	free(dir);
+	free(rec);
 	free(top);
 }
 
@@ -831,6 +963,8 @@ int main(void)
 		cmocka_unit_test(test_pull_faults),
 		cmocka_unit_test(test_pull_base_faults),
 		cmocka_unit_test(test_legacy_faults),
+		cmocka_unit_test(test_legacy_other_group),
+		cmocka_unit_test(test_legacy_too_many_layers),
 		cmocka_unit_test(test_pull_refused),
 		cmocka_unit_test(test_consolidate_direction),
 		cmocka_unit_test(test_consolidate_base),
@@ -839,5 +973,7 @@ int main(void)
 		cmocka_unit_test(test_sidecar_faults),
 	};
 
+	if (getenv("VDT_FILTER"))
+		cmocka_set_test_filter(getenv("VDT_FILTER"));
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

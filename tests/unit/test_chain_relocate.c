@@ -136,6 +136,15 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* dir's name with suffix: a file of this run's own beside its folder */
+static char *beside(const char *dir, const char *suffix)
+{
+	char *p;
+
+	assert_true(asprintf(&p, "%s%s", dir, suffix) > 0);
+	return p;
+}
+
 static char *copy_group(void)
 {
 	char *dir = vdt_mkdtemp("relocatecp");
@@ -326,7 +335,7 @@ static void unchanged(const char *disk, const char *to, enum group_relocate_mode
 		      unsigned flags, int want, void (*prepare)(const char *dir),
 		      struct group_plan *plan)
 {
-	char *dir = copy_group(), *a = at(dir, "../before.sha"), *b = at(dir, "../after.sha");
+	char *dir = copy_group(), *a = beside(dir, ".before.sha"), *b = beside(dir, ".after.sha");
 
 	if (prepare)
 		prepare(dir);
@@ -465,7 +474,7 @@ static void faults(enum group_relocate_mode mode)
 static bool reattach_crash_at(long n, bool drop)
 {
 	char *dir = copy_group(), *old = at(dir, "vmB/b.vmdk"), *new = at(dir, "dst/b.vmdk");
-	char *rec = at(dir, "dst/s1.vmdk.vdelta-children"), *saved = at(dir, "../s1.rec");
+	char *rec = at(dir, "dst/s1.vmdk.vdelta-children"), *saved = beside(dir, ".s1.rec");
 	struct group_plan plan = {0};
 	struct group *g;
 	struct vd_faultio *fi;

@@ -1,8 +1,9 @@
 /* tests — unit tests of common/common_io.c (layer 0): the POSIX io and the
  * fault-injecting io used by the crash tests (write budget, refused writes
  * change nothing, crash rollback of unsynced writes with drop_unsynced,
- * synced writes survive).  The file contents are checked with plain POSIX
- * reads, outside the io under test. */
+ * synced writes survive, the unsynced ranges a crash would roll back).
+ * The file contents are checked with plain POSIX reads, outside the io
+ * under test. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -164,19 +165,31 @@ static void test_fault_zero_budget(void **state)
 	vd_faultio_destroy(fi);
 }
 
+/* A fault layer that drops unsynced writes at the crash, with fx->a
+ * created through it as *fa, and fx->b opened with b_flags as *fb when fb. */
+static struct vd_faultio *fault_open(struct fx *fx, struct vd_file **fa, unsigned b_flags,
+				     struct vd_file **fb)
+{
+	struct vd_faultio *fi;
+	const struct vd_io *io;
+
+	assert_int_equal(vd_faultio_create(100, true, &fi), 0);
+	io = vd_faultio_io(fi);
+	assert_int_equal(io->open(io, fx->a, VD_O_CREATE, fa), 0);
+	if (fb)
+		assert_int_equal(io->open(io, fx->b, b_flags, fb), 0);
+	return fi;
+}
+
 /* drop_unsynced: writes after the last sync vanish at the crash, including
  * the file growth they caused; synced writes stay. */
 static void test_fault_rollback(void **state)
 {
 	struct fx *fx = *state;
-	struct vd_faultio *fi;
-	const struct vd_io *io;
 	struct vd_file *f;
+	struct vd_faultio *fi = fault_open(fx, &f, 0, NULL);
 	char *c;
 
-	assert_int_equal(vd_faultio_create(100, true, &fi), 0);
-	io = vd_faultio_io(fi);
-	assert_int_equal(io->open(io, fx->a, VD_O_CREATE, &f), 0);
 	wr(f, "0123456789", 0, 0);
 	assert_int_equal(vd_sync(f), 0);
 	wr(f, "AB", 2, 0);          /* overwrite, unsynced */
@@ -198,20 +211,72 @@ static void test_fault_rollback(void **state)
 	vd_faultio_destroy(fi);
 }
 
+/* keep_newest: the last unsynced write stays, older unsynced ones go; an
+ * append skipped over by a rolled-back one leaves zeros, not a short file */
+static void test_fault_keep_newest(void **state)
+{
+	struct fx *fx = *state;
+	struct vd_faultio *fi;
+	const struct vd_io *io;
+	struct vd_file *f;
+	char *c;
+
+	assert_int_equal(vd_faultio_create(100, true, &fi), 0);
+	vd_faultio_keep_newest(fi);
+	io = vd_faultio_io(fi);
+	assert_int_equal(io->open(io, fx->a, VD_O_CREATE, &f), 0);
+	wr(f, "0123456789", 0, 0);
+	assert_int_equal(vd_sync(f), 0);
+	wr(f, "AB", 2, 0);   /* overwrite, rolled back */
+	wr(f, "XYZ", 12, 0); /* append, rolled back */
+	wr(f, "QQ", 16, 0);  /* newest: stays */
+	vd_close(f);
+	assert_int_equal(vd_faultio_crash(fi), 0);
+	assert_int_equal(file_size(fx->a), 18);
+	c = content(fx->a);
+	assert_memory_equal(c, "0123456789\0\0\0\0\0\0QQ", 18);
+	free(c);
+	vd_faultio_destroy(fi);
+}
+
+/* unsynced: the ranges written since the file's last sync, per file */
+static void test_fault_unsynced(void **state)
+{
+	struct fx *fx = *state;
+	struct vd_file *f, *g;
+	struct vd_faultio *fi = fault_open(fx, &f, VD_O_CREATE, &g);
+
+	wr(f, "0123456789", 0, 0);
+	assert_true(vd_faultio_unsynced(fi, fx->a, 9, 1));
+	assert_false(vd_faultio_unsynced(fi, fx->a, 10, 5)); /* past the write */
+	assert_false(vd_faultio_unsynced(fi, fx->b, 0, 10)); /* another file */
+	assert_int_equal(vd_sync(f), 0);
+	assert_false(vd_faultio_unsynced(fi, fx->a, 0, 10));
+	wr(f, "AB", 4, 0);
+	wr(g, "x", 0, 0);
+	assert_false(vd_faultio_unsynced(fi, fx->a, 0, 4));
+	assert_true(vd_faultio_unsynced(fi, fx->a, 5, 4));
+	assert_int_equal(vd_sync(f), 0);
+	assert_false(vd_faultio_unsynced(fi, fx->a, 0, 10));
+	assert_true(vd_faultio_unsynced(fi, fx->b, 0, 1)); /* g not synced */
+	assert_int_equal(f->ops->truncate(f, 4), 0); /* bytes 4..9 change */
+	assert_false(vd_faultio_unsynced(fi, fx->a, 0, 4));
+	assert_true(vd_faultio_unsynced(fi, fx->a, 8, 1));
+	vd_close(f);
+	vd_close(g);
+	vd_faultio_destroy(fi);
+}
+
 /* a sync protects only its own file's writes */
 static void test_fault_sync_per_file(void **state)
 {
 	struct fx *fx = *state;
 	struct vd_faultio *fi;
-	const struct vd_io *io;
 	struct vd_file *fa, *fb;
 	char *c;
 
 	assert_int_equal(vdt_write_file(fx->b, "bbbb", 4), 0);
-	assert_int_equal(vd_faultio_create(100, true, &fi), 0);
-	io = vd_faultio_io(fi);
-	assert_int_equal(io->open(io, fx->a, VD_O_CREATE, &fa), 0);
-	assert_int_equal(io->open(io, fx->b, VD_O_RDWR, &fb), 0);
+	fi = fault_open(fx, &fa, VD_O_RDWR, &fb);
 	wr(fa, "aaaa", 0, 0);
 	wr(fb, "B", 1, 0);
 	assert_int_equal(vd_sync(fa), 0);
@@ -278,6 +343,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fault_budget, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_zero_budget, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_rollback, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fault_keep_newest, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fault_unsynced, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_sync_per_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_prefixes, setup, teardown),
 	};

@@ -1,7 +1,9 @@
 /* tests — crash test of the format layer's write path (vmdk_sparse.c,
  * vmdk_gt.c, vmdk_disk.c): with the fault-injecting io (common_io.c) an
  * operation is cut after each prefix k = 0, 1, 2, ... of its writes, the
- * crash is applied (unsynced writes dropped or kept), and the image is
+ * crash is applied (drop 0: unsynced writes kept; 1: dropped; 2: dropped
+ * but the newest, as a disk that reorders writes between two syncs may
+ * leave them, vd_faultio_keep_newest), and the image is
  * reopened with plain POSIX io.  Every grain must read either its old or
  * its new content, an old unallocated grain must still be unallocated,
  * vmdk_check must find no errors (leaks allowed) before and after a
@@ -26,12 +28,18 @@
  *   desc_mono, desc_split - a descriptor edit (vmdk_desc_set +
  *              vmdk_desc_write) on the embedded descriptor and on a
  *              separate descriptor file (temp + rename): the key is then
- *              either absent or set, and the disk always opens. */
+ *              either absent or set, and the disk always opens.
+ *
+ * group_commit: threads write and flush at once (vmdk_flush runs one flush
+ * at a time and skips a flush whose writes another one covered); whenever
+ * a flush returns 0, nothing a crash would roll back may overlap the bytes
+ * its caller wrote (vd_faultio_unsynced), in place or in a new grain. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <limits.h>
+#include <pthread.h>
 #include <cmocka.h>
 
 #include "vdtest.h"
@@ -288,7 +296,7 @@ static int do_op(struct crash *c, struct vmdk_disk *d, const struct op *op)
 }
 
 /* open (through io), write, flush, close; returns the writes attempted */
-static long run_op(struct crash *c, const struct op *op, long budget, bool drop)
+static long run_op(struct crash *c, const struct op *op, long budget, int drop)
 {
 	struct vd_faultio *fi;
 	struct vmdk_disk *d = NULL;
@@ -297,7 +305,9 @@ static long run_op(struct crash *c, const struct op *op, long budget, bool drop)
 
 	copy_base(c);
 	c->durable = false;
-	assert_int_equal(vd_faultio_create(budget, drop, &fi), 0);
+	assert_int_equal(vd_faultio_create(budget, drop > 0, &fi), 0);
+	if (drop == 2)
+		vd_faultio_keep_newest(fi);
 	rc = vmdk_open(c->work, VMDK_OPEN_RDWR, vd_faultio_io(fi), &d);
 	if (rc == 0) {
 		rc = do_op(c, d, op);
@@ -321,7 +331,7 @@ static long run_op(struct crash *c, const struct op *op, long budget, bool drop)
 
 /* every watched grain reads old or new (new only when must_be_new) */
 static void verify(struct crash *c, const struct op *op, unsigned flags, bool must_be_new,
-		   long k, bool drop)
+		   long k, int drop)
 {
 	struct vmdk_disk *d;
 	struct vmdk_check_result r;
@@ -384,7 +394,7 @@ static void crash_test(struct crash *c, const struct op *op)
 	if (total < (long)op->min_writes)
 		fail_msg("%s: only %ld writes", op->name, total);
 	print_message("%s: %ld writes\n", op->name, total);
-	for (int drop = 0; drop < 2; drop++) {
+	for (int drop = 0; drop < 3; drop++) {
 		for (long k = 0; k <= total; k++) {
 			assert_int_equal(run_op(c, op, k, drop) >= k, true);
 			verify(c, op, VMDK_OPEN_RDONLY, k == total, k, drop);
@@ -395,6 +405,110 @@ static void crash_test(struct crash *c, const struct op *op)
 	}
 	vdt_rmtree(c->bdir);
 	mkdir(c->bdir, 0755);
+}
+
+/* ---- group commit ------------------------------------------------------------------- */
+
+#define GC_THREADS 4
+#define GC_ROUNDS 200
+#define GC_HELD 8 /* allocated grains per thread, written in place */
+
+struct gc {
+	struct vmdk_disk *d;
+	struct vd_faultio *fi;
+	const char *path;     /* the extent file */
+	uint64_t held_pos[GC_THREADS * GC_HELD];
+	unsigned id, bad;
+	int err;
+};
+
+/* Where the 4 KiB at off sit in the extent file (the grain is allocated);
+ * no cmocka assert here: it runs on the writer threads too. */
+static int gc_pos(struct vmdk_disk *d, uint64_t off, uint64_t *pos)
+{
+	uint64_t n;
+	int fd, err = vmdk_file_map(d, off, 4096, &fd, pos, &n);
+
+	return err ? err : n == 4096 ? 0 : -ERANGE;
+}
+
+/* Round r: even, 4 KiB into a held grain; odd, 4 KiB into a new grain. */
+static void *gc_main(void *opaque)
+{
+	struct gc *g = opaque;
+	uint8_t buf[4096];
+
+	for (unsigned r = 0; r < GC_ROUNDS && !g->err; r++) {
+		unsigned held = g->id * GC_HELD + r / 2 % GC_HELD;
+		uint64_t off = r % 2 ? (GC_THREADS * GC_HELD + g->id * GC_ROUNDS + r) * GRAIN
+				     : held * GRAIN + (r / 2 / GC_HELD % 16) * 4096;
+		uint64_t pos;
+
+		memset(buf, (int)(g->id * 64 + r % 64 + 1), sizeof buf);
+		pos = g->held_pos[held] + off % GRAIN;
+		g->err = vmdk_pwrite(g->d, buf, sizeof buf, off);
+		if (!g->err && r % 2)
+			g->err = gc_pos(g->d, off, &pos);
+		if (!g->err)
+			g->err = vmdk_flush(g->d);
+		if (!g->err && vd_faultio_unsynced(g->fi, g->path, pos, sizeof buf))
+			g->bad++;
+	}
+	return NULL;
+}
+
+static void gc_base(struct crash *c, struct gc *g)
+{
+	struct vmdk_create_opts o = { .capacity = CAP, .subformat = VMDK_MONOLITHIC_SPARSE,
+				      .parent_cid = VMDK_CID_NONE };
+	uint8_t *buf = calloc(1, GRAIN);
+	struct vmdk_disk *d;
+
+	assert_int_equal(vmdk_create(c->work, &o, NULL), 0);
+	assert_int_equal(vmdk_open(c->work, VMDK_OPEN_RDWR, NULL, &d), 0);
+	for (unsigned i = 0; i < GC_THREADS * GC_HELD; i++) {
+		memset(buf, 'a' + (int)i, GRAIN);
+		assert_int_equal(vmdk_pwrite(d, buf, GRAIN, i * GRAIN), 0);
+		assert_int_equal(gc_pos(d, i * GRAIN, &g->held_pos[i]), 0);
+	}
+	assert_int_equal(vmdk_close(d), 0);
+	free(buf);
+}
+
+static void test_group_commit(void **state)
+{
+	struct crash *c = *state;
+	struct gc g = { 0 }, w[GC_THREADS];
+	struct vmdk_extent_info ei;
+	pthread_t th[GC_THREADS];
+	unsigned bad = 0;
+
+	mkdir(c->wdir, 0755);
+	gc_base(c, &g);
+	assert_int_equal(vd_faultio_create(LONG_MAX, true, &g.fi), 0);
+	assert_int_equal(vmdk_open(c->work, VMDK_OPEN_RDWR, vd_faultio_io(g.fi), &g.d), 0);
+	assert_int_equal(vmdk_extent_info_get(g.d, 0, &ei), 0);
+	g.path = ei.path;
+	/* the check sees an unsynced write, and the flush clears it */
+	assert_int_equal(write_data(g.d, 0, 4096), 0);
+	assert_true(vd_faultio_unsynced(g.fi, g.path, g.held_pos[0], 4096));
+	assert_int_equal(vmdk_flush(g.d), 0);
+	assert_false(vd_faultio_unsynced(g.fi, g.path, g.held_pos[0], 4096));
+	for (unsigned i = 0; i < GC_THREADS; i++) {
+		w[i] = g;
+		w[i].id = i;
+		assert_int_equal(pthread_create(&th[i], NULL, gc_main, &w[i]), 0);
+	}
+	for (unsigned i = 0; i < GC_THREADS; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(w[i].err, 0);
+		bad += w[i].bad;
+	}
+	if (bad)
+		fail_msg("%u flushes returned before their caller's write was synced", bad);
+	assert_int_equal(vmdk_close(g.d), 0);
+	vd_faultio_destroy(g.fi);
+	vdt_rmtree(c->wdir);
 }
 
 #define OP_TEST(i)                                                  \
@@ -426,9 +540,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_7, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_8, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_9, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 	};
 
-	for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
+	for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
 		tests[i].name = ops[i].name;
 	vd_log_set(vdt_log, NULL);
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -705,6 +705,70 @@ static void test_dirty_open(void **state)
 	free_damaged(&t);
 }
 
+/* ---- syncs per flush (vmdk_gt.c write order) ------------------------------------ */
+
+static uint64_t syncs_of_flush(struct vmdk_disk *d, struct vd_countio *ci)
+{
+	struct vd_count_stats st;
+
+	vd_countio_reset(ci);
+	assert_int_equal(vmdk_flush(d), 0);
+	vd_countio_total(ci, &st);
+	return st.syncs;
+}
+
+static void write_4k(struct vmdk_disk *d, uint64_t off)
+{
+	uint8_t buf[4096];
+
+	memset(buf, (int)(off >> 16) | 1, sizeof buf);
+	assert_int_equal(vmdk_pwrite(d, buf, sizeof buf, off), 0);
+}
+
+/* An allocating flush costs two syncs, with or without a new grain table;
+ * grains written in place one; a flush after a flush none. */
+static void test_flush_syncs(void **state)
+{
+	struct vmdk_create_opts o = { .capacity = 64 << 20, .grain_size = 65536,
+				      .subformat = VMDK_MONOLITHIC_SPARSE,
+				      .parent_cid = VMDK_CID_NONE };
+	char *dir = vdt_mkdtemp("syncs"), *path = vdt_join(dir, "d.vmdk");
+	uint8_t hdr[512], zero[4] = { 0 };
+	struct vd_countio *ci;
+	struct vmdk_disk *d;
+
+	(void)state;
+	assert_int_equal(vmdk_create(path, &o, NULL), 0);
+	assert_int_equal(vdt_peek(path, hdr, sizeof hdr, 0), 0);
+	/* directory entry 1 (32..64 MiB) -> 0 in both directories: no table */
+	assert_int_equal(vdt_poke(path, zero, 4, (off_t)(get_le64(hdr + 56) * 512 + 4)), 0);
+	assert_int_equal(vdt_poke(path, zero, 4, (off_t)(get_le64(hdr + 48) * 512 + 4)), 0);
+	assert_int_equal(vd_countio_create(NULL, &ci), 0);
+	assert_int_equal(vmdk_open(path, VMDK_OPEN_RDWR, vd_countio_io(ci), &d), 0);
+	write_4k(d, 0); /* the first write: CID and unclean flag, synced */
+	assert_int_equal(vmdk_flush(d), 0);
+	write_4k(d, 5 << 16);
+	assert_int_equal(syncs_of_flush(d, ci), 2); /* new grain, table exists */
+	write_4k(d, (5 << 16) + 8192);
+	assert_int_equal(syncs_of_flush(d, ci), 1); /* in place */
+	assert_int_equal(syncs_of_flush(d, ci), 0); /* nothing since */
+	write_4k(d, 40 << 20);
+	assert_int_equal(syncs_of_flush(d, ci), 2); /* new grain and new table */
+	assert_int_equal(vmdk_close(d), 0);
+	vd_countio_destroy(ci);
+	assert_int_equal(vmdk_open(path, VMDK_OPEN_RDONLY, NULL, &d), 0);
+	{
+		uint8_t buf[4096], want[4096];
+		assert_int_equal(vmdk_pread(d, buf, sizeof buf, 40 << 20), 0);
+		memset(want, (40 << 4) | 1, sizeof want);
+		assert_memory_equal(buf, want, sizeof buf);
+	}
+	assert_int_equal(vmdk_close(d), 0);
+	vdt_rmtree(dir);
+	free(path);
+	free(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -722,6 +786,7 @@ int main(void)
 		cmocka_unit_test(test_damaged_tables),
 		cmocka_unit_test(test_capacity_limit),
 		cmocka_unit_test(test_dirty_open),
+		cmocka_unit_test(test_flush_syncs),
 	};
 	vd_log_set(vdt_log, NULL);
 	return cmocka_run_group_tests(tests, NULL, NULL);
