@@ -124,28 +124,36 @@ static int add_roots(char ***dirs, unsigned *nr)
 	return err;
 }
 
-/* The folders to scan: every layer's and the one above it, the datastore
- * roots, then the ones given. */
-static int scan_dirs(const char *disk, char *const *extra, unsigned nr_extra,
-		     char ***dirs, unsigned *nr)
+/* The folders of disk's layers and the ones above them. */
+static int disk_dirs(const char *disk, char ***dirs, unsigned *nr)
 {
 	struct chain *c = NULL;
-	int err = 0;
+	int err = add_layer_dirs(disk, dirs, nr);
 
-	*dirs = NULL;
-	*nr = 0;
-	if (disk)
-		err = add_layer_dirs(disk, dirs, nr);
 	/* a chain that does not open (an interrupted operation) still gets
 	 * its own folder and the ones given scanned, so it can be recovered */
 	vd_log_mute(true);
-	if (!err && disk && !chain_open(disk, CHAIN_OPEN_RDONLY | CHAIN_OPEN_NOLOCK |
-					CHAIN_OPEN_DIRTY_OK | CHAIN_OPEN_IGNORE_CID, NULL, &c)) {
+	if (!err && !chain_open(disk, CHAIN_OPEN_RDONLY | CHAIN_OPEN_NOLOCK |
+				CHAIN_OPEN_DIRTY_OK | CHAIN_OPEN_IGNORE_CID, NULL, &c)) {
 		for (unsigned i = 1; !err && i < chain_depth(c); i++)
 			err = add_layer_dirs(vmdk_path(chain_layer(c, i)), dirs, nr);
 		chain_close(c);
 	}
 	vd_log_mute(false);
+	return err;
+}
+
+/* The folders to scan: every layer's and the one above it, the datastore
+ * roots, then the ones given. */
+static int scan_dirs(char *const *disks, unsigned nr_disks, char *const *extra,
+		     unsigned nr_extra, char ***dirs, unsigned *nr)
+{
+	int err = 0;
+
+	*dirs = NULL;
+	*nr = 0;
+	for (unsigned i = 0; !err && i < nr_disks; i++)
+		err = disk_dirs(disks[i], dirs, nr);
 	if (!err)
 		err = add_roots(dirs, nr);
 	for (unsigned i = 0; !err && i < nr_extra; i++)
@@ -181,19 +189,41 @@ static int group_alloc(struct group *g)
 	return g->unseen && g->nr_unseen && g->users_unseen ? 0 : -ENOMEM;
 }
 
+/* The disks' canonical paths (each reported when it is not there). */
+static int real_disks(char *const *disks, unsigned nr, char ***abs, unsigned *nr_abs)
+{
+	int err = 0;
+
+	for (unsigned i = 0; !err && i < nr; i++) {
+		char *p = realpath(disks[i], NULL);
+		if (!p) {
+			err = -errno;
+			vd_err("%s: %s", disks[i], strerror(errno));
+		}
+		err = err ? err : vd_strv_add(abs, nr_abs, p);
+		free(p);
+	}
+	return err;
+}
+
 int group_scan(const char *disk, char *const *extra, unsigned nr_extra,
 	       struct group **out)
 {
-	struct group *g = calloc(1, sizeof *g);
-	char *abs = disk ? realpath(disk, NULL) : NULL;
-	int err = g ? 0 : -ENOMEM;
+	char *const one[1] = { (char *)disk };
 
-	if (!err && disk && !abs) {
-		err = -errno;
-		vd_err("%s: %s", disk, strerror(errno));
-	}
+	return group_scan_disks(one, disk ? 1 : 0, extra, nr_extra, out);
+}
+
+int group_scan_disks(char *const *disks, unsigned nr_disks, char *const *extra,
+		     unsigned nr_extra, struct group **out)
+{
+	struct group *g = calloc(1, sizeof *g);
+	char **abs = NULL;
+	unsigned nr_abs = 0;
+	int err = g ? real_disks(disks, nr_disks, &abs, &nr_abs) : -ENOMEM;
+
 	if (!err)
-		err = scan_dirs(abs, extra, nr_extra, &g->dirs, &g->nr_dirs);
+		err = scan_dirs(abs, nr_abs, extra, nr_extra, &g->dirs, &g->nr_dirs);
 	if (!err)
 		unique_dirs(g->dirs, &g->nr_dirs);
 	if (!err)
@@ -204,7 +234,7 @@ int group_scan(const char *disk, char *const *extra, unsigned nr_extra,
 		err = find_unseen(g, i);
 	if (!err)
 		count_unseen(g);
-	free(abs);
+	vd_strv_free(abs, nr_abs);
 	if (err) {
 		group_free(g);
 		return err;
@@ -232,6 +262,13 @@ void group_free(struct group *g)
 const struct group_tree *group_nodes(const struct group *g)
 {
 	return g->t;
+}
+
+const char *group_base_name(const char *path)
+{
+	const char *s = strrchr(path, '/');
+
+	return s ? s + 1 : path;
 }
 
 char *const *group_scanned(const struct group *g, unsigned *nr)

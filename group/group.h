@@ -10,7 +10,8 @@
  * before its first change (LAYER GROUP_INTENT_SUFFIX), the recovery of
  * interrupted operations at the front door, and every life-cycle
  * operation: commit, pull, delete, revert, promote --unlink, consolidate,
- * relocate, repair.  Uses chain.h, vmdk.h and common.h; front ends (fuse/,
+ * relocate, repair; and bundles, a group's layers shipped to another host
+ * (pack, unpack).  Uses chain.h, vmdk.h and common.h; front ends (fuse/,
  * nbd/, tools/) use it.
  *
  * MODEL: a layer is SHARED when more than one disk reaches it, or when it
@@ -230,6 +231,10 @@ enum {
  * included). */
 int group_load(const char *disk, char *const *scan_dirs, unsigned nr_dirs, unsigned flags,
 	       const struct vd_io *io, struct group **out);
+/* The same for several disks (of one group or of several). */
+int group_load_disks(char *const *disks, unsigned nr_disks, char *const *scan_dirs,
+		     unsigned nr_dirs, unsigned flags, const struct vd_io *io,
+		     struct group **out);
 void group_free(struct group *g); /* NULL is a no-op */
 const struct group_tree *group_nodes(const struct group *g);
 /* Node of the layer at path (same file), or -ENOENT. */
@@ -331,6 +336,109 @@ enum {
 int group_recover(const char *intent_path, unsigned flags, const struct vd_io *io);
 int group_recover_near(const char *path, unsigned flags, const struct vd_io *io,
 		       unsigned *nr_found);
+
+/* ---- bundles: shipping layers between hosts (group_bundle.c, group_pack.c,
+ * group_unpack.c, group_digest.c; the format: docs/bundle.md) -----------------------------
+ * A bundle is a stream (a pipe is fine: it is read and written once, in
+ * order, in bounded memory): a header naming the layers it holds and the
+ * layers the receiver must already have (NEEDS: each the first layer not
+ * packed below a packed one, known by CID and by the XXH3-128 of what its
+ * chain reads, as `vdelta digest` prints it), then each packed layer's
+ * allocated and zeroed runs in zstd frames of at most
+ * GROUP_BUNDLE_FRAME_MAX bytes, each with the XXH3-64 of its content,
+ * then a trailer with the count of frames and the XXH3-64 of the whole
+ * stream.  Packed layers come base first; layers that several disks reach
+ * are packed once, so an unpack rebuilds the group's sharing. */
+#define GROUP_DIGEST_SUFFIX ".vdelta-digest"
+#define GROUP_BUNDLE_FRAME_MAX (4u << 20) /* bytes of a frame's content */
+
+enum group_bundle_parent {
+	GROUP_BUNDLE_BASE,  /* no parent */
+	GROUP_BUNDLE_LAYER, /* parent: an earlier layer of the bundle */
+	GROUP_BUNDLE_NEED,  /* parent: a layer the receiver has (a need) */
+};
+
+struct group_bundle_layer {
+	char *name;          /* its descriptor's file name (unpacked in one folder) */
+	char *source_type;   /* createType where it was packed */
+	enum vmdk_subformat kind; /* what unpack makes of it */
+	uint64_t capacity, grain_size, split_size; /* bytes; 0: none */
+	bool zeroed_grain;   /* hosted sparse with zeroed-grain entries */
+	bool top;            /* a disk's top: packed by its name */
+	uint32_t cid, parent_cid;
+	enum group_bundle_parent parent_kind;
+	unsigned parent;     /* index into layers or needs */
+	uint64_t held_bytes; /* bytes of the runs it holds (data and zeroed) */
+	char **keys;         /* "ddb.KEY=VALUE" kept from its descriptor */
+	unsigned nr_keys;
+	char *path;          /* pack: where it is; unpack: where it goes */
+};
+
+struct group_bundle_need {
+	char *name;          /* its file name where it was packed */
+	uint32_t cid;
+	uint64_t capacity;
+	uint8_t digest[16];  /* canonical XXH3-128 of its chain's content */
+	char *path;          /* pack: the layer; unpack: the one found, or NULL */
+};
+
+struct group_bundle_info {
+	unsigned version;
+	int level;           /* zstd level it was packed with */
+	struct group_bundle_layer *layers;
+	unsigned nr_layers;
+	struct group_bundle_need *needs;
+	unsigned nr_needs;
+	uint64_t held_bytes; /* of every layer */
+	/* once the whole stream went through: */
+	uint64_t frames, stream_bytes;
+};
+void group_bundle_info_free(struct group_bundle_info *b); /* NULL is a no-op */
+
+/* pack: DISK's layers that no disk outside the bundle reaches (walking
+ * down from each top while every disk that reaches a layer is packed);
+ * since: the layers above that layer instead; full: every layer.  The
+ * group is loaded (recovery, then the scan of where clones live) first;
+ * every layer read and every need are read-locked while the bundle is
+ * written to fd (nothing else is written, but the digest sidecars of
+ * frozen needs).  *out (may be NULL) says what went in. */
+struct group_pack_opts {
+	const char *since;   /* NULL: the default */
+	bool full;
+	int level;           /* zstd level (1..19; 0: 3) */
+	unsigned threads;    /* zstd workers (0: compress in this thread) */
+	group_progress_fn *progress; /* bytes of runs packed, of held_bytes */
+	void *progress_opaque;
+};
+int group_pack(char *const *disks, unsigned nr_disks, char *const *scan, unsigned nr_scan,
+	       const struct group_pack_opts *o, int fd, const struct vd_io *io,
+	       struct group_bundle_info **out);
+/* What the bundle on fd holds and needs: its header only (the frames are
+ * not read).  name is fd's name in messages. */
+int group_bundle_list(int fd, const char *name, struct group_bundle_info **out);
+
+/* unpack (group_unpack.c): rebuild the bundle's layers in the folder dir
+ * (it must exist), each need found by CID and digest among the layers in
+ * dir, the bases given and the folders scanned (recursively), or the
+ * unpack is refused naming it.  Every frame's and the stream's checksum is
+ * verified before any layer appears under its name; an unpack stopped
+ * anywhere is finished or rolled back by recovery (the next group
+ * command, vdelta recover, or unpack into dir again).  GROUP_DRY_RUN:
+ * find the needs, read and verify the whole stream, write nothing.
+ * *out (may be NULL): the layers with where they went, the needs with
+ * where they were found. */
+struct group_unpack_opts {
+	char *const *bases;  /* layers that may be the needs */
+	unsigned nr_bases;
+	char *const *scan;   /* folders to look for them in */
+	unsigned nr_scan;
+	unsigned flags;      /* GROUP_DRY_RUN */
+	group_progress_fn *progress; /* bytes of runs unpacked, of held_bytes */
+	void *progress_opaque;
+};
+int group_unpack(int fd, const char *name, const char *dir, const struct group_unpack_opts *o,
+		 const struct vd_io *io, struct group_bundle_info **out);
+
 
 /* ---- serving (group_serve.c) -------------------------------------------------------------
  * The front door of a server (fuse/, nbd/): recovery near path (finished

@@ -28,6 +28,11 @@ struct group {
  * group; no recovery (group_load, the front door, recovers first). */
 int group_scan(const char *disk, char *const *extra, unsigned nr_extra,
 	       struct group **out);
+/* The same for the folders of several disks (NULL-free, nr_disks of them). */
+int group_scan_disks(char *const *disks, unsigned nr_disks, char *const *extra,
+		     unsigned nr_extra, struct group **out);
+/* The last component of path (path itself when it has no '/'). */
+const char *group_base_name(const char *path);
 /* Refuse (-EBUSY) changing node: names the other disks. */
 int group_refuse_shared(const struct group *g, int node, const char *what);
 /* Refuse (-EBUSY) changing a busy node: shared (names the other disks) or
@@ -262,6 +267,10 @@ int group_stage_run(struct group_stage_rec *r, group_stage_fill_fn *fill, void *
 int group_stage_resume(struct group_intent *in, const struct vd_io *io);
 /* A record's staging folder is the one its operation makes for its layer. */
 int group_stage_check(const struct group_intent *in);
+/* Names in a staging folder (none when it does not exist). */
+int group_stage_list(const char *dir, char ***names, unsigned *nr);
+/* Remove a staging folder and whatever it holds (reported on failure). */
+int group_stage_remove(const char *dir, const struct vd_io *io);
 
 /* ---- group_rewrite.c ------------------------------------------------------------------------
  * Replace the layer at path by a fresh copy of the same kind (same CID and
@@ -312,6 +321,102 @@ int group_pull_bytes(const char *layer, const char *parent, uint64_t *out);
  * reported) otherwise. */
 int group_pull_eligible(const char *layer);
 
+/* ---- group_bundle.c, group_bundle_head.c: the bundle stream (docs/bundle.md) ---------------- */
+
+#define GROUP_BUNDLE_VERSION 1u
+#define GROUP_BUNDLE_MAX_LAYERS 1024u /* layers, and needs, of one bundle */
+
+/* What a run of a layer holds (its kind in the run table). */
+enum group_bundle_kind {
+	GROUP_RUN_DATA = 1,   /* the bytes follow in the frame */
+	GROUP_RUN_ZERO = 2,   /* zeros (masking the parent) */
+	GROUP_RUN_PARENT = 3, /* what the layer's parent reads there: allocated in
+			       * the layer, its bytes taken from the parent the
+			       * receiver has (a delta only) */
+};
+
+/* One run of a frame: len bytes at off of the frame's layer; data (DATA:
+ * in the reader's buffer, valid until the next frame; else NULL). */
+struct group_bundle_run {
+	uint64_t off, len;
+	enum group_bundle_kind kind;
+	const uint8_t *data;
+};
+
+struct group_bundle_writer;
+/* A writer to fd; level: zstd's; threads: its workers (0: none). */
+int group_bundle_writer_open(int fd, int level, unsigned threads,
+			     struct group_bundle_writer **out);
+void group_bundle_writer_free(struct group_bundle_writer *w); /* NULL is a no-op */
+/* The preamble, the header and every layer header. */
+int group_bundle_write_head(struct group_bundle_writer *w, const struct group_bundle_info *b);
+/* A run of layer (layers in order, runs ascending in a layer): len bytes
+ * of kind (data: its bytes; else NULL).  Cut into frames at multiples of
+ * unit (bytes; the layer's grain, so no grain is split where it fits). */
+int group_bundle_write_run(struct group_bundle_writer *w, unsigned layer, uint64_t off,
+			   uint64_t len, enum group_bundle_kind kind, const void *data,
+			   uint64_t unit);
+/* The last frame and the trailer. */
+int group_bundle_write_end(struct group_bundle_writer *w);
+void group_bundle_writer_stats(const struct group_bundle_writer *w, uint64_t *frames,
+			       uint64_t *bytes);
+
+struct group_bundle_reader;
+/* A reader of fd; name names the stream in messages. */
+int group_bundle_reader_open(int fd, const char *name, struct group_bundle_reader **out);
+void group_bundle_reader_free(struct group_bundle_reader *r); /* NULL is a no-op */
+/* The preamble, header and layer headers, checked.  *out is the caller's
+ * and must outlive the reader (frames are checked against it). */
+int group_bundle_read_head(struct group_bundle_reader *r, struct group_bundle_info **out);
+/* The next frame: its layer and runs (valid until the next call); 1 at
+ * the end, once the trailer and every layer's total were checked and
+ * nothing follows. */
+int group_bundle_read_frame(struct group_bundle_reader *r, unsigned *layer,
+			    const struct group_bundle_run **runs, unsigned *nr);
+void group_bundle_reader_stats(const struct group_bundle_reader *r, uint64_t *frames,
+			       uint64_t *bytes);
+
+/* group_bundle_head.c: the HEAD and LAYR contents; `where` names the block. */
+bool group_bundle_name_ok(const char *name);
+int group_bundle_head_encode(const struct group_bundle_info *b, uint8_t **out, size_t *len);
+int group_bundle_layer_encode(const struct group_bundle_info *b, unsigned i, uint8_t **out,
+			      size_t *len);
+int group_bundle_head_decode(const char *where, const uint8_t *p, size_t len,
+			     struct group_bundle_info *b);
+int group_bundle_layer_decode(const char *where, const uint8_t *p, size_t len,
+			      struct group_bundle_info *b, unsigned i);
+int group_bundle_head_check(const char *where, const struct group_bundle_info *b);
+
+/* ---- group_digest.c ---------------------------------------------------------------------------
+ * The digest (canonical XXH3-128, as chain_digest) of what the chain of the
+ * layer at path reads, from its sidecar LAYER GROUP_DIGEST_SUFFIX while that
+ * still holds, else computed (the chain opened with a reader's locks), and
+ * the key of the chain it was taken with (group_digest.c says what the key
+ * is and when a sidecar holds).  group_digest_record writes the sidecar of
+ * a frozen layer whose key is still d's (not reported when it does not). */
+struct group_digest {
+	uint8_t digest[16];
+	bool cached;  /* it came from the sidecar */
+	char *key;    /* malloc'd */
+};
+int group_digest_get(const char *path, const struct vd_io *io, struct group_digest *d);
+void group_digest_record(const char *path, const struct group_digest *d,
+			 const struct vd_io *io);
+void group_digest_clear(struct group_digest *d);
+
+/* ---- group_unpack_need.c ---------------------------------------------------------------------
+ * Find each need of b: a layer with its CID, capacity and digest among
+ * opts' bases, the layers in dir and in opts' scan folders (b->needs[i].path
+ * set, canonical), checked to take children: frozen, or read-only, or
+ * (thaw[i] set) one this unpack may freeze (a base given or in dir); its
+ * chain deep enough to hold the layers above it.  A need not found is
+ * reported, naming it (and a layer of its CID whose content differs).
+ * found[i]: the digest of need i as it was taken (for group_digest_record
+ * once the unpack is done). */
+int group_unpack_find_needs(struct group_bundle_info *b, const char *dir,
+			    const struct group_unpack_opts *o, bool *thaw,
+			    struct group_digest *found);
+
 /* ---- operation kinds (group_recover.c holds the table) ------------------------------------------
  * Adding an operation: its file defines `const struct group_op
  * group_op_NAME`, and one X(NAME) line here puts it in the table. */
@@ -323,7 +428,8 @@ int group_pull_eligible(const char *layer);
 	X(repair)    \
 	X(promote)   \
 	X(relocate)  \
-	X(clone)
+	X(clone)     \
+	X(unpack)
 
 #define GROUP_OP_DECLARE(n) extern const struct group_op group_op_##n;
 GROUP_OPS(GROUP_OP_DECLARE)

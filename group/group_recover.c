@@ -48,17 +48,20 @@ int group_recover(const char *intent_path, unsigned flags, const struct vd_io *i
 	return err;
 }
 
-/* A record's or a sidecar's temporary left by a crash before its rename. */
+/* A record's or a sidecar's (children, digest) temporary left by a crash
+ * before its rename. */
 static bool stale_temp(const char *name)
 {
 	size_t n = strlen(name), t = strlen(".tmp");
 	size_t a = strlen(GROUP_INTENT_SUFFIX), b = strlen(GROUP_CHILDREN_SUFFIX);
+	size_t c = strlen(GROUP_DIGEST_SUFFIX);
 
 	if (n <= t || strcmp(name + n - t, ".tmp"))
 		return false;
 	n -= t;
 	return (n > a && !strncmp(name + n - a, GROUP_INTENT_SUFFIX, a)) ||
-	       (n > b && !strncmp(name + n - b, GROUP_CHILDREN_SUFFIX, b));
+	       (n > b && !strncmp(name + n - b, GROUP_CHILDREN_SUFFIX, b)) ||
+	       (n > c && !strncmp(name + n - c, GROUP_DIGEST_SUFFIX, c));
 }
 
 /* ---- records beside a disk --------------------------------------------------------------- */
@@ -270,21 +273,37 @@ static bool of_group(const struct group_tree *t, int root, const char *record)
 	return found || names_group_layer(t, root, record);
 }
 
-/* Recover the records of the scan that belong to disk's group (another
- * group's interrupted operation is not this command's); the scan is redone
- * when there was one. */
-static int recover_scanned(const char *disk, char *const *extra, unsigned nr_extra,
-			   unsigned rflags, const struct vd_io *io, struct group **g)
+/* Does the record belong to the group of one of the disks (every record,
+ * without disks: the folders were named)? */
+static bool of_groups(const struct group *g, char *const *disks, unsigned nr,
+		      const char *record)
+{
+	const struct group_tree *t = group_nodes(g);
+	bool found = !nr;
+
+	for (unsigned i = 0; !found && i < nr; i++) {
+		int node = group_node(g, disks[i]);
+		found = node >= 0 && of_group(t, t->nodes[node].root, record);
+	}
+	return found;
+}
+
+/* Recover the records of the scan that belong to the disks' groups
+ * (another group's interrupted operation is not this command's); the scan
+ * is redone when there was one. */
+static int recover_scanned(char *const *disks, unsigned nr, char *const *extra,
+			   unsigned nr_extra, unsigned rflags, const struct vd_io *io,
+			   struct group **g)
 {
 	const struct group_tree *t = group_nodes(*g);
-	int node = disk ? group_node(*g, disk) : -1, root = node >= 0 ? t->nodes[node].root : -1;
 	unsigned done = 0;
 	int err = 0;
 
-	if (disk && node < 0)
-		return 0; /* reported by the operation */
+	for (unsigned i = 0; i < nr; i++)
+		if (group_node(*g, disks[i]) < 0)
+			return 0; /* reported by the operation */
 	for (unsigned i = 0; !err && i < t->nr_intents; i++)
-		if (of_group(t, root, t->intents[i]) && !access(t->intents[i], F_OK)) {
+		if (of_groups(*g, disks, nr, t->intents[i]) && !access(t->intents[i], F_OK)) {
 			err = group_recover(t->intents[i], rflags, io);
 			done++;
 		}
@@ -292,27 +311,36 @@ static int recover_scanned(const char *disk, char *const *extra, unsigned nr_ext
 		return err;
 	group_free(*g);
 	*g = NULL;
-	return group_scan(disk, extra, nr_extra, g);
+	return group_scan_disks(disks, nr, extra, nr_extra, g);
 }
 
-int group_load(const char *disk, char *const *extra, unsigned nr_extra, unsigned flags,
-	       const struct vd_io *io, struct group **out)
+int group_load_disks(char *const *disks, unsigned nr_disks, char *const *extra,
+		     unsigned nr_extra, unsigned flags, const struct vd_io *io,
+		     struct group **out)
 {
 	unsigned rflags = flags & GROUP_DRY_RUN ? 0 : GROUP_RECOVER_FINISH;
 	struct group *g = NULL;
 	int err = 0;
 
 	io = io ? io : vd_io_posix();
-	if (disk)
-		err = group_recover_near(disk, rflags, io, NULL);
+	for (unsigned i = 0; !err && i < nr_disks; i++)
+		err = group_recover_near(disks[i], rflags, io, NULL);
 	if (!err)
-		err = group_scan(disk, extra, nr_extra, &g);
+		err = group_scan_disks(disks, nr_disks, extra, nr_extra, &g);
 	if (!err)
-		err = recover_scanned(disk, extra, nr_extra, rflags, io, &g);
+		err = recover_scanned(disks, nr_disks, extra, nr_extra, rflags, io, &g);
 	if (err) {
 		group_free(g);
 		return err;
 	}
 	*out = g;
 	return 0;
+}
+
+int group_load(const char *disk, char *const *extra, unsigned nr_extra, unsigned flags,
+	       const struct vd_io *io, struct group **out)
+{
+	char *const one[1] = { (char *)disk };
+
+	return group_load_disks(one, disk ? 1 : 0, extra, nr_extra, flags, io, out);
 }

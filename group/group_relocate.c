@@ -107,19 +107,12 @@ struct relocate {
 	uint64_t done;
 };
 
-static const char *base_name(const char *path)
-{
-	const char *s = strrchr(path, '/');
-
-	return s ? s + 1 : path;
-}
-
 /* DIR/.NAME.vdelta-relocate: where a file of a layer is copied first. */
 static char *tmp_path(const char *dir, const char *src)
 {
 	char *name, *p;
 
-	if (asprintf(&name, ".%s%s", base_name(src), RL_TMP) < 0)
+	if (asprintf(&name, ".%s%s", group_base_name(src), RL_TMP) < 0)
 		return NULL;
 	p = vd_path_join(dir, name);
 	free(name);
@@ -220,7 +213,7 @@ static int relocate_check(const struct group_intent *head)
 	int err = dir ? 0 : -VD_EBADDATA;
 
 	for (unsigned i = 0; !err && i < in->nr_created; i++) {
-		const char *c = in->created[i], *b = base_name(c);
+		const char *c = in->created[i], *b = group_base_name(c);
 		size_t n = strlen(b);
 		bool named = (n > 5 && !strcmp(b + n - 5, ".vmdk")) ||
 			     strstr(b, GROUP_CHILDREN_SUFFIX) || strstr(b, RL_TMP);
@@ -345,7 +338,7 @@ static int same_layer(struct relocate *r, const char *src, const char *path)
 /* L3 for one file: copy, (descriptor) re-point, verify, record, publish. */
 static int publish_file(struct relocate *r, const char *src, int layer)
 {
-	char *tmp = tmp_path(r->dir, src), *dst = vd_path_join(r->dir, base_name(src));
+	char *tmp = tmp_path(r->dir, src), *dst = vd_path_join(r->dir, group_base_name(src));
 	int err = tmp && dst ? copy_file(r, src, tmp) : -ENOMEM; /* L3: copy, fsync */
 
 	if (!err && layer >= 0) /* L3: the descriptor's hint, in the temporary */
@@ -448,7 +441,7 @@ static int load_chain(struct relocate *r, int d)
 static int check_file(struct relocate *r, const char *layer, const char *file)
 {
 	char *ld = vd_dirname(layer), *fd = vd_dirname(file);
-	char *dst = vd_path_join(r->dir, base_name(file));
+	char *dst = vd_path_join(r->dir, group_base_name(file));
 	int err = ld && fd && dst ? 0 : -ENOMEM;
 
 	if (!err && strcmp(ld, fd)) {
@@ -530,7 +523,7 @@ static int choose(struct relocate *r)
 	for (int i = r->n - 1; !err && i >= 0; i--) {
 		struct rl_layer *l = &r->l[i];
 		bool stays = r->mode == GROUP_RELOCATE_CHILD_MOST && i > 0;
-		l->dst = stays ? strdup(l->src) : vd_path_join(r->dir, base_name(l->src));
+		l->dst = stays ? strdup(l->src) : vd_path_join(r->dir, group_base_name(l->src));
 		if (!l->dst)
 			return -ENOMEM;
 		l->copy = !stays && !(below && exists(l->dst) &&
@@ -555,7 +548,7 @@ static int add_created(struct relocate *r, int i)
 
 	for (unsigned j = nr; !err && j-- > 0;) {
 		char *tmp = tmp_path(r->dir, files[j]), *dst;
-		dst = vd_path_join(r->dir, base_name(files[j]));
+		dst = vd_path_join(r->dir, group_base_name(files[j]));
 		err = tmp && dst ? vd_strv_add(&in->created, &in->nr_created, tmp) : -ENOMEM;
 		if (!err && !j && asprintf(&s, "%s.vdelta-tmp", tmp) >= 0) {
 			err = vd_strv_add(&in->created, &in->nr_created, s);

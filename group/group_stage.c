@@ -59,13 +59,6 @@ const struct group_field group_stage_fields[GROUP_STAGE_NR_FIELDS] = {
 			 GROUP_LOCK_EXCL),
 };
 
-static const char *base_name(const char *path)
-{
-	const char *s = strrchr(path, '/');
-
-	return s ? s + 1 : path;
-}
-
 int group_stage_new(const struct group_op *op, const char *path,
 		    struct group_stage_rec **out)
 {
@@ -75,7 +68,7 @@ int group_stage_new(const struct group_op *op, const char *path,
 
 	if (!err) {
 		*out = (struct group_stage_rec *)in;
-		if (asprintf(&name, ".%s.vdelta-%s", base_name(path), op->name) >= 0)
+		if (asprintf(&name, ".%s.vdelta-%s", group_base_name(path), op->name) >= 0)
 			(*out)->tmp = vd_path_join(dir, name);
 		err = (*out)->tmp ? 0 : -ENOMEM;
 	}
@@ -102,11 +95,10 @@ int group_stage_check(const struct group_intent *in)
 /* The staged descriptor: the staging folder + the layer's own name. */
 static char *stage_path(const struct group_stage_rec *r)
 {
-	return vd_path_join(r->tmp, base_name(r->in.target));
+	return vd_path_join(r->tmp, group_base_name(r->in.target));
 }
 
-/* Names in the staging folder (none when it does not exist). */
-static int stage_list(const char *dir, char ***names, unsigned *nr)
+int group_stage_list(const char *dir, char ***names, unsigned *nr)
 {
 	DIR *d = opendir(dir);
 	struct dirent *e;
@@ -123,28 +115,33 @@ static int stage_list(const char *dir, char ***names, unsigned *nr)
 	return err;
 }
 
-/* Remove the staging folder and whatever it holds. */
-static int stage_discard(const struct group_stage_rec *r, const struct vd_io *io)
+int group_stage_remove(const char *tmp, const struct vd_io *io)
 {
 	char **names;
 	unsigned nr;
 	struct stat st;
 	int err;
 
-	if (!lstat(r->tmp, &st) && !S_ISDIR(st.st_mode))
-		return group_layer_unlink(r->tmp, io); /* a single temporary file */
-	err = stage_list(r->tmp, &names, &nr);
+	if (!lstat(tmp, &st) && !S_ISDIR(st.st_mode))
+		return group_layer_unlink(tmp, io); /* a single temporary file */
+	err = group_stage_list(tmp, &names, &nr);
 	for (unsigned i = 0; !err && i < nr; i++) {
-		char *p = vd_path_join(r->tmp, names[i]);
+		char *p = vd_path_join(tmp, names[i]);
 		err = p ? group_layer_unlink(p, io) : -ENOMEM;
 		free(p);
 	}
 	vd_strv_free(names, nr);
-	if (!err && rmdir(r->tmp) && errno != ENOENT)
+	if (!err && rmdir(tmp) && errno != ENOENT)
 		err = -errno;
 	if (err)
-		vd_err("%s: cannot remove the staging folder: %s", r->tmp, strerror(-err));
+		vd_err("%s: cannot remove the staging folder: %s", tmp, strerror(-err));
 	return err;
+}
+
+/* Remove the staging folder and whatever it holds. */
+static int stage_discard(const struct group_stage_rec *r, const struct vd_io *io)
+{
+	return group_stage_remove(r->tmp, io);
 }
 
 /* A fresh, empty staging folder. */
@@ -165,7 +162,7 @@ static int stage_check_names(const struct group_stage_rec *r)
 {
 	char **names = NULL, *dir = vd_dirname(r->in.target);
 	unsigned nr = 0;
-	int err = dir ? stage_list(r->tmp, &names, &nr) : -ENOMEM;
+	int err = dir ? group_stage_list(r->tmp, &names, &nr) : -ENOMEM;
 
 	for (unsigned i = 0; !err && i < nr; i++) {
 		char *p = vd_path_join(dir, names[i]);
@@ -191,7 +188,7 @@ static int stage_check_names(const struct group_stage_rec *r)
 static int stage_old_aside(const struct group_stage_rec *r, char **names, unsigned nr,
 			   const struct vd_io *io)
 {
-	const char *desc = base_name(r->in.target);
+	const char *desc = group_base_name(r->in.target);
 	bool extents = false, staged_desc = false;
 	char *aside;
 	int err;
@@ -212,10 +209,10 @@ static int stage_old_aside(const struct group_stage_rec *r, char **names, unsign
 /* P2, P3: staged extents into the folder, then the descriptor. */
 static int stage_move(const struct group_stage_rec *r, const struct vd_io *io)
 {
-	const char *desc = base_name(r->in.target);
+	const char *desc = group_base_name(r->in.target);
 	char **names = NULL, *dir = vd_dirname(r->in.target);
 	unsigned nr = 0;
-	int err = dir ? stage_list(r->tmp, &names, &nr) : -ENOMEM;
+	int err = dir ? group_stage_list(r->tmp, &names, &nr) : -ENOMEM;
 
 	if (!err)
 		err = stage_old_aside(r, names, nr, io); /* P2 */

@@ -33,14 +33,15 @@ case $build in /*) ;; *) build=$src/$build ;; esac
 # rbd`; ceph-mon ceph-mgr ceph-osd ceph-common: the one-node cluster of
 # scripts/ceph.sh and its rbd/rados clients; rbd-fuse and qemu-block-extra
 # (qemu's rbd: driver), python3-rbd (librbd reads and clone chains made in
-# one process): oracles of the rbd tests).
+# one process): oracles of the rbd tests; socat: bundles piped between two network
+# namespaces; rsync: the pack benchmark's peer).
 packages=(meson ninja-build pkg-config gcc libfuse3-dev fuse3 zlib1g-dev
 	  libzstd-dev libxxhash-dev xxhash libcmocka-dev libssl-dev qemu-utils
 	  libvmdk-utils python3 fio e2fsprogs util-linux strace gnuplot-nox
 	  nbdkit nbdkit-plugin-dev libnbd-bin python3-libnbd iproute2
 	  qemu-system-common scdoc groff man-db bash-completion zsh systemd debhelper
 	  dpkg-dev lintian librbd-dev ceph-mon ceph-mgr ceph-osd ceph-common rbd-fuse
-	  qemu-block-extra python3-rbd linux-perf)
+	  qemu-block-extra python3-rbd linux-perf socat rsync)
 
 missing=()
 for p in "${packages[@]}"; do

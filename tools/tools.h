@@ -116,6 +116,9 @@ void tools_progress_init(struct tools_progress *p, uint64_t total, bool force);
 void tools_progress_update(struct tools_progress *p, uint64_t done);
 /* Draw the final state (if a meter is shown or forced) and end the line. */
 void tools_progress_end(struct tools_progress *p, uint64_t done);
+/* A library progress callback (group_progress_fn) drawing the meter at
+ * opaque, whose total it sets. */
+void tools_progress_cb(void *opaque, uint64_t done, uint64_t total);
 
 /* ---- readable disks (tools_disk.c) -------------------------------------------------
  * The ONE place where commands open a disk to read its content: a raw file

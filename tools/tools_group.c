@@ -136,14 +136,6 @@ void tools_group_print(const struct group_plan *p, bool dry_run, bool json)
 	json ? print_json(p, dry_run) : print_text(p, dry_run);
 }
 
-static void on_progress(void *opaque, uint64_t done, uint64_t total)
-{
-	struct tools_progress *pr = opaque;
-
-	pr->total = total;
-	tools_progress_update(pr, done);
-}
-
 void tools_group_scanned(struct group_plan *plan, const struct group *g)
 {
 	plan->scanned = group_scanned(g, &plan->nr_scanned);
@@ -154,7 +146,7 @@ void tools_group_scanned(struct group_plan *plan, const struct group *g)
 void tools_group_progress(struct group_plan *plan, struct tools_progress *pr, bool force)
 {
 	tools_progress_init(pr, 0, force);
-	plan->progress = on_progress;
+	plan->progress = tools_progress_cb;
 	plan->progress_opaque = pr;
 }
 

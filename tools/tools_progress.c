@@ -62,3 +62,11 @@ void tools_progress_end(struct tools_progress *p, uint64_t done)
 	fputc('\n', stderr);
 	p->shown = false;
 }
+
+void tools_progress_cb(void *opaque, uint64_t done, uint64_t total)
+{
+	struct tools_progress *pr = opaque;
+
+	pr->total = total;
+	tools_progress_update(pr, done);
+}

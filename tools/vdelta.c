@@ -39,7 +39,9 @@
 	X(relocate)   \
 	X(adopt)      \
 	X(recover)    \
-	X(rbd)
+	X(rbd)        \
+	X(pack)       \
+	X(unpack)
 
 #define TOOLS_DECLARE(n) extern const struct tools_cmd tools_cmd_##n;
 #define TOOLS_REF(n) &tools_cmd_##n,

@@ -198,6 +198,12 @@ struct vmdk_create_opts {
  * ascending vmdk_pwrite calls and finalised by vmdk_close. */
 int vmdk_create(const char *path, const struct vmdk_create_opts *opts,
 		const struct vd_io *io);
+/* The files vmdk_create(path, opts) would make, descriptor (path) first,
+ * then its extents beside it (none more for a single-file disk); the
+ * options are checked as vmdk_create checks them (-EINVAL, reported).
+ * Nothing is written. */
+int vmdk_create_names(const char *path, const struct vmdk_create_opts *opts,
+		      char ***files, unsigned *nr);
 
 /* ---- info ------------------------------------------------------------------------------- */
 

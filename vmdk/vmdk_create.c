@@ -470,13 +470,11 @@ static int create_files(struct created *c, const char *path, const struct vmdk_c
 	return err;
 }
 
-int vmdk_create(const char *path, const struct vmdk_create_opts *o, const struct vd_io *io)
+/* The options checked as vmdk_create checks them, and the extent names. */
+static int plan_names(const char *path, const struct vmdk_create_opts *o, char ***names,
+		      unsigned *n)
 {
-	struct created c = { .io = io ? io : vd_io_posix() };
 	uint64_t split = o->split_size ? o->split_size : DEFAULT_SPLIT;
-	struct vmdk_desc *d = NULL;
-	char **names = NULL, *text = NULL;
-	unsigned n = 0;
 	int err = opts_check(path, o);
 
 	if (!err && is_split(o->subformat) &&
@@ -485,10 +483,48 @@ int vmdk_create(const char *path, const struct vmdk_create_opts *o, const struct
 		       (unsigned long long)VD_DIV_ROUND_UP(o->capacity, split));
 		err = -EINVAL;
 	}
-	if (!err)
-		names = extent_names(path, o, split, &n);
-	if (!err && !names)
+	if (!err && !(*names = extent_names(path, o, split, n)))
 		err = -ENOMEM;
+	return err;
+}
+
+int vmdk_create_names(const char *path, const struct vmdk_create_opts *o, char ***files,
+		      unsigned *nr)
+{
+	char **names = NULL, *dir = vd_dirname(path);
+	unsigned n = 0;
+	int err = dir ? plan_names(path, o, &names, &n) : -ENOMEM;
+
+	*files = NULL;
+	*nr = 0;
+	if (!err)
+		err = vd_strv_add(files, nr, path);
+	for (unsigned i = 0; !err && i < n; i++) {
+		char *p = vd_path_join(dir, names[i]);
+		if (p && strcmp(p, path))
+			err = vd_strv_add(files, nr, p);
+		err = err ? err : p ? 0 : -ENOMEM;
+		free(p);
+	}
+	free_names(names);
+	free(dir);
+	if (err) {
+		vd_strv_free(*files, *nr);
+		*files = NULL;
+		*nr = 0;
+	}
+	return err;
+}
+
+int vmdk_create(const char *path, const struct vmdk_create_opts *o, const struct vd_io *io)
+{
+	struct created c = { .io = io ? io : vd_io_posix() };
+	uint64_t split = o->split_size ? o->split_size : DEFAULT_SPLIT;
+	struct vmdk_desc *d = NULL;
+	char **names = NULL, *text = NULL;
+	unsigned n = 0;
+	int err = plan_names(path, o, &names, &n);
+
 	if (!err)
 		err = build_desc(o, names, n, split, &d);
 	if (!err && !(text = vmdk_desc_emit(d)))

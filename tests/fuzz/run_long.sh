@@ -37,24 +37,25 @@ fi
 command -v clang >/dev/null || { echo "run_long: clang is needed (apt-get install clang)" >&2; exit 2; }
 
 lib_src=()
-for f in "$src"/common/common*.c "$src"/vmdk/vmdk_*.c "$src"/chain/chain_*.c; do
+for f in "$src"/common/common*.c "$src"/vmdk/vmdk_*.c "$src"/chain/chain_*.c \
+	"$src"/group/group*.c; do
 	lib_src+=("$f")
 done
 cflags=(-g -O1 -std=gnu11 -D_FILE_OFFSET_BITS=64
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-	-I"$src/common" -I"$src/vmdk" -I"$src/chain" -I"$src/tests/fuzz")
+	-I"$src/common" -I"$src/vmdk" -I"$src/chain" -I"$src/group" -I"$src/tests/fuzz")
 mkdir -p "$out"
 status=0
 for t in "${targets[@]}"; do
 	dir=$out/$t
 	mkdir -p "$dir/corpus" "$dir/artifacts" "$dir/gen"
 	clang "${cflags[@]}" "$src/tests/fuzz/$t.c" "${lib_src[@]}" \
-		-lz -lxxhash -lpthread -o "$dir/$t"
+		-lz -lzstd -lxxhash -lpthread -o "$dir/$t"
 	# the generated seeds come from the regression driver's -g
 	clang -g -O1 -std=gnu11 -D_FILE_OFFSET_BITS=64 \
-		-I"$src/common" -I"$src/vmdk" -I"$src/chain" -I"$src/tests/fuzz" \
+		-I"$src/common" -I"$src/vmdk" -I"$src/chain" -I"$src/group" -I"$src/tests/fuzz" \
 		"$src/tests/fuzz/$t.c" "$src/tests/fuzz/fuzz_main.c" "${lib_src[@]}" \
-		-lz -lxxhash -lpthread -o "$dir/$t-seeds"
+		-lz -lzstd -lxxhash -lpthread -o "$dir/$t-seeds"
 	"$dir/$t-seeds" -g "$dir/gen"
 	seeds=("$src/tests/fuzz/seeds" "$dir/gen")
 	[ -d "$src/../shared/corpus" ] && seeds+=("$src/../shared/corpus")

@@ -96,6 +96,7 @@ need_vdio()
 T=$(mktemp -d "${TMPDIR:-/tmp}/vdelta-$t_name.XXXXXX") || die "mktemp failed"
 t_cleanup()
 {
+	netns_cleanup
 	if [ "${KEEP_TMP:-0}" = 1 ]; then
 		echo "kept $T"
 	else
@@ -103,6 +104,60 @@ t_cleanup()
 	fi
 }
 trap t_cleanup EXIT
+
+# ---- a second host: network namespaces --------------------------------------
+# netns_pair A B: two namespaces (named vdt-PID-A, vdt-PID-B in NETNS_A,
+# NETNS_B) joined by a veth pair with the addresses NETNS_ADDR_A and
+# NETNS_ADDR_B (10.231.N.1 and .2/24, N from the PID: one test's pair does
+# not meet another's), lo up in both.  Everything is removed at exit, even
+# on failure (t_cleanup calls netns_cleanup).  netns_need skips the test
+# (exit 77) where namespaces cannot be made (not root, no CAP_SYS_ADMIN, no
+# ip).  netns_run A|B CMD... runs CMD in one of them.
+NETNS_MADE=()
+
+netns_need()
+{
+	command -v ip >/dev/null 2>&1 || skip "ip (iproute2) not installed"
+	local probe=vdt-$$-probe
+	ip netns add "$probe" 2>/dev/null || skip "cannot make network namespaces here"
+	ip netns del "$probe"
+}
+
+netns_pair()
+{
+	local n=$(($$ % 250 + 2))
+	NETNS_A=vdt-$$-$1
+	NETNS_B=vdt-$$-$2
+	NETNS_ADDR_A=10.231.$n.1
+	NETNS_ADDR_B=10.231.$n.2
+	ip netns add "$NETNS_A" && NETNS_MADE+=("$NETNS_A") &&
+		ip netns add "$NETNS_B" && NETNS_MADE+=("$NETNS_B") &&
+		ip link add "vdt$$a" netns "$NETNS_A" type veth peer name "vdt$$b" netns "$NETNS_B" &&
+		ip -n "$NETNS_A" addr add "$NETNS_ADDR_A/24" dev "vdt$$a" &&
+		ip -n "$NETNS_B" addr add "$NETNS_ADDR_B/24" dev "vdt$$b" &&
+		ip -n "$NETNS_A" link set lo up && ip -n "$NETNS_B" link set lo up &&
+		ip -n "$NETNS_A" link set "vdt$$a" up && ip -n "$NETNS_B" link set "vdt$$b" up ||
+		die "netns_pair: could not set up $NETNS_A and $NETNS_B"
+}
+
+netns_run()
+{
+	local ns
+	case $1 in A) ns=$NETNS_A ;; B) ns=$NETNS_B ;; *) ns=$1 ;; esac
+	shift
+	ip netns exec "$ns" "$@"
+}
+
+# Remove every namespace this test made (their veth ends go with them).
+netns_cleanup()
+{
+	local ns
+	for ns in "${NETNS_MADE[@]}"; do
+		ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null
+		ip netns del "$ns" 2>/dev/null
+	done
+	NETNS_MADE=()
+}
 
 # ---- running things -------------------------------------------------------
 

@@ -27,6 +27,7 @@
 #include <sys/stat.h>
 
 #include "vdtest.h"
+#include "vdt_chain.h"
 #include "chain.h"
 #include "group.h"
 
@@ -202,21 +203,7 @@ static void build(const char *dir)
 	free(cl);
 }
 
-static bool reads(const char *dir, const char *name, const uint8_t *model)
-{
-	char *p = at(dir, name);
-	uint8_t *buf = malloc(CAP);
-	struct chain *c;
-	bool ok = buf && !chain_open(p, CHAIN_OPEN_RDONLY, NULL, &c);
-
-	if (ok) {
-		ok = !chain_pread(c, buf, CAP, 0) && !memcmp(buf, model, CAP);
-		chain_close(c);
-	}
-	free(buf);
-	free(p);
-	return ok;
-}
+#define reads(dir, name, model) vdt_chain_reads(dir, name, model, CAP)
 
 static bool exists(const char *dir, const char *name)
 {

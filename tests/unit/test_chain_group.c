@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "vdtest.h"
+#include "vdt_chain.h"
 #include "vdt_legacy.h"
 #include "chain.h"
 #include "group.h"
@@ -151,22 +152,7 @@ static char *copy_group(void)
 	return dir;
 }
 
-/* Does the disk whose top is dir/name read exactly model? */
-static bool reads(const char *dir, const char *name, const uint8_t *model)
-{
-	char *p = at(dir, name);
-	uint8_t *buf = malloc(CAP);
-	struct chain *c;
-	bool ok = buf && !chain_open(p, CHAIN_OPEN_RDONLY, NULL, &c);
-
-	if (ok) {
-		ok = !chain_pread(c, buf, CAP, 0) && !memcmp(buf, model, CAP);
-		chain_close(c);
-	}
-	free(buf);
-	free(p);
-	return ok;
-}
+#define reads(dir, name, model) vdt_chain_reads(dir, name, model, CAP)
 
 static bool same_bytes(const char *dir, const char *name)
 {
