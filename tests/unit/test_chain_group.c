@@ -925,16 +925,23 @@ static bool sidecar_crash_at(long n, bool drop)
 	return crashed;
 }
 
+/* crash_fn(n, drop) for n = 0, 1, ... until a run ends without a crash,
+ * with writes dropped and kept; more than min writes were made. */
+static void every_crash_point(bool (*crash_fn)(long n, bool drop), long min)
+{
+	for (int drop = 0; drop < 2; drop++) {
+		long n = 0;
+		while (n < FAULT_MAX && crash_fn(n, drop))
+			n++;
+		assert_true(n < FAULT_MAX);
+		assert_true(n > min);
+	}
+}
+
 static void test_sidecar_faults(void **state)
 {
 	(void)state;
-	for (int drop = 0; drop < 2; drop++) {
-		long n = 0;
-		while (n < FAULT_MAX && sidecar_crash_at(n, drop))
-			n++;
-		assert_true(n < FAULT_MAX);
-		assert_true(n > 2); /* the record and the clone were written */
-	}
+	every_crash_point(sidecar_crash_at, 2); /* the record and the clone were written */
 }
 
 /* A disk whose own layers lie in three folders over a base in a fourth
@@ -995,13 +1002,7 @@ static bool spread_crash_at(long n, bool drop)
 static void test_delete_spread_faults(void **state)
 {
 	(void)state;
-	for (int drop = 0; drop < 2; drop++) {
-		long n = 0;
-		while (n < FAULT_MAX && spread_crash_at(n, drop))
-			n++;
-		assert_true(n < FAULT_MAX);
-		assert_true(n > 2);
-	}
+	every_crash_point(spread_crash_at, 2);
 }
 
 int main(void)
