@@ -9,10 +9,12 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "group_int.h"
@@ -66,21 +68,75 @@ static bool stale_temp(const char *name)
 
 /* ---- records beside a disk --------------------------------------------------------------- */
 
+/* Folders swept and found holding no record and no temporary of one, by
+ * identity and modification time: a record made there since changes the
+ * time, so a server opening many disks of one folder reads it once.  Only
+ * a folder last changed SWEPT_SETTLE_NS before the sweep is kept (a change
+ * in the same tick of a coarse file-system clock must not look old). */
+#define SWEPT_MAX 64u
+#define SWEPT_SETTLE_NS 50000000LL
+static struct swept {
+	dev_t dev;
+	ino_t ino;
+	struct timespec mtime;
+	bool clean; /* swept with stale temporaries removed */
+} swept[SWEPT_MAX];
+static unsigned swept_next;
+static pthread_mutex_t swept_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool swept_same(const struct swept *w, const struct stat *st)
+{
+	return w->dev == st->st_dev && w->ino == st->st_ino &&
+	       w->mtime.tv_sec == st->st_mtim.tv_sec && w->mtime.tv_nsec == st->st_mtim.tv_nsec;
+}
+
+static bool swept_hit(const struct stat *st, bool clean)
+{
+	bool hit = false;
+
+	pthread_mutex_lock(&swept_lock);
+	for (unsigned i = 0; i < SWEPT_MAX && !hit; i++)
+		hit = swept_same(&swept[i], st) && (swept[i].clean || !clean);
+	pthread_mutex_unlock(&swept_lock);
+	return hit;
+}
+
+static void swept_put(const struct stat *st, const struct timespec *at, bool clean)
+{
+	long long age = (at->tv_sec - st->st_mtim.tv_sec) * 1000000000LL +
+			(at->tv_nsec - st->st_mtim.tv_nsec);
+
+	if (age < SWEPT_SETTLE_NS)
+		return;
+	pthread_mutex_lock(&swept_lock);
+	swept[swept_next++ % SWEPT_MAX] = (struct swept){ st->st_dev, st->st_ino,
+							  st->st_mtim, clean };
+	pthread_mutex_unlock(&swept_lock);
+}
+
 /* The intent records in dir (not recursed; hidden entries skipped); with
  * clean, the stale temporaries of records are removed. */
 static int intents_in(const char *dir, bool clean, char ***out, unsigned *nr)
 {
 	size_t k = strlen(GROUP_INTENT_SUFFIX);
-	DIR *d = opendir(dir);
+	struct timespec at;
+	struct stat st;
 	struct dirent *e;
+	bool any = false;
 	int err = 0;
+	DIR *d;
 
-	if (!d)
-		return 0; /* nothing to recover there */
+	clock_gettime(CLOCK_REALTIME, &at);
+	if (stat(dir, &st) || swept_hit(&st, clean) || !(d = opendir(dir)))
+		return 0; /* nothing to recover there, or nothing since the last look */
 	while (!err && (e = readdir(d))) {
 		size_t n = strlen(e->d_name);
 		bool rec = n > k && !strcmp(e->d_name + n - k, GROUP_INTENT_SUFFIX);
-		if (e->d_name[0] == '.' || (!rec && !(clean && stale_temp(e->d_name))))
+		bool tmp = !rec && stale_temp(e->d_name);
+		if (e->d_name[0] == '.' || (!rec && !tmp))
+			continue;
+		any = true;
+		if (!rec && !clean)
 			continue;
 		char *p = vd_path_join(dir, e->d_name);
 		err = !p ? -ENOMEM : rec ? vd_strv_add(out, nr, p)
@@ -88,6 +144,8 @@ static int intents_in(const char *dir, bool clean, char ***out, unsigned *nr)
 		free(p);
 	}
 	closedir(d);
+	if (!err && !any)
+		swept_put(&st, &at, clean);
 	return err;
 }
 
