@@ -58,22 +58,7 @@ done
 mkdir -p "$dir"
 dir=$(realpath "$dir")
 
-pids=()
-mnts=()
-cleanup()
-{
-	local m p
-	for m in "${mnts[@]}"; do
-		grep -q " $m fuse" /proc/mounts && fusermount3 -u -z "$m"
-	done
-	for p in "${pids[@]}"; do
-		kill "$p" 2>/dev/null || true
-	done
-	wait 2>/dev/null || true
-	mnts=()
-	pids=()
-}
-trap cleanup EXIT
+. "$(dirname "${BASH_SOURCE[0]}")/bench_servers.sh" # pids, mnts, cleanup
 
 # serve NAME FILE-TO-WAIT-FOR CMD...: start a server in the background.
 declare -A pid_of file_of

@@ -255,6 +255,19 @@ kill_in_flow()
 	wait_gone "$1"
 }
 
+# checks_after_kill ROUND TOP: both checkers on the chain a killed server
+# wrote (the unclean flag is a warning after a kill, exit 1; corruption is
+# an error).
+checks_after_kill()
+{
+	local rc
+	run "$VDELTA" check "$2"
+	grep -q ": 0 errors," "$T/last.out" || fail "round $1: vdelta check: $(tail -3 "$T/last.out")"
+	run qemu-img check -q "$2"
+	rc=$?
+	[ $rc = 0 ] || [ $rc = 3 ] || fail "round $1: qemu-img check exit $rc"
+}
+
 # Check that a command succeeds; `what` names it in the report.
 expect_ok()
 {
