@@ -40,22 +40,7 @@ done
 mkdir -p "$dir"
 dir=$(realpath "$dir")
 
-pids=()
-mnts=()
-cleanup()
-{
-	local m p
-	for m in "${mnts[@]}"; do
-		grep -q " $m fuse" /proc/mounts && fusermount3 -u -z "$m"
-	done
-	for p in "${pids[@]}"; do
-		kill "$p" 2>/dev/null || true
-	done
-	wait 2>/dev/null || true
-	mnts=()
-	pids=()
-}
-trap cleanup EXIT
+. "$(dirname "${BASH_SOURCE[0]}")/bench_servers.sh" # pids, mnts, cleanup
 
 # serve NAME CMD...: a server on the socket $dir/NAME.sock, in the background.
 declare -A uri_of file_of
@@ -160,6 +145,7 @@ for depth in $depths; do
 	rm -f "$dir/raw.img"
 	echo "depth $depth: raw copy of $top" >&2
 	"$vdelta" convert -f vmdk -O raw "$top" "$dir/raw.img" >/dev/null
+	sync "$dir/raw.img" # else the file plugin's first flush writes the whole copy back
 	cat "$dir"/chain/*.vmdk "$dir/raw.img" >/dev/null
 
 	serve vdelta-nbd nbdkit -f -U "$dir/vdelta-nbd.sock" "$plugin" "disk=$top:ro"
