@@ -9,6 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <xxhash.h>
+#ifdef __x86_64__
+#include <xxh_x86dispatch.h> /* XXH3 on AVX2 or AVX-512 where the CPU has them */
+#endif
 
 #include "chain_int.h"
 

@@ -28,6 +28,9 @@
 #include <stdlib.h>
 #include <unistd.h>
 #include <xxhash.h>
+#ifdef __x86_64__
+#include <xxh_x86dispatch.h> /* XXH3 on AVX2 or AVX-512 where the CPU has them */
+#endif
 #include <zstd.h>
 
 #include "group_int.h"

@@ -6,7 +6,8 @@
  * wait on the cluster (connecting, monitor and OSD operations), so an
  * unreachable cluster is an error after timeout_s, not a hang.  Each
  * failure is reported once, saying what to check: the conf file, the key,
- * the monitors' address, the pool.
+ * the monitors' address, the pool.  The Ceph libraries are loaded here
+ * (rbd_lib.c): every call into them follows a connection.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -81,6 +82,9 @@ int rbd_conn_open(const struct rbd_target *t, struct rbd_conn *c)
 	int err;
 
 	memset(c, 0, sizeof *c);
+	err = rbd_lib_load();
+	if (err)
+		return err;
 	if (asprintf(&c->who, "client.%s", t->id ? t->id : "admin") < 0) {
 		c->who = NULL;
 		return -ENOMEM;

@@ -8,6 +8,9 @@
  */
 #include <errno.h>
 #include <xxhash.h>
+#ifdef __x86_64__
+#include <xxh_x86dispatch.h> /* XXH3 on AVX2 or AVX-512 where the CPU has them */
+#endif
 
 #include "rbd_int.h"
 

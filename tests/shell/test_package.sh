@@ -5,7 +5,8 @@
 #  - dpkg-buildpackage -us -uc -b makes vdelta_VERSION_ARCH.deb, VERSION
 #    being both debian/changelog's and meson's;
 #  - its Depends name the package of every library the binary links
-#    (readelf's NEEDED, dpkg -S: the oracle for ${shlibs:Depends});
+#    (readelf's NEEDED, dpkg -S: the oracle for ${shlibs:Depends}), and
+#    its Recommends the package of librbd.so.1, which `vdelta rbd` loads;
 #  - lintian finds no error;
 #  - installed into a private root (dpkg --instdir), vdelta --version runs,
 #    each page renders, `man vdelta` finds it there; dpkg -r and -P leave
@@ -65,6 +66,13 @@ test_depends()
 	[ "$n" -ge 3 ] || fail "only $n libraries linked"
 	grep -qE '(^|, )fuse3( |,|$)' <<<"$depends" || fail "Depends lacks fuse3 (fusermount3, mount.fuse3)"
 	pass "Depends ($depends) names the package of each of the $n libraries linked"
+	# librados and librbd are loaded by `vdelta rbd` (dlopen): recommended;
+	# the package that holds them is the oracle
+	pkg=$(dpkg -S "$(readlink -f "$(ldconfig -p | awk '$1 == "librbd.so.1" {print $NF; exit}')")" |
+		head -1 | cut -d: -f1)
+	grep -qE "(^|, )$pkg( |,|$)" <<<"$(dpkg-deb -f "$deb" Recommends)" &&
+		pass "Recommends names $pkg, which vdelta rbd loads" ||
+		fail "Recommends lacks $pkg (librbd.so.1): $(dpkg-deb -f "$deb" Recommends)"
 }
 
 test_lintian()

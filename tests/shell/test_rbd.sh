@@ -295,6 +295,21 @@ expect_ok "a dry run for one disk" "$VDELTA" rbd export -n --json --prefix x- "$
 	fail "a disk named: $(cat "$T/last.out")"
 [ "$(rbd_list)" = "$before" ] && pass "dry run: rbd ls as before" || fail "dry run changed rbd ls"
 
+# librados and librbd are loaded by `vdelta rbd` alone (rbd/rbd_lib.c): no
+# other command maps them, and a library that cannot be loaded is an error
+# naming it and its package, before anything is sent
+ldd "$VDELTA" | grep -E 'librbd|librados|libceph' && fail "vdelta links the Ceph libraries" ||
+	pass "vdelta links neither librbd nor librados"
+mkdir -p "$T/nolib" && echo "not a library" >"$T/nolib/librados.so.2"
+if LD_LIBRARY_PATH=$T/nolib run "$VDELTA" rbd export --prefix l- --all "$A"; then
+	fail "export without a loadable librados succeeded"
+else
+	grep -q "librados.so.2 (Debian: apt-get install librbd1)" "$T/last.err" &&
+		pass "no loadable librados: refused, naming the library and its package" ||
+		fail "no loadable librados: $(cat "$T/last.err")"
+fi
+[ "$(rbd_list)" = "$before" ] && pass "no library: rbd ls as before" || fail "no library, but rbd ls changed"
+
 # a new snapshot of c1: c1 gets its snapshot, the new top is cloned from it
 run "$VDELTA" snapshot "$A/c1.vmdk"
 run "$VDIO" -w "$A/c1-000001.vmdk" -c 'write -P 0x45 3M 64k'
