@@ -9,6 +9,11 @@
  * file name; a top that cannot (not hosted sparse) stays over its parent.
  * Shared layers are never written.
  *
+ * When those merges would leave the top straight over the first layer they
+ * cannot write (shared, or with children unknown), or make it a base, the
+ * top takes every layer between in one pull instead: the same result, each
+ * byte copied once and one merge's syncs, not one merge per layer.
+ *
  * Steps: a sequence of commits (group_commit.c C1-C7) and pulls
  * (group_pull.c U1-U7), each complete and recoverable on its own.  The
  * group loaded once is kept up to date between two merges (the layer
@@ -38,6 +43,27 @@ static bool top_takes_parent(const struct group *g, int d, char *const *keep,
 
 	return !kept(t->nodes[t->nodes[d].parent].path, keep, nr_keep) &&
 	       !group_pull_eligible(t->nodes[d].path);
+}
+
+/* How many layers the top d takes in by one pull (see above), or 0: the
+ * merges go pairwise (a layer under d is kept, or a link is broken). */
+static unsigned pull_depth(const struct group *g, int d, char *const *keep,
+			   unsigned nr_keep)
+{
+	const struct group_tree *t = g->t;
+	unsigned k = 0;
+
+	if (!top_takes_parent(g, d, keep, nr_keep))
+		return 0;
+	for (int q = t->nodes[d].parent; q >= 0; q = t->nodes[q].parent, k++) {
+		if (group_busy(g, q))
+			return k;
+		if (kept(t->nodes[q].path, keep, nr_keep) ||
+		    (t->nodes[q].flags & (GROUP_TREE_BROKEN | GROUP_TREE_MISSING |
+					  GROUP_TREE_CAPACITY | GROUP_TREE_UNREADABLE)))
+			return 0;
+	}
+	return k;
 }
 
 /* The lowest layer of the disk to merge with its parent, or -1. */
@@ -78,44 +104,67 @@ static int merge_direction(const struct group *g, int l, char *const *keep,
 	*counted = !err;
 	if (err || kept(pp, keep, nr_keep) || group_pull_eligible(lp))
 		return err;
-	err = group_pull_bytes(lp, pp, &up);
+	err = group_pull_bytes(lp, pp, 1, &up);
 	*pull = !err && up < *bytes;
 	*bytes = *pull ? up : *bytes;
 	return err;
 }
 
 /* Merge node l with its parent in the direction that copies fewer bytes
- * (counted once); *pull tells which. */
-static int merge_one(struct group *g, int l, char *const *keep, unsigned nr_keep,
-		     unsigned flags, const struct vd_io *io, struct group_plan *plan,
-		     bool *pull)
+ * (counted once); *pull tells which.  depth > 1: l is the top and takes in
+ * that many layers (pull_depth). */
+static int merge_one(struct group *g, int l, unsigned depth, char *const *keep,
+		     unsigned nr_keep, unsigned flags, const struct vd_io *io,
+		     struct group_plan *plan, bool *pull)
 {
 	uint64_t bytes = 0;
 	bool counted;
-	int err = merge_direction(g, l, keep, nr_keep, pull, &bytes, &counted);
+	int err = depth > 1 ? 0 : merge_direction(g, l, keep, nr_keep, pull, &bytes, &counted);
 
 	if (err)
 		return err;
-	return (*pull ? group_pull_counted : group_commit_counted)(
-		g, g->t->nodes[l].path, flags, io, plan, counted ? &bytes : NULL);
+	*pull = *pull || depth > 1;
+	if (*pull)
+		return group_pull_counted(g, g->t->nodes[l].path, depth, flags, io, plan,
+					  depth == 1 && counted ? &bytes : NULL);
+	return group_commit_counted(g, g->t->nodes[l].path, flags, io, plan,
+				    counted ? &bytes : NULL);
 }
 
-/* The tree as the merge of node l with its parent leaves it (a dry run:
- * as it would leave it): the layer merged away is gone, its children hang
- * from the one that stays, whose facts are read again. */
-static int merged(struct group *g, int l, bool pull, bool dry_run)
+static void gone(struct group_tree *t, int n)
+{
+	group_tree_move(t, (unsigned)n, -1);
+	t->nodes[n].nr_children = t->nodes[n].reach = 0;
+	t->nodes[n].flags |= GROUP_TREE_GONE;
+}
+
+/* The tree as the merge of node l with its parent (a pull of depth > 1:
+ * with that many layers) leaves it (a dry run: as it would leave it): the
+ * layers merged away are gone, their children hang from the one that
+ * stays, whose facts are read again. */
+static int merged(struct group *g, int l, unsigned depth, bool pull, bool dry_run)
 {
 	struct group_tree *t = g->t;
-	int p = t->nodes[l].parent, gone = pull ? p : l, stays = pull ? l : p;
+	int p = t->nodes[l].parent, stays = pull ? l : p;
 
-	if (pull)
+	for (unsigned i = 0; pull && i < depth; i++, p = t->nodes[l].parent) {
 		group_tree_move(t, (unsigned)l, t->nodes[p].parent);
+		gone(t, p);
+	}
 	while (!pull && t->nodes[l].first_child >= 0)
 		group_tree_move(t, (unsigned)t->nodes[l].first_child, p);
-	group_tree_move(t, (unsigned)gone, -1);
-	t->nodes[gone].nr_children = t->nodes[gone].reach = 0;
-	t->nodes[gone].flags |= GROUP_TREE_GONE;
+	if (!pull)
+		gone(t, l);
 	return dry_run ? 0 : group_tree_refresh(t, (unsigned)stays);
+}
+
+/* The next merge of disk d: *l and *depth (0 when none is left). */
+static void next_step(const struct group *g, int d, char *const *keep, unsigned nr_keep,
+		      int *l, unsigned *depth)
+{
+	*depth = pull_depth(g, d, keep, nr_keep);
+	*l = *depth > 1 ? d : next_merge(g, d, keep, nr_keep);
+	*depth = *l < 0 ? 0 : *depth > 1 ? *depth : 1;
 }
 
 /* Dry run: the merges on the group as it is, lowest first; the bytes of the
@@ -124,14 +173,16 @@ static int consolidate_plan(struct group *g, int d, char *const *keep,
 			    unsigned nr_keep, struct group_plan *plan)
 {
 	int l, err = 0;
+	unsigned depth;
 	uint64_t copy = 0;
-	bool pull;
+	bool pull = true;
 
-	while (!err && (l = next_merge(g, d, keep, nr_keep)) >= 0) {
-		err = merge_one(g, l, keep, nr_keep, GROUP_DRY_RUN, NULL, plan, &pull);
+	for (next_step(g, d, keep, nr_keep, &l, &depth); !err && depth;
+	     next_step(g, d, keep, nr_keep, &l, &depth)) {
+		err = merge_one(g, l, depth, keep, nr_keep, GROUP_DRY_RUN, NULL, plan, &pull);
 		copy += plan->copy_bytes;
 		if (!err)
-			err = merged(g, l, pull, true);
+			err = merged(g, l, depth, pull, true);
 	}
 	plan->copy_bytes = plan->space_needed = copy;
 	return err;
@@ -159,7 +210,8 @@ int group_consolidate(struct group *g, const char *disk, char *const *keep,
 		      struct group_plan *plan)
 {
 	uint64_t copy = 0;
-	bool pull;
+	bool pull = true;
+	unsigned depth = 0;
 	int d = group_disk_node(g, disk, "consolidate"), l, err = d < 0 ? d : 0;
 
 	plan->op = "consolidate";
@@ -170,13 +222,15 @@ int group_consolidate(struct group *g, const char *disk, char *const *keep,
 		plan->op = "consolidate";
 		return err;
 	}
-	while (!err && (l = next_merge(g, d, keep, nr_keep)) >= 0) {
+	if (!err)
+		next_step(g, d, keep, nr_keep, &l, &depth);
+	for (; !err && depth; next_step(g, d, keep, nr_keep, &l, &depth)) {
 		free(plan->result);
 		plan->result = NULL;
-		err = merge_one(g, l, keep, nr_keep, 0, io, plan, &pull);
+		err = merge_one(g, l, depth, keep, nr_keep, 0, io, plan, &pull);
 		copy += plan->copy_bytes;
 		if (!err)
-			err = merged(g, l, pull, false);
+			err = merged(g, l, depth, pull, false);
 	}
 	plan->copy_bytes = plan->space_needed = copy;
 	plan->op = "consolidate";

@@ -305,18 +305,22 @@ int group_rewrite_compare(struct chain *src, struct vmdk_disk *dst, enum group_c
 /* ---- group_commit.c, group_pull.c: the merges with their bytes counted -------------------- */
 
 /* group_commit and group_pull when the caller counted the bytes the merge
- * copies (consolidate, choosing the direction): counted, or NULL to count. */
+ * copies (consolidate, choosing the direction): counted, or NULL to count.
+ * depth: the layers pulled into layer, its parent and depth - 1 under it
+ * (each reached only through the one above it). */
 int group_commit_counted(struct group *g, const char *layer, unsigned flags,
 			 const struct vd_io *io, struct group_plan *plan,
 			 const uint64_t *counted);
-int group_pull_counted(struct group *g, const char *layer, unsigned flags,
-		       const struct vd_io *io, struct group_plan *plan,
+int group_pull_counted(struct group *g, const char *layer, unsigned depth,
+		       unsigned flags, const struct vd_io *io, struct group_plan *plan,
 		       const uint64_t *counted);
 
 /* ---- group_pull.c ---------------------------------------------------------------------------- */
 
-/* Bytes a pull of layer's parent into layer copies. */
-int group_pull_bytes(const char *layer, const char *parent, uint64_t *out);
+/* Bytes a pull of layer's parent (and depth - 1 layers under it) into
+ * layer copies. */
+int group_pull_bytes(const char *layer, const char *parent, unsigned depth,
+		     uint64_t *out);
 /* 0 when layer can take its parent in (hosted sparse), -ENOTSUP (not
  * reported) otherwise. */
 int group_pull_eligible(const char *layer);

@@ -3,7 +3,13 @@
  *
  * Owns: the plan and the steps of copying into layer L what its parent P
  * holds and L does not override, re-pointing L to P's parent G (or making
- * L a base when P was one) and removing P.  L keeps its name (a disk's top
+ * L a base when P was one) and removing P.  P may be a run of layers, P
+ * (L's parent) and the layers below it down to G's child ("below" in the
+ * record): consolidate takes a disk's unshared layers into its top in one
+ * pull.  Each of them is then what P is below: reached only through L,
+ * only read, removed at the end; U2 copies P's runs first, then each lower
+ * layer's runs that L does not hold yet, all read through P's chain, so L
+ * takes what the whole run reads, and U3 checks each of them.  L keeps its name (a disk's top
  * stays where the VM config names it) and its CID (it reads the same, so
  * its children stay valid).  P must be reached by no other disk than
  * through L, and L by no other disk at all: P is only read, G is never
@@ -45,10 +51,12 @@
 struct pull_rec {
 	struct group_intent in;  /* target: L */
 	char *parent;            /* P, merged away */
-	char *grandparent;       /* G, P's parent (NULL: P was a base) */
+	char *grandparent;       /* G, the lowest pulled layer's parent (NULL: a base) */
+	char **below;            /* the layers under P pulled too, top down */
+	unsigned nr_below;
 	char *cid;               /* L's CID (8 hex digits), kept */
 	char *long_cid;          /* L's ddb.longContentID, when it had one */
-	char **files;            /* P's files and sidecar, removed */
+	char **files;            /* the pulled layers' files and sidecars, removed */
 	unsigned nr_files;
 };
 
@@ -57,6 +65,8 @@ static const struct group_field pull_fields[] = {
 			GROUP_LOCK_EXCL),
 	GROUP_FIELD_ONE(struct pull_rec, grandparent, "grandparent", GROUP_FIELD_LAYER,
 			GROUP_LOCK_NONE),
+	GROUP_FIELD_LIST(struct pull_rec, below, nr_below, "below", GROUP_FIELD_LAYERS,
+			 GROUP_LOCK_EXCL),
 	GROUP_FIELD_ONE(struct pull_rec, cid, "cid", GROUP_FIELD_TEXT, GROUP_LOCK_NONE),
 	GROUP_FIELD_ONE(struct pull_rec, long_cid, "long_cid", GROUP_FIELD_TEXT,
 			GROUP_LOCK_NONE),
@@ -65,9 +75,12 @@ static const struct group_field pull_fields[] = {
 };
 
 struct pull {
-	struct vmdk_disk *l, *p;
+	struct vmdk_disk *l, *p; /* p: the pulled layer each_gap walks */
 	struct chain *pc; /* P's chain: the bytes P reads, L's partial grains */
-	bool base;        /* P has no parent: L becomes a base */
+	struct chain *below; /* G's chain when several layers are pulled: its locks */
+	unsigned depth;   /* the layers of pc pulled: P and those below it */
+	unsigned at;      /* the one each_gap walks (p), 0: P */
+	bool base;        /* the lowest of them has no parent: L becomes a base */
 	uint8_t *buf;
 	struct group_plan *plan;
 	uint64_t done, total;
@@ -93,7 +106,7 @@ int group_pull_eligible(const char *layer)
 /* fn over every part of P's held runs that L does not hold. */
 typedef int pull_fn(struct pull *u, enum vmdk_bs pk, uint64_t off, uint64_t len);
 
-static int each_gap(struct pull *u, pull_fn *fn)
+static int each_gap_of(struct pull *u, pull_fn *fn)
 {
 	uint64_t cap = vmdk_capacity(u->p), n, m;
 	enum vmdk_bs pk, lk;
@@ -112,11 +125,43 @@ static int each_gap(struct pull *u, pull_fn *fn)
 	return err;
 }
 
+/* Each pulled layer top down: once fn copied a layer's gaps, L holds them,
+ * so a lower layer's gaps are only what no layer above it holds, where
+ * P's chain reads that layer. */
+static int each_gap(struct pull *u, pull_fn *fn)
+{
+	int err = 0;
+
+	for (u->at = 0; !err && u->at < u->depth; u->at++) {
+		u->p = chain_layer(u->pc, u->at);
+		err = each_gap_of(u, fn);
+	}
+	u->p = chain_layer(u->pc, u->at = 0);
+	return err;
+}
+
+/* Into *out the bytes of [off, off + len) that none of the pulled layers
+ * above layer i holds (counting copies nothing, so L does not say it). */
+static int unheld_above(struct pull *u, unsigned i, uint64_t off, uint64_t len,
+			uint64_t *out)
+{
+	enum vmdk_bs k;
+	uint64_t m;
+	int err = 0;
+
+	if (!i)
+		*out += len;
+	for (uint64_t o = off; i && !err && o < off + len; o += m) {
+		err = vmdk_block_status(chain_layer(u->pc, i - 1), o, off + len - o, &k, &m);
+		if (!err && k == VMDK_BS_UNALLOC)
+			err = unheld_above(u, i - 1, o, m, out);
+	}
+	return err;
+}
+
 static int count_gap(struct pull *u, enum vmdk_bs pk, uint64_t off, uint64_t len)
 {
-	(void)off;
-	u->total += pk == VMDK_BS_DATA ? len : 0;
-	return 0;
+	return pk == VMDK_BS_DATA ? unheld_above(u, u->at, off, len, &u->total) : 0;
 }
 
 /* U2: one gap, from P's chain into L (zeros stay holes in a new base). */
@@ -166,20 +211,47 @@ static int pull_backing(void *opaque, void *buf, size_t len, uint64_t off)
 	return chain_pread(opaque, buf, len, off);
 }
 
-/* Open L (writable when rdwr: the operation's lock set holds L and P) and
- * P's chain (its parents locked here: read, no writer). */
-static int pull_open(struct pull *u, const char *layer, const char *parent, bool rdwr,
-		     const struct vd_io *io)
+/* Several layers pulled (rdwr): the operation's lock set holds them, so
+ * P's chain was opened without locks; the layers under them (G's chain)
+ * are locked here (read, no writer), and G must be the layer P's chain
+ * read (the same CID) when it was opened. */
+static int lock_below(struct pull *u, unsigned depth, const struct vd_io *io)
 {
+	struct vmdk_disk *g = chain_layer(u->pc, depth);
+	int err = chain_open(vmdk_path(g), CHAIN_OPEN_RDONLY | CHAIN_OPEN_DIRTY_OK, io,
+			     &u->below);
+
+	if (!err && vmdk_cid(chain_layer(u->below, 0)) != vmdk_cid(g)) {
+		vd_err("%s: changed while the merge opened it: not merged", vmdk_path(g));
+		err = -EAGAIN;
+	}
+	return err;
+}
+
+/* Open L (writable when rdwr: the operation's lock set holds L, P and the
+ * layers below P pulled) and P's chain (the layers under those locked here:
+ * read, no writer); depth: P and the layers below it pulled. */
+static int pull_open(struct pull *u, const char *layer, const char *parent,
+		     unsigned depth, bool rdwr, const struct vd_io *io)
+{
+	unsigned lock = !rdwr ? 0 : depth > 1 ? CHAIN_OPEN_NOLOCK : CHAIN_OPEN_NOLOCK_TOP;
 	int err = vmdk_open(layer, rdwr ? VMDK_OPEN_RDWR | VMDK_OPEN_DIRTY_OK
 				       : VMDK_OPEN_RDONLY | VMDK_OPEN_DIRTY_OK, io, &u->l);
 
 	if (!err)
-		err = chain_open(parent, CHAIN_OPEN_RDONLY | CHAIN_OPEN_DIRTY_OK |
-				 (rdwr ? CHAIN_OPEN_NOLOCK_TOP : 0), io, &u->pc);
+		err = chain_open(parent, CHAIN_OPEN_RDONLY | CHAIN_OPEN_DIRTY_OK | lock, io,
+				 &u->pc);
+	if (!err && chain_depth(u->pc) < depth) {
+		vd_err("%s: its chain has %u layers, the merge pulls %u: not merged", parent,
+		       chain_depth(u->pc), depth);
+		err = -ESTALE;
+	}
+	if (!err && (lock & CHAIN_OPEN_NOLOCK) && chain_depth(u->pc) > depth)
+		err = lock_below(u, depth, io);
 	if (!err) {
 		u->p = chain_layer(u->pc, 0);
-		u->base = chain_depth(u->pc) == 1;
+		u->depth = depth;
+		u->base = chain_depth(u->pc) == depth;
 		vmdk_set_backing(u->l, pull_backing, u->pc);
 		u->buf = malloc(PULL_BUF);
 	}
@@ -197,15 +269,44 @@ static int pull_close(struct pull *u)
 	int err = u->l ? vmdk_close(u->l) : 0;
 
 	chain_close(u->pc);
+	chain_close(u->below);
 	free(u->buf);
 	*u = (struct pull){ .plan = u->plan };
 	return err;
 }
 
-int group_pull_bytes(const char *layer, const char *parent, uint64_t *out)
+/* The lowest pulled layer: P, or the last below it. */
+static const char *lowest(const struct pull_rec *r)
+{
+	return r->nr_below ? r->below[r->nr_below - 1] : r->parent;
+}
+
+/* The layers under P in P's chain are the record's, and G under them. */
+static int pull_matches(const struct pull *u, const struct pull_rec *r)
+{
+	struct vmdk_disk *g = chain_depth(u->pc) > u->depth ? chain_layer(u->pc, u->depth)
+							     : NULL;
+
+	for (unsigned i = 0; i < r->nr_below; i++)
+		if (!vd_same_file(vmdk_path(chain_layer(u->pc, i + 1)), r->below[i])) {
+			vd_err("%s: layer %u under %s is %s, not %s: not merged", r->in.path,
+			       i + 1, r->parent, vmdk_path(chain_layer(u->pc, i + 1)),
+			       r->below[i]);
+			return -ESTALE;
+		}
+	if (g ? r->grandparent && vd_same_file(vmdk_path(g), r->grandparent)
+	      : !r->grandparent)
+		return 0;
+	vd_err("%s: the parent of %s is %s, not %s: not merged", r->in.path, lowest(r),
+	       g ? vmdk_path(g) : "none", r->grandparent ? r->grandparent : "none");
+	return -ESTALE;
+}
+
+int group_pull_bytes(const char *layer, const char *parent, unsigned depth,
+		     uint64_t *out)
 {
 	struct pull u = {0};
-	int err = pull_open(&u, layer, parent, false, NULL);
+	int err = pull_open(&u, layer, parent, depth, false, NULL);
 
 	if (!err)
 		err = each_gap(&u, count_gap);
@@ -223,7 +324,7 @@ static int pull_repoint(const struct pull_rec *r, const struct vd_io *io)
 	int err = r->grandparent ? chain_hint_make(r->in.target, r->grandparent, &hint) : 0;
 	uint32_t pcid = VMDK_CID_NONE;
 
-	if (!err && r->grandparent && !(err = vmdk_open(r->parent, VMDK_OPEN_RDONLY |
+	if (!err && r->grandparent && !(err = vmdk_open(lowest(r), VMDK_OPEN_RDONLY |
 							 VMDK_OPEN_DIRTY_OK, io, &d))) {
 		pcid = vmdk_parent_cid(d);
 		vmdk_close(d);
@@ -251,9 +352,11 @@ static int pull_repoint(const struct pull_rec *r, const struct vd_io *io)
  * recovery); u is closed. */
 static int pull_merge(const struct pull_rec *r, const struct vd_io *io, struct pull *u)
 {
-	int err = u->l ? 0 : pull_open(u, r->in.target, r->parent, true, io);
+	int err = u->l ? 0 : pull_open(u, r->in.target, r->parent, 1 + r->nr_below, true, io);
 
 	u->total = u->plan ? u->plan->copy_bytes : 0; /* progress only */
+	if (!err)
+		err = pull_matches(u, r);
 	if (!err)
 		err = each_gap(u, copy_gap);
 	if (!err)
@@ -307,7 +410,7 @@ static int pull_steps(const struct pull_rec *r, const struct vd_io *io, struct p
 	if (!err && (before_u4 > 0 || !lstat(r->parent, &(struct stat){0})))
 		err = pull_repoint(r, io); /* U4 */
 	if (!err && r->grandparent) /* U5 */
-		err = group_record_update(r->grandparent, r->parent, &r->in.target, 1, 0, io);
+		err = group_record_update(r->grandparent, lowest(r), &r->in.target, 1, 0, io);
 	if (!err) /* U6 */
 		err = group_layer_remove_files(r->files, r->nr_files, io);
 	return err ? err : group_intent_done(&r->in, io); /* U7 */
@@ -336,11 +439,37 @@ const struct group_op group_op_pull = {
 
 /* ---- plan ------------------------------------------------------------------------- */
 
-/* The record of pulling node l's parent into l. */
-static int pull_record(const struct group *g, int l, struct pull_rec **out)
+/* The node depth layers above node l (0: l). */
+static int up(const struct group_tree *t, int l, unsigned depth)
+{
+	while (depth-- && l >= 0)
+		l = t->nodes[l].parent;
+	return l;
+}
+
+/* The layers under P pulled (depth - 1 of them) and their files. */
+static int add_below(const struct group_tree *t, int l, unsigned depth,
+		     struct pull_rec *r)
+{
+	int err = 0;
+
+	for (unsigned i = 2; !err && i <= depth; i++) {
+		const char *path = t->nodes[up(t, l, i)].path;
+		err = group_intent_add(&r->below, &r->nr_below, path);
+		if (!err)
+			err = group_layer_add_files(&r->files, &r->nr_files, path);
+	}
+	return err;
+}
+
+/* The record of pulling node l's parent into l, and the depth - 1 layers
+ * under it. */
+static int pull_record(const struct group *g, int l, unsigned depth,
+		       struct pull_rec **out)
 {
 	const struct group_tree *t = g->t;
-	const struct group_tree_node *n = &t->nodes[l], *p = &t->nodes[n->parent];
+	const struct group_tree_node *n = &t->nodes[l], *p = &t->nodes[n->parent],
+				     *low = &t->nodes[up(t, l, depth)];
 	struct group_intent *head;
 	struct vmdk_disk *d = NULL;
 	struct pull_rec *r;
@@ -356,14 +485,16 @@ static int pull_record(const struct group *g, int l, struct pull_rec **out)
 		r->long_cid = strdup(vmdk_desc_get(d, "ddb.longContentID"));
 	vmdk_close(d);
 	r->parent = strdup(p->path);
-	if (p->parent >= 0)
-		r->grandparent = strdup(t->nodes[p->parent].path);
-	if (!err && (!r->parent || !r->cid || (p->parent >= 0 && !r->grandparent)))
+	if (low->parent >= 0)
+		r->grandparent = strdup(t->nodes[low->parent].path);
+	if (!err && (!r->parent || !r->cid || (low->parent >= 0 && !r->grandparent)))
 		err = -ENOMEM;
-	return err ? err : group_layer_add_files(&r->files, &r->nr_files, p->path);
+	if (!err)
+		err = group_layer_add_files(&r->files, &r->nr_files, p->path);
+	return err ? err : add_below(t, l, depth, r);
 }
 
-static int pull_check(const struct group *g, const char *layer, int *l)
+static int pull_check(const struct group *g, const char *layer, unsigned depth, int *l)
 {
 	int p = group_merge_node(g, layer, "merging its parent into it", l), err;
 
@@ -371,8 +502,18 @@ static int pull_check(const struct group *g, const char *layer, int *l)
 		return p;
 	if (group_shared(g, *l))
 		return group_refuse_shared(g, *l, "merging its parent into it");
-	if (group_busy(g, p))
-		return group_refuse_busy(g, p, "merging it into its child");
+	for (unsigned i = 1; i <= depth; i++) { /* each pulled layer, and its link down */
+		int q = up(g->t, *l, i), below;
+		if (q < 0) {
+			vd_err("%s: has no %u layers under it to merge", layer, depth);
+			return -EINVAL;
+		}
+		if (i < depth && (err = group_merge_node(g, g->t->nodes[q].path,
+							 "merging its parent", &below)) < 0)
+			return err;
+		if (group_busy(g, q))
+			return group_refuse_busy(g, q, "merging it into its child");
+	}
 	if ((err = group_pull_eligible(layer)) == -ENOTSUP)
 		vd_err("%s: not a hosted sparse layer: its parent cannot be merged into it; "
 		       "nothing changed", layer);
@@ -384,15 +525,16 @@ static int pull_plan(const struct group *g, int l, const struct pull_rec *r,
 		     const uint64_t *counted, struct group_plan *plan)
 {
 	uint64_t bytes = counted ? *counted : 0;
-	int err = counted ? 0 : group_pull_bytes(r->in.target, r->parent, &bytes);
+	unsigned depth = 1 + r->nr_below;
+	int err = counted ? 0 : group_pull_bytes(r->in.target, r->parent, depth, &bytes);
 
 	if (!err)
 		err = group_plan_add(plan, GROUP_STEP_PULL, r->in.target, bytes);
 	if (!err)
 		err = group_plan_add(plan, GROUP_STEP_REPOINT, r->in.target, 0);
-	if (!err)
-		err = group_plan_add(plan, GROUP_STEP_REMOVE, r->parent,
-				     g->t->nodes[g->t->nodes[l].parent].file_bytes);
+	for (unsigned i = 1; !err && i <= depth; i++)
+		err = group_plan_add(plan, GROUP_STEP_REMOVE, g->t->nodes[up(g->t, l, i)].path,
+				     g->t->nodes[up(g->t, l, i)].file_bytes);
 	plan->copy_bytes = plan->space_needed = bytes;
 	free(plan->result);
 	plan->result = g->t->nodes[l].nr_children ? NULL : strdup(r->in.target);
@@ -409,7 +551,9 @@ static int pull_run(const struct pull_rec *r, const struct vd_io *io,
 	int err = group_intent_lock(&r->in, &locks);
 
 	if (!err)
-		err = pull_open(&u, r->in.target, r->parent, true, io);
+		err = pull_open(&u, r->in.target, r->parent, 1 + r->nr_below, true, io);
+	if (!err)
+		err = pull_matches(&u, r);
 	if (!err)
 		err = group_intent_write(&r->in, io); /* U1 */
 	if (!err)
@@ -419,17 +563,17 @@ static int pull_run(const struct pull_rec *r, const struct vd_io *io,
 	return err;
 }
 
-int group_pull_counted(struct group *g, const char *layer, unsigned flags,
-		       const struct vd_io *io, struct group_plan *plan,
+int group_pull_counted(struct group *g, const char *layer, unsigned depth,
+		       unsigned flags, const struct vd_io *io, struct group_plan *plan,
 		       const uint64_t *counted)
 {
 	struct pull_rec *r = NULL;
-	int l, err = pull_check(g, layer, &l);
+	int l, err = pull_check(g, layer, depth, &l);
 
 	io = io ? io : vd_io_posix();
 	plan->op = "pull";
 	if (!err)
-		err = pull_record(g, l, &r);
+		err = pull_record(g, l, depth, &r);
 	if (!err)
 		err = pull_plan(g, l, r, counted, plan);
 	if (!err && !(flags & GROUP_DRY_RUN))
@@ -441,5 +585,5 @@ int group_pull_counted(struct group *g, const char *layer, unsigned flags,
 int group_pull(struct group *g, const char *layer, unsigned flags,
 	       const struct vd_io *io, struct group_plan *plan)
 {
-	return group_pull_counted(g, layer, flags, io, plan, NULL);
+	return group_pull_counted(g, layer, 1, flags, io, plan, NULL);
 }

@@ -443,10 +443,15 @@ static void check_after(const char *dir, enum which w, bool finished)
 		if (finished)
 			assert_false(exists(dir, "base.vmdk"));
 		break;
-	case OP_CONSOLIDATE_BASE: /* same content; s1 alone below s3 when finished */
+	case OP_CONSOLIDATE_BASE: /* same content; s3 a base, alone, when finished */
 		assert_true(reads(dir, "base-000003.vmdk", M.s3));
-		if (finished)
-			assert_false(exists(dir, "base.vmdk") || exists(dir, "base-000002.vmdk"));
+		if (finished) {
+			assert_false(exists(dir, "base.vmdk") || exists(dir, "base-000001.vmdk") ||
+				     exists(dir, "base-000002.vmdk"));
+			h = parent_of(dir, "base-000003.vmdk");
+			assert_string_equal(h, "");
+			free(h);
+		}
 		break;
 	case OP_COMMIT: /* content unchanged, s2 gone when finished */
 		assert_true(reads(dir, "base-000003.vmdk", M.s3));
@@ -469,10 +474,14 @@ static void check_after(const char *dir, enum which w, bool finished)
 		else /* rolled back: s1 as it was */
 			assert_true(same_bytes(dir, "base-000001.vmdk") || reaches_base(dir) == false);
 		break;
-	case OP_CONSOLIDATE: /* same content, s2 gone when finished */
+	case OP_CONSOLIDATE: /* same content; s3 over the shared base when finished */
 		assert_true(reads(dir, "base-000003.vmdk", M.s3));
-		if (finished)
-			assert_false(exists(dir, "base-000002.vmdk"));
+		if (finished) {
+			assert_false(exists(dir, "base-000002.vmdk") || exists(dir, "base-000001.vmdk"));
+			h = parent_of(dir, "base-000003.vmdk");
+			assert_string_equal(h, "base.vmdk");
+			free(h);
+		}
 		break;
 	case OP_REPAIR: /* same content; no leak once finished */
 		assert_true(reads(dir, "base-000003.vmdk", M.s3));
@@ -633,7 +642,7 @@ static void test_faults_near(void **state)
 	(void)state;
 	recover_near = true;
 	faults(OP_PULL);
-	faults(OP_CONSOLIDATE_BASE); /* a pull, then a commit */
+	faults(OP_CONSOLIDATE_BASE); /* one pull of three layers */
 	recover_near = false;
 }
 static void test_pull_base_faults(void **state) { (void)state; faults(OP_PULL_BASE); }
@@ -708,38 +717,69 @@ static void test_pull_refused(void **state)
 	free(dir);
 }
 
-/* Without the clone, base is A's alone: consolidate pulls base into s1
- * (base holds 832 KiB that s1 does not override, s1 holds 1 MiB + one
- * 64 KiB grain: the writes of build()), then commits s2 (the 8 grains its
- * writes touch: zeros written over data are stored as data in a delta
- * without zeroed-grain entries; less than what s1 then holds) into s1.
- * The dry run shows both directions and writes nothing. */
-static void test_consolidate_direction(void **state)
+/* Bytes of the disk whose top is `under` that top does not override: what
+ * `top` holds not, where the chain of `under` reads data (its merged map,
+ * not the pull's walk of each layer). */
+static uint64_t taken_in(const char *top, const char *under)
+{
+	struct vmdk_disk *t;
+	struct chain *c;
+	enum vmdk_bs tk, ck;
+	uint64_t n, m, bytes = 0;
+
+	assert_int_equal(vmdk_open(top, VMDK_OPEN_RDONLY, NULL, &t), 0);
+	assert_int_equal(chain_open(under, CHAIN_OPEN_RDONLY, NULL, &c), 0);
+	for (uint64_t off = 0; off < CAP; off += n) {
+		assert_int_equal(vmdk_block_status(t, off, CAP - off, &tk, &n), 0);
+		for (uint64_t o = off; tk == VMDK_BS_UNALLOC && o < off + n; o += m) {
+			assert_int_equal(chain_block_status(c, o, off + n - o, &ck, &m), 0);
+			bytes += ck == VMDK_BS_DATA ? m : 0;
+		}
+	}
+	chain_close(c);
+	vmdk_close(t);
+	return bytes;
+}
+
+/* Consolidating a disk alone (the clone dropped): its top takes every
+ * layer under it in one pull, each byte once, and becomes a base. */
+static void test_consolidate_one_pull(void **state)
 {
 	char *dir = copy_group(), *top = at(dir, "base-000003.vmdk");
+	char *s2 = at(dir, "base-000002.vmdk");
+	static const char *const gone[] = { "base-000002.vmdk", "base-000001.vmdk", "base.vmdk" };
 	struct group_plan plan = {0};
-	const struct group_plan_step *s;
+	uint64_t bytes;
+	char *parent;
 
 	(void)state;
 	drop_clone(dir);
+	bytes = taken_in(top, s2);
 	assert_int_equal(run_path(top, consolidate_op, GROUP_DRY_RUN, NULL, &plan), 0);
-	assert_true(plan.nr_steps >= 5);
-	s = &plan.steps[0];
-	assert_int_equal(s->kind, GROUP_STEP_PULL);
-	assert_string_equal(strrchr(s->path, '/') + 1, "base-000001.vmdk");
-	assert_int_equal(s->bytes, (512u + 256u + 64u) << 10);
-	assert_int_equal(plan.steps[2].kind, GROUP_STEP_REMOVE);
-	assert_string_equal(strrchr(plan.steps[2].path, '/') + 1, "base.vmdk");
-	s = &plan.steps[3];
-	assert_int_equal(s->kind, GROUP_STEP_WRITE);
-	assert_string_equal(strrchr(s->path, '/') + 1, "base-000001.vmdk");
-	assert_int_equal(s->bytes, 8u << 16); /* the 8 grains s2's writes touch */
+	assert_int_equal(plan.nr_steps, 5);
+	assert_int_equal(plan.steps[0].kind, GROUP_STEP_PULL);
+	assert_string_equal(strrchr(plan.steps[0].path, '/') + 1, "base-000003.vmdk");
+	assert_int_equal(plan.steps[0].bytes, bytes);
+	for (unsigned i = 0; i < 3; i++) {
+		assert_int_equal(plan.steps[2 + i].kind, GROUP_STEP_REMOVE);
+		assert_string_equal(strrchr(plan.steps[2 + i].path, '/') + 1, gone[i]);
+	}
 	group_plan_free(&plan);
 	assert_true(same_bytes(dir, "base.vmdk") && same_bytes(dir, "base-000001.vmdk") &&
 		    same_bytes(dir, "base-000002.vmdk") && same_bytes(dir, "base-000003.vmdk"));
+	assert_int_equal(run_path(top, consolidate_op, 0, NULL, &plan), 0);
+	assert_int_equal(plan.copy_bytes, bytes);
+	group_plan_free(&plan);
+	assert_true(reads(dir, "base-000003.vmdk", M.s3));
+	parent = parent_of(dir, "base-000003.vmdk");
+	assert_string_equal(parent, "");
+	for (unsigned i = 0; i < 3; i++)
+		assert_false(exists(dir, gone[i]));
 	vdt_rmtree(dir);
+	free(parent);
 	free(dir);
 	free(top);
+	free(s2);
 }
 
 /* ---- a legacy record naming another group's disk --------------------------------- */
@@ -1057,7 +1097,7 @@ int main(void)
 		cmocka_unit_test(test_legacy_other_group),
 		cmocka_unit_test(test_legacy_too_many_layers),
 		cmocka_unit_test(test_pull_refused),
-		cmocka_unit_test(test_consolidate_direction),
+		cmocka_unit_test(test_consolidate_one_pull),
 		cmocka_unit_test(test_consolidate_base),
 		cmocka_unit_test(test_consolidate_base_faults),
 		cmocka_unit_test(test_faults_near),
