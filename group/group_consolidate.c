@@ -53,7 +53,7 @@ static unsigned pull_depth(const struct group *g, int d, char *const *keep,
 	const struct group_tree *t = g->t;
 	unsigned k = 0;
 
-	if (!top_takes_parent(g, d, keep, nr_keep))
+	if (t->nodes[d].parent < 0 || !top_takes_parent(g, d, keep, nr_keep))
 		return 0;
 	for (int q = t->nodes[d].parent; q >= 0; q = t->nodes[q].parent, k++) {
 		if (group_busy(g, q))

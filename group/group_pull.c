@@ -9,18 +9,19 @@
  * pull.  Each of them is then what P is below: reached only through L,
  * only read, removed at the end; U2 copies P's runs first, then each lower
  * layer's runs that L does not hold yet, all read through P's chain, so L
- * takes what the whole run reads, and U3 checks each of them.  L keeps its name (a disk's top
- * stays where the VM config names it) and its CID (it reads the same, so
- * its children stay valid).  P must be reached by no other disk than
- * through L, and L by no other disk at all: P is only read, G is never
- * written (its sidecar record at most), and L reads the same before and
- * after every step.  L must be a hosted sparse layer (monolithicSparse or
- * twoGbMaxExtentSparse: a base and a delta of those kinds differ only by
- * the parent keys).
+ * takes what the whole run reads, and U3 checks each of them.
+ * L keeps its name (a disk's top stays where the VM config names it) and
+ * its CID (it reads the same, so its children stay valid).  P must be
+ * reached by no other disk than through L, and L by no other disk at all:
+ * P is only read, G is never written (its sidecar record at most), and L
+ * reads the same before and after every step.  L must be a hosted sparse
+ * layer (monolithicSparse or twoGbMaxExtentSparse: a base and a delta of
+ * those kinds differ only by the parent keys).
  *
  * Write order (each step safe to stop at; recovery = pull_resume):
- *  U1. the intent record (L, P, G, L's CID and ddb.longContentID, P's
- *      files) is written durably beside L;
+ *  U1. the intent record (L, P, the layers below P pulled, G, L's CID and
+ *      ddb.longContentID, the pulled layers' files) is written durably
+ *      beside L;
  *  U2. every run P holds (data, or zeroed grains unless P is a base) that
  *      L does not hold is written into L, partial grains filled from P's
  *      chain; L is flushed (fsync).  L still names P as its parent and P
