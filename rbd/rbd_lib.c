@@ -23,7 +23,7 @@ static void *lib_open(const char *name)
 	void *h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
 
 	if (!h)
-		vd_err("vdelta rbd needs %s (Debian: apt-get install librbd1): %s", name,
+		vd_err("cannot load %s (Debian: apt-get install librbd1): %s", name,
 		       dlerror());
 	return h;
 }
