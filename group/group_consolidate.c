@@ -45,16 +45,15 @@ static bool top_takes_parent(const struct group *g, int d, char *const *keep,
 	       !group_pull_eligible(t->nodes[d].path);
 }
 
-/* How many layers the top d takes in by one pull (see above), or 0: the
- * merges go pairwise (a layer under d is kept, or a link is broken). */
+/* How many layers the top d, which takes its parent in, takes in by one
+ * pull (see above), or 0: the merges go pairwise (a layer under d is kept,
+ * or a link is broken). */
 static unsigned pull_depth(const struct group *g, int d, char *const *keep,
 			   unsigned nr_keep)
 {
 	const struct group_tree *t = g->t;
 	unsigned k = 0;
 
-	if (t->nodes[d].parent < 0 || !top_takes_parent(g, d, keep, nr_keep))
-		return 0;
 	for (int q = t->nodes[d].parent; q >= 0; q = t->nodes[q].parent, k++) {
 		if (group_busy(g, q))
 			return k;
@@ -66,9 +65,10 @@ static unsigned pull_depth(const struct group *g, int d, char *const *keep,
 	return k;
 }
 
-/* The lowest layer of the disk to merge with its parent, or -1. */
+/* The lowest layer of the disk to merge with its parent, or -1; takes:
+ * the top takes its parent in (top_takes_parent). */
 static int next_merge(const struct group *g, int d, char *const *keep,
-		      unsigned nr_keep)
+		      unsigned nr_keep, bool takes)
 {
 	const struct group_tree *t = g->t;
 	int pick = -1;
@@ -77,8 +77,7 @@ static int next_merge(const struct group *g, int d, char *const *keep,
 		int p = t->nodes[at].parent;
 		if (p < 0 || group_busy(g, p) || (at != d && group_unknown(g, at)))
 			break;
-		if (at == d ? top_takes_parent(g, d, keep, nr_keep)
-			    : !kept(t->nodes[at].path, keep, nr_keep))
+		if (at == d ? takes : !kept(t->nodes[at].path, keep, nr_keep))
 			pick = at;
 	}
 	return pick;
@@ -162,8 +161,10 @@ static int merged(struct group *g, int l, unsigned depth, bool pull, bool dry_ru
 static void next_step(const struct group *g, int d, char *const *keep, unsigned nr_keep,
 		      int *l, unsigned *depth)
 {
-	*depth = pull_depth(g, d, keep, nr_keep);
-	*l = *depth > 1 ? d : next_merge(g, d, keep, nr_keep);
+	bool takes = g->t->nodes[d].parent >= 0 && top_takes_parent(g, d, keep, nr_keep);
+
+	*depth = takes ? pull_depth(g, d, keep, nr_keep) : 0;
+	*l = *depth > 1 ? d : next_merge(g, d, keep, nr_keep, takes);
 	*depth = *l < 0 ? 0 : *depth > 1 ? *depth : 1;
 }
 
