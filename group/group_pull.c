@@ -78,7 +78,6 @@ static const struct group_field pull_fields[] = {
 struct pull {
 	struct vmdk_disk *l, *p; /* p: the pulled layer each_gap walks */
 	struct chain *pc; /* P's chain: the bytes P reads, L's partial grains */
-	struct chain *below; /* G's chain when several layers are pulled: its locks */
 	unsigned depth;   /* the layers of pc pulled: P and those below it */
 	unsigned at;      /* the one each_gap walks (p), 0: P */
 	bool base;        /* the lowest of them has no parent: L becomes a base */
@@ -213,19 +212,15 @@ static int pull_backing(void *opaque, void *buf, size_t len, uint64_t off)
 }
 
 /* Several layers pulled (rdwr): the operation's lock set holds them, so
- * P's chain was opened without locks; the layers under them (G's chain)
- * are locked here (read, no writer), and G must be the layer P's chain
- * read (the same CID) when it was opened. */
-static int lock_below(struct pull *u, unsigned depth, const struct vd_io *io)
+ * P's chain was opened without locks; the layers under them (G and its
+ * parents) are locked here as chain_open locks a parent: read, no writer. */
+static int lock_below(struct pull *u, unsigned depth)
 {
-	struct vmdk_disk *g = chain_layer(u->pc, depth);
-	int err = chain_open(vmdk_path(g), CHAIN_OPEN_RDONLY | CHAIN_OPEN_DIRTY_OK, io,
-			     &u->below);
+	int err = 0;
 
-	if (!err && vmdk_cid(chain_layer(u->below, 0)) != vmdk_cid(g)) {
-		vd_err("%s: changed while the merge opened it: not merged", vmdk_path(g));
-		err = -EAGAIN;
-	}
+	for (unsigned i = depth; !err && i < chain_depth(u->pc); i++)
+		err = vmdk_lock(chain_layer(u->pc, i), VMDK_PERM_READ,
+				VMDK_PERM_WRITE | VMDK_PERM_RESIZE);
 	return err;
 }
 
@@ -248,7 +243,7 @@ static int pull_open(struct pull *u, const char *layer, const char *parent,
 		err = -ESTALE;
 	}
 	if (!err && (lock & CHAIN_OPEN_NOLOCK) && chain_depth(u->pc) > depth)
-		err = lock_below(u, depth, io);
+		err = lock_below(u, depth);
 	if (!err) {
 		u->p = chain_layer(u->pc, 0);
 		u->depth = depth;
@@ -270,7 +265,6 @@ static int pull_close(struct pull *u)
 	int err = u->l ? vmdk_close(u->l) : 0;
 
 	chain_close(u->pc);
-	chain_close(u->below);
 	free(u->buf);
 	*u = (struct pull){ .plan = u->plan };
 	return err;
