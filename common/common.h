@@ -116,6 +116,10 @@ struct vd_file_ops {
 	int (*pread_meta)(struct vd_file *f, void *buf, size_t len, uint64_t off);
 	int (*pwrite)(struct vd_file *f, const void *buf, size_t len, uint64_t off);
 	int (*sync)(struct vd_file *f);
+	/* Optional: start writing what was written to storage, without
+	 * waiting for it (a hint: only sync makes anything durable).  NULL:
+	 * nothing is started. */
+	void (*writeback)(struct vd_file *f);
 	int (*size)(struct vd_file *f, uint64_t *size);
 	int (*truncate)(struct vd_file *f, uint64_t size);
 	/* Non-blocking; -EAGAIN when another holder conflicts.  unlock=true
@@ -184,6 +188,11 @@ static inline int vd_pwrite(struct vd_file *f, const void *buf, size_t len,
 	return f->ops->pwrite(f, buf, len, off);
 }
 static inline int vd_sync(struct vd_file *f) { return f->ops->sync(f); }
+static inline void vd_writeback(struct vd_file *f)
+{
+	if (f->ops->writeback)
+		f->ops->writeback(f);
+}
 static inline int vd_fsize(struct vd_file *f, uint64_t *size)
 {
 	return f->ops->size(f, size);

@@ -103,6 +103,11 @@ static int count_lock_test(struct vd_file *f, const struct vd_lock_req *r, bool 
 	return in->ops->lock_test(in, r, held);
 }
 
+static void count_writeback(struct vd_file *f)
+{
+	vd_writeback(count_inner(f));
+}
+
 static void count_close(struct vd_file *f)
 {
 	vd_close(count_inner(f));
@@ -115,6 +120,7 @@ static const struct vd_file_ops count_file_ops = {
 	.pread_meta = count_pread_meta,
 	.pwrite = count_pwrite,
 	.sync = count_sync,
+	.writeback = count_writeback,
 	.size = count_size,
 	.truncate = count_truncate,
 	.lock = count_lock,

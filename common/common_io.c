@@ -59,6 +59,11 @@ static int posix_sync(struct vd_file *f)
 	return fdatasync(f->fd) ? -errno : 0;
 }
 
+static void posix_writeback(struct vd_file *f)
+{
+	(void)sync_file_range(f->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+}
+
 static int posix_size(struct vd_file *f, uint64_t *size)
 {
 	struct stat st;
@@ -121,6 +126,7 @@ static const struct vd_file_ops posix_file_ops = {
 	.pread = posix_pread,
 	.pwrite = posix_pwrite,
 	.sync = posix_sync,
+	.writeback = posix_writeback,
 	.size = posix_size,
 	.truncate = posix_truncate,
 	.lock = posix_lock,

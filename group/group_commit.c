@@ -21,7 +21,8 @@
  *      touched and no disk reads them but through L);
  *  C3. P is read back over L's runs and compared with L: the digest of
  *      what P reads over L's data runs with the digest of what C2 read from
- *      L (group_sum.c: L is read once), and zeros over L's zeroed runs;
+ *      L (group_sum.c: L is read once), and zeros over L's zeroed runs,
+ *      while C2's flush runs (C4 waits for both);
  *  C4. each child of L gets parentCID = P's new CID and a hint to P
  *      (descriptor rewrite, durable, one file at a time);
  *  C5. P's sidecar record: L out, L's children in; P loses its frozen mark
@@ -140,6 +141,7 @@ static int copy_run(struct merge *m, enum vmdk_bs kind, uint64_t off, uint64_t l
 		if (err)
 			return err;
 		group_plan_progress(m->plan, &m->done, n, m->total);
+		vmdk_writeback(m->lower); /* the disk writes while the copy goes on */
 		off += n;
 		len -= n;
 	}
@@ -210,9 +212,10 @@ static int each_run(struct merge *m, run_fn *fn)
 	return err;
 }
 
-/* C3 */
-static int verify(struct merge *m)
+/* C3 (check_fn of group_sum_check_flushing) */
+static int verify(void *opaque)
 {
+	struct merge *m = opaque;
 	int err = each_run(m, verify_run);
 
 	if (err || group_sum_same(&m->sum))
@@ -239,10 +242,8 @@ static int merge_into_parent(const struct commit_rec *r, const struct vd_io *io,
 	m->total = m->plan ? m->plan->copy_bytes : 0; /* progress only */
 	if (!err)
 		err = each_run(m, copy_run);
-	if (!err)
-		err = vmdk_flush(m->lower);
-	if (!err)
-		err = verify(m);
+	if (!err) /* the end of C2 beside C3 */
+		err = group_sum_check_flushing(m->lower, verify, m);
 	*cid = m->lower ? vmdk_cid(m->lower) : 0;
 	if (close_merge(m) && !err)
 		err = -EIO;

@@ -231,6 +231,10 @@ void group_sum_copied(struct group_sum *s, const void *buf, size_t n);
 void group_sum_back(struct group_sum *s, const void *buf, size_t n);
 /* Both digests are equal: the result reads back what was copied. */
 bool group_sum_same(const struct group_sum *s);
+/* check(arg) while vmdk_flush(d) runs on a second thread (one after the
+ * other when no thread can be made); the flush's error first, then the
+ * check's. */
+int group_sum_check_flushing(struct vmdk_disk *d, int (*check)(void *), void *arg);
 
 /* ---- group_stage.c: a layer replaced through a staging folder ------------------------------- */
 

@@ -179,6 +179,7 @@ static int copy_gap(struct pull *u, enum vmdk_bs pk, uint64_t off, uint64_t len)
 		if (err)
 			return err;
 		group_plan_progress(u->plan, &u->done, n, u->total);
+		vmdk_writeback(u->l);
 		off += n;
 		len -= n;
 	}

@@ -257,6 +257,7 @@ static int copy_run(struct relocate *r, int fd, struct vd_file *f, off_t off, of
 		if ((err = vd_pwrite(f, r->buf, (size_t)got, (uint64_t)off)))
 			return err;
 		progress(r, (uint64_t)got);
+		vd_writeback(f); /* the disk writes while the copy goes on */
 		off += got;
 		len -= got;
 	}

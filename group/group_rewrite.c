@@ -199,6 +199,7 @@ static int rewrite_run(struct rewrite *w, const struct chain_run *r)
 	else if (!err && !(w->flatten && vd_is_zero(w->buf, r->len)))
 		err = vmdk_pwrite(w->dst, w->buf, r->len, r->off);
 	group_plan_progress(w->plan, &w->done, r->len, w->total);
+	vmdk_writeback(w->dst);
 	return err;
 }
 

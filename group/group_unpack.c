@@ -588,6 +588,7 @@ static int write_runs(struct unpack *u, struct vmdk_disk *d, unsigned i)
 			err = vmdk_pwrite_zeroes(d, (size_t)run->len, run->off);
 		group_plan_progress(&u->progress, &u->done, run->len, u->b->held_bytes);
 	}
+	vmdk_writeback(d);
 	return err;
 }
 

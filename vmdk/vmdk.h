@@ -112,6 +112,11 @@ int vmdk_pwrite_zeroes(struct vmdk_disk *d, size_t len, uint64_t off);
  * one round of syncs, and a flush with nothing written since the last one
  * syncs nothing. */
 int vmdk_flush(struct vmdk_disk *d);
+/* Start writing what was written so far to storage, without waiting, once
+ * several MiB were written since the last start (a hint for a long copy,
+ * cheap to call after every piece: the flush at its end then has less to
+ * wait for; only vmdk_flush makes anything durable). */
+void vmdk_writeback(struct vmdk_disk *d);
 
 /* Called to read bytes of the grain that a partial write does not cover,
  * from whatever lies below this disk.  Must return 0 or -errno. */

@@ -712,25 +712,29 @@ int vmdk_pread(struct vmdk_disk *d, void *buf, size_t len, uint64_t off)
 
 /* Counted once it returned, failed or not (part of it may be written):
  * the next flush then syncs. */
-static int write_done(struct vmdk_disk *d, int err)
+static int write_done(struct vmdk_disk *d, size_t len, int err)
 {
+	__atomic_add_fetch(&d->written, len, __ATOMIC_RELAXED);
 	__atomic_add_fetch(&d->write_gen, 1, __ATOMIC_RELEASE);
 	return err;
 }
 
 int vmdk_pwrite(struct vmdk_disk *d, const void *buf, size_t len, uint64_t off)
 {
-	return write_done(d, disk_io(d, IO_WRITE, (void *)buf, len, off));
+	return write_done(d, len, disk_io(d, IO_WRITE, (void *)buf, len, off));
 }
 
 int vmdk_pwrite_zeroes(struct vmdk_disk *d, size_t len, uint64_t off)
 {
-	return write_done(d, disk_io(d, IO_ZERO, NULL, len, off));
+	return write_done(d, len, disk_io(d, IO_ZERO, NULL, len, off));
 }
 
 /* A group commit of flushes: a caller that waited for the flush lock
  * while another flush ran finds its writes covered when they returned
  * before that flush read the count. */
+/* What vmdk_writeback lets pile up before it starts the disk on it. */
+#define WRITEBACK_STEP (8u << 20)
+
 int vmdk_flush(struct vmdk_disk *d)
 {
 	uint64_t gen = __atomic_load_n(&d->write_gen, __ATOMIC_ACQUIRE);
@@ -745,6 +749,18 @@ int vmdk_flush(struct vmdk_disk *d)
 	}
 	pthread_mutex_unlock(&d->flush_lock);
 	return err;
+}
+
+void vmdk_writeback(struct vmdk_disk *d)
+{
+	uint64_t now = __atomic_load_n(&d->written, __ATOMIC_RELAXED);
+
+	if (now - __atomic_load_n(&d->written_at_writeback, __ATOMIC_RELAXED) < WRITEBACK_STEP)
+		return;
+	__atomic_store_n(&d->written_at_writeback, now, __ATOMIC_RELAXED);
+	for (unsigned i = 0; i < d->nr_extents; i++)
+		if (d->extents[i].file && d->extents[i].access == VMDK_ACCESS_RW && d->writable)
+			vd_writeback(d->extents[i].file);
 }
 
 int vmdk_block_status(struct vmdk_disk *d, uint64_t off, uint64_t max_len,

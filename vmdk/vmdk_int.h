@@ -147,6 +147,7 @@ struct vmdk_disk {
 	 * them the last successful flush covered (under flush_lock, which
 	 * runs one flush at a time and is taken before lock) */
 	uint64_t write_gen, synced_gen;
+	uint64_t written, written_at_writeback; /* bytes, for vmdk_writeback */
 	pthread_mutex_t flush_lock;
 	vmdk_backing_fn *backing;
 	void *backing_opaque;
