@@ -121,7 +121,7 @@ static bool any_unclean(struct vmdk_disk *d)
 
 	vmdk_info_get(d, &info);
 	for (unsigned i = 0; i < info.nr_extents; i++)
-		if (!vmdk_extent_info_get(d, i, &ei) && ei.unclean_shutdown)
+		if (!vmdk_extent_head_get(d, i, &ei) && ei.unclean_shutdown)
 			return true;
 	return false;
 }

@@ -201,7 +201,7 @@ static bool top_zeroed_grains(struct chain *c)
 
 	vmdk_info_get(top, &info);
 	for (unsigned i = 0; i < info.nr_extents; i++) {
-		if (vmdk_extent_info_get(top, i, &ei))
+		if (vmdk_extent_head_get(top, i, &ei))
 			return false;
 		if (ei.kind != VMDK_EXT_SESPARSE &&
 		    !(ei.kind == VMDK_EXT_SPARSE && (ei.flags & VMDK_FLAG_ZEROED_GRAIN)))

@@ -259,6 +259,9 @@ struct vmdk_info {
 void vmdk_info_get(const struct vmdk_disk *d, struct vmdk_info *out);
 /* Extent i (0 .. nr_extents-1); allocation figures may read tables. */
 int vmdk_extent_info_get(struct vmdk_disk *d, unsigned i, struct vmdk_extent_info *out);
+/* The same without the allocation figure (allocated is 0, but for flat
+ * extents): no table is read, whatever the extent's size. */
+int vmdk_extent_head_get(struct vmdk_disk *d, unsigned i, struct vmdk_extent_info *out);
 /* Every file that makes up the disk (descriptor first, then extents, no
  * duplicates).  Valid until close. */
 unsigned vmdk_nr_files(const struct vmdk_disk *d);

@@ -288,7 +288,7 @@ static void check_capacity(struct vmdk_disk *d, vmdk_check_fn *fn, void *opaque,
 		if (e->kind == VMDK_EXT_ZERO || !e->ops->info || e->kind == VMDK_EXT_FLAT ||
 		    e->kind == VMDK_EXT_VMFS)
 			continue;
-		if (e->ops->info(e, &info) || !info.header_capacity_sectors ||
+		if (e->ops->info(e, &info, false) || !info.header_capacity_sectors ||
 		    info.header_capacity_sectors * VD_SECTOR == e->size)
 			continue;
 		snprintf(msg, sizeof msg, "header capacity %llu sectors, descriptor extent "

@@ -407,13 +407,14 @@ static int cowd_set_dirty(struct vmdk_extent *e, bool dirty)
 
 /* ---- info and check ------------------------------------------------------------ */
 
-static int cowd_info(struct vmdk_extent *e, struct vmdk_extent_info *out)
+static int cowd_info(struct vmdk_extent *e, struct vmdk_extent_info *out, bool count)
 {
 	struct cowd *c = e->priv;
-	int ret;
+	int ret = 0;
 
 	pthread_mutex_lock(&e->disk->lock);
-	ret = vmdk_gt_allocated(&c->gt, &out->allocated);
+	if (count)
+		ret = vmdk_gt_allocated(&c->gt, &out->allocated);
 	pthread_mutex_unlock(&e->disk->lock);
 	if (ret)
 		return ret;

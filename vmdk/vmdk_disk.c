@@ -910,7 +910,8 @@ const char *vmdk_extent_kind_name(enum vmdk_extent_kind k)
 	return (unsigned)k < sizeof kind_names / sizeof kind_names[0] ? kind_names[k] : "?";
 }
 
-int vmdk_extent_info_get(struct vmdk_disk *d, unsigned i, struct vmdk_extent_info *out)
+static int extent_info(struct vmdk_disk *d, unsigned i, struct vmdk_extent_info *out,
+		       bool count)
 {
 	struct vmdk_extent *e;
 
@@ -923,5 +924,15 @@ int vmdk_extent_info_get(struct vmdk_disk *d, unsigned i, struct vmdk_extent_inf
 	};
 	if (e->file)
 		vd_fsize(e->file, &out->file_size);
-	return e->ops->info ? e->ops->info(e, out) : 0;
+	return e->ops->info ? e->ops->info(e, out, count) : 0;
+}
+
+int vmdk_extent_info_get(struct vmdk_disk *d, unsigned i, struct vmdk_extent_info *out)
+{
+	return extent_info(d, i, out, true);
+}
+
+int vmdk_extent_head_get(struct vmdk_disk *d, unsigned i, struct vmdk_extent_info *out)
+{
+	return extent_info(d, i, out, false);
 }

@@ -108,8 +108,9 @@ static int flat_file_map(struct vmdk_extent *e, uint64_t off, uint64_t len,
 	return 0;
 }
 
-static int flat_info(struct vmdk_extent *e, struct vmdk_extent_info *out)
+static int flat_info(struct vmdk_extent *e, struct vmdk_extent_info *out, bool count)
 {
+	(void)count; /* no table: the file's size */
 	out->allocated = VD_MIN(e->size, out->file_size > e->file_offset
 						 ? out->file_size - e->file_offset : 0);
 	return 0;

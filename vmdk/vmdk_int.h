@@ -96,7 +96,8 @@ struct vmdk_extent_ops {
 	int (*prepare_write)(struct vmdk_extent *e);
 	/* Finish a sequential format (stream) at close. NULL: nothing. */
 	int (*finish)(struct vmdk_extent *e);
-	int (*info)(struct vmdk_extent *e, struct vmdk_extent_info *out);
+	/* count: the allocation figure too (it may read every table). */
+	int (*info)(struct vmdk_extent *e, struct vmdk_extent_info *out, bool count);
 	int (*check)(struct vmdk_extent *e, vmdk_check_fn *fn, void *opaque,
 		     struct vmdk_check_result *res);      /* NULL: nothing to check */
 };

@@ -974,11 +974,11 @@ static int ses_count(struct vmdk_extent *e, struct ses_tally *t, bool want_maps)
 	return 0;
 }
 
-static int ses_info(struct vmdk_extent *e, struct vmdk_extent_info *out)
+static int ses_info(struct vmdk_extent *e, struct vmdk_extent_info *out, bool count)
 {
 	struct ses *s = e->priv;
-	struct ses_tally t;
-	int ret = ses_count(e, &t, false);
+	struct ses_tally t = { 0 };
+	int ret = count ? ses_count(e, &t, false) : 0;
 
 	if (ret)
 		return ret;

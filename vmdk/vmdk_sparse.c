@@ -563,13 +563,15 @@ void kdmv_header_info(const struct kdmv_header *h, struct vmdk_extent_info *out)
 	out->compress_algorithm = h->compress_algorithm;
 }
 
-static int sparse_info(struct vmdk_extent *e, struct vmdk_extent_info *out)
+static int sparse_info(struct vmdk_extent *e, struct vmdk_extent_info *out, bool count)
 {
 	struct sparse *s = e->priv;
 	int err;
 
 	kdmv_header_info(&s->h, out);
 	out->nr_gd_entries = s->gt.nr_gd;
+	if (!count)
+		return 0;
 	pthread_mutex_lock(&e->disk->lock);
 	err = vmdk_gt_allocated(&s->gt, &out->allocated);
 	pthread_mutex_unlock(&e->disk->lock);

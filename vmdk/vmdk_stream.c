@@ -992,7 +992,7 @@ int vmdk_stream_create(const char *path, const struct vmdk_create_opts *o,
 /* ---- info and check
  * -------------------------------------------------------------------- */
 
-static int stream_info(struct vmdk_extent *e, struct vmdk_extent_info *out)
+static int stream_info(struct vmdk_extent *e, struct vmdk_extent_info *out, bool count)
 {
 	struct stream *s = e->priv;
 	const struct kdmv_header *h = &s->h;
@@ -1004,7 +1004,7 @@ static int stream_info(struct vmdk_extent *e, struct vmdk_extent_info *out)
 	if (s->mode == STREAM_READ) {
 		out->nr_gd_entries = s->gt.nr_gd;
 		pthread_mutex_lock(&e->disk->lock);
-		ret = vmdk_gt_allocated(&s->gt, &out->allocated);
+		ret = count ? vmdk_gt_allocated(&s->gt, &out->allocated) : 0;
 		pthread_mutex_unlock(&e->disk->lock);
 	} else if (s->w) {
 		out->nr_gd_entries = s->w->nr_gd;

@@ -435,6 +435,48 @@ static void qemu_oracle(struct rw *t)
 	vmdkinfo_oracle(t);
 }
 
+/* vmdk_extent_head_get: every field vmdk_extent_info_get gives but the
+ * allocation figure, and not one read of the disk's files for it. */
+static void verify_head(struct rw *t)
+{
+	struct vd_countio *ci;
+	struct vmdk_disk *d;
+	struct vmdk_info info;
+	struct vd_count_stats before, after;
+
+	assert_int_equal(vd_countio_create(NULL, &ci), 0);
+	assert_int_equal(vmdk_open(t->path, VMDK_OPEN_RDONLY, vd_countio_io(ci), &d), 0);
+	vmdk_info_get(d, &info);
+	for (unsigned i = 0; i < info.nr_extents; i++) {
+		struct vmdk_extent_info h, full;
+		vd_countio_total(ci, &before);
+		assert_int_equal(vmdk_extent_head_get(d, i, &h), 0);
+		vd_countio_total(ci, &after);
+		assert_true(after.meta_reads == before.meta_reads &&
+			    after.data_reads == before.data_reads);
+		assert_int_equal(vmdk_extent_info_get(d, i, &full), 0);
+		if (full.kind != VMDK_EXT_FLAT)
+			assert_true(h.allocated == 0);
+		assert_true(h.kind == full.kind && h.start == full.start && h.size == full.size &&
+			    h.file_size == full.file_size && h.version == full.version &&
+			    h.flags == full.flags && h.unclean_shutdown == full.unclean_shutdown &&
+			    h.grain_size_sectors == full.grain_size_sectors &&
+			    h.nr_gd_entries == full.nr_gd_entries &&
+			    h.gd_offset_sectors == full.gd_offset_sectors);
+	}
+	if (t->grain) { /* the data run_cfg wrote is counted by the full one only */
+		struct vmdk_extent_info full;
+		uint64_t sum = 0;
+		for (unsigned i = 0; i < info.nr_extents; i++) {
+			assert_int_equal(vmdk_extent_info_get(d, i, &full), 0);
+			sum += full.allocated;
+		}
+		assert_true(sum > 0);
+	}
+	vmdk_close(d);
+	vd_countio_destroy(ci);
+}
+
 static void run_cfg(const struct cfg *c)
 {
 	const char *env = getenv("VDT_OPS");
@@ -472,6 +514,7 @@ static void run_cfg(const struct cfg *c)
 	verify_block_status(&t);
 	rw_close(&t);
 	verify_check(&t);
+	verify_head(&t);
 	qemu_oracle(&t);
 	rw_teardown(&t);
 }
