@@ -96,7 +96,7 @@ int group_pull_eligible(const char *layer)
 	if (!err && (!type || (strcmp(type, "monolithicSparse") &&
 			       strcmp(type, "twoGbMaxExtentSparse"))))
 		err = -ENOTSUP;
-	for (unsigned i = 0; d && !err && !vmdk_extent_info_get(d, i, &e); i++)
+	for (unsigned i = 0; d && !err && !vmdk_extent_head_get(d, i, &e); i++)
 		if (e.kind != VMDK_EXT_SPARSE)
 			err = -ENOTSUP;
 	vmdk_close(d);
