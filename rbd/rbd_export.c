@@ -201,7 +201,10 @@ static int export_new(struct rbd_export *e, unsigned i)
 	rbd_image_t img;
 	int err = what ? 0 : -ENOMEM;
 
-	if (!err && e->part_left[i]) /* X3: what a stopped run left */
+	/* X3: what a stopped run left, looked for even when the plan saw none:
+	 * a clone killed half made is listed but does not open (a no-op when
+	 * nothing has the name) */
+	if (!err)
 		err = rbd_image_remove(e->conn.io, e->conn.pool, part);
 	if (!err)
 		err = make_image(e, i, part);
@@ -321,9 +324,6 @@ static int plan(struct rbd_export *e)
 		err = rbd_source_open(&e->src); /* X1 */
 	if (!err)
 		err = rbd_plan_names(e);
-	e->part_left = err ? NULL : calloc(e->src.nr, sizeof *e->part_left);
-	if (!err && !e->part_left)
-		err = -ENOMEM;
 	if (!err)
 		err = rbd_conn_open(&e->o->target, &e->conn); /* X2 */
 	if (!err)
@@ -371,7 +371,6 @@ int rbd_export_run(char *const *disks, unsigned nr_disks, char *const *dirs,
 		err = run(&e);
 	rbd_conn_close(&e.conn);
 	rbd_source_close(&e.src);
-	free(e.part_left);
 	free(e.digest);
 	return err;
 }

@@ -31,21 +31,6 @@ int rbd_image_open(rados_ioctx_t io, const char *pool, const char *name, const c
 	return err;
 }
 
-int rbd_image_exists(rados_ioctx_t io, const char *pool, const char *name)
-{
-	rbd_image_t img;
-	int err = rbd_open_read_only(io, name, &img, NULL);
-
-	if (err == -ENOENT)
-		return 0;
-	if (err < 0) {
-		vd_err("%s/%s: cannot open: %s", pool, name, strerror(-err));
-		return err;
-	}
-	rbd_close(img);
-	return 1;
-}
-
 int rbd_image_meta_get(rbd_image_t img, const char *key, char *buf, size_t len)
 {
 	size_t n = len;

@@ -155,8 +155,6 @@ void rbd_xfer_destroy(struct rbd_xfer *x); /* drains first; NULL is a no-op */
 /* ---- one image (rbd_image.c) ---- */
 int rbd_image_open(rados_ioctx_t io, const char *pool, const char *name, const char *snap,
 		   bool rdonly, rbd_image_t *out);
-/* 1 there, 0 not, -errno (reported) when it cannot be told. */
-int rbd_image_exists(rados_ioctx_t io, const char *pool, const char *name);
 /* 0, -ENOENT (not reported) when absent. */
 int rbd_image_meta_get(rbd_image_t img, const char *key, char *buf, size_t len);
 int rbd_image_meta_set(rbd_image_t img, const char *what, const char *key, const char *val);
@@ -296,7 +294,6 @@ struct rbd_export {
 	struct rbd_source src;
 	struct rbd_conn conn;
 	struct rbd_export_result *res; /* items[i] is src.layers[i] */
-	bool *part_left;               /* NAME RBD_EXPORT_PART found, to remove */
 	uint8_t (*digest)[16];         /* of each layer's disk (RBD_VERIFY_FULL) */
 	struct rbd_progress pr;
 };

@@ -13,7 +13,8 @@
  *    another layer or content.  Every refusal is reported, then the run
  *    stops with nothing written.
  * An image named NAME RBD_EXPORT_PART is what a run that was stopped
- * left half made: it is noted here and removed before NAME is made.
+ * left half made: the export removes it before NAME is made (rbd_export.c
+ * X3), whether it opens or, a clone killed half made, is only listed.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -139,15 +140,8 @@ static int check_image(struct rbd_export *e, unsigned i, rbd_image_t img)
 static int look(struct rbd_export *e, unsigned i)
 {
 	struct rbd_export_item *it = &e->res->items[i];
-	char *part = rbd_name_part(it->image);
 	rbd_image_t img;
-	int err = part ? rbd_image_exists(e->conn.io, e->conn.pool, part) : -ENOMEM;
-
-	free(part);
-	if (err < 0)
-		return err;
-	e->part_left[i] = err == 1;
-	err = rbd_open_read_only(e->conn.io, it->image, &img, NULL);
+	int err = rbd_open_read_only(e->conn.io, it->image, &img, NULL);
 	if (err == -ENOENT)
 		return 0; /* CREATE or CLONE, as named */
 	if (err < 0) {
