@@ -415,13 +415,19 @@ int vmdk_open(const char *path, unsigned flags, const struct vd_io *io,
 	return 0;
 }
 
+/* Whether writes to the disk reach this extent's file. */
+static bool extent_written(const struct vmdk_disk *d, const struct vmdk_extent *e)
+{
+	return e->file && e->access == VMDK_ACCESS_RW && d->writable;
+}
+
 static int flush_extents(struct vmdk_disk *d)
 {
 	int err = 0;
 
 	for (unsigned i = 0; i < d->nr_extents && !err; i++) {
 		struct vmdk_extent *e = &d->extents[i];
-		if (!e->file || e->access != VMDK_ACCESS_RW || !d->writable)
+		if (!extent_written(d, e))
 			continue;
 		err = e->ops->flush ? e->ops->flush(e) : vd_sync(e->file);
 		if (err)
@@ -732,9 +738,6 @@ int vmdk_pwrite_zeroes(struct vmdk_disk *d, size_t len, uint64_t off)
 /* A group commit of flushes: a caller that waited for the flush lock
  * while another flush ran finds its writes covered when they returned
  * before that flush read the count. */
-/* What vmdk_writeback lets pile up before it starts the disk on it. */
-#define WRITEBACK_STEP (8u << 20)
-
 int vmdk_flush(struct vmdk_disk *d)
 {
 	uint64_t gen = __atomic_load_n(&d->write_gen, __ATOMIC_ACQUIRE);
@@ -751,6 +754,9 @@ int vmdk_flush(struct vmdk_disk *d)
 	return err;
 }
 
+/* What vmdk_writeback lets pile up before it starts the disk on it. */
+#define WRITEBACK_STEP (8u << 20)
+
 void vmdk_writeback(struct vmdk_disk *d)
 {
 	uint64_t now = __atomic_load_n(&d->written, __ATOMIC_RELAXED);
@@ -759,7 +765,7 @@ void vmdk_writeback(struct vmdk_disk *d)
 		return;
 	__atomic_store_n(&d->written_at_writeback, now, __ATOMIC_RELAXED);
 	for (unsigned i = 0; i < d->nr_extents; i++)
-		if (d->extents[i].file && d->extents[i].access == VMDK_ACCESS_RW && d->writable)
+		if (extent_written(d, &d->extents[i]))
 			vd_writeback(d->extents[i].file);
 }
 
