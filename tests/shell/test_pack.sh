@@ -183,16 +183,22 @@ refusals()
 	refused "other base of the same name" "$R/other" "needs base.vmdk" \
 		"$VDELTA" unpack "$S/vm1.vdb" "$R/other"
 	# the same CID, other content: named as such
+	# (qemu writes the new CID without leading zeros: the embedded
+	# descriptor keeps its size, its NUL padding takes up the difference)
 	cp "$S/src/base/base.vmdk" "$R/dir/base.vmdk"
 	qemu-io -f vmdk "$R/dir/base.vmdk" -c 'write -P 0x98 0 64k' >/dev/null
-	"$PYTHON" - "$R/dir/base.vmdk" "$(grep -a -m1 '^CID=' "$S/src/base/base.vmdk" | cut -d= -f2)" <<'PY'
+	"$PYTHON" - "$R/dir/base.vmdk" "$(grep -a -m1 '^CID=' "$S/src/base/base.vmdk" | cut -d= -f2)" <<'PY' ||
 import re, sys
-p, cid = sys.argv[1], sys.argv[2]
+p, cid = sys.argv[1], sys.argv[2].encode()
 b = bytearray(open(p, "rb").read())
-m = re.search(rb"\nCID=([0-9a-f]{8})", b)
-b[m.start(1):m.end(1)] = cid.encode()
+m = re.search(rb"\nCID=([0-9a-f]{1,8})\n", b)
+pad = b.index(b"\0", m.end())
+grow = len(cid) - len(m.group(1))
+assert b[pad:pad + max(grow, 0)] == b"\0" * max(grow, 0), "no padding after the descriptor"
+b[m.start(1):pad + max(grow, 0)] = cid + b[m.end(1):pad] + b"\0" * max(-grow, 0)
 open(p, "wb").write(b)
 PY
+		fail "same CID, other content: the CID could not be set back"
 	refused "same CID, other content" "$R/dir" "has the CID, not the content" \
 		"$VDELTA" unpack "$S/vm1.vdb" "$R/dir"
 	refused "DIR that does not exist" "$R" "must exist" \
