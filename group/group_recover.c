@@ -176,23 +176,27 @@ static int near_add_dir(struct near *n, const char *layer)
 	return err;
 }
 
+/* The layers are found by their descriptors' parent hints alone (a
+ * broken link, a missing or unreadable layer: the walk stops there). */
 static int near_find(const char *path, struct near *n)
 {
-	struct chain *c = NULL;
-	int err = near_add_dir(n, path);
+	char *at = strdup(path), *next = NULL;
+	int err = at ? 0 : -ENOMEM;
 
-	if (!err)
-		err = vd_strv_add(&n->layers, &n->nr_layers, path);
-	if (err || chain_open(path, CHAIN_OPEN_RDONLY | CHAIN_OPEN_NOLOCK |
-			      CHAIN_OPEN_DIRTY_OK | CHAIN_OPEN_IGNORE_CID, NULL, &c))
-		return err;
-	for (unsigned i = 1; !err && i < chain_depth(c); i++) {
-		const char *layer = vmdk_path(chain_layer(c, i));
-		err = near_add_dir(n, layer);
+	for (unsigned k = 0; !err && at && k < CHAIN_MAX_DEPTH; k++) {
+		struct vmdk_disk *d = NULL;
+		err = near_add_dir(n, at);
 		if (!err)
-			err = vd_strv_add(&n->layers, &n->nr_layers, layer);
+			err = vd_strv_add(&n->layers, &n->nr_layers, at);
+		if (!err && !vmdk_open(at, VMDK_OPEN_DESC_ONLY, NULL, &d) && vmdk_parent_hint(d))
+			chain_hint_find(at, vmdk_parent_hint(d),
+					vmdk_desc_get(d, "ddb.nativeParentHint"), &next);
+		vmdk_close(d);
+		free(at);
+		at = next;
+		next = NULL;
 	}
-	chain_close(c);
+	free(at);
 	return err;
 }
 

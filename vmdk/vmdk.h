@@ -52,6 +52,11 @@ enum {
 	 * that is not the disk's): this flag lets a writer use extent files
 	 * outside the folder (a raw device named by absolute path). */
 	VMDK_OPEN_OUTSIDE_OK = 8,
+	/* The descriptor only, read-only: no extent is opened, so the disk
+	 * answers vmdk_path, its CIDs, parent hint and descriptor fields, and
+	 * nothing else (capacity 0: every read is refused).  For following
+	 * parent links cheaply where nothing is read. */
+	VMDK_OPEN_DESC_ONLY = 16,
 };
 
 /* Open the disk whose descriptor (or single-file image) is at `path`.

@@ -139,23 +139,24 @@ static bool looks_like_text(const uint8_t *buf, size_t len)
 static int load_descriptor(struct vmdk_disk *d)
 {
 	struct vd_file *f = d->files[0].file;
-	uint8_t hdr[VD_SECTOR];
+	const uint8_t *hdr = d->head;
 	uint64_t size;
 	int err = vd_fsize(f, &size);
 
 	if (!err)
-		err = vd_pread_meta(f, hdr, sizeof hdr, 0);
+		err = vd_pread_meta(f, d->head, sizeof d->head, 0);
 	if (err) {
 		vd_err("%s: %s", d->path, strerror(-err));
 		return err;
 	}
+	d->head_read = size >= VD_SECTOR;
 	if (size >= VD_SECTOR && get_le32(hdr) == KDMV_MAGIC)
 		return load_kdmv(d, f, hdr, size);
 	if (size >= 2048 && get_le32(hdr) == COWD_MAGIC)
 		return synth_desc(d, "VMFSSPARSE", "vmfsSparse", get_le32(hdr + 12));
 	if (size >= VD_SECTOR && get_le64(hdr) == SESPARSE_MAGIC)
 		return synth_desc(d, "SESPARSE", "seSparse", get_le64(hdr + 16));
-	if (size > VMDK_MAX_DESC_SIZE || !looks_like_text(hdr, VD_MIN(size, sizeof hdr))) {
+	if (size > VMDK_MAX_DESC_SIZE || !looks_like_text(hdr, VD_MIN(size, sizeof d->head))) {
 		vd_err("%s: not a VMDK (no sparse magic, not a text descriptor)", d->path);
 		return -EMEDIUMTYPE;
 	}
@@ -298,6 +299,10 @@ static int extent_file(struct vmdk_disk *d, struct vmdk_extent *e, unsigned i,
 		return err;
 	e->path = d->files[idx].path;
 	e->file = d->files[idx].file;
+	if (idx == 0 && d->head_read) { /* the descriptor's own file: read already */
+		memcpy(hdr, d->head, VD_SECTOR);
+		return 0;
+	}
 	err = vd_pread_meta(e->file, hdr, VD_SECTOR, 0);
 	if (err)
 		vd_err("%s: reading header: %s", e->path, strerror(-err));
@@ -393,7 +398,7 @@ int vmdk_open(const char *path, unsigned flags, const struct vd_io *io,
 	pthread_mutex_init(&d->flush_lock, NULL);
 	d->io = io ? io : vd_io_posix();
 	d->open_flags = flags;
-	d->writable = flags & VMDK_OPEN_RDWR;
+	d->writable = (flags & VMDK_OPEN_RDWR) && !(flags & VMDK_OPEN_DESC_ONLY);
 	d->path = strdup(path);
 	d->dir = vd_dirname(path);
 	if (!d->path || !d->dir)
@@ -404,7 +409,7 @@ int vmdk_open(const char *path, unsigned flags, const struct vd_io *io,
 		err = load_descriptor(d);
 	if (!err)
 		err = check_cids(d);
-	if (!err)
+	if (!err && !(flags & VMDK_OPEN_DESC_ONLY))
 		err = open_extents(d);
 	if (err) {
 		d->writable = false; /* nothing was written: close quietly */

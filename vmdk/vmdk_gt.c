@@ -49,6 +49,7 @@
 #include <stdlib.h>
 
 #define GT_MAX_REPORTS 10u /* region problems logged at open */
+#define GT_RUN_BYTES (1u << 20) /* tables read at once by vmdk_gt_verify */
 
 static uint64_t gt_bytes(const struct vmdk_gt *t)
 {
@@ -282,13 +283,41 @@ static int table_validate(struct vmdk_gt *t, uint32_t i, const uint32_t *gt)
 	return err;
 }
 
+/* Table i from its bytes as read (raw, which may be slot->gt itself),
+ * decoded into slot and checked. */
+static int table_fill(struct vmdk_gt *t, uint32_t i, struct vmdk_gt_slot *slot,
+		      const uint8_t *raw)
+{
+	int err;
+
+	slot->sector = 0;
+	if (!slot->gt && !(slot->gt = malloc((size_t)t->gtes_per_gt * 4)))
+		return -ENOMEM;
+	for (uint32_t j = 0; j < t->gtes_per_gt; j++)
+		slot->gt[j] = get_le32(raw + 4 * j);
+	err = table_validate(t, i, slot->gt);
+	if (!err) {
+		slot->sector = t->gd[i];
+		slot->index = i;
+	}
+	return err;
+}
+
+static bool table_in_file(const struct vmdk_gt *t, uint32_t i, uint32_t n)
+{
+	uint64_t off = (uint64_t)t->gd[i] * VD_SECTOR;
+
+	return off >= VD_SECTOR &&
+	       off + n * gt_bytes(t) <= VD_ROUND_UP(t->file_size, VD_SECTOR);
+}
+
 /* Read table i (at gd[i]) into slot; a dirty occupant is flushed first. */
 static int table_load(struct vmdk_gt *t, uint32_t i, struct vmdk_gt_slot *slot)
 {
-	uint64_t off = (uint64_t)t->gd[i] * VD_SECTOR, len = (uint64_t)t->gtes_per_gt * 4;
+	uint64_t len = (uint64_t)t->gtes_per_gt * 4;
 	int err = 0;
 
-	if (off < VD_SECTOR || off + gt_bytes(t) > VD_ROUND_UP(t->file_size, VD_SECTOR)) {
+	if (!table_in_file(t, i, 1)) {
 		vd_err("%s: grain directory entry %u = %u points outside the file", t->path,
 		       i, t->gd[i]);
 		return -VD_EBADDATA;
@@ -298,18 +327,52 @@ static int table_load(struct vmdk_gt *t, uint32_t i, struct vmdk_gt_slot *slot)
 	slot->sector = 0;
 	if (!slot->gt && !(slot->gt = malloc(len)))
 		return -ENOMEM;
-	err = vd_pread_meta(t->file, slot->gt, len, off);
+	err = vd_pread_meta(t->file, slot->gt, len, (uint64_t)t->gd[i] * VD_SECTOR);
 	if (err) {
 		vd_err("%s: reading grain table %u: %s", t->path, i, strerror(-err));
 		return err;
 	}
-	for (uint32_t j = 0; j < t->gtes_per_gt; j++)
-		slot->gt[j] = get_le32((uint8_t *)slot->gt + 4 * j);
-	err = table_validate(t, i, slot->gt);
-	if (!err) {
-		slot->sector = t->gd[i];
-		slot->index = i;
+	return table_fill(t, i, slot, (const uint8_t *)slot->gt); /* in place */
+}
+
+/* How many tables from i on lie one after another in the file, none in
+ * its slot yet and no slot dirty: read in one go (at most
+ * GT_RUN_BYTES, and no more than there are slots, so each has its own). */
+static uint32_t table_run(const struct vmdk_gt *t, uint32_t i)
+{
+	uint32_t n = 0, step = (uint32_t)(gt_bytes(t) / VD_SECTOR);
+	uint64_t most = VD_MIN((uint64_t)t->slot_mask + 1, VD_MAX(GT_RUN_BYTES / gt_bytes(t), 1));
+
+	while (i + n < t->nr_gd && n < most && t->gd[i + n] &&
+	       t->gd[i + n] == t->gd[i] + (uint64_t)n * step) {
+		const struct vmdk_gt_slot *slot = gt_slot(t, t->gd[i + n]);
+		if (slot->dirty || slot->sector == t->gd[i + n])
+			break;
+		n++;
 	}
+	return n;
+}
+
+/* Tables i..i+n-1 of a run (table_run) in one read. */
+static int table_load_run(struct vmdk_gt *t, uint32_t i, uint32_t n)
+{
+	uint64_t len = gt_bytes(t);
+	uint8_t *raw;
+	int err;
+
+	if (n < 2 || !table_in_file(t, i, n))
+		return table_load(t, i, gt_slot(t, t->gd[i]));
+	if (!(raw = malloc(n * len)))
+		return -ENOMEM;
+	/* the last table's bytes only: the file may end there */
+	err = vd_pread_meta(t->file, raw, (n - 1) * len + (uint64_t)t->gtes_per_gt * 4,
+			    (uint64_t)t->gd[i] * VD_SECTOR);
+	if (err)
+		vd_err("%s: reading grain tables %u to %u: %s", t->path, i, i + n - 1,
+		       strerror(-err));
+	for (uint32_t k = 0; !err && k < n; k++)
+		err = table_fill(t, i + k, gt_slot(t, t->gd[i + k]), raw + k * len);
+	free(raw);
 	return err;
 }
 
@@ -510,12 +573,16 @@ int vmdk_gt_verify(struct vmdk_gt *t)
 	uint32_t *gt;
 	int err = 0;
 
-	for (uint32_t i = 0; !t->verified && !err && i < t->nr_gd; i++) {
+	for (uint32_t i = 0, n; !t->verified && !err && i < t->nr_gd; i += n) {
 		struct vmdk_gt_slot *slot = t->gd[i] ? gt_slot(t, t->gd[i]) : NULL;
+		n = 1;
 		if (slot && slot->sector == t->gd[i]) /* checked when it loaded */
 			err = table_validate(t, i, slot->gt);
+		else if (slot && (n = table_run(t, i)) > 1)
+			err = table_load_run(t, i, n);
 		else if (slot)
 			err = vmdk_gt_table(t, i, &gt);
+		n = VD_MAX(n, 1);
 	}
 	if (!err)
 		t->verified = true;

@@ -138,6 +138,8 @@ struct vmdk_disk {
 	uint64_t desc_room;
 	struct vmdk_disk_file *files;
 	unsigned nr_files;
+	uint8_t head[VD_SECTOR]; /* file 0's first sector as the open read it */
+	bool head_read;
 	struct vmdk_extent *extents;
 	unsigned nr_extents;
 	uint64_t capacity;

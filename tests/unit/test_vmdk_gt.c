@@ -132,11 +132,74 @@ static void test_shared_table_flagged(void **state)
 	free(path);
 }
 
+/* A writable open reads the tables laid one after another in one go (one
+ * read for all of them), each still checked; tables laid otherwise are
+ * read one by one.  Layouts: 0 in order, 1 in reverse order, 2 in order
+ * with table 5 naming a grain on table 2. */
+#define RUN_TBL 16u  /* sector of the first table */
+#define RUN_DATA 32u /* sector of grain 0 */
+static void run_layout(int layout)
+{
+	char *dir, *path;
+	uint8_t le[4], zero[64 << 10] = { 0 };
+	struct vd_countio *ci;
+	struct vd_count_stats st;
+	struct vd_file *f;
+	struct vmdk_gt t;
+	uint32_t gte;
+
+	dir = vdt_mkdtemp("gt");
+	path = vdt_join(dir, "t.bin");
+	assert_int_equal(vdt_write_file(path, zero, sizeof zero), 0);
+	for (uint32_t i = 0; i < NR_GD; i++) {
+		uint32_t at = layout == 1 ? RUN_TBL + NR_GD - 1 - i : RUN_TBL + i;
+		put_le32(le, at);
+		assert_int_equal(vdt_poke(path, le, 4, GD_OFF + 4 * i), 0);
+		put_le32(le, layout == 2 && i == 5 ? RUN_TBL + 2 : RUN_DATA + 8 * i);
+		assert_int_equal(vdt_poke(path, le, 4, (off_t)at * VD_SECTOR + 4 * i), 0);
+	}
+	assert_int_equal(vd_countio_create(NULL, &ci), 0);
+	assert_int_equal(vd_countio_io(ci)->open(vd_countio_io(ci), path, VD_O_RDWR, &f), 0);
+	assert_int_equal(vmdk_gt_init(&t, f, path, GRAIN, GTES,
+				      (uint64_t)NR_GD * GTES * GRAIN, GD_OFF, 0), 0);
+	assert_int_equal(vmdk_regions_add(&t.meta, 0, 1, VMDK_REG_HEADER, 0), 0);
+	vd_countio_reset(ci);
+	vdt_last_msg[0] = 0;
+	if (layout == 2) {
+		assert_int_equal(vmdk_gt_regions(&t, true), -VD_EBADDATA);
+		assert_non_null(strstr(vdt_last_msg, "directory entry 5"));
+	} else {
+		assert_int_equal(vmdk_gt_regions(&t, true), 0);
+		vd_countio_total(ci, &st);
+		assert_int_equal(st.meta_reads + st.data_reads, layout == 0 ? 1 : NR_GD);
+		for (uint64_t g = 0; g < NR_GD * GTES; g++) {
+			assert_int_equal(vmdk_gt_lookup(&t, g, &gte), 0);
+			assert_int_equal(gte, g % (GTES + 1) == 0 ? RUN_DATA + 8 * (g / GTES) : 0);
+		}
+		vd_countio_total(ci, &st);
+		assert_int_equal(st.meta_reads + st.data_reads, layout == 0 ? 1 : NR_GD);
+	}
+	vmdk_gt_destroy(&t);
+	vd_close(f);
+	vd_countio_destroy(ci);
+	vdt_rmtree(dir);
+	free(dir);
+	free(path);
+}
+
+static void test_tables_read_in_runs(void **state)
+{
+	(void)state;
+	for (int layout = 0; layout < 3; layout++)
+		run_layout(layout);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_one_slot_writeback),
 		cmocka_unit_test(test_shared_table_flagged),
+		cmocka_unit_test(test_tables_read_in_runs),
 	};
 
 	vd_log_set(vdt_log, NULL);

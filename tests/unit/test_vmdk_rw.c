@@ -477,6 +477,35 @@ static void verify_head(struct rw *t)
 	vd_countio_destroy(ci);
 }
 
+/* VMDK_OPEN_DESC_ONLY: the descriptor's file alone, read no further than
+ * its descriptor, the same CIDs and hint as a full open, and no data. */
+static void verify_desc_only(struct rw *t)
+{
+	struct vd_countio *ci;
+	struct vmdk_disk *d, *full;
+	struct vd_count_stats st;
+	uint8_t b[512];
+
+	assert_int_equal(vmdk_open(t->path, VMDK_OPEN_RDONLY, NULL, &full), 0);
+	assert_int_equal(vd_countio_create(NULL, &ci), 0);
+	assert_int_equal(vmdk_open(t->path, VMDK_OPEN_DESC_ONLY | VMDK_OPEN_RDWR,
+				   vd_countio_io(ci), &d), 0);
+	vd_countio_total(ci, &st);
+	assert_int_equal(vd_countio_nr_files(ci), 1);
+	assert_true(st.meta_reads + st.data_reads <= 2 && !st.writes);
+	assert_int_equal(vmdk_cid(d), vmdk_cid(full));
+	assert_int_equal(vmdk_parent_cid(d), vmdk_parent_cid(full));
+	assert_true(!vmdk_parent_hint(d) == !vmdk_parent_hint(full));
+	if (vmdk_parent_hint(d))
+		assert_string_equal(vmdk_parent_hint(d), vmdk_parent_hint(full));
+	assert_true(vmdk_capacity(d) == 0 && vmdk_pread(d, b, sizeof b, 0) < 0);
+	assert_int_equal(vmdk_close(d), 0);
+	vd_countio_total(ci, &st);
+	assert_true(!st.writes && !st.syncs);
+	vmdk_close(full);
+	vd_countio_destroy(ci);
+}
+
 static void run_cfg(const struct cfg *c)
 {
 	const char *env = getenv("VDT_OPS");
@@ -515,6 +544,7 @@ static void run_cfg(const struct cfg *c)
 	rw_close(&t);
 	verify_check(&t);
 	verify_head(&t);
+	verify_desc_only(&t);
 	qemu_oracle(&t);
 	rw_teardown(&t);
 }
