@@ -15,7 +15,7 @@
  * against each other and the file's end at open (vmdk_gt_regions: a sort
  * of at most 2 regions per directory entry).  Grain-versus-metadata is
  * checked as tables load, and before the first write of an open every
- * allocated table is loaded once (vmdk_gt_verify), so no in-place write
+ * allocated table is checked once (vmdk_gt_verify), so no in-place write
  * (header, descriptor, table, grain) can land on another region; grain
  * versus grain is left to vmdk_gt_check (sort of all grains).
  *
@@ -202,9 +202,9 @@ static int add_tables(struct vmdk_gt *t)
 	return err;
 }
 
-/* Tables that fit the cache are all read at a writable open (the grains
- * against the regions: the open is refused rather than the first write);
- * larger sets wait for the first write (vmdk_gt_verify). */
+/* Tables that fit the cache are all checked at a writable open (the
+ * grains against the regions: the open is refused rather than the first
+ * write); larger sets wait for the first write (vmdk_gt_verify). */
 static int verify_if_small(struct vmdk_gt *t)
 {
 	uint64_t n = 0;
@@ -283,26 +283,6 @@ static int table_validate(struct vmdk_gt *t, uint32_t i, const uint32_t *gt)
 	return err;
 }
 
-/* Table i from its bytes as read (raw, which may be slot->gt itself),
- * decoded into slot and checked. */
-static int table_fill(struct vmdk_gt *t, uint32_t i, struct vmdk_gt_slot *slot,
-		      const uint8_t *raw)
-{
-	int err;
-
-	slot->sector = 0;
-	if (!slot->gt && !(slot->gt = malloc((size_t)t->gtes_per_gt * 4)))
-		return -ENOMEM;
-	for (uint32_t j = 0; j < t->gtes_per_gt; j++)
-		slot->gt[j] = get_le32(raw + 4 * j);
-	err = table_validate(t, i, slot->gt);
-	if (!err) {
-		slot->sector = t->gd[i];
-		slot->index = i;
-	}
-	return err;
-}
-
 static bool table_in_file(const struct vmdk_gt *t, uint32_t i, uint32_t n)
 {
 	uint64_t off = (uint64_t)t->gd[i] * VD_SECTOR;
@@ -311,17 +291,27 @@ static bool table_in_file(const struct vmdk_gt *t, uint32_t i, uint32_t n)
 	       off + n * gt_bytes(t) <= VD_ROUND_UP(t->file_size, VD_SECTOR);
 }
 
+static int table_outside(const struct vmdk_gt *t, uint32_t i)
+{
+	vd_err("%s: grain directory entry %u = %u points outside the file", t->path, i,
+	       t->gd[i]);
+	return -VD_EBADDATA;
+}
+
+static void table_decode(const struct vmdk_gt *t, const uint8_t *raw, uint32_t *gt)
+{
+	for (uint32_t j = 0; j < t->gtes_per_gt; j++)
+		gt[j] = get_le32(raw + 4 * j);
+}
+
 /* Read table i (at gd[i]) into slot; a dirty occupant is flushed first. */
 static int table_load(struct vmdk_gt *t, uint32_t i, struct vmdk_gt_slot *slot)
 {
 	uint64_t len = (uint64_t)t->gtes_per_gt * 4;
 	int err = 0;
 
-	if (!table_in_file(t, i, 1)) {
-		vd_err("%s: grain directory entry %u = %u points outside the file", t->path,
-		       i, t->gd[i]);
-		return -VD_EBADDATA;
-	}
+	if (!table_in_file(t, i, 1))
+		return table_outside(t, i);
 	if (slot->dirty && (err = vmdk_gt_flush(t)))
 		return err;
 	slot->sector = 0;
@@ -332,47 +322,12 @@ static int table_load(struct vmdk_gt *t, uint32_t i, struct vmdk_gt_slot *slot)
 		vd_err("%s: reading grain table %u: %s", t->path, i, strerror(-err));
 		return err;
 	}
-	return table_fill(t, i, slot, (const uint8_t *)slot->gt); /* in place */
-}
-
-/* How many tables from i on lie one after another in the file, none in
- * its slot yet and no slot dirty: read in one go (at most
- * GT_RUN_BYTES, and no more than there are slots, so each has its own). */
-static uint32_t table_run(const struct vmdk_gt *t, uint32_t i)
-{
-	uint32_t n = 0, step = (uint32_t)(gt_bytes(t) / VD_SECTOR);
-	uint64_t most = VD_MIN((uint64_t)t->slot_mask + 1, VD_MAX(GT_RUN_BYTES / gt_bytes(t), 1));
-
-	while (i + n < t->nr_gd && n < most && t->gd[i + n] &&
-	       t->gd[i + n] == t->gd[i] + (uint64_t)n * step) {
-		const struct vmdk_gt_slot *slot = gt_slot(t, t->gd[i + n]);
-		if (slot->dirty || slot->sector == t->gd[i + n])
-			break;
-		n++;
+	table_decode(t, (const uint8_t *)slot->gt, slot->gt); /* in place */
+	err = table_validate(t, i, slot->gt);
+	if (!err) {
+		slot->sector = t->gd[i];
+		slot->index = i;
 	}
-	return n;
-}
-
-/* Tables i..i+n-1 of a run (table_run) in one read. */
-static int table_load_run(struct vmdk_gt *t, uint32_t i, uint32_t n)
-{
-	uint64_t len = gt_bytes(t);
-	uint8_t *raw;
-	int err;
-
-	if (n < 2 || !table_in_file(t, i, n))
-		return table_load(t, i, gt_slot(t, t->gd[i]));
-	if (!(raw = malloc(n * len)))
-		return -ENOMEM;
-	/* the last table's bytes only: the file may end there */
-	err = vd_pread_meta(t->file, raw, (n - 1) * len + (uint64_t)t->gtes_per_gt * 4,
-			    (uint64_t)t->gd[i] * VD_SECTOR);
-	if (err)
-		vd_err("%s: reading grain tables %u to %u: %s", t->path, i, i + n - 1,
-		       strerror(-err));
-	for (uint32_t k = 0; !err && k < n; k++)
-		err = table_fill(t, i + k, gt_slot(t, t->gd[i + k]), raw + k * len);
-	free(raw);
 	return err;
 }
 
@@ -568,22 +523,76 @@ int vmdk_gt_flush(struct vmdk_gt *t)
 	return 0;
 }
 
+/* Tables checked at once by vmdk_gt_verify: as many as GT_RUN_BYTES holds. */
+static uint32_t run_most(const struct vmdk_gt *t)
+{
+	return (uint32_t)VD_MAX(GT_RUN_BYTES / gt_bytes(t), 1);
+}
+
+/* How many tables from i on lie one after another inside the file, none
+ * of them cached after the first (at most run_most). */
+static uint32_t table_run(const struct vmdk_gt *t, uint32_t i)
+{
+	uint32_t n = 1, step = (uint32_t)(gt_bytes(t) / VD_SECTOR);
+
+	while (i + n < t->nr_gd && n < run_most(t) && t->gd[i + n] &&
+	       t->gd[i + n] == t->gd[i] + (uint64_t)n * step && table_in_file(t, i, n + 1) &&
+	       gt_slot(t, t->gd[i + n])->sector != t->gd[i + n])
+		n++;
+	return n;
+}
+
+/* Check tables i..i+n-1 of a run in one read, without caching them
+ * (raw: run_most tables, gt: one decoded). */
+static int table_check_run(struct vmdk_gt *t, uint32_t i, uint32_t n, uint8_t *raw,
+			   uint32_t *gt)
+{
+	uint64_t len = gt_bytes(t);
+	int err;
+
+	if (!table_in_file(t, i, n)) /* a run is inside: only a first table can be out */
+		return table_outside(t, i);
+	/* the last table's bytes only: the file may end there */
+	err = vd_pread_meta(t->file, raw, (n - 1) * len + (uint64_t)t->gtes_per_gt * 4,
+			    (uint64_t)t->gd[i] * VD_SECTOR);
+	if (err)
+		vd_err("%s: reading grain tables %u to %u: %s", t->path, i, i + n - 1,
+		       strerror(-err));
+	for (uint32_t k = 0; !err && k < n; k++) {
+		table_decode(t, raw + k * len, gt);
+		err = table_validate(t, i + k, gt);
+	}
+	return err;
+}
+
+/* Every table is checked once, before the first write of an open: the
+ * cached ones where they are, the others read in runs and not kept (a
+ * writable open of an empty 1 GiB delta reads its 32 tables in one read
+ * and holds none of them until its I/O asks). */
 int vmdk_gt_verify(struct vmdk_gt *t)
 {
-	uint32_t *gt;
+	uint8_t *raw = NULL;
+	uint32_t *gt = NULL;
 	int err = 0;
 
-	for (uint32_t i = 0, n; !t->verified && !err && i < t->nr_gd; i += n) {
+	for (uint32_t i = 0, n = 1; !t->verified && !err && i < t->nr_gd; i += n) {
 		struct vmdk_gt_slot *slot = t->gd[i] ? gt_slot(t, t->gd[i]) : NULL;
 		n = 1;
-		if (slot && slot->sector == t->gd[i]) /* checked when it loaded */
+		if (slot && slot->sector == t->gd[i]) { /* checked when it loaded */
 			err = table_validate(t, i, slot->gt);
-		else if (slot && (n = table_run(t, i)) > 1)
-			err = table_load_run(t, i, n);
-		else if (slot)
-			err = vmdk_gt_table(t, i, &gt);
-		n = VD_MAX(n, 1);
+			continue;
+		}
+		if (!slot)
+			continue;
+		if (!raw && (!(raw = malloc(run_most(t) * gt_bytes(t))) ||
+			     !(gt = malloc((size_t)t->gtes_per_gt * 4))))
+			err = -ENOMEM;
+		n = table_run(t, i);
+		if (!err)
+			err = table_check_run(t, i, n, raw, gt);
 	}
+	free(raw);
+	free(gt);
 	if (!err)
 		t->verified = true;
 	return err;
