@@ -469,6 +469,34 @@ done
 [ $partway -gt 0 ] && pass "$partway of 3 kills stopped an export part way" ||
 	fail "no kill stopped an export part way (all before or after it)"
 
+# What a kill inside rbd_clone3 can leave, made on purpose: a NAME%part
+# clone the pool lists but whose header is gone (it does not open; a new
+# clone of that name fails with "File exists").  The run again removes it
+# and makes the image whole.
+pre=h-
+expect_ok "export for the half-made clone" "$VDELTA" rbd export --prefix "$pre" --all "$B"
+run rbd rename "$POOL/${pre}q1" "$POOL/${pre}q1%part"
+id=$(rbd info --format json "$POOL/${pre}q1%part" 2>/dev/null |
+	"$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+run rados -p "$POOL" rm "rbd_header.$id"
+if [ -n "$id" ] && rbd ls "$POOL" | grep -qx "${pre}q1%part" &&
+	! rbd info "$POOL/${pre}q1%part" >/dev/null 2>&1; then
+	expect_ok "export over a clone listed without its header" \
+		"$VDELTA" rbd export --prefix "$pre" --all "$B"
+	# shellcheck disable=SC2046
+	rbd_shas $(printf "$pre%s " $LAYERS_B) >"$T/h.sums"
+	bad=0
+	for l in $LAYERS_B; do
+		grep -qx "$pre$l ${RAW_B[$l]}" "$T/h.sums" || bad=1
+	done
+	rbd ls "$POOL" | grep -q "^$pre.*%part" && bad=1
+	[ $bad = 0 ] && pass "the half-made clone removed, q1 made whole, every image whole" ||
+		fail "after the half-made clone: $(rbd ls "$POOL" | grep "^$pre" | tr '\n' ' ')"
+else
+	fail "could not leave ${pre}q1%part listed without its header (id '$id')"
+fi
+rbd_remove "$pre"
+
 K=$T/K
 mkdir "$K"
 t0=$EPOCHREALTIME
