@@ -699,6 +699,73 @@ static void test_repair_frozen_refused(void **state)
 	free(p);
 }
 
+/* The record of a pull stopped before its merge (U2), met again after P's
+ * parent was relinked to a copy of G (same content, same CID): the layers
+ * under P are not the ones it names, so recovery refuses it, naming both,
+ * and writes nothing (group_pull.c, pull_matches). */
+static bool pull_stopped_before_merge(const char *dir, long n)
+{
+	struct vd_faultio *fi;
+	char *rec = at(dir, "base-000002.vmdk" GROUP_INTENT_SUFFIX), *h;
+	bool before;
+
+	assert_int_equal(vd_faultio_create(n, false, &fi), 0);
+	do_op(dir, OP_PULL, vd_faultio_io(fi));
+	assert_int_equal(vd_faultio_crash(fi), 0);
+	vd_faultio_destroy(fi);
+	h = parent_of(dir, "base-000002.vmdk");
+	before = !access(rec, F_OK) && !strcmp(h, "base-000001.vmdk");
+	free(h);
+	free(rec);
+	return before;
+}
+
+static void relink(const char *dir, const char *name, const char *from, const char *to)
+{
+	char *p = at(dir, name), *hit;
+	size_t len = 0;
+	uint8_t *b = vdt_slurp(p, &len);
+
+	assert_non_null(b);
+	assert_int_equal(strlen(from), strlen(to)); /* the descriptor keeps its size */
+	assert_non_null(hit = memmem(b, len, from, strlen(from)));
+	memcpy(hit, to, strlen(to));
+	assert_int_equal(vdt_write_file(p, b, len), 0);
+	free(b);
+	free(p);
+}
+
+static void test_pull_stale_chain(void **state)
+{
+	char *dir = NULL, *rec;
+	long n;
+
+	(void)state;
+	for (n = 0; n < FAULT_MAX; n++) {
+		dir = copy_group();
+		if (pull_stopped_before_merge(dir, n))
+			break;
+		vdt_rmtree(dir);
+		free(dir);
+		dir = NULL;
+	}
+	assert_non_null(dir);
+	assert_int_equal(vdt_sh("cp '%s/base.vmdk' '%s/basx.vmdk'", dir, dir), 0);
+	relink(dir, "base-000001.vmdk", "=\"base.vmdk\"", "=\"basx.vmdk\"");
+	assert_int_equal(vdt_sh("cd '%s' && sha256sum * | sort >'%s.sums'", dir, dir), 0);
+	rec = at(dir, "base-000002.vmdk" GROUP_INTENT_SUFFIX);
+	vdt_last_msg[0] = 0;
+	assert_int_equal(group_recover(rec, GROUP_RECOVER_FINISH, NULL), -ESTALE);
+	assert_non_null(strstr(vdt_last_msg, "basx.vmdk"));
+	assert_non_null(strstr(vdt_last_msg, "not merged"));
+	assert_int_equal(vdt_sh("cd '%s' && sha256sum * | sort | cmp -s - '%s.sums'", dir, dir),
+			 0);
+	assert_int_equal(vdt_sh("rm -f '%s.sums'", dir), 0);
+	vdt_rmtree(dir);
+	free(dir);
+	free(rec);
+}
+
 /* Pulling a shared parent into its child: refused, nothing written. */
 static void test_pull_refused(void **state)
 {
@@ -1097,6 +1164,7 @@ int main(void)
 		cmocka_unit_test(test_legacy_other_group),
 		cmocka_unit_test(test_legacy_too_many_layers),
 		cmocka_unit_test(test_pull_refused),
+		cmocka_unit_test(test_pull_stale_chain),
 		cmocka_unit_test(test_consolidate_one_pull),
 		cmocka_unit_test(test_consolidate_base),
 		cmocka_unit_test(test_consolidate_base_faults),
