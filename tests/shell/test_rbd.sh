@@ -439,6 +439,20 @@ diff "$T/b.before" "$T/b.after" | grep -q '^> q-q2 ' && [ "$changed" = 1 ] &&
 
 # ---- kill -9, then again ---------------------------------------------------------------
 
+# whole_b PREFIX WHAT: every layer of B is PREFIX+layer with B's content,
+# and no PREFIX*%part is left
+whole_b()
+{
+	local l bad=0
+	# shellcheck disable=SC2046
+	rbd_shas $(printf "$1%s " $LAYERS_B) >"$T/whole.sums"
+	for l in $LAYERS_B; do
+		grep -qx "$1$l ${RAW_B[$l]}" "$T/whole.sums" || bad=1
+	done
+	rbd ls "$POOL" | grep -q "^$1.*%part" && bad=1
+	[ $bad = 0 ] && pass "$2" || fail "$2: $(rbd ls "$POOL" | grep "^$1" | tr '\n' ' ')"
+}
+
 # Killed at a quarter, half and three quarters of the time B's export took
 # (the same command); run again without --verify full.
 partway=0
@@ -455,15 +469,7 @@ for frac in 25 50 75; do
 		partway=$((partway + 1))
 	expect_ok "export killed at $frac% ($made images there), run again" \
 		"$VDELTA" rbd export --prefix "$pre" --all "$B"
-	# shellcheck disable=SC2046
-	rbd_shas $(printf "$pre%s " $LAYERS_B) >"$T/k.sums"
-	bad=0
-	for l in $LAYERS_B; do
-		grep -qx "$pre$l ${RAW_B[$l]}" "$T/k.sums" || bad=1
-	done
-	rbd ls "$POOL" | grep -q "^$pre.*%part" && bad=1
-	[ $bad = 0 ] && pass "after the kill at $frac% and the re-run: every image whole, none half made" ||
-		fail "after the kill at $frac%: $(rbd ls "$POOL" | grep "^$pre" | tr '\n' ' ')"
+	whole_b "$pre" "after the kill at $frac% and the re-run: every image whole, none half made"
 	rbd_remove "$pre"
 done
 [ $partway -gt 0 ] && pass "$partway of 3 kills stopped an export part way" ||
@@ -483,15 +489,7 @@ if [ -n "$id" ] && rbd ls "$POOL" | grep -qx "${pre}q1%part" &&
 	! rbd info "$POOL/${pre}q1%part" >/dev/null 2>&1; then
 	expect_ok "export over a clone listed without its header" \
 		"$VDELTA" rbd export --prefix "$pre" --all "$B"
-	# shellcheck disable=SC2046
-	rbd_shas $(printf "$pre%s " $LAYERS_B) >"$T/h.sums"
-	bad=0
-	for l in $LAYERS_B; do
-		grep -qx "$pre$l ${RAW_B[$l]}" "$T/h.sums" || bad=1
-	done
-	rbd ls "$POOL" | grep -q "^$pre.*%part" && bad=1
-	[ $bad = 0 ] && pass "the half-made clone removed, q1 made whole, every image whole" ||
-		fail "after the half-made clone: $(rbd ls "$POOL" | grep "^$pre" | tr '\n' ' ')"
+	whole_b "$pre" "the half-made clone removed, q1 made whole, every image whole"
 else
 	fail "could not leave ${pre}q1%part listed without its header (id '$id')"
 fi
