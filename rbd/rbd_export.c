@@ -339,6 +339,18 @@ static int plan(struct rbd_export *e)
 	return err;
 }
 
+/* An image that is there under its name: a rename to it (X4) that a
+ * stopped run left half done is finished first. */
+static int finish_rename(struct rbd_export *e, unsigned i)
+{
+	char *part = rbd_name_part(e->res->items[i].image);
+	int err = part ? rbd_image_rename_finish(e->conn.io, e->conn.pool, part,
+						 e->res->items[i].image) : -ENOMEM;
+
+	free(part);
+	return err;
+}
+
 static int run(struct rbd_export *e)
 {
 	int err = 0;
@@ -347,7 +359,9 @@ static int run(struct rbd_export *e)
 		enum rbd_action a = e->res->items[i].action;
 		if (a == RBD_ACT_CREATE || a == RBD_ACT_CLONE)
 			err = export_new(e, i);
-		else if (a == RBD_ACT_SNAP)
+		else if (a == RBD_ACT_KEEP || a == RBD_ACT_SNAP)
+			err = finish_rename(e, i);
+		if (!err && a == RBD_ACT_SNAP)
 			err = export_snap(e, i);
 	}
 	return err;

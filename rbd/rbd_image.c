@@ -156,3 +156,69 @@ int rbd_image_rename(rados_ioctx_t io, const char *pool, const char *from, const
 		vd_err("%s/%s: cannot rename to %s: %s", pool, from, to, strerror(-err));
 	return err;
 }
+
+/* The image id name opens, "" when it does not. */
+static void id_of(rados_ioctx_t io, const char *name, char *id, size_t len)
+{
+	rbd_image_t img;
+
+	id[0] = '\0';
+	if (rbd_open_read_only(io, name, &img, NULL) < 0)
+		return;
+	if (rbd_get_id(img, id, len) < 0)
+		id[0] = '\0';
+	rbd_close(img);
+}
+
+/* Is name listed in the pool's directory (1), not (0), or -errno? */
+static int listed(rados_ioctx_t io, const char *name)
+{
+	rbd_image_spec_t *v = NULL;
+	size_t n = 0;
+	int err = rbd_list2(io, NULL, &n), found = 0;
+
+	if (err == -ERANGE && !(v = calloc(n ? n : 1, sizeof *v)))
+		return -ENOMEM;
+	if (err == -ERANGE)
+		err = rbd_list2(io, v, &n);
+	for (size_t i = 0; err >= 0 && i < n; i++)
+		found |= !strcmp(v[i].name, name);
+	if (v && err >= 0)
+		rbd_image_spec_list_cleanup(v, n);
+	free(v);
+	return err < 0 ? err : found;
+}
+
+/* librbd renames in three steps: the id object of the new name is
+ * written, the pool's directory entry changed, the old id object
+ * removed.  A run stopped between the first two leaves the image listed
+ * as part and opening as name as well (rbd ls shows no name); between the
+ * last two, listed as name with part's id object left.  Both are told by
+ * part and name opening the same image, and finished: the first by
+ * removing name's id object and renaming again, the second by removing
+ * part's. */
+int rbd_image_rename_finish(rados_ioctx_t io, const char *pool, const char *part,
+			    const char *name)
+{
+	char pid[RBD_NAME_MAX + 1], nid[RBD_NAME_MAX + 1], *oid = NULL;
+	int err, in_dir;
+
+	id_of(io, part, pid, sizeof pid);
+	if (!pid[0])
+		return 0; /* the common case: no part */
+	id_of(io, name, nid, sizeof nid);
+	if (!nid[0] || strcmp(pid, nid))
+		return 0; /* another image: X3 removes it when name is made */
+	in_dir = listed(io, part);
+	if (in_dir < 0 || asprintf(&oid, "rbd_id.%s", in_dir ? name : part) < 0) {
+		err = in_dir < 0 ? in_dir : -ENOMEM;
+		vd_err("%s/%s: cannot list the pool: %s", pool, part, strerror(-err));
+		return err;
+	}
+	err = rados_remove(io, oid);
+	if (err < 0)
+		vd_err("%s: cannot remove the object %s of a stopped rename: %s", pool, oid,
+		       strerror(-err));
+	free(oid);
+	return err < 0 ? err : in_dir ? rbd_image_rename(io, pool, part, name) : 0;
+}

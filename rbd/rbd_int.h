@@ -18,7 +18,7 @@
 #define RBD_LIB_RADOS \
 	X(rados_create) X(rados_conf_read_file) X(rados_conf_parse_env) \
 	X(rados_conf_set) X(rados_connect) X(rados_shutdown) X(rados_ioctx_create) \
-	X(rados_ioctx_destroy) X(rados_exec) X(rados_pool_reverse_lookup)
+	X(rados_ioctx_destroy) X(rados_exec) X(rados_pool_reverse_lookup) X(rados_remove)
 #define RBD_LIB_RBD \
 	X(rbd_open) X(rbd_open_read_only) X(rbd_open_by_id_read_only) X(rbd_close) \
 	X(rbd_create4) X(rbd_clone3) X(rbd_remove) X(rbd_rename) X(rbd_get_size) \
@@ -32,7 +32,7 @@
 	X(rbd_aio_release) X(rbd_aio_wait_for_complete) X(rbd_aio_get_return_value) \
 	X(rbd_aio_read2) X(rbd_aio_write2) X(rbd_aio_write_zeroes) \
 	X(rbd_image_options_create) X(rbd_image_options_set_uint64) \
-	X(rbd_image_options_destroy)
+	X(rbd_image_options_destroy) X(rbd_list2) X(rbd_image_spec_list_cleanup)
 
 struct rbd_lib {
 #define X(f) __typeof__(&f) f##_fn;
@@ -55,6 +55,7 @@ int rbd_lib_load(void);
 #define rados_ioctx_destroy (rbd_lib.rados_ioctx_destroy_fn)
 #define rados_exec (rbd_lib.rados_exec_fn)
 #define rados_pool_reverse_lookup (rbd_lib.rados_pool_reverse_lookup_fn)
+#define rados_remove (rbd_lib.rados_remove_fn)
 #define rbd_open (rbd_lib.rbd_open_fn)
 #define rbd_open_read_only (rbd_lib.rbd_open_read_only_fn)
 #define rbd_open_by_id_read_only (rbd_lib.rbd_open_by_id_read_only_fn)
@@ -95,6 +96,8 @@ int rbd_lib_load(void);
 #define rbd_image_options_create (rbd_lib.rbd_image_options_create_fn)
 #define rbd_image_options_set_uint64 (rbd_lib.rbd_image_options_set_uint64_fn)
 #define rbd_image_options_destroy (rbd_lib.rbd_image_options_destroy_fn)
+#define rbd_list2 (rbd_lib.rbd_list2_fn)
+#define rbd_image_spec_list_cleanup (rbd_lib.rbd_image_spec_list_cleanup_fn)
 #endif
 
 #define RBD_XFER_DEPTH 16u          /* requests in flight per image */
@@ -163,6 +166,10 @@ int rbd_image_snap(rbd_image_t img, const char *what, const char *snap);
 /* Remove name with its snapshots; 0 when it is not there. */
 int rbd_image_remove(rados_ioctx_t io, const char *pool, const char *name);
 int rbd_image_rename(rados_ioctx_t io, const char *pool, const char *from, const char *to);
+/* Finish a rename of part to name that a stopped run left half done (see
+ * rbd_image.c); 0 when there was none. */
+int rbd_image_rename_finish(rados_ioctx_t io, const char *pool, const char *part,
+			    const char *name);
 
 /* ---- digest (rbd_digest.c) ---- */
 int rbd_digest_image(rbd_image_t img, const char *what, struct rbd_progress *pr,

@@ -476,12 +476,14 @@ done
 	fail "no kill stopped an export part way (all before or after it)"
 
 # What a kill inside rbd_clone3 can leave, made on purpose: a NAME%part
-# clone the pool lists but whose header is gone (it does not open; a new
-# clone of that name fails with "File exists").  The run again removes it
-# and makes the image whole.
+# the pool lists but whose header is gone (it does not open; a new clone
+# of that name fails with "File exists").  The run again removes it and
+# makes the image whole.  (Made as a plain image, so that no parent
+# records it as a child.)
 pre=h-
 expect_ok "export for the half-made clone" "$VDELTA" rbd export --prefix "$pre" --all "$B"
-run rbd rename "$POOL/${pre}q1" "$POOL/${pre}q1%part"
+run rbd rm --no-progress "$POOL/${pre}q1"
+run rbd create --size 32M "$POOL/${pre}q1%part"
 id=$(rbd info --format json "$POOL/${pre}q1%part" 2>/dev/null |
 	"$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["id"])')
 run rados -p "$POOL" rm "rbd_header.$id"
@@ -492,6 +494,29 @@ if [ -n "$id" ] && rbd ls "$POOL" | grep -qx "${pre}q1%part" &&
 	whole_b "$pre" "the half-made clone removed, q1 made whole, every image whole"
 else
 	fail "could not leave ${pre}q1%part listed without its header (id '$id')"
+fi
+rbd_remove "$pre"
+
+# A rename (X4) stopped inside librbd, made on purpose: librbd writes the
+# new name's id object, then changes the pool's directory, then removes
+# the old id object.  Stopped after the first step, r-q2 opens but the
+# pool lists r-q2%part; after the second, r-q3%part's id object is left.
+# The run again finishes both renames.
+pre=r-
+expect_ok "export for the stopped renames" "$VDELTA" rbd export --prefix "$pre" --all "$B"
+run rbd rename "$POOL/${pre}q2" "$POOL/${pre}q2%part"
+run rados -p "$POOL" get "rbd_id.${pre}q2%part" "$T/q2.id"
+run rados -p "$POOL" put "rbd_id.${pre}q2" "$T/q2.id"
+run rados -p "$POOL" get "rbd_id.${pre}q3" "$T/q3.id"
+run rados -p "$POOL" put "rbd_id.${pre}q3%part" "$T/q3.id"
+if rbd ls "$POOL" | grep -qx "${pre}q2%part" && ! rbd ls "$POOL" | grep -qx "${pre}q2" &&
+	rbd info "$POOL/${pre}q2" >/dev/null 2>&1; then
+	expect_ok "export over two stopped renames" "$VDELTA" rbd export --prefix "$pre" --all "$B"
+	whole_b "$pre" "both renames finished: r-q2 listed, no part left, every image whole"
+	rados -p "$POOL" stat "rbd_id.${pre}q3%part" >/dev/null 2>&1 &&
+		fail "rbd_id.${pre}q3%part is left" || pass "the stale id object of r-q3%part removed"
+else
+	fail "could not leave ${pre}q2 half renamed"
 fi
 rbd_remove "$pre"
 
