@@ -6,7 +6,8 @@
  * is only of an image an export made and did not finish (NAME
  * RBD_EXPORT_PART, which no one else writes and no clone is made of): its
  * lock, held by the run that was stopped, is broken, its snapshots
- * unprotected and removed, then the image.
+ * unprotected and removed, then the image; and of the id object a rename
+ * stopped inside librbd left (rbd_image_rename_finish), never of data.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -208,7 +209,7 @@ int rbd_image_rename_finish(rados_ioctx_t io, const char *pool, const char *part
 		return 0; /* the common case: no part */
 	id_of(io, name, nid, sizeof nid);
 	if (!nid[0] || strcmp(pid, nid))
-		return 0; /* another image: X3 removes it when name is made */
+		return 0; /* not a rename of this image */
 	in_dir = listed(io, part);
 	if (in_dir < 0 || asprintf(&oid, "rbd_id.%s", in_dir ? name : part) < 0) {
 		err = in_dir < 0 ? in_dir : -ENOMEM;
