@@ -412,10 +412,11 @@ static int cowd_info(struct vmdk_extent *e, struct vmdk_extent_info *out, bool c
 	struct cowd *c = e->priv;
 	int ret = 0;
 
-	pthread_mutex_lock(&e->disk->lock);
-	if (count)
+	if (count) {
+		pthread_mutex_lock(&e->disk->lock);
 		ret = vmdk_gt_allocated(&c->gt, &out->allocated);
-	pthread_mutex_unlock(&e->disk->lock);
+		pthread_mutex_unlock(&e->disk->lock);
+	}
 	if (ret)
 		return ret;
 	out->kind = VMDK_EXT_COWD;

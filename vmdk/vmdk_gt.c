@@ -578,12 +578,12 @@ int vmdk_gt_verify(struct vmdk_gt *t)
 	for (uint32_t i = 0, n = 1; !t->verified && !err && i < t->nr_gd; i += n) {
 		struct vmdk_gt_slot *slot = t->gd[i] ? gt_slot(t, t->gd[i]) : NULL;
 		n = 1;
-		if (slot && slot->sector == t->gd[i]) { /* checked when it loaded */
+		if (!slot)
+			continue;
+		if (slot->sector == t->gd[i]) { /* checked when it loaded */
 			err = table_validate(t, i, slot->gt);
 			continue;
 		}
-		if (!slot)
-			continue;
 		if (!raw && (!(raw = malloc(run_most(t) * gt_bytes(t))) ||
 			     !(gt = malloc((size_t)t->gtes_per_gt * 4))))
 			err = -ENOMEM;
